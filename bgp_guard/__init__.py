@@ -1,0 +1,1 @@
+"""BGP guard: feeds -> normalised updates -> detectors -> alert events -> sinks."""

@@ -1,0 +1,1 @@
+"""Host-side data plane: keys, WireGuard tunnels, VXLAN, routes, MTU and failover."""

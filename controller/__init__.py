@@ -1,0 +1,1 @@
+"""OpenFlow control: a pure pipeline (config -> FlowMods), the os-ken shim and OVSDB."""

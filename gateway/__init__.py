@@ -1,0 +1,1 @@
+"""Encrypted SSO gateway: OIDC login, per-app policy, signed identity to upstream apps."""

@@ -1,0 +1,168 @@
+"""The `overcast` command.
+
+Each part adds its own subcommands from `<part>/cli.py` (a `register(subparsers)` function),
+so the shell stays thin and a part ships commands only once they work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from overcast import __version__, exitcodes, log
+from overcast.config import InvalidConfig, L2Segment, L3Segment, OvercastConfig, load
+
+PARTS = ("lab.cli", "controller.cli", "bridge.cli", "bgp_guard.cli", "gateway.cli")
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class CommandError(Exception):
+    """An error the user can act on: printed as one line, no traceback."""
+
+    def __init__(self, message: str, code: int = exitcodes.FAILURE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def load_config(path: str) -> OvercastConfig:
+    """Load a config for a subcommand; invalid configs become a USAGE error listing every problem."""
+    try:
+        return load(path)
+    except InvalidConfig as exc:
+        raise CommandError(
+            f"{len(exc.errors)} problem(s) in {path}:\n{exc}", exitcodes.USAGE
+        ) from None
+
+
+def emit(data: Any, as_json: bool, text: str) -> None:
+    """Print a command's result: `data` as JSON with --json, else the human `text`."""
+    print(json.dumps(data, indent=2, default=str) if as_json else text)
+
+
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+
+
+def _validate(args: argparse.Namespace) -> int:
+    try:
+        config = load(args.file)
+    except InvalidConfig as exc:
+        if args.json:
+            emit({"valid": False, "errors": [vars_of(e) for e in exc.errors]}, True, "")
+        else:
+            print(f"{args.file}: {len(exc.errors)} problem(s)", file=sys.stderr)
+            for err in exc.errors:
+                print(f"  {err.render(args.file)}", file=sys.stderr)
+        return exitcodes.USAGE
+    summary = summarize(config)
+    emit({"valid": True, "summary": summary}, args.json, _summary_text(args.file, summary))
+    return exitcodes.OK
+
+
+def vars_of(err: Any) -> dict[str, Any]:
+    return {"path": err.path, "message": err.message, "line": err.line, "column": err.column}
+
+
+def summarize(config: OvercastConfig) -> dict[str, Any]:
+    return {
+        "sites": {
+            n: {"role": s.role, "underlay": str(s.underlay)} for n, s in config.sites.items()
+        },
+        "providers": sorted(config.providers),
+        "segments": {n: _segment_summary(s) for n, s in config.segments.items()},
+        "guard_prefixes": len(config.guard.prefixes),
+        "gateway_apps": len(config.gateway.apps) if config.gateway else 0,
+    }
+
+
+def _segment_summary(seg: L2Segment | L3Segment) -> dict[str, Any]:
+    out: dict[str, Any] = {"mode": seg.mode, "sites": list(seg.sites)}
+    if isinstance(seg, L2Segment):
+        return out | {"vni": seg.vni, "vlan": seg.vlan}
+    return out | {"prefixes": [str(p) for p in seg.prefixes]}
+
+
+def _summary_text(path: str, summary: dict[str, Any]) -> str:
+    lines = [f"{path}: valid"]
+    lines.append(f"  sites: {len(summary['sites'])}")
+    for name, site in summary["sites"].items():
+        lines.append(f"    {name:<10} {site['role']:<10} underlay {site['underlay']}")
+    lines.append(f"  segments: {len(summary['segments'])}")
+    for name, seg in summary["segments"].items():
+        what = (
+            f"vni {seg['vni']} vlan {seg['vlan']}"
+            if seg["mode"] == "l2"
+            else ", ".join(seg["prefixes"])
+        )
+        lines.append(f"    {name:<10} {seg['mode']}  {what}  sites {', '.join(seg['sites'])}")
+    lines.append(
+        f"  guard prefixes: {summary['guard_prefixes']}, gateway apps: {summary['gateway_apps']}"
+    )
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="overcast",
+        description=(
+            "Overcast stretches enterprise L2/L3 segments into cloud providers over WireGuard, "
+            "programs every site's Open vSwitch, watches BGP for hijacks and leaks, and fronts "
+            "SaaS apps with an SSO gateway. Everything is described by one overcast.yaml."
+        ),
+        epilog=(
+            "exit codes: 0 ok, 1 operation failed, 2 bad arguments or invalid config, "
+            "3 alerts found.  Start with: overcast validate overcast.yaml"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"overcast {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)"
+    )
+    parser.add_argument("--log-json", action="store_true", help="log JSON lines on stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "validate",
+        help="check an overcast.yaml and summarise it",
+        description=(
+            "Check FILE against the schema and cross-checks (unknown sites, reused VNIs and "
+            "VLANs, overlapping prefixes, bad addresses). Prints every problem with its "
+            "line, path and fix. Exit 0 if valid, 2 if not."
+        ),
+    )
+    p.add_argument("file", metavar="FILE", help="path to overcast.yaml")
+    add_json_flag(p)
+    p.set_defaults(handler=_validate)
+
+    for module in PARTS:
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    log.setup(args.verbose, args.log_json)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except CommandError as exc:
+        print(f"overcast: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        logging.getLogger("overcast").debug("unhandled error", exc_info=True)
+        print(
+            f"overcast: internal error: {exc!r} (run with -vv for the traceback)", file=sys.stderr
+        )
+        return exitcodes.FAILURE

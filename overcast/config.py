@@ -1,0 +1,298 @@
+"""The one `overcast.yaml`: sites, providers, segments, and each part's own section.
+
+`load()` returns an immutable `OvercastConfig` or raises `InvalidConfig` carrying *every*
+problem found, each naming its path and the fix. Schema errors come from pydantic; the
+cross-checks below catch what no single field can see (unknown sites, reused VNIs, ...).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import Field
+
+from bgp_guard.config import GuardConfig
+from gateway.config import GatewayConfig
+from lab.config import LabConfig
+from overcast.model import Address, ConfigError, Model, Name, Prefix
+from overcast.yamlsrc import Document, dotted, parse
+
+VNI_MAX = 2**24 - 1  # RFC 7348 section 5: 24-bit VXLAN Network Identifier
+
+
+class Switch(Model):
+    """The site's Open vSwitch bridge."""
+
+    bridge: Name = "br-overcast"
+    # "netdev" is the userspace datapath: it needs no kernel module (see ARCHITECTURE.md).
+    datapath: Literal["netdev", "system"] = "netdev"
+
+
+class Site(Model):
+    role: Literal["enterprise", "provider"]
+    underlay: Address
+    provider: Name | None = None
+    underlay_mtu: int = Field(1500, ge=1280, le=9216)
+    wireguard_port: int = Field(51820, ge=1, le=65535)
+    switch: Switch = Switch()
+
+
+class Provider(Model):
+    """A cloud vendor. Provider sites name one, so two vendors can carry the same segment."""
+
+    description: str = ""
+
+
+class L2Segment(Model):
+    """An Ethernet segment stretched between sites with VXLAN inside WireGuard."""
+
+    mode: Literal["l2"]
+    vni: int = Field(ge=1, le=VNI_MAX)
+    # 0 and 4095 are reserved by IEEE 802.1Q.
+    vlan: int = Field(ge=1, le=4094)
+    sites: tuple[Name, ...]
+
+
+class L3Segment(Model):
+    """Routed prefixes reachable from every listed site."""
+
+    mode: Literal["l3"]
+    prefixes: tuple[Prefix, ...] = Field(min_length=1)
+    sites: tuple[Name, ...]
+
+
+Segment = Annotated[L2Segment | L3Segment, Field(discriminator="mode")]
+
+
+class OvercastConfig(Model):
+    sites: dict[Name, Site]
+    providers: dict[Name, Provider] = {}
+    segments: dict[Name, Segment] = {}
+    guard: GuardConfig = GuardConfig()
+    gateway: GatewayConfig | None = None
+    lab: LabConfig = LabConfig()
+
+    def l2_segments(self) -> dict[str, L2Segment]:
+        return {n: s for n, s in self.segments.items() if isinstance(s, L2Segment)}
+
+    def segments_at(self, site: str) -> dict[str, L2Segment | L3Segment]:
+        return {n: s for n, s in self.segments.items() if site in s.sites}
+
+
+class InvalidConfig(Exception):
+    """The config has one or more problems; `errors` lists all of them."""
+
+    def __init__(self, source: str, errors: list[ConfigError]) -> None:
+        self.source = source
+        self.errors = sorted(set(errors), key=lambda e: (e.line or 0, e.column or 0, e.path))
+        super().__init__("\n".join(e.render(source) for e in self.errors))
+
+
+# -- loading -----------------------------------------------------------------------------
+
+
+def load(path: str | Path) -> OvercastConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidConfig(
+            str(path), [ConfigError("", f"cannot read file: {exc.strerror}")]
+        ) from None
+    except UnicodeDecodeError:
+        raise InvalidConfig(
+            str(path), [ConfigError("", "file is not UTF-8 text; save it as UTF-8")]
+        ) from None
+    return loads(text, source=str(path))
+
+
+def loads(text: str, source: str = "<config>") -> OvercastConfig:
+    doc = parse(text)
+    if doc.errors and doc.data is None:
+        raise InvalidConfig(source, doc.errors)
+    if not isinstance(doc.data, dict):
+        raise InvalidConfig(
+            source,
+            [
+                *doc.errors,
+                ConfigError("", "the file must be a mapping with a 'sites:' key at the top"),
+            ],
+        )
+    errors = list(doc.errors)
+    data, config, removed = dict(doc.data), None, set()
+    # Report schema errors for every entry, then cross-check what is left, so one run shows
+    # every problem instead of one layer at a time.
+    for _ in range(len(str(data))):
+        try:
+            config = OvercastConfig.model_validate(data)
+            break
+        except pydantic.ValidationError as exc:
+            bad = [_schema_error(e, doc) for e in exc.errors()]
+            errors += bad
+            before = str(data)
+            for err in exc.errors():
+                data, name = _without(data, tuple(err["loc"]))
+                removed.add(name)
+            if str(data) == before:
+                break
+    if config is not None:
+        errors += [
+            _locate(e, doc)
+            for e in cross_check(config)
+            if not any(f"'{name}'" in e.message for name in removed)
+        ]
+    if errors:
+        raise InvalidConfig(source, errors)
+    assert config is not None
+    return config
+
+
+def _without(data: dict[str, Any], loc: tuple[Any, ...]) -> tuple[dict[str, Any], str]:
+    """`data` minus the entry that `loc` points into (a site, segment, ...) or its section."""
+    out = dict(data)
+    if len(loc) >= 2 and isinstance(out.get(loc[0]), dict) and loc[0] != "gateway":
+        section = dict(out[loc[0]])
+        section.pop(loc[1], None)
+        out[loc[0]] = section
+        return out, str(loc[1])
+    out.pop(loc[0], None)
+    return out, str(loc[0])
+
+
+def _schema_error(err: Any, doc: Document) -> ConfigError:
+    loc = tuple(err["loc"])
+    # Drop the discriminator tag pydantic inserts: segments.<name>.l2.vni -> segments.<name>.vni
+    if len(loc) > 2 and loc[0] == "segments" and loc[2] in ("l2", "l3"):
+        loc = loc[:2] + loc[3:]
+    kind = err["type"]
+    if kind == "missing":
+        message = "required key is missing; add it"
+    elif kind == "extra_forbidden":
+        message = f"unknown key {loc[-1]!r}; remove it or fix its spelling"
+    elif kind == "union_tag_not_found":
+        message = "segment needs 'mode: l2' (with vni, vlan) or 'mode: l3' (with prefixes)"
+    elif kind == "union_tag_invalid":
+        message = f"mode {err['input'].get('mode')!r} is not known; use 'l2' or 'l3'"
+    elif kind == "value_error":
+        message = str(err["ctx"]["error"])
+    else:
+        message = f"{err['msg'][0].lower()}{err['msg'][1:]} (got {err['input']!r})"
+    line, col = doc.position(loc)
+    return ConfigError(dotted(loc), message, line, col)
+
+
+def _locate(err: ConfigError, doc: Document) -> ConfigError:
+    path = tuple(int(p) if p.isdigit() else p for p in err.path.split("."))
+    line, col = doc.position(path)
+    return ConfigError(err.path, err.message, line, col)
+
+
+# -- cross-checks ------------------------------------------------------------------------
+
+
+def cross_check(config: OvercastConfig) -> list[ConfigError]:
+    return [
+        *_check_sites(config),
+        *_check_segment_sites(config),
+        *_check_unique_vni(config),
+        *_check_vlans(config),
+        *_check_prefix_overlap(config),
+        *config.guard.problems(),
+    ]
+
+
+def _check_sites(config: OvercastConfig) -> Iterator[ConfigError]:
+    seen: dict[Any, str] = {}
+    for name, site in config.sites.items():
+        if site.underlay in seen:
+            yield ConfigError(
+                f"sites.{name}.underlay",
+                f"{site.underlay} is already used by sites.{seen[site.underlay]}; "
+                "every site needs its own underlay address",
+            )
+        seen.setdefault(site.underlay, name)
+        if site.role == "provider":
+            if site.provider is None:
+                if config.providers:
+                    known = ", ".join(sorted(config.providers))
+                    yield ConfigError(
+                        f"sites.{name}.provider",
+                        f"provider sites must name their provider; one of: {known}",
+                    )
+            elif site.provider not in config.providers:
+                yield ConfigError(
+                    f"sites.{name}.provider",
+                    f"unknown provider {site.provider!r}; add it under 'providers:' "
+                    f"or use one of: {', '.join(sorted(config.providers)) or '(none defined)'}",
+                )
+        elif site.provider is not None:
+            yield ConfigError(
+                f"sites.{name}.provider",
+                "only sites with 'role: provider' run at a provider; remove this key",
+            )
+
+
+def _check_segment_sites(config: OvercastConfig) -> Iterator[ConfigError]:
+    for name, seg in config.segments.items():
+        for i, site in enumerate(seg.sites):
+            if site not in config.sites:
+                yield ConfigError(
+                    f"segments.{name}.sites.{i}",
+                    f"unknown site {site!r}; define it under 'sites:' or use one of: "
+                    f"{', '.join(sorted(config.sites))}",
+                )
+            elif seg.sites.index(site) != i:
+                yield ConfigError(
+                    f"segments.{name}.sites.{i}", f"site {site!r} is listed twice; remove one"
+                )
+        if len(set(seg.sites)) < 2:
+            yield ConfigError(
+                f"segments.{name}.sites",
+                "a segment joins at least two sites; list two or more",
+            )
+
+
+def _check_unique_vni(config: OvercastConfig) -> Iterator[ConfigError]:
+    owner: dict[int, str] = {}
+    for name, seg in config.l2_segments().items():
+        if seg.vni in owner:
+            yield ConfigError(
+                f"segments.{name}.vni",
+                f"{seg.vni} is already used by segments.{owner[seg.vni]}; pick an unused VNI",
+            )
+        owner.setdefault(seg.vni, name)
+
+
+def _check_vlans(config: OvercastConfig) -> Iterator[ConfigError]:
+    # A VLAN id is local to a site's switch: two segments may reuse it only at disjoint sites.
+    segs = list(config.l2_segments().items())
+    for (a_name, a), (b_name, b) in itertools.combinations(segs, 2):
+        shared = sorted(set(a.sites) & set(b.sites))
+        if a.vlan == b.vlan and shared:
+            yield ConfigError(
+                f"segments.{b_name}.vlan",
+                f"VLAN {b.vlan} is already used by segments.{a_name} at site "
+                f"{', '.join(shared)}; pick another VLAN",
+            )
+
+
+def _check_prefix_overlap(config: OvercastConfig) -> Iterable[ConfigError]:
+    from netaddr import IPNetwork
+
+    owned: list[tuple[Any, str]] = []
+    for name, seg in config.segments.items():
+        if not isinstance(seg, L3Segment):
+            continue
+        for i, prefix in enumerate(seg.prefixes):
+            net = IPNetwork(str(prefix))
+            for other, where in owned:
+                if net.version == other.version and (net in other or other in net):
+                    yield ConfigError(
+                        f"segments.{name}.prefixes.{i}",
+                        f"{prefix} overlaps {other} in {where}; L3 prefixes must not overlap",
+                    )
+            owned.append((net, f"segments.{name}"))

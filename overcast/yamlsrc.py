@@ -1,0 +1,87 @@
+"""YAML loading that keeps line numbers and refuses duplicate keys.
+
+PyYAML keeps the last of two equal keys without a word; for a network config that is
+silent data loss, so we report it. Every mapping key and sequence item keeps its line and
+column so a validation error can point at the exact place in the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from overcast.model import ConfigError
+
+Path = tuple[str | int, ...]
+
+
+@dataclass
+class Document:
+    data: Any
+    marks: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    errors: list[ConfigError] = field(default_factory=list)
+
+    def position(self, path: Path) -> tuple[int | None, int | None]:
+        """Line and column of `path`, or of its nearest ancestor found in the file."""
+        while path:
+            if path in self.marks:
+                return self.marks[path]
+            path = path[:-1]
+        return None, None
+
+
+def dotted(path: Path) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def parse(text: str) -> Document:
+    """Parse YAML text; syntax errors come back as ConfigErrors with line and column."""
+    doc = Document(data=None)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        doc.errors.append(
+            ConfigError(
+                "", f"YAML syntax error: {problem}; fix the indentation or quoting", line, col
+            )
+        )
+        return doc
+    if node is None:
+        return doc
+    doc.data = _build(node, (), doc)
+    return doc
+
+
+def _build(node: yaml.Node, path: Path, doc: Document) -> Any:
+    doc.marks.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = yaml.SafeLoader(_EMPTY).construct_object(key_node, deep=True)
+            here = (*path, key)
+            if key in out:
+                line, _ = doc.marks[here]
+                doc.errors.append(
+                    ConfigError(
+                        dotted(here),
+                        f"duplicate key (first defined on line {line}); "
+                        "merge the two entries or rename one",
+                        key_node.start_mark.line + 1,
+                        key_node.start_mark.column + 1,
+                    )
+                )
+                continue
+            doc.marks[here] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            out[key] = _build(value_node, here, doc)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(item, (*path, i), doc) for i, item in enumerate(node.value)]
+    return yaml.SafeLoader(_EMPTY).construct_object(node, deep=True)
+
+
+_EMPTY = ""

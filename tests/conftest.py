@@ -1,0 +1,36 @@
+"""Shared test set-up.
+
+Tests marked `root` need root, network namespaces and real daemons. Outside CI they skip
+with the reason; with CI=true a missing privilege or binary is a failure, because CI runs
+as root on a machine that `.ci/run` has provisioned and must exercise the real thing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+IN_CI = os.environ.get("CI") == "true"
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip (or fail in CI) unless `condition` holds."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"CI=true, but {reason}: integration tests must run in CI, not skip")
+    pytest.skip(reason)
+
+
+def require_binaries(*names: str) -> None:
+    missing = [n for n in names if shutil.which(n) is None]
+    require(not missing, f"missing {', '.join(missing)} (run ./dev test to install)")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("root"):
+        require(os.geteuid() == 0, "needs root for network namespaces")
+        require(os.path.exists("/proc/self/ns/net"), "needs network namespace support")
+        require_binaries("ip")
