@@ -1,0 +1,61 @@
+"""The one update model every feed produces and every detector consumes.
+
+Kept deliberately small and cheap to build: feeds create hundreds of thousands per second.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import NamedTuple
+
+# An AS_PATH segment of type AS_SET (RFC 4271 section 4.3) is kept as a frozenset.
+PathElement = int | frozenset[int]
+
+
+class Prefix(NamedTuple):
+    """An IP prefix as integers: cheap to hash, mask and compare."""
+
+    version: int  # 4 or 6
+    value: int  # network address as an integer, host bits zero
+    length: int
+
+    def __str__(self) -> str:
+        addr = (
+            ipaddress.IPv4Address(self.value)
+            if self.version == 4
+            else ipaddress.IPv6Address(self.value)
+        )
+        return f"{addr}/{self.length}"
+
+    @classmethod
+    def parse(cls, text: str) -> Prefix:
+        net = ipaddress.ip_network(text)
+        return cls(net.version, int(net.network_address), net.prefixlen)
+
+    def covers(self, other: Prefix) -> bool:
+        """True if `other` is this prefix or a more-specific of it."""
+        if self.version != other.version or other.length < self.length:
+            return False
+        bits = 32 if self.version == 4 else 128
+        return other.value >> (bits - self.length) == self.value >> (bits - self.length)
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """One prefix announced or withdrawn by one peer at one time."""
+
+    time: float  # seconds since the epoch, UTC
+    peer_ip: str
+    peer_asn: int
+    prefix: Prefix
+    announce: bool  # False: withdrawal
+    as_path: tuple[PathElement, ...] = ()
+    communities: tuple[tuple[int, int], ...] = ()
+    next_hop: str | None = None
+    source: str = ""  # feed that produced it, e.g. "mrt:rrc06.updates.gz", "ris-live", "bmp"
+    path_id: int | None = None  # RFC 7911 ADD-PATH identifier, when the feed has one
+
+    @property
+    def origin(self) -> PathElement | None:
+        return self.as_path[-1] if self.as_path else None

@@ -1,0 +1,36 @@
+"""What is plugged into each site's switch: the contract between the data plane and the controller.
+
+The lab (or, in production, the bridge) builds a `Fabric` from what it created; the controller
+turns config + fabric into flows. Ports are named, never numbered: the controller resolves
+OpenFlow port numbers from the switch's port descriptions, so a re-plugged port keeps working.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from overcast.model import Model
+
+
+class FabricPort(Model):
+    """One OVS port. `access`: a host (untagged); `tunnel`: VXLAN toward other sites."""
+
+    name: str
+    kind: Literal["access", "tunnel"]
+    segment: str
+    # MACs known to sit behind this port (hosts the lab created), for proactive forwarding.
+    macs: tuple[str, ...] = ()
+
+
+class SiteSwitch(Model):
+    site: str
+    bridge: str
+    dpid: int
+    ports: tuple[FabricPort, ...] = ()
+
+
+class Fabric(Model):
+    switches: dict[str, SiteSwitch] = {}
+
+    def by_dpid(self, dpid: int) -> SiteSwitch | None:
+        return next((s for s in self.switches.values() if s.dpid == dpid), None)
