@@ -164,7 +164,8 @@ def _without(data: dict[str, Any], loc: tuple[Any, ...]) -> tuple[dict[str, Any]
 
 
 def _schema_error(err: Any, doc: Document) -> ConfigError:
-    loc = tuple(err["loc"])
+    # "[key]" marks an error in a mapping key rather than its value; the key is the path.
+    loc = tuple(p for p in err["loc"] if p != "[key]")
     # Drop the discriminator tag pydantic inserts: segments.<name>.l2.vni -> segments.<name>.vni
     if len(loc) > 2 and loc[0] == "segments" and loc[2] in ("l2", "l3"):
         loc = loc[:2] + loc[3:]
