@@ -1,17 +1,160 @@
-"""The `gateway:` section of overcast.yaml: the identity provider and the apps it fronts."""
+"""The `gateway:` section of overcast.yaml: the identity provider and the apps it fronts.
+
+gateway:
+  issuer: https://idp.corp.example/
+  client_id: overcast-gateway
+  client_secret_file: /etc/overcast/oidc-secret
+  host: gw.corp.example               # the gateway's own name: /ping, /ready, JWKS
+  listen: 0.0.0.0:443
+  metrics_listen: 127.0.0.1:9464      # a separate listener; never the public one
+  tls: {cert: /etc/overcast/gw.pem, key: /etc/overcast/gw.key}
+  apps:
+    crm:
+      host: crm.corp.example          # default: <app>.<gateway host>
+      upstream: https://crm.saas.example
+      allow: {groups: [sales]}
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from overcast.model import Model
+from pydantic import Field, field_validator, model_validator
+
+from overcast.model import Model, Prefix
+
+# Paths the gateway answers itself on every app host (RFC 8615 reserves /.well-known; our
+# own prefix keeps the rest out of the apps' way).
+RESERVED_PREFIX = "/.overcast/"
+
+
+def _https_url(value: str, what: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ValueError(f"{value!r} is not an https:// URL; the {what} must be reached over TLS")
+    return value
+
+
+def _host(value: str) -> str:
+    host = value.strip().lower().rstrip(".")
+    if not host or any(c in host for c in "/:@[] "):
+        raise ValueError(f"{value!r} is not a host name; write it like crm.corp.example")
+    return host
+
+
+def _listen(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
+        raise ValueError(f"{value!r} is not ADDRESS:PORT; write it like 127.0.0.1:8443")
+    return value
+
+
+class Tls(Model):
+    """The public listener's certificate. Without one, `dev_dir` holds a generated dev CA."""
+
+    cert: Path | None = None
+    key: Path | None = None
+    dev_dir: Path = Path(".overcast/gateway-tls")
+
+    @model_validator(mode="after")
+    def _pair(self) -> Tls:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("give both tls.cert and tls.key, or neither (dev CA mode)")
+        return self
 
 
 class App(Model):
+    """One app behind the gateway: where users reach it and where the gateway forwards."""
+
+    host: str = ""
+    path_prefix: str = "/"
     upstream: str
+    # CA bundle that signs the upstream's certificate; default: the system store.
+    upstream_ca: Path | None = None
+    # Require a TLS client certificate issued by this CA (mTLS) for this app.
+    client_ca: Path | None = None
     allow: dict[str, Any] = {}
+    deny: dict[str, Any] = {}
+
+    @field_validator("upstream")
+    @classmethod
+    def _upstream(cls, value: str) -> str:
+        return _https_url(value, "upstream")
+
+    @field_validator("host")
+    @classmethod
+    def _app_host(cls, value: str) -> str:
+        return _host(value) if value else value
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not value.startswith("/") or RESERVED_PREFIX.rstrip("/") in value:
+            raise ValueError(
+                f"{value!r} must start with '/' and not use {RESERVED_PREFIX}; e.g. /api/"
+            )
+        return value
 
 
 class GatewayConfig(Model):
     issuer: str
+    client_id: str = "overcast-gateway"
+    # A confidential client's secret, read from a file so it never sits in overcast.yaml.
+    client_secret_file: Path | None = None
+    # CA bundle for the identity provider's TLS; default: the system store.
+    issuer_ca: Path | None = None
+    scopes: tuple[str, ...] = ("openid", "email", "profile", "offline_access")
+    host: str = "localhost"
+    listen: str = "127.0.0.1:8443"
+    # The port users type (behind a load balancer it differs from `listen`); default: listen's.
+    public_port: int | None = Field(None, ge=1, le=65535)
+    metrics_listen: str = "127.0.0.1:9464"
+    tls: Tls = Tls()
+    # Key ring for session cookies: lines "KEY_ID BASE64_32_BYTES", the first one seals.
+    session_keys_file: Path | None = None
+    # EC P-256 private key (PEM) that signs identity assertions; default: one per start.
+    assertion_key_file: Path | None = None
+    session_lifetime: int = Field(8 * 3600, ge=60, le=7 * 86400)
+    assertion_lifetime: int = Field(60, ge=5, le=60)
+    # Proxies whose X-Forwarded-For is believed; nobody else's.
+    trusted_proxies: tuple[Prefix, ...] = ()
     apps: dict[str, App] = {}
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, value: str) -> str:
+        return _https_url(value, "issuer")
+
+    @field_validator("host")
+    @classmethod
+    def _gateway_host(cls, value: str) -> str:
+        return _host(value)
+
+    @field_validator("listen", "metrics_listen")
+    @classmethod
+    def _addr(cls, value: str) -> str:
+        return _listen(value)
+
+    @model_validator(mode="after")
+    def _routes(self) -> GatewayConfig:
+        if self.listen == self.metrics_listen:
+            raise ValueError("metrics_listen must differ from listen: metrics are never public")
+        seen: dict[tuple[str, str], str] = {}
+        for name, app in self.apps.items():
+            key = (self.app_host(name), app.path_prefix)
+            if key[0] == self.host:
+                raise ValueError(
+                    f"apps.{name} uses the gateway's own host {self.host}; give it another host"
+                )
+            if key in seen:
+                raise ValueError(
+                    f"apps.{name} and apps.{seen[key]} both claim {key[0]}{key[1]}; "
+                    "give one another host or path_prefix"
+                )
+            seen[key] = name
+        return self
+
+    def app_host(self, name: str) -> str:
+        return self.apps[name].host or f"{name}.{self.host}"
