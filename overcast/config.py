@@ -16,6 +16,7 @@ import pydantic
 from pydantic import Field
 
 from bgp_guard.config import GuardConfig
+from bridge.config import BridgeConfig
 from gateway.config import GatewayConfig
 from lab.config import LabConfig
 from overcast.model import Address, ConfigError, Model, Name, Prefix
@@ -75,6 +76,7 @@ class OvercastConfig(Model):
     guard: GuardConfig = GuardConfig()
     gateway: GatewayConfig | None = None
     lab: LabConfig = LabConfig()
+    bridge: BridgeConfig = BridgeConfig()
 
     def l2_segments(self) -> dict[str, L2Segment]:
         return {n: s for n, s in self.segments.items() if isinstance(s, L2Segment)}
@@ -203,6 +205,7 @@ def cross_check(config: OvercastConfig) -> list[ConfigError]:
         *_check_vlans(config),
         *_check_prefix_overlap(config),
         *config.guard.problems(),
+        *config.bridge.problems(config),
     ]
 
 

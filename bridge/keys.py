@@ -1,0 +1,121 @@
+"""WireGuard keys: X25519 pairs generated and held by the enterprise.
+
+The enterprise runs `KeyStore` on a machine it controls and generates one key pair per site,
+provider sites included, so no cloud vendor ever chooses or sees a key it should not. What
+is distributed:
+
+- every site receives the *public* keys of its peers (in its `SitePlan`);
+- a provider site receives exactly one private key, its own, delivered as a 0600 file to
+  the host that terminates its tunnel, and nothing of any other site.
+
+Private keys stay in `<dir>/<site>.key` (mode 0600, directory 0700); they are never logged,
+printed or put on a command line (`wg` reads them from stdin or a file).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import stat
+from collections.abc import Iterable
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+KEY_BYTES = 32  # Curve25519 (RFC 7748 section 5)
+
+
+class KeyStoreError(Exception):
+    """A key file is missing, malformed or readable by others; the message says the fix."""
+
+
+def generate_private_key() -> str:
+    """A new base64 private key, clamped like `wg genkey` (RFC 7748 section 5)."""
+    raw = bytearray(X25519PrivateKey.generate().private_bytes_raw())
+    raw[0] &= 248
+    raw[31] = (raw[31] & 127) | 64
+    return base64.b64encode(bytes(raw)).decode()
+
+
+def public_key_of(private_key: str) -> str:
+    """The base64 public key for a base64 private key (what `wg pubkey` prints)."""
+    raw = _decode(private_key, "private key")
+    public = X25519PrivateKey.from_private_bytes(raw).public_key().public_bytes_raw()
+    return base64.b64encode(public).decode()
+
+
+def check_public_key(key: str, what: str = "public key") -> str:
+    """`key` if it is a base64 WireGuard key, else a KeyStoreError naming `what`."""
+    _decode(key, what)
+    return key
+
+
+def _decode(key: str, what: str) -> bytes:
+    try:
+        raw = base64.b64decode(key, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != KEY_BYTES:
+        # Never echo the value: it may be a private key.
+        raise KeyStoreError(
+            f"{what} is not a WireGuard key (44 base64 characters encoding 32 bytes); regenerate it"
+        )
+    return raw
+
+
+class KeyStore:
+    """One key pair per site in `directory`: `<site>.key` (0600) and `<site>.pub`."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def __repr__(self) -> str:
+        return f"KeyStore({str(self.directory)!r})"
+
+    def private_key_file(self, site: str) -> Path:
+        return self.directory / f"{site}.key"
+
+    def ensure(self, site: str) -> str:
+        """Generate `site`'s key pair unless it exists; return its public key."""
+        path = self.private_key_file(site)
+        if not path.exists():
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            private = generate_private_key()
+            # O_EXCL: two processes racing must not overwrite each other's key.
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                return self.public_key(site)
+            with os.fdopen(fd, "w") as f:
+                f.write(private + "\n")
+            (self.directory / f"{site}.pub").write_text(public_key_of(private) + "\n")
+        return self.public_key(site)
+
+    def ensure_all(self, sites: Iterable[str]) -> dict[str, str]:
+        """Public keys of `sites`, generating pairs that do not exist yet."""
+        return {site: self.ensure(site) for site in sites}
+
+    def public_key(self, site: str) -> str:
+        return public_key_of(self.private_key(site))
+
+    def private_key(self, site: str) -> str:
+        """The private key text, for handing to `wg` on stdin. Never log it."""
+        path = self.private_key_file(site)
+        try:
+            mode = path.stat().st_mode
+            text = path.read_text().strip()
+        except FileNotFoundError:
+            raise KeyStoreError(
+                f"no key for site {site!r} in {self.directory}; generate it with "
+                f"KeyStore.ensure({site!r})"
+            ) from None
+        except OSError as exc:
+            raise KeyStoreError(f"cannot read {path}: {exc.strerror}") from None
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise KeyStoreError(
+                f"{path} is readable by other users; run 'chmod 600 {path}' and consider "
+                "the key leaked (regenerate it)"
+            )
+        _decode(text, f"private key in {path}")
+        return text

@@ -1,0 +1,72 @@
+"""Key generation and the on-disk key store."""
+
+from __future__ import annotations
+
+import base64
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from bridge.keys import (
+    KeyStore,
+    KeyStoreError,
+    check_public_key,
+    generate_private_key,
+    public_key_of,
+)
+
+
+def test_generated_keys_are_clamped_curve25519() -> None:
+    raw = base64.b64decode(generate_private_key())
+    assert len(raw) == 32
+    assert raw[0] & 7 == 0 and raw[31] & 128 == 0 and raw[31] & 64 == 64
+
+
+def test_public_key_matches_rfc7748_test_vector() -> None:
+    # RFC 7748 section 6.1: Alice's private and public key.
+    alice = bytes.fromhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
+    public = bytes.fromhex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")
+    assert public_key_of(base64.b64encode(alice).decode()) == base64.b64encode(public).decode()
+
+
+def test_store_creates_private_files_once(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "keys")
+    first = store.ensure_all(["hq", "cloud-a"])
+    assert store.ensure("hq") == first["hq"]
+    assert first["hq"] != first["cloud-a"]
+    key_file = store.private_key_file("hq")
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "keys").stat().st_mode) == 0o700
+    assert (tmp_path / "keys" / "hq.pub").read_text().strip() == first["hq"]
+    assert check_public_key(first["hq"]) == first["hq"]
+
+
+def test_private_key_never_in_repr_or_errors(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path)
+    store.ensure("hq")
+    private = store.private_key("hq")
+    assert private not in repr(store)
+    with pytest.raises(KeyStoreError) as info:
+        public_key_of(private[:-4])
+    assert private[:-4] not in str(info.value)
+
+
+def test_store_refuses_keys_readable_by_others(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path)
+    store.ensure("hq")
+    os.chmod(store.private_key_file("hq"), 0o644)
+    with pytest.raises(KeyStoreError, match="chmod 600"):
+        store.private_key("hq")
+
+
+def test_missing_and_malformed_keys(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path)
+    with pytest.raises(KeyStoreError, match=r"no key for site 'hq'.*ensure\('hq'\)"):
+        store.public_key("hq")
+    fd = os.open(store.private_key_file("hq"), os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, b"garbage\n")
+    os.close(fd)
+    with pytest.raises(KeyStoreError, match="is not a WireGuard key"):
+        store.public_key("hq")
