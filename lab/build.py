@@ -1,0 +1,197 @@
+"""Apply a `LabPlan`: build the namespaces, links and switches it describes, and tear a lab
+down again from its registry. Every step checks before it creates, so `up` can be re-run."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ipaddress
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lab import names, netns, switch
+from lab.plan import STATE_ROOT, HostPlan, LabPlan, SitePlan
+from lab.registry import REGISTRY_FILE, Registry, teardown_order
+
+Progress = Callable[[str], None]
+META_FILE = "lab.json"
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+class LabConflict(RuntimeError):
+    """The lab id is already used by a lab built from something else."""
+
+
+def fingerprint(config_text: str) -> str:
+    return hashlib.sha256(config_text.encode()).hexdigest()[:16]
+
+
+def up(
+    plan: LabPlan,
+    source: str,
+    config_text: str,
+    progress: Progress = _quiet,
+) -> Registry:
+    """Build sites, hosts, underlay and management network. Returns the lab's registry."""
+    registry = Registry(plan.state_dir)
+    _claim(plan, registry, source, fingerprint(config_text))
+    progress(f"lab {plan.lab_id}: underlay and management networks")
+    for ns, bridge in (
+        (plan.underlay_netns, names.WAN_BRIDGE),
+        (plan.controller_netns, names.MGMT_BRIDGE),
+    ):
+        netns.ensure(registry.netns(ns))
+        netns.bridge(ns, bridge)
+    netns.up(plan.controller_netns, names.MGMT_BRIDGE, plan.controller)
+    for site in plan.sites:
+        progress(f"lab {plan.lab_id}: site {site.name} (netns {site.netns}, OVS {site.datapath})")
+        build_site(plan, site, registry)
+    for host in plan.hosts:
+        progress(f"lab {plan.lab_id}: host {host.label} {host.address.ip} mtu {host.mtu}")
+        build_host(plan.site(host.site), host, registry)
+    return registry
+
+
+def _claim(plan: LabPlan, registry: Registry, source: str, digest: str) -> None:
+    meta = plan.state_dir / META_FILE
+    if meta.exists():
+        have = json.loads(meta.read_text())
+        if have.get("fingerprint") != digest:
+            raise LabConflict(
+                f"lab {plan.lab_id} was built from {have.get('source')} with different "
+                f"content; run `overcast lab down {plan.lab_id}` first"
+            )
+        return
+    registry.open()
+    meta.write_text(json.dumps({"lab_id": plan.lab_id, "source": source, "fingerprint": digest}))
+
+
+def build_site(plan: LabPlan, site: SitePlan, registry: Registry) -> None:
+    netns.ensure(registry.netns(site.netns))
+    # Underlay: every site's WAN NIC on one Linux bridge, the lab's stand-in for the
+    # internet, with host routes to the other sites' underlay addresses.
+    netns.veth(
+        site.netns,
+        names.WAN_IF,
+        plan.underlay_netns,
+        names.uplink_port(site.name),
+        site.underlay_mtu,
+    )
+    netns.enslave(plan.underlay_netns, names.uplink_port(site.name), names.WAN_BRIDGE)
+    prefix = 32 if site.underlay.version == 4 else 128
+    netns.up(site.netns, names.WAN_IF, ipaddress.ip_interface(f"{site.underlay}/{prefix}"))
+    for peer in plan.sites:
+        if peer.name != site.name:
+            netns.route(site.netns, peer.underlay, names.WAN_IF)
+    # Management: a separate network to the controller's namespace.
+    netns.veth(site.netns, names.MGMT_IF, plan.controller_netns, names.uplink_port(site.name), 1500)
+    netns.enslave(plan.controller_netns, names.uplink_port(site.name), names.MGMT_BRIDGE)
+    netns.up(site.netns, names.MGMT_IF, site.mgmt)
+    switch.start(site, registry)
+    switch.ensure_bridge(plan, site)
+
+
+def build_host(site: SitePlan, host: HostPlan, registry: Registry) -> None:
+    netns.ensure(registry.netns(host.netns))
+    netns.veth(site.netns, host.port, host.netns, names.HOST_IF, host.mtu)
+    netns.up(host.netns, names.HOST_IF, host.address, mac=host.mac)
+    netns.up(site.netns, host.port)
+    for ns, ifname in ((host.netns, names.HOST_IF), (site.netns, host.port)):
+        netns.tx_checksum_off(ns, ifname)
+    switch.ensure_port(site, host.port)
+
+
+# -- teardown ------------------------------------------------------------------------------
+
+
+def down(state_dir: Path, progress: Progress = _quiet) -> None:
+    """Remove everything the registry in `state_dir` names, in a safe order."""
+    entries = teardown_order(Registry(state_dir).entries())
+    lab_id = state_dir.name
+    progress(f"lab {lab_id}: stopping processes")
+    for entry in entries:
+        if entry.kind == "process":
+            _stop_pidfile(Path(entry.name), entry.program)
+    namespaces = [e.name for e in entries if e.kind == "netns"]
+    netns.kill_all(namespaces)
+    progress(f"lab {lab_id}: removing {len(namespaces)} namespaces")
+    for name in namespaces:
+        netns.remove(name)
+    for entry in entries:
+        if entry.kind == "path":
+            _remove_path(Path(entry.name))
+    # Whatever else is in the state dir (logs, the registry) goes with it.
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(state_dir)
+
+
+def _stop_pidfile(path: Path, program: str) -> None:
+    pid = netns.pid_from(path, program)
+    if pid is not None:
+        netns.terminate([pid], grace=5.0)
+
+
+def _remove_path(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+# -- what exists ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LabState:
+    lab_id: str
+    state_dir: Path
+    source: str
+    namespaces: dict[str, bool]
+    processes: dict[str, int | None]
+
+    @property
+    def healthy(self) -> bool:
+        return all(self.namespaces.values()) and all(self.processes.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "lab_id": self.lab_id,
+            "state_dir": str(self.state_dir),
+            "source": self.source,
+            "healthy": self.healthy,
+            "namespaces": self.namespaces,
+            "processes": self.processes,
+        }
+
+
+def lab_dirs(root: Path = STATE_ROOT) -> list[Path]:
+    if not root.is_dir():
+        return []
+    return sorted(
+        p for p in root.iterdir() if names.LAB_ID_RE.match(p.name) and (p / REGISTRY_FILE).exists()
+    )
+
+
+def state_of(state_dir: Path) -> LabState:
+    entries = Registry(state_dir).entries()
+    try:
+        source = json.loads((state_dir / META_FILE).read_text()).get("source", "")
+    except (OSError, ValueError):
+        source = ""
+    return LabState(
+        lab_id=state_dir.name,
+        state_dir=state_dir,
+        source=source,
+        namespaces={e.name: netns.exists(e.name) for e in entries if e.kind == "netns"},
+        processes={
+            e.name: netns.pid_from(Path(e.name), e.program) for e in entries if e.kind == "process"
+        },
+    )

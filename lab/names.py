@@ -1,0 +1,81 @@
+"""Lab ids and the names derived from them.
+
+Every namespace, file and machine-global interface a lab creates starts with its lab id
+(`oc` + 4 characters), so two labs, or a lab and anything else on the machine, never
+collide, and whatever a crash leaves behind is easy to find. Interfaces inside the lab's
+own namespaces cannot collide with anything outside, so they keep short names an engineer
+reads at a glance (`wan`, `mgmt`, `finance-1`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import secrets
+import string
+
+LAB_ID_RE = re.compile(r"^oc[a-z0-9]{4}$")
+IFNAMSIZ = 16  # Linux interface names hold at most IFNAMSIZ - 1 = 15 characters
+
+
+def check_lab_id(text: str) -> str:
+    if not LAB_ID_RE.match(text):
+        raise ValueError(
+            f"{text!r} is not a lab id; lab ids are 'oc' plus 4 lower-case letters or digits "
+            "(see `overcast lab status`)"
+        )
+    return text
+
+
+def new_lab_id() -> str:
+    alphabet = string.ascii_lowercase + string.digits
+    return "oc" + "".join(secrets.choice(alphabet) for _ in range(4))
+
+
+def lab_id_for(config_path: str) -> str:
+    """The lab id a config file gets by default: the same file always builds the same lab."""
+    digest = hashlib.sha256(os.path.realpath(config_path).encode()).digest()
+    return "oc" + base64.b32encode(digest).decode()[:4].lower()
+
+
+def check_ifname(name: str) -> str:
+    if not 0 < len(name) < IFNAMSIZ:
+        raise ValueError(f"interface name {name!r} is longer than {IFNAMSIZ - 1} characters")
+    return name
+
+
+# Namespaces. Config names never contain '.', so the role suffixes cannot clash with a site.
+def site_netns(lab_id: str, site: str) -> str:
+    return f"{lab_id}-{site}"
+
+
+def host_netns(lab_id: str, site: str, segment: str, number: int) -> str:
+    return f"{lab_id}-{site}.{segment}.{number}"
+
+
+def underlay_netns(lab_id: str) -> str:
+    return f"{lab_id}.wan"
+
+
+def controller_netns(lab_id: str) -> str:
+    return f"{lab_id}.ctl"
+
+
+# Interfaces inside the lab's namespaces.
+HOST_IF = "eth0"  # a host's one NIC
+WAN_IF = "wan"  # a site's underlay NIC
+MGMT_IF = "mgmt"  # a site's management NIC, toward the controller
+WAN_BRIDGE = "wan"  # the Linux bridge that is the underlay "internet"
+MGMT_BRIDGE = "mgmt"  # the Linux bridge of the management network
+
+
+def access_port(segment: str, number: int) -> str:
+    """The site switch's port facing host `number` of `segment`."""
+    return check_ifname(f"{segment}-{number}")
+
+
+def uplink_port(site: str) -> str:
+    """The port on the underlay or management bridge facing `site`."""
+    return check_ifname(f"to-{site}")

@@ -1,0 +1,173 @@
+"""Thin shim over pyroute2 for the lab's namespaces, links and addresses, and over
+`ip netns exec` for programs that must run inside a namespace. Every call is idempotent."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from pyroute2 import NetNS, netns
+from pyroute2.netlink.exceptions import NetlinkError
+
+from overcast.model import IPAddress
+
+Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+
+class LabCommandError(RuntimeError):
+    """A program the lab ran failed; the message carries its stderr."""
+
+
+def exists(name: str) -> bool:
+    return name in netns.listnetns()
+
+
+def ensure(name: str) -> None:
+    if not exists(name):
+        netns.create(name)
+
+
+def run(ns: str | None, argv: Sequence[str], timeout: float = 30.0, check: bool = True) -> str:
+    """Run `argv` inside namespace `ns` (the root namespace if None) and return stdout."""
+    full = ["ip", "netns", "exec", ns, *argv] if ns else list(argv)
+    try:
+        proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise LabCommandError(f"{' '.join(argv)} (netns {ns}) took over {timeout:g}s") from None
+    if check and proc.returncode != 0:
+        raise LabCommandError(
+            f"{' '.join(argv)} (netns {ns}) failed with {proc.returncode}: "
+            f"{proc.stderr.strip() or proc.stdout.strip()}"
+        )
+    return proc.stdout
+
+
+def link_exists(ns: str, ifname: str) -> bool:
+    with NetNS(ns) as ipr:
+        return bool(ipr.link_lookup(ifname=ifname))
+
+
+def veth(ns_a: str, if_a: str, ns_b: str, if_b: str, mtu: int) -> None:
+    """A veth pair created directly with its ends in `ns_a` and `ns_b`, so it never
+    appears in the root namespace, even for an instant."""
+    with NetNS(ns_a) as ipr:
+        if not ipr.link_lookup(ifname=if_a):
+            ipr.link(
+                "add", ifname=if_a, kind="veth", mtu=mtu, peer={"ifname": if_b, "net_ns_fd": ns_b}
+            )
+    for ns, ifname in ((ns_a, if_a), (ns_b, if_b)):
+        with NetNS(ns) as ipr:
+            (index,) = ipr.link_lookup(ifname=ifname)
+            ipr.link("set", index=index, mtu=mtu)
+
+
+def bridge(ns: str, ifname: str) -> None:
+    """A Linux bridge with no STP: it only ever joins point-to-point veths."""
+    with NetNS(ns) as ipr:
+        if not ipr.link_lookup(ifname=ifname):
+            ipr.link("add", ifname=ifname, kind="bridge", br_stp_state=0)
+        (index,) = ipr.link_lookup(ifname=ifname)
+        ipr.link("set", index=index, state="up")
+
+
+def enslave(ns: str, ifname: str, master: str) -> None:
+    with NetNS(ns) as ipr:
+        (index,) = ipr.link_lookup(ifname=ifname)
+        (master_index,) = ipr.link_lookup(ifname=master)
+        ipr.link("set", index=index, master=master_index, state="up")
+
+
+def up(ns: str, ifname: str, address: Interface | None = None, mac: str | None = None) -> None:
+    with NetNS(ns) as ipr:
+        (index,) = ipr.link_lookup(ifname=ifname)
+        if mac is not None:
+            ipr.link("set", index=index, address=mac)
+        if address is not None:
+            have = {(a.get("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=index)}
+            if (str(address.ip), address.network.prefixlen) not in have:
+                ipr.addr(
+                    "add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen
+                )
+        ipr.link("set", index=index, state="up")
+    if ifname != "lo":
+        up_loopback(ns)
+
+
+def up_loopback(ns: str) -> None:
+    with NetNS(ns) as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+
+
+def route(ns: str, destination: IPAddress, ifname: str) -> None:
+    """An on-link host route: `destination` answers ARP/ND on `ifname`'s segment."""
+    prefix = 32 if destination.version == 4 else 128
+    with NetNS(ns) as ipr:
+        (index,) = ipr.link_lookup(ifname=ifname)
+        try:
+            ipr.route("add", dst=f"{destination}/{prefix}", oif=index, scope=253)
+        except NetlinkError as exc:
+            if exc.code != 17:  # EEXIST: already there
+                raise
+
+
+def tx_checksum_off(ns: str, ifname: str) -> None:
+    """veths on a userspace OVS carry partial checksums that nobody completes; TCP breaks
+    until the sender fills them in (ARCHITECTURE.md: checksum offload)."""
+    run(ns, ["ethtool", "-K", ifname, "tx", "off"])
+
+
+def pids_in(ns: str) -> list[int]:
+    pids: list[int] = netns.ns_pids().get(ns, [])
+    return pids
+
+
+def kill_all(namespaces: Sequence[str], grace: float = 5.0) -> None:
+    """SIGTERM every process in `namespaces`, then SIGKILL whatever is left after `grace`."""
+    wanted = set(namespaces)
+
+    def alive() -> list[int]:
+        found = netns.ns_pids()
+        return [pid for ns, pids in found.items() if ns in wanted for pid in pids]
+
+    terminate(alive(), grace)
+    terminate(alive(), grace, signal.SIGKILL)
+
+
+def terminate(pids: Sequence[int], grace: float, sig: signal.Signals = signal.SIGTERM) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        time.sleep(0.05)
+
+
+def pid_from(pidfile: Path, program: str) -> int | None:
+    """The pid in `pidfile` if that process is still `program` (pids get reused)."""
+    try:
+        pid = int(pidfile.read_text().strip())
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except (OSError, ValueError):
+        return None
+    # /proc/<pid>/comm holds at most 15 characters.
+    return pid if comm == program[:15] and _alive(pid) else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            # A zombie has exited; it only waits for its parent to reap it.
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def remove(name: str) -> None:
+    if exists(name):
+        netns.remove(name)

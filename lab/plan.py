@@ -1,0 +1,169 @@
+"""The lab's desired state: a pure function from config + lab id to every namespace, link,
+address and daemon the lab will have. No I/O here; `lab.build` applies it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab import names
+from overcast.config import OvercastConfig
+from overcast.model import IPAddress
+
+STATE_ROOT = Path("/run/overcast")
+OPENFLOW_PORT = 6653  # IANA-assigned OpenFlow port
+
+
+@dataclass(frozen=True)
+class SitePlan:
+    name: str
+    index: int
+    netns: str
+    dir: Path  # this site's OVS_RUNDIR / OVS_DBDIR / OVS_LOGDIR
+    bridge: str
+    datapath: str
+    dpid: int
+    underlay: IPAddress
+    underlay_mtu: int
+    mgmt: ipaddress.IPv4Interface
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    netns: str
+    site: str
+    segment: str
+    number: int
+    port: str  # the site switch's port facing this host
+    mac: str
+    address: ipaddress.IPv4Interface
+    mtu: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.site}/{self.segment}-{self.number}"
+
+
+@dataclass(frozen=True)
+class LabPlan:
+    lab_id: str
+    state_dir: Path
+    underlay_netns: str
+    controller_netns: str
+    controller: ipaddress.IPv4Interface
+    sites: tuple[SitePlan, ...]
+    hosts: tuple[HostPlan, ...]
+
+    def site(self, name: str) -> SitePlan:
+        return next(s for s in self.sites if s.name == name)
+
+    def hosts_at(self, site: str) -> tuple[HostPlan, ...]:
+        return tuple(h for h in self.hosts if h.site == site)
+
+    @property
+    def controller_target(self) -> str:
+        """The OVSDB Controller target each site switch dials."""
+        return f"tcp:{self.controller.ip}:{OPENFLOW_PORT}"
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        return (
+            self.underlay_netns,
+            self.controller_netns,
+            *(s.netns for s in self.sites),
+            *(h.netns for h in self.hosts),
+        )
+
+
+class PlanError(ValueError):
+    """The config cannot be built as a lab; the message names the fix."""
+
+
+def plan_lab(
+    config: OvercastConfig, lab_id: str, inner_mtu: int, state_root: Path = STATE_ROOT
+) -> LabPlan:
+    """Every site gets a namespace with its own OVS; every L2 segment gets
+    `lab.hosts_per_segment` hosts at each of its sites, at `inner_mtu` (the bridge plan's MTU
+    left for a host frame inside VXLAN inside WireGuard)."""
+    names.check_lab_id(lab_id)
+    lab = config.lab
+    mgmt_hosts = list(lab.management.hosts())
+    if len(mgmt_hosts) < len(config.sites) + 1:
+        raise PlanError(
+            f"lab.management {lab.management} has room for {len(mgmt_hosts) - 1} sites but "
+            f"there are {len(config.sites)}; use a larger prefix"
+        )
+    state_dir = state_root / lab_id
+    sites = tuple(
+        SitePlan(
+            name=name,
+            index=i,
+            netns=names.site_netns(lab_id, name),
+            dir=state_dir / "sites" / name,
+            bridge=site.switch.bridge,
+            datapath=site.switch.datapath,
+            dpid=i + 1,
+            underlay=site.underlay,
+            underlay_mtu=site.underlay_mtu,
+            mgmt=ipaddress.IPv4Interface(f"{mgmt_hosts[i + 1]}/{lab.management.prefixlen}"),
+        )
+        for i, (name, site) in enumerate(config.sites.items())
+    )
+    return LabPlan(
+        lab_id=lab_id,
+        state_dir=state_dir,
+        underlay_netns=names.underlay_netns(lab_id),
+        controller_netns=names.controller_netns(lab_id),
+        controller=ipaddress.IPv4Interface(f"{mgmt_hosts[0]}/{lab.management.prefixlen}"),
+        sites=sites,
+        hosts=_plan_hosts(config, lab_id, sites, inner_mtu),
+    )
+
+
+def _plan_hosts(
+    config: OvercastConfig, lab_id: str, sites: tuple[SitePlan, ...], mtu: int
+) -> tuple[HostPlan, ...]:
+    per = config.lab.hosts_per_segment
+    subnets = ipaddress.IPv4Network(config.lab.hosts).subnets(new_prefix=24)
+    index = {s.name: s.index for s in sites}
+    hosts = []
+    for seg_index, (seg_name, seg) in enumerate(config.l2_segments().items()):
+        subnet = next(subnets, None)
+        if subnet is None:
+            raise PlanError(
+                f"lab.hosts {config.lab.hosts} has no /24 left for segments.{seg_name}; "
+                "use a larger prefix (one /24 per L2 segment)"
+            )
+        for site in seg.sites:
+            for number in range(1, per + 1):
+                # Host addresses are stable per site: .<8 * site index + number>.
+                offset = 8 * index[site] + number
+                if offset >= subnet.num_addresses - 1:
+                    raise PlanError(
+                        f"too many sites for one /24 of lab hosts at sites.{site}; "
+                        "the lab supports up to 31 sites"
+                    )
+                hosts.append(
+                    HostPlan(
+                        netns=names.host_netns(lab_id, site, seg_name, number),
+                        site=site,
+                        segment=seg_name,
+                        number=number,
+                        port=names.access_port(seg_name, number),
+                        mac=host_mac(lab_id, seg_index, index[site], number),
+                        address=ipaddress.IPv4Interface(f"{subnet[offset]}/24"),
+                        mtu=mtu,
+                    )
+                )
+    return tuple(hosts)
+
+
+def host_mac(lab_id: str, segment_index: int, site_index: int, number: int) -> str:
+    """A stable, locally administered unicast MAC (IEEE 802: bit 1 of octet 0 set, bit 0
+    clear), distinct per lab so frames from two labs are never confused in a capture."""
+    tag = hashlib.sha256(lab_id.encode()).digest()[:2]
+    octets = [0x02, *tag, segment_index & 0xFF, site_index & 0xFF, number & 0xFF]
+    return ":".join(f"{o:02x}" for o in octets)
