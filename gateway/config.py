@@ -17,12 +17,14 @@ gateway:
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
+from gateway.policy import Policy
 from overcast.model import Model, Prefix
 
 # Paths the gateway answers itself on every app host (RFC 8615 reserves /.well-known; our
@@ -75,8 +77,19 @@ class App(Model):
     upstream_ca: Path | None = None
     # Require a TLS client certificate issued by this CA (mTLS) for this app.
     client_ca: Path | None = None
-    allow: dict[str, Any] = {}
-    deny: dict[str, Any] = {}
+    # Who may reach the app, in gateway.policy's language: deny wins, no allow means nobody.
+    allow: Any = None
+    deny: Any = None
+
+    @cached_property
+    def policy(self) -> Policy:
+        rules = {"allow": self.allow, "deny": self.deny}
+        return Policy.parse({k: v for k, v in rules.items() if v is not None})
+
+    @model_validator(mode="after")
+    def _policy(self) -> App:
+        _ = self.policy  # parse at load time, so a bad rule is reported with the config path
+        return self
 
     @field_validator("upstream")
     @classmethod

@@ -402,7 +402,7 @@ def _combine(where: str, value: Any, kind: type[AllOf | AnyOf], word: str) -> Ru
 
 @dataclass(frozen=True)
 class Policy:
-    allow: Rule
+    allow: Rule | None  # None: nobody may reach the app
     deny: Rule | None
     source: Mapping[str, Any]  # the YAML form, for `config show` and logs
 
@@ -418,10 +418,9 @@ class Policy:
             raise PolicyError(
                 unknown[0], "unknown key; a policy has only `allow:` and `deny:` (deny wins)"
             )
-        if "allow" not in data:
-            raise PolicyError("allow", "missing: nobody could ever reach this app")
+        allow = parse_rule(data["allow"], "allow") if "allow" in data else None
         deny = parse_rule(data["deny"], "deny") if "deny" in data else None
-        return cls(parse_rule(data["allow"], "allow"), deny, dict(data))
+        return cls(allow, deny, dict(data))
 
     def decide(self, request: Request) -> Decision:
         """Deny wins, an unknown deny denies, an unknown allow does not allow."""
@@ -430,6 +429,8 @@ class Policy:
             if value is not False:
                 prefix = "denied by deny rule" if value else "denied: deny rule cannot be ruled out"
                 return Decision(False, f"{prefix}: {why}")
+        if self.allow is None:
+            return Decision(False, "denied: the app has no allow rule")
         value, why = self.allow.evaluate(request)
         if value is True:
             return Decision(True, f"allowed by allow rule: {why}")

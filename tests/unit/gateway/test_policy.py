@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.policy import Policy, Request
+from gateway.policy import Decision, Policy, Request
 from gateway.request import Identity, RequestContext
 
 
@@ -156,6 +156,12 @@ def test_unknown_triggers_deny() -> None:
         assert decision.reason.startswith("denied: deny rule cannot be ruled out")
 
 
+def test_no_allow_rule_means_nobody() -> None:
+    for data in ({}, {"deny": {"groups": "contractors"}}):
+        decision = Policy.parse(data).decide(req())
+        assert decision == Decision(False, "denied: the app has no allow rule")
+
+
 def test_anonymous_reason_is_not_signed_in() -> None:
     assert policy("allow: {groups: sales}").decide(req(identity=None)).reason == (
         "denied: not signed in"
@@ -175,7 +181,6 @@ def test_reason_is_one_json_line() -> None:
     ("data", "message"),
     [
         ("[]", "a policy is a mapping"),
-        ("{deny: {anyone: true}}", "allow: missing"),
         ("{allow: {anyone: true}, alow: x}", "alow: unknown key"),
         ("{allow: {group: sales}}", "allow.group: unknown criterion 'group'"),
         ("{allow: {groups: sales, method: GET}}", "exactly one key"),
@@ -223,3 +228,22 @@ def test_pydantic_field_round_trip() -> None:
 def test_request_context_satisfies_the_policy_protocol() -> None:
     request: Request = replace(req(), path="/x/y")  # mypy checks the contract here
     assert policy("allow: {path: {prefix: /x}}").decide(request).allowed
+
+
+def test_app_config_carries_its_policy() -> None:
+    from pydantic import ValidationError
+
+    from gateway.config import App
+
+    app = App.model_validate(
+        {
+            "upstream": "https://crm.saas.example",
+            "allow": {"groups": ["sales"]},
+            "deny": {"path": {"prefix": "/admin"}},
+        }
+    )
+    assert app.policy.decide(req(path="/deals")).allowed
+    assert not app.policy.decide(req(path="/admin")).allowed
+    assert not App.model_validate({"upstream": "https://c.example"}).policy.decide(req()).allowed
+    with pytest.raises(ValidationError, match=r"allow\.grups: unknown criterion"):
+        App.model_validate({"upstream": "https://c.example", "allow": {"grups": "x"}})
