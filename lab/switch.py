@@ -8,6 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from controller.ovsdb import Ovsdb
 from lab import netns
 from lab.plan import LabPlan, SitePlan
 from lab.registry import Registry
@@ -123,34 +124,26 @@ def ofctl(site: SitePlan, command: str, *args: str) -> str:
 
 
 # -- the site bridge -----------------------------------------------------------------------
-# Kept behind these two functions so they can move to controller.ovsdb (python-ovs) as soon
-# as that lands, without touching their callers.
+
+
+def ovsdb(site: SitePlan) -> Ovsdb:
+    return Ovsdb(f"unix:{db_socket(site)}")
 
 
 def ensure_bridge(lab: LabPlan, site: SitePlan) -> None:
     """The site bridge, taking forwarding only from our controller: fail_mode=secure (no
-    learning-switch fallback when the controller is away) and in-band control disabled
-    (no hidden flows), reaching the controller over the management network."""
-    vsctl(
-        site,
-        "--may-exist",
-        "add-br",
-        site.bridge,
-        "--",
-        "set",
-        "Bridge",
-        site.bridge,
-        f"datapath_type={site.datapath}",
-        f"other-config:datapath-id={site.dpid:016x}",
-        "other-config:disable-in-band=true",
-        "fail_mode=secure",
-        "protocols=OpenFlow13",
-        "--",
-        "set-controller",
-        site.bridge,
-        lab.controller_target,
-    )
+    learning-switch fallback when the controller is away), reaching it over the management
+    network. The bridge's own port has no address, so OVS sets up no in-band control."""
+    with ovsdb(site) as db:
+        db.ensure_bridge(
+            site.bridge,
+            datapath_type=site.datapath,
+            dpid=site.dpid,
+            controllers=[lab.controller_target],
+            fail_mode="secure",
+        )
 
 
 def ensure_port(site: SitePlan, port: str) -> None:
-    vsctl(site, "--may-exist", "add-port", site.bridge, port)
+    with ovsdb(site) as db:
+        db.ensure_port(site.bridge, port)
