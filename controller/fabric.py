@@ -20,6 +20,9 @@ class FabricPort(Model):
     segment: str
     # MACs known to sit behind this port (hosts the lab created), for proactive forwarding.
     macs: tuple[str, ...] = ()
+    # Tunnel ports: the site at the far end. The controller then forwards unicast to that
+    # site's hosts (the MACs of its access ports in the segment) into this tunnel.
+    peer: str | None = None
 
 
 class SiteSwitch(Model):

@@ -1,0 +1,177 @@
+"""A model OpenFlow 1.3 switch: apply the pipeline's messages, then ask where a frame goes.
+
+It keeps the rules a real switch enforces, so a wrong plan fails here first: a flow may
+only point at a group that exists (OFPBAC_BAD_OUT_GROUP) and only go to a later table
+(OFPBIC_BAD_TABLE_ID); deleting a group removes the flows that use it (section 6.5); a
+frame is never output to its ingress port (section 7.2.1); a table miss with no entry drops.
+
+    switch = FakeSwitch()
+    switch.apply(program(plan))
+    switch.forward(in_port=1, eth_dst="ff:ff:ff:ff:ff:ff")   # frozenset({2, 3})
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from controller.openflow import (
+    Action,
+    AddFlow,
+    AddGroup,
+    Barrier,
+    ClearFlows,
+    ClearGroups,
+    DeleteFlow,
+    DeleteGroup,
+    FieldValue,
+    Flow,
+    Group,
+    Message,
+    ModifyGroup,
+    Output,
+    ToGroup,
+)
+from controller.pipeline import PIPELINE, Table
+
+
+class OpenFlowError(Exception):
+    """The switch rejected a message, as a real one would with an OFPT_ERROR."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    in_port: int
+    eth_dst: str
+    eth_src: str = "02:00:00:00:00:ff"
+    eth_type: int = 0x0800
+
+
+@dataclass(frozen=True)
+class Trace:
+    flows: tuple[Flow, ...]
+    ports: frozenset[int]  # empty: dropped
+
+
+class FakeSwitch:
+    def __init__(self, pipeline: Sequence[Table] = PIPELINE) -> None:
+        self.table_id = {t.name: t.table_id for t in pipeline}
+        self.flows: dict[tuple[str, int, object], Flow] = {}
+        self.groups: dict[int, Group] = {}
+
+    def apply(self, messages: Iterable[Message]) -> None:
+        for msg in messages:
+            self._apply(msg)
+
+    def _apply(self, msg: Message) -> None:
+        match msg:
+            case AddFlow(flow):
+                self._check_flow(flow)
+                self.flows[flow.key] = flow
+            case DeleteFlow(flow):
+                self.flows.pop(flow.key, None)
+            case ClearFlows():
+                self.flows.clear()
+            case AddGroup(group):
+                if group.group_id in self.groups:
+                    raise OpenFlowError(f"OFPGMFC_GROUP_EXISTS: group {group.group_id}")
+                self.groups[group.group_id] = group
+            case ModifyGroup(group):
+                if group.group_id not in self.groups:
+                    raise OpenFlowError(f"OFPGMFC_UNKNOWN_GROUP: group {group.group_id}")
+                self.groups[group.group_id] = group
+            case DeleteGroup(group_id):
+                self.groups.pop(group_id, None)
+                self.flows = {
+                    k: f for k, f in self.flows.items() if ToGroup(group_id) not in f.actions
+                }
+            case ClearGroups():
+                self.groups.clear()
+                self.flows = {
+                    k: f
+                    for k, f in self.flows.items()
+                    if not any(isinstance(a, ToGroup) for a in f.actions)
+                }
+            case Barrier():
+                pass
+
+    def _check_flow(self, flow: Flow) -> None:
+        if flow.table not in self.table_id:
+            raise OpenFlowError(f"OFPBRC_BAD_TABLE_ID: no table {flow.table!r}")
+        if flow.goto is not None and (
+            flow.goto not in self.table_id or self.table_id[flow.goto] <= self.table_id[flow.table]
+        ):
+            raise OpenFlowError(f"OFPBIC_BAD_TABLE_ID: {flow.table} cannot go to {flow.goto}")
+        for action in flow.actions:
+            if isinstance(action, ToGroup) and action.group_id not in self.groups:
+                raise OpenFlowError(f"OFPBAC_BAD_OUT_GROUP: group {action.group_id} missing")
+
+    # -- lookups -------------------------------------------------------------------------
+
+    def forward(
+        self, in_port: int, eth_dst: str, eth_src: str = "02:00:00:00:00:ff"
+    ) -> frozenset[int]:
+        """The ports a frame entering at `in_port` leaves by (empty: dropped)."""
+        return self.trace(Frame(in_port, eth_dst.lower(), eth_src.lower())).ports
+
+    def trace(self, frame: Frame) -> Trace:
+        """The flows `frame` hits, table by table, and the ports it leaves by."""
+        fields: dict[str, int | str] = {
+            "in_port": frame.in_port,
+            "eth_dst": frame.eth_dst,
+            "eth_src": frame.eth_src,
+            "eth_type": frame.eth_type,
+            "metadata": 0,
+        }
+        hits: list[Flow] = []
+        out: set[int] = set()
+        table: str | None = min(self.table_id, key=self.table_id.__getitem__)
+        while table is not None:
+            flow = self._lookup(table, fields)
+            if flow is None:  # no table-miss entry: drop (section 5.4)
+                break
+            hits.append(flow)
+            out |= self._ports(flow.actions)
+            if flow.write_metadata is not None:
+                value, mask = flow.write_metadata
+                current = int(fields["metadata"])
+                fields["metadata"] = (current & ~mask) | (value & mask)
+            table = flow.goto
+        out.discard(frame.in_port)
+        return Trace(tuple(hits), frozenset(out))
+
+    def _lookup(self, table: str, fields: dict[str, int | str]) -> Flow | None:
+        candidates = [
+            f
+            for f in self.flows.values()
+            if f.table == table and all(_matches(fields.get(k), v) for k, v in f.match.fields)
+        ]
+        best = max((f.priority for f in candidates), default=None)
+        winners = [f for f in candidates if f.priority == best]
+        if len(winners) > 1:
+            # Overlapping entries of equal priority: the spec leaves the choice undefined.
+            raise OpenFlowError(f"ambiguous match in {table}: {winners}")
+        return winners[0] if winners else None
+
+    def _ports(self, actions: tuple[Action, ...]) -> set[int]:
+        ports: set[int] = set()
+        for action in actions:
+            if isinstance(action, Output):
+                ports.add(action.port)
+            else:
+                for bucket in self.groups[action.group_id].buckets:
+                    ports |= self._ports(bucket)
+        return ports
+
+
+def _matches(have: int | str | None, want: FieldValue) -> bool:
+    if have is None:
+        return False
+    if isinstance(want, tuple):
+        value, mask = want
+        return _int(have) & _int(mask) == _int(value) & _int(mask)
+    return _int(have) == _int(want)
+
+
+def _int(value: int | str) -> int:
+    return int(value.replace(":", ""), 16) if isinstance(value, str) else value

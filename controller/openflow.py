@@ -1,0 +1,157 @@
+"""OpenFlow 1.3 messages as small immutable values: what the pure pipeline emits.
+
+No os-ken objects here: `controller.app` translates these to the wire, `controller.
+fakeoftable` applies them to a model switch, and both read the same few fields. Field
+names follow the OXM names of OpenFlow 1.3 section 7.2.3.7 (`in_port`, `metadata`,
+`eth_dst`, ...), which are also os-ken's `OFPMatch` keyword names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+# A masked value: (value, mask). Unmasked fields are plain ints or strings.
+Masked = tuple[int, int] | tuple[str, str]
+FieldValue = int | str | Masked
+
+
+@dataclass(frozen=True, order=True)
+class Match:
+    """OXM fields to match; absent fields are wildcards. Kept sorted so equal matches compare."""
+
+    fields: tuple[tuple[str, FieldValue], ...] = ()
+
+    @staticmethod
+    def of(**fields: FieldValue) -> Match:
+        return Match(tuple(sorted(fields.items())))
+
+    def get(self, name: str) -> FieldValue | None:
+        return dict(self.fields).get(name)
+
+    def __str__(self) -> str:
+        return ",".join(f"{k}={_show(v)}" for k, v in self.fields) or "*"
+
+
+@dataclass(frozen=True, order=True)
+class Output:
+    port: int
+
+    def __str__(self) -> str:
+        return f"output:{self.port}"
+
+
+@dataclass(frozen=True, order=True)
+class ToGroup:
+    group_id: int
+
+    def __str__(self) -> str:
+        return f"group:{self.group_id}"
+
+
+Action = Output | ToGroup
+
+
+@dataclass(frozen=True, order=True)
+class Flow:
+    """One flow entry. Identity on the switch is (table, priority, match).
+
+    Instructions run in OpenFlow order (section 5.9): apply-actions, write-metadata, goto.
+    No actions and no goto means drop.
+    """
+
+    table: str
+    priority: int
+    match: Match
+    cookie: int
+    actions: tuple[Action, ...] = ()
+    write_metadata: tuple[int, int] | None = None
+    goto: str | None = None
+
+    @property
+    def key(self) -> tuple[str, int, Match]:
+        return (self.table, self.priority, self.match)
+
+    def __str__(self) -> str:
+        parts = [str(a) for a in self.actions]
+        if self.write_metadata is not None:
+            parts.append(f"write_metadata:{_show(self.write_metadata)}")
+        if self.goto is not None:
+            parts.append(f"goto:{self.goto}")
+        does = ",".join(parts) or "drop"
+        return (
+            f"table={self.table} priority={self.priority} cookie={self.cookie:#x} "
+            f"{self.match} -> {does}"
+        )
+
+
+@dataclass(frozen=True, order=True)
+class Group:
+    """An OpenFlow 1.3 group (section 5.6). `all`: every bucket gets a copy."""
+
+    group_id: int
+    type: Literal["all"]
+    buckets: tuple[tuple[Action, ...], ...] = field(default=())
+
+    def __str__(self) -> str:
+        buckets = " ".join("[" + ",".join(map(str, b)) + "]" for b in self.buckets)
+        return f"group={self.group_id} type={self.type} {buckets or '(no buckets: drop)'}"
+
+
+# -- messages ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AddFlow:
+    """OFPFC_ADD: replaces an entry with the same table, priority and match (section 6.4)."""
+
+    flow: Flow
+
+
+@dataclass(frozen=True)
+class DeleteFlow:
+    """OFPFC_DELETE_STRICT of exactly this (table, priority, match)."""
+
+    flow: Flow
+
+
+@dataclass(frozen=True)
+class ClearFlows:
+    """OFPFC_DELETE in every table with no match: the switch starts from nothing."""
+
+
+@dataclass(frozen=True)
+class AddGroup:
+    group: Group
+
+
+@dataclass(frozen=True)
+class ModifyGroup:
+    group: Group
+
+
+@dataclass(frozen=True)
+class DeleteGroup:
+    group_id: int
+
+
+@dataclass(frozen=True)
+class ClearGroups:
+    """OFPGC_DELETE of OFPG_ALL."""
+
+
+@dataclass(frozen=True)
+class Barrier:
+    """Everything before is done before anything after (section 6.2)."""
+
+
+Message = (
+    AddFlow | DeleteFlow | ClearFlows | AddGroup | ModifyGroup | DeleteGroup | ClearGroups | Barrier
+)
+
+
+def _show(value: FieldValue | tuple[int, int]) -> str:
+    if isinstance(value, tuple):
+        v, m = value
+        return f"{v:#x}/{m:#x}" if isinstance(v, int) and isinstance(m, int) else f"{v}/{m}"
+    return f"{value:#x}" if isinstance(value, int) and value > 0xFFFF else str(value)

@@ -1,0 +1,332 @@
+"""Config + fabric -> the groups and flows one site's switch needs. Pure: no I/O, no os-ken.
+
+The pipeline is data (`PIPELINE`): code names tables, never numbers them.
+
+    classify  in_port -> which segment (metadata = VNI) and whether it came from a tunnel
+    eth_dst   a known MAC of that segment -> its access port, or the tunnel toward its site
+    flood     broadcast, multicast, unknown unicast -> the segment's flood group
+
+Isolation: a frame only ever carries its ingress port's segment, and every output is a
+port of that segment; nothing is forwarded by NORMAL and every table misses into a drop.
+Split horizon: the full mesh of tunnels already reaches every site, so a frame that came
+from a tunnel goes to local access ports only, never into another tunnel (no loops,
+no spanning tree). A tunnel port is per (segment, peer site), so it classifies alone.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from controller.fabric import Fabric, FabricPort, SiteSwitch
+from controller.openflow import (
+    Action,
+    AddFlow,
+    AddGroup,
+    Barrier,
+    ClearFlows,
+    ClearGroups,
+    DeleteFlow,
+    DeleteGroup,
+    Flow,
+    Group,
+    Match,
+    Message,
+    ModifyGroup,
+    Output,
+    ToGroup,
+)
+from overcast.config import L2Segment, OvercastConfig
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    table_id: int
+    miss: str  # "drop" or the name of the table unmatched frames continue in
+    purpose: str
+
+
+PIPELINE = (
+    Table("classify", 0, "drop", "which segment a frame belongs to, by ingress port"),
+    Table("eth_dst", 1, "flood", "unicast to a MAC known to be in the segment"),
+    Table("flood", 2, "drop", "broadcast, multicast, unknown unicast with split horizon"),
+)
+TABLE_ID = {t.name: t.table_id for t in PIPELINE}
+
+# Metadata carried from classify to the later tables.
+SEGMENT_MASK = 0xFFFFFF  # the segment's VNI (RFC 7348 section 5: 24 bits)
+FROM_TUNNEL = 1 << 24  # the frame arrived over a tunnel: split horizon applies
+CLASS_MASK = SEGMENT_MASK | FROM_TUNNEL
+
+# Every Overcast flow carries "OC" in the top cookie bits and its segment's VNI in the low
+# ones (0 for pipeline-wide flows), so flows of one segment can be found on the switch.
+COOKIE_BASE = 0x4F43 << 48
+
+PRIORITY_MISS = 0
+PRIORITY_SEGMENT = 100
+PRIORITY_FILTER = 200
+
+# IEEE 802.1Q-2018 section 8.6.3: a bridge never forwards frames to 01-80-C2-00-00-0X
+# (STP, LACP, LLDP, 802.1X): they are for the link, not the segment.
+RESERVED_MACS = ("01:80:c2:00:00:00", "ff:ff:ff:ff:ff:f0")
+
+_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
+class FabricError(ValueError):
+    """The fabric does not fit the config; `problems` lists every reason and its fix."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@dataclass(frozen=True)
+class SwitchPlan:
+    """Everything one switch should hold. Fabric ports it lacks (yet) are `unresolved`."""
+
+    site: str
+    groups: tuple[Group, ...] = ()
+    flows: tuple[Flow, ...] = ()
+    unresolved: tuple[str, ...] = ()
+
+
+def cookie(vni: int = 0) -> int:
+    return COOKIE_BASE | vni
+
+
+def flood_group_id(vni: int, from_tunnel: bool) -> int:
+    return vni << 1 | int(from_tunnel)
+
+
+# -- checking ----------------------------------------------------------------------------
+
+
+def check_fabric(config: OvercastConfig, fabric: Fabric) -> list[str]:
+    """Every way `fabric` contradicts `config`, each naming the entry and the fix."""
+    problems: list[str] = []
+    dpids: dict[int, str] = {}
+    for key, switch in fabric.switches.items():
+        where = f"fabric switch {key!r}"
+        if switch.site not in config.sites:
+            problems.append(f"{where}: unknown site {switch.site!r}; use a site from the config")
+        if switch.dpid in dpids:
+            problems.append(
+                f"{where}: dpid {switch.dpid:#x} is already used by {dpids[switch.dpid]!r}; "
+                "give every switch its own datapath id"
+            )
+        dpids.setdefault(switch.dpid, key)
+        problems += _check_ports(config, switch, where)
+    problems += _check_macs(fabric)
+    return problems
+
+
+def _check_ports(config: OvercastConfig, switch: SiteSwitch, where: str) -> Iterator[str]:
+    seen: set[str] = set()
+    for port in switch.ports:
+        at = f"{where} port {port.name!r}"
+        if port.name in seen:
+            yield f"{at}: listed twice; list each port once"
+        seen.add(port.name)
+        seg = config.segments.get(port.segment)
+        if seg is None:
+            known = ", ".join(sorted(config.l2_segments())) or "none"
+            yield f"{at}: unknown segment {port.segment!r}; use one of: {known}"
+            continue
+        if not isinstance(seg, L2Segment):
+            yield (
+                f"{at}: segment {port.segment!r} is mode l3; only l2 segments have switch "
+                "ports (routed segments are not programmed by the controller yet)"
+            )
+        elif switch.site not in seg.sites:
+            yield (
+                f"{at}: site {switch.site!r} is not in segment {port.segment!r}; add it to "
+                f"segments.{port.segment}.sites or remove the port"
+            )
+        foreign = port.peer is not None and (port.peer == switch.site or port.peer not in seg.sites)
+        if port.kind == "tunnel" and foreign:
+            yield (
+                f"{at}: peer {port.peer!r} must be another site of segment "
+                f"{port.segment!r} ({', '.join(seg.sites)})"
+            )
+        if port.kind == "access" and port.peer is not None:
+            yield f"{at}: only tunnel ports have a peer; remove it"
+        for mac in port.macs:
+            if not _MAC_RE.match(mac):
+                yield f"{at}: {mac!r} is not a MAC address; write it like 02:00:00:00:00:01"
+            elif int(mac[:2], 16) & 1:
+                yield f"{at}: {mac} is a group (multicast) address; hosts have unicast MACs"
+
+
+def _check_macs(fabric: Fabric) -> Iterator[str]:
+    # A MAC sits at one place per segment on each switch, or unicast cannot know where to go.
+    for key, switch in fabric.switches.items():
+        owner: dict[tuple[str, str], str] = {}
+        for port in switch.ports:
+            for mac in port.macs:
+                where = owner.setdefault((port.segment, mac), port.name)
+                if where != port.name:
+                    yield (
+                        f"fabric switch {key!r}: MAC {mac} of segment {port.segment!r} is "
+                        f"listed at ports {where!r} and {port.name!r}; keep one"
+                    )
+
+
+# -- planning ----------------------------------------------------------------------------
+
+
+def plan_switch(
+    config: OvercastConfig, fabric: Fabric, site: str, ofports: Mapping[str, int]
+) -> SwitchPlan:
+    """The groups and flows for `site`'s switch, given its ports' OpenFlow numbers.
+
+    Raises FabricError if the fabric contradicts the config.
+    """
+    problems = check_fabric(config, fabric)
+    switch = _switch_of(fabric, site)
+    if switch is None:
+        problems.append(f"the fabric has no switch for site {site!r}; add one or pick a site")
+    if problems:
+        raise FabricError(problems)
+    assert switch is not None
+    segments = config.l2_segments()
+    ports = [p for p in switch.ports if p.name in ofports]
+    by_segment: dict[str, list[FabricPort]] = {}
+    for port in ports:
+        by_segment.setdefault(port.segment, []).append(port)
+
+    groups: list[Group] = []
+    flows: list[Flow] = [*_pipeline_flows()]
+    for name in sorted(by_segment):
+        vni = segments[name].vni
+        seg_ports = by_segment[name]
+        flows += _classify(vni, seg_ports, ofports)
+        flows += _unicast(vni, seg_ports, ofports, _remote_macs(fabric, name, seg_ports))
+        seg_groups = _flood_groups(vni, seg_ports, ofports)
+        groups += seg_groups
+        flows += _flood(vni, seg_groups)
+    unresolved = tuple(sorted(p.name for p in switch.ports if p.name not in ofports))
+    return SwitchPlan(site, tuple(groups), tuple(sorted(flows, key=_flow_order)), unresolved)
+
+
+def _flow_order(flow: Flow) -> tuple[int, int, str]:
+    return (TABLE_ID[flow.table], -flow.priority, str(flow.match))
+
+
+def _switch_of(fabric: Fabric, site: str) -> SiteSwitch | None:
+    return next((s for s in fabric.switches.values() if s.site == site), None)
+
+
+def _pipeline_flows() -> Iterator[Flow]:
+    for table in PIPELINE:
+        goto = None if table.miss == "drop" else table.miss
+        yield Flow(table.name, PRIORITY_MISS, Match(), cookie(), goto=goto)
+    yield Flow("classify", PRIORITY_FILTER, Match.of(eth_dst=RESERVED_MACS), cookie())
+
+
+def _classify(vni: int, ports: list[FabricPort], ofports: Mapping[str, int]) -> Iterator[Flow]:
+    for port in ports:
+        tag = vni | (FROM_TUNNEL if port.kind == "tunnel" else 0)
+        yield Flow(
+            "classify",
+            PRIORITY_SEGMENT,
+            Match.of(in_port=ofports[port.name]),
+            cookie(vni),
+            write_metadata=(tag, CLASS_MASK),
+            goto="eth_dst",
+        )
+
+
+def _remote_macs(fabric: Fabric, segment: str, ports: list[FabricPort]) -> dict[str, set[str]]:
+    """MACs behind each tunnel port: listed on the port, plus the peer site's hosts."""
+    out: dict[str, set[str]] = {}
+    for port in ports:
+        if port.kind != "tunnel":
+            continue
+        macs = set(port.macs)
+        peer = _switch_of(fabric, port.peer) if port.peer else None
+        for far in peer.ports if peer else ():
+            if far.kind == "access" and far.segment == segment:
+                macs.update(far.macs)
+        out[port.name] = macs
+    return out
+
+
+def _unicast(
+    vni: int,
+    ports: list[FabricPort],
+    ofports: Mapping[str, int],
+    remote: Mapping[str, set[str]],
+) -> Iterator[Flow]:
+    local = {mac for p in ports if p.kind == "access" for mac in p.macs}
+    for port in ports:
+        number = ofports[port.name]
+        if port.kind == "access":
+            for mac in sorted(port.macs):
+                match = Match.of(metadata=(vni, SEGMENT_MASK), eth_dst=mac)
+                yield Flow("eth_dst", PRIORITY_SEGMENT, match, cookie(vni), (Output(number),))
+            continue
+        for mac in sorted(remote[port.name] - local):
+            to_tunnel = Match.of(metadata=(vni, CLASS_MASK), eth_dst=mac)
+            yield Flow("eth_dst", PRIORITY_SEGMENT, to_tunnel, cookie(vni), (Output(number),))
+            # Split horizon: from one tunnel to a host behind another is never ours to carry.
+            hairpin = Match.of(metadata=(vni | FROM_TUNNEL, CLASS_MASK), eth_dst=mac)
+            yield Flow("eth_dst", PRIORITY_SEGMENT, hairpin, cookie(vni))
+
+
+def _flood_groups(
+    vni: int, ports: list[FabricPort], ofports: Mapping[str, int]
+) -> tuple[Group, Group]:
+    # OpenFlow never outputs a frame back to its ingress port unless told to (OFPP_IN_PORT,
+    # section 7.2.1), so one group serves every access port of the segment.
+    def outputs(kinds: set[str]) -> tuple[tuple[Action, ...], ...]:
+        numbers = sorted(ofports[p.name] for p in ports if p.kind in kinds)
+        return tuple((Output(n),) for n in numbers)
+
+    return (
+        Group(flood_group_id(vni, False), "all", outputs({"access", "tunnel"})),
+        Group(flood_group_id(vni, True), "all", outputs({"access"})),
+    )
+
+
+def _flood(vni: int, groups: tuple[Group, ...]) -> Iterator[Flow]:
+    for group in groups:
+        from_tunnel = bool(group.group_id & 1)
+        tag = vni | (FROM_TUNNEL if from_tunnel else 0)
+        match = Match.of(metadata=(tag, CLASS_MASK))
+        yield Flow("flood", PRIORITY_SEGMENT, match, cookie(vni), (ToGroup(group.group_id),))
+
+
+# -- messages ----------------------------------------------------------------------------
+
+
+def program(plan: SwitchPlan) -> list[Message]:
+    """A freshly connected switch: wipe what it holds, then install the whole plan."""
+    return [ClearFlows(), ClearGroups(), Barrier(), *diff(SwitchPlan(plan.site), plan)]
+
+
+def diff(old: SwitchPlan, new: SwitchPlan) -> list[Message]:
+    """The fewest messages that turn a switch holding `old` into one holding `new`.
+
+    Groups exist before flows point at them; new flows go in before stale ones go out, so
+    a re-plan never opens a gap; groups go last, once no flow refers to them.
+    """
+    old_groups = {g.group_id: g for g in old.groups}
+    new_groups = {g.group_id: g for g in new.groups}
+    out: list[Message] = []
+    for gid, group in sorted(new_groups.items()):
+        if gid not in old_groups:
+            out.append(AddGroup(group))
+        elif old_groups[gid] != group:
+            out.append(ModifyGroup(group))
+    if out:
+        out.append(Barrier())
+    old_flows, new_keys = set(old.flows), {f.key for f in new.flows}
+    out += [AddFlow(f) for f in new.flows if f not in old_flows]
+    out += [DeleteFlow(f) for f in old.flows if f.key not in new_keys]
+    stale = [DeleteGroup(gid) for gid in sorted(old_groups) if gid not in new_groups]
+    if stale:
+        out += [Barrier(), *stale]
+    return out
