@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +28,20 @@ def require(condition: bool, reason: str) -> None:
 def require_binaries(*names: str) -> None:
     missing = [n for n in names if shutil.which(n) is None]
     require(not missing, f"missing {', '.join(missing)} (run ./dev test to install)")
+
+
+def shared_data(name: str) -> Path:
+    """A folder of public sample data kept beside the repo, not in it (e.g. "bgp"):
+    $OVERCAST_SHARED_DATA/<name>, else ../shared/data/<name> next to the checkout, else
+    /work/shared/data/<name>."""
+    bases = [Path(__file__).resolve().parents[2] / "shared" / "data", Path("/work/shared/data")]
+    if "OVERCAST_SHARED_DATA" in os.environ:
+        bases.insert(0, Path(os.environ["OVERCAST_SHARED_DATA"]))
+    for base in bases:
+        if (base / name).is_dir():
+            return base / name
+    require(False, f"no shared sample data '{name}' (set OVERCAST_SHARED_DATA)")
+    raise AssertionError("unreachable")  # require() skipped or failed
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -1,0 +1,10 @@
+"""Feeds: each turns one source of BGP data into an iterator of `bgp_guard.update.Update`.
+
+- `mrt.MrtFeed`: MRT files (RFC 6396), gzip or bzip2.
+- `ris_live.RisLiveFeed`: RIS-live `ris_message` JSON lines.
+- `bmp.BmpListener`: BMP (RFC 7854) from routers.
+- `session.BgpSpeaker`: a live BGP session (RFC 4271).
+
+Every feed counts records, updates and errors in a `FeedStats` (also exported to Prometheus),
+and logs each bad record with its position instead of stopping.
+"""
