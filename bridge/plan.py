@@ -84,6 +84,7 @@ class SegmentAttachment(Model):
 
 class SitePlan(Model):
     site: str
+    switch: str  # the site's OVS bridge, which the tunnel ports join
     wireguard: WireGuardInterface
     segments: tuple[SegmentAttachment, ...]
 
@@ -200,6 +201,7 @@ def plan_site(
 
     return SitePlan(
         site=site,
+        switch=here.switch.bridge,
         wireguard=WireGuardInterface(
             name=wireguard_name(prefix, order.index(site)),
             public_key=keys[site],

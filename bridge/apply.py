@@ -1,0 +1,309 @@
+"""Make a site's namespace match its `SitePlan`, and take it away again.
+
+`apply_site` changes only what differs (re-applying changes nothing; a changed plan
+converges) and returns what it changed. Every link it creates carries the interface alias
+`overcast-bridge:<site>`, so ownership is recorded on the kernel objects themselves:
+links from an older plan are found and removed, and `remove_site` works after a crash.
+
+    keys = KeyStore(Path("/etc/overcast/keys"))
+    plan = plan_site(config, "hq", keys.ensure_all(config.sites), prefix="oc")
+    applied = apply_site(plan, netns="oc-hq", keys=keys, run_dir=Path("/run/overcast/hq"))
+    ...
+    remove_site(plan, netns="oc-hq", run_dir=Path("/run/overcast/hq"))
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from bridge import wireguard
+from bridge.keys import KeyStore, public_key_of
+from bridge.netns import NETNS_DIR, ApplyError, require_netns
+from bridge.plan import SitePlan, VxlanTunnel
+
+if TYPE_CHECKING:
+    from controller.ovsdb import Ovsdb
+
+Backend = Literal["kernel", "wireguard-go"]
+_IFF_UP = 0x1
+
+
+@dataclass(frozen=True)
+class AppliedSite:
+    """What `apply_site` left in place, and what it had to change to get there."""
+
+    site: str
+    netns: str
+    backend: Backend
+    wireguard_pid: int | None  # wireguard-go's PID; None with the kernel module
+    links: tuple[str, ...]  # every link the plan owns in the namespace
+    changes: tuple[str, ...]  # empty when everything already matched the plan
+
+
+def owner_alias(site: str) -> str:
+    return f"overcast-bridge:{site}"
+
+
+def apply_site(
+    plan: SitePlan,
+    *,
+    netns: str,
+    keys: KeyStore,
+    run_dir: Path,
+    switch: Ovsdb | None = None,
+) -> AppliedSite:
+    """Build `plan` in the named namespace `netns`.
+
+    The private key comes from `keys` and must match the plan's public key. `run_dir`
+    holds wireguard-go's PID and log files. With `switch` (an OVSDB connection to the
+    site's ovsdb-server), the VXLAN devices are added as ports of `plan.switch`, which
+    must already exist.
+    """
+    require_netns(netns)
+    private_key = keys.private_key(plan.site)
+    if public_key_of(private_key) != plan.wireguard.public_key:
+        raise ApplyError(
+            f"the private key in {keys.private_key_file(plan.site)} does not belong to the "
+            f"plan's public key for {plan.site}; plan again with this key store's public keys"
+        )
+    wg = plan.wireguard
+    alias = owner_alias(plan.site)
+    changes: list[str] = []
+    with IPRoute(netns=netns, flags=0) as ipr:
+        backend, pid = _ensure_wireguard_link(ipr, plan, netns, run_dir, changes)
+        index = _index(ipr, wg.name)
+        _ensure_link_state(ipr, index, wg.name, wg.mtu, alias, changes)
+        _ensure_address(ipr, index, plan, netns, changes)
+    if not wireguard.matches(wireguard.show(netns, wg.name), wg, private_key):
+        wireguard.set_config(netns, wg.name, wireguard.render(wg, private_key))
+        changes.append(f"configured {wg.name}: {len(wg.peers)} peer(s), port {wg.listen_port}")
+    wanted = {t.name: t for t in plan.tunnels()}
+    with IPRoute(netns=netns, flags=0) as ipr:
+        stale = [n for n in _owned(ipr, alias) if n != wg.name and n not in wanted]
+        if switch is not None:
+            _detach(switch, plan.switch, stale, changes)
+        for name in stale:
+            _delete(ipr, name, netns, changes)
+        for tunnel in wanted.values():
+            _ensure_vxlan(ipr, tunnel, alias, netns, changes)
+    if switch is not None:
+        _attach(switch, plan.switch, list(wanted), changes)
+    return AppliedSite(
+        site=plan.site,
+        netns=netns,
+        backend=backend,
+        wireguard_pid=pid,
+        links=(wg.name, *wanted),
+        changes=tuple(changes),
+    )
+
+
+def remove_site(
+    plan: SitePlan, *, netns: str, run_dir: Path, switch: Ovsdb | None = None
+) -> tuple[str, ...]:
+    """Remove everything `apply_site` made for `plan.site`; return what was removed.
+
+    Safe to call twice, after a crash, or after the namespace is gone (then only
+    wireguard-go and its socket are left to clean up).
+    """
+    removed: list[str] = []
+    alive = (NETNS_DIR / netns).exists()
+    names: list[str] = []
+    if alive:
+        with IPRoute(netns=netns, flags=0) as ipr:
+            names = _owned(ipr, owner_alias(plan.site))
+    if switch is not None:
+        _detach(switch, plan.switch, [n for n in names if n != plan.wireguard.name], removed)
+    if wireguard.stop_wireguard_go(plan.wireguard.name, run_dir):
+        removed.append(f"stopped wireguard-go for {plan.wireguard.name}")
+    if alive:
+        with IPRoute(netns=netns, flags=0) as ipr:
+            for name in names:
+                if ipr.link_lookup(ifname=name):
+                    _delete(ipr, name, netns, removed)
+    return tuple(removed)
+
+
+# -- WireGuard interface -----------------------------------------------------------------
+
+
+def _ensure_wireguard_link(
+    ipr: IPRoute, plan: SitePlan, netns: str, run_dir: Path, changes: list[str]
+) -> tuple[Backend, int | None]:
+    name = plan.wireguard.name
+    link = _link(ipr, name)
+    if link is not None:
+        kind = _kind(link)
+        if kind == "wireguard":
+            return "kernel", None
+        if kind == "tun" and wireguard.uapi_answers(name):
+            return "wireguard-go", wireguard.wireguard_go_pid(name, run_dir)
+        raise ApplyError(
+            f"namespace {netns} already has a link {name} ({kind or 'unknown kind'}) that is "
+            f"not a live WireGuard interface; remove it (ip -n {netns} link del {name}) or "
+            "use another interface prefix"
+        )
+    # Detect, don't assume: the kernel refuses an unknown link kind with EOPNOTSUPP.
+    try:
+        ipr.link("add", ifname=name, kind="wireguard")
+    except NetlinkError as exc:
+        if exc.code != errno.EOPNOTSUPP:
+            raise _error(exc, f"creating WireGuard interface {name}", netns) from None
+    else:
+        changes.append(f"created {name} (kernel WireGuard)")
+        return "kernel", None
+    pid = wireguard.start_wireguard_go(netns, name, run_dir)
+    changes.append(f"started wireguard-go for {name} (pid {pid})")
+    return "wireguard-go", pid
+
+
+def _ensure_address(
+    ipr: IPRoute, index: int, plan: SitePlan, netns: str, changes: list[str]
+) -> None:
+    wg = plan.wireguard
+    want = (str(wg.address), wg.prefixlen)
+    have = {
+        (a.get("IFA_ADDRESS"), a["prefixlen"])
+        for a in ipr.get_addr(index=index)
+        if not str(a.get("IFA_ADDRESS")).startswith("fe80:")  # the kernel's link-local
+    }
+    for address, prefixlen in have - {want}:
+        ipr.addr("del", index=index, address=address, prefixlen=prefixlen)
+        changes.append(f"removed {address}/{prefixlen} from {wg.name}")
+    if want not in have:
+        try:
+            ipr.addr("add", index=index, address=want[0], prefixlen=want[1])
+        except NetlinkError as exc:
+            raise _error(exc, f"adding {want[0]}/{want[1]} to {wg.name}", netns) from None
+        changes.append(f"added {want[0]}/{want[1]} to {wg.name}")
+
+
+# -- VXLAN tunnels -----------------------------------------------------------------------
+
+
+def _vxlan_attrs(t: VxlanTunnel) -> dict[str, Any]:
+    six = "6" if t.remote.version == 6 else ""
+    return {
+        "IFLA_VXLAN_ID": t.vni,
+        f"IFLA_VXLAN_GROUP{six}": str(t.remote),
+        f"IFLA_VXLAN_LOCAL{six}": str(t.local),
+        "IFLA_VXLAN_PORT": t.dstport,
+        # Point-to-point with a controller that knows where MACs are: no kernel learning.
+        "IFLA_VXLAN_LEARNING": 0,
+    }
+
+
+def _ensure_vxlan(ipr: IPRoute, t: VxlanTunnel, alias: str, netns: str, changes: list[str]) -> None:
+    want = _vxlan_attrs(t)
+    link = _link(ipr, t.name)
+    if link is not None:
+        data = link.get("IFLA_LINKINFO").get("IFLA_INFO_DATA") if _kind(link) == "vxlan" else None
+        if data is not None and all(data.get(k) == v for k, v in want.items()):
+            _ensure_link_state(ipr, link["index"], t.name, t.mtu, alias, changes)
+            return
+        # VNI, addresses and port cannot be changed on a live VXLAN device: replace it.
+        _delete(ipr, t.name, netns, changes)
+    try:
+        ipr.link(
+            "add",
+            ifname=t.name,
+            kind="vxlan",
+            **{k.removeprefix("IFLA_").lower(): v for k, v in want.items()},
+        )
+    except NetlinkError as exc:
+        fix = (
+            f"another VXLAN device in the namespace already uses VNI {t.vni} on UDP port "
+            f"{t.dstport}; remove it or change bridge.vxlan_port_base"
+            if exc.code == errno.EEXIST
+            else ""
+        )
+        raise _error(exc, f"creating VXLAN device {t.name} to {t.peer}", netns, fix) from None
+    changes.append(f"created {t.name}: VNI {t.vni} to {t.peer} ({t.remote}) port {t.dstport}")
+    _ensure_link_state(ipr, _index(ipr, t.name), t.name, t.mtu, alias, changes)
+
+
+# -- the site's switch -------------------------------------------------------------------
+# controller.ovsdb owns OVSDB; these two calls are all the bridge needs from it.
+
+
+def _attach(switch: Ovsdb, bridge: str, names: list[str], changes: list[str]) -> None:
+    present = set(switch.ports(bridge))
+    for name in names:
+        switch.ensure_port(bridge, name)
+        if name not in present:
+            changes.append(f"added port {name} to {bridge}")
+
+
+def _detach(switch: Ovsdb, bridge: str, names: list[str], changes: list[str]) -> None:
+    if bridge not in switch.bridges():
+        return
+    present = set(switch.ports(bridge))
+    for name in names:
+        if name in present:
+            switch.remove_port(bridge, name)
+            changes.append(f"removed port {name} from {bridge}")
+
+
+# -- links -------------------------------------------------------------------------------
+
+
+def _link(ipr: IPRoute, name: str) -> Any:
+    indexes = ipr.link_lookup(ifname=name)
+    return ipr.get_links(indexes[0])[0] if indexes else None
+
+
+def _index(ipr: IPRoute, name: str) -> int:
+    return int(ipr.link_lookup(ifname=name)[0])
+
+
+def _kind(link: Any) -> str | None:
+    info = link.get("IFLA_LINKINFO")
+    return info.get("IFLA_INFO_KIND") if info is not None else None
+
+
+def _owned(ipr: IPRoute, alias: str) -> list[str]:
+    return sorted(
+        str(link.get("IFLA_IFNAME"))
+        for link in ipr.get_links()
+        if link.get("IFLA_IFALIAS") == alias
+    )
+
+
+def _ensure_link_state(
+    ipr: IPRoute, index: int, name: str, mtu: int, alias: str, changes: list[str]
+) -> None:
+    link = ipr.get_links(index)[0]
+    update: dict[str, Any] = {}
+    if link.get("IFLA_MTU") != mtu:
+        update["mtu"] = mtu
+    if link.get("IFLA_IFALIAS") != alias:
+        update["ifalias"] = alias
+    if not link["flags"] & _IFF_UP:
+        update["state"] = "up"
+    if update:
+        ipr.link("set", index=index, **update)
+        changes.append(f"set {name} " + ", ".join(f"{k} {v}" for k, v in update.items()))
+
+
+def _delete(ipr: IPRoute, name: str, netns: str, changes: list[str]) -> None:
+    try:
+        ipr.link("del", ifname=name)
+    except NetlinkError as exc:
+        if exc.code != errno.ENODEV:
+            raise _error(exc, f"deleting {name}", netns) from None
+    changes.append(f"deleted {name}")
+
+
+def _error(exc: NetlinkError, what: str, netns: str, fix: str = "") -> ApplyError:
+    reason = os.strerror(exc.code) if exc.code else str(exc)
+    return ApplyError(
+        f"{what} in namespace {netns} failed: {reason}; "
+        f"{fix or 'check the link with ip -d -n ' + netns + ' link and run as root'}"
+    )

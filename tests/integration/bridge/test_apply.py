@@ -1,0 +1,222 @@
+"""Three sites in throwaway namespaces, a veth underlay between each pair, real wireguard-go
+(or the kernel module when present) and real kernel VXLAN devices.
+
+Every site pair shares the segment, so each namespace holds two VXLAN devices with the
+same VNI: this also checks on the real kernel that per-pair UDP ports keep them apart.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bridge import wireguard
+from bridge.apply import apply_site, owner_alias, remove_site
+from bridge.keys import KeyStore
+from bridge.netns import ApplyError
+from bridge.plan import SitePlan, plan_site
+from overcast.config import OvercastConfig, loads
+from tests.conftest import require_binaries
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
+
+CONFIG = """\
+sites:
+  hq:     {role: enterprise, underlay: 192.0.2.1}
+  branch: {role: enterprise, underlay: 192.0.2.2}
+  cloud:  {role: provider, underlay: 192.0.2.3}
+segments:
+  finance: {mode: l2, vni: 100, vlan: 10, sites: [hq, branch, cloud]}
+"""
+
+
+def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=30)
+
+
+def in_ns(ns: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return sh("ip", "netns", "exec", ns, *argv, check=check)
+
+
+def links(ns: str) -> dict[str, dict[str, object]]:
+    out = sh("ip", "-d", "-j", "-n", ns, "link", "show").stdout
+    return {link["ifname"]: link for link in json.loads(out)}
+
+
+def eventually(what: str, condition: object, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+@dataclass
+class Lab:
+    config: OvercastConfig
+    keys: KeyStore
+    run_dir: Path
+    prefix: str
+    netns: dict[str, str]
+
+    def plan(self, site: str, config: OvercastConfig | None = None) -> SitePlan:
+        config = config or self.config
+        return plan_site(config, site, self.keys.ensure_all(config.sites), prefix=self.prefix)
+
+    def ping(self, site: str, address: object, *extra: str) -> bool:
+        cmd = ("ping", "-n", "-c", "1", "-W", "1", *extra, str(address))
+        return in_ns(self.netns[site], *cmd, check=False).returncode == 0
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    require_binaries("wg", "wireguard-go", "ping")
+    run_id = secrets.token_hex(2)
+    config = loads(CONFIG)
+    lab = Lab(
+        config=config,
+        keys=KeyStore(tmp_path / "keys"),
+        run_dir=tmp_path / "run",
+        prefix=f"ob{run_id}",
+        netns={site: f"ocbr{run_id}-{site}" for site in config.sites},
+    )
+    try:
+        for site, ns in lab.netns.items():
+            sh("ip", "netns", "add", ns)
+            in_ns(ns, "ip", "link", "set", "lo", "up")
+            in_ns(ns, "ip", "addr", "add", f"{config.sites[site].underlay}/32", "dev", "lo")
+        # A veth per site pair; each end routes to the other's underlay address.
+        for a, b in itertools.combinations(config.sites, 2):
+            sh("ip", "link", "add", f"u-{b}", "netns", lab.netns[a], "type", "veth",
+               "peer", "name", f"u-{a}", "netns", lab.netns[b])  # fmt: skip
+            for here, there in ((a, b), (b, a)):
+                ns, dev = lab.netns[here], f"u-{there}"
+                in_ns(ns, "ip", "link", "set", dev, "up")
+                in_ns(ns, "ip", "route", "add", f"{config.sites[there].underlay}/32", "dev", dev,
+                      "src", str(config.sites[here].underlay))  # fmt: skip
+        yield lab
+    finally:
+        for site, ns in lab.netns.items():
+            try:
+                remove_site(lab.plan(site), netns=ns, run_dir=lab.run_dir)
+            except ApplyError as exc:
+                print(f"cleanup of {site}: {exc}")
+            sh("ip", "netns", "del", ns, check=False)
+        for sock in wireguard.UAPI_DIR.glob(f"{lab.prefix}*.sock"):
+            sock.unlink(missing_ok=True)
+
+
+def test_sites_handshake_ping_and_carry_full_size_frames(lab: Lab) -> None:
+    plans = {site: lab.plan(site) for site in lab.netns}
+    applied = {
+        site: apply_site(plan, netns=lab.netns[site], keys=lab.keys, run_dir=lab.run_dir)
+        for site, plan in plans.items()
+    }
+    hq = plans["hq"]
+
+    # WireGuard: the overlay answers and the handshake is recorded.
+    for peer in hq.wireguard.peers:
+        remote = plans[peer.site].wireguard.address
+        eventually(f"ping hq -> {peer.site} over WireGuard", lambda r=remote: lab.ping("hq", r))
+    shown = in_ns(lab.netns["hq"], "wg", "show", hq.wireguard.name, "latest-handshakes").stdout
+    handshakes = dict(line.split("\t") for line in shown.splitlines())
+    assert set(handshakes) == {p.public_key for p in hq.wireguard.peers}
+    assert all(int(t) > 0 for t in handshakes.values())
+    assert all(
+        s.latest_handshake > 0
+        for s in wireguard.show(lab.netns["hq"], hq.wireguard.name).peers.values()
+    )
+
+    # VXLAN: two devices per site with one VNI, told apart by the per-pair port.
+    for site, plan in plans.items():
+        present = links(lab.netns[site])
+        assert present[plan.wireguard.name]["mtu"] == plan.wireguard.mtu == 1440
+        for t in plan.tunnels():
+            info = present[t.name]["linkinfo"]["info_data"]  # type: ignore[index]
+            assert (info["id"], info["port"], info["remote"]) == (t.vni, t.dstport, str(t.remote))
+            assert present[t.name]["mtu"] == t.mtu == 1390
+            assert present[t.name]["ifalias"] == owner_alias(site)
+        assert len({t.dstport for t in plan.tunnels()}) == 2
+
+    # A full inner-MTU frame with DF crosses VXLAN inside WireGuard; one byte more does not fit.
+    to_cloud = next(t for t in hq.tunnels() if t.peer == "cloud")
+    back = next(t for t in plans["cloud"].tunnels() if t.peer == "hq")
+    in_ns(lab.netns["hq"], "ip", "addr", "add", "198.51.100.1/30", "dev", to_cloud.name)
+    in_ns(lab.netns["cloud"], "ip", "addr", "add", "198.51.100.2/30", "dev", back.name)
+    payload = to_cloud.mtu - 28  # IPv4 20 + ICMP 8
+    eventually("ping across VXLAN", lambda: lab.ping("hq", "198.51.100.2"))
+    assert lab.ping("hq", "198.51.100.2", "-M", "do", "-s", str(payload))
+    assert not lab.ping("hq", "198.51.100.2", "-M", "do", "-s", str(payload + 1))
+    in_ns(lab.netns["hq"], "ip", "addr", "flush", "dev", to_cloud.name)
+    in_ns(lab.netns["cloud"], "ip", "addr", "flush", "dev", back.name)
+
+    # Re-applying changes nothing, and the tunnels stay up.
+    indexes = {site: {n: links(ns)[n]["ifindex"] for n in applied[site].links}
+               for site, ns in lab.netns.items()}  # fmt: skip
+    for site, plan in plans.items():
+        again = apply_site(plan, netns=lab.netns[site], keys=lab.keys, run_dir=lab.run_dir)
+        assert again.changes == ()
+        assert again.wireguard_pid == applied[site].wireguard_pid
+        assert {n: links(lab.netns[site])[n]["ifindex"] for n in again.links} == indexes[site]
+
+    # Removing everything leaves only the underlay, no process and no socket.
+    for site, plan in plans.items():
+        ns = lab.netns[site]
+        removed = remove_site(plan, netns=ns, run_dir=lab.run_dir)
+        assert set(links(ns)) == {"lo", *(f"u-{s}" for s in lab.netns if s != site)}
+        if applied[site].backend == "wireguard-go":
+            assert f"stopped wireguard-go for {plan.wireguard.name}" in removed
+            pid = applied[site].wireguard_pid
+            assert not Path(f"/proc/{pid}").exists()
+        assert not wireguard.uapi_socket(plan.wireguard.name).exists()
+        assert remove_site(plan, netns=ns, run_dir=lab.run_dir) == ()
+    assert list(lab.run_dir.iterdir()) == []
+
+
+def test_changed_plan_converges(lab: Lab) -> None:
+    first = lab.plan("hq")
+    ns = lab.netns["hq"]
+    apply_site(first, netns=ns, keys=lab.keys, run_dir=lab.run_dir)
+    assert {t.name for t in first.tunnels()} <= set(links(ns))
+
+    # branch leaves the segment and so stops being hq's peer; the pool moves.
+    changed = loads(
+        CONFIG.replace("[hq, branch, cloud]", "[hq, cloud]")
+        + "bridge: {overlay_pool: 100.64.7.0/24}\n"
+    )
+    second = lab.plan("hq", changed)
+    result = apply_site(second, netns=ns, keys=lab.keys, run_dir=lab.run_dir)
+    gone = {t.name for t in first.tunnels()} - {t.name for t in second.tunnels()}
+    assert gone and all(f"deleted {name}" in result.changes for name in gone)
+    present = links(ns)
+    assert not gone & set(present)
+    assert [p.site for p in second.wireguard.peers] == ["cloud"]
+    status = wireguard.show(ns, second.wireguard.name)
+    assert set(status.peers) == {second.wireguard.peers[0].public_key}
+    addrs = sh("ip", "-4", "-j", "-n", ns, "addr", "show", "dev", second.wireguard.name).stdout
+    assert [a["local"] for a in json.loads(addrs)[0]["addr_info"]] == ["100.64.7.1"]
+    for t in second.tunnels():  # replaced: new remote address
+        assert present[t.name]["linkinfo"]["info_data"]["remote"] == str(t.remote)  # type: ignore[index]
+    assert apply_site(second, netns=ns, keys=lab.keys, run_dir=lab.run_dir).changes == ()
+
+
+def test_errors_name_the_fix(lab: Lab) -> None:
+    plan = lab.plan("hq")
+    with pytest.raises(ApplyError, match=r"does not exist; create it first \(ip netns add"):
+        apply_site(plan, netns="ocbr-no-such-ns", keys=lab.keys, run_dir=lab.run_dir)
+    other = KeyStore(lab.run_dir / "other-keys")
+    other.ensure("hq")
+    with pytest.raises(ApplyError, match="does not belong to the plan's public key"):
+        apply_site(plan, netns=lab.netns["hq"], keys=other, run_dir=lab.run_dir)
+    # The interface name is taken by a non-WireGuard link.
+    in_ns(lab.netns["hq"], "ip", "link", "add", plan.wireguard.name, "type", "veth",
+          "peer", "name", "oc-tmp")  # fmt: skip
+    with pytest.raises(ApplyError, match="not a live WireGuard interface; remove it"):
+        apply_site(plan, netns=lab.netns["hq"], keys=lab.keys, run_dir=lab.run_dir)
