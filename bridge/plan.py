@@ -95,7 +95,8 @@ class SitePlan(Model):
     def fabric_ports(self) -> tuple[FabricPort, ...]:
         """What the controller needs to know about the tunnel ports this plan creates."""
         return tuple(
-            FabricPort(name=t.name, kind="tunnel", segment=t.segment) for t in self.tunnels()
+            FabricPort(name=t.name, kind="tunnel", segment=t.segment, peer=t.peer)
+            for t in self.tunnels()
         )
 
 

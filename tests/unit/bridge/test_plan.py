@@ -163,9 +163,9 @@ def test_site_without_segments_has_no_peers(config: OvercastConfig) -> None:
 
 def test_fabric_ports(config: OvercastConfig) -> None:
     assert plan(config, "hq").fabric_ports() == (
-        FabricPort(name="vx100-2", kind="tunnel", segment="finance"),
-        FabricPort(name="vx100-3", kind="tunnel", segment="finance"),
-        FabricPort(name="vx200-3", kind="tunnel", segment="hr"),
+        FabricPort(name="vx100-2", kind="tunnel", segment="finance", peer="cloud-a"),
+        FabricPort(name="vx100-3", kind="tunnel", segment="finance", peer="cloud-b"),
+        FabricPort(name="vx200-3", kind="tunnel", segment="hr", peer="cloud-b"),
     )
 
 
