@@ -13,12 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bridge.keys import KeyStore
 from lab import names, netns, switch
-from lab.plan import STATE_ROOT, HostPlan, LabPlan, SitePlan
+from lab.plan import STATE_ROOT, HostPlan, LabPlan, SitePlan, fabric, plan_lab
 from lab.registry import REGISTRY_FILE, Registry, teardown_order
+from overcast.config import OvercastConfig
 
 Progress = Callable[[str], None]
 META_FILE = "lab.json"
+FABRIC_FILE = "fabric.json"  # controller.fabric.Fabric: what each site switch holds
 
 
 def _quiet(_: str) -> None:
@@ -34,14 +37,21 @@ def fingerprint(config_text: str) -> str:
 
 
 def up(
-    plan: LabPlan,
+    config: OvercastConfig,
+    lab_id: str,
     source: str,
     config_text: str,
     progress: Progress = _quiet,
-) -> Registry:
-    """Build sites, hosts, underlay and management network. Returns the lab's registry."""
-    registry = Registry(plan.state_dir)
-    _claim(plan, registry, source, fingerprint(config_text))
+    state_root: Path = STATE_ROOT,
+) -> LabPlan:
+    """Build sites, hosts, underlay and management network for `config`; return the plan.
+    `source` and `config_text` identify the config, so a second `up` of other content under
+    the same lab id is refused instead of half-merged."""
+    state_dir = state_root / lab_id
+    registry = Registry(state_dir)
+    _claim(state_dir, registry, source, fingerprint(config_text))
+    keys = KeyStore(registry.file(state_dir / "keys"))
+    plan = plan_lab(config, lab_id, keys.ensure_all(config.sites), state_root)
     progress(f"lab {plan.lab_id}: underlay and management networks")
     for ns, bridge in (
         (plan.underlay_netns, names.WAN_BRIDGE),
@@ -56,21 +66,23 @@ def up(
     for host in plan.hosts:
         progress(f"lab {plan.lab_id}: host {host.label} {host.address.ip} mtu {host.mtu}")
         build_host(plan.site(host.site), host, registry)
-    return registry
+    fabric_file = registry.file(state_dir / FABRIC_FILE)
+    fabric_file.write_text(fabric(plan).model_dump_json(indent=2))
+    return plan
 
 
-def _claim(plan: LabPlan, registry: Registry, source: str, digest: str) -> None:
-    meta = plan.state_dir / META_FILE
+def _claim(state_dir: Path, registry: Registry, source: str, digest: str) -> None:
+    meta = state_dir / META_FILE
     if meta.exists():
         have = json.loads(meta.read_text())
         if have.get("fingerprint") != digest:
             raise LabConflict(
-                f"lab {plan.lab_id} was built from {have.get('source')} with different "
-                f"content; run `overcast lab down {plan.lab_id}` first"
+                f"lab {state_dir.name} was built from {have.get('source')} with different "
+                f"content; run `overcast lab down {state_dir.name}` first"
             )
         return
     registry.open()
-    meta.write_text(json.dumps({"lab_id": plan.lab_id, "source": source, "fingerprint": digest}))
+    meta.write_text(json.dumps({"lab_id": state_dir.name, "source": source, "fingerprint": digest}))
 
 
 def build_site(plan: LabPlan, site: SitePlan, registry: Registry) -> None:

@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from lab import build, names
-from lab.plan import STATE_ROOT, PlanError, plan_lab
+from lab.plan import STATE_ROOT, PlanError
 from overcast import exitcodes
 from overcast.cli import CommandError, add_json_flag, emit, load_config
-from overcast.config import OvercastConfig
 
 
 def progress(line: str) -> None:
@@ -96,25 +95,23 @@ def _require_root() -> None:
         raise CommandError("the lab needs root (network namespaces); run it with sudo")
 
 
-def plan_for(config: OvercastConfig, lab_id: str) -> Any:
-    # Without tunnels yet, a host frame travels bare over the underlay: hosts get the
-    # smallest underlay MTU.
-    inner_mtu = min(site.underlay_mtu for site in config.sites.values())
-    try:
-        return plan_lab(config, lab_id, inner_mtu)
-    except PlanError as exc:
-        raise CommandError(str(exc), exitcodes.USAGE) from None
-
-
 def _up(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     lab_id = _lab_id(args.lab_id) if args.lab_id else names.lab_id_for(args.config)
     _require_root()
-    plan = plan_for(config, lab_id)
     try:
-        build.up(plan, str(Path(args.config).resolve()), Path(args.config).read_text(), progress)
+        plan = build.up(
+            config,
+            lab_id,
+            str(Path(args.config).resolve()),
+            Path(args.config).read_text(),
+            progress,
+        )
     except build.LabConflict as exc:
         raise CommandError(str(exc)) from None
+    except PlanError as exc:
+        build.down(STATE_ROOT / lab_id)
+        raise CommandError(str(exc), exitcodes.USAGE) from None
     except Exception as exc:
         raise CommandError(
             f"lab {lab_id} is half built: {exc}; run `overcast lab down {lab_id}` to clean up"

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from bridge import plan as bridge_plan
+from controller.fabric import Fabric, FabricPort, SiteSwitch
 from lab import names
 from overcast.config import OvercastConfig
 from overcast.model import IPAddress
@@ -29,6 +32,8 @@ class SitePlan:
     underlay: IPAddress
     underlay_mtu: int
     mgmt: ipaddress.IPv4Interface
+    # The bridge's plan for this site: WireGuard interface, VXLAN tunnels, inner MTUs.
+    dataplane: bridge_plan.SitePlan
 
 
 @dataclass(frozen=True)
@@ -83,12 +88,24 @@ class PlanError(ValueError):
 
 
 def plan_lab(
-    config: OvercastConfig, lab_id: str, inner_mtu: int, state_root: Path = STATE_ROOT
+    config: OvercastConfig,
+    lab_id: str,
+    public_keys: Mapping[str, str],
+    state_root: Path = STATE_ROOT,
 ) -> LabPlan:
-    """Every site gets a namespace with its own OVS; every L2 segment gets
-    `lab.hosts_per_segment` hosts at each of its sites, at `inner_mtu` (the bridge plan's MTU
-    left for a host frame inside VXLAN inside WireGuard)."""
+    """Every site gets a namespace with its own OVS and the bridge's data plane (WireGuard
+    named after the lab id, so it is unique on the machine); every L2 segment gets
+    `lab.hosts_per_segment` hosts at each of its sites, at the inner MTU the bridge plan
+    computed for that segment (what is left for a host frame inside VXLAN inside WireGuard).
+    `public_keys` maps each site to its WireGuard public key."""
     names.check_lab_id(lab_id)
+    try:
+        dataplanes = {
+            site: bridge_plan.plan_site(config, site, public_keys, prefix=lab_id)
+            for site in config.sites
+        }
+    except bridge_plan.PlanError as exc:
+        raise PlanError(str(exc)) from None
     lab = config.lab
     mgmt_hosts = list(lab.management.hosts())
     if len(mgmt_hosts) < len(config.sites) + 1:
@@ -109,6 +126,7 @@ def plan_lab(
             underlay=site.underlay,
             underlay_mtu=site.underlay_mtu,
             mgmt=ipaddress.IPv4Interface(f"{mgmt_hosts[i + 1]}/{lab.management.prefixlen}"),
+            dataplane=dataplanes[name],
         )
         for i, (name, site) in enumerate(config.sites.items())
     )
@@ -119,12 +137,12 @@ def plan_lab(
         controller_netns=names.controller_netns(lab_id),
         controller=ipaddress.IPv4Interface(f"{mgmt_hosts[0]}/{lab.management.prefixlen}"),
         sites=sites,
-        hosts=_plan_hosts(config, lab_id, sites, inner_mtu),
+        hosts=_plan_hosts(config, lab_id, sites),
     )
 
 
 def _plan_hosts(
-    config: OvercastConfig, lab_id: str, sites: tuple[SitePlan, ...], mtu: int
+    config: OvercastConfig, lab_id: str, sites: tuple[SitePlan, ...]
 ) -> tuple[HostPlan, ...]:
     per = config.lab.hosts_per_segment
     subnets = ipaddress.IPv4Network(config.lab.hosts).subnets(new_prefix=24)
@@ -138,6 +156,9 @@ def _plan_hosts(
                 "use a larger prefix (one /24 per L2 segment)"
             )
         for site in seg.sites:
+            mtu = next(
+                a.inner_mtu for a in sites[index[site]].dataplane.segments if a.segment == seg_name
+            )
             for number in range(1, per + 1):
                 # Host addresses are stable per site: .<8 * site index + number>.
                 offset = 8 * index[site] + number
@@ -167,3 +188,25 @@ def host_mac(lab_id: str, segment_index: int, site_index: int, number: int) -> s
     tag = hashlib.sha256(lab_id.encode()).digest()[:2]
     octets = [0x02, *tag, segment_index & 0xFF, site_index & 0xFF, number & 0xFF]
     return ":".join(f"{o:02x}" for o in octets)
+
+
+def fabric(plan: LabPlan) -> Fabric:
+    """What every site switch holds, for the controller: access ports with the MACs of the
+    hosts behind them, and the bridge's tunnel ports."""
+    return Fabric(
+        switches={
+            site.name: SiteSwitch(
+                site=site.name,
+                bridge=site.bridge,
+                dpid=site.dpid,
+                ports=(
+                    *(
+                        FabricPort(name=h.port, kind="access", segment=h.segment, macs=(h.mac,))
+                        for h in plan.hosts_at(site.name)
+                    ),
+                    *site.dataplane.fabric_ports(),
+                ),
+            )
+            for site in plan.sites
+        }
+    )

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from lab import build, netns, switch
-from lab.plan import STATE_ROOT, plan_lab
+from controller.fabric import Fabric
+from lab.plan import STATE_ROOT, fabric
 from lab.registry import Registry
 from overcast.config import loads
 from tests.conftest import require_binaries
@@ -36,8 +37,7 @@ def _binaries() -> None:
 
 
 def test_sites_run_their_own_ovs_and_hosts_are_wired(lab_id: str) -> None:
-    plan = plan_lab(loads(CONFIG), lab_id, inner_mtu=1350)
-    build.up(plan, "test", CONFIG)
+    plan = build.up(loads(CONFIG), lab_id, "test", CONFIG)
 
     for site in plan.sites:
         # Each site's daemons run inside that site's namespace, and nowhere else.
@@ -61,7 +61,8 @@ def test_sites_run_their_own_ovs_and_hosts_are_wired(lab_id: str) -> None:
         features = netns.run(host.netns, ["ethtool", "-k", "eth0"])
         assert "tx-checksumming: off" in features
         mtu = netns.run(host.netns, ["cat", "/sys/class/net/eth0/mtu"]).strip()
-        assert mtu == "1350"
+        # bridge plan: narrowest underlay 1400 - 60 WireGuard - 50 VXLAN
+        assert mtu == "1290"
         side = netns.run(plan.site(host.site).netns, ["ethtool", "-k", host.port])
         assert "tx-checksumming: off" in side
 
@@ -72,12 +73,16 @@ def test_sites_run_their_own_ovs_and_hosts_are_wired(lab_id: str) -> None:
     netns.run(branch.netns, ["ping", "-c1", "-W2", str(plan.controller.ip)])
     assert netns.run(branch.netns, ["cat", "/sys/class/net/wan/mtu"]).strip() == "1400"
 
+    # The controller's input: what each switch holds, as JSON.
+    written = Fabric.model_validate_json((plan.state_dir / build.FABRIC_FILE).read_text())
+    assert written == fabric(plan)
+
     # Up again: nothing new is created and the daemons are the same processes.
     before = (
         Registry(plan.state_dir).entries(),
         [switch.pid_of(s, "ovs-vswitchd") for s in plan.sites],
     )
-    build.up(plan, "test", CONFIG)
+    build.up(loads(CONFIG), lab_id, "test", CONFIG)
     after = (
         Registry(plan.state_dir).entries(),
         [switch.pid_of(s, "ovs-vswitchd") for s in plan.sites],
@@ -90,10 +95,9 @@ def test_sites_run_their_own_ovs_and_hosts_are_wired(lab_id: str) -> None:
 
 
 def test_up_with_other_content_under_the_same_id_is_refused(lab_id: str) -> None:
-    plan = plan_lab(loads(CONFIG), lab_id, inner_mtu=1350)
-    build.up(plan, "test", CONFIG)
+    build.up(loads(CONFIG), lab_id, "test", CONFIG)
     with pytest.raises(build.LabConflict, match=f"overcast lab down {lab_id}"):
-        build.up(plan, "test", CONFIG + "\n# changed\n")
+        build.up(loads(CONFIG), lab_id, "test", CONFIG + "\n# changed\n")
 
 
 def test_down_cleans_up_after_the_lab_process_is_killed(lab_id: str, tmp_path: Path) -> None:

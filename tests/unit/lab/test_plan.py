@@ -3,10 +3,16 @@ from pathlib import Path
 
 import pytest
 
-from lab.plan import PlanError, host_mac, plan_lab
-from overcast.config import OvercastConfig, load, loads
+from bridge.keys import generate_private_key, public_key_of
+from lab.plan import LabPlan, PlanError, fabric, host_mac, plan_lab
+from overcast.config import InvalidConfig, OvercastConfig, load, loads
 
 DEMO = Path(__file__).parents[3] / "lab" / "demo.yaml"
+
+
+def make_plan(config: OvercastConfig, lab_id: str = "oc1234", **kwargs: Path) -> LabPlan:
+    keys = {site: public_key_of(generate_private_key()) for site in config.sites}
+    return plan_lab(config, lab_id, keys, **kwargs)
 
 
 @pytest.fixture
@@ -15,31 +21,46 @@ def demo() -> OvercastConfig:
 
 
 def test_every_name_carries_the_lab_id(demo: OvercastConfig) -> None:
-    plan = plan_lab(demo, "oc1234", 1370, state_root=Path("/tmp/x"))
-    assert all(ns.startswith("oc1234") for ns in plan.namespaces)
-    assert len(set(plan.namespaces)) == len(plan.namespaces)
-    assert plan.state_dir == Path("/tmp/x/oc1234")
-    assert all(s.dir.is_relative_to(plan.state_dir) for s in plan.sites)
+    lab = make_plan(demo, state_root=Path("/tmp/x"))
+    assert all(ns.startswith("oc1234") for ns in lab.namespaces)
+    assert len(set(lab.namespaces)) == len(lab.namespaces)
+    assert lab.state_dir == Path("/tmp/x/oc1234")
+    assert all(s.dir.is_relative_to(lab.state_dir) for s in lab.sites)
+    # WireGuard interfaces are machine-global (wireguard-go's UAPI socket): lab id first.
+    assert [s.dataplane.wireguard.name for s in lab.sites] == [
+        "oc1234wg0",
+        "oc1234wg1",
+        "oc1234wg2",
+    ]
 
 
 def test_sites_get_distinct_dpids_and_management_addresses(demo: OvercastConfig) -> None:
-    plan = plan_lab(demo, "oc1234", 1370)
-    assert [s.name for s in plan.sites] == ["hq", "branch", "cloud-a"]
-    assert len({s.dpid for s in plan.sites}) == 3
-    mgmt = {s.mgmt for s in plan.sites} | {plan.controller}
+    lab = make_plan(demo)
+    assert [s.name for s in lab.sites] == ["hq", "branch", "cloud-a"]
+    assert len({s.dpid for s in lab.sites}) == 3
+    mgmt = {s.mgmt for s in lab.sites} | {lab.controller}
     assert len(mgmt) == 4
     assert all(m.network == ipaddress.ip_network("198.18.0.0/24") for m in mgmt)
-    assert plan.controller_target == "tcp:198.18.0.1:6653"
+    assert lab.controller_target == "tcp:198.18.0.1:6653"
 
 
-def test_hosts_use_the_inner_mtu_and_unique_addresses(demo: OvercastConfig) -> None:
-    plan = plan_lab(demo, "oc1234", 1366)
-    assert len(plan.hosts) == 3
-    assert {h.mtu for h in plan.hosts} == {1366}
-    assert len({h.address for h in plan.hosts}) == 3
-    assert len({h.mac for h in plan.hosts}) == 3
-    assert all(h.address.network == ipaddress.ip_network("198.19.0.0/24") for h in plan.hosts)
-    assert [h.port for h in plan.hosts_at("hq")] == ["finance-1"]
+def test_hosts_use_the_bridge_plans_inner_mtu(demo: OvercastConfig) -> None:
+    lab = make_plan(demo)
+    # 1500 underlay - 60 WireGuard over IPv4 - 50 VXLAN (bridge.mtu)
+    assert {h.mtu for h in lab.hosts} == {1390}
+    narrow = loads(
+        DEMO.read_text().replace("underlay: 192.0.2.2}", "underlay: 192.0.2.2, underlay_mtu: 1400}")
+    )
+    assert {h.mtu for h in make_plan(narrow).hosts} == {1290}
+
+
+def test_hosts_get_unique_addresses_and_macs(demo: OvercastConfig) -> None:
+    lab = make_plan(demo)
+    assert len(lab.hosts) == 3
+    assert len({h.address for h in lab.hosts}) == 3
+    assert len({h.mac for h in lab.hosts}) == 3
+    assert all(h.address.network == ipaddress.ip_network("198.19.0.0/24") for h in lab.hosts)
+    assert [h.port for h in lab.hosts_at("hq")] == ["finance-1"]
 
 
 def test_host_macs_are_local_unicast_and_differ_per_lab() -> None:
@@ -47,6 +68,22 @@ def test_host_macs_are_local_unicast_and_differ_per_lab() -> None:
     first = int(mac.split(":")[0], 16)
     assert first & 0b10 and not first & 0b01
     assert mac != host_mac("oc9999", 0, 1, 2)
+
+
+def test_fabric_lists_access_ports_with_host_macs_and_tunnels(demo: OvercastConfig) -> None:
+    lab = make_plan(demo)
+    fab = fabric(lab)
+    assert set(fab.switches) == {"hq", "branch", "cloud-a"}
+    hq = fab.switches["hq"]
+    assert hq.dpid == 1 and hq.bridge == "br-overcast"
+    access = [p for p in hq.ports if p.kind == "access"]
+    assert [(p.name, p.segment, p.macs) for p in access] == [
+        ("finance-1", "finance", (lab.hosts_at("hq")[0].mac,))
+    ]
+    tunnels = [p for p in hq.ports if p.kind == "tunnel"]
+    assert len(tunnels) == 2 and {p.segment for p in tunnels} == {"finance"}
+    # Every tunnel port is a device the bridge plan creates at that site.
+    assert {p.name for p in tunnels} == {t.name for t in lab.site("hq").dataplane.tunnels()}
 
 
 def test_hosts_per_segment_and_one_subnet_per_segment() -> None:
@@ -62,9 +99,9 @@ segments:
 lab: {hosts_per_segment: 2, hosts: 198.19.4.0/23}
 """
     )
-    plan = plan_lab(config, "oc1234", 1400)
-    assert len(plan.hosts) == 8  # L3 segments get no lab hosts
-    nets = {h.segment: h.address.network for h in plan.hosts}
+    lab = make_plan(config)
+    assert len(lab.hosts) == 8  # L3 segments get no lab hosts
+    nets = {h.segment: h.address.network for h in lab.hosts}
     assert nets == {
         "one": ipaddress.ip_network("198.19.4.0/24"),
         "two": ipaddress.ip_network("198.19.5.0/24"),
@@ -84,12 +121,15 @@ lab: {hosts: 198.19.4.0/24}
 """
     )
     with pytest.raises(PlanError, match=r"no /24 left for segments\.two; use a larger prefix"):
-        plan_lab(config, "oc1234", 1400)
+        make_plan(config)
+
+
+def test_missing_public_key_is_a_plan_error(demo: OvercastConfig) -> None:
+    with pytest.raises(PlanError, match="no public key for site"):
+        plan_lab(demo, "oc1234", {})
 
 
 def test_bad_lab_section_is_a_config_error() -> None:
-    from overcast.config import InvalidConfig
-
     with pytest.raises(InvalidConfig, match=r"lab\.management: .*use an IPv4 /28 or larger"):
         loads(
             "sites: {a: {role: enterprise, underlay: 192.0.2.1}}\n"
