@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lab import build, netns, switch
 from controller.fabric import Fabric
+from lab import build, netns, switch
 from lab.plan import STATE_ROOT, fabric
 from lab.registry import Registry
 from overcast.config import loads
