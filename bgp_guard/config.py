@@ -1,22 +1,137 @@
-"""The `guard:` section of overcast.yaml: which prefixes we watch and what is expected of them."""
+"""The `guard:` section of overcast.yaml: which prefixes we watch and what is expected of them.
+
+```yaml
+guard:
+  own_asns: {64500: {upstreams: [64501, 64502]}}
+  prefixes:
+    192.0.2.0/24: {origins: [64500], upstreams: [64501, 64502], max_length: 24}
+    198.51.100.0/24: {announced: false}          # held, never announced: squatting if seen
+  min_peers: 2
+  vrp_file: vrps.json                            # rpki-client or Routinator JSON
+  asrel_file: 20260101.as-rel.txt                # CAIDA serial-1
+```
+"""
 
 from __future__ import annotations
 
-from pydantic import Field
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from overcast.model import ConfigError, Model, Prefix
 
-ASN = int  # 4-byte AS numbers, RFC 6793
+ASN_MAX = 2**32 - 1  # 4-byte AS numbers, RFC 6793
+
+
+def _asn(value: Any) -> int:
+    text = str(value).strip()
+    digits = text[2:] if text[:2].upper() == "AS" else text
+    if not digits.isdigit() or int(digits) > ASN_MAX:
+        raise ValueError(f"{value!r} is not an AS number; write it like 64500 or AS64500")
+    return int(digits)
+
+
+ASN = Annotated[int, BeforeValidator(_asn)]
+
+
+def _regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"{value!r} is not a valid regular expression ({exc}); fix it") from None
+    return value
+
+
+Regex = Annotated[str, AfterValidator(_regex)]
+
+
+class PathRule(Model):
+    """An AS-path rule, tested on the path written as comma-separated ASNs, origin last
+    ("64501,64500"), as BGPalerter does. Fires when `match` matches (if given) and `miss`
+    does not (if given); also when the path is shorter or longer than the bounds."""
+
+    match: Regex | None = None
+    miss: Regex | None = None
+    description: str = ""
+    min_path_length: int | None = Field(None, ge=1)
+    max_path_length: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _something_to_check(self) -> PathRule:
+        if (self.match, self.miss, self.min_path_length, self.max_path_length) == (None,) * 4:
+            raise ValueError(
+                "a path rule needs 'match', 'miss', 'min_path_length' or 'max_path_length'"
+            )
+        return self
 
 
 class MonitoredPrefix(Model):
-    origins: tuple[int, ...] = Field(min_length=1)
-    upstreams: tuple[int, ...] = ()
+    origins: tuple[ASN, ...] = ()
+    upstreams: tuple[ASN, ...] = ()  # neighbours allowed next to the origin; empty: any
+    # False: we hold the prefix but never announce it; any announcement is squatting (Q|0).
+    announced: bool = True
+    max_length: int | None = Field(None, ge=0, le=128)  # longest legitimate more-specific
+    ignore_more_specifics: bool = False
+    ignore: bool = False  # carve this sub-prefix out of a monitored one (BGPalerter `ignore`)
+    path_rules: tuple[PathRule, ...] = ()
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _origins_when_announced(self) -> MonitoredPrefix:
+        if self.announced and not self.ignore and not self.origins:
+            raise ValueError(
+                "list the ASNs that originate this prefix (origins: [64500]), or set "
+                "'announced: false' if it must never be announced"
+            )
+        if not self.announced and self.origins:
+            raise ValueError("an unannounced prefix has no origins; remove 'origins'")
+        return self
+
+
+class OwnAs(Model):
+    """Neighbours expected around one of our ASNs; a list left out is not checked."""
+
+    upstreams: tuple[ASN, ...] | None = None  # left of our ASN in a path (they hear us)
+    downstreams: tuple[ASN, ...] | None = None  # right of our ASN (we hear them)
 
 
 class GuardConfig(Model):
     prefixes: dict[Prefix, MonitoredPrefix] = {}
+    own_asns: dict[ASN, OwnAs] = {}
+    min_peers: int = Field(1, ge=1)  # distinct peers that must see an alert before it fires
+    # Visibility loss fires when this many peers that carried a monitored prefix withdrew it.
+    visibility_min_withdrawn: int = Field(3, ge=1)
+    resolve_after: float = Field(300.0, ge=0)  # seconds withdrawn before an event is resolved
+    vrp_file: str | None = None  # RPKI VRPs, rpki-client or Routinator JSON (or CSV)
+    rpki_not_found: bool = False  # also alert when no ROA covers our announcement
+    asrel_file: str | None = None  # CAIDA AS relationships, serial-1 `a|b|rel`
+    leak_scope: Literal["monitored", "all"] = "monitored"
+    bgpalerter_file: str | None = None  # a BGPalerter prefixes.yml, merged into `prefixes`
 
     def problems(self) -> list[ConfigError]:
         """Checks that need the whole section; paths are relative to the file root."""
-        return []
+        errors = []
+        for prefix, mon in self.prefixes.items():
+            bits = prefix.max_prefixlen
+            if mon.max_length is not None and not prefix.prefixlen <= mon.max_length <= bits:
+                errors.append(
+                    ConfigError(
+                        f"guard.prefixes.{prefix}.max_length",
+                        f"{mon.max_length} is outside {prefix}; use "
+                        f"{prefix.prefixlen}..{bits} or remove it",
+                    )
+                )
+            if mon.ignore and not any(
+                other != prefix and prefix.subnet_of(other)  # type: ignore[arg-type]
+                for other in self.prefixes
+                if other.version == prefix.version
+            ):
+                errors.append(
+                    ConfigError(
+                        f"guard.prefixes.{prefix}.ignore",
+                        "'ignore' carves a sub-prefix out of a monitored prefix, but no "
+                        "monitored prefix covers this one; remove the entry",
+                    )
+                )
+        return errors

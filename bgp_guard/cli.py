@@ -1,0 +1,134 @@
+"""`overcast guard ...`: replay BGP data against the guard config, import BGPalerter
+prefixes, compare VRP files."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bgp_guard import bgpalerter
+from bgp_guard.asrel import AsRelationships, load_asrel
+from bgp_guard.config import GuardConfig
+from bgp_guard.detect import roa
+from bgp_guard.engine import Guard
+from bgp_guard.errors import InputError
+from bgp_guard.events import Event
+from bgp_guard.monitored import Monitored
+from bgp_guard.rpki import VrpSet, load_vrps
+from bgp_guard.sinks.text import render
+from bgp_guard.update import Prefix
+from overcast import exitcodes
+from overcast.cli import CommandError, add_json_flag, emit, load_config
+
+
+def _relative(config_path: str, path: str) -> Path:
+    """Data files named in overcast.yaml are relative to the directory of that file."""
+    return Path(config_path).parent / path
+
+
+def load_guard_config(config_path: str) -> GuardConfig:
+    """The `guard:` section of `config_path`, with its bgpalerter_file merged in."""
+    guard = load_config(config_path).guard
+    try:
+        if guard.bgpalerter_file:
+            source = _relative(config_path, guard.bgpalerter_file)
+            imported, notes = bgpalerter.load(source)
+            for note in notes:
+                print(f"overcast: note: {note}", file=sys.stderr)
+            guard = bgpalerter.merge(guard, imported, str(source))
+    except InputError as exc:
+        raise CommandError(f"guard.bgpalerter_file: {exc}", exitcodes.USAGE) from None
+    return guard
+
+
+def build_guard(config_path: str) -> Guard:
+    """A Guard for `config_path`, with its VRP and AS-relationship files loaded."""
+    guard = load_guard_config(config_path)
+    vrps: VrpSet | None = None
+    asrel: AsRelationships | None = None
+    try:
+        if guard.vrp_file:
+            vrps = load_vrps(_relative(config_path, guard.vrp_file))
+        if guard.asrel_file:
+            asrel = load_asrel(_relative(config_path, guard.asrel_file))
+    except InputError as exc:
+        raise CommandError(f"{exc} (named in {config_path})", exitcodes.USAGE) from None
+    return Guard(guard, vrps=vrps, asrel=asrel)
+
+
+def _import_bgpalerter(args: argparse.Namespace) -> int:
+    try:
+        config, notes = bgpalerter.load(args.file)
+    except InputError as exc:
+        raise CommandError(str(exc), exitcodes.USAGE) from None
+    for note in notes:
+        print(f"overcast: note: {note}", file=sys.stderr)
+    print(bgpalerter.to_yaml(config), end="")
+    return exitcodes.OK
+
+
+def _roa_diff(args: argparse.Namespace) -> int:
+    guard = load_guard_config(args.config)
+    try:
+        old, new = load_vrps(args.old), load_vrps(args.new)
+    except InputError as exc:
+        raise CommandError(str(exc), exitcodes.USAGE) from None
+    monitored = [Monitored.from_config(Prefix.parse(str(p)), s) for p, s in guard.prefixes.items()]
+    now = time.time()
+    events: list[dict[str, Any]] = []
+    for finding in roa.check(old, new, monitored):
+        event = Event(finding, now, now, state="ongoing")
+        events.append(event.to_dict())
+    text = "\n".join(render(e) for e in events) or "no ROA change touches a monitored prefix"
+    emit(events, args.json, text)
+    return exitcodes.ALERT if events else exitcodes.OK
+
+
+def register(sub: Any) -> None:
+    guard = sub.add_parser(
+        "guard",
+        help="watch BGP for hijacks, route leaks and RPKI problems on our prefixes",
+        description=(
+            "Check BGP updates against the 'guard:' section of overcast.yaml: wrong origins "
+            "and fake first hops (ARTEMIS E|0, E|1, S|0, S|1), squatting (Q|0), too-specific "
+            "announcements, AS_SET origins, AS-path rules, RPKI invalids (RFC 6811), route "
+            "leaks (valley-free, CAIDA AS relationships), visibility loss, and new neighbours "
+            "of our ASNs. Exit 3 when alerts fired."
+        ),
+    )
+    cmds = guard.add_subparsers(dest="guard_command", metavar="SUBCOMMAND", required=True)
+
+    p = cmds.add_parser(
+        "import-bgpalerter",
+        help="print a BGPalerter prefixes.yml as our guard: section",
+        description=(
+            "Read a BGPalerter prefixes.yml as is and print the equivalent 'guard:' section "
+            "for overcast.yaml. Fields without an equivalent (group, excludeMonitors, ...) "
+            "are named on stderr. To use the file unchanged instead, set "
+            "'guard: {bgpalerter_file: prefixes.yml}'.\n\n"
+            "example: overcast guard import-bgpalerter prefixes.yml >> overcast.yaml"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("file", metavar="FILE", help="BGPalerter prefixes.yml")
+    p.set_defaults(handler=_import_bgpalerter)
+
+    p = cmds.add_parser(
+        "roa-diff",
+        help="ROA changes between two VRP files that touch our prefixes",
+        description=(
+            "Compare two VRP files (rpki-client -j, Routinator json or csv) and list every "
+            "added or removed ROA that covers or lies within a monitored prefix, with what "
+            "it does to the RPKI validity of our announcements. Exit 3 if any.\n\n"
+            "example: overcast guard roa-diff --config overcast.yaml vrps-old.json vrps.json"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", required=True, metavar="C", help="overcast.yaml")
+    p.add_argument("old", metavar="OLD", help="the earlier VRP file")
+    p.add_argument("new", metavar="NEW", help="the later VRP file")
+    add_json_flag(p)
+    p.set_defaults(handler=_roa_diff)

@@ -1,0 +1,134 @@
+"""The guard: one update in, alert transitions out. Pure: no I/O, time comes from updates.
+
+Per update: dedupe against the RIB (a re-announcement of the same path changes nothing),
+release the events the peer's previous route carried, find the most specific monitored
+prefix covering the update, and run the detectors that apply.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bgp_guard import monitored
+from bgp_guard.asrel import AsRelationships
+from bgp_guard.config import GuardConfig
+from bgp_guard.detect import hijack, leak, neighbours, path, rov, visibility
+from bgp_guard.events import EventTable, Finding
+from bgp_guard.monitored import Monitored
+from bgp_guard.rib import Rib, prefix_key
+from bgp_guard.rpki import VrpSet
+from bgp_guard.update import Update
+
+TICK = 1.0  # seconds of feed time between checks for events to resolve
+
+
+class Guard:
+    def __init__(
+        self,
+        config: GuardConfig,
+        vrps: VrpSet | None = None,
+        asrel: AsRelationships | None = None,
+    ) -> None:
+        self.config = config
+        self.vrps = vrps
+        self.asrel = asrel
+        self.monitored = monitored.index(config)
+        self.table = EventTable(config.min_peers, config.resolve_after)
+        self.rib = Rib()
+        self.updates = 0
+        self._own = frozenset(config.own_asns)
+        self._visibility: dict[int, visibility.Visibility] = {}
+        self._next_tick = float("-inf")
+
+    def governing(self, update: Update) -> Monitored | None:
+        """The most specific monitored prefix covering the update, unless it opts out."""
+        found = self.monitored.longest(update.prefix)
+        if found is None:
+            return None
+        length, items = found
+        mon = items[0]
+        if mon.ignore or (mon.ignore_more_specifics and length != update.prefix.length):
+            return None
+        return mon
+
+    def process(self, update: Update) -> list[dict[str, Any]]:
+        """Feed one update; returns the event transitions it caused (usually none)."""
+        self.updates += 1
+        now = update.time
+        table = self.table
+        if now >= self._next_tick:
+            table.tick(now)
+            self._next_tick = now + TICK
+        rib = self.rib
+        slot = rib.slot(update.peer_ip, update.path_id)
+        key = prefix_key(update.prefix)
+        if not rib.apply(slot, key, update.as_path if update.announce else None):
+            return table.drain() if table.emitted else []
+        route = (slot, key)
+        if table.by_route:
+            table.release(route, now)
+        mon = self.governing(update) if self.monitored else None
+        findings: list[Finding] = []
+        if mon is not None and mon.prefix.length == update.prefix.length:
+            self._visibility_of(update, slot, key)
+        if update.announce:
+            if mon is not None:
+                findings += self._about_ours(update, mon)
+            elif self.asrel is not None and self.config.leak_scope == "all":
+                found = leak.check(update, self.asrel, str(update.prefix))
+                if found is not None:
+                    findings.append(found)
+            if self._own and not self._own.isdisjoint(update.as_path):
+                findings += neighbours.check(update, self.config.own_asns)
+            for finding in findings:
+                table.observe(finding, route, update.peer_ip, now, update.as_path)
+        return table.drain() if table.emitted else []
+
+    def _about_ours(self, update: Update, mon: Monitored) -> list[Finding]:
+        about = str(mon.prefix)
+        out = [
+            found
+            for found in (
+                hijack.check(update, mon),
+                None
+                if self.vrps is None
+                else rov.check(update, self.vrps, about, self.config.rpki_not_found),
+                None if self.asrel is None else leak.check(update, self.asrel, about),
+            )
+            if found is not None
+        ]
+        if mon.path_checks:
+            out += path.check(update, mon.path_checks, about)
+        return out
+
+    def _visibility_of(self, update: Update, slot: int, key: int) -> None:
+        state = self._visibility.get(key)
+        if state is None:
+            state = self._visibility[key] = visibility.Visibility()
+        flipped = visibility.observe(
+            state,
+            update.prefix,
+            slot,
+            update.peer_ip,
+            update.announce,
+            self.config.visibility_min_withdrawn,
+        )
+        if flipped is not None:
+            self.table.condition(flipped, state.lost, state.withdrawn_by(), update.time)
+
+    def finish(self, now: float) -> list[dict[str, Any]]:
+        """Resolve what is due at `now` (end of a replay, or a timer in a live feed)."""
+        self.table.tick(now)
+        return self.table.drain()
+
+    def summary(self) -> dict[str, Any]:
+        states: dict[str, int] = {}
+        for event in self.table.events.values():
+            states[event.state] = states.get(event.state, 0) + 1
+        return {
+            "updates": self.updates,
+            "rib_routes": len(self.rib),
+            "rib_paths": self.rib.distinct_paths,
+            "peers": len(set(self.rib.peers)),
+            "events": states,
+        }

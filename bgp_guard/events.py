@@ -1,0 +1,152 @@
+"""Alert events: what detectors find, keyed and tracked through their life.
+
+A detector returns a `Finding` for one route (one peer's path to one prefix). The
+`EventTable` folds findings into `Event`s keyed by (type, prefix, offending AS):
+
+    pending --(seen by min_peers peers)--> ongoing --(no peer carries it)--> withdrawn
+    withdrawn --(quiet for resolve_after seconds)--> resolved
+    withdrawn/resolved --(seen again)--> ongoing
+
+Condition events (visibility loss) go ongoing -> resolved when the condition clears. Every
+transition out of pending is emitted once, as a plain dict ready for a sink.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bgp_guard.update import PathElement, Prefix
+
+# ARTEMIS taxonomy (Sermpezis et al., "ARTEMIS: Neutralizing BGP Hijacking within a
+# Minute", 2018): prefix dimension (E exact, S sub-prefix, Q squatting) | path dimension
+# (0 origin, 1 first hop) | data plane | policy.
+ARTEMIS = {
+    "exact-origin": "E|0|-|-",
+    "exact-upstream": "E|1|-|-",
+    "subprefix-origin": "S|0|-|-",
+    "subprefix-upstream": "S|1|-|-",
+    "squat": "Q|0|-|-",
+}
+
+Route = tuple[int, int]  # (peer slot, prefix key): one peer's route to one prefix
+Key = tuple[str, Prefix | None, int | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    kind: str  # e.g. "exact-origin"; see ARTEMIS for the hijack types
+    prefix: Prefix | None  # the announced prefix; None for per-AS alerts
+    offender: int | None  # the offending AS, when there is one
+    about: str  # what of ours is affected: a monitored prefix or "AS64500"
+    rationale: str  # one sentence: why it fired
+
+    @property
+    def key(self) -> Key:
+        return (self.kind, self.prefix, self.offender)
+
+
+@dataclass(slots=True)
+class Event:
+    finding: Finding
+    first_seen: float
+    last_seen: float
+    state: str = "pending"
+    peers: set[str] = field(default_factory=set)  # every peer that saw it
+    carriers: set[Route] = field(default_factory=set)  # routes that carry it now
+    example_path: tuple[PathElement, ...] = ()
+    changed_at: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        f = self.finding
+        return {
+            "type": f.kind,
+            "artemis": ARTEMIS.get(f.kind),
+            "state": self.state,
+            "prefix": None if f.prefix is None else str(f.prefix),
+            "offending_as": f.offender,
+            "about": f.about,
+            "rationale": f.rationale,
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "peer_count": len(self.peers),
+            "peers": sorted(self.peers),
+            "example_path": [
+                sorted(e) if isinstance(e, frozenset) else e for e in self.example_path
+            ],
+        }
+
+
+class EventTable:
+    def __init__(self, min_peers: int = 1, resolve_after: float = 300.0) -> None:
+        self.min_peers = min_peers
+        self.resolve_after = resolve_after
+        self.events: dict[Key, Event] = {}
+        self.by_route: dict[Route, list[Event]] = {}
+        self.emitted: list[dict[str, Any]] = []  # transitions not yet handed to sinks
+        self._withdrawn: dict[Key, Event] = {}
+
+    def _emit(self, event: Event, state: str, now: float) -> None:
+        event.state = state
+        event.changed_at = now
+        self.emitted.append(event.to_dict())
+
+    def observe(
+        self,
+        finding: Finding,
+        route: Route,
+        peer: str,
+        now: float,
+        as_path: tuple[PathElement, ...],
+    ) -> None:
+        """A route that `finding` applies to was announced."""
+        event = self.events.get(finding.key)
+        if event is None:
+            event = self.events[finding.key] = Event(finding, now, now, example_path=as_path)
+        event.last_seen = now
+        event.peers.add(peer)
+        if route not in event.carriers:
+            event.carriers.add(route)
+            self.by_route.setdefault(route, []).append(event)
+        if event.state == "pending" and len(event.peers) >= self.min_peers:
+            self._emit(event, "ongoing", now)
+        elif event.state in ("withdrawn", "resolved"):
+            self._withdrawn.pop(finding.key, None)
+            event.finding = finding
+            event.example_path = as_path
+            self._emit(event, "ongoing", now)
+
+    def release(self, route: Route, now: float) -> None:
+        """`route` was withdrawn or replaced: it no longer carries what it carried."""
+        for event in self.by_route.pop(route, ()):
+            event.carriers.discard(route)
+            if not event.carriers and event.state == "ongoing":
+                self._withdrawn[event.finding.key] = event
+                self._emit(event, "withdrawn", now)
+
+    def condition(self, finding: Finding, active: bool, peers: set[str], now: float) -> None:
+        """Set a condition-type event (e.g. visibility loss) on or off."""
+        event = self.events.get(finding.key)
+        if active:
+            if event is None:
+                event = self.events[finding.key] = Event(finding, now, now)
+            event.last_seen = now
+            event.peers = set(peers)
+            if event.state != "ongoing":
+                event.finding = finding
+                self._emit(event, "ongoing", now)
+        elif event is not None and event.state == "ongoing":
+            event.finding = finding
+            event.last_seen = now
+            self._emit(event, "resolved", now)
+
+    def tick(self, now: float) -> None:
+        """Resolve events that stayed withdrawn for `resolve_after` seconds."""
+        for key, event in list(self._withdrawn.items()):
+            if now - event.changed_at >= self.resolve_after:
+                del self._withdrawn[key]
+                self._emit(event, "resolved", now)
+
+    def drain(self) -> list[dict[str, Any]]:
+        out, self.emitted = self.emitted, []
+        return out

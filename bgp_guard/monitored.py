@@ -1,0 +1,43 @@
+"""A monitored prefix as the detectors use it: the config entry, pre-digested for speed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bgp_guard.config import GuardConfig, MonitoredPrefix
+from bgp_guard.detect.path import PathCheck
+from bgp_guard.prefixindex import PrefixIndex
+from bgp_guard.update import Prefix
+
+
+@dataclass(frozen=True, slots=True)
+class Monitored:
+    prefix: Prefix
+    origins: frozenset[int]
+    upstreams: frozenset[int]  # empty: any neighbour is fine
+    announced: bool
+    max_length: int
+    ignore_more_specifics: bool
+    ignore: bool
+    path_checks: tuple[PathCheck, ...]
+
+    @classmethod
+    def from_config(cls, prefix: Prefix, spec: MonitoredPrefix) -> Monitored:
+        return cls(
+            prefix=prefix,
+            origins=frozenset(spec.origins),
+            upstreams=frozenset(spec.upstreams),
+            announced=spec.announced,
+            max_length=prefix.length if spec.max_length is None else spec.max_length,
+            ignore_more_specifics=spec.ignore_more_specifics,
+            ignore=spec.ignore,
+            path_checks=tuple(PathCheck.from_rule(r) for r in spec.path_rules),
+        )
+
+
+def index(config: GuardConfig) -> PrefixIndex[Monitored]:
+    out: PrefixIndex[Monitored] = PrefixIndex()
+    for net, spec in config.prefixes.items():
+        prefix = Prefix.parse(str(net))
+        out.add(prefix, Monitored.from_config(prefix, spec))
+    return out

@@ -1,0 +1,55 @@
+"""Longest-match lookups over a set of prefixes, on the integers `Prefix` already carries.
+
+One dict per (version, length), keyed by the network bits shifted down: finding every
+stored prefix that covers an update costs one dict probe per distinct stored length (a
+handful for a monitored-prefix list), with no string or ipaddress work on the hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Generic, TypeVar
+
+from bgp_guard.update import Prefix
+
+T = TypeVar("T")
+
+BITS = {4: 32, 6: 128}
+
+
+class PrefixIndex(Generic[T]):
+    def __init__(self) -> None:
+        # version -> ascending list of (length, {value >> (bits - length): items})
+        self._tables: dict[int, list[tuple[int, dict[int, list[T]]]]] = {4: [], 6: []}
+
+    def add(self, prefix: Prefix, item: T) -> None:
+        tables = self._tables[prefix.version]
+        shift = BITS[prefix.version] - prefix.length
+        for length, table in tables:
+            if length == prefix.length:
+                table.setdefault(prefix.value >> shift, []).append(item)
+                return
+        tables.append((prefix.length, {prefix.value >> shift: [item]}))
+        tables.sort(key=lambda t: t[0])
+
+    def __bool__(self) -> bool:
+        return bool(self._tables[4] or self._tables[6])
+
+    def covering(self, prefix: Prefix) -> Iterator[tuple[int, list[T]]]:
+        """(length, items) of every stored prefix equal to or covering `prefix`,
+        least specific first."""
+        bits = BITS[prefix.version]
+        value, plen = prefix.value, prefix.length
+        for length, table in self._tables[prefix.version]:
+            if length > plen:
+                return
+            items = table.get(value >> (bits - length))
+            if items is not None:
+                yield length, items
+
+    def longest(self, prefix: Prefix) -> tuple[int, list[T]] | None:
+        """The most specific stored prefix covering `prefix` (or equal to it)."""
+        best = None
+        for found in self.covering(prefix):
+            best = found
+        return best

@@ -1,0 +1,55 @@
+"""The routes every peer currently has, kept small enough for full tables.
+
+Per peer slot (a peer, or one ADD-PATH path id of a peer, RFC 7911) a dict maps an int
+prefix key to the AS path. AS paths are interned: a full table holds about a million
+prefixes but only a few hundred thousand distinct paths, so each route costs one dict
+entry and one int, not a tuple of its own.
+"""
+
+from __future__ import annotations
+
+from bgp_guard.update import PathElement, Prefix
+
+Path = tuple[PathElement, ...]
+
+
+def prefix_key(prefix: Prefix) -> int:
+    """One int per prefix, distinct across IPv4 and IPv6."""
+    return (prefix.value << 9) | (prefix.length << 1) | (prefix.version == 6)
+
+
+class Rib:
+    def __init__(self) -> None:
+        self._slots: dict[tuple[str, int | None], int] = {}
+        self.peers: list[str] = []  # slot -> peer address
+        self._routes: list[dict[int, Path]] = []
+        self._paths: dict[Path, Path] = {}
+
+    def slot(self, peer_ip: str, path_id: int | None) -> int:
+        slot = self._slots.get((peer_ip, path_id))
+        if slot is None:
+            slot = self._slots[(peer_ip, path_id)] = len(self.peers)
+            self.peers.append(peer_ip)
+            self._routes.append({})
+        return slot
+
+    def apply(self, slot: int, key: int, as_path: Path | None) -> bool:
+        """Install (`as_path`) or withdraw (None) a route; False if nothing changed."""
+        routes = self._routes[slot]
+        if as_path is None:
+            return routes.pop(key, None) is not None
+        as_path = self._paths.setdefault(as_path, as_path)
+        if routes.get(key) is as_path:
+            return False
+        routes[key] = as_path
+        return True
+
+    def route(self, slot: int, key: int) -> Path | None:
+        return self._routes[slot].get(key)
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self._routes)
+
+    @property
+    def distinct_paths(self) -> int:
+        return len(self._paths)

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import pytest
+
+from overcast.config import InvalidConfig, loads
+
+
+def problems(guard_yaml: str) -> list[str]:
+    with pytest.raises(InvalidConfig) as exc:
+        loads("sites: {}\nguard:\n" + guard_yaml)
+    return [e.render() for e in exc.value.errors]
+
+
+def test_full_section_loads() -> None:
+    config = loads(
+        """
+sites: {}
+guard:
+  own_asns: {AS64500: {upstreams: [64501], downstreams: []}}
+  prefixes:
+    192.0.2.0/24:
+      origins: [64500]
+      upstreams: [64501, AS64502]
+      max_length: 25
+      path_rules: [{match: "65099", description: never via AS65099}]
+    192.0.2.128/26: {ignore: true}
+    203.0.113.0/24: {announced: false}
+  min_peers: 2
+  visibility_min_withdrawn: 5
+  vrp_file: vrps.json
+  asrel_file: as-rel.txt
+"""
+    )
+    mon = config.guard.prefixes[next(iter(config.guard.prefixes))]
+    assert mon.upstreams == (64501, 64502)
+    assert config.guard.own_asns[64500].downstreams == ()
+
+
+@pytest.mark.parametrize(
+    ("guard_yaml", "fix"),
+    [
+        ("  prefixes: {192.0.2.0/24: {}}", "list the ASNs that originate this prefix"),
+        ("  prefixes: {192.0.2.0/24: {announced: false, origins: [1]}}", "remove 'origins'"),
+        ("  prefixes: {192.0.2.0/24: {origins: [ASX]}}", "write it like 64500 or AS64500"),
+        ("  prefixes: {192.0.2.0/24: {origins: [4294967296]}}", "write it like 64500"),
+        ("  prefixes: {192.0.2.0/24: {origins: [1], max_length: 20}}", "use 24..32"),
+        ("  prefixes: {192.0.2.0/24: {origins: [1], max_length: 33}}", "use 24..32"),
+        ("  prefixes: {192.0.2.0/24: {origins: [1], path_rules: [{}]}}", "needs 'match'"),
+        ("  prefixes: {192.0.2.0/24: {origins: [1], path_rules: [{match: '('}]}}", "not a valid regular expression"),
+        ("  prefixes: {192.0.2.0/24: {ignore: true}}", "no monitored prefix covers this one"),
+        ("  prefixes: {192.0.2.1/24: {origins: [1]}}", "did you mean 192.0.2.0/24"),
+        ("  prefixes: {192.0.2.0/24: {origin: [1]}}", "unknown key 'origin'"),
+        ("  min_peers: 0", "greater than or equal to 1"),
+        ("  leak_scope: everything", "'monitored' or 'all'"),
+    ],
+)  # fmt: skip
+def test_errors_name_the_fix(guard_yaml: str, fix: str) -> None:
+    found = problems(guard_yaml)
+    assert any(fix in p and "guard." in p for p in found), found

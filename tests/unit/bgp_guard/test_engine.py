@@ -1,0 +1,93 @@
+"""Engine behaviour that the golden cases do not pin: RIB dedupe, ADD-PATH slots, the
+prefix index, and event life cycles across peers."""
+
+from __future__ import annotations
+
+from bgp_guard.engine import Guard
+from bgp_guard.prefixindex import PrefixIndex
+from bgp_guard.rib import Rib, prefix_key
+from bgp_guard.update import Prefix
+
+from .helpers import guard_config, update
+
+P = Prefix.parse
+OURS = {"prefixes": {"192.0.2.0/24": {"origins": [64500]}}}
+
+
+def test_prefix_index_longest_and_covering() -> None:
+    index: PrefixIndex[str] = PrefixIndex()
+    for text in ("10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24", "2001:db8::/32", "0.0.0.0/0"):
+        index.add(P(text), text)
+    assert index.longest(P("10.1.2.128/25")) == (24, ["10.1.2.0/24"])
+    assert index.longest(P("10.1.3.0/24")) == (16, ["10.1.0.0/16"])
+    assert [i for _, (i,) in index.covering(P("10.1.2.0/24"))] == [
+        "0.0.0.0/0", "10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24",
+    ]  # fmt: skip
+    assert index.longest(P("2001:db9::/32")) is None
+    assert index.longest(P("2001:db8:ffff::/48")) == (32, ["2001:db8::/32"])
+
+
+def test_prefix_keys_are_distinct_across_families() -> None:
+    keys = {prefix_key(P(t)) for t in ("0.0.0.0/0", "::/0", "0.0.0.0/1", "::/1", "::/128")}
+    assert len(keys) == 5
+
+
+def test_rib_interns_paths_and_dedupes() -> None:
+    rib = Rib()
+    a, b = rib.slot("198.51.100.1", None), rib.slot("198.51.100.1", 7)  # ADD-PATH: 2 slots
+    assert a != b and rib.slot("198.51.100.1", None) == a
+    k = prefix_key(P("192.0.2.0/24"))
+    assert rib.apply(a, k, (1, 2, 3))
+    assert not rib.apply(a, k, (1, 2, 3))  # same path again: no change
+    assert rib.apply(b, k, (1, 2, 3))
+    assert rib.route(a, k) is rib.route(b, k)  # one tuple for both
+    assert rib.distinct_paths == 1 and len(rib) == 2
+    assert rib.apply(a, k, None) and not rib.apply(a, k, None)
+    assert len(rib) == 1
+
+
+def test_hijack_replaced_by_legit_route_is_withdrawn() -> None:
+    guard = Guard(guard_config(OURS))
+    hijack = {"peer": "a", "prefix": "192.0.2.0/24", "path": [64510, 65066]}
+    assert [e["state"] for e in guard.process(update({"t": 1, **hijack}))] == ["ongoing"]
+    legit = {"t": 2, "peer": "a", "prefix": "192.0.2.0/24", "path": [64510, 64500]}
+    assert [e["state"] for e in guard.process(update(legit))] == ["withdrawn"]
+    # back again: ongoing once more, not a second event
+    assert [e["state"] for e in guard.process(update({"t": 3, **hijack}))] == ["ongoing"]
+    assert len(guard.table.events) == 1
+
+
+def test_one_event_many_peers_until_all_drop_it() -> None:
+    guard = Guard(guard_config(OURS))
+    out = []
+    for t, peer in enumerate("abc"):
+        out += guard.process(
+            update({"t": t, "peer": peer, "prefix": "192.0.2.128/25", "path": [1, 65066]})
+        )
+    assert [e["state"] for e in out] == ["ongoing"]
+    for t, peer in enumerate("ab"):
+        assert guard.process(update({"t": 10 + t, "peer": peer, "prefix": "192.0.2.128/25",
+                                     "withdraw": True})) == []  # fmt: skip
+    out = guard.process(
+        update({"t": 20, "peer": "c", "prefix": "192.0.2.128/25", "withdraw": True})
+    )
+    assert [(e["state"], e["peer_count"]) for e in out] == [("withdrawn", 3)]
+    event = out[0]
+    assert event["peers"] == ["198.51.100.1", "198.51.100.2", "198.51.100.3"]
+    assert event["first_seen"] == 0 and event["last_seen"] == 2
+
+
+def test_resolution_happens_on_feed_time() -> None:
+    guard = Guard(guard_config({**OURS, "resolve_after": 30}))
+    guard.process(update({"t": 0, "prefix": "192.0.2.0/24", "path": [1, 65066]}))
+    guard.process(update({"t": 1, "prefix": "192.0.2.0/24", "withdraw": True}))
+    assert guard.process(update({"t": 30, "prefix": "203.0.113.0/24", "path": [1, 2]})) == []
+    out = guard.process(update({"t": 31.5, "prefix": "203.0.113.0/24", "path": [1, 3]}))
+    assert [e["state"] for e in out] == ["resolved"]
+
+
+def test_unmonitored_updates_fire_nothing() -> None:
+    guard = Guard(guard_config(OURS))
+    for t in range(100):
+        assert guard.process(update({"t": t, "prefix": f"10.{t}.0.0/16", "path": [1, 2, 3]})) == []
+    assert guard.summary()["rib_routes"] == 100
