@@ -1,0 +1,358 @@
+"""Forward an allowed ASGI request to its app's upstream over verified TLS.
+
+The gateway app decides; this module only moves bytes. Request and response bodies stream
+in both directions (nothing is buffered whole), WebSockets are bridged message by message,
+and the headers crossing are cleaned on the way: hop-by-hop fields go (RFC 9110 section
+7.6.1), client-sent identity goes (`gateway.headers`), `X-Forwarded-*` is rebuilt from what
+the gateway itself resolved (`gateway.forwarded`), and only then are the gateway's own
+headers (the signed identity assertion) added. The path forwarded is the normalised path the
+policy decided on, passed to the client library pre-encoded so it is not re-interpreted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from multidict import CIMultiDict
+from yarl import URL
+
+from gateway.config import GatewayConfig
+from gateway.forwarded import Origin
+from gateway.headers import GATEWAY_COOKIE, Headers, fold, strip_identity_headers
+from gateway.tls import client_context
+
+Scope = Mapping[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+# RFC 9110 section 7.6.1 (Connection and the fields it names), plus RFC 9112's
+# Transfer-Encoding and the legacy Keep-Alive / Proxy-Connection.
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",  # set to the upstream's own name
+    }
+)
+# The WebSocket handshake is redone by the client library towards the upstream (RFC 6455).
+_WEBSOCKET_HANDSHAKE = frozenset(
+    {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions"}
+)
+_SUBPROTOCOLS = "sec-websocket-protocol"
+
+
+@dataclass(frozen=True)
+class Route:
+    """Requests for `host` whose path is under `path_prefix` go to `upstream`."""
+
+    app: str
+    host: str
+    path_prefix: str
+    upstream: str
+    upstream_ca: Path | None = None
+    keep_authorization: bool = False
+
+    def covers(self, path: str) -> bool:
+        # Whole segments only, as in gateway.policy: '/api' does not cover '/apiary'.
+        prefix = self.path_prefix.rstrip("/")
+        return not prefix or path == prefix or path.startswith(prefix + "/")
+
+
+@dataclass(frozen=True)
+class RouteTable:
+    routes: tuple[Route, ...]
+
+    def match(self, host: str, path: str) -> Route | None:
+        """The route for `host` (case-insensitive, port ignored) with the longest prefix."""
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        name = name.lower().rstrip(".")
+        candidates = [r for r in self.routes if r.host == name and r.covers(path)]
+        return max(candidates, key=lambda r: len(r.path_prefix), default=None)
+
+
+def hop_by_hop(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[str]:
+    """Names that must not cross a proxy: the fixed set and those named in `Connection`."""
+    named = {
+        token.strip().lower()
+        for key, value in headers
+        if fold(key) == "connection"
+        for token in value.decode("latin-1").split(",")
+    }
+    return _HOP_BY_HOP | named
+
+
+def upstream_headers(
+    headers: Iterable[tuple[bytes, bytes]],
+    route: Route,
+    origin: Origin,
+    extra: Iterable[tuple[bytes, bytes]] = (),
+    *,
+    cookie_names: Sequence[str] = (GATEWAY_COOKIE,),
+    websocket: bool = False,
+) -> Headers:
+    """The request headers the upstream gets, in order: cleaned client headers, then ours."""
+    headers = list(headers)
+    drop = hop_by_hop(headers) | (_WEBSOCKET_HANDSHAKE | {_SUBPROTOCOLS} if websocket else set())
+    kept = [(k, v) for k, v in headers if fold(k) not in drop]
+    out = strip_identity_headers(
+        kept, cookie_names=cookie_names, keep_authorization=route.keep_authorization
+    )
+    out += [
+        (b"x-forwarded-for", origin.client_ip.encode()),
+        (b"x-forwarded-proto", origin.proto.encode()),
+        (b"x-forwarded-host", origin.host.encode()),
+    ]
+    return out + list(extra)
+
+
+def downstream_headers(
+    headers: Iterable[tuple[bytes, bytes]], cookie_names: Sequence[str]
+) -> Headers:
+    """Response headers for the client: no hop-by-hop, and no upstream `Set-Cookie` that
+    would overwrite (fixate) the gateway's own session cookie on the shared app host."""
+    headers = list(headers)
+    drop = hop_by_hop(headers)
+    names = tuple(n.lower() for n in cookie_names)
+    out: Headers = []
+    for key, value in headers:
+        name = fold(key)
+        if name in drop:
+            continue
+        if name == "set-cookie":
+            cookie = value.split(b"=", 1)[0].strip().decode("latin-1").lower()
+            if any(cookie == n or cookie.startswith(n + "-") for n in names):
+                continue
+        out.append((key.lower(), value))
+    return out
+
+
+def _has_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    for key, value in headers:
+        name = fold(key)
+        if name == "transfer-encoding" or (name == "content-length" and value.strip() != b"0"):
+            return True
+    return False
+
+
+@dataclass
+class Proxy:
+    """A pooled HTTPS client towards every upstream; create once, `close()` at shutdown."""
+
+    table: RouteTable
+    cookie_names: Sequence[str] = (GATEWAY_COOKIE,)
+    connect_timeout: float = 10.0
+    read_timeout: float = 300.0
+    max_websocket_message: int = 16 * 1024 * 1024
+    _session: aiohttp.ClientSession | None = field(default=None, init=False, repr=False)
+    _ssl: dict[Path | None, ssl.SSLContext] = field(default_factory=dict, init=False, repr=False)
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, limit_per_host=256, ttl_dns_cache=60),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=self.connect_timeout, sock_read=self.read_timeout
+                ),
+                # The client's bytes, as sent: no decompression, no cookie jar, no defaults.
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            )
+        return self._session
+
+    def _context(self, route: Route) -> ssl.SSLContext:
+        if route.upstream_ca not in self._ssl:
+            self._ssl[route.upstream_ca] = client_context(route.upstream_ca)
+        return self._ssl[route.upstream_ca]
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @staticmethod
+    def url(route: Route, path: str, query: str, *, websocket: bool = False) -> URL:
+        """Upstream base path + normalised path, already encoded: yarl must not re-encode."""
+        base = urlsplit(route.upstream)
+        scheme = "wss" if websocket else "https"
+        target = base.path.rstrip("/") + path + (f"?{query}" if query else "")
+        return URL(f"{scheme}://{base.netloc}{target}", encoded=True)
+
+    async def http(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        route: Route,
+        path: str,
+        origin: Origin,
+        extra_headers: Iterable[tuple[bytes, bytes]] = (),
+    ) -> None:
+        """Forward one HTTP request (`path` normalised) and stream the response back."""
+        client_headers = list(scope["headers"])
+        headers = upstream_headers(
+            client_headers, route, origin, extra_headers, cookie_names=self.cookie_names
+        )
+        query = scope.get("query_string", b"").decode("latin-1")
+        body = _request_body(receive) if _has_body(client_headers) else None
+        try:
+            async with self._client().request(
+                scope["method"],
+                self.url(route, path, query),
+                headers=_multidict(headers),
+                data=body,
+                ssl=self._context(route),
+                allow_redirects=False,
+            ) as upstream:
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": upstream.status,
+                        "headers": downstream_headers(upstream.raw_headers, self.cookie_names),
+                    }
+                )
+                async for chunk in upstream.content.iter_any():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except TimeoutError:
+            await _error(send, 504, f"upstream {route.app} did not answer in time")
+        except (aiohttp.ClientError, ssl.SSLError, OSError) as e:
+            await _error(send, 502, f"upstream {route.app} unreachable: {type(e).__name__}")
+
+    async def websocket(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        route: Route,
+        path: str,
+        origin: Origin,
+        extra_headers: Iterable[tuple[bytes, bytes]] = (),
+    ) -> None:
+        """Bridge one WebSocket to the upstream; either side closing closes both."""
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        headers = upstream_headers(
+            scope["headers"],
+            route,
+            origin,
+            extra_headers,
+            cookie_names=self.cookie_names,
+            websocket=True,
+        )
+        query = scope.get("query_string", b"").decode("latin-1")
+        try:
+            upstream = await self._client().ws_connect(
+                self.url(route, path, query, websocket=True),
+                headers=_multidict(headers),
+                protocols=tuple(scope.get("subprotocols", ())),
+                ssl=self._context(route),
+                max_msg_size=self.max_websocket_message,
+                autoclose=False,
+            )
+        except (aiohttp.ClientError, ssl.SSLError, OSError, TimeoutError):
+            # Before accept, an ASGI close becomes an HTTP 403 to the client.
+            await send({"type": "websocket.close", "code": 1011})
+            return
+        async with upstream:
+            await send({"type": "websocket.accept", "subprotocol": upstream.protocol})
+            await _bridge(receive, send, upstream)
+
+
+async def _request_body(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise aiohttp.ClientPayloadError("client went away mid-request")
+        if message.get("body"):
+            yield message["body"]
+        if not message.get("more_body", False):
+            return
+
+
+def _multidict(headers: Headers) -> CIMultiDict[str]:
+    return CIMultiDict((k.decode("latin-1"), v.decode("latin-1")) for k, v in headers)
+
+
+async def _error(send: Send, status: int, text: str) -> None:
+    body = (text + "\n").encode()
+    with contextlib.suppress(Exception):  # the response may already have started
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"text/plain"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+async def _bridge(receive: Receive, send: Send, upstream: aiohttp.ClientWebSocketResponse) -> None:
+    async def client_to_upstream() -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                await upstream.close(code=_sendable(message.get("code", 1000)))
+                return
+            if message.get("text") is not None:
+                await upstream.send_str(message["text"])
+            elif message.get("bytes") is not None:
+                await upstream.send_bytes(message["bytes"])
+
+    async def upstream_to_client() -> None:
+        async for msg in upstream:
+            if msg.type is aiohttp.WSMsgType.TEXT:
+                await send({"type": "websocket.send", "text": msg.data})
+            elif msg.type is aiohttp.WSMsgType.BINARY:
+                await send({"type": "websocket.send", "bytes": msg.data})
+            elif msg.type is aiohttp.WSMsgType.CLOSE:
+                break
+        code = _sendable(upstream.close_code or 1000)
+        await upstream.close()
+        with contextlib.suppress(Exception):  # the client may be gone already
+            await send({"type": "websocket.close", "code": code})
+
+    tasks = [
+        asyncio.ensure_future(client_to_upstream()),
+        asyncio.ensure_future(upstream_to_client()),
+    ]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _sendable(code: int) -> int:
+    """A close code that may go on the wire: 1005, 1006 and 1015 only report (RFC 6455
+    section 7.4.1), and only 1000-4999 exist."""
+    return 1000 if code in (1005, 1006, 1015) or not 1000 <= code <= 4999 else code
+
+
+def routes_from_config(config: GatewayConfig) -> RouteTable:
+    """The route table of a `gateway.config.GatewayConfig`."""
+    return RouteTable(
+        tuple(
+            Route(name, config.app_host(name), app.path_prefix, app.upstream, app.upstream_ca)
+            for name, app in config.apps.items()
+        )
+    )

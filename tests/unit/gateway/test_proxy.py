@@ -1,0 +1,94 @@
+"""gateway.proxy's pure parts: routing, the headers that cross, the upstream URL."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.forwarded import Origin
+from gateway.proxy import Proxy, Route, RouteTable, downstream_headers, upstream_headers
+
+TABLE = RouteTable(
+    (
+        Route("crm", "crm.corp.example", "/", "https://crm.saas.example"),
+        Route("api", "crm.corp.example", "/api/", "https://api.saas.example/v2"),
+        Route("wiki", "wiki.corp.example", "/", "https://wiki.saas.example"),
+    )
+)
+
+
+@pytest.mark.parametrize(
+    ("host", "path", "app"),
+    [
+        ("crm.corp.example", "/", "crm"),
+        ("CRM.Corp.Example", "/deals", "crm"),
+        ("crm.corp.example:8443", "/api", "api"),
+        ("crm.corp.example.", "/api/x", "api"),
+        ("crm.corp.example", "/apiary", "crm"),
+        ("wiki.corp.example", "/api/x", "wiki"),
+        ("evil.example", "/", None),
+        ("crm.corp.example.evil.example", "/", None),
+        ("", "/", None),
+    ],
+)
+def test_route_by_host_and_longest_prefix(host: str, path: str, app: str | None) -> None:
+    route = TABLE.match(host, path)
+    assert (route.app if route else None) == app
+
+
+def test_upstream_url_keeps_the_normalised_path_encoded() -> None:
+    route = TABLE.routes[1]
+    url = Proxy.url(route, "/api/a%20b", "q=%2F")
+    assert str(url) == "https://api.saas.example/v2/api/a%20b?q=%2F"
+    assert str(Proxy.url(route, "/api/ws", "", websocket=True)).startswith("wss://")
+
+
+ORIGIN = Origin("203.0.113.9", "https", "crm.corp.example")
+
+
+def test_upstream_headers_order_and_content() -> None:
+    client = [
+        (b"host", b"crm.corp.example"),
+        (b"connection", b"keep-alive, X-Secret-Hop"),
+        (b"x-secret-hop", b"1"),
+        (b"te", b"trailers"),
+        (b"transfer-encoding", b"chunked"),
+        (b"upgrade", b"h2c"),
+        (b"x-forwarded-for", b"6.6.6.6"),
+        (b"x_auth_request_email", b"admin@corp.example"),
+        (b"accept", b"*/*"),
+    ]
+    out = upstream_headers(client, TABLE.routes[0], ORIGIN, [(b"x-overcast-assertion", b"jwt")])
+    assert out == [
+        (b"accept", b"*/*"),
+        (b"x-forwarded-for", b"203.0.113.9"),
+        (b"x-forwarded-proto", b"https"),
+        (b"x-forwarded-host", b"crm.corp.example"),
+        (b"x-overcast-assertion", b"jwt"),
+    ]
+
+
+def test_websocket_handshake_headers_are_redone_not_copied() -> None:
+    client = [
+        (b"sec-websocket-key", b"abc"),
+        (b"sec-websocket-version", b"13"),
+        (b"sec-websocket-protocol", b"chat"),
+        (b"origin", b"https://crm.corp.example"),
+    ]
+    out = upstream_headers(client, TABLE.routes[0], ORIGIN, websocket=True)
+    assert out[0] == (b"origin", b"https://crm.corp.example")
+    assert not any(k.startswith(b"sec-websocket") for k, _ in out)
+
+
+def test_downstream_headers() -> None:
+    upstream = [
+        (b"Content-Type", b"text/html"),
+        (b"Connection", b"close"),
+        (b"Transfer-Encoding", b"chunked"),
+        (b"Set-Cookie", b"__Host-overcast=fixated; Path=/"),
+        (b"Set-Cookie", b"__host-overcast-1=chunk"),
+        (b"Set-Cookie", b"app=1"),
+    ]
+    assert downstream_headers(upstream, ["__Host-overcast"]) == [
+        (b"content-type", b"text/html"),
+        (b"set-cookie", b"app=1"),
+    ]
