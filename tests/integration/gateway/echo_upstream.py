@@ -113,7 +113,8 @@ def _loopback_socket() -> socket.socket:
 
 @contextmanager
 def running(gateway_app: Callable[[Upstream], Asgi], tmp: Path) -> Iterator[tuple[Upstream, int]]:
-    """Start the upstream and a uvicorn gateway serving `gateway_app(upstream)`.
+    """Start the upstream and a uvicorn gateway serving `gateway_app(upstream)` (an ASGI app
+    that also answers the lifespan protocol, so it can close its client pool).
 
     Yields (upstream, gateway_port); both stop, and their sockets close, on exit.
     """
@@ -138,7 +139,7 @@ def running(gateway_app: Callable[[Upstream], Asgi], tmp: Path) -> Iterator[tupl
         config = uvicorn.Config(
             gateway_app(upstream),
             log_level="warning",
-            lifespan="off",
+            lifespan="on",
             ws="websockets-sansio",
             proxy_headers=False,
         )

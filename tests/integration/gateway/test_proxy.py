@@ -34,6 +34,12 @@ def stand_in_gateway(routes: list[Route]) -> Asgi:
     proxy = Proxy(RouteTable(tuple(routes)))
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await proxy.close()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
         raw = scope.get("raw_path") or scope["path"].encode()
         try:
             path = normalise(raw.decode("latin-1"))
