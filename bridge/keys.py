@@ -108,7 +108,7 @@ class KeyStore:
         except FileNotFoundError:
             raise KeyStoreError(
                 f"no key for site {site!r} in {self.directory}; generate it with "
-                f"KeyStore.ensure({site!r})"
+                f"'overcast bridge keys CONFIG --keys {self.directory}' (or KeyStore.ensure)"
             ) from None
         except OSError as exc:
             raise KeyStoreError(f"cannot read {path}: {exc.strerror}") from None

@@ -63,7 +63,9 @@ def test_store_refuses_keys_readable_by_others(tmp_path: Path) -> None:
 
 def test_missing_and_malformed_keys(tmp_path: Path) -> None:
     store = KeyStore(tmp_path)
-    with pytest.raises(KeyStoreError, match=r"no key for site 'hq'.*ensure\('hq'\)"):
+    with pytest.raises(
+        KeyStoreError, match=r"no key for site 'hq'.*overcast bridge keys CONFIG --keys"
+    ):
         store.public_key("hq")
     fd = os.open(store.private_key_file("hq"), os.O_WRONLY | os.O_CREAT, 0o600)
     os.write(fd, b"garbage\n")

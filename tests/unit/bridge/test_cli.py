@@ -1,0 +1,63 @@
+"""`overcast bridge keys` and `overcast bridge plan`: data on stdout, fixes on stderr."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from overcast import exitcodes
+from overcast.cli import main
+
+CONFIG = """\
+sites:
+  hq:    {role: enterprise, underlay: 192.0.2.1}
+  cloud: {role: provider, underlay: 198.51.100.1}
+segments:
+  finance: {mode: l2, vni: 100, vlan: 10, sites: [hq, cloud]}
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> str:
+    path = tmp_path / "overcast.yaml"
+    path.write_text(CONFIG)
+    return str(path)
+
+
+def test_keys_then_plan(config: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    keys = str(tmp_path / "keys")
+    assert main(["bridge", "keys", config, "--keys", keys, "--json"]) == exitcodes.OK
+    public = json.loads(capsys.readouterr().out)
+    assert set(public) == {"hq", "cloud"}
+
+    assert main(["bridge", "plan", config, "--site", "hq", "--keys", keys, "--json"]) == 0
+    out = capsys.readouterr().out
+    plan = json.loads(out)
+    assert plan["wireguard"]["public_key"] == public["hq"]
+    assert plan["wireguard"]["peers"][0]["public_key"] == public["cloud"]
+    assert plan["segments"][0]["inner_mtu"] == 1390
+    assert plan["fabric_ports"] == [
+        {"name": "vx100-1", "kind": "tunnel", "segment": "finance", "macs": [], "peer": "cloud"}
+    ]
+    private = (tmp_path / "keys" / "hq.key").read_text().strip()
+    assert private not in out
+
+    assert main(["bridge", "plan", config, "--site", "hq", "--keys", keys]) == 0
+    text = capsys.readouterr().out
+    assert "inner MTU 1390, TCP MSS 1350 (IPv4)" in text
+    assert "vx100-1        to cloud" in text
+    assert private not in text
+
+
+def test_plan_errors(config: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    keys = str(tmp_path / "keys")
+    assert main(["bridge", "plan", config, "--site", "hq", "--keys", keys]) == exitcodes.FAILURE
+    assert "overcast bridge keys CONFIG --keys" in capsys.readouterr().err
+    main(["bridge", "keys", config, "--keys", keys])
+    assert main(["bridge", "plan", config, "--site", "nope", "--keys", keys]) == exitcodes.USAGE
+    assert "unknown site 'nope'; use one of: hq, cloud" in capsys.readouterr().err
+    argv = ["bridge", "plan", config, "--site", "hq", "--keys", keys, "--prefix", "X"]
+    assert main(argv) == exitcodes.USAGE
+    assert "interface prefix 'X'" in capsys.readouterr().err
