@@ -23,8 +23,10 @@ from bridge.apply import apply_site, owner_alias, remove_site
 from bridge.keys import KeyStore
 from bridge.netns import ApplyError
 from bridge.plan import SitePlan, plan_site
+from controller.ovsdb import Ovsdb
 from overcast.config import OvercastConfig, loads
 from tests.conftest import require_binaries
+from tests.integration.controller.netns import OvsSwitch
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
 
@@ -220,3 +222,31 @@ def test_errors_name_the_fix(lab: Lab) -> None:
           "peer", "name", "oc-tmp")  # fmt: skip
     with pytest.raises(ApplyError, match="not a live WireGuard interface; remove it"):
         apply_site(plan, netns=lab.netns["hq"], keys=lab.keys, run_dir=lab.run_dir)
+
+
+def test_tunnels_join_the_site_switch(lab: Lab) -> None:
+    require_binaries("ovsdb-server", "ovs-vswitchd", "ovsdb-tool")
+    ns = lab.netns["hq"]
+    first = lab.plan("hq")
+    sw = OvsSwitch(ns)
+    try:
+        with Ovsdb(sw.remote) as db:
+            db.ensure_bridge(first.switch)
+            result = apply_site(first, netns=ns, keys=lab.keys, run_dir=lab.run_dir, switch=db)
+            names = [t.name for t in first.tunnels()]
+            assert all(f"added port {n} to {first.switch}" in result.changes for n in names)
+            assert all(db.ofport(n) for n in names)
+            again = apply_site(first, netns=ns, keys=lab.keys, run_dir=lab.run_dir, switch=db)
+            assert again.changes == ()
+
+            # A tunnel that leaves the plan leaves the switch too.
+            changed = loads(CONFIG.replace("[hq, branch, cloud]", "[hq, cloud]"))
+            second = lab.plan("hq", changed)
+            apply_site(second, netns=ns, keys=lab.keys, run_dir=lab.run_dir, switch=db)
+            kept = [t.name for t in second.tunnels()]
+            assert set(db.ports(first.switch)) == {first.switch, *kept}
+
+            remove_site(second, netns=ns, run_dir=lab.run_dir, switch=db)
+            assert db.ports(first.switch) == [first.switch]
+    finally:
+        sw.close()
