@@ -171,3 +171,8 @@ class GatewayConfig(Model):
 
     def app_host(self, name: str) -> str:
         return self.apps[name].host or f"{name}.{self.host}"
+
+    def url(self, host: str, path: str) -> str:
+        """The URL users reach `path` at on `host` (the public port, not always listen's)."""
+        port = self.public_port or int(self.listen.rpartition(":")[2])
+        return f"https://{host}{'' if port == 443 else f':{port}'}{path}"

@@ -1,0 +1,594 @@
+"""The gateway as one ASGI app: sign-in, sessions, policy, identity assertion, forwarding.
+
+Per request, in this order, so policy decides on exactly what is forwarded:
+  1. Host: one Host header, lower-cased, port dropped. A host that is no app's answers the
+     gateway's own endpoints only (exact paths): /ping, /ready, /.well-known/jwks.json and
+     the back-channel logout receiver.
+  2. Path: normalised once (`gateway.paths`); a path without one meaning is a 400.
+  3. Route: the app whose host matches and whose path prefix is longest.
+  4. mTLS: an app with `client_ca` needs a client certificate chaining to that CA.
+  5. Session: the sealed cookie opens or the request is anonymous; due tokens are
+     refreshed once per session (single flight).
+  6. Policy: deny wins; every decision is logged as one JSON line with its reason.
+  7. Forward: identity headers and the gateway's cookies stripped, the ES256 assertion
+     added, to the app's upstream over TLS.
+Sign-in and sign-out live under /.overcast/ on each app host, because `__Host-` cookies
+belong to exactly one host (RFC 6265bis section 4.1.3.2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import html
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric import ec
+from prometheus_client import Counter
+
+from gateway.assertion import HEADER as ASSERTION_HEADER
+from gateway.assertion import AssertionKeyError, AssertionSigner, load_key
+from gateway.config import RESERVED_PREFIX, GatewayConfig
+from gateway.forwarded import origin as forwarded_origin
+from gateway.oidc import LoginRequest, OidcError, RelyingParty, SingleFlight, Tokens
+from gateway.paths import BadPath, normalise
+from gateway.proxy import Proxy, Route, routes_from_config
+from gateway.redirects import safe_redirect
+from gateway.request import Identity, RequestContext
+from gateway.session import (
+    COOKIE,
+    LOGIN_COOKIE,
+    KeyRing,
+    KeyRingError,
+    Session,
+    SessionCodec,
+    SessionStore,
+    clear_cookie,
+    cookie_value,
+    set_cookie,
+)
+from gateway.tls import ClientCA, cert_details, client_context
+from overcast.metrics import REGISTRY
+
+Scope = MutableMapping[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+CALLBACK = "/.overcast/callback"
+LOGOUT = "/.overcast/logout"
+SIGNED_OUT = "/.overcast/signed-out"
+BACKCHANNEL = "/.overcast/backchannel-logout"
+JWKS = "/.well-known/jwks.json"
+MAX_FORM = 64 * 1024
+REFRESH_EARLY = 10  # seconds before the access token expires
+DISCOVERY_RETRY = 5.0
+# ID token claims that only mattered for validating the token itself.
+_TOKEN_ONLY = frozenset({"iss", "aud", "exp", "iat", "nbf", "nonce", "at_hash", "c_hash", "azp"})
+
+log = logging.getLogger("overcast.gateway")
+decisions = logging.getLogger("overcast.gateway.decision")
+
+REQUESTS = Counter(
+    "overcast_gateway_requests", "Policy decisions", ["app", "decision"], registry=REGISTRY
+)
+LOGINS = Counter("overcast_gateway_logins", "Completed sign-ins", ["result"], registry=REGISTRY)
+REFRESHES = Counter(
+    "overcast_gateway_refreshes", "Token refreshes sent to the IdP", ["result"], registry=REGISTRY
+)
+BACKCHANNEL_LOGOUTS = Counter(
+    "overcast_gateway_backchannel_logouts",
+    "Back-channel logout tokens received",
+    ["result"],
+    registry=REGISTRY,
+)
+
+
+def client_cas(config: GatewayConfig) -> dict[str, ClientCA]:
+    """The trust anchor of every app that demands client certificates (mTLS)."""
+    return {n: ClientCA.load(a.client_ca) for n, a in config.apps.items() if a.client_ca}
+
+
+def identity_of(session: Session) -> Identity:
+    claims = session.claims
+    email = claims.get("email")
+    groups = claims.get("groups")
+    return Identity(
+        sub=session.sub,
+        email=email if isinstance(email, str) else None,
+        # Only a literal JSON true counts (OIDC Core 5.1): "true" or 1 is not verified.
+        email_verified=claims.get("email_verified") is True,
+        groups=tuple(g for g in groups if isinstance(g, str)) if isinstance(groups, list) else (),
+        claims=claims,
+    )
+
+
+def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
+    return [v for k, v in headers if k == name]
+
+
+def _host_of(values: list[bytes]) -> str | None:
+    """RFC 9112 section 3.2: exactly one Host; we compare it without port, lower-cased."""
+    if len(values) != 1:
+        return None
+    host = values[0].decode("latin-1").strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1] if end > 0 else None
+    name = host.rsplit(":", 1)[0] if ":" in host else host
+    return name.rstrip(".") or None
+
+
+@dataclass
+class Reply:
+    """A response the gateway makes itself."""
+
+    status: int
+    body: bytes = b""
+    content_type: bytes = b"text/plain; charset=utf-8"
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+    async def send(self, send: Send) -> None:
+        headers = [
+            (b"content-type", self.content_type),
+            (b"content-length", str(len(self.body)).encode()),
+            (b"cache-control", b"no-store"),
+            (b"x-content-type-options", b"nosniff"),
+            *self.headers,
+        ]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+def page(status: int, title: str, text: str, *extra: tuple[bytes, bytes]) -> Reply:
+    body = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"</head><body><h1>{html.escape(title)}</h1><p>{html.escape(text)}</p></body></html>"
+    )
+    return Reply(status, body.encode(), b"text/html; charset=utf-8", extra)
+
+
+def redirect(location: str, *extra: tuple[bytes, bytes]) -> Reply:
+    return Reply(302, b"", headers=((b"location", location.encode()), *extra))
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        rp: RelyingParty,
+        codec: SessionCodec,
+        signer: AssertionSigner,
+        proxy: Proxy,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.rp = rp
+        self.codec = codec
+        self.signer = signer
+        self.proxy = proxy
+        self.clock = clock
+        self.table = routes_from_config(config)
+        self.app_hosts = {config.app_host(name) for name in config.apps}
+        self.client_cas = client_cas(config)
+        self.trusted = config.trusted_proxies
+        self.refreshes: SingleFlight[Session | None] = SingleFlight()
+        self._jwks = signer.jwks_json()
+        self._discovery: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.rp.metadata is not None
+
+    # -- ASGI ------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind in ("http", "websocket"):
+            await self.request(scope, receive, send)
+        elif kind == "lifespan":
+            await self.lifespan(receive, send)
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self._discovery = asyncio.create_task(self.discover())
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self._discovery is not None:
+                    self._discovery.cancel()
+                await self.rp.http.aclose()
+                await self.proxy.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def discover(self) -> None:
+        """Find the IdP, retrying until it answers; /ready says 503 until then."""
+        while True:
+            try:
+                await self.rp.discover()
+                log.info("identity provider %s discovered", self.rp.issuer)
+                return
+            except OidcError as exc:
+                log.warning("identity provider not ready: %s", exc)
+            await asyncio.sleep(DISCOVERY_RETRY)
+
+    async def request(self, scope: Scope, receive: Receive, send: Send) -> None:
+        websocket = scope["type"] == "websocket"
+        headers: Headers = scope["headers"]
+        host = _host_of(_header(headers, b"host"))
+        if host is None:
+            return await self._refuse(send, websocket, page(400, "Bad request", "one Host header"))
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        try:
+            path = normalise(raw_path.decode("latin-1"))
+        except BadPath as exc:
+            return await self._refuse(send, websocket, page(400, "Bad request", str(exc)))
+        if host not in self.app_hosts:
+            return await self._refuse(send, websocket, await self.own(scope, path, receive))
+        if path.startswith(RESERVED_PREFIX):
+            return await self._refuse(send, websocket, await self.sign_in_out(scope, host, path))
+        route = self.table.match(host, path)
+        if route is None:
+            return await self._refuse(send, websocket, page(404, "Not found", "no app here"))
+        await self.app_request(scope, receive, send, route, host, path)
+
+    async def _refuse(self, send: Send, websocket: bool, reply: Reply) -> None:
+        if websocket:
+            # Closing before accept makes the server answer the handshake with 403.
+            await send({"type": "websocket.close", "code": 1008})
+        else:
+            await reply.send(send)
+
+    # -- the gateway's own endpoints ------------------------------------------------
+
+    async def own(self, scope: Scope, path: str, receive: Receive) -> Reply:
+        method = scope.get("method", "GET")
+        if path == "/ping" and method in ("GET", "HEAD"):
+            return Reply(200, b"OK\n")
+        if path == "/ready" and method in ("GET", "HEAD"):
+            return Reply(200, b"ready\n") if self.ready else Reply(503, b"IdP not discovered\n")
+        if path == JWKS and method in ("GET", "HEAD"):
+            return Reply(200, self._jwks, b"application/jwk-set+json")
+        if path == BACKCHANNEL and method == "POST":
+            return await self.backchannel_logout(scope, receive)
+        return Reply(404, b"not found\n")
+
+    async def backchannel_logout(self, scope: Scope, receive: Receive) -> Reply:
+        """OpenID Connect Back-Channel Logout 1.0 sections 2.5-2.8."""
+        form = await _read_form(receive)
+        token = form.get("logout_token") if form is not None else None
+        if not token:
+            BACKCHANNEL_LOGOUTS.labels("invalid").inc()
+            return _json(400, {"error": "invalid_request", "error_description": "no logout_token"})
+        try:
+            claims = await self.rp.validate_logout_token(token)
+        except OidcError as exc:
+            BACKCHANNEL_LOGOUTS.labels("invalid").inc()
+            log.warning("back-channel logout refused: %s", exc)
+            return _json(400, {"error": "invalid_request", "error_description": str(exc)})
+        now = int(self.clock())
+        sid, sub = claims.get("sid"), claims.get("sub")
+        if isinstance(sid, str):
+            self.codec.store.revoke(idp_sid=sid, now=now)
+        else:
+            self.codec.store.revoke(sub=str(sub), now=now)
+        self.codec.store.expire(now, self.config.session_lifetime)
+        BACKCHANNEL_LOGOUTS.labels("ok").inc()
+        decisions.info(json.dumps({"event": "backchannel-logout", "sid": sid, "sub": sub}))
+        return Reply(200)
+
+    # -- sign-in and sign-out on an app host ----------------------------------------
+
+    async def sign_in_out(self, scope: Scope, host: str, path: str) -> Reply:
+        if scope["type"] != "http":
+            return page(404, "Not found", "")
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        cookies = b"; ".join(_header(scope["headers"], b"cookie")).decode("latin-1")
+        if path == CALLBACK:
+            return await self.callback(host, query, cookies)
+        if path == LOGOUT:
+            return self.logout(host, cookies)
+        if path == SIGNED_OUT:
+            return page(200, "Signed out", "You are signed out.")
+        return page(404, "Not found", "")
+
+    def start_login(self, host: str, path: str, query: bytes) -> Reply:
+        if not self.ready:
+            return page(503, "Sign-in unavailable", "The identity provider is not reachable yet.")
+        now = int(self.clock())
+        target = path + ("?" + query.decode("latin-1") if query else "")
+        login = LoginRequest.new(target, now)
+        sealed = self.codec.keys.seal(LOGIN_COOKIE, json.dumps(asdict(login)).encode())
+        url = self.rp.authorization_url(login, self.config.url(host, CALLBACK), self.config.scopes)
+        cookie = set_cookie(LOGIN_COOKIE, sealed, login.expires_at - now)
+        return redirect(url, (b"set-cookie", cookie.encode()))
+
+    async def callback(self, host: str, query: Mapping[str, str], cookies: str) -> Reply:
+        now = int(self.clock())
+        clear = (b"set-cookie", clear_cookie(LOGIN_COOKIE).encode())
+        if "error" in query:
+            LOGINS.labels("refused").inc()
+            return page(403, "Sign-in refused", f"The identity provider said: {query['error']}")
+        # RFC 9207: a response naming another issuer is a mix-up attack.
+        if "iss" in query and query["iss"] != self.rp.issuer:
+            LOGINS.labels("invalid").inc()
+            return page(400, "Sign-in failed", "The response came from another issuer.", clear)
+        login = self._login(cookies)
+        if login is None or not login.matches(query.get("state", ""), now):
+            LOGINS.labels("invalid").inc()
+            return page(
+                400,
+                "Sign-in expired",
+                "This sign-in was not started in this browser or took too long; "
+                "go back to the app and try again.",
+                clear,
+            )
+        try:
+            tokens = await self.rp.finish(
+                query.get("code", ""), login, self.config.url(host, CALLBACK)
+            )
+        except OidcError as exc:
+            LOGINS.labels("invalid").inc()
+            log.warning("sign-in at %s failed: %s", host, exc)
+            return page(400, "Sign-in failed", str(exc), clear)
+        session = self.new_session(tokens, now)
+        LOGINS.labels("ok").inc()
+        target = safe_redirect(login.return_to, [host]) or "/"
+        return redirect(target, clear, self._session_cookie(session, now))
+
+    def _login(self, cookies: str) -> LoginRequest | None:
+        raw = self.codec.keys.unseal(LOGIN_COOKIE, cookie_value(cookies, LOGIN_COOKIE) or "")
+        try:
+            return LoginRequest(**json.loads(raw)) if raw is not None else None
+        except (ValueError, TypeError):
+            return None
+
+    def new_session(self, tokens: Tokens, now: int) -> Session:
+        claims = {k: v for k, v in tokens.claims.items() if k not in _TOKEN_ONLY}
+        lifetime = now + self.config.session_lifetime
+        idp_sid = claims.get("sid")
+        return Session(
+            sid=secrets.token_urlsafe(16),
+            sub=str(claims["sub"]),
+            claims=claims,
+            issued_at=now,
+            # Without a refresh token the session cannot outlive what the IdP granted.
+            expires_at=lifetime if tokens.refresh_token else min(lifetime, tokens.expires_at),
+            refresh_at=_refresh_at(tokens, now),
+            idp_sid=idp_sid if isinstance(idp_sid, str) else None,
+            id_token=tokens.id_token,
+            refresh_token=tokens.refresh_token,
+            access_token=tokens.access_token,
+        )
+
+    def _session_cookie(self, session: Session, now: int) -> tuple[bytes, bytes]:
+        value = set_cookie(COOKIE, self.codec.seal(session), session.expires_at - now)
+        return (b"set-cookie", value.encode())
+
+    def logout(self, host: str, cookies: str) -> Reply:
+        """RP-initiated logout: kill our session first, then end the IdP's."""
+        now = int(self.clock())
+        session = self.codec.open(cookie_value(cookies, COOKIE), now)
+        clear = (b"set-cookie", clear_cookie(COOKIE).encode())
+        signed_out = self.config.url(host, SIGNED_OUT)
+        if session is None:
+            return redirect(signed_out, clear)
+        self.codec.store.revoke(sid=session.sid, now=now)
+        decisions.info(json.dumps({"event": "logout", "sub": session.sub, "host": host}))
+        if not self.ready:
+            return redirect(signed_out, clear)
+        return redirect(self.rp.end_session_url(session.id_token, signed_out) or signed_out, clear)
+
+    # -- app requests ----------------------------------------------------------------
+
+    async def session_of(self, headers: Headers, now: int) -> tuple[Session | None, bool]:
+        """The request's live session, and whether it was refreshed (needs a new cookie)."""
+        cookies = b"; ".join(_header(headers, b"cookie")).decode("latin-1")
+        session = self.codec.open(cookie_value(cookies, COOKIE), now)
+        if session is None or now < session.refresh_at:
+            return session, False
+        if not session.refresh_token:
+            return None, False
+        refreshed = await self.refreshes.run(session.sid, lambda: self._refresh(session, now))
+        return refreshed, refreshed is not None
+
+    async def _refresh(self, session: Session, now: int) -> Session | None:
+        latest = self.codec.store.latest(session)
+        if latest.refresh_at > now:  # another request refreshed it a moment ago
+            return latest
+        assert session.refresh_token is not None
+        try:
+            tokens = await self.rp.refresh(session.refresh_token, {"sub": session.sub})
+        except OidcError as exc:
+            REFRESHES.labels("failed").inc()
+            log.info("refresh for %s failed, signing out: %s", session.sub, exc)
+            self.codec.store.revoke(sid=session.sid, now=now)
+            return None
+        REFRESHES.labels("ok").inc()
+        claims = {k: v for k, v in tokens.claims.items() if k not in _TOKEN_ONLY}
+        fresh = session.refreshed(
+            claims=claims or session.claims,
+            refresh_at=_refresh_at(tokens, now),
+            id_token=tokens.id_token or session.id_token,
+            refresh_token=tokens.refresh_token,
+            access_token=tokens.access_token,
+        )
+        self.codec.store.remember(fresh)
+        return fresh
+
+    async def app_request(
+        self, scope: Scope, receive: Receive, send: Send, route: Route, host: str, path: str
+    ) -> None:
+        websocket = scope["type"] == "websocket"
+        headers: Headers = scope["headers"]
+        now = int(self.clock())
+        peer = scope.get("client") or ("", 0)
+        origin = forwarded_origin(peer[0], scope["scheme"], host, headers, self.trusted)
+        client_ca = self.client_cas.get(route.app)
+        cert = _client_cert(scope, client_ca, now) if client_ca is not None else None
+        if client_ca is not None and cert is None:
+            self._log(
+                route, scope, path, origin.client_ip, None, False, "no valid client certificate"
+            )
+            reply = page(403, "Client certificate required", "This app needs a certificate.")
+            return await self._refuse(send, websocket, reply)
+        if websocket and not _same_origin(headers, host):
+            # A page on another site must not open a socket riding on the user's cookie.
+            self._log(
+                route, scope, path, origin.client_ip, None, False, "websocket from another origin"
+            )
+            return await self._refuse(send, websocket, page(403, "Forbidden", ""))
+        session, refreshed = await self.session_of(headers, now)
+        identity = identity_of(session) if session is not None else None
+        ctx = RequestContext(
+            method=scope.get("method", "GET"),
+            host=host,
+            path=path,
+            query=scope.get("query_string", b"").decode("latin-1"),
+            headers={k.decode("latin-1"): v.decode("latin-1") for k, v in headers},
+            client_ip=origin.client_ip,
+            client_cert=cert,
+            identity=identity,
+        )
+        decision = self.config.apps[route.app].policy.decide(ctx)
+        self._log(route, scope, path, ctx.client_ip, identity, decision.allowed, decision.reason)
+        if not decision.allowed:
+            if identity is None and not websocket and ctx.method in ("GET", "HEAD"):
+                return await self.start_login(host, path, scope.get("query_string", b"")).send(send)
+            status = 401 if identity is None else 403
+            title = "Sign-in required" if identity is None else "Forbidden"
+            return await self._refuse(send, websocket, page(status, title, decision.reason))
+        extra: Headers = []
+        if identity is not None and session is not None:
+            key = f"{session.sid}:{session.refresh_at}"
+            token = self.signer.sign(identity, route.app, now, cache_key=key)
+            extra.append((ASSERTION_HEADER.encode(), token.encode()))
+        if websocket:
+            return await self.proxy.websocket(scope, receive, send, route, path, origin, extra)
+        if refreshed and session is not None:
+            send = _with_header(send, self._session_cookie(session, now))
+        await self.proxy.http(scope, receive, send, route, path, origin, extra)
+
+    def _log(
+        self,
+        route: Route,
+        scope: Scope,
+        path: str,
+        ip: str,
+        identity: Identity | None,
+        allowed: bool,
+        reason: str,
+    ) -> None:
+        REQUESTS.labels(route.app, "allow" if allowed else "deny").inc()
+        if not decisions.isEnabledFor(logging.INFO):
+            return
+        decisions.info(
+            json.dumps(
+                {
+                    "event": "decision",
+                    "app": route.app,
+                    "host": route.host,
+                    "method": scope.get("method", "GET"),
+                    "path": path,
+                    "client_ip": ip,
+                    "sub": identity.sub if identity else None,
+                    "email": identity.email if identity else None,
+                    "allowed": allowed,
+                    "reason": reason,
+                }
+            )
+        )
+
+
+def _client_cert(scope: Scope, ca: ClientCA, now: int) -> Mapping[str, Any] | None:
+    """The client certificate's details if it chains to `ca` (ASGI TLS extension)."""
+    chain = scope.get("extensions", {}).get("tls", {}).get("client_cert_chain") or []
+    if not chain:
+        return None
+    when = datetime.datetime.fromtimestamp(now, datetime.UTC)
+    return cert_details(chain[0]) if ca.verifies(chain[0], when) else None
+
+
+def _same_origin(headers: Headers, host: str) -> bool:
+    origins = _header(headers, b"origin")
+    if not origins:
+        return True  # not a browser: no ambient cookie risk from another site
+    origin = origins[0].decode("latin-1").lower()
+    return origin.split("://", 1)[-1].rsplit(":", 1)[0] == host
+
+
+def _with_header(send: Send, header: tuple[bytes, bytes]) -> Send:
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = dict(message)
+            message["headers"] = [*message.get("headers", []), header]
+        await send(message)
+
+    return wrapped
+
+
+async def _read_form(receive: Receive) -> dict[str, str] | None:
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if len(body) > MAX_FORM:
+            return None
+        if not message.get("more_body"):
+            break
+    try:
+        return dict(parse_qsl(body.decode("ascii"), strict_parsing=True))
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+def _refresh_at(tokens: Tokens, now: int) -> int:
+    """Refresh a little before the access token expires (a quarter of it, at most 10 s)."""
+    return tokens.expires_at - min(REFRESH_EARLY, max(0, tokens.expires_at - now) // 4)
+
+
+def _json(status: int, doc: Mapping[str, Any]) -> Reply:
+    return Reply(status, json.dumps(doc).encode(), b"application/json")
+
+
+class SetupError(ValueError):
+    """A file the gateway needs is missing or unusable; the message names it and the fix."""
+
+
+def build(config: GatewayConfig, clock: Callable[[], float] = time.time) -> Gateway:
+    """Everything the gateway needs, from its config section (files read here, once)."""
+    try:
+        if config.session_keys_file is not None:
+            keys = KeyRing.load(config.session_keys_file)
+        else:
+            log.warning(
+                "no session_keys_file: sessions end when the gateway restarts "
+                "(make one with: overcast gateway new-session-key > FILE)"
+            )
+            keys = KeyRing.generate()
+        if config.assertion_key_file is not None:
+            key = load_key(config.assertion_key_file)
+        else:
+            key = ec.generate_private_key(ec.SECP256R1())
+        secret = None
+        if config.client_secret_file is not None:
+            secret = config.client_secret_file.read_text(encoding="utf-8").strip()
+        signer = AssertionSigner(key, config.url(config.host, ""), config.assertion_lifetime)
+        http = httpx.AsyncClient(verify=client_context(config.issuer_ca), timeout=10.0)
+        rp = RelyingParty(config.issuer, config.client_id, secret, http, clock)
+        proxy = Proxy(routes_from_config(config), cookie_names=(COOKIE,))
+        return Gateway(config, rp, SessionCodec(keys, SessionStore()), signer, proxy, clock)
+    except (KeyRingError, AssertionKeyError, OSError, UnicodeDecodeError, ValueError) as exc:
+        # ClientCA.load raises ValueError naming the bundle; ssl errors are OSErrors.
+        raise SetupError(str(exc)) from None

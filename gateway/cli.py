@@ -1,0 +1,147 @@
+"""`overcast gateway ...`: serve the SSO gateway, make its keys."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import ipaddress
+import logging
+import secrets
+import sys
+from typing import Any
+
+import uvicorn
+
+from gateway.app import Gateway, SetupError, build
+from gateway.config import GatewayConfig
+from gateway.tls import (
+    CertFiles,
+    TlsHttpProtocol,
+    TlsWebSocketProtocol,
+    dev_ca,
+    server_context,
+)
+from overcast import exitcodes, metrics
+from overcast.cli import CommandError, load_config
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "gateway",
+        help="the SSO gateway in front of SaaS and internal apps",
+        description=(
+            "An HTTPS reverse proxy that signs users in with the enterprise OpenID Connect "
+            "provider, checks each app's allow/deny policy, and forwards allowed requests to "
+            "the app with a signed ES256 identity assertion (X-Overcast-Jwt-Assertion)."
+        ),
+    )
+    sub = parser.add_subparsers(dest="gateway_command", metavar="COMMAND", required=True)
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the gateway described by the gateway: section of CONFIG",
+        description=(
+            "Serve HTTPS on gateway.listen and Prometheus metrics on gateway.metrics_listen "
+            "(a separate listener, never the public one). Without tls.cert/tls.key a dev CA "
+            "is made in tls.dev_dir (trust its ca.pem in your browser). Every policy decision "
+            "is printed on stderr as one JSON line with its reason."
+        ),
+        epilog=(
+            "examples:\n"
+            "  overcast gateway new-session-key > /etc/overcast/session-keys\n"
+            "  overcast gateway serve overcast.yaml\n"
+            "  curl --cacert .overcast/gateway-tls/ca.pem https://localhost:8443/ready"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("config", metavar="CONFIG", help="path to overcast.yaml")
+    serve.set_defaults(handler=_serve)
+
+    key = sub.add_parser(
+        "new-session-key",
+        help="print a new session key line",
+        description=(
+            "Print 'KEY_ID BASE64_KEY' for gateway.session_keys_file. To rotate, put the new "
+            "line first and keep the old one below it until every old session has expired."
+        ),
+        epilog="example:\n  overcast gateway new-session-key >> /etc/overcast/session-keys",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    key.set_defaults(handler=_new_session_key)
+
+
+def _new_session_key(args: argparse.Namespace) -> int:
+    print(f"k{secrets.token_hex(4)} {base64.b64encode(secrets.token_bytes(32)).decode()}")
+    return exitcodes.OK
+
+
+def certificate(config: GatewayConfig, now: datetime.datetime) -> CertFiles:
+    if config.tls.cert is not None and config.tls.key is not None:
+        return CertFiles(config.tls.cert, config.tls.key)
+    names = [config.host, *(config.app_host(n) for n in config.apps)]
+    address = config.listen.rpartition(":")[0].strip("[]")
+    try:
+        if not ipaddress.ip_address(address).is_unspecified:
+            names.append(address)
+    except ValueError:
+        names.append(address)
+    return dev_ca(config.tls.dev_dir, names, now)
+
+
+def server(gateway: Gateway, files: CertFiles) -> uvicorn.Server:
+    config = gateway.config
+    cas = [app.client_ca for app in config.apps.values() if app.client_ca is not None]
+    host, _, port = config.listen.rpartition(":")
+    return uvicorn.Server(
+        uvicorn.Config(
+            gateway,
+            host=host.strip("[]"),
+            port=int(port),
+            loop="uvloop",
+            http=TlsHttpProtocol,
+            ws=TlsWebSocketProtocol,
+            lifespan="on",
+            ssl_context_factory=lambda _config, _default: server_context(files, cas),
+            # The gateway resolves X-Forwarded-For itself, from trusted_proxies only.
+            proxy_headers=False,
+            server_header=False,
+            access_log=False,
+            log_config=None,
+        )
+    )
+
+
+def decision_log() -> None:
+    """Decisions go to stderr as bare JSON lines, whatever the rest of logging does."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    decisions = logging.getLogger("overcast.gateway.decision")
+    decisions.handlers[:] = [handler]
+    decisions.setLevel(logging.INFO)
+    decisions.propagate = False
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = load_config(args.config).gateway
+    if config is None:
+        raise CommandError(
+            f"{args.config} has no 'gateway:' section; add one with issuer and apps",
+            exitcodes.USAGE,
+        )
+    try:
+        gateway = build(config)
+        files = certificate(config, datetime.datetime.now(datetime.UTC))
+        uv = server(gateway, files)
+        uv.config.load()
+    except (SetupError, OSError, ValueError) as exc:
+        raise CommandError(f"{args.config}: gateway: {exc}") from None
+    host, _, port = config.metrics_listen.rpartition(":")
+    try:
+        metrics.serve(int(port), host.strip("[]"))
+    except OSError as exc:
+        raise CommandError(f"cannot listen for metrics on {config.metrics_listen}: {exc}") from None
+    decision_log()
+    logging.getLogger("overcast.gateway").info("serving on %s", config.listen)
+    uv.run()
+    return exitcodes.OK if uv.started else exitcodes.FAILURE

@@ -1,0 +1,291 @@
+"""Real peers for the sign-in tests, all on loopback: the IdP, an upstream app, the gateway.
+
+- IdP: npm `oidc-provider` (OpenID Certified) from tests/js/idp.mjs, over HTTPS with the
+  test's dev CA, with users alice (sales), bob (eng) and eve (sales, email not verified).
+- Upstream: an aiohttp HTTPS app answering every path with the headers it received.
+- Gateway: the real `gateway.app` served by uvicorn (TLS, httptools) in a thread, with a
+  clock the test can move forward.
+Hosts: the gateway's own host is 127.0.0.1, the app "crm" is at localhost (both resolve
+without DNS, and Chromium treats them as different sites).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import os
+import re
+import select
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiohttp import web
+
+from gateway import tls
+from gateway.app import Gateway, build
+from gateway.cli import server
+from gateway.config import GatewayConfig
+from tests.conftest import require, require_binaries
+
+JS = Path(__file__).resolve().parents[2] / "js"
+CLIENT_ID = "overcast-gateway"
+CLIENT_SECRET = "test-client-secret-0123456789"
+GATEWAY_HOST = "127.0.0.1"
+APP_HOST = "localhost"
+USERS = {
+    "alice": {
+        "password": "alice-pw",
+        "email": "alice@corp.example",
+        "email_verified": True,
+        "groups": ["sales"],
+    },
+    "bob": {
+        "password": "bob-pw",
+        "email": "bob@corp.example",
+        "email_verified": True,
+        "groups": ["eng"],
+    },
+    "eve": {
+        "password": "eve-pw",
+        "email": "eve@corp.example",
+        "email_verified": False,
+        "groups": ["sales"],
+    },
+}
+
+
+def now_utc() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def loopback_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def free_port() -> int:
+    with loopback_socket() as sock:
+        return int(sock.getsockname()[1])
+
+
+def until(condition: Any, timeout: float, what: str) -> Any:
+    """Poll `condition` until it returns something truthy, or fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@contextmanager
+def identity_provider(tmp: Path, gateway_port: int, access_ttl: int = 60) -> Iterator[str]:
+    """Run the IdP; yields its issuer URL. Its client is the gateway at `gateway_port`."""
+    require_binaries("node")
+    require((JS / "node_modules" / "oidc-provider").is_dir(), "tests/js needs `npm ci`")
+    files = tls.dev_ca(tmp / "ca", [GATEWAY_HOST, APP_HOST], now_utc())
+    app = f"https://{APP_HOST}:{gateway_port}"
+    config = {
+        "cert": str(files.cert),
+        "key": str(files.key),
+        "host": "127.0.0.1",
+        "access_ttl": access_ttl,
+        "users": USERS,
+        "clients": [
+            {
+                "client_id": CLIENT_ID,
+                "client_secret": CLIENT_SECRET,
+                "redirect_uris": [f"{app}/.overcast/callback"],
+                "post_logout_redirect_uris": [f"{app}/.overcast/signed-out"],
+                "grant_types": ["authorization_code", "refresh_token"],
+                "response_types": ["code"],
+                "token_endpoint_auth_method": "client_secret_basic",
+                "backchannel_logout_uri": (
+                    f"https://{GATEWAY_HOST}:{gateway_port}/.overcast/backchannel-logout"
+                ),
+                "backchannel_logout_session_required": True,
+            }
+        ],
+    }
+    path = tmp / "idp.json"
+    path.write_text(json.dumps(config))
+    env = os.environ | {"NODE_EXTRA_CA_CERTS": str(files.ca)}
+    proc = subprocess.Popen(
+        [shutil.which("node") or "node", str(JS / "idp.mjs"), str(path)],
+        stdout=subprocess.PIPE,
+        stderr=open(tmp / "idp.log", "wb"),  # noqa: SIM115 - closed with the process
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 20)
+        line = proc.stdout.readline() if ready else b""
+        if not line:
+            raise AssertionError(f"IdP did not start: {(tmp / 'idp.log').read_text()[-2000:]}")
+        yield str(json.loads(line)["issuer"])
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class Upstream:
+    port: int
+    ca: Path
+
+
+@contextmanager
+def upstream_app(tmp: Path) -> Iterator[Upstream]:
+    """An HTTPS app that answers every request with the headers it received (JSON)."""
+    files = tls.dev_ca(tmp / "upstream-ca", ["127.0.0.1"], now_utc())
+    assert files.ca is not None
+    sock = loopback_socket()
+
+    async def echo(request: web.Request) -> web.Response:
+        return web.json_response({"path": request.raw_path, "headers": dict(request.headers)})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", echo)
+    with _loop_thread() as loop:
+        runner = web.AppRunner(app)
+        asyncio.run_coroutine_threadsafe(runner.setup(), loop).result(10)
+        site = web.SockSite(runner, sock, ssl_context=tls.server_context(files))
+        asyncio.run_coroutine_threadsafe(site.start(), loop).result(10)
+        try:
+            yield Upstream(sock.getsockname()[1], files.ca)
+        finally:
+            asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+            sock.close()
+
+
+@contextmanager
+def _loop_thread() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield loop
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+@dataclass
+class Clock:
+    """Real time plus an offset the test moves forward."""
+
+    offset: float = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+def gateway_config(
+    tmp: Path, issuer: str, port: int, upstream: Upstream, **extra: Any
+) -> GatewayConfig:
+    secret = tmp / "client-secret"
+    secret.write_text(CLIENT_SECRET)
+    return GatewayConfig.model_validate(
+        {
+            "issuer": issuer,
+            "client_id": CLIENT_ID,
+            "client_secret_file": str(secret),
+            "issuer_ca": str(tmp / "ca" / "ca.pem"),
+            "scopes": ["openid", "email", "profile", "groups"],
+            "host": GATEWAY_HOST,
+            "listen": f"127.0.0.1:{port}",
+            "tls": {"dev_dir": str(tmp / "ca")},
+            "apps": {
+                "crm": {
+                    "host": APP_HOST,
+                    "upstream": f"https://127.0.0.1:{upstream.port}",
+                    "upstream_ca": str(upstream.ca),
+                    "allow": {"groups": "sales"},
+                    "deny": {"path": {"prefix": "/admin"}},
+                }
+            },
+        }
+        | extra
+    )
+
+
+@dataclass
+class RunningGateway:
+    gateway: Gateway
+    port: int
+    ca: Path
+    clock: Clock
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+
+    def url(self, host: str, path: str) -> str:
+        return f"https://{host}:{self.port}{path}"
+
+    def trust(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca))
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(verify=self.trust(), timeout=20)
+
+
+@contextmanager
+def gateway_in_thread(config: GatewayConfig, sock: socket.socket) -> Iterator[RunningGateway]:
+    """The real gateway app behind uvicorn (TLS, httptools), served from `sock`."""
+    clock = Clock()
+    gateway = build(config, clock=clock)
+    files = tls.dev_ca(config.tls.dev_dir, [GATEWAY_HOST, APP_HOST], now_utc())
+    uv = server(gateway, files)
+    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        until(lambda: uv.started, 20, "the gateway to listen")
+        until(lambda: gateway.ready, 20, "the gateway to discover the IdP")
+        assert files.ca is not None
+        yield RunningGateway(gateway, sock.getsockname()[1], files.ca, clock)
+    finally:
+        uv.should_exit = True
+        thread.join(20)
+        sock.close()
+
+
+_HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)"')
+
+
+def sign_in(client: httpx.Client, start: str, user: str) -> httpx.Response:
+    """Open `start` through the gateway and sign in at the IdP's form as `user`."""
+    form = client.get(start, follow_redirects=True)
+    assert form.status_code == 200 and 'id="sign-in"' in form.text, form.text[:500]
+    action = re.search(r'action="([^"]+)"', form.text)
+    assert action is not None
+    return client.post(
+        httpx.URL(str(form.url)).join(action.group(1)),
+        data={"username": user, "password": USERS[user]["password"]},
+        follow_redirects=True,
+    )
+
+
+def confirm_idp_logout(client: httpx.Client, page: httpx.Response) -> httpx.Response:
+    """Press "Sign out" on the IdP's logout confirmation page."""
+    action = re.search(r'<form[^>]*action="([^"]+)"', page.text)
+    assert action is not None, page.text[:500]
+    fields = dict(_HIDDEN.findall(page.text)) | {"logout": "yes"}
+    return client.post(
+        httpx.URL(str(page.url)).join(action.group(1)), data=fields, follow_redirects=True
+    )
