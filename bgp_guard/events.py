@@ -63,6 +63,7 @@ class Event:
             "type": f.kind,
             "artemis": ARTEMIS.get(f.kind),
             "state": self.state,
+            "time": self.changed_at,  # when it entered this state
             "prefix": None if f.prefix is None else str(f.prefix),
             "offending_as": f.offender,
             "about": f.about,

@@ -7,7 +7,7 @@ from typing import IO, Any
 
 
 def render(event: dict[str, Any]) -> str:
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event["last_seen"]))
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event["time"]))
     code = f" {event['artemis']}" if event["artemis"] else ""
     return (
         f"{when} {event['state'].upper():<9} {event['type']}{code} "
