@@ -20,15 +20,20 @@ from __future__ import annotations
 import json
 import socket
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-import ovs.db.data
-import ovs.db.error
-import ovs.db.idl
-import ovs.poller
+with warnings.catch_warnings():
+    # python-ovs probes for eventlet monkey-patching, and importing eventlet warns that it
+    # is deprecated on every run of every command; we do not use eventlet.
+    warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+    import ovs.db.data
+    import ovs.db.error
+    import ovs.db.idl
+    import ovs.poller
 
 # The tables we read and write; the IDL replicates only these.
 _TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface", "Controller")

@@ -1,0 +1,352 @@
+"""The os-ken shim: the only place that talks OpenFlow on the wire.
+
+On each switch connection it asks for the port descriptions, resolves fabric port names to
+numbers, and sends what `controller.pipeline` computed (groups before flows, then a
+barrier). When ports come and go it re-plans and sends only the difference. It decides
+nothing itself.
+
+os-ken 4.x ships no `osken-manager` command, so `Controller.start()` sets the listen
+address in os-ken's oslo config and starts `AppManager` in-process.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from os_ken import cfg
+from os_ken.base import app_manager
+from os_ken.controller import ofp_event
+from os_ken.controller.handler import DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
+from os_ken.ofproto import ofproto_v1_3
+from prometheus_client import Counter, Gauge
+
+from controller.fabric import Fabric
+from controller.openflow import (
+    Action,
+    AddFlow,
+    AddGroup,
+    Barrier,
+    ClearFlows,
+    ClearGroups,
+    DeleteFlow,
+    DeleteGroup,
+    Flow,
+    Group,
+    Message,
+    ModifyGroup,
+    Output,
+)
+from controller.pipeline import TABLE_ID, FabricError, SwitchPlan, diff, plan_switch, program
+from overcast.config import OvercastConfig
+from overcast.metrics import REGISTRY
+
+log = logging.getLogger(__name__)
+
+SWITCHES = Gauge(
+    "overcast_controller_switches_connected",
+    "Switches connected to the controller, by site (unknown: not in the fabric)",
+    ["site"],
+    registry=REGISTRY,
+)
+PROGRAMMINGS = Counter(
+    "overcast_controller_programmings_total",
+    "Times a switch was programmed: 'full' on connect, 'diff' after a port change",
+    ["site", "kind"],
+    registry=REGISTRY,
+)
+MESSAGES = Counter(
+    "overcast_controller_messages_sent_total",
+    "OpenFlow messages sent to switches, by site and kind",
+    ["site", "kind"],
+    registry=REGISTRY,
+)
+ERRORS = Counter(
+    "overcast_controller_openflow_errors_total",
+    "OFPT_ERROR messages switches sent back",
+    ["site"],
+    registry=REGISTRY,
+)
+PLANNED_FLOWS = Gauge(
+    "overcast_controller_planned_flows",
+    "Flow entries the current plan puts on each site's switch",
+    ["site"],
+    registry=REGISTRY,
+)
+
+
+class ControllerError(Exception):
+    """The controller cannot start; the message says why and what to do."""
+
+
+@dataclass
+class _Switch:
+    """What the app knows about one connected switch."""
+
+    datapath: Any
+    site: str
+    ofports: dict[str, int] = field(default_factory=dict)
+    plan: SwitchPlan | None = None
+    pending_desc: dict[str, int] = field(default_factory=dict)
+
+
+class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
+    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+
+    def __init__(self, *args: Any, overcast: Settings, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.settings = overcast
+        self.switches: dict[int, _Switch] = {}
+
+    # -- connection lifecycle -----------------------------------------------------------
+
+    @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])  # type: ignore[untyped-decorator]
+    def _state_change(self, ev: Any) -> None:
+        dp = ev.datapath
+        if ev.state == MAIN_DISPATCHER:
+            self._connected(dp)
+        elif ev.state == DEAD_DISPATCHER and dp.id in self.switches:
+            if self.switches[dp.id].datapath is not dp:
+                return  # an old connection of a switch that has already reconnected
+            gone = self.switches.pop(dp.id)
+            SWITCHES.labels(gone.site).dec()
+            log.info("switch %s (dpid %#x) disconnected", gone.site, dp.id)
+
+    def _connected(self, dp: Any) -> None:
+        fabric_switch = self.settings.fabric.by_dpid(dp.id)
+        address = "{}:{}".format(*dp.address[:2]) if dp.address else "?"
+        if fabric_switch is None:
+            SWITCHES.labels("unknown").inc()
+            log.warning(
+                "switch dpid %#x from %s is not in the fabric; leaving it unprogrammed "
+                "(fail_mode=secure drops everything)",
+                dp.id,
+                address,
+            )
+            return
+        self.switches[dp.id] = _Switch(dp, fabric_switch.site)
+        SWITCHES.labels(fabric_switch.site).inc()
+        log.info("switch %s (dpid %#x) connected from %s", fabric_switch.site, dp.id, address)
+        parser = dp.ofproto_parser
+        dp.send_msg(parser.OFPPortDescStatsRequest(dp, 0))
+
+    # -- ports -> plan ------------------------------------------------------------------
+
+    @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
+    def _port_desc(self, ev: Any) -> None:
+        sw = self.switches.get(ev.msg.datapath.id)
+        if sw is None:
+            return
+        ofp = sw.datapath.ofproto
+        sw.pending_desc.update(_named_ports(ev.msg.body, ofp))
+        if ev.msg.flags & ofp.OFPMPF_REPLY_MORE:
+            return  # the rest of a multipart reply is on its way (OpenFlow 1.3 section 7.3.5)
+        sw.ofports, sw.pending_desc = sw.pending_desc, {}
+        self._program(sw)
+
+    @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
+    def _port_status(self, ev: Any) -> None:
+        sw = self.switches.get(ev.msg.datapath.id)
+        if sw is None or sw.plan is None:
+            return  # the port description reply that follows will include it
+        ofp = sw.datapath.ofproto
+        desc = ev.msg.desc
+        name = _port_name(desc)
+        ofports = dict(sw.ofports)
+        if ev.msg.reason == ofp.OFPPR_DELETE:
+            ofports.pop(name, None)
+        elif desc.port_no <= ofp.OFPP_MAX:
+            ofports[name] = desc.port_no
+        if ofports != sw.ofports:
+            log.info("switch %s: port %s is now %s", sw.site, name, ofports.get(name, "gone"))
+            sw.ofports = ofports
+            self._program(sw)
+
+    def _program(self, sw: _Switch) -> None:
+        try:
+            plan = plan_switch(self.settings.config, self.settings.fabric, sw.site, sw.ofports)
+        except FabricError as exc:  # checked at start-up; only a bug gets here
+            log.error("switch %s: cannot plan: %s", sw.site, exc)
+            return
+        full = sw.plan is None
+        messages = program(plan) if sw.plan is None else diff(sw.plan, plan)
+        sw.plan = plan
+        PLANNED_FLOWS.labels(sw.site).set(len(plan.flows))
+        if not messages:
+            return
+        for msg in messages:
+            sw.datapath.send_msg(to_ofp(sw.datapath, msg))
+            MESSAGES.labels(sw.site, type(msg).__name__).inc()
+        sw.datapath.send_msg(sw.datapath.ofproto_parser.OFPBarrierRequest(sw.datapath))
+        PROGRAMMINGS.labels(sw.site, "full" if full else "diff").inc()
+        log.info(
+            "switch %s programmed (%s): %d messages, plan holds %d flows and %d groups%s",
+            sw.site,
+            "full" if full else "diff",
+            len(messages),
+            len(plan.flows),
+            len(plan.groups),
+            f"; waiting for ports {', '.join(plan.unresolved)}" if plan.unresolved else "",
+        )
+
+    @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
+    def _error(self, ev: Any) -> None:
+        sw = self.switches.get(ev.msg.datapath.id)
+        site = sw.site if sw else "unknown"
+        ERRORS.labels(site).inc()
+        log.error(
+            "switch %s rejected a message: type %d code %d (xid %s)",
+            site,
+            ev.msg.type,
+            ev.msg.code,
+            ev.msg.xid,
+        )
+
+
+def _port_name(desc: Any) -> str:
+    name = desc.name
+    return name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+
+
+def _named_ports(body: Any, ofp: Any) -> dict[str, int]:
+    # Reserved numbers (OFPP_LOCAL, the bridge's own port) are above OFPP_MAX.
+    return {_port_name(p): p.port_no for p in body if p.port_no <= ofp.OFPP_MAX}
+
+
+# -- our messages -> os-ken's -------------------------------------------------------------
+
+
+def to_ofp(dp: Any, msg: Message) -> Any:
+    """The os-ken message for one pipeline message. `dp` may be an ofproto ProtocolDesc."""
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    match msg:
+        case AddFlow(flow):
+            return parser.OFPFlowMod(
+                dp,
+                cookie=flow.cookie,
+                table_id=TABLE_ID[flow.table],
+                command=ofp.OFPFC_ADD,
+                priority=flow.priority,
+                match=parser.OFPMatch(**dict(flow.match.fields)),
+                instructions=_instructions(dp, flow),
+            )
+        case DeleteFlow(flow):
+            return parser.OFPFlowMod(
+                dp,
+                table_id=TABLE_ID[flow.table],
+                command=ofp.OFPFC_DELETE_STRICT,
+                priority=flow.priority,
+                match=parser.OFPMatch(**dict(flow.match.fields)),
+                out_port=ofp.OFPP_ANY,
+                out_group=ofp.OFPG_ANY,
+            )
+        case ClearFlows():
+            return parser.OFPFlowMod(
+                dp,
+                table_id=ofp.OFPTT_ALL,
+                command=ofp.OFPFC_DELETE,
+                out_port=ofp.OFPP_ANY,
+                out_group=ofp.OFPG_ANY,
+            )
+        case AddGroup(group):
+            return _group_mod(dp, ofp.OFPGC_ADD, group)
+        case ModifyGroup(group):
+            return _group_mod(dp, ofp.OFPGC_MODIFY, group)
+        case DeleteGroup(group_id):
+            return parser.OFPGroupMod(dp, ofp.OFPGC_DELETE, ofp.OFPGT_ALL, group_id)
+        case ClearGroups():
+            return parser.OFPGroupMod(dp, ofp.OFPGC_DELETE, ofp.OFPGT_ALL, ofp.OFPG_ALL)
+        case Barrier():
+            return parser.OFPBarrierRequest(dp)
+
+
+def _actions(dp: Any, actions: tuple[Action, ...]) -> list[Any]:
+    parser = dp.ofproto_parser
+    return [
+        parser.OFPActionOutput(a.port)
+        if isinstance(a, Output)
+        else parser.OFPActionGroup(a.group_id)
+        for a in actions
+    ]
+
+
+def _instructions(dp: Any, flow: Flow) -> list[Any]:
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    out = []
+    if flow.actions:
+        out.append(
+            parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, _actions(dp, flow.actions))
+        )
+    if flow.write_metadata is not None:
+        out.append(parser.OFPInstructionWriteMetadata(*flow.write_metadata))
+    if flow.goto is not None:
+        out.append(parser.OFPInstructionGotoTable(TABLE_ID[flow.goto]))
+    return out
+
+
+def _group_mod(dp: Any, command: int, group: Group) -> Any:
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    buckets = [parser.OFPBucket(actions=_actions(dp, b)) for b in group.buckets]
+    return parser.OFPGroupMod(dp, command, ofp.OFPGT_ALL, group.group_id, buckets)
+
+
+# -- running ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    config: OvercastConfig
+    fabric: Fabric
+
+
+class Controller:
+    """os-ken with the Overcast app, listening for switches on `host:port` (TCP)."""
+
+    def __init__(self, config: OvercastConfig, fabric: Fabric, host: str, port: int) -> None:
+        self.settings = Settings(config, fabric)
+        self.host, self.port = host, port
+
+    def start(self) -> None:
+        """Listen and serve in the background; raises ControllerError if it cannot listen."""
+        _check_listen(self.host, self.port)
+        cfg.CONF(args=[], project="os_ken", default_config_files=[])
+        cfg.CONF.set_override("ofp_listen_host", self.host)
+        cfg.CONF.set_override("ofp_tcp_listen_port", self.port)
+        # os-ken's threads cannot be stopped (its native hub has no kill). Started from a
+        # daemon thread they are daemons too, so the process exits cleanly on SIGTERM.
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def boot() -> None:
+            try:
+                manager = app_manager.AppManager.get_instance()
+                manager.load_apps(["os_ken.controller.ofp_handler", __name__])
+                contexts = manager.create_contexts()
+                manager.instantiate_apps(**contexts, overcast=self.settings)
+            except BaseException as exc:
+                failure.append(exc)
+            finally:
+                ready.set()
+
+        threading.Thread(target=boot, name="os-ken", daemon=True).start()
+        ready.wait()
+        if failure:
+            raise ControllerError(f"os-ken failed to start: {failure[0]!r}")
+        log.info("controller listening on %s:%d (OpenFlow 1.3)", self.host, self.port)
+
+
+def _check_listen(host: str, port: int) -> None:
+    """Fail now with a clear message, not later inside an os-ken thread."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ControllerError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick a free port "
+                "or an address this namespace has (ip -br addr)"
+            ) from None

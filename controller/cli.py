@@ -1,0 +1,235 @@
+"""`overcast controller ...`: run the OpenFlow controller, or show what it would install."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import pydantic
+
+from controller.fabric import Fabric
+from controller.pipeline import PIPELINE, SwitchPlan, check_fabric, plan_switch
+from overcast import exitcodes, metrics
+from overcast.cli import CommandError, add_json_flag, emit, load_config
+from overcast.config import OvercastConfig
+
+DEFAULT_LISTEN = "0.0.0.0:6653"  # 6653: the IANA port for OpenFlow
+
+
+def register(sub: Any) -> None:
+    ctl = sub.add_parser(
+        "controller",
+        help="the OpenFlow controller that programs every site's switch",
+        description=(
+            "The controller turns overcast.yaml plus a fabric file (which ports each site's "
+            "switch has: host access ports and VXLAN tunnels, per segment) into OpenFlow 1.3 "
+            "flows: segments are isolated, known MACs are forwarded directly, broadcast is "
+            "flooded with split horizon, and anything else is dropped. No NORMAL action."
+        ),
+        epilog=(
+            "examples:\n"
+            "  overcast controller plan --config overcast.yaml --fabric fabric.json --site hq\n"
+            "  overcast controller run --config overcast.yaml --fabric fabric.json "
+            "--listen 192.0.2.10:6653"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cmds = ctl.add_subparsers(
+        dest="controller_command", metavar="CONTROLLER_COMMAND", required=True
+    )
+
+    p = cmds.add_parser(
+        "run",
+        help="listen for switches and program them (runs until SIGTERM/Ctrl-C)",
+        description=(
+            "Listen for OpenFlow 1.3 switches on --listen. When a switch whose datapath id "
+            "is in the fabric connects, its ports are read, the plan is computed and "
+            "installed; port changes are re-planned and only the difference is sent. "
+            "Switches not in the fabric are logged and left empty. Exits 0 on SIGTERM."
+        ),
+        epilog=(
+            "example:\n"
+            "  overcast -v controller run --config overcast.yaml --fabric fabric.json \\\n"
+            "      --listen 192.0.2.10:6653 --metrics 127.0.0.1:9310"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(p)
+    p.add_argument(
+        "--listen",
+        default=DEFAULT_LISTEN,
+        metavar="HOST:PORT",
+        help=f"address the switches connect to (default {DEFAULT_LISTEN})",
+    )
+    p.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics",
+    )
+    p.set_defaults(handler=_run)
+
+    p = cmds.add_parser(
+        "plan",
+        help="print the flows and groups one site's switch would get (dry run)",
+        description=(
+            "Compute the plan for --site without any switch. Port numbers come from "
+            "--ofport NAME=NUMBER; ports not given are numbered 1, 2, ... in fabric order. "
+            "Exit 2 if the config or fabric is invalid."
+        ),
+        epilog=(
+            "examples:\n"
+            "  overcast controller plan --config overcast.yaml --fabric fabric.json --site hq\n"
+            "  overcast controller plan ... --site hq --ofport h1=5 --json"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(p)
+    p.add_argument("--site", required=True, help="the site whose switch to plan")
+    p.add_argument(
+        "--ofport",
+        action="append",
+        default=[],
+        metavar="NAME=NUMBER",
+        help="the OpenFlow number of a port (repeatable)",
+    )
+    add_json_flag(p)
+    p.set_defaults(handler=_plan)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, metavar="FILE", help="path to overcast.yaml")
+    p.add_argument(
+        "--fabric",
+        required=True,
+        metavar="FILE",
+        help="fabric JSON: {switches: {SITE: {site, bridge, dpid, ports: [...]}}}",
+    )
+
+
+def load_fabric(path: str, config: OvercastConfig) -> Fabric:
+    """Read and check a fabric file; any problem is a USAGE error naming the fix."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CommandError(f"cannot read fabric {path}: {exc.strerror}", exitcodes.USAGE) from None
+    try:
+        fabric = Fabric.model_validate_json(text)
+    except pydantic.ValidationError as exc:
+        lines = [
+            f"  {'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()
+        ]
+        raise CommandError(
+            f"{len(lines)} problem(s) in fabric {path}:\n" + "\n".join(lines), exitcodes.USAGE
+        ) from None
+    problems = check_fabric(config, fabric)
+    if problems:
+        raise CommandError(
+            f"{len(problems)} problem(s) in fabric {path}:\n"
+            + "\n".join(f"  {p}" for p in problems),
+            exitcodes.USAGE,
+        )
+    return fabric
+
+
+def _host_port(value: str, flag: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise CommandError(
+            f"{flag} {value!r}: write HOST:PORT, e.g. 192.0.2.10:6653 or [2001:db8::1]:6653",
+            exitcodes.USAGE,
+        )
+    return host, int(port)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from controller.app import Controller, ControllerError
+
+    config = load_config(args.config)
+    fabric = load_fabric(args.fabric, config)
+    host, port = _host_port(args.listen, "--listen")
+    # Connections and programming are the controller's normal output: show them by default.
+    logger = logging.getLogger("controller")
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    if args.metrics:
+        m_host, m_port = _host_port(args.metrics, "--metrics")
+        try:
+            metrics.serve(m_port, m_host)
+        except OSError as exc:
+            raise CommandError(f"cannot serve metrics on {args.metrics}: {exc.strerror}") from None
+    try:
+        Controller(config, fabric, host, port).start()
+    except ControllerError as exc:
+        raise CommandError(str(exc)) from None
+    stop.wait()
+    logger.info("controller stopping (signal)")
+    return exitcodes.OK
+
+
+def _plan(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    fabric = load_fabric(args.fabric, config)
+    switch = next((s for s in fabric.switches.values() if s.site == args.site), None)
+    if switch is None:
+        known = ", ".join(sorted(s.site for s in fabric.switches.values())) or "none"
+        raise CommandError(
+            f"the fabric has no switch for site {args.site!r}; sites with switches: {known}",
+            exitcodes.USAGE,
+        )
+    given = dict(_ofport(v) for v in args.ofport)
+    free = (n for n in range(1, 0xFFFFFF00) if n not in given.values())
+    ofports = {p.name: given[p.name] if p.name in given else next(free) for p in switch.ports}
+    plan = plan_switch(config, fabric, args.site, ofports)
+    emit(_plan_json(plan, ofports), args.json, _plan_text(plan, ofports))
+    return exitcodes.OK
+
+
+def _ofport(value: str) -> tuple[str, int]:
+    name, _, number = value.partition("=")
+    if not name or not number.isdigit() or not 0 < int(number) <= 0xFFFFFF00:
+        raise CommandError(f"--ofport {value!r}: write NAME=NUMBER, e.g. h1=5", exitcodes.USAGE)
+    return name, int(number)
+
+
+def _plan_json(plan: SwitchPlan, ofports: dict[str, int]) -> dict[str, Any]:
+    return {
+        "site": plan.site,
+        "tables": [{"name": t.name, "id": t.table_id, "miss": t.miss} for t in PIPELINE],
+        "ofports": ofports,
+        "groups": [
+            {
+                "group_id": g.group_id,
+                "type": g.type,
+                "buckets": [[str(a) for a in b] for b in g.buckets],
+            }
+            for g in plan.groups
+        ],
+        "flows": [
+            {
+                "table": f.table,
+                "priority": f.priority,
+                "cookie": f.cookie,
+                "match": {k: v for k, v in f.match.fields},
+                "actions": [str(a) for a in f.actions],
+                "write_metadata": f.write_metadata,
+                "goto": f.goto,
+            }
+            for f in plan.flows
+        ],
+    }
+
+
+def _plan_text(plan: SwitchPlan, ofports: dict[str, int]) -> str:
+    lines = [f"site {plan.site}: {len(plan.groups)} groups, {len(plan.flows)} flows"]
+    lines.append("ports: " + ", ".join(f"{n}={p}" for n, p in ofports.items()))
+    lines += [f"  {g}" for g in plan.groups]
+    lines += [f"  {f}" for f in plan.flows]
+    return "\n".join(lines)

@@ -1,0 +1,155 @@
+"""The controller process programs a real userspace OVS: hosts in one segment talk, others can't.
+
+ctl ns: overcast controller run --listen 198.51.100.1:6653
+  | veth (management)
+sw ns:  ovsdb-server + ovs-vswitchd, bridge (fail_mode=secure), VXLAN port toward "branch"
+  | veth        | veth        | veth
+h1 ns       h2 ns       h3 ns
+finance     finance     hr
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from controller.fabric import Fabric, FabricPort, SiteSwitch
+from controller.ovsdb import Ovsdb
+from tests.conftest import require_binaries
+from tests.integration.controller.netns import Namespaces, OvsSwitch, sh, wait_for
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
+
+CONFIG = """
+sites:
+  hq:     {role: enterprise, underlay: 192.0.2.1}
+  branch: {role: enterprise, underlay: 192.0.2.2}
+segments:
+  finance: {mode: l2, vni: 100, vlan: 10, sites: [hq, branch]}
+  hr:      {mode: l2, vni: 200, vlan: 20, sites: [hq, branch]}
+"""
+CTL_IP, SW_IP, OF_PORT, METRICS_PORT = "198.51.100.1", "198.51.100.2", 6653, 9310
+HOSTS = {  # name: (segment, MAC, address); all in one IP subnet, so only L2 isolation separates them
+    "h1": ("finance", "02:00:00:00:01:01", "192.0.2.11"),
+    "h2": ("finance", "02:00:00:00:01:02", "192.0.2.12"),
+    "h3": ("hr", "02:00:00:00:02:01", "192.0.2.13"),
+}
+DPID = 0x0C0FFEE
+
+
+@dataclass
+class Lab:
+    switch: OvsSwitch
+    bridge: str
+    host_ns: dict[str, str]
+    port: dict[str, str]  # host -> its switch-side port name
+    controller: subprocess.Popen[str]
+    controller_ns: str
+    log: Path
+
+    def ping(self, src: str, dst: str, count: int = 3) -> bool:
+        ip = HOSTS[dst][2]
+        argv = ["ip", "netns", "exec", self.host_ns[src], "ping", "-n", "-q", "-i", "0.2"]
+        done = subprocess.run(
+            [*argv, "-c", str(count), "-w", "5", ip], capture_output=True, timeout=30
+        )
+        return done.returncode == 0
+
+
+@pytest.fixture
+def lab(switch: OvsSwitch, namespaces: Namespaces, prefix: str, tmp_path: Path) -> Iterator[Lab]:
+    require_binaries("ethtool", "ping")
+    ctl = namespaces.add(f"{prefix}-ctl")
+    # Management link: the switch reaches the controller over its own veth (no shared loopback).
+    namespaces.veth(f"{prefix}m0", switch.netns, f"{prefix}m1", ctl)
+    sh("ip", "addr", "add", f"{SW_IP}/30", "dev", f"{prefix}m0", netns=switch.netns)
+    sh("ip", "addr", "add", f"{CTL_IP}/30", "dev", f"{prefix}m1", netns=ctl)
+
+    bridge = f"{prefix}br"
+    host_ns, port = {}, {}
+    ports = []
+    with Ovsdb(switch.remote) as db:
+        db.ensure_bridge(bridge, dpid=DPID, controllers=[f"tcp:{CTL_IP}:{OF_PORT}"])
+        for i, (host, (segment, mac, ip)) in enumerate(HOSTS.items()):
+            ns = host_ns[host] = namespaces.add(f"{prefix}-{host}")
+            port[host] = f"{prefix}p{i}"
+            namespaces.veth(port[host], switch.netns, "eth0", ns)
+            sh("ip", "link", "set", "eth0", "address", mac, netns=ns)
+            sh("ip", "addr", "add", f"{ip}/24", "dev", "eth0", netns=ns)
+            # Userspace OVS does not complete partial checksums from a veth (ARCHITECTURE.md).
+            sh("ethtool", "-K", "eth0", "tx", "off", netns=ns)
+            db.ensure_port(bridge, port[host])
+            ports.append(FabricPort(name=port[host], kind="access", segment=segment, macs=(mac,)))
+        # A tunnel toward a branch that does not exist here: it must get floods, not unicast.
+        db.ensure_port(
+            bridge, f"{prefix}vx", type="vxlan", options={"remote_ip": "192.0.2.2", "key": "100"}
+        )
+    ports.append(FabricPort(name=f"{prefix}vx", kind="tunnel", segment="finance", peer="branch"))
+    fabric = Fabric(
+        switches={"hq": SiteSwitch(site="hq", bridge=bridge, dpid=DPID, ports=tuple(ports))}
+    )
+    (tmp_path / "overcast.yaml").write_text(CONFIG)
+    (tmp_path / "fabric.json").write_text(fabric.model_dump_json(indent=2))
+    log = tmp_path / "controller.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [
+                *("ip", "netns", "exec", ctl, sys.executable, "-m", "overcast"),
+                *("controller", "run", "--config", str(tmp_path / "overcast.yaml")),
+                *("--fabric", str(tmp_path / "fabric.json")),
+                *("--listen", f"{CTL_IP}:{OF_PORT}", "--metrics", f"127.0.0.1:{METRICS_PORT}"),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    lab = Lab(switch, bridge, host_ns, port, proc, ctl, log)
+    try:
+        wait_for(lambda: "programmed (full)" in log.read_text(), "the controller to program")
+        yield lab
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_hosts_in_a_segment_talk_and_other_segments_cannot(lab: Lab) -> None:
+    assert lab.ping("h1", "h2"), lab.log.read_text()
+    assert not lab.ping("h3", "h1", count=2)
+    assert not lab.ping("h1", "h3", count=2)
+
+
+def test_no_normal_action_and_the_pipeline_is_ours(lab: Lab) -> None:
+    flows = lab.switch.ofctl("dump-flows", lab.bridge)
+    groups = lab.switch.ofctl("dump-groups", lab.bridge)
+    assert "normal" not in flows.lower() and "normal" not in groups.lower()
+    assert "cookie=0x4f43" in flows
+    assert "goto_table:1" in flows and "goto_table:2" in flows
+    assert groups.count("type=all") == 4  # two flood groups (split horizon) per segment
+
+
+def test_replugged_port_is_reprogrammed(lab: Lab) -> None:
+    with Ovsdb(lab.switch.remote) as db:
+        db.remove_port(lab.bridge, lab.port["h2"])
+        wait_for(lambda: not lab.ping("h1", "h2", count=1), "h2 to be unreachable")
+        assert db.ensure_port(lab.bridge, lab.port["h2"], ofport_request=42) == 42
+    wait_for(lambda: "output:42" in lab.switch.ofctl("dump-flows", lab.bridge), "flows to port 42")
+    assert lab.ping("h1", "h2"), lab.log.read_text()
+    assert "programmed (diff)" in lab.log.read_text()
+
+
+def test_metrics_and_clean_exit_on_sigterm(lab: Lab) -> None:
+    url = f"http://127.0.0.1:{METRICS_PORT}/metrics"
+    script = f"import urllib.request; print(urllib.request.urlopen({url!r}).read().decode())"
+    text = sh(sys.executable, "-c", script, netns=lab.controller_ns)
+    assert 'overcast_controller_switches_connected{site="hq"} 1.0' in text
+    assert 'overcast_controller_programmings_total{kind="full",site="hq"} 1.0' in text
+    lab.controller.send_signal(signal.SIGTERM)
+    assert lab.controller.wait(timeout=10) == 0
+    assert "Traceback" not in lab.log.read_text()
