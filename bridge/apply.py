@@ -24,7 +24,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from bridge import wireguard
-from bridge.keys import KeyStore, public_key_of
+from bridge.keys import KeyStore, KeyStoreError, public_key_of
 from bridge.netns import NETNS_DIR, ApplyError, require_netns
 from bridge.plan import SitePlan, VxlanTunnel
 
@@ -67,7 +67,10 @@ def apply_site(
     must already exist.
     """
     require_netns(netns)
-    private_key = keys.private_key(plan.site)
+    try:
+        private_key = keys.private_key(plan.site)
+    except KeyStoreError as exc:
+        raise ApplyError(str(exc)) from None
     if public_key_of(private_key) != plan.wireguard.public_key:
         raise ApplyError(
             f"the private key in {keys.private_key_file(plan.site)} does not belong to the "
@@ -118,7 +121,10 @@ def remove_site(
     names: list[str] = []
     if alive:
         with IPRoute(netns=netns, flags=0) as ipr:
-            names = _owned(ipr, owner_alias(plan.site))
+            # The plan's own names too: a crash may have come before the alias was set.
+            planned = [plan.wireguard.name, *(t.name for t in plan.tunnels())]
+            present = [n for n in planned if ipr.link_lookup(ifname=n)]
+            names = sorted({*_owned(ipr, owner_alias(plan.site)), *present})
     if switch is not None:
         _detach(switch, plan.switch, [n for n in names if n != plan.wireguard.name], removed)
     if wireguard.stop_wireguard_go(plan.wireguard.name, run_dir):

@@ -250,3 +250,25 @@ def test_tunnels_join_the_site_switch(lab: Lab) -> None:
             assert db.ports(first.switch) == [first.switch]
     finally:
         sw.close()
+
+
+def test_reapply_recovers_a_killed_wireguard_go(lab: Lab) -> None:
+    plans = {site: lab.plan(site) for site in ("hq", "cloud")}
+    applied = {
+        site: apply_site(plan, netns=lab.netns[site], keys=lab.keys, run_dir=lab.run_dir)
+        for site, plan in plans.items()
+    }
+    if applied["hq"].backend != "wireguard-go":
+        pytest.skip("the kernel WireGuard module has no process to kill")
+    cloud = plans["cloud"].wireguard.address
+    eventually("ping hq -> cloud", lambda: lab.ping("hq", cloud))
+    pid = applied["hq"].wireguard_pid
+    assert pid is not None
+    sh("kill", "-KILL", str(pid))
+    name = plans["hq"].wireguard.name
+    eventually("the tunnel to vanish", lambda: name not in links(lab.netns["hq"]))
+
+    again = apply_site(plans["hq"], netns=lab.netns["hq"], keys=lab.keys, run_dir=lab.run_dir)
+    assert again.wireguard_pid not in (None, pid)
+    assert any(c.startswith(f"started wireguard-go for {name}") for c in again.changes)
+    eventually("ping hq -> cloud after recovery", lambda: lab.ping("hq", cloud))
