@@ -26,7 +26,8 @@ deny. Criteria:
 
 Safer defaults than the anchors: an email that is unverified or not exactly `local@domain`
 never matches, path prefixes end at a segment boundary (`/admin` does not cover
-`/administrator`), and there are no regular expressions. A criterion about the user has no
+`/administrator`) and a path that matches only when case or `;params` are ignored (as IIS
+or a servlet container would) is unknown; there are no regular expressions. A criterion about the user has no
 answer for an anonymous request; that "unknown" never allows, yet always triggers a deny rule,
 so `not: {email: ...}` can never let an anonymous request through (Kleene logic).
 """
@@ -283,14 +284,29 @@ def _path(where: str, value: Any) -> Rule:
             raise PolicyError(where, f"{e}; write the path as a client would send it") from None
         paths.append((canonical.rstrip("/") or "/") if op == "prefix" else canonical)
     wanted = tuple(paths)
+    folded = tuple(_fold_path(p) for p in wanted)
+
+    def test(request: Request) -> Truth:
+        if any(_covers(op, p, request.path) for p in wanted):
+            return True
+        # Some upstreams ignore case or ';params' (IIS, servlet containers): a path that only
+        # matches that way is "unknown", so a deny rule still denies and an allow never allows.
+        folded_path = _fold_path(request.path)
+        return None if any(_covers(op, p, folded_path) for p in folded) else False
+
+    verb = "is one of" if op == "exact" else "under"
+    return Criterion(f"path {verb} {list(wanted)}", test)
+
+
+def _covers(op: str, wanted: str, path: str) -> bool:
     if op == "exact":
-        return Criterion(f"path is one of {list(wanted)}", lambda r: r.path in wanted)
+        return path == wanted
+    # Whole segments only: '/admin' covers '/admin' and '/admin/x', not '/administrator'.
+    return wanted == "/" or path == wanted or path.startswith(wanted + "/")
 
-    def under(path: str) -> bool:
-        # Whole segments only: '/admin' covers '/admin' and '/admin/x', not '/administrator'.
-        return any(p == "/" or path == p or path.startswith(p + "/") for p in wanted)
 
-    return Criterion(f"path under {list(wanted)}", lambda r: under(r.path))
+def _fold_path(path: str) -> str:
+    return "/".join(seg.split(";", 1)[0] for seg in path.lower().split("/"))
 
 
 def _network(where: str, text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:

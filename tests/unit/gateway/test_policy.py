@@ -247,3 +247,19 @@ def test_app_config_carries_its_policy() -> None:
     assert not App.model_validate({"upstream": "https://c.example"}).policy.decide(req()).allowed
     with pytest.raises(ValidationError, match=r"allow\.grups: unknown criterion"):
         App.model_validate({"upstream": "https://c.example", "allow": {"grups": "x"}})
+
+
+@pytest.mark.parametrize(
+    "path", ["/ADMIN", "/Admin/users", "/admin;jsessionid=1/users", "/ADMIN;x"]
+)
+def test_case_and_params_variants_still_denied(path: str) -> None:
+    p = policy("allow: {anyone: true}\ndeny: {path: {prefix: /admin}}")
+    decision = p.decide(req(path=path))
+    assert not decision.allowed, decision.reason
+
+
+@pytest.mark.parametrize("path", ["/PUBLIC/x", "/public;x/y"])
+def test_case_and_params_variants_never_allow(path: str) -> None:
+    p = policy("allow: {and: [{path: {prefix: /public}}, {anyone: true}]}")
+    assert p.decide(req(path="/public/x", identity=None)).allowed
+    assert not p.decide(req(path=path, identity=None)).allowed
