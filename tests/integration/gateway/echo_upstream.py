@@ -21,6 +21,7 @@ import gzip
 import hashlib
 import socket
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,8 +32,15 @@ import uvicorn
 from aiohttp import WSMsgType, web
 
 from gateway import tls
+from gateway.forwarded import Network, origin
+from gateway.paths import BadPath, normalise
+from gateway.policy import Policy
+from gateway.proxy import Proxy, Route, RouteTable
+from gateway.request import Identity, RequestContext
+from gateway.session import COOKIE, SessionCodec, cookie_value
 
 GZIP_BODY = gzip.compress(b"compressed payload " * 100)
+ASSERTION = b"signed-identity-assertion"
 Asgi = Callable[[Any, Any, Any], Awaitable[None]]
 
 
@@ -102,6 +110,85 @@ def _app(upstream: Upstream) -> web.Application:
     app.router.add_get("/ws", ws)
     app.router.add_route("*", "/{tail:.*}", echo)
     return app
+
+
+def mini_gateway(
+    routes: list[Route],
+    policies: dict[str, Policy] | None = None,
+    codec: SessionCodec | None = None,
+    trusted: list[Network] | None = None,
+) -> Asgi:
+    """The gateway's request path built from its parts, for tests that must not wait for
+    gateway.app: normalise, route, resolve the client, open the session cookie, decide,
+    forward with the assertion header. No route: 404; bad path: 400; denied: 401 when
+    anonymous, else 403, with the decision's reason as the body."""
+    proxy = Proxy(RouteTable(tuple(routes)))
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await proxy.close()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        headers = scope["headers"]
+        host = dict(headers).get(b"host", b"").decode("latin-1")
+        try:
+            path = normalise((scope.get("raw_path") or b"").decode("latin-1"))
+        except BadPath as e:
+            return await _refuse(scope, send, 400, str(e))
+        route = proxy.table.match(host, path)
+        if route is None:
+            return await _refuse(scope, send, 404, "no app here")
+        seen = origin(scope["client"][0], "https", host, headers, trusted or [])
+        if policies is not None:
+            identity = _identity(codec, headers)
+            context = RequestContext(
+                scope.get("method", "GET"),
+                seen.host,
+                path,
+                client_ip=seen.client_ip,
+                identity=identity,
+            )
+            decision = policies[route.app].decide(context)
+            if not decision.allowed:
+                return await _refuse(scope, send, 401 if identity is None else 403, decision.reason)
+        forward = proxy.websocket if scope["type"] == "websocket" else proxy.http
+        await forward(
+            scope, receive, send, route, path, seen, [(b"x-overcast-assertion", ASSERTION)]
+        )
+
+    return app
+
+
+def _identity(codec: SessionCodec | None, headers: list[tuple[bytes, bytes]]) -> Identity | None:
+    cookies = "; ".join(v.decode("latin-1") for k, v in headers if k == b"cookie")
+    session = codec.open(cookie_value(cookies, COOKIE), int(time.time())) if codec else None
+    if session is None:
+        return None
+    claims = session.claims
+    return Identity(
+        session.sub,
+        claims.get("email"),
+        claims.get("email_verified") is True,
+        tuple(claims.get("groups", ())),
+        claims,
+    )
+
+
+async def _refuse(scope: Any, send: Any, status: int, reason: str) -> None:
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    body = reason.encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def _loopback_socket() -> socket.socket:

@@ -1,8 +1,8 @@
 """gateway.proxy against a real TLS upstream on loopback, through a real uvicorn.
 
-The gateway here is a stand-in for gateway.app with only the proxy's share of the work:
-normalise the path, route by host and prefix, resolve the client, forward with an extra
-header. Everything crosses real sockets: uvicorn (httptools + websockets) in front,
+The gateway here is `mini_gateway`, a stand-in for gateway.app with only the proxy's share
+of the work: normalise the path, route by host and prefix, resolve the client, forward with
+an extra header. Everything crosses real sockets: uvicorn (httptools + websockets) in front,
 aiohttp's client to a TLS 1.2+ upstream that checks nothing but reports everything.
 """
 
@@ -20,43 +20,18 @@ import aiohttp
 import pytest
 
 from gateway import tls
-from gateway.forwarded import origin
-from gateway.paths import BadPath, normalise
-from gateway.proxy import Proxy, Route, RouteTable
-from tests.integration.gateway.echo_upstream import GZIP_BODY, Asgi, Upstream, raw_http, running
+from gateway.proxy import Route
+from tests.integration.gateway.echo_upstream import (
+    ASSERTION,
+    GZIP_BODY,
+    Asgi,
+    Upstream,
+    mini_gateway,
+    raw_http,
+    running,
+)
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
-
-ASSERTION = b"signed-identity-assertion"
-
-
-def stand_in_gateway(routes: list[Route]) -> Asgi:
-    proxy = Proxy(RouteTable(tuple(routes)))
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await proxy.close()
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        raw = scope.get("raw_path") or scope["path"].encode()
-        try:
-            path = normalise(raw.decode("latin-1"))
-        except BadPath as e:
-            await send({"type": "http.response.start", "status": 400, "headers": []})
-            await send({"type": "http.response.body", "body": str(e).encode()})
-            return
-        host = dict(scope["headers"]).get(b"host", b"").decode()
-        route = proxy.table.match(host, path)
-        assert route is not None, host
-        seen = origin(scope["client"][0], "https", host, scope["headers"], [])
-        forward = proxy.websocket if scope["type"] == "websocket" else proxy.http
-        await forward(
-            scope, receive, send, route, path, seen, [(b"x-overcast-assertion", ASSERTION)]
-        )
-
-    return app
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +42,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Upstream
 
     def gateway(upstream: Upstream) -> Asgi:
         url = f"https://127.0.0.1:{upstream.port}"
-        return stand_in_gateway(
+        return mini_gateway(
             [
                 Route("app", "app.test", "/", url, upstream.ca),
                 Route("base", "base.test", "/", url + "/echo/base", upstream.ca),

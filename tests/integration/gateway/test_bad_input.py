@@ -1,0 +1,506 @@
+"""Bad input: one case or more for every class of public advisory against the anchors.
+
+Classes (advisories they stand for, by class rather than number):
+  open-redirect       oauth2-proxy `/\\evil`, `/%09/evil`, `/./\\evil`; Pomerium sign-out `rd`
+  suffix-allowlist    oauth2-proxy whitelist-domain suffix match (`evilcorp.example`)
+  skip-route          oauth2-proxy skip_auth_routes regex matched against the query string
+  header-smuggling    oauth2-proxy `X_Forwarded_Email` underscore variant reaching the app
+  forwarded-uri       oauth2-proxy trusting client `X-Forwarded-Uri`; spoofed `X-Forwarded-For`
+  email-parsing       `a@evil@corp` split on the wrong '@'; unverified email trusted
+  logout              logout or IdP back-channel logout leaving the session usable
+  tampered-cookie     bit-flipped, truncated, relabelled or transplanted session cookies
+  path-tricks         `%2F`, `%5C`, `%00`, `..`, `;params` and case (Pomerium/Envoy path bypass)
+  host-case           case-variant or trailing-dot hosts picking another route or policy
+  cookie-fixation     an upstream setting the gateway's own session cookie
+  metrics-public      Pomerium metrics/pprof reachable on the public listener (config check)
+
+Pure cases call the modules directly; end-to-end cases send raw bytes through a real uvicorn
+to a real TLS upstream via `mini_gateway` (the gateway's request path assembled from its
+parts: normalise, route, session, policy, strip, forward).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from gateway.config import GatewayConfig
+from gateway.headers import fold, strip_identity_headers
+from gateway.paths import BadPath, normalise
+from gateway.policy import Policy
+from gateway.proxy import Route, RouteTable
+from gateway.redirects import safe_redirect
+from gateway.request import Identity, RequestContext
+from gateway.session import COOKIE, LOGIN_COOKIE, KeyRing, Session, SessionCodec, SessionStore
+from tests.integration.gateway.echo_upstream import (
+    ASSERTION,
+    Asgi,
+    RawResponse,
+    Upstream,
+    mini_gateway,
+    raw_http,
+    running,
+)
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
+
+ALLOWED_HOSTS = ["app.corp.example"]
+APP_POLICY = {
+    "allow": {
+        "or": [
+            {"and": [{"path": {"prefix": "/public"}}, {"anyone": True}]},
+            {"groups": "sales"},
+        ]
+    },
+    "deny": {
+        "or": [
+            {"path": {"prefix": "/admin"}},
+            {"and": [{"path": {"prefix": "/internal"}}, {"not": {"source_ip": "10.0.0.0/8"}}]},
+            {"and": [{"path": {"prefix": "/corp-only"}}, {"not": {"domain": "corp.example"}}]},
+        ]
+    },
+}
+
+
+# --- the end-to-end bench --------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    port: int
+    upstream: Upstream
+    codec: SessionCodec
+    store: SessionStore
+    keys: KeyRing
+
+    def session(self, **claims: Any) -> tuple[Session, str]:
+        now = int(time.time())
+        full = {"email": "alice@corp.example", "email_verified": True, "groups": ["sales"]}
+        session = Session(
+            sid=uuid.uuid4().hex,
+            sub=f"user-{uuid.uuid4().hex[:8]}",
+            claims=full | claims,
+            issued_at=now - 1,
+            expires_at=now + 3600,
+            refresh_at=now + 3600,
+            idp_sid=uuid.uuid4().hex,
+        )
+        return session, self.codec.seal(session)
+
+    def get(self, path: str, *headers: str, host: str = "app.test") -> RawResponse:
+        lines = [f"GET {path} HTTP/1.1", f"Host: {host}", *headers]
+        return raw_http(self.port, "\r\n".join(lines))
+
+    def as_user(
+        self, path: str, *headers: str, cookie: str | None = None, host: str = "app.test"
+    ) -> RawResponse:
+        value = cookie if cookie is not None else self.session()[1]
+        return self.get(path, f"Cookie: {COOKIE}={value}", *headers, host=host)
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
+    keys, store = KeyRing.generate(), SessionStore()
+    codec = SessionCodec(keys, store)
+
+    def gateway(upstream: Upstream) -> Asgi:
+        url = f"https://127.0.0.1:{upstream.port}"
+        return mini_gateway(
+            [Route("app", "app.test", "/", url, upstream.ca)],
+            {"app": Policy.parse(APP_POLICY)},
+            codec,
+        )
+
+    with running(gateway, tmp_path_factory.mktemp("badinput")) as (upstream, port):
+        yield Bench(port, upstream, codec, store, keys)
+
+
+def reached_upstream(response: RawResponse) -> dict[str, Any] | None:
+    """What the upstream saw, or None when the gateway refused the request itself."""
+    if response.status != 200:
+        return None
+    data: dict[str, Any] = json.loads(response.body)
+    return data
+
+
+def upstream_headers(response: RawResponse) -> list[str]:
+    data = reached_upstream(response)
+    assert data is not None, response
+    return [k.lower().replace("_", "-") for k, _ in data["headers"]]
+
+
+# --- open-redirect (pure) -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/\\evil.example",
+        "/%09/evil.example",
+        "/\t/evil.example",
+        "/./\\evil.example",
+        "//evil.example",
+        "\\/evil.example",
+        "/%2F/evil.example",
+        "/%5Cevil.example",
+        "/%5C%5Cevil.example",
+        "/%0d%0aLocation:%20https://evil.example",
+        "https:evil.example",
+        "https:/\\evil.example",
+        "https://app.corp.example@evil.example/",
+        "https://evil.example#@app.corp.example/",
+        "https://evil.example?@app.corp.example/",
+        "https://app.corp.example%40evil.example/",
+        "javascript://app.corp.example/%0aalert(1)",
+        "/%252F/evil.example",
+        " https://evil.example",
+    ],
+)
+def test_open_redirect(target: str) -> None:
+    assert safe_redirect(target, ALLOWED_HOSTS) is None
+
+
+# --- suffix-allowlist ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "https://evilapp.corp.example/",
+        "https://app.corp.example.evil.example/",
+        "https://app-corp.example/",
+        "https://corp.example/",
+        "https://x.app.corp.example/",
+        "https://app.corp.examplee/",
+    ],
+)
+def test_suffix_allowlist_redirect(target: str) -> None:
+    assert safe_redirect(target, ALLOWED_HOSTS) is None
+
+
+@pytest.mark.parametrize("host", ["evilapp.test", "app.test.evil.example", "x.app.test"])
+def test_suffix_allowlist_routing(bench: Bench, host: str) -> None:
+    assert RouteTable((Route("app", "app.test", "/", "https://u"),)).match(host, "/") is None
+    assert bench.as_user("/", host=host).status == 404
+
+
+# --- skip-route: a public prefix must match the normalised path, never query or fragment ----
+
+
+def test_skip_route_control(bench: Bench) -> None:
+    assert bench.get("/public/x").status == 200
+    assert bench.get("/private").status == 401
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/private?/public",
+        "/private?x=/public/",
+        "/private#/public",
+        "/private;/public",
+        "/public/../private",
+        "/public/%2e%2e/private",
+        "/public%2F..%2Fprivate",
+        "/publicity",
+        "/PUBLIC/x",
+    ],
+)
+def test_skip_route(bench: Bench, path: str) -> None:
+    response = bench.get(path)
+    assert response.status in (400, 401), response
+    assert reached_upstream(response) is None
+
+
+# --- header-smuggling ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "X-Forwarded-Email: ceo@corp.example",
+        "X_Forwarded_Email: ceo@corp.example",
+        "X-Forwarded_Email: ceo@corp.example",
+        "x_forwarded_user: ceo",
+        "X_Forwarded_Groups: admins",
+        "X_Auth_Request_Email: ceo@corp.example",
+        "X-Pomerium-Jwt-Assertion: forged",
+        "X_Overcast_Assertion: forged",
+        "Remote_User: ceo",
+    ],
+)
+def test_header_smuggling(bench: Bench, header: str) -> None:
+    name = fold(header.split(":")[0])
+    data = reached_upstream(bench.as_user("/echo", header))
+    assert data is not None
+    seen = [v for k, v in data["headers"] if fold(k) == name]
+    # Only the gateway's own assertion may carry that name, and only its value.
+    assert seen == ([ASSERTION.decode()] if name == "x-overcast-assertion" else [])
+
+
+def test_header_smuggling_anonymous_gains_nothing(bench: Bench) -> None:
+    response = bench.get(
+        "/private", "X_Forwarded_Email: alice@corp.example", "X-Forwarded-Groups: sales"
+    )
+    assert response.status == 401
+
+
+# --- forwarded-uri ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "X-Forwarded-Uri: /public/x",
+        "X-Original-URL: /public/x",
+        "X-Rewrite-URL: /public/x",
+        "X-Envoy-Original-Path: /public/x",
+    ],
+)
+def test_forwarded_uri_does_not_change_decision(bench: Bench, header: str) -> None:
+    assert bench.get("/private", header).status == 401
+
+
+def test_forwarded_uri_not_passed_upstream(bench: Bench) -> None:
+    response = bench.as_user("/x", "X-Forwarded-Uri: /admin", "X-Original-URL: /admin")
+    headers = upstream_headers(response)
+    assert "x-forwarded-uri" not in headers and "x-original-url" not in headers
+
+
+def test_forwarded_for_spoof_gains_no_source_ip(bench: Bench) -> None:
+    # /internal is for 10.0.0.0/8 only; the test client is 127.0.0.1 and no proxy is trusted.
+    response = bench.as_user("/internal/x", "X-Forwarded-For: 10.1.2.3", "X-Real-IP: 10.1.2.3")
+    assert response.status == 403
+    assert b"denied by deny rule" in response.body
+
+
+def test_forwarded_for_rebuilt_for_upstream(bench: Bench) -> None:
+    data = reached_upstream(bench.as_user("/x", "X-Forwarded-For: 10.1.2.3"))
+    assert data is not None
+    assert [v for k, v in data["headers"] if k.lower() == "x-forwarded-for"] == ["127.0.0.1"]
+
+
+def test_method_override_header_stripped(bench: Bench) -> None:
+    assert "x-http-method-override" not in upstream_headers(
+        bench.as_user("/x", "X-HTTP-Method-Override: DELETE")
+    )
+
+
+# --- email-parsing (pure policy, then through the cookie) -----------------------------------
+
+
+def _decide(email: str | None, verified: bool, policy: dict[str, Any]) -> bool:
+    identity = Identity("u", email, verified, ("staff",), {})
+    return (
+        Policy.parse(policy)
+        .decide(RequestContext("GET", "app.test", "/", identity=identity))
+        .allowed
+    )
+
+
+@pytest.mark.parametrize(
+    ("email", "verified"),
+    [
+        ("a@evil.example@corp.example", True),
+        ('"a@evil.example"@corp.example', True),
+        ("alice@corp.example", False),
+        ("alice@corp.example ", True),
+        ("alice@corp.example\n", True),
+        ("alice@corp.example\x00", True),
+        (None, True),
+    ],
+)
+def test_email_unusable(email: str | None, verified: bool) -> None:
+    assert not _decide(email, verified, {"allow": {"domain": "corp.example"}})
+    assert not _decide(email, verified, {"allow": {"email": "alice@corp.example"}})
+    # ... and an address we cannot trust can't slip past an exclusion either.
+    assert not _decide(email, verified, {"allow": {"not": {"domain": "evil.example"}}})
+
+
+@pytest.mark.parametrize(
+    "email", ["alice@corp.example.evil.example", "alice@evilcorp.example", "alice@sub.corp.example"]
+)
+def test_email_domain_is_exact(email: str) -> None:
+    assert not _decide(email, True, {"allow": {"domain": "corp.example"}})
+    assert _decide("alice@CORP.example", True, {"allow": {"domain": "corp.example"}})
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"email": "a@evil.example@corp.example"},
+        {"email_verified": False},
+        {"email_verified": "true"},
+    ],
+)
+def test_email_parsing_end_to_end(bench: Bench, claims: dict[str, Any]) -> None:
+    _, cookie = bench.session(**claims)
+    response = bench.as_user("/corp-only/x", cookie=cookie)
+    assert response.status == 403
+    assert b"deny rule cannot be ruled out" in response.body
+
+
+# --- logout: a revoked session stops working at once ----------------------------------------
+
+
+@pytest.mark.parametrize("how", ["sid", "idp_sid", "sub"])
+def test_logout_kills_session(bench: Bench, how: str) -> None:
+    session, cookie = bench.session()
+    assert bench.as_user("/x", cookie=cookie).status == 200
+    bench.store.revoke(**{how: getattr(session, how)}, now=int(time.time()))
+    assert bench.as_user("/x", cookie=cookie).status == 401
+
+
+def test_expired_session_is_anonymous(bench: Bench) -> None:
+    session, _ = bench.session()
+    expired = bench.codec.seal(Session(**{**session.__dict__, "expires_at": int(time.time()) - 1}))
+    assert bench.as_user("/x", cookie=expired).status == 401
+
+
+# --- tampered-cookie: never a pass, never an error -----------------------------------------
+
+
+def _flip(value: str) -> str:
+    last = value[-1]
+    return value[:-1] + ("A" if last != "A" else "B")
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        _flip,
+        lambda v: v[:-1],
+        lambda v: v[: len(v) // 2],
+        lambda v: v.split(".")[0],
+        lambda v: v.split(".")[0] + ".",
+        lambda v: "otherkid." + v.split(".", 1)[1],
+        lambda v: v + "A",
+        lambda v: "",
+        lambda v: "%00" * 8,
+        lambda v: "x." + "A" * 5000,
+    ],
+    ids=[
+        "bit-flip",
+        "truncated-1",
+        "truncated-half",
+        "key-id-only",
+        "empty-body",
+        "relabelled-key-id",
+        "extended",
+        "empty",
+        "nul-bytes",
+        "oversized",
+    ],
+)
+def test_tampered_cookie(bench: Bench, tamper: Any) -> None:
+    _, cookie = bench.session()
+    response = bench.as_user("/x", cookie=tamper(cookie))
+    assert response.status == 401, response
+
+
+def test_cookie_transplanted_from_other_name(bench: Bench) -> None:
+    # The cookie name is sealed in as associated data: a value made for the login cookie
+    # must not open as a session.
+    session, _ = bench.session()
+    login_value = bench.keys.seal(LOGIN_COOKIE, session.encode())
+    assert bench.as_user("/x", cookie=login_value).status == 401
+
+
+def test_session_cookie_never_reaches_upstream(bench: Bench) -> None:
+    _, cookie = bench.session()
+    response = bench.get("/x", f"Cookie: theme=dark; {COOKIE}={cookie}; lang=en")
+    data = reached_upstream(response)
+    assert data is not None
+    assert [v for k, v in data["headers"] if k.lower() == "cookie"] == ["theme=dark; lang=en"]
+
+
+# --- path-tricks: deny /admin must hold for every spelling ---------------------------------
+
+
+def test_path_tricks_control(bench: Bench) -> None:
+    assert bench.as_user("/ok").status == 200
+    assert bench.as_user("/admin").status == 403
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/admin/", 403),
+        ("/admin/users", 403),
+        ("//admin", 403),
+        ("/./admin", 403),
+        ("/x/../admin", 403),
+        ("/%2e%2e/admin", 403),
+        ("/%61dmin", 403),
+        ("/ADMIN", 403),
+        ("/Admin/users", 403),
+        ("/admin;jsessionid=x/users", 403),
+        ("/x/..;/admin", 400),
+        ("/admin%2Fusers", 400),
+        ("/x%2F..%2Fadmin", 400),
+        ("/admin%5Cusers", 400),
+        ("/admin%00", 400),
+        ("/admin%00.html", 400),
+        ("/x/%252e%252e/admin", 400),
+    ],
+)
+def test_path_tricks(bench: Bench, path: str, status: int) -> None:
+    response = bench.as_user(path)
+    assert response.status == status, (path, response)
+
+
+@pytest.mark.parametrize("raw", ["/admin\\users", "/x\\..\\admin"])
+def test_path_tricks_backslash(raw: str) -> None:
+    # uvicorn's parser refuses some raw bytes itself; the normaliser refuses them regardless.
+    with pytest.raises(BadPath):
+        normalise(raw)
+
+
+# --- host-case ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["APP.TEST", "App.Test", "app.test.", "app.test:443"])
+def test_host_case_same_route_same_policy(bench: Bench, host: str) -> None:
+    assert bench.as_user("/ok", host=host).status == 200
+    assert bench.as_user("/admin", host=host).status == 403
+
+
+def test_host_case_redirect() -> None:
+    assert (
+        safe_redirect("https://APP.CORP.EXAMPLE/x", ALLOWED_HOSTS) == "https://app.corp.example/x"
+    )
+
+
+# --- cookie-fixation ------------------------------------------------------------------------
+
+
+def test_upstream_cannot_fixate_gateway_cookie(bench: Bench) -> None:
+    response = bench.as_user("/set-cookie")
+    assert response.header("set-cookie") == ["app=1; Path=/"]
+    assert not any(v.startswith(COOKIE) for v in response.header("set-cookie"))
+
+
+def test_identity_header_names_folded() -> None:
+    headers = [(b"X_FORWARDED_EMAIL", b"a"), (b"x-forwarded-EMAIL", b"b"), (b"accept", b"*/*")]
+    assert strip_identity_headers(headers) == [(b"accept", b"*/*")]
+
+
+# --- metrics-public -------------------------------------------------------------------------
+
+
+def test_metrics_listener_cannot_be_the_public_one() -> None:
+    with pytest.raises(ValidationError, match="metrics are never public"):
+        GatewayConfig.model_validate(
+            {
+                "issuer": "https://idp.example/",
+                "listen": "0.0.0.0:443",
+                "metrics_listen": "0.0.0.0:443",
+            }
+        )
