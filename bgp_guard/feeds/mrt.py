@@ -193,6 +193,8 @@ class MrtFeed:
         if version is None:
             raise WireError(f"BGP4MP address family {afi} is neither IPv4 nor IPv6", off - 2)
         alen = _ADDR_LEN[version]
+        if len(body) < off + 2 * alen:
+            raise WireError("truncated BGP4MP peer and local addresses", off)
         peer_ip = self._ip(body[off : off + alen])
         off += 2 * alen  # peer and local address
         mtype, start, end = split_message(body, off)

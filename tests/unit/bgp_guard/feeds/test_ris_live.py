@@ -1,0 +1,120 @@
+"""RIS-live JSON lines -> Updates, on the shared sample and on broken lines."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from bgp_guard.feeds.ris_live import RisLiveFeed
+from bgp_guard.update import Prefix, Update
+from bgp_guard.wire import decode_update, split_message
+from tests.conftest import shared_data
+
+
+@pytest.fixture(scope="module")
+def sample() -> Path:
+    return shared_data("bgp") / "ris-live-stream.json"
+
+
+def test_sample_stream(sample: Path) -> None:
+    feed = RisLiveFeed.from_file(sample)
+    updates = list(feed)
+    # 7 lines: one UPDATE; a ris_error and a last line cut short (no closing brace) are
+    # errors; the OPEN, NOTIFICATION, KEEPALIVE and RIS_PEER_STATE carry no routes.
+    assert feed.stats.as_dict() == {"records": 7, "updates": 1, "errors": 2}
+    assert updates == [
+        Update(
+            1553627987.89,
+            "72.22.223.9",
+            11708,
+            Prefix.parse("45.161.192.0/23"),
+            True,
+            (
+                11708,
+                32097,
+                1299,
+                52320,
+                263009,
+                263009,
+                263009,
+                263009,
+                263009,
+                52993,
+                268481,
+                268481,
+            ),
+            (),
+            "72.22.223.9",
+            "ris-live",
+        )
+    ]
+
+
+def test_json_fields_agree_with_raw_bytes(sample: Path) -> None:
+    data = json.loads(sample.read_text().splitlines()[0])["data"]
+    raw = bytes.fromhex(data["raw"])
+    _, start, end = split_message(raw)
+    from_raw = decode_update(raw, start, end, asn4=True).updates(
+        data["timestamp"], data["peer"], int(data["peer_asn"]), "ris-live"
+    )
+    assert list(RisLiveFeed([json.dumps({"type": "ris_message", "data": data})])) == from_raw
+
+
+def message(**data: object) -> str:
+    base: dict[str, object] = {
+        "timestamp": 1.0,
+        "peer": "192.0.2.1",
+        "peer_asn": "64496",
+        "type": "UPDATE",
+    }
+    return json.dumps({"type": "ris_message", "data": base | data})
+
+
+def test_as_set_communities_and_withdrawals() -> None:
+    line = message(
+        path=[64496, 65001, [65002, 65003]],
+        community=[[64496, 1]],
+        announcements=[{"next_hop": "2001:db8::1", "prefixes": ["2001:db8:1::/48"]}],
+        withdrawals=["198.51.100.0/24"],
+    )
+    withdrawn, announced = list(RisLiveFeed([line]))
+    assert (withdrawn.prefix, withdrawn.announce) == (Prefix.parse("198.51.100.0/24"), False)
+    assert announced.as_path == (64496, 65001, frozenset({65002, 65003}))
+    assert announced.origin == frozenset({65002, 65003})
+    assert announced.communities == ((64496, 1),)
+    assert announced.next_hop == "2001:db8::1"
+
+
+BAD_LINES = [
+    "{not json",
+    "[1, 2]",
+    json.dumps({"type": "ris_message", "data": "x"}),
+    message(withdrawals=["198.51.100.1/24"]),  # host bits set
+    message(withdrawals=["not a prefix"]),
+    message(peer_asn="AS64496"),
+    message(timestamp=None),
+    message(path=[64496, "x"], announcements=[{"prefixes": ["192.0.2.0/24"]}]),
+    message(community=[[1, 2, 3]], announcements=[{"prefixes": ["192.0.2.0/24"]}]),
+    message(announcements=[{"prefixes": "192.0.2.0/24"}]),
+    json.dumps({"type": "ris_message", "data": {"type": "UPDATE"}}),
+    "\udcff",
+]
+
+
+def test_bad_lines_are_counted_logged_and_skipped(caplog: pytest.LogCaptureFixture) -> None:
+    good = message(withdrawals=["192.0.2.0/24"])
+    lines = [good, *BAD_LINES, "", good]
+    feed = RisLiveFeed(lines, "test-stream")
+    with caplog.at_level(logging.WARNING, "bgp_guard.feeds.ris-live"):
+        updates = list(feed)
+    assert len(updates) == 2
+    assert feed.stats.as_dict() == {
+        "records": 2 + len(BAD_LINES),
+        "updates": 2,
+        "errors": len(BAD_LINES),
+    }
+    for number in range(2, 2 + len(BAD_LINES)):
+        assert f"test-stream line {number}:" in caplog.text
