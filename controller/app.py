@@ -14,15 +14,16 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from os_ken import cfg
 from os_ken.base import app_manager
-from os_ken.controller import ofp_event
+from os_ken.controller import event, ofp_event
 from os_ken.controller.handler import DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
 from os_ken.ofproto import ofproto_v1_3
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 from controller.fabric import Fabric
 from controller.openflow import (
@@ -54,7 +55,7 @@ SWITCHES = Gauge(
 )
 PROGRAMMINGS = Counter(
     "overcast_controller_programmings_total",
-    "Times a switch was programmed: 'full' on connect, 'diff' after a port change",
+    "Programmings a switch confirmed: 'full' on connect, 'diff' after a change, 'wipe'",
     ["site", "kind"],
     registry=REGISTRY,
 )
@@ -68,6 +69,13 @@ ERRORS = Counter(
     "overcast_controller_openflow_errors_total",
     "OFPT_ERROR messages switches sent back",
     ["site"],
+    registry=REGISTRY,
+)
+PROGRAM_SECONDS = Histogram(
+    "overcast_controller_program_seconds",
+    "From the first message of a programming to the switch's barrier reply",
+    ["kind"],
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
     registry=REGISTRY,
 )
 PLANNED_FLOWS = Gauge(
@@ -91,6 +99,17 @@ class _Switch:
     ofports: dict[str, int] = field(default_factory=dict)
     plan: SwitchPlan | None = None
     pending_desc: dict[str, int] = field(default_factory=dict)
+    # The barrier that closes the last programming: (xid, kind, when its first message went).
+    barrier: tuple[int, str, float] | None = None
+    errors: int = 0
+
+
+class EventReload(event.EventBase):  # type: ignore[misc]
+    """New config and fabric (on SIGHUP): re-plan every connected switch."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self.settings = settings
 
 
 class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
@@ -100,6 +119,7 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self.settings = overcast
         self.switches: dict[int, _Switch] = {}
+        self.strangers: dict[int, Any] = {}  # connected, but not in the fabric
 
     # -- connection lifecycle -----------------------------------------------------------
 
@@ -108,17 +128,14 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
         dp = ev.datapath
         if ev.state == MAIN_DISPATCHER:
             self._connected(dp)
-        elif ev.state == DEAD_DISPATCHER and dp.id in self.switches:
-            if self.switches[dp.id].datapath is not dp:
-                return  # an old connection of a switch that has already reconnected
-            gone = self.switches.pop(dp.id)
-            SWITCHES.labels(gone.site).dec()
-            log.info("switch %s (dpid %#x) disconnected", gone.site, dp.id)
+        elif ev.state == DEAD_DISPATCHER:
+            self._forget(dp)
 
     def _connected(self, dp: Any) -> None:
         fabric_switch = self.settings.fabric.by_dpid(dp.id)
         address = "{}:{}".format(*dp.address[:2]) if dp.address else "?"
         if fabric_switch is None:
+            self.strangers[dp.id] = dp
             SWITCHES.labels("unknown").inc()
             log.warning(
                 "switch dpid %#x from %s is not in the fabric; leaving it unprogrammed "
@@ -130,8 +147,33 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
         self.switches[dp.id] = _Switch(dp, fabric_switch.site)
         SWITCHES.labels(fabric_switch.site).inc()
         log.info("switch %s (dpid %#x) connected from %s", fabric_switch.site, dp.id, address)
-        parser = dp.ofproto_parser
-        dp.send_msg(parser.OFPPortDescStatsRequest(dp, 0))
+        dp.send_msg(dp.ofproto_parser.OFPPortDescStatsRequest(dp, 0))
+
+    def _forget(self, dp: Any, why: str = "disconnected") -> None:
+        # A switch that reconnects gets a new datapath before the old one is declared dead.
+        dpid: int = dp.id
+        if self.strangers.get(dpid) is dp:
+            del self.strangers[dpid]
+            SWITCHES.labels("unknown").dec()
+        sw = self.switches.get(dpid)
+        if sw is not None and sw.datapath is dp:
+            del self.switches[dpid]
+            SWITCHES.labels(sw.site).dec()
+            log.info("switch %s (dpid %#x) %s", sw.site, dpid, why)
+
+    @set_ev_cls(EventReload)  # type: ignore[untyped-decorator]
+    def _reload(self, ev: EventReload) -> None:
+        self.settings = ev.settings
+        for dp in [*self.strangers.values(), *(s.datapath for s in self.switches.values())]:
+            sw = self.switches.get(dp.id)
+            now = self.settings.fabric.by_dpid(dp.id)
+            if sw is not None and now is not None and now.site == sw.site:
+                self._program(sw)
+                continue
+            self._forget(dp, "changed in the fabric")
+            if sw is not None:  # it left the fabric, or moved to another site
+                self._send(sw, program(SwitchPlan(sw.site)), "wipe")
+            self._connected(dp)
 
     # -- ports -> plan ------------------------------------------------------------------
 
@@ -168,34 +210,56 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
     def _program(self, sw: _Switch) -> None:
         try:
             plan = plan_switch(self.settings.config, self.settings.fabric, sw.site, sw.ofports)
-        except FabricError as exc:  # checked at start-up; only a bug gets here
+        except FabricError as exc:  # checked before it gets here; only a bug does
             log.error("switch %s: cannot plan: %s", sw.site, exc)
             return
-        full = sw.plan is None
+        kind = "full" if sw.plan is None else "diff"
         messages = program(plan) if sw.plan is None else diff(sw.plan, plan)
         sw.plan = plan
         PLANNED_FLOWS.labels(sw.site).set(len(plan.flows))
-        if not messages:
-            return
+        if messages:
+            self._send(sw, messages, kind)
+            log.info(
+                "switch %s: sent %d messages (%s); plan holds %d flows, %d groups%s",
+                sw.site,
+                len(messages),
+                kind,
+                len(plan.flows),
+                len(plan.groups),
+                f"; waiting for ports {', '.join(plan.unresolved)}" if plan.unresolved else "",
+            )
+
+    def _send(self, sw: _Switch, messages: list[Message], kind: str) -> None:
+        dp = sw.datapath
+        started = time.monotonic()
         for msg in messages:
-            sw.datapath.send_msg(to_ofp(sw.datapath, msg))
+            dp.send_msg(to_ofp(dp, msg))
             MESSAGES.labels(sw.site, type(msg).__name__).inc()
-        sw.datapath.send_msg(sw.datapath.ofproto_parser.OFPBarrierRequest(sw.datapath))
-        PROGRAMMINGS.labels(sw.site, "full" if full else "diff").inc()
-        log.info(
-            "switch %s programmed (%s): %d messages, plan holds %d flows and %d groups%s",
-            sw.site,
-            "full" if full else "diff",
-            len(messages),
-            len(plan.flows),
-            len(plan.groups),
-            f"; waiting for ports {', '.join(plan.unresolved)}" if plan.unresolved else "",
-        )
+        barrier = dp.ofproto_parser.OFPBarrierRequest(dp)
+        sw.barrier, sw.errors = (dp.set_xid(barrier), kind, started), 0
+        dp.send_msg(barrier)
+
+    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
+    def _barrier(self, ev: Any) -> None:
+        sw = self.switches.get(ev.msg.datapath.id)
+        if sw is None or sw.barrier is None or sw.barrier[0] != ev.msg.xid:
+            return
+        _, kind, started = sw.barrier
+        seconds = time.monotonic() - started
+        sw.barrier = None
+        PROGRAMMINGS.labels(sw.site, kind).inc()
+        PROGRAM_SECONDS.labels(kind).observe(seconds)
+        if sw.errors:
+            log.error("switch %s: programming (%s) done with %d errors", sw.site, kind, sw.errors)
+        else:
+            log.info("switch %s programmed (%s) in %.1f ms", sw.site, kind, seconds * 1000)
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def _error(self, ev: Any) -> None:
         sw = self.switches.get(ev.msg.datapath.id)
         site = sw.site if sw else "unknown"
+        if sw is not None:
+            sw.errors += 1
         ERRORS.labels(site).inc()
         log.error(
             "switch %s rejected a message: type %d code %d (xid %s)",
@@ -308,6 +372,7 @@ class Controller:
     def __init__(self, config: OvercastConfig, fabric: Fabric, host: str, port: int) -> None:
         self.settings = Settings(config, fabric)
         self.host, self.port = host, port
+        self._app: OvercastApp | None = None
 
     def start(self) -> None:
         """Listen and serve in the background; raises ControllerError if it cannot listen."""
@@ -326,6 +391,7 @@ class Controller:
                 manager.load_apps(["os_ken.controller.ofp_handler", __name__])
                 contexts = manager.create_contexts()
                 manager.instantiate_apps(**contexts, overcast=self.settings)
+                self._app = manager.applications["OvercastApp"]
             except BaseException as exc:
                 failure.append(exc)
             finally:
@@ -336,6 +402,12 @@ class Controller:
         if failure:
             raise ControllerError(f"os-ken failed to start: {failure[0]!r}")
         log.info("controller listening on %s:%d (OpenFlow 1.3)", self.host, self.port)
+
+    def reload(self, config: OvercastConfig, fabric: Fabric) -> None:
+        """Re-plan every connected switch for a new config and fabric (checked by the caller)."""
+        if self._app is None:
+            raise ControllerError("the controller is not running; start() it first")
+        self._app.send_event(self._app.name, EventReload(Settings(config, fabric)))
 
 
 def _check_listen(host: str, port: int) -> None:

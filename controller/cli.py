@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import queue
 import signal
-import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 
@@ -16,6 +16,9 @@ from controller.pipeline import PIPELINE, SwitchPlan, check_fabric, plan_switch
 from overcast import exitcodes, metrics
 from overcast.cli import CommandError, add_json_flag, emit, load_config
 from overcast.config import OvercastConfig
+
+if TYPE_CHECKING:
+    from controller.app import Controller
 
 DEFAULT_LISTEN = "0.0.0.0:6653"  # 6653: the IANA port for OpenFlow
 
@@ -49,7 +52,8 @@ def register(sub: Any) -> None:
             "Listen for OpenFlow 1.3 switches on --listen. When a switch whose datapath id "
             "is in the fabric connects, its ports are read, the plan is computed and "
             "installed; port changes are re-planned and only the difference is sent. "
-            "Switches not in the fabric are logged and left empty. Exits 0 on SIGTERM."
+            "Switches not in the fabric are logged and left empty. SIGHUP re-reads the "
+            "config and fabric and re-plans every switch. Exits 0 on SIGTERM."
         ),
         epilog=(
             "example:\n"
@@ -156,22 +160,38 @@ def _run(args: argparse.Namespace) -> int:
     logger = logging.getLogger("controller")
     if logger.getEffectiveLevel() > logging.INFO:
         logger.setLevel(logging.INFO)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    # SimpleQueue.put is reentrant, so a signal handler may call it (queue docs).
+    signals: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _: signals.put(signum))
     if args.metrics:
         m_host, m_port = _host_port(args.metrics, "--metrics")
         try:
             metrics.serve(m_port, m_host)
         except OSError as exc:
             raise CommandError(f"cannot serve metrics on {args.metrics}: {exc.strerror}") from None
+    controller = Controller(config, fabric, host, port)
     try:
-        Controller(config, fabric, host, port).start()
+        controller.start()
     except ControllerError as exc:
         raise CommandError(str(exc)) from None
-    stop.wait()
+    while signals.get() == signal.SIGHUP:
+        _reload(controller, args)
     logger.info("controller stopping (signal)")
     return exitcodes.OK
+
+
+def _reload(controller: Controller, args: argparse.Namespace) -> None:
+    """SIGHUP: read config and fabric again; on any problem keep running the old ones."""
+    logger = logging.getLogger("controller")
+    try:
+        config = load_config(args.config)
+        fabric = load_fabric(args.fabric, config)
+    except CommandError as exc:
+        logger.error("reload failed, keeping the running config and fabric: %s", exc)
+        return
+    logger.info("reloading %s and %s", args.config, args.fabric)
+    controller.reload(config, fabric)
 
 
 def _plan(args: argparse.Namespace) -> int:

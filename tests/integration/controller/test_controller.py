@@ -52,6 +52,7 @@ class Lab:
     controller: subprocess.Popen[str]
     controller_ns: str
     log: Path
+    fabric: Path
 
     def ping(self, src: str, dst: str, count: int = 3) -> bool:
         ip = HOSTS[dst][2]
@@ -109,7 +110,7 @@ def lab(switch: OvsSwitch, namespaces: Namespaces, prefix: str, tmp_path: Path) 
             stderr=subprocess.STDOUT,
             text=True,
         )
-    lab = Lab(switch, bridge, host_ns, port, proc, ctl, log)
+    lab = Lab(switch, bridge, host_ns, port, proc, ctl, log, tmp_path / "fabric.json")
     try:
         wait_for(lambda: "programmed (full)" in log.read_text(), "the controller to program")
         yield lab
@@ -153,3 +154,22 @@ def test_metrics_and_clean_exit_on_sigterm(lab: Lab) -> None:
     lab.controller.send_signal(signal.SIGTERM)
     assert lab.controller.wait(timeout=10) == 0
     assert "Traceback" not in lab.log.read_text()
+
+
+def test_sighup_reloads_the_fabric_and_keeps_the_old_one_if_bad(lab: Lab) -> None:
+    fabric = Fabric.model_validate_json(lab.fabric.read_text())
+    hq = fabric.switches["hq"]
+    ports = tuple(
+        p.model_copy(update={"segment": "finance"}) if p.name == lab.port["h3"] else p
+        for p in hq.ports
+    )
+    lab.fabric.write_text("{broken")
+    lab.controller.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reload failed" in lab.log.read_text(), "the bad reload to be refused")
+    assert lab.ping("h1", "h2")
+
+    moved = Fabric(switches={"hq": hq.model_copy(update={"ports": ports})})
+    lab.fabric.write_text(moved.model_dump_json())
+    lab.controller.send_signal(signal.SIGHUP)
+    wait_for(lambda: "programmed (diff)" in lab.log.read_text(), "the re-plan after SIGHUP")
+    assert lab.ping("h1", "h3"), lab.log.read_text()
