@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bridge import wireguard
+from bridge.apply import apply_site, remove_site
 from bridge.keys import KeyStore, KeyStoreError
+from bridge.netns import ApplyError, require_netns
 from bridge.plan import PlanError, SitePlan, peers_of, plan_site
+from controller.ovsdb import Ovsdb, OvsdbError
 from overcast import exitcodes
 from overcast.cli import CommandError, add_json_flag, emit, load_config
 
 DEFAULT_PREFIX = "oc"
+RUN_ROOT = Path("/run/overcast/bridge")  # wireguard-go PID and log files, per namespace
 
 
 def register(sub: Any) -> None:
@@ -29,7 +37,10 @@ def register(sub: Any) -> None:
             "examples:\n"
             "  overcast bridge keys overcast.yaml --keys /etc/overcast/keys\n"
             "  overcast bridge plan overcast.yaml --site hq --keys /etc/overcast/keys\n"
-            "  overcast bridge plan overcast.yaml --site hq --keys /etc/overcast/keys --json"
+            "  overcast bridge plan overcast.yaml --site hq --keys /etc/overcast/keys --json\n"
+            "  overcast bridge up overcast.yaml --site hq --keys /etc/overcast/keys --netns hq\n"
+            "  overcast bridge status overcast.yaml --site hq --keys /etc/overcast/keys --netns hq\n"
+            "  overcast bridge down overcast.yaml --site hq --keys /etc/overcast/keys --netns hq"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -63,16 +74,86 @@ def register(sub: Any) -> None:
         epilog="example:\n  overcast bridge plan overcast.yaml --site hq --keys ./keys --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("config", metavar="CONFIG", help="path to overcast.yaml")
-    p.add_argument("--site", required=True, help="the site to plan, e.g. hq")
-    _keys_flag(p)
-    p.add_argument(
+    _site_flags(p)
+    add_json_flag(p)
+    p.set_defaults(handler=_plan)
+
+    p = cmds.add_parser(
+        "up",
+        help="build or converge a site's data plane in a network namespace (root)",
+        description=(
+            "Make namespace NETNS match SITE's plan: the WireGuard interface (kernel module if "
+            "the kernel has one, else wireguard-go), its address and peers, and the VXLAN "
+            "devices. Only what differs is changed; running it again prints 'nothing to "
+            "change'. With --ovsdb the VXLAN devices also join the site's OVS bridge, which "
+            "must exist."
+        ),
+        epilog=(
+            "example:\n  overcast bridge up overcast.yaml --site hq --keys ./keys --netns hq "
+            "--ovsdb unix:/run/overcast/hq/db.sock"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _site_flags(p)
+    _netns_flags(p, ovsdb=True)
+    add_json_flag(p)
+    p.set_defaults(handler=_up)
+
+    p = cmds.add_parser(
+        "down",
+        help="remove everything 'up' made for a site (root)",
+        description=(
+            "Stop wireguard-go, delete the site's WireGuard and VXLAN links (found by their "
+            "'overcast-bridge:SITE' alias, so this works after a crash) and, with --ovsdb, "
+            "their OVS ports. Removing what is not there is fine."
+        ),
+        epilog="example:\n  overcast bridge down overcast.yaml --site hq --keys ./keys --netns hq",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _site_flags(p)
+    _netns_flags(p, ovsdb=True)
+    add_json_flag(p)
+    p.set_defaults(handler=_down)
+
+    p = cmds.add_parser(
+        "status",
+        help="WireGuard peers of a site: handshake age and traffic (root)",
+        description=(
+            "Show each peer of SITE as its WireGuard interface in NETNS sees it. Exit 0 if "
+            "every peer has completed a handshake, 1 if any has not (that tunnel is down)."
+        ),
+        epilog="example:\n  overcast bridge status overcast.yaml --site hq --keys ./keys --netns hq",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _site_flags(p)
+    _netns_flags(p, ovsdb=False)
+    add_json_flag(p)
+    p.set_defaults(handler=_status)
+
+
+def _site_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", metavar="CONFIG", help="path to overcast.yaml")
+    parser.add_argument("--site", required=True, help="the site, e.g. hq")
+    _keys_flag(parser)
+    parser.add_argument(
         "--prefix",
         default=DEFAULT_PREFIX,
         help=f"start of the WireGuard interface name, unique on this machine (default {DEFAULT_PREFIX})",
     )
-    add_json_flag(p)
-    p.set_defaults(handler=_plan)
+
+
+def _netns_flags(parser: argparse.ArgumentParser, *, ovsdb: bool) -> None:
+    parser.add_argument("--netns", required=True, help="the site's named network namespace")
+    if ovsdb:
+        parser.add_argument(
+            "--run-dir",
+            help=f"where wireguard-go's PID and log go (default {RUN_ROOT}/NETNS)",
+        )
+        parser.add_argument(
+            "--ovsdb",
+            metavar="REMOTE",
+            help="the site's ovsdb-server, e.g. unix:/run/overcast/hq/db.sock",
+        )
 
 
 def _keys_flag(parser: argparse.ArgumentParser) -> None:
@@ -92,7 +173,7 @@ def _keys(args: argparse.Namespace) -> int:
     return exitcodes.OK
 
 
-def _plan(args: argparse.Namespace) -> int:
+def _site_plan(args: argparse.Namespace) -> tuple[SitePlan, KeyStore]:
     config = load_config(args.config)
     if args.site not in config.sites:
         raise CommandError(
@@ -101,16 +182,110 @@ def _plan(args: argparse.Namespace) -> int:
     store = KeyStore(args.keys)
     try:
         keys = {s: store.public_key(s) for s in (args.site, *peers_of(config, args.site))}
-        plan = plan_site(config, args.site, keys, prefix=args.prefix)
+        return plan_site(config, args.site, keys, prefix=args.prefix), store
     except KeyStoreError as exc:
         raise CommandError(str(exc)) from None
     except PlanError as exc:
         raise CommandError(str(exc), exitcodes.USAGE) from None
+
+
+def _plan(args: argparse.Namespace) -> int:
+    plan, _ = _site_plan(args)
     data = plan.model_dump(mode="json") | {
         "fabric_ports": [p.model_dump(mode="json") for p in plan.fabric_ports()]
     }
     emit(data, args.json, _text(plan))
     return exitcodes.OK
+
+
+def _up(args: argparse.Namespace) -> int:
+    plan, keys = _site_plan(args)
+    with _switch(args) as switch:
+        try:
+            applied = apply_site(
+                plan, netns=args.netns, keys=keys, run_dir=_run_dir(args), switch=switch
+            )
+        except (ApplyError, OvsdbError) as exc:
+            raise CommandError(str(exc)) from None
+    data = {
+        "site": applied.site,
+        "netns": applied.netns,
+        "backend": applied.backend,
+        "wireguard_pid": applied.wireguard_pid,
+        "links": list(applied.links),
+        "changes": list(applied.changes),
+    }
+    done = "\n".join(f"  {c}" for c in applied.changes) or "  nothing to change"
+    text = f"site {applied.site} in {applied.netns} ({applied.backend}):\n{done}"
+    emit(data, args.json, text)
+    return exitcodes.OK
+
+
+def _down(args: argparse.Namespace) -> int:
+    plan, _ = _site_plan(args)
+    with _switch(args) as switch:
+        try:
+            removed = remove_site(plan, netns=args.netns, run_dir=_run_dir(args), switch=switch)
+        except (ApplyError, OvsdbError) as exc:
+            raise CommandError(str(exc)) from None
+    text = "\n".join(f"  {r}" for r in removed) or "  nothing to remove"
+    emit({"site": plan.site, "removed": list(removed)}, args.json, f"site {plan.site}:\n{text}")
+    return exitcodes.OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    plan, _ = _site_plan(args)
+    wg = plan.wireguard
+    try:
+        require_netns(args.netns)
+        live = wireguard.show(args.netns, wg.name)
+    except ApplyError as exc:
+        raise CommandError(f"{exc} (is the bridge up? overcast bridge up ...)") from None
+    now = int(time.time())
+    peers = []
+    for peer in wg.peers:
+        state = live.peers.get(peer.public_key)
+        handshake = state.latest_handshake if state else 0
+        peers.append(
+            {
+                "site": peer.site,
+                "configured": state is not None,
+                "endpoint": state.endpoint if state else None,
+                "handshake_age_s": now - handshake if handshake else None,
+                "rx_bytes": state.rx_bytes if state else 0,
+                "tx_bytes": state.tx_bytes if state else 0,
+            }
+        )
+    lines = [f"site {plan.site}: {wg.name} in {args.netns}, {len(peers)} peer(s)"]
+    for p in peers:
+        age = "never" if p["handshake_age_s"] is None else f"{p['handshake_age_s']}s ago"
+        what = "not configured" if not p["configured"] else f"handshake {age}"
+        lines.append(
+            f"  {p['site']:<10} {p['endpoint'] or '-':<22} {what:<22} "
+            f"rx {p['rx_bytes']} tx {p['tx_bytes']}"
+        )
+    emit({"site": plan.site, "interface": wg.name, "peers": peers}, args.json, "\n".join(lines))
+    # A peer that has never completed a handshake is a tunnel that is down.
+    return (
+        exitcodes.OK if all(p["handshake_age_s"] is not None for p in peers) else exitcodes.FAILURE
+    )
+
+
+def _run_dir(args: argparse.Namespace) -> Path:
+    return Path(args.run_dir) if args.run_dir else RUN_ROOT / args.netns
+
+
+@contextmanager
+def _switch(args: argparse.Namespace) -> Iterator[Ovsdb | None]:
+    if not args.ovsdb:
+        yield None
+        return
+    try:
+        db = Ovsdb(args.ovsdb)
+    except OvsdbError as exc:
+        raise CommandError(str(exc)) from None
+    with db:
+        yield db
 
 
 def _text(plan: SitePlan) -> str:

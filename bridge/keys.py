@@ -6,7 +6,8 @@ is distributed:
 
 - every site receives the *public* keys of its peers (in its `SitePlan`);
 - a provider site receives exactly one private key, its own, delivered as a 0600 file to
-  the host that terminates its tunnel, and nothing of any other site.
+  the host that terminates its tunnel, and nothing of any other site. Its key directory
+  holds `<site>.key` plus the peers' `<peer>.pub` files, which is all `apply_site` needs.
 
 Private keys stay in `<dir>/<site>.key` (mode 0600, directory 0700); they are never logged,
 printed or put on a command line (`wg` reads them from stdin or a file).
@@ -97,6 +98,11 @@ class KeyStore:
         return {site: self.ensure(site) for site in sites}
 
     def public_key(self, site: str) -> str:
+        """From `<site>.pub` (all a site needs of its peers), else derived from `<site>.key`.
+        `apply_site` checks that the private key in use matches the planned public key."""
+        pub = self.directory / f"{site}.pub"
+        if pub.exists():
+            return check_public_key(pub.read_text().strip(), f"public key in {pub}")
         return public_key_of(self.private_key(site))
 
     def private_key(self, site: str) -> str:

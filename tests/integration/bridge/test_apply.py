@@ -7,13 +7,7 @@ same VNI: this also checks on the real kernel that per-pair UDP ports keep them 
 
 from __future__ import annotations
 
-import itertools
 import json
-import secrets
-import subprocess
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,97 +16,13 @@ from bridge import wireguard
 from bridge.apply import apply_site, owner_alias, remove_site
 from bridge.keys import KeyStore
 from bridge.netns import ApplyError
-from bridge.plan import SitePlan, plan_site
 from controller.ovsdb import Ovsdb
-from overcast.config import OvercastConfig, loads
+from overcast.config import loads
 from tests.conftest import require_binaries
+from tests.integration.bridge.sites import CONFIG, Lab, eventually, in_ns, links, sh
 from tests.integration.controller.netns import OvsSwitch
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
-
-CONFIG = """\
-sites:
-  hq:     {role: enterprise, underlay: 192.0.2.1}
-  branch: {role: enterprise, underlay: 192.0.2.2}
-  cloud:  {role: provider, underlay: 192.0.2.3}
-segments:
-  finance: {mode: l2, vni: 100, vlan: 10, sites: [hq, branch, cloud]}
-"""
-
-
-def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=30)
-
-
-def in_ns(ns: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return sh("ip", "netns", "exec", ns, *argv, check=check)
-
-
-def links(ns: str) -> dict[str, dict[str, object]]:
-    out = sh("ip", "-d", "-j", "-n", ns, "link", "show").stdout
-    return {link["ifname"]: link for link in json.loads(out)}
-
-
-def eventually(what: str, condition: object, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
-@dataclass
-class Lab:
-    config: OvercastConfig
-    keys: KeyStore
-    run_dir: Path
-    prefix: str
-    netns: dict[str, str]
-
-    def plan(self, site: str, config: OvercastConfig | None = None) -> SitePlan:
-        config = config or self.config
-        return plan_site(config, site, self.keys.ensure_all(config.sites), prefix=self.prefix)
-
-    def ping(self, site: str, address: object, *extra: str) -> bool:
-        cmd = ("ping", "-n", "-c", "1", "-W", "1", *extra, str(address))
-        return in_ns(self.netns[site], *cmd, check=False).returncode == 0
-
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    require_binaries("wg", "wireguard-go", "ping")
-    run_id = secrets.token_hex(2)
-    config = loads(CONFIG)
-    lab = Lab(
-        config=config,
-        keys=KeyStore(tmp_path / "keys"),
-        run_dir=tmp_path / "run",
-        prefix=f"ob{run_id}",
-        netns={site: f"ocbr{run_id}-{site}" for site in config.sites},
-    )
-    try:
-        for site, ns in lab.netns.items():
-            sh("ip", "netns", "add", ns)
-            in_ns(ns, "ip", "link", "set", "lo", "up")
-            in_ns(ns, "ip", "addr", "add", f"{config.sites[site].underlay}/32", "dev", "lo")
-        # A veth per site pair; each end routes to the other's underlay address.
-        for a, b in itertools.combinations(config.sites, 2):
-            sh("ip", "link", "add", f"u-{b}", "netns", lab.netns[a], "type", "veth",
-               "peer", "name", f"u-{a}", "netns", lab.netns[b])  # fmt: skip
-            for here, there in ((a, b), (b, a)):
-                ns, dev = lab.netns[here], f"u-{there}"
-                in_ns(ns, "ip", "link", "set", dev, "up")
-                in_ns(ns, "ip", "route", "add", f"{config.sites[there].underlay}/32", "dev", dev,
-                      "src", str(config.sites[here].underlay))  # fmt: skip
-        yield lab
-    finally:
-        for site, ns in lab.netns.items():
-            try:
-                remove_site(lab.plan(site), netns=ns, run_dir=lab.run_dir)
-            except ApplyError as exc:
-                print(f"cleanup of {site}: {exc}")
-            sh("ip", "netns", "del", ns, check=False)
-        for sock in wireguard.UAPI_DIR.glob(f"{lab.prefix}*.sock"):
-            sock.unlink(missing_ok=True)
 
 
 def test_sites_handshake_ping_and_carry_full_size_frames(lab: Lab) -> None:

@@ -72,3 +72,21 @@ def test_missing_and_malformed_keys(tmp_path: Path) -> None:
     os.close(fd)
     with pytest.raises(KeyStoreError, match="is not a WireGuard key"):
         store.public_key("hq")
+
+
+def test_a_provider_site_needs_only_its_key_and_the_peers_public_keys(tmp_path: Path) -> None:
+    enterprise = KeyStore(tmp_path / "enterprise")
+    public = enterprise.ensure_all(["hq", "cloud"])
+    provider = KeyStore(tmp_path / "cloud-host")
+    provider.directory.mkdir()
+    for name in ("cloud.key", "hq.pub"):
+        source = enterprise.directory / name
+        (provider.directory / name).write_bytes(source.read_bytes())
+    os.chmod(provider.private_key_file("cloud"), 0o600)
+    assert provider.public_key("hq") == public["hq"]
+    assert provider.public_key("cloud") == public["cloud"]  # derived from its own key
+    with pytest.raises(KeyStoreError, match="no key for site 'branch'"):
+        provider.public_key("branch")
+    (provider.directory / "bad.pub").write_text("not-a-key\n")
+    with pytest.raises(KeyStoreError, match=r"public key in .*bad.pub is not a WireGuard key"):
+        provider.public_key("bad")

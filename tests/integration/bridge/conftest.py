@@ -1,0 +1,57 @@
+"""Throwaway sites for bridge integration tests: one namespace per site, a veth underlay
+between every pair, documentation addresses, unique names per run, all removed afterwards."""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bridge import wireguard
+from bridge.apply import remove_site
+from bridge.keys import KeyStore
+from bridge.netns import ApplyError
+from overcast.config import loads
+from tests.conftest import require_binaries
+from tests.integration.bridge.sites import CONFIG, Lab, in_ns, sh
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    require_binaries("wg", "wireguard-go", "ping")
+    run_id = secrets.token_hex(2)
+    config = loads(CONFIG)
+    lab = Lab(
+        config=config,
+        keys=KeyStore(tmp_path / "keys"),
+        run_dir=tmp_path / "run",
+        prefix=f"ob{run_id}",
+        netns={site: f"ocbr{run_id}-{site}" for site in config.sites},
+    )
+    try:
+        for site, ns in lab.netns.items():
+            sh("ip", "netns", "add", ns)
+            in_ns(ns, "ip", "link", "set", "lo", "up")
+            in_ns(ns, "ip", "addr", "add", f"{config.sites[site].underlay}/32", "dev", "lo")
+        # A veth per site pair; each end routes to the other's underlay address.
+        for a, b in itertools.combinations(config.sites, 2):
+            sh("ip", "link", "add", f"u-{b}", "netns", lab.netns[a], "type", "veth",
+               "peer", "name", f"u-{a}", "netns", lab.netns[b])  # fmt: skip
+            for here, there in ((a, b), (b, a)):
+                ns, dev = lab.netns[here], f"u-{there}"
+                in_ns(ns, "ip", "link", "set", dev, "up")
+                in_ns(ns, "ip", "route", "add", f"{config.sites[there].underlay}/32", "dev", dev,
+                      "src", str(config.sites[here].underlay))  # fmt: skip
+        yield lab
+    finally:
+        for site, ns in lab.netns.items():
+            try:
+                remove_site(lab.plan(site), netns=ns, run_dir=lab.run_dir)
+            except ApplyError as exc:
+                print(f"cleanup of {site}: {exc}")
+            sh("ip", "netns", "del", ns, check=False)
+        for sock in wireguard.UAPI_DIR.glob(f"{lab.prefix}*.sock"):
+            sock.unlink(missing_ok=True)
