@@ -12,11 +12,12 @@ Classes (advisories they stand for, by class rather than number):
   path-tricks         `%2F`, `%5C`, `%00`, `..`, `;params` and case (Pomerium/Envoy path bypass)
   host-case           case-variant or trailing-dot hosts picking another route or policy
   cookie-fixation     an upstream setting the gateway's own session cookie
-  metrics-public      Pomerium metrics/pprof reachable on the public listener (config check)
+  health-check-ua     oauth2-proxy ping-user-agent: a probe's User-Agent skipping auth
+  metrics-public      Pomerium metrics/pprof reachable on the public listener
 
-Pure cases call the modules directly; end-to-end cases send raw bytes through a real uvicorn
-to a real TLS upstream via `mini_gateway` (the gateway's request path assembled from its
-parts: normalise, route, session, policy, strip, forward).
+Pure cases call the modules directly. End-to-end cases send raw bytes through a real uvicorn
+to a real TLS upstream, first via `mini_gateway` (the request path assembled from its parts:
+normalise, route, session, policy, strip, forward), then via `gateway.app` itself.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from gateway.app import Gateway, build
+from gateway.assertion import HEADER as ASSERTION_HEADER
 from gateway.config import GatewayConfig
 from gateway.headers import fold, strip_identity_headers
 from gateway.paths import BadPath, normalise
@@ -368,8 +371,10 @@ def test_expired_session_is_anonymous(bench: Bench) -> None:
 
 
 def _flip(value: str) -> str:
-    last = value[-1]
-    return value[:-1] + ("A" if last != "A" else "B")
+    # A character in the middle: each one carries 6 ciphertext bits (the last one may carry
+    # only base64 padding bits, which decode to the very same bytes).
+    i = len(value) // 2 + 4
+    return value[:i] + ("A" if value[i] != "A" else "B") + value[i + 1 :]
 
 
 @pytest.mark.parametrize(
@@ -504,3 +509,154 @@ def test_metrics_listener_cannot_be_the_public_one() -> None:
                 "metrics_listen": "0.0.0.0:443",
             }
         )
+
+
+# --- through gateway.app itself ------------------------------------------------------------
+# The same attacks against the real ASGI app (`gateway.app.build`), where the class needs its
+# parts: the exact-path health endpoints, the public listener without metrics, RP logout, and
+# the real session and assertion. Its IdP is unreachable on purpose: nothing here signs in,
+# so an anonymous request gets "sign-in unavailable" (503), never the upstream.
+
+
+@dataclass
+class Real:
+    port: int
+    gateway: Gateway
+
+    def get(self, path: str, *headers: str, host: str = "app.test") -> RawResponse:
+        return raw_http(self.port, "\r\n".join([f"GET {path} HTTP/1.1", f"Host: {host}", *headers]))
+
+    def cookie(self, **claims: Any) -> str:
+        now = int(time.time())
+        full = {"email": "alice@corp.example", "email_verified": True, "groups": ["sales"]}
+        session = Session(
+            sid=uuid.uuid4().hex,
+            sub="alice",
+            claims=full | claims,
+            issued_at=now - 1,
+            expires_at=now + 3600,
+            refresh_at=now + 3600,
+        )
+        return f"Cookie: {COOKIE}={self.gateway.codec.seal(session)}"
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Real]:
+    built: list[Gateway] = []
+
+    def gateway(upstream: Upstream) -> Asgi:
+        config = GatewayConfig.model_validate(
+            {
+                "issuer": "https://127.0.0.1:9/",
+                "host": "gw.test",
+                "apps": {
+                    "app": {
+                        "host": "app.test",
+                        "upstream": f"https://127.0.0.1:{upstream.port}",
+                        "upstream_ca": str(upstream.ca),
+                        **APP_POLICY,
+                    }
+                },
+            }
+        )
+        built.append(build(config))
+        return built[0]
+
+    with running(gateway, tmp_path_factory.mktemp("badinput-app")) as (_, port):
+        yield Real(port, built[0])
+
+
+def not_forwarded(response: RawResponse) -> bool:
+    return response.status != 500 and reached_upstream(response) is None
+
+
+@pytest.mark.parametrize(
+    "agent", ["kube-probe/1.29", "ELB-HealthChecker/2.0", "GoogleHC/1.0", "Pingdom.com_bot"]
+)
+def test_app_health_check_user_agent_is_no_pass(real: Real, agent: str) -> None:
+    assert not_forwarded(real.get("/private", f"User-Agent: {agent}"))
+
+
+@pytest.mark.parametrize(
+    ("path", "host", "status"),
+    [
+        ("/ping", "gw.test", 200),
+        ("/ping?probe=1", "gw.test", 200),
+        ("/ping/", "gw.test", 404),
+        ("/PING", "gw.test", 404),
+        ("/pingx", "gw.test", 404),
+        ("/ping/../private", "gw.test", 404),
+        ("/ping%2F..%2Fprivate", "gw.test", 400),
+    ],
+)
+def test_app_health_check_exact_path(real: Real, path: str, host: str, status: int) -> None:
+    response = real.get(path, "User-Agent: kube-probe/1.29", host=host)
+    assert response.status == status, response
+
+
+def test_app_ping_on_app_host_is_the_apps_path(real: Real) -> None:
+    assert not_forwarded(real.get("/ping", "User-Agent: kube-probe/1.29"))
+
+
+@pytest.mark.parametrize("host", ["gw.test", "app.test", "127.0.0.1"])
+def test_app_metrics_not_on_public_listener(real: Real, host: str) -> None:
+    response = real.get("/metrics", host=host)
+    assert b"overcast_gateway" not in response.body and b"# HELP" not in response.body
+    assert not_forwarded(response)
+
+
+def test_app_metrics_path_with_session_is_the_apps_own(real: Real) -> None:
+    data = reached_upstream(real.get("/metrics", real.cookie()))
+    assert data is not None and data["raw_path"] == "/metrics"
+
+
+def test_app_logout_kills_session(real: Real) -> None:
+    cookie = real.cookie()
+    assert reached_upstream(real.get("/x", cookie)) is not None
+    out = real.get("/.overcast/logout", cookie)
+    assert out.status == 302
+    assert any(v.startswith(f"{COOKIE}=;") for v in out.header("set-cookie"))
+    assert not_forwarded(real.get("/x", cookie))  # the old cookie, replayed
+
+
+@pytest.mark.parametrize("tamper", [_flip, lambda v: v[:-4], lambda v: "k." + v.split(".", 1)[1]])
+def test_app_tampered_cookie(real: Real, tamper: Any) -> None:
+    header = real.cookie()
+    name, _, value = header.partition("=")
+    assert not_forwarded(real.get("/x", f"{name}={tamper(value)}"))
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "X_Forwarded_Email: ceo@corp.example",
+        "X-Overcast-Jwt-Assertion: forged",
+        "X_Overcast_Jwt_Assertion: forged",
+    ],
+)
+def test_app_header_smuggling(real: Real, header: str) -> None:
+    data = reached_upstream(real.get("/x", real.cookie(), header))
+    assert data is not None
+    assert "x-forwarded-email" not in [fold(k) for k, _ in data["headers"]]
+    tokens = [v for k, v in data["headers"] if fold(k) == ASSERTION_HEADER]
+    assert len(tokens) == 1 and tokens[0] != "forged" and tokens[0].count(".") == 2
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/admin", 403),
+        ("/ADMIN", 403),
+        ("/admin;x/y", 403),
+        ("/admin%2Fy", 400),
+        ("/x/..;/admin", 400),
+    ],
+)
+def test_app_path_tricks(real: Real, path: str, status: int) -> None:
+    assert real.get(path, real.cookie()).status == status
+
+
+@pytest.mark.parametrize("host", ["APP.TEST", "app.test."])
+def test_app_host_case(real: Real, host: str) -> None:
+    assert real.get("/admin", real.cookie(), host=host).status == 403
+    assert reached_upstream(real.get("/ok", real.cookie(), host=host)) is not None
