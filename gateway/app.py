@@ -27,7 +27,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import parse_qsl
 
 import httpx
@@ -37,6 +37,7 @@ from prometheus_client import Counter
 from gateway.assertion import HEADER as ASSERTION_HEADER
 from gateway.assertion import AssertionKeyError, AssertionSigner, load_key
 from gateway.config import RESERVED_PREFIX, GatewayConfig
+from gateway.forwarded import Origin
 from gateway.forwarded import origin as forwarded_origin
 from gateway.oidc import LoginRequest, OidcError, RelyingParty, SingleFlight, Tokens
 from gateway.paths import BadPath, normalise
@@ -76,7 +77,6 @@ DISCOVERY_RETRY = 5.0
 _TOKEN_ONLY = frozenset({"iss", "aud", "exp", "iat", "nbf", "nonce", "at_hash", "c_hash", "azp"})
 
 log = logging.getLogger("overcast.gateway")
-decisions = logging.getLogger("overcast.gateway.decision")
 
 REQUESTS = Counter(
     "overcast_gateway_requests", "Policy decisions", ["app", "decision"], registry=REGISTRY
@@ -161,6 +161,31 @@ def redirect(location: str, *extra: tuple[bytes, bytes]) -> Reply:
     return Reply(302, b"", headers=((b"location", location.encode()), *extra))
 
 
+class DecisionLog:
+    """Policy decisions and logouts as JSON lines, one per event, with their reason.
+
+    Lines are collected during one event-loop turn and written together at its end: a
+    burst of requests costs one write, and no line waits longer than that turn.
+    """
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self.stream = stream
+        self._lines: list[str] = []
+
+    def emit(self, event: Mapping[str, Any]) -> None:
+        if self.stream is None:
+            return
+        if not self._lines:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._lines.append(json.dumps(event))
+
+    def flush(self) -> None:
+        if self.stream is not None and self._lines:
+            self.stream.write("\n".join(self._lines) + "\n")
+            self.stream.flush()
+        self._lines.clear()
+
+
 class Gateway:
     def __init__(
         self,
@@ -170,6 +195,7 @@ class Gateway:
         signer: AssertionSigner,
         proxy: Proxy,
         clock: Callable[[], float] = time.time,
+        decisions: DecisionLog | None = None,
     ) -> None:
         self.config = config
         self.rp = rp
@@ -177,6 +203,7 @@ class Gateway:
         self.signer = signer
         self.proxy = proxy
         self.clock = clock
+        self.decisions = decisions or DecisionLog(None)
         self.table = routes_from_config(config)
         self.app_hosts = {config.app_host(name) for name in config.apps}
         self.client_cas = client_cas(config)
@@ -285,7 +312,7 @@ class Gateway:
             self.codec.store.revoke(sub=str(sub), now=now)
         self.codec.store.expire(now, self.config.session_lifetime)
         BACKCHANNEL_LOGOUTS.labels("ok").inc()
-        decisions.info(json.dumps({"event": "backchannel-logout", "sid": sid, "sub": sub}))
+        self.decisions.emit({"event": "backchannel-logout", "sid": sid, "sub": sub})
         return Reply(200)
 
     # -- sign-in and sign-out on an app host ----------------------------------------
@@ -385,7 +412,7 @@ class Gateway:
         if session is None:
             return redirect(signed_out, clear)
         self.codec.store.revoke(sid=session.sid, now=now)
-        decisions.info(json.dumps({"event": "logout", "sub": session.sub, "host": host}))
+        self.decisions.emit({"event": "logout", "sub": session.sub, "host": host})
         if not self.ready:
             return redirect(signed_out, clear)
         return redirect(self.rp.end_session_url(session.id_token, signed_out) or signed_out, clear)
@@ -434,7 +461,10 @@ class Gateway:
         headers: Headers = scope["headers"]
         now = int(self.clock())
         peer = scope.get("client") or ("", 0)
-        origin = forwarded_origin(peer[0], scope["scheme"], host, headers, self.trusted)
+        if self.trusted:
+            origin = forwarded_origin(peer[0], scope["scheme"], host, headers, self.trusted)
+        else:  # nobody's X-Forwarded-* is believed: the peer is the client
+            origin = Origin(peer[0], scope["scheme"], host)
         client_ca = self.client_cas.get(route.app)
         cert = _client_cert(scope, client_ca, now) if client_ca is not None else None
         if client_ca is not None and cert is None:
@@ -491,23 +521,19 @@ class Gateway:
         reason: str,
     ) -> None:
         REQUESTS.labels(route.app, "allow" if allowed else "deny").inc()
-        if not decisions.isEnabledFor(logging.INFO):
-            return
-        decisions.info(
-            json.dumps(
-                {
-                    "event": "decision",
-                    "app": route.app,
-                    "host": route.host,
-                    "method": scope.get("method", "GET"),
-                    "path": path,
-                    "client_ip": ip,
-                    "sub": identity.sub if identity else None,
-                    "email": identity.email if identity else None,
-                    "allowed": allowed,
-                    "reason": reason,
-                }
-            )
+        self.decisions.emit(
+            {
+                "event": "decision",
+                "app": route.app,
+                "host": route.host,
+                "method": scope.get("method", "GET"),
+                "path": path,
+                "client_ip": ip,
+                "sub": identity.sub if identity else None,
+                "email": identity.email if identity else None,
+                "allowed": allowed,
+                "reason": reason,
+            }
         )
 
 
@@ -566,7 +592,11 @@ class SetupError(ValueError):
     """A file the gateway needs is missing or unusable; the message names it and the fix."""
 
 
-def build(config: GatewayConfig, clock: Callable[[], float] = time.time) -> Gateway:
+def build(
+    config: GatewayConfig,
+    clock: Callable[[], float] = time.time,
+    decisions: TextIO | None = None,
+) -> Gateway:
     """Everything the gateway needs, from its config section (files read here, once)."""
     try:
         if config.session_keys_file is not None:
@@ -588,7 +618,8 @@ def build(config: GatewayConfig, clock: Callable[[], float] = time.time) -> Gate
         http = httpx.AsyncClient(verify=client_context(config.issuer_ca), timeout=10.0)
         rp = RelyingParty(config.issuer, config.client_id, secret, http, clock)
         proxy = Proxy(routes_from_config(config), cookie_names=(COOKIE,))
-        return Gateway(config, rp, SessionCodec(keys, SessionStore()), signer, proxy, clock)
+        codec = SessionCodec(keys, SessionStore())
+        return Gateway(config, rp, codec, signer, proxy, clock, DecisionLog(decisions))
     except (KeyRingError, AssertionKeyError, OSError, UnicodeDecodeError, ValueError) as exc:
         # ClientCA.load raises ValueError naming the bundle; ssl errors are OSErrors.
         raise SetupError(str(exc)) from None

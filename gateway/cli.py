@@ -112,16 +112,6 @@ def server(gateway: Gateway, files: CertFiles) -> uvicorn.Server:
     )
 
 
-def decision_log() -> None:
-    """Decisions go to stderr as bare JSON lines, whatever the rest of logging does."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    decisions = logging.getLogger("overcast.gateway.decision")
-    decisions.handlers[:] = [handler]
-    decisions.setLevel(logging.INFO)
-    decisions.propagate = False
-
-
 def _serve(args: argparse.Namespace) -> int:
     config = load_config(args.config).gateway
     if config is None:
@@ -130,7 +120,7 @@ def _serve(args: argparse.Namespace) -> int:
             exitcodes.USAGE,
         )
     try:
-        gateway = build(config)
+        gateway = build(config, decisions=sys.stderr)
         files = certificate(config, datetime.datetime.now(datetime.UTC))
         uv = server(gateway, files)
         uv.config.load()
@@ -141,7 +131,6 @@ def _serve(args: argparse.Namespace) -> int:
         metrics.serve(int(port), host.strip("[]"))
     except OSError as exc:
         raise CommandError(f"cannot listen for metrics on {config.metrics_listen}: {exc}") from None
-    decision_log()
     logging.getLogger("overcast.gateway").info("serving on %s", config.listen)
     uv.run()
     return exitcodes.OK if uv.started else exitcodes.FAILURE

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 COOKIE = "__Host-overcast"
 LOGIN_COOKIE = "__Host-overcast-login"
 MAX_COOKIE_BYTES = 4096
+OPENED_CACHE = 50_000  # cookie values whose sessions are kept decrypted in memory
 _NONCE = 12
 _KEY_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 
@@ -220,6 +221,7 @@ class SessionCodec:
 
     keys: KeyRing
     store: SessionStore
+    _opened: dict[str, Session] = field(default_factory=dict, compare=False, repr=False)
 
     def seal(self, session: Session) -> str:
         value = self.keys.seal(COOKIE, session.encode())
@@ -232,6 +234,18 @@ class SessionCodec:
     def open(self, value: str | None, now: int) -> Session | None:
         if not value:
             return None
+        # Opening is decrypt + JSON parse; a browser sends the same value many times.
+        session = self._opened.get(value) or self._unseal(value)
+        if session is None:
+            return None
+        if len(self._opened) >= OPENED_CACHE:
+            self._opened.clear()
+        self._opened[value] = session
+        # Revocation, refresh and expiry are checked on every request, cached or not.
+        session = self.store.latest(session)
+        return session if self.store.alive(session, now) else None
+
+    def _unseal(self, value: str) -> Session | None:
         raw = self.keys.unseal(COOKIE, value)
         try:
             data = json.loads(raw) if raw is not None else None
@@ -240,11 +254,7 @@ class SessionCodec:
         if not isinstance(data, dict):
             return None
         ref = data.get("ref")
-        session = self.store.get(ref) if isinstance(ref, str) else Session.from_dict(data)
-        if session is None:
-            return None
-        session = self.store.latest(session)
-        return session if self.store.alive(session, now) else None
+        return self.store.get(ref) if isinstance(ref, str) else Session.from_dict(data)
 
 
 def set_cookie(name: str, value: str, max_age: int) -> str:
