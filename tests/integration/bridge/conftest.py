@@ -16,14 +16,15 @@ from bridge.keys import KeyStore
 from bridge.netns import ApplyError
 from overcast.config import loads
 from tests.conftest import require_binaries
-from tests.integration.bridge.sites import CONFIG, Lab, in_ns, sh
+from tests.integration.bridge.sites import CONFIG, Lab, in_ns, links, sh
 
 
 @pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
+def lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lab]:
+    """The sites of CONFIG, or of the config text given by indirect parametrization."""
     require_binaries("wg", "wireguard-go", "ping")
     run_id = secrets.token_hex(2)
-    config = loads(CONFIG)
+    config = loads(getattr(request, "param", CONFIG))
     lab = Lab(
         config=config,
         keys=KeyStore(tmp_path / "keys"),
@@ -36,15 +37,40 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
             sh("ip", "netns", "add", ns)
             in_ns(ns, "ip", "link", "set", "lo", "up")
             in_ns(ns, "ip", "addr", "add", f"{config.sites[site].underlay}/32", "dev", "lo")
-        # A veth per site pair; each end routes to the other's underlay address.
+        # A veth per site pair; each end routes to the other's underlay address, with a
+        # static neighbour entry (IPv6 neighbour discovery does not answer for addresses on lo).
         for a, b in itertools.combinations(config.sites, 2):
             sh("ip", "link", "add", f"u-{b}", "netns", lab.netns[a], "type", "veth",
                "peer", "name", f"u-{a}", "netns", lab.netns[b])  # fmt: skip
             for here, there in ((a, b), (b, a)):
                 ns, dev = lab.netns[here], f"u-{there}"
+                mac = links(lab.netns[there])[f"u-{here}"]["address"]
+                addr, peer = config.sites[here].underlay, config.sites[there].underlay
                 in_ns(ns, "ip", "link", "set", dev, "up")
-                in_ns(ns, "ip", "route", "add", f"{config.sites[there].underlay}/32", "dev", dev,
-                      "src", str(config.sites[here].underlay))  # fmt: skip
+                in_ns(
+                    ns,
+                    "ip",
+                    "route",
+                    "add",
+                    f"{peer}/{peer.max_prefixlen}",
+                    "dev",
+                    dev,
+                    "src",
+                    str(addr),
+                )
+                in_ns(
+                    ns,
+                    "ip",
+                    "neigh",
+                    "add",
+                    str(peer),
+                    "lladdr",
+                    str(mac),
+                    "dev",
+                    dev,
+                    "nud",
+                    "permanent",
+                )
         yield lab
     finally:
         for site, ns in lab.netns.items():

@@ -57,3 +57,17 @@ class Lab:
     def ping(self, site: str, address: object, *extra: str) -> bool:
         cmd = ("ping", "-n", "-c", "1", "-W", "1", *extra, str(address))
         return in_ns(self.netns[site], *cmd, check=False).returncode == 0
+
+    def full_frames_cross(self, plans: dict[str, SitePlan], a: str, b: str) -> None:
+        """A full inner-MTU frame with DF crosses the VXLAN tunnel a -> b inside WireGuard;
+        one byte more does not fit. Test addresses go on the two ends and are removed."""
+        there = next(t for t in plans[a].tunnels() if t.peer == b)
+        back = next(t for t in plans[b].tunnels() if t.peer == a)
+        in_ns(self.netns[a], "ip", "addr", "add", "198.51.100.1/30", "dev", there.name)
+        in_ns(self.netns[b], "ip", "addr", "add", "198.51.100.2/30", "dev", back.name)
+        payload = there.mtu - 28  # IPv4 20 + ICMP 8
+        eventually("ping across VXLAN", lambda: self.ping(a, "198.51.100.2"))
+        assert self.ping(a, "198.51.100.2", "-M", "do", "-s", str(payload))
+        assert not self.ping(a, "198.51.100.2", "-M", "do", "-s", str(payload + 1))
+        in_ns(self.netns[a], "ip", "addr", "flush", "dev", there.name)
+        in_ns(self.netns[b], "ip", "addr", "flush", "dev", back.name)

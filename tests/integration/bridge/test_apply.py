@@ -58,16 +58,7 @@ def test_sites_handshake_ping_and_carry_full_size_frames(lab: Lab) -> None:
         assert len({t.dstport for t in plan.tunnels()}) == 2
 
     # A full inner-MTU frame with DF crosses VXLAN inside WireGuard; one byte more does not fit.
-    to_cloud = next(t for t in hq.tunnels() if t.peer == "cloud")
-    back = next(t for t in plans["cloud"].tunnels() if t.peer == "hq")
-    in_ns(lab.netns["hq"], "ip", "addr", "add", "198.51.100.1/30", "dev", to_cloud.name)
-    in_ns(lab.netns["cloud"], "ip", "addr", "add", "198.51.100.2/30", "dev", back.name)
-    payload = to_cloud.mtu - 28  # IPv4 20 + ICMP 8
-    eventually("ping across VXLAN", lambda: lab.ping("hq", "198.51.100.2"))
-    assert lab.ping("hq", "198.51.100.2", "-M", "do", "-s", str(payload))
-    assert not lab.ping("hq", "198.51.100.2", "-M", "do", "-s", str(payload + 1))
-    in_ns(lab.netns["hq"], "ip", "addr", "flush", "dev", to_cloud.name)
-    in_ns(lab.netns["cloud"], "ip", "addr", "flush", "dev", back.name)
+    lab.full_frames_cross(plans, "hq", "cloud")
 
     # Re-applying changes nothing, and the tunnels stay up.
     indexes = {site: {n: links(ns)[n]["ifindex"] for n in applied[site].links}
@@ -90,6 +81,38 @@ def test_sites_handshake_ping_and_carry_full_size_frames(lab: Lab) -> None:
         assert not wireguard.uapi_socket(plan.wireguard.name).exists()
         assert remove_site(plan, netns=ns, run_dir=lab.run_dir) == ()
     assert list(lab.run_dir.iterdir()) == []
+
+
+IPV6 = """\
+sites:
+  hq:    {role: enterprise, underlay: "2001:db8::1"}
+  cloud: {role: provider, underlay: "2001:db8::2"}
+segments:
+  finance: {mode: l2, vni: 100, vlan: 10, sites: [hq, cloud]}
+bridge: {overlay_pool: "fd00:6f63::/64"}
+"""
+
+
+@pytest.mark.parametrize("lab", [IPV6], indirect=True)
+def test_ipv6_underlay_and_overlay(lab: Lab) -> None:
+    plans = {site: lab.plan(site) for site in lab.netns}
+    for site, plan in plans.items():
+        apply_site(plan, netns=lab.netns[site], keys=lab.keys, run_dir=lab.run_dir)
+    cloud = plans["cloud"].wireguard.address
+    eventually("ping6 hq -> cloud over WireGuard", lambda: lab.ping("hq", cloud))
+    hq = plans["hq"]
+    assert hq.wireguard.peers[0].endpoint == "[2001:db8::2]:51820"
+    present = links(lab.netns["hq"])
+    assert present[hq.wireguard.name]["mtu"] == 1420  # 1500 - 40 IPv6 - 8 UDP - 32
+    (tunnel,) = hq.tunnels()
+    assert present[tunnel.name]["mtu"] == tunnel.mtu == 1350  # VXLAN over IPv6: 70
+    assert present[tunnel.name]["linkinfo"]["info_data"]["remote6"] == str(cloud)  # type: ignore[index]
+    lab.full_frames_cross(plans, "hq", "cloud")
+    for site, plan in plans.items():
+        assert (
+            apply_site(plan, netns=lab.netns[site], keys=lab.keys, run_dir=lab.run_dir).changes
+            == ()
+        )
 
 
 def test_changed_plan_converges(lab: Lab) -> None:
