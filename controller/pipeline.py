@@ -2,7 +2,8 @@
 
 The pipeline is data (`PIPELINE`): code names tables, never numbers them.
 
-    classify  in_port -> which segment (metadata = VNI) and whether it came from a tunnel
+    classify  in_port (+ eth_src on access ports with known hosts) -> which segment
+              (metadata = VNI) and whether it came from a tunnel
     eth_dst   a known MAC of that segment -> its access port, or the tunnel toward its site
     flood     broadcast, multicast, unknown unicast -> the segment's flood group
 
@@ -228,15 +229,25 @@ def _pipeline_flows() -> Iterator[Flow]:
 
 def _classify(vni: int, ports: list[FabricPort], ofports: Mapping[str, int]) -> Iterator[Flow]:
     for port in ports:
+        number = ofports[port.name]
         tag = vni | (FROM_TUNNEL if port.kind == "tunnel" else 0)
-        yield Flow(
-            "classify",
-            PRIORITY_SEGMENT,
-            Match.of(in_port=ofports[port.name]),
-            cookie(vni),
-            write_metadata=(tag, CLASS_MASK),
-            goto="eth_dst",
+        # An access port with known hosts admits only their source MACs: a host cannot
+        # spoof another's MAC and draw its unicast. (Remote sites check their own hosts.)
+        locked = port.kind == "access" and port.macs
+        matches = (
+            [Match.of(in_port=number, eth_src=mac) for mac in sorted(port.macs)]
+            if locked
+            else [Match.of(in_port=number)]
         )
+        for match in matches:
+            yield Flow(
+                "classify",
+                PRIORITY_SEGMENT,
+                match,
+                cookie(vni),
+                write_metadata=(tag, CLASS_MASK),
+                goto="eth_dst",
+            )
 
 
 def _remote_macs(fabric: Fabric, segment: str, ports: list[FabricPort]) -> dict[str, set[str]]:

@@ -173,3 +173,11 @@ def test_sighup_reloads_the_fabric_and_keeps_the_old_one_if_bad(lab: Lab) -> Non
     lab.controller.send_signal(signal.SIGHUP)
     wait_for(lambda: "programmed (diff)" in lab.log.read_text(), "the re-plan after SIGHUP")
     assert lab.ping("h1", "h3"), lab.log.read_text()
+
+
+def test_a_host_cannot_send_from_a_mac_the_fabric_does_not_list(lab: Lab) -> None:
+    h1 = lab.host_ns["h1"]
+    sh("ip", "link", "set", "eth0", "address", "02:00:00:00:07:07", netns=h1)
+    assert not lab.ping("h1", "h2", count=2)
+    sh("ip", "link", "set", "eth0", "address", HOSTS["h1"][1], netns=h1)
+    assert lab.ping("h1", "h2")

@@ -39,6 +39,14 @@ H1_P, H2_P, H3_P = HQ_PORTS["h1"], HQ_PORTS["h2"], HQ_PORTS["h3"]
 TO_BRANCH, TO_CLOUD, HR_TO_BRANCH = HQ_PORTS["vx100-1"], HQ_PORTS["vx100-2"], HQ_PORTS["vx200-1"]
 
 
+SOURCE = {H1_P: H1, H2_P: H2, H3_P: H3}
+
+
+def fwd(switch: FakeSwitch, in_port: int, eth_dst: str) -> frozenset[int]:
+    """Where a frame goes, sent with the source MAC of the host on `in_port` (if any)."""
+    return switch.forward(in_port, eth_dst, SOURCE.get(in_port, "02:00:00:00:77:77"))
+
+
 def hq_plan(ports: dict[str, int] = HQ_PORTS) -> SwitchPlan:
     return plan_switch(config(), fabric(), "hq", ports)
 
@@ -54,52 +62,52 @@ def hq() -> FakeSwitch:
 
 
 def test_broadcast_from_access_reaches_segment_ports_and_every_tunnel(hq: FakeSwitch) -> None:
-    assert hq.forward(H1_P, BROADCAST) == {H2_P, TO_BRANCH, TO_CLOUD}
+    assert fwd(hq, H1_P, BROADCAST) == {H2_P, TO_BRANCH, TO_CLOUD}
 
 
 def test_segments_are_isolated(hq: FakeSwitch) -> None:
-    assert hq.forward(H3_P, BROADCAST) == {HR_TO_BRANCH}
+    assert fwd(hq, H3_P, BROADCAST) == {HR_TO_BRANCH}
     # hr's host is unknown inside finance: the frame floods finance, never reaches hr.
-    assert H3_P not in hq.forward(H1_P, H3)
-    assert hq.forward(HR_TO_BRANCH, H1) == {H3_P} - {H1_P}
+    assert H3_P not in fwd(hq, H1_P, H3)
+    assert fwd(hq, HR_TO_BRANCH, H1) == {H3_P} - {H1_P}
     for port in (H1_P, H2_P, TO_BRANCH, TO_CLOUD):
-        assert not hq.forward(port, BROADCAST) & {H3_P, HR_TO_BRANCH}
+        assert not fwd(hq, port, BROADCAST) & {H3_P, HR_TO_BRANCH}
 
 
 def test_trace_names_the_tables_a_frame_crosses(hq: FakeSwitch) -> None:
-    trace = hq.trace(Frame(in_port=H1_P, eth_dst=BROADCAST))
+    trace = hq.trace(Frame(in_port=H1_P, eth_dst=BROADCAST, eth_src=H1))
     assert [f.table for f in trace.flows] == ["classify", "eth_dst", "flood"]
     assert trace.ports == {H2_P, TO_BRANCH, TO_CLOUD}
 
 
 def test_split_horizon_tunnel_floods_to_local_access_only(hq: FakeSwitch) -> None:
-    assert hq.forward(TO_BRANCH, BROADCAST) == {H1_P, H2_P}
-    assert hq.forward(TO_CLOUD, UNKNOWN) == {H1_P, H2_P}
-    assert hq.forward(HR_TO_BRANCH, BROADCAST) == {H3_P}
+    assert fwd(hq, TO_BRANCH, BROADCAST) == {H1_P, H2_P}
+    assert fwd(hq, TO_CLOUD, UNKNOWN) == {H1_P, H2_P}
+    assert fwd(hq, HR_TO_BRANCH, BROADCAST) == {H3_P}
 
 
 def test_never_tunnel_to_tunnel_even_for_known_remote_macs(hq: FakeSwitch) -> None:
-    assert hq.forward(TO_BRANCH, CLOUD_FIN) == frozenset()
-    assert hq.forward(TO_CLOUD, BRANCH_FIN) == frozenset()
+    assert fwd(hq, TO_BRANCH, CLOUD_FIN) == frozenset()
+    assert fwd(hq, TO_CLOUD, BRANCH_FIN) == frozenset()
 
 
 # -- unicast ------------------------------------------------------------------------------
 
 
 def test_known_local_mac_goes_to_its_access_port_only(hq: FakeSwitch) -> None:
-    assert hq.forward(H1_P, H2) == {H2_P}
-    assert hq.forward(TO_BRANCH, H2) == {H2_P}
-    assert hq.forward(H1_P, H1) == frozenset()  # never back out of the ingress port
+    assert fwd(hq, H1_P, H2) == {H2_P}
+    assert fwd(hq, TO_BRANCH, H2) == {H2_P}
+    assert fwd(hq, H1_P, H1) == frozenset()  # never back out of the ingress port
 
 
 def test_remote_mac_goes_into_the_tunnel_toward_its_site(hq: FakeSwitch) -> None:
-    assert hq.forward(H1_P, BRANCH_FIN) == {TO_BRANCH}
-    assert hq.forward(H2_P, CLOUD_FIN) == {TO_CLOUD}
-    assert hq.forward(H3_P, BRANCH_HR) == {HR_TO_BRANCH}
+    assert fwd(hq, H1_P, BRANCH_FIN) == {TO_BRANCH}
+    assert fwd(hq, H2_P, CLOUD_FIN) == {TO_CLOUD}
+    assert fwd(hq, H3_P, BRANCH_HR) == {HR_TO_BRANCH}
 
 
 def test_unknown_unicast_floods_within_the_segment(hq: FakeSwitch) -> None:
-    assert hq.forward(H1_P, UNKNOWN) == {H2_P, TO_BRANCH, TO_CLOUD}
+    assert fwd(hq, H1_P, UNKNOWN) == {H2_P, TO_BRANCH, TO_CLOUD}
 
 
 def test_tunnel_without_peer_still_carries_unicast_by_flooding() -> None:
@@ -113,17 +121,17 @@ def test_tunnel_without_peer_still_carries_unicast_by_flooding() -> None:
     )
     switch = FakeSwitch()
     switch.apply(program(plan_switch(config(), no_peers, "hq", HQ_PORTS)))
-    assert switch.forward(H1_P, BRANCH_FIN) == {H2_P, TO_BRANCH, TO_CLOUD}
+    assert fwd(switch, H1_P, BRANCH_FIN) == {H2_P, TO_BRANCH, TO_CLOUD}
 
 
 # -- what is dropped ----------------------------------------------------------------------
 
 
 def test_unknown_port_and_reserved_macs_are_dropped(hq: FakeSwitch) -> None:
-    assert hq.forward(99, BROADCAST) == frozenset()
-    assert hq.forward(H1_P, "01:80:c2:00:00:00") == frozenset()  # STP
-    assert hq.forward(H1_P, "01:80:c2:00:00:0e") == frozenset()  # LLDP
-    assert hq.forward(H1_P, "01:80:c2:00:00:10") != frozenset()  # not link-local
+    assert fwd(hq, 99, BROADCAST) == frozenset()
+    assert fwd(hq, H1_P, "01:80:c2:00:00:00") == frozenset()  # STP
+    assert fwd(hq, H1_P, "01:80:c2:00:00:0e") == frozenset()  # LLDP
+    assert fwd(hq, H1_P, "01:80:c2:00:00:10") != frozenset()  # not link-local
 
 
 def test_every_table_misses_into_a_drop_or_the_next_named_table() -> None:
@@ -134,14 +142,21 @@ def test_every_table_misses_into_a_drop_or_the_next_named_table() -> None:
     assert all(not f.actions for f in misses)
 
 
+def test_access_ports_with_known_hosts_drop_other_source_macs(hq: FakeSwitch) -> None:
+    assert hq.forward(H1_P, BROADCAST, eth_src=H2) == frozenset()  # h2's MAC, from h1
+    assert hq.forward(H1_P, H2, eth_src="02:00:00:00:77:77") == frozenset()
+    # Tunnels and access ports without listed hosts admit any source.
+    assert hq.forward(TO_BRANCH, H1, eth_src="02:00:00:00:77:77") == {H1_P}
+
+
 def test_unresolved_ports_get_no_flows_until_the_switch_has_them() -> None:
     partial = {k: v for k, v in HQ_PORTS.items() if k != "vx100-2"}
     plan = hq_plan(partial)
     assert plan.unresolved == ("vx100-2",)
     switch = FakeSwitch()
     switch.apply(program(plan))
-    assert switch.forward(H1_P, BROADCAST) == {H2_P, TO_BRANCH}
-    assert switch.forward(H1_P, CLOUD_FIN) == {H2_P, TO_BRANCH}  # flood, no tunnel yet
+    assert fwd(switch, H1_P, BROADCAST) == {H2_P, TO_BRANCH}
+    assert fwd(switch, H1_P, CLOUD_FIN) == {H2_P, TO_BRANCH}  # flood, no tunnel yet
 
 
 def test_site_with_tunnels_only_floods_nothing_from_tunnels() -> None:
@@ -154,7 +169,7 @@ def test_site_with_tunnels_only_floods_nothing_from_tunnels() -> None:
     )
     switch = FakeSwitch()
     switch.apply(program(plan_switch(config(), Fabric(switches=switches), "cloud-a", ports)))
-    assert switch.forward(1, BROADCAST) == frozenset()
+    assert fwd(switch, 1, BROADCAST) == frozenset()
 
 
 # -- cookies, determinism, diffs ----------------------------------------------------------
@@ -177,9 +192,9 @@ def test_a_renumbered_port_moves_its_flows_and_group_buckets() -> None:
     switch = FakeSwitch()
     switch.apply(program(hq_plan()))
     switch.apply(diff(hq_plan(), hq_plan(moved)))
-    assert switch.forward(H1_P, H2) == {7}
-    assert switch.forward(H1_P, BROADCAST) == {7, TO_BRANCH, TO_CLOUD}
-    assert switch.forward(2, BROADCAST) == frozenset()
+    assert fwd(switch, H1_P, H2) == {7}
+    assert fwd(switch, H1_P, BROADCAST) == {7, TO_BRANCH, TO_CLOUD}
+    assert fwd(switch, 2, BROADCAST) == frozenset()
 
 
 port_subsets = st.sets(st.sampled_from(sorted(HQ_PORTS)))
