@@ -199,7 +199,7 @@ class Clock:
 
 
 def gateway_config(
-    tmp: Path, issuer: str, port: int, upstream: Upstream, **extra: Any
+    tmp: Path, issuer: str, port: int, upstream: Upstream, apps: dict[str, Any] | None = None
 ) -> GatewayConfig:
     secret = tmp / "client-secret"
     secret.write_text(CLIENT_SECRET)
@@ -221,10 +221,37 @@ def gateway_config(
                     "allow": {"groups": "sales"},
                     "deny": {"path": {"prefix": "/admin"}},
                 }
-            },
+            }
+            | (apps or {}),
         }
-        | extra
     )
+
+
+@dataclass(frozen=True)
+class ClientCerts:
+    """A client CA for an mTLS app, a certificate it issued, and one from a stranger."""
+
+    ca: Path
+    good: tls.CertFiles
+    stranger: tls.CertFiles
+    fingerprint: str
+
+
+def client_certs(tmp: Path) -> ClientCerts:
+    now = now_utc()
+    (tmp / "client").mkdir()
+    ca, ca_key = tls.make_ca("Overcast test client CA", now)
+    stranger_ca, stranger_key = tls.make_ca("Stranger CA", now)
+    ca_files = tls.write_pair(ca, ca_key, tmp / "client" / "ca")
+    good = tls.write_pair(
+        *tls.issue(ca, ca_key, ["alice@corp.example"], now, True), tmp / "client" / "alice"
+    )
+    stranger = tls.write_pair(
+        *tls.issue(stranger_ca, stranger_key, ["alice@corp.example"], now, True),
+        tmp / "client" / "eve",
+    )
+    details = tls.cert_details(good.cert.read_text())
+    return ClientCerts(ca_files.cert, good, stranger, str(details["sha256"]))
 
 
 @dataclass
@@ -241,8 +268,11 @@ class RunningGateway:
     def trust(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca))
 
-    def client(self) -> httpx.Client:
-        return httpx.Client(verify=self.trust(), timeout=20)
+    def client(self, cert: tls.CertFiles | None = None) -> httpx.Client:
+        context = self.trust()
+        if cert is not None:
+            context.load_cert_chain(cert.cert, cert.key)
+        return httpx.Client(verify=context, timeout=20)
 
 
 @contextmanager

@@ -20,7 +20,9 @@ from overcast.metrics import REGISTRY
 from tests.integration.gateway.sso_peers import (
     APP_HOST,
     GATEWAY_HOST,
+    ClientCerts,
     RunningGateway,
+    client_certs,
     confirm_idp_logout,
     gateway_config,
     gateway_in_thread,
@@ -35,16 +37,35 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
 
 @pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+def certs(tmp_path_factory: pytest.TempPathFactory) -> ClientCerts:
+    return client_certs(tmp_path_factory.mktemp("client-certs"))
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory, certs: ClientCerts) -> Iterator[RunningGateway]:
     tmp = tmp_path_factory.mktemp("sso")
     sock = loopback_socket()
     port = sock.getsockname()[1]
-    with (
-        identity_provider(tmp, port) as issuer,
-        upstream_app(tmp) as upstream,
-        gateway_in_thread(gateway_config(tmp, issuer, port, upstream), sock) as running,
-    ):
-        yield running
+    with identity_provider(tmp, port) as issuer, upstream_app(tmp) as upstream:
+        # A second app on the same host under /vault: mTLS, and a policy on the certificate.
+        vault = {
+            "vault": {
+                "host": APP_HOST,
+                "path_prefix": "/vault",
+                "upstream": f"https://127.0.0.1:{upstream.port}",
+                "upstream_ca": str(upstream.ca),
+                "client_ca": str(certs.ca),
+                "allow": {
+                    "and": [
+                        {"groups": "sales"},
+                        {"client_certificate": {"fingerprint": certs.fingerprint}},
+                    ]
+                },
+            }
+        }
+        config = gateway_config(tmp, issuer, port, upstream, apps=vault)
+        with gateway_in_thread(config, sock) as running:
+            yield running
 
 
 def metric(name: str, **labels: str) -> float:
@@ -208,3 +229,23 @@ def test_own_endpoints_are_exact_and_on_the_gateway_host(gw: RunningGateway) -> 
         assert client.get(gw.url(APP_HOST, "/ping")).status_code == 302
         bad = client.get(gw.url(APP_HOST, "/.overcast/callback?state=x&code=y"))
         assert bad.status_code == 400 and "Sign-in expired" in bad.text
+
+
+def test_mtls_app_needs_a_certificate_from_its_ca(gw: RunningGateway, certs: ClientCerts) -> None:
+    with gw.client() as client:
+        sign_in(client, gw.url(APP_HOST, "/"), "alice")
+        # Signed in, yet without a client certificate the mTLS app stays shut.
+        response = client.get(gw.url(APP_HOST, "/vault/secrets"))
+        assert response.status_code == 403 and "certificate" in response.text
+    with gw.client(certs.stranger) as client, pytest.raises(httpx.HTTPError):
+        # A certificate from another CA does not even complete the TLS handshake.
+        client.get(gw.url(APP_HOST, "/vault/secrets"))
+    with gw.client(certs.good) as client:
+        landed = sign_in(client, gw.url(APP_HOST, "/vault/secrets"), "alice")
+        assert landed.status_code == 200 and landed.json()["path"] == "/vault/secrets"
+        seen = {k.lower(): v for k, v in landed.json()["headers"].items()}
+        jwks = client.get(gw.url(GATEWAY_HOST, "/.well-known/jwks.json")).json()
+        assert verify(seen[HEADER], jwks, "vault", gw.gateway.signer.issuer)["sub"] == "alice"
+    with gw.client(certs.good) as client:
+        # The right certificate, the wrong group.
+        assert sign_in(client, gw.url(APP_HOST, "/vault/secrets"), "bob").status_code == 403
