@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +87,9 @@ def start_wireguard_go(netns: str, name: str, run_dir: Path) -> int:
             start_new_session=True,
         )
     _children[name] = proc
+    # Reap it the moment it exits, whoever stops it (e.g. a lab teardown that kills every
+    # process in the namespace), so no zombie lingers in a long-running caller.
+    threading.Thread(target=proc.wait, name=f"reap-{name}", daemon=True).start()
     _pid_file(run_dir, name).write_text(f"{proc.pid}\n")
     wait_for(
         lambda: proc.poll() is not None or uapi_answers(name),

@@ -200,6 +200,8 @@ def test_reapply_recovers_a_killed_wireguard_go(lab: Lab) -> None:
     sh("kill", "-KILL", str(pid))
     name = plans["hq"].wireguard.name
     eventually("the tunnel to vanish", lambda: name not in links(lab.netns["hq"]))
+    # Killed behind our back, it is still reaped: no zombie stays in /proc.
+    eventually("wireguard-go to be reaped", lambda: not Path(f"/proc/{pid}").exists())
 
     again = apply_site(plans["hq"], netns=lab.netns["hq"], keys=lab.keys, run_dir=lab.run_dir)
     assert again.wireguard_pid not in (None, pid)
