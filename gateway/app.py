@@ -73,6 +73,7 @@ JWKS = "/.well-known/jwks.json"
 MAX_FORM = 64 * 1024
 REFRESH_EARLY = 10  # seconds before the access token expires
 DISCOVERY_RETRY = 5.0
+HOUSEKEEPING = 60.0
 # ID token claims that only mattered for validating the token itself.
 _TOKEN_ONLY = frozenset({"iss", "aud", "exp", "iat", "nbf", "nonce", "at_hash", "c_hash", "azp"})
 
@@ -210,7 +211,7 @@ class Gateway:
         self.trusted = config.trusted_proxies
         self.refreshes: SingleFlight[Session | None] = SingleFlight()
         self._jwks = signer.jwks_json()
-        self._discovery: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def ready(self) -> bool:
@@ -229,11 +230,14 @@ class Gateway:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self._discovery = asyncio.create_task(self.discover())
+                self._tasks = [
+                    asyncio.create_task(self.discover()),
+                    asyncio.create_task(self.housekeeping()),
+                ]
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                if self._discovery is not None:
-                    self._discovery.cancel()
+                for task in self._tasks:
+                    task.cancel()
                 await self.rp.http.aclose()
                 await self.proxy.close()
                 await send({"type": "lifespan.shutdown.complete"})
@@ -249,6 +253,12 @@ class Gateway:
             except OidcError as exc:
                 log.warning("identity provider not ready: %s", exc)
             await asyncio.sleep(DISCOVERY_RETRY)
+
+    async def housekeeping(self) -> None:
+        """Forget expired sessions and revocations, so memory stays bounded."""
+        while True:
+            await asyncio.sleep(HOUSEKEEPING)
+            self.codec.store.expire(int(self.clock()), self.config.session_lifetime)
 
     async def request(self, scope: Scope, receive: Receive, send: Send) -> None:
         websocket = scope["type"] == "websocket"

@@ -153,7 +153,7 @@ class Upstream:
 
 @contextmanager
 def upstream_app(tmp: Path) -> Iterator[Upstream]:
-    """An HTTPS app that answers every request with the headers it received (JSON)."""
+    """An HTTPS app that answers every request with the headers it received (JSON); /ws echoes."""
     files = tls.dev_ca(tmp / "upstream-ca", ["127.0.0.1"], now_utc())
     assert files.ca is not None
     sock = loopback_socket()
@@ -161,7 +161,15 @@ def upstream_app(tmp: Path) -> Iterator[Upstream]:
     async def echo(request: web.Request) -> web.Response:
         return web.json_response({"path": request.raw_path, "headers": dict(request.headers)})
 
+    async def ws_echo(request: web.Request) -> web.WebSocketResponse:
+        sock = web.WebSocketResponse()
+        await sock.prepare(request)
+        async for message in sock:
+            await sock.send_str(f"echo:{message.data}")
+        return sock
+
     app = web.Application()
+    app.router.add_get("/ws", ws_echo)
     app.router.add_route("*", "/{tail:.*}", echo)
     with _loop_thread() as loop:
         runner = web.AppRunner(app)

@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
+import aiohttp
 import httpx
 import pytest
 
@@ -249,3 +250,30 @@ def test_mtls_app_needs_a_certificate_from_its_ca(gw: RunningGateway, certs: Cli
     with gw.client(certs.good) as client:
         # The right certificate, the wrong group.
         assert sign_in(client, gw.url(APP_HOST, "/vault/secrets"), "bob").status_code == 403
+
+
+def test_websocket_passes_through_only_for_a_signed_in_same_origin_page(
+    gw: RunningGateway,
+) -> None:
+    with gw.client() as client:
+        sign_in(client, gw.url(APP_HOST, "/"), "alice")
+        cookie = f"{COOKIE}={client.cookies.get(COOKIE)}"
+    own = gw.url(APP_HOST, "").rstrip("/")
+    url = gw.url(APP_HOST, "/ws").replace("https://", "wss://")
+
+    async def talk(headers: dict[str, str]) -> str:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(url, headers=headers, ssl=gw.trust()) as ws,
+        ):
+            await ws.send_str("hello")
+            return str((await ws.receive(timeout=10)).data)
+
+    assert asyncio.run(talk({"Cookie": cookie, "Origin": own})) == "echo:hello"
+    for headers in (
+        {"Cookie": cookie, "Origin": "https://evil.example"},  # cross-site WebSocket hijack
+        {"Origin": own},  # not signed in
+    ):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            asyncio.run(talk(headers))
+        assert refused.value.status == 403
