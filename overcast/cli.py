@@ -11,7 +11,9 @@ import importlib
 import importlib.util
 import json
 import logging
+import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -149,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # python-ovs imports eventlet, which warns on import; it is a dependency's business, not
+    # something an operator can act on.
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module="eventlet")
+    warnings.filterwarnings("ignore", message="Eventlet is deprecated")
     parser = build_parser()
     args = parser.parse_args(argv)
     log.setup(args.verbose, args.log_json)
@@ -160,6 +166,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `overcast ... | head` closed our stdout: not an error. Point stdout at /dev/null so
+        # the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return exitcodes.OK
     except Exception as exc:
         logging.getLogger("overcast").debug("unhandled error", exc_info=True)
         print(
