@@ -322,16 +322,127 @@ def decode_update(
     return UpdateMessage(withdrawn, announced, attrs)
 
 
-def split_message(data: bytes, off: int = 0, end: int | None = None) -> tuple[int, int, int]:
-    """Check the BGP header at `off` (RFC 4271 section 4.1); returns (type, body start, body
-    end). The message must fit before `end`."""
-    if end is None:
-        end = len(data)
-    if off + HEADER_LEN > end:
+def decode_header(data: bytes, off: int = 0) -> tuple[int, int]:
+    """The 19-byte header at `off` (RFC 4271 section 4.1): (message type, total length)."""
+    if off + HEADER_LEN > len(data):
         raise WireError("truncated BGP message header", off)
     if data[off : off + 16] != MARKER:
         raise WireError("BGP marker is not all ones", off)
     (length,) = _U16.unpack_from(data, off + 16)
-    if length < HEADER_LEN or off + length > end:
+    if length < HEADER_LEN:
+        raise WireError(f"BGP message length {length} is below the header size", off + 16)
+    return data[off + 18], length
+
+
+def split_message(data: bytes, off: int = 0, end: int | None = None) -> tuple[int, int, int]:
+    """Check the BGP header at `off`; returns (type, body start, body end). The message must
+    fit before `end`."""
+    if end is None:
+        end = len(data)
+    mtype, length = decode_header(data[: min(end, off + HEADER_LEN)], off)
+    if off + length > end:
         raise WireError(f"BGP message length {length} does not fit its buffer", off + 16)
-    return data[off + 18], off + HEADER_LEN, off + length
+    return mtype, off + HEADER_LEN, off + length
+
+
+def encode_message(mtype: int, body: bytes = b"") -> bytes:
+    """Header plus body (RFC 4271 section 4.1)."""
+    return MARKER + struct.pack(">HB", HEADER_LEN + len(body), mtype) + body
+
+
+KEEPALIVE = encode_message(MSG_KEEPALIVE)  # RFC 4271 section 4.4: the header alone
+
+# OPEN optional parameter 2 carries capabilities (RFC 5492 section 4).
+PARAM_CAPABILITIES = 2
+CAP_MULTIPROTOCOL = 1  # RFC 4760 section 8
+CAP_AS4 = 65  # RFC 6793 section 3
+AS_TRANS = 23456  # RFC 6793 section 9: the 2-byte stand-in for a 4-byte ASN
+
+
+@dataclass(frozen=True, slots=True)
+class Open:
+    """An OPEN (RFC 4271 section 4.2) with the capabilities a monitor negotiates."""
+
+    asn: int  # the real ASN: from the 4-octet AS capability when present
+    hold_time: int
+    router_id: str
+    families: frozenset[tuple[int, int]] = frozenset()  # (AFI, SAFI), RFC 4760
+    asn4: bool = False  # the 4-octet AS capability was sent, RFC 6793
+    version: int = 4
+
+    def encode(self) -> bytes:
+        caps = b"".join(
+            struct.pack(">BBHBB", CAP_MULTIPROTOCOL, 4, afi, 0, safi)
+            for afi, safi in sorted(self.families)
+        )
+        if self.asn4:
+            caps += struct.pack(">BBI", CAP_AS4, 4, self.asn)
+        params = struct.pack(">BB", PARAM_CAPABILITIES, len(caps)) + caps if caps else b""
+        two_byte_asn = self.asn if self.asn < 65536 else AS_TRANS
+        body = struct.pack(
+            ">BHH4sB",
+            self.version,
+            two_byte_asn,
+            self.hold_time,
+            socket.inet_aton(self.router_id),
+            len(params),
+        )
+        return encode_message(MSG_OPEN, body + params)
+
+    @classmethod
+    def decode(cls, body: bytes) -> Open:
+        if len(body) < 10:
+            raise WireError("OPEN shorter than its fixed fields", 0)
+        version, asn, hold_time, router_id, params_len = struct.unpack_from(">BHH4sB", body)
+        if 10 + params_len > len(body):
+            raise WireError(f"OPEN optional parameters of {params_len} bytes run past it", 9)
+        families: set[tuple[int, int]] = set()
+        asn4 = False
+        off = 10
+        while off < 10 + params_len:
+            if off + 2 > len(body):
+                raise WireError("truncated OPEN optional parameter", off)
+            ptype, plen = body[off], body[off + 1]
+            pend = off + 2 + plen
+            if pend > len(body):
+                raise WireError("OPEN optional parameter runs past the message", off)
+            cap = off + 2
+            while ptype == PARAM_CAPABILITIES and cap < pend:
+                if cap + 2 > pend:
+                    raise WireError("truncated capability", cap)
+                code, clen = body[cap], body[cap + 1]
+                value = body[cap + 2 : cap + 2 + clen]
+                if len(value) != clen:
+                    raise WireError(f"capability {code} runs past its parameter", cap)
+                if code == CAP_MULTIPROTOCOL and clen == 4:
+                    afi, _, safi = struct.unpack(">HBB", value)
+                    families.add((afi, safi))
+                elif code == CAP_AS4 and clen == 4:
+                    (asn,) = _U32.unpack(value)
+                    asn4 = True
+                cap += 2 + clen
+            off = pend
+        return cls(asn, hold_time, socket.inet_ntoa(router_id), frozenset(families), asn4, version)
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """NOTIFICATION, RFC 4271 section 4.5 (codes in section 6)."""
+
+    code: int
+    subcode: int = 0
+    data: bytes = b""
+
+    def encode(self) -> bytes:
+        return encode_message(MSG_NOTIFICATION, bytes((self.code, self.subcode)) + self.data)
+
+    @classmethod
+    def decode(cls, body: bytes) -> Notification:
+        if len(body) < 2:
+            raise WireError("NOTIFICATION shorter than code and subcode", 0)
+        return cls(body[0], body[1], bytes(body[2:]))
+
+    def __str__(self) -> str:
+        return f"NOTIFICATION {self.code}/{self.subcode}" + (
+            f" data {self.data.hex()}" if self.data else ""
+        )

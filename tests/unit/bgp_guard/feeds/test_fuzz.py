@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from bgp_guard.feeds.mrt import MrtFeed
 from bgp_guard.feeds.ris_live import RisLiveFeed
-from bgp_guard.wire import WireError, decode_attributes, decode_update
+from bgp_guard.wire import Open, WireError, decode_attributes, decode_update
 from tests.conftest import shared_data
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -137,3 +137,10 @@ def test_ris_live_never_raises(messages: list[object], junk: list[str]) -> None:
     feed = RisLiveFeed(lines)
     updates = list(feed)
     assert feed.stats.updates == len(updates)
+
+
+@FAST
+@given(st.binary(max_size=80))
+def test_open_random_bytes(body: bytes) -> None:
+    with contextlib.suppress(WireError):
+        Open.decode(body)

@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 
 from bgp_guard.update import PathElement, Update
-from bgp_guard.wire import WireError, decode_update, merge_as4_path, split_message
+from bgp_guard.wire import (
+    Notification,
+    Open,
+    WireError,
+    decode_update,
+    merge_as4_path,
+    split_message,
+)
 
 GOLDEN = sorted((Path(__file__).parent / "golden").glob("*.json"))
 
@@ -63,3 +70,30 @@ def test_header_checks() -> None:
         split_message(b"\xff" * 16 + b"\x00\x30\x02")
     with pytest.raises(WireError, match="truncated BGP message header"):
         split_message(b"\xff" * 10)
+
+
+def test_open_from_a_real_collector() -> None:
+    # The OPEN in the RIS-live sample (rrc00, AS12654), raw bytes as RIS published them.
+    raw = bytes.fromhex(
+        "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF00350104316E00B4C100041C1802060104000100010206010400020001020641040000316E"
+    )
+    mtype, start, end = split_message(raw)
+    assert mtype == 1
+    assert Open.decode(raw[start:end]) == Open(
+        12654, 180, "193.0.4.28", frozenset({(1, 1), (2, 1)}), asn4=True
+    )
+
+
+def test_open_round_trip_with_4_byte_asn() -> None:
+    sent = Open(4200000001, 90, "192.0.2.1", frozenset({(1, 1), (2, 1)}), asn4=True)
+    raw = sent.encode()
+    _, start, end = split_message(raw)
+    assert raw[start + 1 : start + 3] == (23456).to_bytes(2)  # AS_TRANS, RFC 6793 section 9
+    assert Open.decode(raw[start:end]) == sent
+
+
+def test_notification_round_trip() -> None:
+    raw = Notification(2, 2, b"\x01").encode()
+    _, start, end = split_message(raw)
+    assert Notification.decode(raw[start:end]) == Notification(2, 2, b"\x01")
+    assert str(Notification(6, 5)) == "NOTIFICATION 6/5"

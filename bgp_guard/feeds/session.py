@@ -1,0 +1,298 @@
+"""A live BGP session feed: a receive-only BGP speaker (RFC 4271) that turns each UPDATE a
+neighbour sends into Updates.
+
+Why our own speaker rather than exabgp or os-ken's: a monitor only needs to open the session,
+keep it up and read UPDATEs; decoding is wire.py, which the MRT and BMP feeds already use and
+the golden tests pin down. exabgp would be a second process speaking a text API (more latency,
+one more thing to supervise); os-ken's speaker needs eventlet's monkey-patching, which does not
+mix with asyncio, and decodes every message a second time.
+
+What it does: IPv4 and IPv6 unicast (RFC 4760), 4-byte ASNs (RFC 6793), capabilities
+(RFC 5492), passive (listen) or active (connect, retrying), the FSM of RFC 4271 section 8 in
+its basic form (OpenSent -> OpenConfirm -> Established, hold and keepalive timers,
+NOTIFICATION on errors). It announces nothing. When a session ends, its routes are withdrawn
+(the Adj-RIB-In is gone, RFC 4271 section 9.1.1), so detectors see the loss of visibility.
+
+    speaker = BgpSpeaker(local_asn=65010, router_id="192.0.2.10", peers={"192.0.2.1": None})
+    await speaker.listen("192.0.2.10")
+    async for update in speaker.updates(): ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from bgp_guard.feeds.stats import FeedStats
+from bgp_guard.update import Prefix, Update
+from bgp_guard.wire import (
+    AFI_IPV4,
+    AFI_IPV6,
+    HEADER_LEN,
+    KEEPALIVE,
+    MSG_KEEPALIVE,
+    MSG_NOTIFICATION,
+    MSG_OPEN,
+    MSG_UPDATE,
+    SAFI_UNICAST,
+    Notification,
+    Open,
+    WireError,
+    decode_header,
+    decode_update,
+)
+
+log = logging.getLogger("bgp_guard.feeds.session")
+
+FAMILIES = frozenset({(AFI_IPV4, SAFI_UNICAST), (AFI_IPV6, SAFI_UNICAST)})
+# RFC 4271 section 8: a large hold time while waiting for OPEN (suggested 4 minutes).
+OPEN_WAIT = 240.0
+CONNECT_RETRY = 5.0  # seconds between active connection attempts (section 10 suggests 120)
+
+# NOTIFICATION codes, RFC 4271 section 4.5 and 6.
+HEADER_ERROR, OPEN_ERROR, HOLD_TIMER_EXPIRED, FSM_ERROR, CEASE = 1, 2, 4, 5, 6
+BAD_PEER_AS, UNACCEPTABLE_HOLD_TIME = 2, 6
+
+
+class SessionError(Exception):
+    """The session must end; `notification` is sent to the neighbour first when given."""
+
+    def __init__(self, reason: str, notification: Notification | None = None) -> None:
+        super().__init__(reason)
+        self.notification = notification
+
+
+@dataclass(frozen=True, slots=True)
+class Established:
+    """What was negotiated with one neighbour."""
+
+    peer_ip: str
+    peer_asn: int
+    hold_time: int
+    asn4: bool
+    families: frozenset[tuple[int, int]]
+
+
+class BgpSpeaker:
+    """Receive-only BGP speaker. `peers` maps each allowed neighbour address to its expected
+    ASN (None: any ASN); `peers=None` accepts any neighbour (a lab convenience)."""
+
+    def __init__(
+        self,
+        local_asn: int,
+        router_id: str,
+        peers: dict[str, int | None] | None = None,
+        hold_time: int = 90,
+    ) -> None:
+        if hold_time in (1, 2):
+            raise ValueError("hold time must be 0 or at least 3 seconds (RFC 4271 section 4.2)")
+        self.open = Open(local_asn, hold_time, router_id, FAMILIES, asn4=True)
+        self.peers = peers
+        self.stats = FeedStats("session")
+        self.established: dict[str, Established] = {}
+        self._queue: asyncio.Queue[Update] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._servers: list[asyncio.Server] = []
+
+    async def listen(self, host: str, port: int = 179) -> None:
+        """Passive: accept sessions from the configured neighbours."""
+        server = await asyncio.start_server(self._accepted, host, port)
+        self._servers.append(server)
+
+    def connect(
+        self,
+        host: str,
+        port: int = 179,
+        local_address: str | None = None,
+        retry: float = CONNECT_RETRY,
+    ) -> None:
+        """Active: keep a session to `host` up, reconnecting `retry` seconds after a failure."""
+        self._spawn(self._keep_connected(host, port, local_address, retry))
+
+    async def updates(self) -> AsyncIterator[Update]:
+        while True:
+            yield await self._queue.get()
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.stats.flush()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        await self._run(reader, writer)
+
+    async def _keep_connected(
+        self, host: str, port: int, local_address: str | None, retry: float
+    ) -> None:
+        local = (local_address, 0) if local_address else None
+        while True:
+            try:
+                reader, writer = await asyncio.open_connection(host, port, local_addr=local)
+            except OSError as exc:
+                log.info("BGP connect to %s port %d failed: %s; retrying", host, port, exc)
+            else:
+                await self._run(reader, writer)
+            await asyncio.sleep(retry)  # ConnectRetryTimer, RFC 4271 section 8.2.2
+
+    async def _run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer_ip = writer.get_extra_info("peername")[0]
+        rib: set[tuple[Prefix, int | None]] = set()
+        session: Established | None = None
+        try:
+            if self.peers is not None and peer_ip not in self.peers:
+                raise SessionError(f"{peer_ip} is not a configured neighbour")
+            writer.write(self.open.encode())  # OpenSent
+            session = await self._open_confirm(peer_ip, reader, writer)
+            await self._established(session, reader, writer, rib)
+        except SessionError as exc:
+            log.warning("BGP session with %s closed: %s", peer_ip, exc)
+            if exc.notification is not None:
+                with contextlib.suppress(OSError):
+                    writer.write(exc.notification.encode())
+                    await writer.drain()
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            log.warning("BGP session with %s lost: %s", peer_ip, exc or "connection closed")
+        finally:
+            writer.close()
+            self.established.pop(peer_ip, None)
+            if session is not None:
+                self._withdraw_all(session, rib)
+            self.stats.flush()
+
+    async def _open_confirm(
+        self, peer_ip: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> Established:
+        mtype, body = await self._read(reader, OPEN_WAIT)
+        if mtype == MSG_NOTIFICATION:
+            raise SessionError(f"neighbour sent {Notification.decode(body)} instead of OPEN")
+        if mtype != MSG_OPEN:
+            raise SessionError(f"expected OPEN, got type {mtype}", Notification(FSM_ERROR))
+        try:
+            peer_open = Open.decode(body)
+        except WireError as exc:
+            raise SessionError(f"bad OPEN: {exc}", Notification(OPEN_ERROR)) from None
+        if peer_open.version != 4:
+            raise SessionError(
+                f"BGP version {peer_open.version}", Notification(OPEN_ERROR, 1, b"\x00\x04")
+            )
+        expected = self.peers.get(peer_ip) if self.peers is not None else None
+        if expected is not None and peer_open.asn != expected:
+            raise SessionError(
+                f"neighbour says AS{peer_open.asn}, configured AS{expected}",
+                Notification(OPEN_ERROR, BAD_PEER_AS),
+            )
+        hold = min(self.open.hold_time, peer_open.hold_time)
+        if hold in (1, 2):
+            raise SessionError(
+                f"hold time {hold}", Notification(OPEN_ERROR, UNACCEPTABLE_HOLD_TIME)
+            )
+        writer.write(KEEPALIVE)  # OpenConfirm: wait for the neighbour's KEEPALIVE
+        mtype, body = await self._read(reader, hold or OPEN_WAIT)
+        if mtype == MSG_NOTIFICATION:
+            raise SessionError(f"neighbour sent {Notification.decode(body)} in OpenConfirm")
+        if mtype != MSG_KEEPALIVE:
+            raise SessionError(f"expected KEEPALIVE, got type {mtype}", Notification(FSM_ERROR))
+        families = (peer_open.families or {(AFI_IPV4, SAFI_UNICAST)}) & FAMILIES
+        session = Established(peer_ip, peer_open.asn, hold, peer_open.asn4, frozenset(families))
+        self.established[peer_ip] = session
+        log.info("BGP session with %s AS%d established: %s", peer_ip, session.peer_asn, session)
+        return session
+
+    async def _established(
+        self,
+        session: Established,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        rib: set[tuple[Prefix, int | None]],
+    ) -> None:
+        keepalive = asyncio.ensure_future(self._send_keepalives(session.hold_time, writer))
+        stats = self.stats
+        source = f"session:{session.peer_ip}"
+        try:
+            while True:
+                mtype, body = await self._read(reader, session.hold_time or None)
+                stats.records += 1
+                if mtype == MSG_UPDATE:
+                    try:
+                        msg = decode_update(body, asn4=session.asn4)
+                    except WireError as exc:
+                        # RFC 7606 would treat-as-withdraw; a monitor keeps the session and
+                        # reports the message instead of guessing which routes it meant.
+                        stats.bad_record(f"{source} UPDATE #{stats.records}", exc)
+                        continue
+                    now = time.time()
+                    for update in msg.updates(now, session.peer_ip, session.peer_asn, source):
+                        key = (update.prefix, update.path_id)
+                        if update.announce:
+                            rib.add(key)
+                        else:
+                            rib.discard(key)
+                        self._queue.put_nowait(update)
+                        stats.updates += 1
+                elif mtype == MSG_NOTIFICATION:
+                    raise SessionError(f"neighbour sent {Notification.decode(body)}")
+                elif mtype != MSG_KEEPALIVE:
+                    raise SessionError(
+                        f"unexpected message type {mtype} when Established",
+                        Notification(FSM_ERROR),
+                    )
+                if not stats.records % 1000:
+                    stats.flush()
+        finally:
+            keepalive.cancel()
+
+    @staticmethod
+    async def _send_keepalives(hold_time: int, writer: asyncio.StreamWriter) -> None:
+        if not hold_time:
+            return  # hold time 0: no keepalives (RFC 4271 section 4.4)
+        while True:
+            writer.write(KEEPALIVE)
+            await writer.drain()
+            await asyncio.sleep(hold_time / 3)
+
+    async def _read(self, reader: asyncio.StreamReader, timeout: float | None) -> tuple[int, bytes]:
+        try:
+            header = await asyncio.wait_for(reader.readexactly(HEADER_LEN), timeout)
+        except TimeoutError:
+            raise SessionError("hold timer expired", Notification(HOLD_TIMER_EXPIRED)) from None
+        try:
+            mtype, length = decode_header(header)
+        except WireError as exc:
+            raise SessionError(str(exc), Notification(HEADER_ERROR)) from None
+        body = await reader.readexactly(length - HEADER_LEN)
+        return mtype, body
+
+    def _withdraw_all(self, session: Established, rib: set[tuple[Prefix, int | None]]) -> None:
+        now = time.time()
+        source = f"session:{session.peer_ip}"
+        for prefix, path_id in rib:
+            self._queue.put_nowait(
+                Update(
+                    now,
+                    session.peer_ip,
+                    session.peer_asn,
+                    prefix,
+                    False,
+                    source=source,
+                    path_id=path_id,
+                )
+            )
+        self.stats.updates += len(rib)
+        rib.clear()

@@ -1,0 +1,100 @@
+"""Namespaces and real routing daemons for the bgp_guard feed tests.
+
+Each test gets its own network namespace (only `lo`, so nothing leaves it). Our side runs in
+a thread that joined that namespace (setns is per thread), so every socket the feed opens
+lives there, next to the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import secrets
+import subprocess
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+T = TypeVar("T")
+CLONE_NEWNET = 0x40000000
+# Documentation addresses on the namespace's lo: daemons refuse 127/8 as a BGP neighbour.
+NETNS_ADDRESSES = ("192.0.2.1/32", "192.0.2.10/32")
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    name = f"ocbgp{os.getpid() % 10000}{secrets.token_hex(2)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        for address in NETNS_ADDRESSES:
+            subprocess.run(["ip", "-n", name, "addr", "add", address, "dev", "lo"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def run_in_netns(name: str, scenario: Callable[[], Awaitable[T]], timeout: float = 90) -> T:
+    """Run `scenario` in an event loop on a thread that joined netns `name`."""
+    result: list[T] = []
+    errors: list[BaseException] = []
+
+    def thread() -> None:
+        try:
+            fd = os.open(f"/var/run/netns/{name}", os.O_RDONLY)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), f"setns into {name}")
+            finally:
+                os.close(fd)
+            result.append(asyncio.run(asyncio.wait_for(scenario(), timeout)))
+        except BaseException as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=thread, daemon=True)
+    worker.start()
+    worker.join(timeout + 10)
+    if errors:
+        raise errors[0]
+    assert result, f"scenario in {name} did not finish in {timeout} s"
+    return result[0]
+
+
+@contextlib.contextmanager
+def daemon(netns: str, argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a daemon in the foreground inside `netns`; always stopped on exit."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", netns, *argv], stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def ns_run(netns: str, *argv: str, attempts_until: float = 0) -> str:
+    """Run a command in `netns`; with `attempts_until`, retry a failing command until then
+    (a daemon's control socket or API takes a moment to appear)."""
+    deadline = time.monotonic() + attempts_until
+    while True:
+        proc = subprocess.run(
+            ["ip", "netns", "exec", netns, *argv], capture_output=True, text=True, check=False
+        )
+        if proc.returncode == 0:
+            return proc.stdout
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{' '.join(argv)} failed: {proc.stdout}{proc.stderr}")
+        time.sleep(0.1)

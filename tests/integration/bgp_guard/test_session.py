@@ -1,0 +1,180 @@
+"""The live BGP session feed against real bird2 and gobgpd, each in its own namespace.
+
+bird2 connects to our passive speaker; we connect actively to gobgpd. Both announce
+documentation prefixes from 4-byte private ASNs over IPv4 and IPv6 unicast; we assert the
+Updates (AS path, next hop, origin), the withdrawals, and that a dropped session withdraws
+what it had announced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from bgp_guard.feeds.session import BgpSpeaker
+from bgp_guard.update import Prefix, Update
+from tests.conftest import require_binaries
+from tests.integration.bgp_guard.conftest import daemon, ns_run, run_in_netns
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
+
+OUR_ASN = 65010
+# Both ends on the namespace's lo (bird refuses 127/8 neighbours), so the session is multihop.
+US, THEM = "192.0.2.10", "192.0.2.1"
+
+BIRD_CONF = """
+router id 192.0.2.1;
+log stderr all;
+protocol device {{}}
+protocol static s4 {{ ipv4; route 198.51.100.0/24 blackhole; route 198.51.100.128/25 blackhole; }}
+protocol static s6 {{ ipv6; route 2001:db8:1::/48 blackhole; }}
+protocol bgp monitor {{
+  local {them} as 4200000001;
+  neighbor {us} as {our_asn};
+  multihop; strict bind; hold time 9;
+  connect delay time 1; connect retry time 1; error wait time 1, 2;
+  ipv4 {{ import none; export all; }};
+  ipv6 {{ import none; export all; next hop address 2001:db8::1; }};
+}}
+"""
+
+GOBGPD_CONF = """
+[global.config]
+  as = 4200000002
+  router-id = "192.0.2.2"
+  port = 179
+  local-address-list = ["{them}"]
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "{us}"
+    peer-as = {our_asn}
+  [neighbors.transport.config]
+    local-address = "{them}"
+    passive-mode = true
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "ipv4-unicast"
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "ipv6-unicast"
+"""
+
+
+async def collect(
+    speaker: BgpSpeaker, want: set[tuple[str, bool]], timeout: float = 30
+) -> dict[tuple[str, bool], Update]:
+    """Read Updates until every (prefix, announce) in `want` was seen."""
+    seen: dict[tuple[str, bool], Update] = {}
+
+    async def read() -> None:
+        async for update in speaker.updates():
+            seen[(str(update.prefix), update.announce)] = update
+            if want <= seen.keys():
+                return
+
+    try:
+        await asyncio.wait_for(read(), timeout)
+    except TimeoutError:
+        raise AssertionError(f"missing {sorted(want - seen.keys())}; got {sorted(seen)}") from None
+    return seen
+
+
+def test_bird2_passive(netns: str, tmp_path: Path) -> None:
+    require_binaries("bird", "birdc")
+    conf = tmp_path / "bird.conf"
+    conf.write_text(BIRD_CONF.format(us=US, them=THEM, our_asn=OUR_ASN))
+    ctl = str(tmp_path / "bird.ctl")
+
+    async def scenario() -> None:
+        speaker = BgpSpeaker(OUR_ASN, "192.0.2.10", peers={THEM: 4200000001}, hold_time=9)
+        await speaker.listen(US)
+        try:
+            argv = ["bird", "-f", "-c", str(conf), "-s", ctl]
+            with daemon(netns, argv, tmp_path / "bird.log") as bird:
+                got = await collect(
+                    speaker,
+                    {
+                        ("198.51.100.0/24", True),
+                        ("198.51.100.128/25", True),
+                        ("2001:db8:1::/48", True),
+                    },
+                )
+                v4, v6 = got[("198.51.100.0/24", True)], got[("2001:db8:1::/48", True)]
+                assert (v4.peer_ip, v4.peer_asn, v4.as_path) == (THEM, 4200000001, (4200000001,))
+                assert v4.origin == 4200000001 and v4.next_hop == THEM
+                assert v6.as_path == (4200000001,) and v6.next_hop == "2001:db8::1"
+                assert speaker.established[THEM].asn4
+                # A withdrawal, then the whole session going away.
+                ns_run(netns, "birdc", "-s", ctl, "disable", "s4")
+                await collect(speaker, {("198.51.100.0/24", False), ("198.51.100.128/25", False)})
+                bird.terminate()
+                await collect(speaker, {("2001:db8:1::/48", False)})
+            assert speaker.stats.errors == 0
+        finally:
+            await speaker.close()
+
+    run_in_netns(netns, scenario)
+
+
+def test_gobgpd_active(netns: str, tmp_path: Path) -> None:
+    require_binaries("gobgpd", "gobgp")
+    conf = tmp_path / "gobgpd.toml"
+    conf.write_text(GOBGPD_CONF.format(us=US, them=THEM, our_asn=OUR_ASN))
+    api = ["gobgp", "-u", THEM, "-p", "50051"]
+
+    async def scenario() -> None:
+        speaker = BgpSpeaker(OUR_ASN, "192.0.2.10", peers={THEM: 4200000002}, hold_time=9)
+        argv = ["gobgpd", "-f", str(conf), "--api-hosts", f"{THEM}:50051", "--pprof-disable"]
+        with daemon(netns, argv, tmp_path / "gobgpd.log"):
+            speaker.connect(THEM, local_address=US, retry=0.2)
+            try:
+                ns_run(
+                    netns,
+                    *api,
+                    "global",
+                    "rib",
+                    "add",
+                    "198.51.100.0/24",
+                    "-a",
+                    "ipv4",
+                    attempts_until=20,
+                )
+                ns_run(netns, *api, "global", "rib", "add", "2001:db8:2::/48", "-a", "ipv6")
+                got = await collect(speaker, {("198.51.100.0/24", True), ("2001:db8:2::/48", True)})
+                v4, v6 = got[("198.51.100.0/24", True)], got[("2001:db8:2::/48", True)]
+                assert (v4.peer_ip, v4.peer_asn, v4.as_path) == (THEM, 4200000002, (4200000002,))
+                assert v6.prefix == Prefix.parse("2001:db8:2::/48") and v6.as_path == (4200000002,)
+                ns_run(netns, *api, "global", "rib", "del", "2001:db8:2::/48", "-a", "ipv6")
+                await collect(speaker, {("2001:db8:2::/48", False)})
+                assert speaker.stats.errors == 0
+            finally:
+                await speaker.close()
+
+    run_in_netns(netns, scenario)
+
+
+def test_wrong_peer_asn_is_refused(netns: str, tmp_path: Path) -> None:
+    """A neighbour claiming another ASN gets OPEN error 2/2 and never reaches Established."""
+    require_binaries("bird")
+    conf = tmp_path / "bird.conf"
+    conf.write_text(BIRD_CONF.format(us=US, them=THEM, our_asn=OUR_ASN))
+
+    async def scenario() -> None:
+        speaker = BgpSpeaker(OUR_ASN, "192.0.2.10", peers={THEM: 64511}, hold_time=9)
+        await speaker.listen(US)
+        try:
+            argv = ["bird", "-f", "-c", str(conf), "-s", str(tmp_path / "bird.ctl")]
+            with daemon(netns, argv, tmp_path / "bird.log"):
+                log = tmp_path / "bird.log"
+                deadline = time.monotonic() + 20
+                while "Bad peer AS" not in log.read_text():
+                    assert time.monotonic() < deadline, log.read_text()
+                    await asyncio.sleep(0.1)
+            assert not speaker.established and speaker.stats.updates == 0
+        finally:
+            await speaker.close()
+
+    run_in_netns(netns, scenario)
