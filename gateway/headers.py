@@ -12,6 +12,7 @@ Headers are ASGI pairs: `list[tuple[bytes, bytes]]`, names lower-case (ASGI spec
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 
@@ -81,6 +82,7 @@ _IDENTITY_PREFIXES = (
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
+@functools.lru_cache(maxsize=4096)  # a proxy folds the same few names on every request
 def fold(name: bytes | str) -> str:
     """A header name as a server that maps `_` to `-` and ignores case would see it."""
     text = name.decode("latin-1") if isinstance(name, bytes) else name

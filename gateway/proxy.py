@@ -225,9 +225,13 @@ class Proxy:
                         "headers": downstream_headers(upstream.raw_headers, self.cookie_names),
                     }
                 )
-                async for chunk in upstream.content.iter_any():
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                content, more = upstream.content, True
+                async for chunk in content.iter_any():
+                    # The last chunk closes the response itself: one send fewer per request.
+                    more = not content.at_eof()
+                    await send({"type": "http.response.body", "body": chunk, "more_body": more})
+                if more:
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
         except TimeoutError:
             await _error(send, 504, f"upstream {route.app} did not answer in time")
         except (aiohttp.ClientError, ssl.SSLError, OSError) as e:
