@@ -144,6 +144,9 @@ def wrk(
     if rate is None or errors is not None:
         raise SystemExit(f"wrk against {url} failed or saw errors:\n{out}")
     result = {"rps": float(rate.group(1))}
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    if socket_errors:
+        print(f"  wrk {url} -c{connections}: socket errors: {socket_errors.group(1)}", flush=True)
     for pct in ("50", "99"):
         match = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)", out)
         assert match is not None, out
@@ -181,6 +184,9 @@ def main() -> None:
         "--profile", metavar="FILE", help="run the gateway under cProfile, write FILE"
     )
     parser.add_argument("--only", choices=("direct", "nginx", "gateway"), help="measure one path")
+    parser.add_argument(
+        "--connections", type=int, nargs="+", default=[64, 8], help="wrk connection counts"
+    )
     args = parser.parse_args()
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None:
@@ -255,7 +261,7 @@ def main() -> None:
             "gateway": (f"https://localhost:{gw}/", cookie),
         }
         results: dict[tuple[str, int], dict[str, float]] = {}
-        for connections in (64, 8):
+        for connections in args.connections:
             for label, (url, extra) in targets.items():
                 if args.only and label != args.only:
                     continue

@@ -1,0 +1,61 @@
+"""Pure pieces of the gateway app: Host parsing, identity from claims, WebSocket origin."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.app import _host_of, _same_origin, identity_of
+from gateway.session import Session
+
+
+@pytest.mark.parametrize(
+    ("values", "host"),
+    [
+        ([b"CRM.Corp.Example"], "crm.corp.example"),
+        ([b"crm.corp.example:8443"], "crm.corp.example"),
+        ([b"crm.corp.example."], "crm.corp.example"),
+        ([b"[2001:db8::1]:443"], "[2001:db8::1]"),
+        ([], None),
+        ([b"a.example", b"b.example"], None),  # RFC 9112 section 3.2: exactly one Host
+        ([b""], None),
+        ([b"[2001:db8::1"], None),
+    ],
+)
+def test_host(values: list[bytes], host: str | None) -> None:
+    assert _host_of(values) == host
+
+
+def session(claims: dict[str, object]) -> Session:
+    return Session("s", "alice", claims, 0, 10, 10)
+
+
+@pytest.mark.parametrize("flag", ["true", 1, "yes", None])
+def test_only_json_true_verifies_an_email(flag: object) -> None:
+    identity = identity_of(session({"email": "alice@corp.example", "email_verified": flag}))
+    assert identity.email_verified is False
+
+
+def test_identity_from_claims() -> None:
+    identity = identity_of(
+        session({"email": "alice@corp.example", "email_verified": True, "groups": ["a", 5, "b"]})
+    )
+    assert identity.email_verified is True
+    assert identity.groups == ("a", "b")
+    assert identity_of(session({"groups": "sales"})).groups == ()
+
+
+@pytest.mark.parametrize(
+    ("origin", "same"),
+    [
+        (None, True),
+        (b"https://crm.corp.example", True),
+        (b"https://crm.corp.example:8443", True),
+        (b"https://CRM.corp.example", True),
+        (b"https://evil.example", False),
+        (b"https://crm.corp.example.evil.example", False),
+        (b"null", False),
+    ],
+)
+def test_websocket_origin(origin: bytes | None, same: bool) -> None:
+    headers = [(b"origin", origin)] if origin is not None else []
+    assert _same_origin(headers, "crm.corp.example") is same
