@@ -14,6 +14,8 @@ Classes (advisories they stand for, by class rather than number):
   cookie-fixation     an upstream setting the gateway's own session cookie
   health-check-ua     oauth2-proxy ping-user-agent: a probe's User-Agent skipping auth
   metrics-public      Pomerium metrics/pprof reachable on the public listener
+  request-smuggling   TE+CL, doubled Content-Length, absolute-form target, doubled Host
+  websocket-origin    cross-site WebSocket hijacking with the user's cookie
 
 Pure cases call the modules directly. End-to-end cases send raw bytes through a real uvicorn
 to a real TLS upstream, first via `mini_gateway` (the request path assembled from its parts:
@@ -22,6 +24,7 @@ normalise, route, session, policy, strip, forward), then via `gateway.app` itsel
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -29,6 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import pytest
 from pydantic import ValidationError
 
@@ -660,3 +664,65 @@ def test_app_path_tricks(real: Real, path: str, status: int) -> None:
 def test_app_host_case(real: Real, host: str) -> None:
     assert real.get("/admin", real.cookie(), host=host).status == 403
     assert reached_upstream(real.get("/ok", real.cookie(), host=host)) is not None
+
+
+# --- request-smuggling and request-target tricks (through gateway.app) ----------------------
+
+
+@pytest.mark.parametrize(
+    ("framing", "body"),
+    [
+        (
+            "Content-Length: 4\r\nTransfer-Encoding: chunked",
+            b"0\r\n\r\nGET /admin HTTP/1.1\r\n\r\n",
+        ),
+        ("Content-Length: 4\r\nContent-Length: 40", b"abcd"),
+        ("Transfer-Encoding: xchunked", b"abcd"),
+    ],
+    ids=["te+cl", "cl+cl", "unknown-te"],
+)
+def test_app_request_smuggling_refused(real: Real, framing: str, body: bytes) -> None:
+    head = f"POST /upload HTTP/1.1\r\nHost: app.test\r\n{real.cookie()}\r\n{framing}"
+    assert raw_http(real.port, head, body).status == 400
+
+
+def test_app_absolute_form_still_decides_on_path(real: Real) -> None:
+    head = f"GET https://evil.example/admin HTTP/1.1\r\nHost: app.test\r\n{real.cookie()}"
+    assert raw_http(real.port, head).status == 403
+
+
+def test_app_duplicate_host_refused(real: Real) -> None:
+    head = f"GET /x HTTP/1.1\r\nHost: app.test\r\nHost: evil.test\r\n{real.cookie()}"
+    assert raw_http(real.port, head).status == 400
+
+
+# --- cross-site WebSocket hijacking: the cookie rides along, the Origin gives it away -------
+
+
+def _websocket(real: Real, origin: str) -> str | int:
+    cookie = real.cookie().partition(": ")[2]
+
+    async def go() -> str | int:
+        async with aiohttp.ClientSession() as client:
+            try:
+                async with client.ws_connect(
+                    f"http://127.0.0.1:{real.port}/ws",
+                    headers={"Host": "app.test", "Origin": origin, "Cookie": cookie},
+                ) as ws:
+                    await ws.send_str("hi")
+                    return await asyncio.wait_for(ws.receive_str(), 20)
+            except aiohttp.WSServerHandshakeError as e:
+                return e.status
+
+    return asyncio.run(go())
+
+
+def test_app_websocket_same_origin_passes(real: Real) -> None:
+    assert _websocket(real, "https://app.test") == "echo:hi"
+
+
+@pytest.mark.parametrize(
+    "origin", ["https://evil.example", "https://app.test.evil.example", "null"]
+)
+def test_app_websocket_cross_origin_refused(real: Real, origin: str) -> None:
+    assert _websocket(real, origin) == 403
