@@ -198,13 +198,14 @@ def plan_switch(
     for port in ports:
         by_segment.setdefault(port.segment, []).append(port)
 
+    hosts = _hosts(fabric)
     groups: list[Group] = []
     flows: list[Flow] = [*_pipeline_flows()]
     for name in sorted(by_segment):
         vni = segments[name].vni
         seg_ports = by_segment[name]
         flows += _classify(vni, seg_ports, ofports)
-        flows += _unicast(vni, seg_ports, ofports, _remote_macs(fabric, name, seg_ports))
+        flows += _unicast(vni, seg_ports, ofports, _remote_macs(hosts, seg_ports))
         seg_groups = _flood_groups(vni, seg_ports, ofports)
         groups += seg_groups
         flows += _flood(vni, seg_groups)
@@ -250,19 +251,25 @@ def _classify(vni: int, ports: list[FabricPort], ofports: Mapping[str, int]) -> 
             )
 
 
-def _remote_macs(fabric: Fabric, segment: str, ports: list[FabricPort]) -> dict[str, set[str]]:
-    """MACs behind each tunnel port: listed on the port, plus the peer site's hosts."""
-    out: dict[str, set[str]] = {}
-    for port in ports:
-        if port.kind != "tunnel":
-            continue
-        macs = set(port.macs)
-        peer = _switch_of(fabric, port.peer) if port.peer else None
-        for far in peer.ports if peer else ():
-            if far.kind == "access" and far.segment == segment:
-                macs.update(far.macs)
-        out[port.name] = macs
+def _hosts(fabric: Fabric) -> dict[tuple[str, str], set[str]]:
+    """The MACs on access ports, by (site, segment)."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for switch in fabric.switches.values():
+        for port in switch.ports:
+            if port.kind == "access":
+                out.setdefault((switch.site, port.segment), set()).update(port.macs)
     return out
+
+
+def _remote_macs(
+    hosts: Mapping[tuple[str, str], set[str]], ports: list[FabricPort]
+) -> dict[str, set[str]]:
+    """MACs behind each tunnel port: listed on the port, plus the peer site's hosts."""
+    return {
+        p.name: set(p.macs) | (hosts.get((p.peer, p.segment), set()) if p.peer else set())
+        for p in ports
+        if p.kind == "tunnel"
+    }
 
 
 def _unicast(
