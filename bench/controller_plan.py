@@ -11,6 +11,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -82,11 +83,11 @@ def main() -> None:
         config, fabric = build(sites, segments, hosts)
         ports = fabric.switches["s0"].ports
         ofports = {p.name: n for n, p in enumerate(ports, start=1)}
-        plan_s, plan = best(args.repeat, lambda: plan_switch(config, fabric, "s0", ofports))
+        plan_s, plan = best(args.repeat, partial(plan_switch, config, fabric, "s0", ofports))
         # One host re-plugged on another port number: the typical incremental change.
         moved = {**ofports, ports[0].name: len(ports) + 1}
         new = plan_switch(config, fabric, "s0", moved)
-        diff_s, messages = best(args.repeat, lambda: diff(plan, new))
+        diff_s, messages = best(args.repeat, partial(diff, plan, new))
         switch = FakeSwitch()
         switch.apply(program(plan))
         mac = ports[1].macs[0]
