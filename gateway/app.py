@@ -56,6 +56,7 @@ from gateway.session import (
     cookie_value,
     set_cookie,
 )
+from gateway.session_sync import SessionSync
 from gateway.tls import ClientCA, cert_details, client_context
 from overcast.metrics import REGISTRY
 
@@ -74,6 +75,7 @@ MAX_FORM = 64 * 1024
 REFRESH_EARLY = 10  # seconds before the access token expires
 DISCOVERY_RETRY = 5.0
 HOUSEKEEPING = 60.0
+REFRESH_RACE = 2.0  # seconds to wait for another process's refresh before signing out
 # ID token claims that only mattered for validating the token itself.
 _TOKEN_ONLY = frozenset({"iss", "aud", "exp", "iat", "nbf", "nonce", "at_hash", "c_hash", "azp"})
 
@@ -197,6 +199,7 @@ class Gateway:
         proxy: Proxy,
         clock: Callable[[], float] = time.time,
         decisions: DecisionLog | None = None,
+        sync: SessionSync | None = None,
     ) -> None:
         self.config = config
         self.rp = rp
@@ -205,6 +208,7 @@ class Gateway:
         self.proxy = proxy
         self.clock = clock
         self.decisions = decisions or DecisionLog(None)
+        self.sync = sync
         self.table = routes_from_config(config)
         self.app_hosts = {config.app_host(name) for name in config.apps}
         self.client_cas = client_cas(config)
@@ -215,7 +219,8 @@ class Gateway:
 
     @property
     def ready(self) -> bool:
-        return self.rp.metadata is not None
+        synced = self.sync is None or self.sync.synced
+        return self.rp.metadata is not None and synced
 
     # -- ASGI ------------------------------------------------------------------------
 
@@ -234,6 +239,8 @@ class Gateway:
                     asyncio.create_task(self.discover()),
                     asyncio.create_task(self.housekeeping()),
                 ]
+                if self.sync is not None:
+                    self._tasks.append(asyncio.create_task(self.sync.run()))
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 for task in self._tasks:
@@ -448,6 +455,9 @@ class Gateway:
         try:
             tokens = await self.rp.refresh(session.refresh_token, {"sub": session.sub})
         except OidcError as exc:
+            newer = await self._refreshed_elsewhere(session, now)
+            if newer is not None:
+                return newer
             REFRESHES.labels("failed").inc()
             log.info("refresh for %s failed, signing out: %s", session.sub, exc)
             self.codec.store.revoke(sid=session.sid, now=now)
@@ -463,6 +473,17 @@ class Gateway:
         )
         self.codec.store.remember(fresh)
         return fresh
+
+    async def _refreshed_elsewhere(self, session: Session, now: int) -> Session | None:
+        """Another gateway process may have used (and rotated) the refresh token first."""
+        if self.sync is None:
+            return None
+        for _ in range(int(REFRESH_RACE / 0.1)):
+            latest = self.codec.store.latest(session)
+            if latest.refresh_at > now:
+                return latest
+            await asyncio.sleep(0.1)
+        return None
 
     async def app_request(
         self, scope: Scope, receive: Receive, send: Send, route: Route, host: str, path: str
@@ -629,7 +650,11 @@ def build(
         rp = RelyingParty(config.issuer, config.client_id, secret, http, clock)
         proxy = Proxy(routes_from_config(config), cookie_names=(COOKIE,))
         codec = SessionCodec(keys, SessionStore())
-        return Gateway(config, rp, codec, signer, proxy, clock, DecisionLog(decisions))
+        sync = None
+        if config.session_store is not None:
+            sync = SessionSync(config.session_store, codec.store)
+            sync.attach()
+        return Gateway(config, rp, codec, signer, proxy, clock, DecisionLog(decisions), sync)
     except (KeyRingError, AssertionKeyError, OSError, UnicodeDecodeError, ValueError) as exc:
         # ClientCA.load raises ValueError naming the bundle; ssl errors are OSErrors.
         raise SetupError(str(exc)) from None

@@ -129,6 +129,9 @@ class GatewayConfig(Model):
     session_keys_file: Path | None = None
     # EC P-256 private key (PEM) that signs identity assertions; default: one per start.
     assertion_key_file: Path | None = None
+    # Redis URL (redis://, rediss://, unix://) shared by gateway processes: a logout that
+    # reaches one of them ends the session in all. Default: this process only.
+    session_store: str | None = None
     session_lifetime: int = Field(8 * 3600, ge=60, le=7 * 86400)
     assertion_lifetime: int = Field(60, ge=5, le=60)
     # Proxies whose X-Forwarded-For is believed; nobody else's.
@@ -139,6 +142,16 @@ class GatewayConfig(Model):
     @classmethod
     def _issuer(cls, value: str) -> str:
         return _https_url(value, "issuer")
+
+    @field_validator("session_store")
+    @classmethod
+    def _store(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                f"{value!r} is not a Redis URL; write redis://HOST:6379/0 or "
+                "unix:///run/redis/redis.sock"
+            )
+        return value
 
     @field_validator("host")
     @classmethod

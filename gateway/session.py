@@ -19,7 +19,7 @@ import binascii
 import json
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -153,12 +153,14 @@ class Session:
 
 @dataclass
 class SessionStore:
-    """In-process server-side state: oversized sessions and revocations.
+    """Server-side state: oversized sessions, refreshed sessions and revocations.
 
-    One gateway process owns it; several gateway processes would need a shared store (not
-    built yet).
+    Every change is also handed to `listener` as an event (a JSON-able dict); `apply()`
+    takes such events from other gateway processes (`gateway.session_sync`), so that a
+    logout received by one process ends the session in all of them.
     """
 
+    listener: Callable[[dict[str, Any]], None] | None = None
     _big: dict[str, Session] = field(default_factory=dict)
     _revoked_sids: dict[str, int] = field(default_factory=dict)
     _revoked_idp_sids: dict[str, int] = field(default_factory=dict)
@@ -166,9 +168,14 @@ class SessionStore:
     _revoked_subs: dict[str, int] = field(default_factory=dict)
     _latest: dict[str, Session] = field(default_factory=dict)
 
+    def _emit(self, event: dict[str, Any]) -> None:
+        if self.listener is not None:
+            self.listener(event)
+
     def put(self, session: Session) -> str:
         ref = secrets.token_urlsafe(24)
         self._big[ref] = session
+        self._emit({"op": "put", "ref": ref, "session": asdict(session)})
         return ref
 
     def get(self, ref: str) -> Session | None:
@@ -176,7 +183,12 @@ class SessionStore:
 
     def remember(self, session: Session) -> None:
         """Keep the newest form of a session, so a request with a stale cookie sees a refresh."""
-        self._latest[session.sid] = session
+        self._remember(session)
+        self._emit({"op": "latest", "session": asdict(session)})
+
+    def _remember(self, session: Session) -> None:
+        if self.latest(session) is session:
+            self._latest[session.sid] = session
 
     def latest(self, session: Session) -> Session:
         newer = self._latest.get(session.sid)
@@ -190,12 +202,38 @@ class SessionStore:
         sub: str | None = None,
         now: int,
     ) -> None:
-        if sid:
-            self._revoked_sids[sid] = now
-        if idp_sid:
-            self._revoked_idp_sids[idp_sid] = now
-        if sub:
-            self._revoked_subs[sub] = now
+        self._revoke(sid, idp_sid, sub, now)
+        self._emit({"op": "revoke", "sid": sid, "idp_sid": idp_sid, "sub": sub, "at": now})
+
+    def _revoke(self, sid: str | None, idp_sid: str | None, sub: str | None, now: int) -> None:
+        for table, key in (
+            (self._revoked_sids, sid),
+            (self._revoked_idp_sids, idp_sid),
+            (self._revoked_subs, sub),
+        ):
+            if key:
+                table[key] = max(now, table.get(key, now))
+
+    def apply(self, event: Mapping[str, Any]) -> bool:
+        """Take another process's change; False if the event is malformed (then ignored)."""
+        op = event.get("op")
+        if op == "revoke" and isinstance(event.get("at"), int):
+            keys = [event.get(k) for k in ("sid", "idp_sid", "sub")]
+            if all(k is None or isinstance(k, str) for k in keys):
+                self._revoke(keys[0], keys[1], keys[2], event["at"])
+                return True
+            return False
+        data = event.get("session")
+        session = Session.from_dict(data) if isinstance(data, dict) else None
+        if session is None:
+            return False
+        if op == "put" and isinstance(event.get("ref"), str):
+            self._big[event["ref"]] = session
+            return True
+        if op == "latest":
+            self._remember(session)
+            return True
+        return False
 
     def alive(self, session: Session, now: int) -> bool:
         if session.expires_at <= now or session.sid in self._revoked_sids:

@@ -93,12 +93,15 @@ def until(condition: Any, timeout: float, what: str) -> Any:
 
 
 @contextmanager
-def identity_provider(tmp: Path, gateway_port: int, access_ttl: int = 60) -> Iterator[str]:
-    """Run the IdP; yields its issuer URL. Its client is the gateway at `gateway_port`."""
+def identity_provider(
+    tmp: Path, gateway_port: int, access_ttl: int = 60, more_ports: tuple[int, ...] = ()
+) -> Iterator[str]:
+    """Run the IdP; yields its issuer URL. Its client is the gateway at `gateway_port`
+    (which also gets the back-channel logouts) and at each of `more_ports`."""
     require_binaries("node")
     require((JS / "node_modules" / "oidc-provider").is_dir(), "tests/js needs `npm ci`")
     files = tls.dev_ca(tmp / "ca", [GATEWAY_HOST, APP_HOST], now_utc())
-    app = f"https://{APP_HOST}:{gateway_port}"
+    apps = [f"https://{APP_HOST}:{port}" for port in (gateway_port, *more_ports)]
     config = {
         "cert": str(files.cert),
         "key": str(files.key),
@@ -109,8 +112,8 @@ def identity_provider(tmp: Path, gateway_port: int, access_ttl: int = 60) -> Ite
             {
                 "client_id": CLIENT_ID,
                 "client_secret": CLIENT_SECRET,
-                "redirect_uris": [f"{app}/.overcast/callback"],
-                "post_logout_redirect_uris": [f"{app}/.overcast/signed-out"],
+                "redirect_uris": [f"{app}/.overcast/callback" for app in apps],
+                "post_logout_redirect_uris": [f"{app}/.overcast/signed-out" for app in apps],
                 "grant_types": ["authorization_code", "refresh_token"],
                 "response_types": ["code"],
                 "token_endpoint_auth_method": "client_secret_basic",
@@ -208,7 +211,12 @@ class Clock:
 
 
 def gateway_config(
-    tmp: Path, issuer: str, port: int, upstream: Upstream, apps: dict[str, Any] | None = None
+    tmp: Path,
+    issuer: str,
+    port: int,
+    upstream: Upstream,
+    apps: dict[str, Any] | None = None,
+    **settings: Any,
 ) -> GatewayConfig:
     secret = tmp / "client-secret"
     secret.write_text(CLIENT_SECRET)
@@ -233,6 +241,7 @@ def gateway_config(
             }
             | (apps or {}),
         }
+        | settings
     )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import json
+from dataclasses import asdict
 
 import pytest
 from hypothesis import given
@@ -152,3 +154,28 @@ def test_cookie_attributes_and_parsing() -> None:
     assert "Domain" not in header
     assert cookie_value(f"a=1; {COOKIE}=first; {COOKIE}=second", COOKIE) == "first"
     assert cookie_value("a=1", COOKIE) is None
+
+
+def test_events_replicate_and_malformed_ones_are_refused() -> None:
+    events: list[dict[str, object]] = []
+    here = SessionStore(listener=events.append)
+    there = SessionStore()
+    ref = here.put(session())
+    here.remember(session(refresh_at=NOW + 900))
+    here.revoke(idp_sid="idp-9", now=NOW)
+    assert all(there.apply(e) for e in json.loads(json.dumps(events)))
+    assert there.get(ref) == session()
+    assert there.latest(session()).refresh_at == NOW + 900
+    assert not there.alive(session(idp_sid="idp-9"), NOW + 1)
+    # An older refresh arriving late never replaces a newer one.
+    assert there.apply({"op": "latest", "session": asdict(session(refresh_at=NOW + 400))})
+    assert there.latest(session()).refresh_at == NOW + 900
+    for bad in (
+        {},
+        {"op": "revoke", "at": "soon"},
+        {"op": "revoke", "sid": 5, "at": NOW},
+        {"op": "put", "session": {"sid": "x"}},
+        {"op": "put", "session": asdict(session())},
+        {"op": "drop", "session": asdict(session())},
+    ):
+        assert not there.apply(bad), bad
