@@ -7,21 +7,32 @@ import contextlib
 import hashlib
 import ipaddress
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bridge import wireguard
+from bridge.apply import apply_site
 from bridge.keys import KeyStore
 from lab import names, netns, switch
-from lab.plan import STATE_ROOT, HostPlan, LabPlan, SitePlan, fabric, plan_lab
+from lab.plan import OPENFLOW_PORT, STATE_ROOT, HostPlan, LabPlan, SitePlan, fabric, plan_lab
 from lab.registry import REGISTRY_FILE, Registry, teardown_order
 from overcast.config import OvercastConfig
 
 Progress = Callable[[str], None]
 META_FILE = "lab.json"
 FABRIC_FILE = "fabric.json"  # controller.fabric.Fabric: what each site switch holds
+KEYS_DIR = "keys"  # the sites' WireGuard key pairs (bridge.keys.KeyStore)
+CONFIG_FILE = "overcast.yaml"  # the config the lab was built from, for the controller
+CONTROLLER_PID = "controller.pid"
+CONTROLLER_LOG = "controller.log"
+# The controller is this same Python running `overcast controller run`.
+CONTROLLER_PROGRAM = Path(sys.executable).name
 
 
 def _quiet(_: str) -> None:
@@ -50,8 +61,9 @@ def up(
     state_dir = state_root / lab_id
     registry = Registry(state_dir)
     _claim(state_dir, registry, source, fingerprint(config_text))
-    keys = KeyStore(registry.file(state_dir / "keys"))
-    plan = plan_lab(config, lab_id, keys.ensure_all(config.sites), state_root)
+    keys = KeyStore(registry.file(state_dir / KEYS_DIR))
+    keys.ensure_all(config.sites)
+    plan = plan_of(config, lab_id, state_root)
     progress(f"lab {plan.lab_id}: underlay and management networks")
     for ns, bridge in (
         (plan.underlay_netns, names.WAN_BRIDGE),
@@ -60,15 +72,34 @@ def up(
         netns.ensure(registry.netns(ns))
         netns.bridge(ns, bridge)
     netns.up(plan.controller_netns, names.MGMT_BRIDGE, plan.controller)
+    # The controller starts before the switches exist, so each connects on its first try
+    # (OVS backs off up to 8 s between attempts) and is programmed as its ports appear.
+    registry.file(state_dir / CONFIG_FILE).write_text(config_text)
+    registry.file(state_dir / FABRIC_FILE).write_text(fabric(plan).model_dump_json(indent=2))
+    progress(
+        f"lab {plan.lab_id}: controller on {plan.controller_target} (netns {plan.controller_netns})"
+    )
+    start_controller(plan, registry)
     for site in plan.sites:
         progress(f"lab {plan.lab_id}: site {site.name} (netns {site.netns}, OVS {site.datapath})")
         build_site(plan, site, registry)
     for host in plan.hosts:
         progress(f"lab {plan.lab_id}: host {host.label} {host.address.ip} mtu {host.mtu}")
         build_host(plan.site(host.site), host, registry)
-    fabric_file = registry.file(state_dir / FABRIC_FILE)
-    fabric_file.write_text(fabric(plan).model_dump_json(indent=2))
+    for site in plan.sites:
+        wg = site.dataplane.wireguard
+        progress(
+            f"lab {plan.lab_id}: site {site.name} WireGuard {wg.name} mtu {wg.mtu}, "
+            f"{len(tuple(site.dataplane.tunnels()))} VXLAN tunnels"
+        )
+        build_dataplane(site, keys, registry)
     return plan
+
+
+def plan_of(config: OvercastConfig, lab_id: str, state_root: Path = STATE_ROOT) -> LabPlan:
+    """The plan of a lab that exists: planned again with its sites' public keys."""
+    keys = KeyStore(state_root / lab_id / KEYS_DIR)
+    return plan_lab(config, lab_id, {s: keys.public_key(s) for s in config.sites}, state_root)
 
 
 def _claim(state_dir: Path, registry: Registry, source: str, digest: str) -> None:
@@ -83,6 +114,54 @@ def _claim(state_dir: Path, registry: Registry, source: str, digest: str) -> Non
         return
     registry.open()
     meta.write_text(json.dumps({"lab_id": state_dir.name, "source": source, "fingerprint": digest}))
+
+
+def start_controller(plan: LabPlan, registry: Registry) -> None:
+    """Our os-ken controller (`overcast controller run`) in the controller's namespace,
+    listening on the management network; it outlives this process, like the switches."""
+    pidfile = plan.state_dir / CONTROLLER_PID
+    if netns.pid_from(pidfile, CONTROLLER_PROGRAM) is not None:
+        return
+    registry.process(pidfile, CONTROLLER_PROGRAM)
+    log = registry.file(plan.state_dir / CONTROLLER_LOG)
+    argv = [
+        *("ip", "netns", "exec", plan.controller_netns),
+        *(sys.executable, "-m", "overcast", "controller", "run"),
+        *("--config", str(plan.state_dir / CONFIG_FILE)),
+        *("--fabric", str(plan.state_dir / FABRIC_FILE)),
+        *("--listen", f"{plan.controller.ip}:{OPENFLOW_PORT}"),
+    ]
+    # Our own package, wherever it is imported from (a checkout or an installed copy).
+    root = str(Path(__file__).absolute().parents[1])
+    env = os.environ | {
+        "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))
+    }
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # a Ctrl-C at the terminal must not stop the lab
+        )
+    pidfile.write_text(f"{proc.pid}\n")
+    # `ip netns exec` execs the controller, so the pid is the controller's.
+    if (
+        not netns.wait_until(
+            lambda: proc.poll() is not None or _listening(plan.controller_netns, OPENFLOW_PORT),
+            30.0,
+        )
+        or proc.poll() is not None
+    ):
+        tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+        raise netns.LabCommandError(
+            f"the controller did not start (see {log}): {' / '.join(tail) or 'no output'}"
+        )
+
+
+def _listening(ns: str, port: int) -> bool:
+    return bool(netns.run(ns, ["ss", "-Hltn", f"sport = :{port}"]).strip())
 
 
 def build_site(plan: LabPlan, site: SitePlan, registry: Registry) -> None:
@@ -118,6 +197,16 @@ def build_host(site: SitePlan, host: HostPlan, registry: Registry) -> None:
     for ns, ifname in ((host.netns, names.HOST_IF), (site.netns, host.port)):
         netns.tx_checksum_off(ns, ifname)
     switch.ensure_port(site, host.port)
+
+
+def build_dataplane(site: SitePlan, keys: KeyStore, registry: Registry) -> None:
+    """The bridge's WireGuard interface and VXLAN tunnels in the site's namespace, the
+    tunnels plugged into the site switch. wireguard-go runs in the site's namespace (the
+    teardown stops every process there); its UAPI socket lives outside, so it is recorded."""
+    run_dir = registry.file(site.dir / "wireguard")
+    registry.file(wireguard.uapi_socket(site.dataplane.wireguard.name))
+    with switch.ovsdb(site) as db:
+        apply_site(site.dataplane, netns=site.netns, keys=keys, run_dir=run_dir, switch=db)
 
 
 # -- teardown ------------------------------------------------------------------------------

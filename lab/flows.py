@@ -1,0 +1,73 @@
+"""Has our controller programmed every site switch? The lab asks the controller's own pure
+pipeline what each switch should hold and compares it with what the switch reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from controller.pipeline import plan_switch
+from lab import netns, switch
+from lab.build import CONTROLLER_LOG
+from lab.plan import LabPlan, fabric
+from overcast.config import OvercastConfig
+
+
+@dataclass(frozen=True)
+class SwitchState:
+    site: str
+    connected: bool
+    flows: int  # flow entries the switch holds
+    planned: int  # flow entries the pipeline plans for it
+    unresolved: tuple[str, ...]  # fabric ports the switch does not have (yet)
+
+    @property
+    def programmed(self) -> bool:
+        return self.connected and not self.unresolved and self.flows == self.planned
+
+
+def states(config: OvercastConfig, plan: LabPlan) -> list[SwitchState]:
+    fab = fabric(plan)
+    out = []
+    for site in plan.sites:
+        with switch.ovsdb(site) as db:
+            ofports = db.ofports(site.bridge)
+        want = plan_switch(config, fab, site.name, ofports)
+        dump = switch.ofctl(site, "dump-flows")
+        connected = switch.vsctl(site, "get", "Controller", site.bridge, "is_connected")
+        out.append(
+            SwitchState(
+                site=site.name,
+                connected=connected == "true",
+                flows=sum(1 for line in dump.splitlines() if "actions=" in line),
+                planned=len(want.flows),
+                unresolved=want.unresolved,
+            )
+        )
+    return out
+
+
+def wait_programmed(
+    config: OvercastConfig, plan: LabPlan, timeout: float = 60.0
+) -> list[SwitchState]:
+    """Poll until every switch holds what the pipeline plans; raise naming the laggards."""
+    last: list[SwitchState] = []
+
+    def done() -> bool:
+        nonlocal last
+        last = states(config, plan)
+        return all(s.programmed for s in last)
+
+    if not netns.wait_until(done, timeout, interval=0.2):
+        behind = ", ".join(
+            f"{s.site} ({'connected' if s.connected else 'not connected'}, "
+            f"{s.flows}/{s.planned} flows"
+            + (f", missing ports {', '.join(s.unresolved)}" if s.unresolved else "")
+            + ")"
+            for s in last
+            if not s.programmed
+        )
+        raise netns.LabCommandError(
+            f"switches not programmed after {timeout:g}s: {behind}; "
+            f"see {plan.state_dir / CONTROLLER_LOG}"
+        )
+    return last
