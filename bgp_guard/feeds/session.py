@@ -24,11 +24,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
-from typing import Any
 
-from bgp_guard.feeds.stats import FeedStats
+from bgp_guard.feeds.live import LiveFeed
 from bgp_guard.update import Prefix, Update
 from bgp_guard.wire import (
     AFI_IPV4,
@@ -78,7 +76,7 @@ class Established:
     families: frozenset[tuple[int, int]]
 
 
-class BgpSpeaker:
+class BgpSpeaker(LiveFeed):
     """Receive-only BGP speaker. `peers` maps each allowed neighbour address to its expected
     ASN (None: any ASN); `peers=None` accepts any neighbour (a lab convenience)."""
 
@@ -91,18 +89,14 @@ class BgpSpeaker:
     ) -> None:
         if hold_time in (1, 2):
             raise ValueError("hold time must be 0 or at least 3 seconds (RFC 4271 section 4.2)")
+        super().__init__("session")
         self.open = Open(local_asn, hold_time, router_id, FAMILIES, asn4=True)
         self.peers = peers
-        self.stats = FeedStats("session")
         self.established: dict[str, Established] = {}
-        self._queue: asyncio.Queue[Update] = asyncio.Queue()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._servers: list[asyncio.Server] = []
 
     async def listen(self, host: str, port: int = 179) -> None:
         """Passive: accept sessions from the configured neighbours."""
-        server = await asyncio.start_server(self._accepted, host, port)
-        self._servers.append(server)
+        await self._serve(host, port)
 
     def connect(
         self,
@@ -114,30 +108,6 @@ class BgpSpeaker:
         """Active: keep a session to `host` up, reconnecting `retry` seconds after a failure."""
         self._spawn(self._keep_connected(host, port, local_address, retry))
 
-    async def updates(self) -> AsyncIterator[Update]:
-        while True:
-            yield await self._queue.get()
-
-    async def close(self) -> None:
-        for server in self._servers:
-            server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self.stats.flush()
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        await self._run(reader, writer)
-
     async def _keep_connected(
         self, host: str, port: int, local_address: str | None, retry: float
     ) -> None:
@@ -148,10 +118,10 @@ class BgpSpeaker:
             except OSError as exc:
                 log.info("BGP connect to %s port %d failed: %s; retrying", host, port, exc)
             else:
-                await self._run(reader, writer)
+                await self._connection(reader, writer)
             await asyncio.sleep(retry)  # ConnectRetryTimer, RFC 4271 section 8.2.2
 
-    async def _run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer_ip = writer.get_extra_info("peername")[0]
         rib: set[tuple[Prefix, int | None]] = set()
         session: Established | None = None
@@ -244,8 +214,7 @@ class BgpSpeaker:
                             rib.add(key)
                         else:
                             rib.discard(key)
-                        self._queue.put_nowait(update)
-                        stats.updates += 1
+                        self._emit(update)
                 elif mtype == MSG_NOTIFICATION:
                     raise SessionError(f"neighbour sent {Notification.decode(body)}")
                 elif mtype != MSG_KEEPALIVE:
@@ -283,7 +252,7 @@ class BgpSpeaker:
         now = time.time()
         source = f"session:{session.peer_ip}"
         for prefix, path_id in rib:
-            self._queue.put_nowait(
+            self._emit(
                 Update(
                     now,
                     session.peer_ip,
@@ -294,5 +263,4 @@ class BgpSpeaker:
                     path_id=path_id,
                 )
             )
-        self.stats.updates += len(rib)
         rib.clear()

@@ -21,10 +21,13 @@ from typing import TypeVar
 
 import pytest
 
+from bgp_guard.feeds.live import LiveFeed
+from bgp_guard.update import Update
+
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
 # Documentation addresses on the namespace's lo: daemons refuse 127/8 as a BGP neighbour.
-NETNS_ADDRESSES = ("192.0.2.1/32", "192.0.2.10/32")
+NETNS_ADDRESSES = ("192.0.2.1/32", "192.0.2.2/32", "192.0.2.10/32")
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -98,3 +101,23 @@ def ns_run(netns: str, *argv: str, attempts_until: float = 0) -> str:
         if time.monotonic() > deadline:
             raise AssertionError(f"{' '.join(argv)} failed: {proc.stdout}{proc.stderr}")
         time.sleep(0.1)
+
+
+async def collect(
+    feed: LiveFeed, want: set[tuple[str, bool]], timeout: float = 40
+) -> dict[tuple[str, bool], Update]:
+    """Read a live feed until every (prefix, announce) in `want` was seen; the last Update
+    per key is returned."""
+    seen: dict[tuple[str, bool], Update] = {}
+
+    async def read() -> None:
+        async for update in feed.updates():
+            seen[(str(update.prefix), update.announce)] = update
+            if want <= seen.keys():
+                return
+
+    try:
+        await asyncio.wait_for(read(), timeout)
+    except TimeoutError:
+        raise AssertionError(f"missing {sorted(want - seen.keys())}; got {sorted(seen)}") from None
+    return seen

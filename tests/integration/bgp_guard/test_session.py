@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from bgp_guard.feeds.session import BgpSpeaker
-from bgp_guard.update import Prefix, Update
+from bgp_guard.update import Prefix
 from tests.conftest import require_binaries
-from tests.integration.bgp_guard.conftest import daemon, ns_run, run_in_netns
+from tests.integration.bgp_guard.conftest import collect, daemon, ns_run, run_in_netns
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
@@ -61,25 +61,6 @@ GOBGPD_CONF = """
     [neighbors.afi-safis.config]
       afi-safi-name = "ipv6-unicast"
 """
-
-
-async def collect(
-    speaker: BgpSpeaker, want: set[tuple[str, bool]], timeout: float = 30
-) -> dict[tuple[str, bool], Update]:
-    """Read Updates until every (prefix, announce) in `want` was seen."""
-    seen: dict[tuple[str, bool], Update] = {}
-
-    async def read() -> None:
-        async for update in speaker.updates():
-            seen[(str(update.prefix), update.announce)] = update
-            if want <= seen.keys():
-                return
-
-    try:
-        await asyncio.wait_for(read(), timeout)
-    except TimeoutError:
-        raise AssertionError(f"missing {sorted(want - seen.keys())}; got {sorted(seen)}") from None
-    return seen
 
 
 def test_bird2_passive(netns: str, tmp_path: Path) -> None:

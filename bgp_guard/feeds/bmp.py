@@ -1,0 +1,185 @@
+"""BMP (RFC 7854) listener: routers connect to us and stream what their BGP peers send.
+
+Route Monitoring messages carry the peer's BGP UPDATE verbatim; we decode it with wire.py
+and attribute it to the monitored peer (its address and ASN from the per-peer header, section
+4.2), not to the router. Peer Up / Peer Down (sections 4.8, 4.9) track sessions: when a peer
+goes down, every route it had announced is withdrawn, as the router's own Adj-RIB-In loses
+them. Initiation and Termination (sections 4.3, 4.5) are logged. Routes the router sends
+*to* its peers (Adj-RIB-Out, RFC 8671 "O" flag) are not routes anyone announced to it and are
+skipped.
+
+A bad message is counted and logged with the router and its byte offset in the stream, and
+the feed goes on; a broken common header (wrong version or length) ends that router's
+connection, since the stream cannot be resynchronised. The router reconnects.
+
+    listener = BmpListener()
+    await listener.listen("192.0.2.10", 11019)
+    async for update in listener.updates(): ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+from dataclasses import dataclass, field
+
+from bgp_guard.feeds.live import LiveFeed
+from bgp_guard.update import Prefix, Update
+from bgp_guard.wire import MSG_UPDATE, WireError, decode_update, ip_text, split_message
+
+BMP_VERSION = 3
+COMMON_HEADER = struct.Struct(">BIB")  # version, message length, message type (section 4.1)
+PER_PEER_HEADER = struct.Struct(">BB8s16sI4sII")  # section 4.2, 42 bytes
+ROUTE_MONITORING, STATISTICS, PEER_DOWN, PEER_UP, INITIATION, TERMINATION = 0, 1, 2, 3, 4, 5
+ROUTE_MIRRORING = 6
+# Per-peer header flags, RFC 7854 section 4.2 and RFC 8671 section 4.
+FLAG_IPV6, FLAG_POST_POLICY, FLAG_2_BYTE_AS, FLAG_ADJ_RIB_OUT = 0x80, 0x40, 0x20, 0x10
+# Information TLV types of Initiation/Termination, sections 4.3 and 4.4.
+INFO_TLVS = {0: "string", 1: "sysDescr", 2: "sysName"}
+MAX_MESSAGE = 1 << 20  # far above any BMP message (a BGP UPDATE is at most 64 KiB)
+PeerKey = tuple[str, bytes, bool]  # peer address, distinguisher, post-policy
+
+
+@dataclass(frozen=True, slots=True)
+class PeerHeader:
+    peer_ip: str
+    peer_asn: int
+    flags: int
+    distinguisher: bytes
+    time: float
+
+    @property
+    def key(self) -> PeerKey:
+        """One Adj-RIB-In per peer, distinguisher and pre/post policy (section 4.2)."""
+        return (self.peer_ip, self.distinguisher, bool(self.flags & FLAG_POST_POLICY))
+
+
+def decode_peer_header(body: bytes) -> PeerHeader:
+    if len(body) < PER_PEER_HEADER.size:
+        raise WireError("truncated BMP per-peer header", 0)
+    _ptype, flags, rd, address, asn, _bgp_id, sec, usec = PER_PEER_HEADER.unpack_from(body)
+    peer_ip = ip_text(address if flags & FLAG_IPV6 else address[12:])
+    return PeerHeader(peer_ip, asn, flags, rd, sec + usec / 1e6 if sec else time.time())
+
+
+@dataclass(slots=True)
+class _Router:
+    """One connected router: its name and the routes each monitored peer announced."""
+
+    address: str
+    name: str = ""
+    ribs: dict[PeerKey, set[tuple[Prefix, int | None]]] = field(default_factory=dict)
+    asns: dict[PeerKey, int] = field(default_factory=dict)
+
+
+class BmpListener(LiveFeed):
+    def __init__(self) -> None:
+        super().__init__("bmp")
+
+    async def listen(self, host: str, port: int = 11019) -> None:
+        await self._serve(host, port)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        router = _Router(writer.get_extra_info("peername")[0])
+        log = self.stats.log
+        log.info("BMP router %s connected", router.address)
+        offset = 0
+        try:
+            while True:
+                header = await reader.readexactly(COMMON_HEADER.size)
+                version, length, mtype = COMMON_HEADER.unpack(header)
+                if version != BMP_VERSION or not COMMON_HEADER.size <= length <= MAX_MESSAGE:
+                    self.stats.bad_record(
+                        f"BMP router {router.address} byte {offset}",
+                        f"version {version}, length {length}: not BMP v3; closing",
+                    )
+                    return
+                body = await reader.readexactly(length - COMMON_HEADER.size)
+                self.stats.records += 1
+                try:
+                    if mtype == TERMINATION:
+                        log.info("BMP router %s terminates: %s", router.address, _info(body))
+                        return
+                    self._message(router, mtype, body)
+                except WireError as exc:
+                    where = offset + COMMON_HEADER.size + exc.offset
+                    self.stats.bad_record(f"BMP router {router.address} byte {where}", exc.reason)
+                offset += length
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            log.info("BMP router %s disconnected: %s", router.address, exc or "closed")
+        finally:
+            writer.close()
+            # Without the router we cannot know what its peers still announce.
+            for key in list(router.ribs):
+                self._peer_down(router, key, time.time())
+            self.stats.flush()
+
+    def _message(self, router: _Router, mtype: int, body: bytes) -> None:
+        if mtype == INITIATION:
+            router.name = _info(body).get("sysName", "")
+            self.stats.log.info("BMP router %s initiated: %s", router.address, _info(body))
+            return
+        if mtype not in (ROUTE_MONITORING, PEER_UP, PEER_DOWN):
+            return  # statistics, route mirroring: no routes
+        peer = decode_peer_header(body)
+        if mtype == PEER_UP:
+            router.ribs.setdefault(peer.key, set())
+            router.asns[peer.key] = peer.peer_asn
+            self.stats.log.info(
+                "BMP router %s: peer %s AS%d up", router.address, peer.peer_ip, peer.peer_asn
+            )
+        elif mtype == PEER_DOWN:
+            self._peer_down(router, peer.key, peer.time)
+        elif not peer.flags & FLAG_ADJ_RIB_OUT:
+            self._route_monitoring(router, peer, body)
+
+    def _route_monitoring(self, router: _Router, peer: PeerHeader, body: bytes) -> None:
+        start = PER_PEER_HEADER.size
+        mtype, bgp_start, bgp_end = split_message(body, start)
+        if mtype != MSG_UPDATE:
+            raise WireError(f"Route Monitoring carries BGP message type {mtype}", start)
+        # The A flag: this UPDATE still has 2-byte AS_PATH (section 4.2).
+        msg = decode_update(body, bgp_start, bgp_end, asn4=not peer.flags & FLAG_2_BYTE_AS)
+        source = f"bmp:{router.name or router.address}"
+        router.asns[peer.key] = peer.peer_asn
+        rib = router.ribs.setdefault(peer.key, set())
+        for update in msg.updates(peer.time, peer.peer_ip, peer.peer_asn, source):
+            key = (update.prefix, update.path_id)
+            if update.announce:
+                rib.add(key)
+            else:
+                rib.discard(key)
+            self._emit(update)
+
+    def _peer_down(self, router: _Router, key: PeerKey, when: float) -> None:
+        rib = router.ribs.pop(key, set())
+        asn = router.asns.pop(key, 0)
+        self.stats.log.info(
+            "BMP router %s: peer %s down, withdrawing %d routes", router.address, key[0], len(rib)
+        )
+        source = f"bmp:{router.name or router.address}"
+        for prefix, path_id in rib:
+            self._emit(
+                Update(
+                    when,
+                    key[0],
+                    asn,
+                    prefix,
+                    False,
+                    source=source,
+                    path_id=path_id,
+                )
+            )
+
+
+def _info(body: bytes) -> dict[str, str]:
+    """Information TLVs (RFC 7854 sections 4.3, 4.4), decoded leniently for logging."""
+    out: dict[str, str] = {}
+    off = 0
+    while off + 4 <= len(body):
+        ttype, tlen = struct.unpack_from(">HH", body, off)
+        value = body[off + 4 : off + 4 + tlen]
+        out[INFO_TLVS.get(ttype, str(ttype))] = value.decode("utf-8", "replace")
+        off += 4 + tlen
+    return out

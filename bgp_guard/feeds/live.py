@@ -1,0 +1,57 @@
+"""What the live feeds (BGP session, BMP) share: TCP servers and tasks on one asyncio loop,
+and a queue their Updates come out of."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
+
+from bgp_guard.feeds.stats import FeedStats
+from bgp_guard.update import Update
+
+Handler = Coroutine[Any, Any, None]
+
+
+class LiveFeed:
+    def __init__(self, kind: str) -> None:
+        self.stats = FeedStats(kind)
+        self._queue: asyncio.Queue[Update] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._servers: list[asyncio.Server] = []
+
+    async def updates(self) -> AsyncIterator[Update]:
+        """Updates in arrival order, for as long as the feed runs."""
+        while True:
+            yield await self._queue.get()
+
+    async def close(self) -> None:
+        """Stop listening, end every connection, flush the counters."""
+        for server in self._servers:
+            server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.stats.flush()
+
+    async def _serve(self, host: str, port: int) -> None:
+        self._servers.append(await asyncio.start_server(self._accepted, host, port))
+
+    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:  # so close() ends accepted connections too
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        await self._connection(reader, writer)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+    def _spawn(self, coro: Handler) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _emit(self, update: Update) -> None:
+        self._queue.put_nowait(update)
+        self.stats.updates += 1

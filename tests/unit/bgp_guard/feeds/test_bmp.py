@@ -1,0 +1,118 @@
+"""BMP message handling over a loopback TCP connection, with hand-built messages
+(RFC 7854 sections 4.1-4.9). The real-router test is tests/integration/bgp_guard/test_bmp.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import struct
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bgp_guard.feeds.bmp import (
+    FLAG_2_BYTE_AS,
+    INITIATION,
+    PEER_DOWN,
+    PEER_UP,
+    ROUTE_MONITORING,
+    BmpListener,
+    _Router,
+)
+from bgp_guard.update import Update
+from bgp_guard.wire import WireError
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def golden(name: str) -> bytes:
+    return bytes.fromhex(json.loads((GOLDEN / f"{name}.json").read_text())["message"])
+
+
+def bmp(mtype: int, body: bytes) -> bytes:
+    return struct.pack(">BIB", 3, 6 + len(body), mtype) + body
+
+
+def peer_header(flags: int = 0, ts: int = 1_700_000_000) -> bytes:
+    address = bytes(12) + socket.inet_aton("192.0.2.1")
+    return struct.pack(
+        ">BB8s16sI4sII", 0, flags, bytes(8), address, 4200000001, bytes(4), ts, 500_000
+    )
+
+
+def run(stream: bytes) -> tuple[BmpListener, list[Update]]:
+    """Send `stream` as one router, hang up, and return every Update the listener made."""
+
+    async def scenario() -> tuple[BmpListener, list[Update]]:
+        listener = BmpListener()
+        await listener.listen("127.0.0.1", 0)
+        port = listener._servers[0].sockets[0].getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(stream)
+        await writer.drain()
+        writer.close()
+        while (listener.stats.records == 0 and listener.stats.errors == 0) or listener._tasks:
+            await asyncio.sleep(0.01)  # until the router's connection was handled to its end
+        got = [listener._queue.get_nowait() for _ in range(listener._queue.qsize())]
+        await listener.close()
+        return listener, got
+
+    return asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+def test_session_of_messages(caplog: pytest.LogCaptureFixture) -> None:
+    info = struct.pack(">HH", 2, 5) + b"edge1"
+    stream = (
+        bmp(INITIATION, info)
+        + bmp(PEER_UP, peer_header() + bytes(20))
+        + bmp(ROUTE_MONITORING, peer_header() + golden("ipv4_as4_set_communities"))
+        + bmp(ROUTE_MONITORING, peer_header() + b"\x00" * 19)  # broken BGP marker
+        + bmp(ROUTE_MONITORING, peer_header(FLAG_2_BYTE_AS) + golden("as4_path_merge"))
+        + bmp(PEER_DOWN, peer_header() + b"\x02")
+    )
+    with caplog.at_level(logging.WARNING, "bgp_guard.feeds.bmp"):
+        listener, got = run(stream)
+    withdrawn, a, b, merged = got[0], got[1], got[2], got[3]
+    assert (withdrawn.announce, str(withdrawn.prefix)) == (False, "203.0.113.0/24")
+    assert (a.peer_ip, a.peer_asn, a.time, a.source) == (
+        "192.0.2.1",
+        4200000001,
+        1_700_000_000.5,
+        "bmp:edge1",
+    )
+    assert a.as_path == (4200000001, 64496, frozenset({64511, 65001}))
+    assert str(b.prefix) == "198.51.100.128/25"
+    # 2-byte AS_PATH (A flag) with AS4_PATH merged, RFC 6793 section 4.2.3.
+    assert merged.as_path == (64496, 4200000001, 4200000002)
+    # Peer Down withdraws both /24 and /25 (the /24 was announced twice: once in the RIB).
+    assert sorted((str(u.prefix), u.announce) for u in got[4:]) == [
+        ("198.51.100.0/24", False),
+        ("198.51.100.128/25", False),
+    ]
+    assert listener.stats.errors == 1
+    offset = 6 + 9 + 6 + 62 + 6 + len(peer_header() + golden("ipv4_as4_set_communities")) + 6 + 42
+    assert f"byte {offset}: BGP marker is not all ones" in caplog.text
+
+
+def test_broken_common_header_closes_the_connection() -> None:
+    stream = bmp(ROUTE_MONITORING, peer_header() + golden("as4_path_merge"))
+    stream = stream.replace(b"\x03", b"\x02", 1)  # BMP version 2
+    listener, got = run(stream)
+    assert got == [] and listener.stats.errors == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([ROUTE_MONITORING, PEER_UP, PEER_DOWN, INITIATION, 1, 6, 9]),
+    st.binary(max_size=120),
+)
+def test_any_message_body_raises_only_wire_error(mtype: int, tail: bytes) -> None:
+    listener = BmpListener()
+    for body in (tail, peer_header() + tail):
+        with contextlib.suppress(WireError):
+            listener._message(_Router("192.0.2.9"), mtype, body)
