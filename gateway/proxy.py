@@ -208,13 +208,13 @@ class Proxy:
             client_headers, route, origin, extra_headers, cookie_names=self.cookie_names
         )
         query = scope.get("query_string", b"").decode("latin-1")
-        body = _request_body(receive) if _has_body(client_headers) else None
+        body = RequestBody(receive, done=not _has_body(client_headers))
         try:
             async with self._client().request(
                 scope["method"],
                 self.url(route, path, query),
                 headers=_multidict(headers),
-                data=body,
+                data=None if body.done else body.chunks(),
                 ssl=self._context(route),
                 allow_redirects=False,
             ) as upstream:
@@ -225,13 +225,12 @@ class Proxy:
                         "headers": downstream_headers(upstream.raw_headers, self.cookie_names),
                     }
                 )
-                content, more = upstream.content, True
-                async for chunk in content.iter_any():
-                    # The last chunk closes the response itself: one send fewer per request.
-                    more = not content.at_eof()
-                    await send({"type": "http.response.body", "body": chunk, "more_body": more})
-                if more:
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                if upstream.content_length is None and body.done:
+                    # No length: possibly endless (server-sent events). uvicorn drops writes
+                    # to a client that left without telling us, so watch for it ourselves.
+                    await _pump_until_gone(upstream.content, send, receive)
+                else:
+                    await _pump(upstream.content, send)
         except TimeoutError:
             await _error(send, 504, f"upstream {route.app} did not answer in time")
         except (aiohttp.ClientError, ssl.SSLError, OSError) as e:
@@ -278,15 +277,54 @@ class Proxy:
             await _bridge(receive, send, upstream)
 
 
-async def _request_body(receive: Receive) -> AsyncIterator[bytes]:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise aiohttp.ClientPayloadError("client went away mid-request")
-        if message.get("body"):
-            yield message["body"]
-        if not message.get("more_body", False):
-            return
+@dataclass
+class RequestBody:
+    """The client's request body as an async iterator; `done` once all of it was read."""
+
+    receive: Receive
+    done: bool
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise aiohttp.ClientPayloadError("client went away mid-request")
+            if message.get("body"):
+                yield message["body"]
+            if not message.get("more_body", False):
+                self.done = True
+                return
+
+
+async def _pump(content: aiohttp.StreamReader, send: Send) -> None:
+    more = True
+    async for chunk in content.iter_any():
+        # The last chunk closes the response itself: one send fewer per request.
+        more = not content.at_eof()
+        await send({"type": "http.response.body", "body": chunk, "more_body": more})
+    if more:
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _pump_until_gone(content: aiohttp.StreamReader, send: Send, receive: Receive) -> None:
+    """`_pump`, stopped (closing the upstream connection) when the client disconnects."""
+
+    async def client_gone() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    pump = asyncio.ensure_future(_pump(content, send))
+    gone = asyncio.ensure_future(client_gone())
+    try:
+        await asyncio.wait((pump, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        # After a complete response uvicorn reports a disconnect too; only cancel unfinished.
+        for task in (pump, gone):
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(pump, gone, return_exceptions=True)
+    if not pump.cancelled() and (error := pump.exception()) is not None:
+        raise error
 
 
 def _multidict(headers: Headers) -> CIMultiDict[str]:

@@ -6,6 +6,7 @@ The upstream (aiohttp.web, its own dev CA from gateway.tls) answers:
   /stream          one chunk, then waits for the test's `release` event, then a second one:
                    the test sees chunk 1 through the gateway while the upstream is still
                    blocked, which proves the response is streamed, not buffered
+  /endless         a server-sent event stream that only ends when its reader goes away
   /set-cookie      tries to overwrite the gateway's session cookie
   /redirect        a 302 elsewhere (must reach the client, not be followed)
   /gzip            a gzip body that must cross untouched
@@ -49,6 +50,7 @@ class Upstream:
     port: int
     ca: Path
     release: threading.Event = field(default_factory=threading.Event)
+    endless_closed: threading.Event = field(default_factory=threading.Event)
 
 
 def _app(upstream: Upstream) -> web.Application:
@@ -77,6 +79,17 @@ def _app(upstream: Upstream) -> web.Application:
         await response.write_eof()
         return response
 
+    async def endless(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        try:
+            while True:  # a server-sent event stream that never ends by itself
+                await response.write(b"data: tick\n\n")
+                await asyncio.sleep(0.05)
+        except (ConnectionError, asyncio.CancelledError):
+            upstream.endless_closed.set()
+            raise
+
     async def set_cookie(request: web.Request) -> web.Response:
         response = web.Response(text="ok")
         response.headers.add("Set-Cookie", "__Host-overcast=attacker; Path=/; Secure")
@@ -104,6 +117,7 @@ def _app(upstream: Upstream) -> web.Application:
     app = web.Application()
     app.router.add_route("*", "/upload", upload)
     app.router.add_get("/stream", stream)
+    app.router.add_get("/endless", endless)
     app.router.add_get("/set-cookie", set_cookie)
     app.router.add_get("/redirect", redirect)
     app.router.add_get("/gzip", gzipped)

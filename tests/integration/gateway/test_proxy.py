@@ -13,6 +13,7 @@ import datetime
 import hashlib
 import json
 import os
+import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -139,6 +140,16 @@ def test_streams_response_before_upstream_finishes(servers: tuple[Upstream, int]
         return [first, rest]
 
     assert asyncio.run(go()) == [b"first-chunk\n", b"second-chunk\n"]
+
+
+def test_client_leaving_an_endless_stream_closes_upstream(servers: tuple[Upstream, int]) -> None:
+    upstream, port = servers
+    upstream.endless_closed.clear()
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(b"GET /endless HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        assert b"data: tick" in sock.recv(65536) or b"data: tick" in sock.recv(65536)
+    # The gateway must notice and hang up on the upstream, not pump events forever.
+    assert upstream.endless_closed.wait(20)
 
 
 def test_upstream_cannot_overwrite_gateway_cookie(servers: tuple[Upstream, int]) -> None:
