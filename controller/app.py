@@ -380,6 +380,10 @@ class Controller:
         cfg.CONF(args=[], project="os_ken", default_config_files=[])
         cfg.CONF.set_override("ofp_listen_host", self.host)
         cfg.CONF.set_override("ofp_tcp_listen_port", self.port)
+        # Echo keepalives (OpenFlow 1.3 section 6.3): a switch that stops answering is
+        # dropped within ~15 s and re-programmed when it returns, not left half-open.
+        cfg.CONF.set_override("echo_request_interval", 5.0)
+        cfg.CONF.set_override("maximum_unreplied_echo_requests", 3)
         # os-ken's threads cannot be stopped (its native hub has no kill). Started from a
         # daemon thread they are daemons too, so the process exits cleanly on SIGTERM.
         ready = threading.Event()

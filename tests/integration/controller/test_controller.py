@@ -11,7 +11,6 @@ finance     finance     hr
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +21,15 @@ import pytest
 from controller.fabric import Fabric, FabricPort, SiteSwitch
 from controller.ovsdb import Ovsdb
 from tests.conftest import require_binaries
-from tests.integration.controller.netns import Namespaces, OvsSwitch, sh, wait_for
+from tests.integration.controller.netns import (
+    ControllerProcess,
+    Namespaces,
+    OvsSwitch,
+    controller,
+    ping,
+    sh,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
 
@@ -49,28 +56,20 @@ class Lab:
     bridge: str
     host_ns: dict[str, str]
     port: dict[str, str]  # host -> its switch-side port name
-    controller: subprocess.Popen[str]
-    controller_ns: str
-    log: Path
-    fabric: Path
+    ctl: ControllerProcess
 
     def ping(self, src: str, dst: str, count: int = 3) -> bool:
-        ip = HOSTS[dst][2]
-        argv = ["ip", "netns", "exec", self.host_ns[src], "ping", "-n", "-q", "-i", "0.2"]
-        done = subprocess.run(
-            [*argv, "-c", str(count), "-w", "5", ip], capture_output=True, timeout=30
-        )
-        return done.returncode == 0
+        return ping(self.host_ns[src], HOSTS[dst][2], count)
 
 
 @pytest.fixture
 def lab(switch: OvsSwitch, namespaces: Namespaces, prefix: str, tmp_path: Path) -> Iterator[Lab]:
     require_binaries("ethtool", "ping")
-    ctl = namespaces.add(f"{prefix}-ctl")
+    ctl_ns = namespaces.add(f"{prefix}-ctl")
     # Management link: the switch reaches the controller over its own veth (no shared loopback).
-    namespaces.veth(f"{prefix}m0", switch.netns, f"{prefix}m1", ctl)
+    namespaces.veth(f"{prefix}m0", switch.netns, f"{prefix}m1", ctl_ns)
     sh("ip", "addr", "add", f"{SW_IP}/30", "dev", f"{prefix}m0", netns=switch.netns)
-    sh("ip", "addr", "add", f"{CTL_IP}/30", "dev", f"{prefix}m1", netns=ctl)
+    sh("ip", "addr", "add", f"{CTL_IP}/30", "dev", f"{prefix}m1", netns=ctl_ns)
 
     bridge = f"{prefix}br"
     host_ns, port = {}, {}
@@ -78,13 +77,10 @@ def lab(switch: OvsSwitch, namespaces: Namespaces, prefix: str, tmp_path: Path) 
     with Ovsdb(switch.remote) as db:
         db.ensure_bridge(bridge, dpid=DPID, controllers=[f"tcp:{CTL_IP}:{OF_PORT}"])
         for i, (host, (segment, mac, ip)) in enumerate(HOSTS.items()):
-            ns = host_ns[host] = namespaces.add(f"{prefix}-{host}")
             port[host] = f"{prefix}p{i}"
-            namespaces.veth(port[host], switch.netns, "eth0", ns)
-            sh("ip", "link", "set", "eth0", "address", mac, netns=ns)
-            sh("ip", "addr", "add", f"{ip}/24", "dev", "eth0", netns=ns)
-            # Userspace OVS does not complete partial checksums from a veth (ARCHITECTURE.md).
-            sh("ethtool", "-K", "eth0", "tx", "off", netns=ns)
+            host_ns[host] = namespaces.host(
+                f"{prefix}-{host}", switch.netns, port[host], mac, f"{ip}/24"
+            )
             db.ensure_port(bridge, port[host])
             ports.append(FabricPort(name=port[host], kind="access", segment=segment, macs=(mac,)))
         # A tunnel toward a branch that does not exist here: it must get floods, not unicast.
@@ -95,33 +91,14 @@ def lab(switch: OvsSwitch, namespaces: Namespaces, prefix: str, tmp_path: Path) 
     fabric = Fabric(
         switches={"hq": SiteSwitch(site="hq", bridge=bridge, dpid=DPID, ports=tuple(ports))}
     )
-    (tmp_path / "overcast.yaml").write_text(CONFIG)
-    (tmp_path / "fabric.json").write_text(fabric.model_dump_json(indent=2))
-    log = tmp_path / "controller.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [
-                *("ip", "netns", "exec", ctl, sys.executable, "-m", "overcast"),
-                *("controller", "run", "--config", str(tmp_path / "overcast.yaml")),
-                *("--fabric", str(tmp_path / "fabric.json")),
-                *("--listen", f"{CTL_IP}:{OF_PORT}", "--metrics", f"127.0.0.1:{METRICS_PORT}"),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    lab = Lab(switch, bridge, host_ns, port, proc, ctl, log, tmp_path / "fabric.json")
-    try:
-        wait_for(lambda: "programmed (full)" in log.read_text(), "the controller to program")
-        yield lab
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
+    listen, metrics = f"{CTL_IP}:{OF_PORT}", f"127.0.0.1:{METRICS_PORT}"
+    with controller(ctl_ns, CONFIG, fabric, tmp_path, listen, "--metrics", metrics) as ctl:
+        ctl.wait_log("programmed (full)", "the controller to program the switch")
+        yield Lab(switch, bridge, host_ns, port, ctl)
 
 
 def test_hosts_in_a_segment_talk_and_other_segments_cannot(lab: Lab) -> None:
-    assert lab.ping("h1", "h2"), lab.log.read_text()
+    assert lab.ping("h1", "h2"), lab.ctl.log.read_text()
     assert not lab.ping("h3", "h1", count=2)
     assert not lab.ping("h1", "h3", count=2)
 
@@ -141,38 +118,38 @@ def test_replugged_port_is_reprogrammed(lab: Lab) -> None:
         wait_for(lambda: not lab.ping("h1", "h2", count=1), "h2 to be unreachable")
         assert db.ensure_port(lab.bridge, lab.port["h2"], ofport_request=42) == 42
     wait_for(lambda: "output:42" in lab.switch.ofctl("dump-flows", lab.bridge), "flows to port 42")
-    assert lab.ping("h1", "h2"), lab.log.read_text()
-    assert "programmed (diff)" in lab.log.read_text()
+    assert lab.ping("h1", "h2"), lab.ctl.log.read_text()
+    assert "programmed (diff)" in lab.ctl.log.read_text()
 
 
 def test_metrics_and_clean_exit_on_sigterm(lab: Lab) -> None:
     url = f"http://127.0.0.1:{METRICS_PORT}/metrics"
     script = f"import urllib.request; print(urllib.request.urlopen({url!r}).read().decode())"
-    text = sh(sys.executable, "-c", script, netns=lab.controller_ns)
+    text = sh(sys.executable, "-c", script, netns=lab.ctl.netns)
     assert 'overcast_controller_switches_connected{site="hq"} 1.0' in text
     assert 'overcast_controller_programmings_total{kind="full",site="hq"} 1.0' in text
-    lab.controller.send_signal(signal.SIGTERM)
-    assert lab.controller.wait(timeout=10) == 0
-    assert "Traceback" not in lab.log.read_text()
+    lab.ctl.proc.send_signal(signal.SIGTERM)
+    assert lab.ctl.proc.wait(timeout=10) == 0
+    assert "Traceback" not in lab.ctl.log.read_text()
 
 
 def test_sighup_reloads_the_fabric_and_keeps_the_old_one_if_bad(lab: Lab) -> None:
-    fabric = Fabric.model_validate_json(lab.fabric.read_text())
+    fabric = Fabric.model_validate_json(lab.ctl.fabric.read_text())
     hq = fabric.switches["hq"]
     ports = tuple(
         p.model_copy(update={"segment": "finance"}) if p.name == lab.port["h3"] else p
         for p in hq.ports
     )
-    lab.fabric.write_text("{broken")
-    lab.controller.send_signal(signal.SIGHUP)
-    wait_for(lambda: "reload failed" in lab.log.read_text(), "the bad reload to be refused")
+    lab.ctl.fabric.write_text("{broken")
+    lab.ctl.proc.send_signal(signal.SIGHUP)
+    lab.ctl.wait_log("reload failed", "the bad reload to be refused")
     assert lab.ping("h1", "h2")
 
     moved = Fabric(switches={"hq": hq.model_copy(update={"ports": ports})})
-    lab.fabric.write_text(moved.model_dump_json())
-    lab.controller.send_signal(signal.SIGHUP)
-    wait_for(lambda: "programmed (diff)" in lab.log.read_text(), "the re-plan after SIGHUP")
-    assert lab.ping("h1", "h3"), lab.log.read_text()
+    lab.ctl.fabric.write_text(moved.model_dump_json())
+    lab.ctl.proc.send_signal(signal.SIGHUP)
+    lab.ctl.wait_log("programmed (diff)", "the re-plan after SIGHUP")
+    assert lab.ping("h1", "h3"), lab.ctl.log.read_text()
 
 
 def test_a_host_cannot_send_from_a_mac_the_fabric_does_not_list(lab: Lab) -> None:
