@@ -126,6 +126,22 @@ def nginx(tmp: Path, name: str, body: str, port: int) -> ExitStack:
     return stack
 
 
+@contextmanager
+def redis(sock: Path) -> Iterator[None]:
+    args = ["redis-server", "--port", "0", "--unixsocket", str(sock), "--save", ""]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not sock.exists():
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit("redis-server did not start")
+            time.sleep(0.05)
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def wrk(
     url: str, connections: int, seconds: int, threads: int, cookie: str = ""
 ) -> dict[str, float]:
@@ -185,6 +201,9 @@ def main() -> None:
     )
     parser.add_argument("--only", choices=("direct", "nginx", "gateway"), help="measure one path")
     parser.add_argument(
+        "--workers", type=int, default=1, help="gateway processes (> 1 starts a redis-server)"
+    )
+    parser.add_argument(
         "--connections", type=int, nargs="+", default=[64, 8], help="wrk connection counts"
     )
     args = parser.parse_args()
@@ -209,6 +228,11 @@ def main() -> None:
                 cwd=REPO,
             ).stdout
         )
+        store: dict[str, object] = {}
+        if args.workers > 1:
+            sock = tmp / "redis.sock"
+            stack.enter_context(redis(sock))
+            store = {"workers": args.workers, "session_store": f"unix://{sock}"}
         config = tmp / "overcast.yaml"
         config.write_text(
             json.dumps(
@@ -222,6 +246,7 @@ def main() -> None:
                         "metrics_listen": f"127.0.0.1:{metrics}",
                         "tls": {"dev_dir": str(tmp / "ca")},
                         "session_keys_file": str(keys),
+                        **store,
                         "apps": {
                             "crm": {
                                 "host": "localhost",

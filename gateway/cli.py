@@ -5,13 +5,21 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime
+import functools
 import ipaddress
 import logging
+import os
 import secrets
+import ssl
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import uvicorn
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.multiprocess import MultiProcessCollector
+from uvicorn.supervisors import Multiprocess
 
 from gateway.app import Gateway, SetupError, build
 from gateway.config import GatewayConfig
@@ -24,6 +32,8 @@ from gateway.tls import (
 )
 from overcast import exitcodes, metrics
 from overcast.cli import CommandError, load_config
+
+WORKER_CONFIG = "OVERCAST_GATEWAY_CONFIG"
 
 
 def register(subparsers: Any) -> None:
@@ -89,27 +99,43 @@ def certificate(config: GatewayConfig, now: datetime.datetime) -> CertFiles:
     return dev_ca(config.tls.dev_dir, names, now)
 
 
-def server(gateway: Gateway, files: CertFiles) -> uvicorn.Server:
-    config = gateway.config
-    cas = [app.client_ca for app in config.apps.values() if app.client_ca is not None]
+def _tls(files: CertFiles, cas: tuple[Path, ...], *_: object) -> ssl.SSLContext:
+    return server_context(files, cas)
+
+
+def uvicorn_config(app: Gateway | str, config: GatewayConfig, files: CertFiles) -> uvicorn.Config:
+    """`app` is the gateway, or with several workers the import path of `worker_app`."""
+    cas = tuple(app.client_ca for app in config.apps.values() if app.client_ca is not None)
     host, _, port = config.listen.rpartition(":")
-    return uvicorn.Server(
-        uvicorn.Config(
-            gateway,
-            host=host.strip("[]"),
-            port=int(port),
-            loop="uvloop",
-            http=TlsHttpProtocol,
-            ws=TlsWebSocketProtocol,
-            lifespan="on",
-            ssl_context_factory=lambda _config, _default: server_context(files, cas),
-            # The gateway resolves X-Forwarded-For itself, from trusted_proxies only.
-            proxy_headers=False,
-            server_header=False,
-            access_log=False,
-            log_config=None,
-        )
+    return uvicorn.Config(
+        app,
+        factory=isinstance(app, str),
+        workers=config.workers,
+        host=host.strip("[]"),
+        port=int(port),
+        loop="uvloop",
+        http=TlsHttpProtocol,
+        ws=TlsWebSocketProtocol,
+        lifespan="on",
+        # A partial, not a lambda: worker processes receive the config pickled.
+        ssl_context_factory=functools.partial(_tls, files, cas),
+        # The gateway resolves X-Forwarded-For itself, from trusted_proxies only.
+        proxy_headers=False,
+        server_header=False,
+        access_log=False,
+        log_config=None,
     )
+
+
+def server(gateway: Gateway, files: CertFiles) -> uvicorn.Server:
+    return uvicorn.Server(uvicorn_config(gateway, gateway.config, files))
+
+
+def worker_app() -> Gateway:
+    """One worker's gateway (uvicorn factory), from the config named in the environment."""
+    config = load_config(os.environ[WORKER_CONFIG]).gateway
+    assert config is not None, "checked by the parent before it started workers"
+    return build(config, decisions=sys.stderr)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -126,11 +152,30 @@ def _serve(args: argparse.Namespace) -> int:
         uv.config.load()
     except (SetupError, OSError, ValueError) as exc:
         raise CommandError(f"{args.config}: gateway: {exc}") from None
+    logging.getLogger("overcast.gateway").info("serving on %s", config.listen)
+    if config.workers == 1:
+        _serve_metrics(config, metrics.REGISTRY)
+        uv.run()
+        return exitcodes.OK if uv.started else exitcodes.FAILURE
+    with tempfile.TemporaryDirectory(prefix="overcast-gateway-metrics-") as shared:
+        # Workers are fresh processes: they see both variables before importing anything.
+        os.environ[WORKER_CONFIG] = str(Path(args.config).resolve())
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=shared)  # type: ignore[no-untyped-call]
+        _serve_metrics(config, registry)
+        workers = uvicorn_config("gateway.cli:worker_app", config, files)
+        try:
+            sock = workers.bind_socket()
+        except SystemExit:
+            raise CommandError(f"cannot listen on {config.listen}") from None
+        Multiprocess(workers, sockets=[sock]).run()
+    return exitcodes.OK
+
+
+def _serve_metrics(config: GatewayConfig, registry: CollectorRegistry) -> None:
     host, _, port = config.metrics_listen.rpartition(":")
     try:
-        metrics.serve(int(port), host.strip("[]"))
+        start_http_server(int(port), addr=host.strip("[]"), registry=registry)
     except OSError as exc:
         raise CommandError(f"cannot listen for metrics on {config.metrics_listen}: {exc}") from None
-    logging.getLogger("overcast.gateway").info("serving on %s", config.listen)
-    uv.run()
-    return exitcodes.OK if uv.started else exitcodes.FAILURE

@@ -133,6 +133,8 @@ class GatewayConfig(Model):
     # reaches one of them ends the session in all. Default: this process only.
     session_store: str | None = None
     session_lifetime: int = Field(8 * 3600, ge=60, le=7 * 86400)
+    # Processes serving the public listener; more than one needs session_store.
+    workers: int = Field(1, ge=1, le=64)
     assertion_lifetime: int = Field(60, ge=5, le=60)
     # Proxies whose X-Forwarded-For is believed; nobody else's.
     trusted_proxies: tuple[Prefix, ...] = ()
@@ -165,6 +167,11 @@ class GatewayConfig(Model):
 
     @model_validator(mode="after")
     def _routes(self) -> GatewayConfig:
+        if self.workers > 1 and self.session_store is None:
+            raise ValueError(
+                "workers > 1 needs session_store (a Redis URL): without it a logout seen by "
+                "one worker would not end the session in the others"
+            )
         if self.listen == self.metrics_listen:
             raise ValueError("metrics_listen must differ from listen: metrics are never public")
         seen: dict[tuple[str, str], str] = {}

@@ -21,6 +21,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -337,3 +338,94 @@ def confirm_idp_logout(client: httpx.Client, page: httpx.Response) -> httpx.Resp
     return client.post(
         httpx.URL(str(page.url)).join(action.group(1)), data=fields, follow_redirects=True
     )
+
+
+REPO = Path(__file__).resolve().parents[3]
+# The CLI runs from the test's directory; it imports this checkout's code.
+CLI_ENV = os.environ | {"PYTHONPATH": str(REPO)}
+
+
+@dataclass
+class Served:
+    """`overcast gateway serve` running as its own process."""
+
+    port: int
+    metrics_port: int
+    issuer: str
+    ca: Path
+    log: Path
+
+    def trust(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca))
+
+    def decisions(self) -> list[dict[str, Any]]:
+        lines = self.log.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.startswith('{"event"')]
+
+
+def overcast(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "overcast", *args], capture_output=True, text=True, env=CLI_ENV, **kw
+    )
+
+
+@contextmanager
+def cli_gateway(
+    tmp: Path, issuer: str, port: int, upstream: Upstream, **settings: Any
+) -> Iterator[Served]:
+    """Write an overcast.yaml for the app "crm" and run `overcast gateway serve` on it."""
+    metrics_port = free_port()
+    (tmp / "client-secret").write_text(CLIENT_SECRET)
+    (tmp / "session-keys").write_text(overcast("gateway", "new-session-key", check=True).stdout)
+    gateway = {
+        "issuer": issuer,
+        "client_id": CLIENT_ID,
+        "client_secret_file": str(tmp / "client-secret"),
+        "issuer_ca": str(tmp / "ca" / "ca.pem"),
+        "scopes": ["openid", "email", "profile", "groups"],
+        "host": GATEWAY_HOST,
+        "listen": f"127.0.0.1:{port}",
+        "metrics_listen": f"127.0.0.1:{metrics_port}",
+        "tls": {"dev_dir": str(tmp / "ca")},
+        "session_keys_file": str(tmp / "session-keys"),
+        "apps": {
+            "crm": {
+                "host": APP_HOST,
+                "upstream": f"https://127.0.0.1:{upstream.port}",
+                "upstream_ca": str(upstream.ca),
+                "allow": {"groups": "sales"},
+            }
+        },
+    }
+    config = tmp / "overcast.yaml"
+    sites = {"hq": {"role": "enterprise", "underlay": "192.0.2.1"}}
+    config.write_text(json.dumps({"sites": sites, "gateway": gateway | settings}))  # JSON is YAML
+    log = tmp / "gateway.log"
+    served = Served(port, metrics_port, issuer, tmp / "ca" / "ca.pem", log)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "overcast", "gateway", "serve", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "wb"),  # noqa: SIM115 - closed with the process
+        cwd=tmp,
+        env=CLI_ENV,
+    )
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"gateway exited: {log.read_text()[-2000:]}")
+        try:
+            url = f"https://{GATEWAY_HOST}:{port}/ready"
+            return httpx.get(url, verify=served.trust()).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        until(ready, 30, "overcast gateway serve to be ready")
+        yield served
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

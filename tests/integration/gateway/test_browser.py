@@ -11,13 +11,9 @@ import hashlib
 import json
 import os
 import shutil
-import ssl
 import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -29,115 +25,31 @@ from gateway.session import COOKIE
 from tests.conftest import require, require_binaries
 from tests.integration.gateway.sso_peers import (
     APP_HOST,
-    CLIENT_ID,
-    CLIENT_SECRET,
     GATEWAY_HOST,
     JS,
     USERS,
+    Served,
+    cli_gateway,
     free_port,
     identity_provider,
-    until,
     upstream_app,
 )
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
 
 CHROMIUM = "/usr/bin/chromium"
-REPO = Path(__file__).resolve().parents[3]
-# The CLI runs from the test's directory; it imports this checkout's code.
-ENV = os.environ | {"PYTHONPATH": str(REPO)}
-
-
-@dataclass
-class Served:
-    port: int
-    metrics_port: int
-    issuer: str
-    ca: Path
-    log: Path
-
-    def decisions(self) -> list[dict[str, Any]]:
-        lines = self.log.read_text().splitlines()
-        return [json.loads(line) for line in lines if line.startswith('{"event"')]
-
-
-def write_config(tmp: Path, issuer: str, port: int, metrics_port: int, upstream: Any) -> Path:
-    (tmp / "client-secret").write_text(CLIENT_SECRET)
-    keys = subprocess.run(
-        [sys.executable, "-m", "overcast", "gateway", "new-session-key"],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=ENV,
-    ).stdout
-    (tmp / "session-keys").write_text(keys)
-    config = {
-        "sites": {"hq": {"role": "enterprise", "underlay": "192.0.2.1"}},
-        "gateway": {
-            "issuer": issuer,
-            "client_id": CLIENT_ID,
-            "client_secret_file": str(tmp / "client-secret"),
-            "issuer_ca": str(tmp / "ca" / "ca.pem"),
-            "scopes": ["openid", "email", "profile", "groups"],
-            "host": GATEWAY_HOST,
-            "listen": f"127.0.0.1:{port}",
-            "metrics_listen": f"127.0.0.1:{metrics_port}",
-            "tls": {"dev_dir": str(tmp / "ca")},
-            "session_keys_file": str(tmp / "session-keys"),
-            "apps": {
-                "crm": {
-                    "host": APP_HOST,
-                    "upstream": f"https://127.0.0.1:{upstream.port}",
-                    "upstream_ca": str(upstream.ca),
-                    "allow": {"groups": "sales"},
-                }
-            },
-        },
-    }
-    path = tmp / "overcast.yaml"
-    path.write_text(json.dumps(config))  # JSON is YAML
-    return path
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("browser")
-    port, metrics_port = free_port(), free_port()
-    with identity_provider(tmp, port) as issuer, upstream_app(tmp) as upstream:
-        config = write_config(tmp, issuer, port, metrics_port, upstream)
-        log = tmp / "gateway.log"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "overcast", "gateway", "serve", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=open(log, "wb"),  # noqa: SIM115 - closed with the process
-            cwd=tmp,
-            env=ENV,
-        )
-        try:
-            trust = tmp / "ca" / "ca.pem"
-
-            def ready() -> bool:
-                if proc.poll() is not None:
-                    raise AssertionError(f"gateway exited: {log.read_text()[-2000:]}")
-                try:
-                    url = f"https://{GATEWAY_HOST}:{port}/ready"
-                    return httpx.get(url, verify=_context(trust)).status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            until(ready, 30, "overcast gateway serve to be ready")
-            yield Served(port, metrics_port, issuer, trust, log)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def _context(cafile: Path) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(cafile))
+    port = free_port()
+    with (
+        identity_provider(tmp, port) as issuer,
+        upstream_app(tmp) as upstream,
+        cli_gateway(tmp, issuer, port, upstream) as running,
+    ):
+        yield running
 
 
 def spki_hash(cert_path: Path) -> str:
@@ -194,9 +106,9 @@ def test_chromium_signs_in_reaches_the_app_and_signs_out(served: Served, tmp_pat
 
 
 def test_metrics_only_on_their_own_listener(served: Served) -> None:
-    public = httpx.get(f"https://{GATEWAY_HOST}:{served.port}/metrics", verify=_context(served.ca))
+    public = httpx.get(f"https://{GATEWAY_HOST}:{served.port}/metrics", verify=served.trust())
     assert public.status_code == 404
-    on_app_host = httpx.get(f"https://{APP_HOST}:{served.port}/metrics", verify=_context(served.ca))
+    on_app_host = httpx.get(f"https://{APP_HOST}:{served.port}/metrics", verify=served.trust())
     assert on_app_host.status_code == 302  # an app path like any other: sign in first
     metrics = httpx.get(f"http://127.0.0.1:{served.metrics_port}/metrics")
     assert metrics.status_code == 200

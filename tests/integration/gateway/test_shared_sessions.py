@@ -25,7 +25,9 @@ from tests.conftest import require_binaries
 from tests.integration.gateway.sso_peers import (
     APP_HOST,
     RunningGateway,
+    cli_gateway,
     confirm_idp_logout,
+    free_port,
     gateway_config,
     gateway_in_thread,
     identity_provider,
@@ -164,6 +166,42 @@ def test_ready_reflects_the_shared_store(pair: tuple[RunningGateway, RunningGate
     for gw in pair:
         assert gw.gateway.sync is not None and gw.gateway.sync.synced
         assert httpx.get(gw.url("127.0.0.1", "/ready"), verify=gw.trust()).status_code == 200
+
+
+def test_cli_with_two_workers_shares_sessions_and_metrics(tmp_path: Path, redis_url: str) -> None:
+    port = free_port()
+    with (
+        identity_provider(tmp_path, port) as issuer,
+        upstream_app(tmp_path) as upstream,
+        cli_gateway(tmp_path, issuer, port, upstream, workers=2, session_store=redis_url) as gw,
+        httpx.Client(verify=gw.trust(), timeout=20) as client,
+    ):
+        app = f"https://{APP_HOST}:{port}/"
+        assert sign_in(client, app, "alice").status_code == 200
+        # Many connections, so both workers answer: the cookie opens in each.
+        for _ in range(10):
+            with httpx.Client(verify=gw.trust(), cookies=client.cookies) as fresh:
+                assert fresh.get(app).status_code == 200
+        confirm = client.get(f"{issuer}/session/end", follow_redirects=True)
+        confirm_idp_logout(client, confirm)
+        cookie = client.cookies.get(COOKIE)
+        assert cookie
+
+        def everywhere_signed_out() -> bool:
+            # Fresh connections land on either worker; all must refuse the session.
+            return all(
+                httpx.get(
+                    app, headers={"cookie": f"{COOKIE}={cookie}"}, verify=gw.trust()
+                ).status_code
+                == 302
+                for _ in range(10)
+            )
+
+        until(everywhere_signed_out, 10, "both workers to drop the session")
+        metrics = httpx.get(f"http://127.0.0.1:{gw.metrics_port}/metrics").text
+        # Counted across both worker processes.
+        assert 'overcast_gateway_logins_total{result="ok"} 1.0' in metrics
+        assert 'overcast_gateway_backchannel_logouts_total{result="ok"} 1.0' in metrics
 
 
 def test_bad_store_url_names_the_fix(tmp_path: Path) -> None:
