@@ -120,10 +120,12 @@ def upstream_headers(
 
 
 def downstream_headers(
-    headers: Iterable[tuple[bytes, bytes]], cookie_names: Sequence[str]
+    headers: Iterable[tuple[bytes, bytes]], cookie_names: Sequence[str], route: Route
 ) -> Headers:
-    """Response headers for the client: no hop-by-hop, and no upstream `Set-Cookie` that
-    would overwrite (fixate) the gateway's own session cookie on the shared app host."""
+    """Response headers for the client: no hop-by-hop, no upstream `Set-Cookie` that would
+    overwrite (fixate) the gateway's own session cookie on the shared app host, and a
+    `Location` that points at the upstream itself pointed back at the gateway (as nginx's
+    `proxy_redirect default`), so a redirect never sends the browser around the gateway."""
     headers = list(headers)
     drop = hop_by_hop(headers)
     names = tuple(n.lower() for n in cookie_names)
@@ -136,8 +138,24 @@ def downstream_headers(
             cookie = value.split(b"=", 1)[0].strip().decode("latin-1").lower()
             if any(cookie == n or cookie.startswith(n + "-") for n in names):
                 continue
+        if name in ("location", "content-location"):
+            value = public_location(value, route)
         out.append((key.lower(), value))
     return out
+
+
+def public_location(value: bytes, route: Route) -> bytes:
+    """`value` with the upstream's base URL cut off: a path the browser resolves against the
+    URL it used (RFC 9110 section 10.2.2), so host, port and scheme stay the gateway's."""
+    base = route.upstream.rstrip("/").encode("latin-1")
+    if value[: len(base)].lower() != base.lower():
+        return value
+    rest = value[len(base) :]
+    if rest and rest[:1] not in (b"/", b"?", b"#"):
+        return value  # another host that merely starts with the same name
+    if rest[:2] in (b"//", b"/\\"):
+        return value  # as a relative reference that would name another host
+    return rest if rest.startswith(b"/") else b"/" + rest
 
 
 def _has_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:
@@ -222,7 +240,9 @@ class Proxy:
                     {
                         "type": "http.response.start",
                         "status": upstream.status,
-                        "headers": downstream_headers(upstream.raw_headers, self.cookie_names),
+                        "headers": downstream_headers(
+                            upstream.raw_headers, self.cookie_names, route
+                        ),
                     }
                 )
                 if upstream.content_length is None and body.done:

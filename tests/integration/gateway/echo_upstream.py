@@ -9,6 +9,7 @@ The upstream (aiohttp.web, its own dev CA from gateway.tls) answers:
   /endless         a server-sent event stream that only ends when its reader goes away
   /set-cookie      tries to overwrite the gateway's session cookie
   /redirect        a 302 elsewhere (must reach the client, not be followed)
+  /redirect-self   a 302 to the upstream's own URL (must be pointed back at the gateway)
   /gzip            a gzip body that must cross untouched
   /ws              WebSocket echo; "bye" closes with code 4001
 Both servers run on their own event loop in a thread, so tests can use any client.
@@ -99,6 +100,9 @@ def _app(upstream: Upstream) -> web.Application:
     async def redirect(request: web.Request) -> web.Response:
         raise web.HTTPFound("https://elsewhere.invalid/")
 
+    async def redirect_self(request: web.Request) -> web.Response:
+        raise web.HTTPFound(f"https://127.0.0.1:{upstream.port}/signed-in?x=1")
+
     async def gzipped(request: web.Request) -> web.Response:
         return web.Response(body=GZIP_BODY, headers={"Content-Encoding": "gzip"})
 
@@ -120,6 +124,7 @@ def _app(upstream: Upstream) -> web.Application:
     app.router.add_get("/endless", endless)
     app.router.add_get("/set-cookie", set_cookie)
     app.router.add_get("/redirect", redirect)
+    app.router.add_get("/redirect-self", redirect_self)
     app.router.add_get("/gzip", gzipped)
     app.router.add_get("/ws", ws)
     app.router.add_route("*", "/{tail:.*}", echo)

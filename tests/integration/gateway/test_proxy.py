@@ -165,6 +165,12 @@ def test_redirects_reach_client_unfollowed(servers: tuple[Upstream, int]) -> Non
     assert response.header("location") == ["https://elsewhere.invalid/"]
 
 
+def test_upstream_self_redirect_stays_on_gateway(servers: tuple[Upstream, int]) -> None:
+    _, port = servers
+    response = raw_http(port, "GET /redirect-self HTTP/1.1\r\nHost: app.test")
+    assert response.header("location") == ["/signed-in?x=1"]
+
+
 def test_compressed_body_crosses_untouched(servers: tuple[Upstream, int]) -> None:
     _, port = servers
     response = raw_http(port, "GET /gzip HTTP/1.1\r\nHost: app.test\r\nAccept-Encoding: gzip")

@@ -88,7 +88,33 @@ def test_downstream_headers() -> None:
         (b"Set-Cookie", b"__host-overcast-1=chunk"),
         (b"Set-Cookie", b"app=1"),
     ]
-    assert downstream_headers(upstream, ["__Host-overcast"]) == [
+    assert downstream_headers(upstream, ["__Host-overcast"], TABLE.routes[0]) == [
         (b"content-type", b"text/html"),
         (b"set-cookie", b"app=1"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("location", "public"),
+    [
+        (b"https://api.saas.example/v2/login?x=1", b"/login?x=1"),
+        (b"HTTPS://API.saas.example/v2", b"/"),
+        (b"https://api.saas.example/v2?next=/", b"/?next=/"),
+        (b"https://api.saas.example/v2x", b"https://api.saas.example/v2x"),
+        (b"https://api.saas.example/other", b"https://api.saas.example/other"),
+        (b"https://api.saas.example.evil.example/v2", b"https://api.saas.example.evil.example/v2"),
+        (b"https://idp.example/authorize", b"https://idp.example/authorize"),
+        (b"/relative", b"/relative"),
+        (
+            b"https://api.saas.example/v2//evil.example",
+            b"https://api.saas.example/v2//evil.example",
+        ),
+        (
+            b"https://api.saas.example/v2/\\evil.example",
+            b"https://api.saas.example/v2/\\evil.example",
+        ),
+    ],
+)
+def test_upstream_self_redirects_point_back_at_gateway(location: bytes, public: bytes) -> None:
+    out = downstream_headers([(b"Location", location)], [], TABLE.routes[1])
+    assert out == [(b"location", public)]
