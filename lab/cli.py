@@ -23,12 +23,14 @@ def progress(line: str) -> None:
 def register(sub: Any) -> None:
     lab = sub.add_parser(
         "lab",
-        help="build and remove the one-machine lab (namespaces, per-site OVS)",
+        help="build and remove the one-machine lab (namespaces, per-site OVS, tunnels)",
         description=(
             "The lab builds every site of an overcast.yaml on this machine: each site is a "
             "network namespace with its own Open vSwitch (userspace datapath), hosts are "
             "namespaces wired to it, and a stand-in internet joins the sites' underlay "
-            "addresses. Everything a lab creates is named after its lab id (oc + 4 "
+            "addresses. Sites are joined by the bridge's WireGuard + VXLAN tunnels and every "
+            "switch is programmed by our controller, which runs in its own namespace on a "
+            "management network. Everything a lab creates is named after its lab id (oc + 4 "
             "characters) and written to /run/overcast/<lab-id>/ before it is created, so "
             "`overcast lab down` removes it all, even after a crash. Needs root."
         ),
@@ -46,9 +48,12 @@ def register(sub: Any) -> None:
         "up",
         help="build the lab for a config (re-running it finishes or keeps the same lab)",
         description=(
-            "Build namespaces, links, per-site OVS and hosts for CONFIG. The lab id is derived "
-            "from the config's path unless --id is given, so running `up` again on the same "
-            "file checks and completes the same lab instead of building a second one."
+            "Build namespaces, links, per-site OVS, hosts (at the inner MTU the bridge plan "
+            "computes), WireGuard + VXLAN tunnels and the controller for CONFIG, then wait "
+            "until every switch holds the flows the controller plans for it. The lab id is "
+            "derived from the config's path unless --id is given, so running `up` again on "
+            "the same file checks and completes (or repairs) the same lab instead of building "
+            "a second one."
         ),
         epilog="example:\n  overcast lab up overcast.yaml --id oc1234",
         formatter_class=argparse.RawDescriptionHelpFormatter,
