@@ -54,6 +54,10 @@ class Namespaces:
     def add(self, name: str) -> str:
         sh("ip", "netns", "add", name)
         self.created.append(name)
+        # IPv4 only: a quiet namespace sends no IPv6 router solicitations or MLD reports,
+        # so packet counters count only the test's own traffic.
+        for scope in ("all", "default"):
+            sh("sysctl", "-qw", f"net.ipv6.conf.{scope}.disable_ipv6=1", netns=name)
         sh("ip", "link", "set", "lo", "up", netns=name)
         return name
 
