@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
+import json
+
 import pytest
 
-from gateway.app import _host_of, _same_origin, identity_of
+from gateway.app import DecisionLog, _host_of, _same_origin, identity_of
 from gateway.session import Session
 
 
@@ -59,3 +63,20 @@ def test_identity_from_claims() -> None:
 def test_websocket_origin(origin: bytes | None, same: bool) -> None:
     headers = [(b"origin", origin)] if origin is not None else []
     assert _same_origin(headers, "crm.corp.example") is same
+
+
+def test_decisions_are_json_lines_written_once_per_loop_turn() -> None:
+    stream = io.StringIO()
+    log = DecisionLog(stream)
+
+    async def burst() -> str:
+        for i in range(3):
+            log.emit({"event": "decision", "allowed": i == 1, "reason": f"r{i}"})
+        written_during_turn = stream.getvalue()
+        await asyncio.sleep(0)
+        return written_during_turn
+
+    assert asyncio.run(burst()) == ""
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [d["reason"] for d in lines] == ["r0", "r1", "r2"]
+    DecisionLog(None).emit({"event": "decision"})  # no stream: nothing, no error
