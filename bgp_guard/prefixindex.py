@@ -48,8 +48,15 @@ class PrefixIndex(Generic[T]):
                 yield length, items
 
     def longest(self, prefix: Prefix) -> tuple[int, list[T]] | None:
-        """The most specific stored prefix covering `prefix` (or equal to it)."""
+        """The most specific stored prefix covering `prefix` (or equal to it). On the hot
+        path of every update: a plain loop, no generator."""
+        bits = BITS[prefix.version]
+        value, plen = prefix.value, prefix.length
         best = None
-        for found in self.covering(prefix):
-            best = found
+        for length, table in self._tables[prefix.version]:
+            if length > plen:
+                break
+            items = table.get(value >> (bits - length))
+            if items is not None:
+                best = (length, items)
         return best
