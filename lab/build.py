@@ -221,6 +221,9 @@ def down(state_dir: Path, progress: Progress = _quiet) -> None:
         if entry.kind == "process":
             _stop_pidfile(Path(entry.name), entry.program)
     namespaces = [e.name for e in entries if e.kind == "netns"]
+    # Namespaces are named after the lab id, so any the registry lacks (it was deleted by
+    # hand, say) are found by name too.
+    namespaces += sorted(set(names.lab_netns(lab_id, netns.all_names())) - set(namespaces))
     netns.kill_all(namespaces)
     progress(f"lab {lab_id}: removing {len(namespaces)} namespaces")
     for name in namespaces:
@@ -228,6 +231,11 @@ def down(state_dir: Path, progress: Progress = _quiet) -> None:
     for entry in entries:
         if entry.kind == "path":
             _remove_path(Path(entry.name))
+    # wireguard-go's UAPI sockets carry the lab id too (bridge.plan.wireguard_name); a
+    # wireguard-go killed before it could clean up leaves its socket behind.
+    for sock in wireguard.UAPI_DIR.glob(f"{lab_id}*.sock"):
+        if not wireguard.uapi_answers(sock.stem):
+            sock.unlink(missing_ok=True)
     # Whatever else is in the state dir (logs, the registry) goes with it.
     with contextlib.suppress(FileNotFoundError):
         shutil.rmtree(state_dir)

@@ -163,12 +163,8 @@ def _down(args: argparse.Namespace) -> int:
     _require_root()
     labs = build.lab_dirs()
     if lab_id:
+        # Removing a lab that is already gone is fine: down is a desired state.
         targets = [STATE_ROOT / lab_id]
-        if not targets[0].exists():
-            raise CommandError(
-                f"no lab {args.lab_id} on this machine; `overcast lab status` lists them",
-                exitcodes.USAGE,
-            )
     elif args.all or len(labs) <= 1:
         targets = labs
     else:

@@ -15,6 +15,7 @@ import os
 import re
 import secrets
 import string
+from collections.abc import Iterable
 
 LAB_ID_RE = re.compile(r"^oc[a-z0-9]{4}$")
 IFNAMSIZ = 16  # Linux interface names hold at most IFNAMSIZ - 1 = 15 characters
@@ -61,6 +62,11 @@ def underlay_netns(lab_id: str) -> str:
 
 def controller_netns(lab_id: str) -> str:
     return f"{lab_id}.ctl"
+
+
+def lab_netns(lab_id: str, namespaces: Iterable[str]) -> list[str]:
+    """The namespaces among `namespaces` that belong to lab `lab_id`, by their names."""
+    return [n for n in namespaces if n.startswith((f"{lab_id}-", f"{lab_id}."))]
 
 
 # Interfaces inside the lab's namespaces.

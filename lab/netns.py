@@ -24,8 +24,13 @@ class LabCommandError(RuntimeError):
     """A program the lab ran failed; the message carries its stderr."""
 
 
+def all_names() -> list[str]:
+    names: list[str] = netns.listnetns()
+    return names
+
+
 def exists(name: str) -> bool:
-    return name in netns.listnetns()
+    return name in all_names()
 
 
 def ensure(name: str) -> None:

@@ -14,7 +14,7 @@ import pytest
 from controller.fabric import Fabric
 from lab import build, netns, switch
 from lab.plan import STATE_ROOT, fabric
-from lab.registry import Registry
+from lab.registry import REGISTRY_FILE, Registry
 from overcast.config import loads
 from tests.conftest import require_binaries
 from tests.integration.lab.conftest import leftovers
@@ -140,4 +140,12 @@ def test_down_cleans_up_after_the_lab_process_is_killed(lab_id: str, tmp_path: P
     )
     assert down.returncode == 0, down.stderr
     assert f"lab {lab_id} removed" in down.stdout
+    assert leftovers(lab_id) == []
+
+
+def test_down_finds_the_lab_by_name_when_the_registry_is_lost(lab_id: str) -> None:
+    plan = build.up(loads(CONFIG), lab_id, "test", CONFIG)
+    (plan.state_dir / REGISTRY_FILE).unlink()
+    assert leftovers(lab_id)
+    build.down(plan.state_dir)
     assert leftovers(lab_id) == []

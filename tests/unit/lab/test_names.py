@@ -35,3 +35,11 @@ def test_role_namespaces_cannot_clash_with_sites() -> None:
     assert "." in names.underlay_netns("oc0000")
     assert "." in names.controller_netns("oc0000")
     assert "." in names.host_netns("oc0000", "hq", "fin", 1)
+
+
+def test_a_labs_namespaces_are_found_by_name() -> None:
+    found = names.lab_netns(
+        "oc1234",
+        ["oc1234-hq", "oc1234.wan", "oc1234-hq.fin.1", "oc12345-hq", "oc1234", "xoc1234-hq"],
+    )
+    assert found == ["oc1234-hq", "oc1234.wan", "oc1234-hq.fin.1"]
