@@ -57,6 +57,8 @@ def client_ip(
     peer_ip: str, headers: Iterable[tuple[bytes, bytes]], trusted_ranges: Sequence[Network]
 ) -> str:
     """The client's address: `peer_ip`, or the rightmost untrusted X-Forwarded-For entry."""
+    if not trusted_ranges:
+        return peer_ip  # the common case, and the hot path: nothing to believe
     peer = _parse(peer_ip)
     if peer is None or not _trusted(peer, trusted_ranges):
         return peer_ip
@@ -91,7 +93,7 @@ def origin(
     """Client address, scheme and host, believing `X-Forwarded-*` only from our proxies."""
     headers = list(headers)
     proto, forwarded_host = scheme, host
-    peer = _parse(peer_ip)
+    peer = _parse(peer_ip) if trusted_ranges else None
     if peer is not None and _trusted(peer, trusted_ranges):
         protos = _values(headers, "x-forwarded-proto")
         if protos and protos[-1].lower() in ("http", "https"):

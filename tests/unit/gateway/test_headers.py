@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.headers import strip_cookie, strip_identity_headers
 
@@ -80,3 +82,24 @@ def test_gateway_cookie_removed(value: bytes, kept: bytes | None) -> None:
 
 def test_strip_cookie_custom_name() -> None:
     assert strip_cookie(b"sid=1; app=2", ["sid"]) == b"app=2"
+
+
+_IDENTITY = [
+    "x-forwarded-email",
+    "x-forwarded-user",
+    "x-auth-request-email",
+    "x-pomerium-jwt-assertion",
+    "x-overcast-jwt-assertion",
+    "authorization",
+    "x-forwarded-uri",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(_IDENTITY), st.lists(st.booleans(), min_size=40, max_size=40), st.data())
+def test_fuzz_every_spelling_is_stripped(name: str, upper: list[bool], data: st.DataObject) -> None:
+    spelled = "".join(
+        (c.upper() if up else c) if c != "-" else data.draw(st.sampled_from("-_"))
+        for c, up in zip(name, upper, strict=False)
+    )
+    assert strip_identity_headers([(spelled.encode(), b"x")]) == []

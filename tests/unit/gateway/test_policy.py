@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.policy import Decision, Policy, Request
 from gateway.request import Identity, RequestContext
@@ -263,3 +265,55 @@ def test_case_and_params_variants_never_allow(path: str) -> None:
     p = policy("allow: {and: [{path: {prefix: /public}}, {anyone: true}]}")
     assert p.decide(req(path="/public/x", identity=None)).allowed
     assert not p.decide(req(path=path, identity=None)).allowed
+
+
+# Property: built from criteria about the user, with any nesting of and/or/not, no policy ever
+# lets an anonymous request through, by allowing it or by failing to deny it (Kleene logic).
+_ABOUT_THE_USER = [
+    {"email": "alice@corp.example"},
+    {"domain": "corp.example"},
+    {"domain": "evil.example"},
+    {"groups": "sales"},
+    {"claim/dept": "emea"},
+]
+
+
+def _trees(leaves: list[dict[str, Any]]) -> st.SearchStrategy[dict[str, Any]]:
+    return st.recursive(
+        st.sampled_from(leaves),
+        lambda inner: st.one_of(
+            st.builds(lambda r: {"not": r}, inner),
+            st.builds(lambda rs: {"and": rs}, st.lists(inner, min_size=1, max_size=3)),
+            st.builds(lambda rs: {"or": rs}, st.lists(inner, min_size=1, max_size=3)),
+        ),
+        max_leaves=8,
+    )
+
+
+# `authenticated` is left out: it is a known fact for an anonymous request, so
+# `not: {authenticated: true}` rightly admits exactly the signed-out.
+_TREES = _trees(_ABOUT_THE_USER)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_TREES)
+def test_fuzz_anonymous_never_allowed_by_user_criteria(tree: dict[str, Any]) -> None:
+    assert not Policy.parse({"allow": tree}).decide(req(identity=None)).allowed
+
+
+@settings(max_examples=300, deadline=None)
+@given(_TREES)
+def test_fuzz_anonymous_never_escapes_a_deny_about_the_user(tree: dict[str, Any]) -> None:
+    policy = Policy.parse({"allow": {"anyone": True}, "deny": tree})
+    assert not policy.decide(req(identity=None)).allowed
+
+
+@settings(max_examples=300, deadline=None)
+@given(_TREES)
+def test_fuzz_unverified_email_never_decides_by_address(tree: dict[str, Any]) -> None:
+    # Whatever the tree says about email/domain, an unverified address must give the same
+    # answer as no address at all.
+    unverified = user(email="alice@corp.example", email_verified=False, groups=("sales",))
+    absent = user(email=None, groups=("sales",))
+    p = Policy.parse({"allow": tree})
+    assert p.decide(req(identity=unverified)).allowed == p.decide(req(identity=absent)).allowed
