@@ -37,11 +37,21 @@ from controller.openflow import (
     DeleteGroup,
     Flow,
     Group,
+    Match,
     Message,
     ModifyGroup,
     Output,
+    ToGroup,
 )
-from controller.pipeline import TABLE_ID, FabricError, SwitchPlan, diff, plan_switch, program
+from controller.pipeline import (
+    PIPELINE,
+    TABLE_ID,
+    FabricError,
+    SwitchPlan,
+    diff,
+    plan_switch,
+    program,
+)
 from overcast.config import OvercastConfig
 from overcast.metrics import REGISTRY
 
@@ -98,7 +108,13 @@ class _Switch:
     site: str
     ofports: dict[str, int] = field(default_factory=dict)
     plan: SwitchPlan | None = None
-    pending_desc: dict[str, int] = field(default_factory=dict)
+    # What the switch held when it connected, gathered from multipart replies: the first
+    # programming is the difference to it (a controller restart then changes nothing).
+    waiting: set[str] = field(default_factory=lambda: {"ports", "flows", "groups"})
+    found_ports: dict[str, int] = field(default_factory=dict)
+    found_flows: list[Flow] = field(default_factory=list)
+    found_groups: list[Group] = field(default_factory=list)
+    foreign: bool = False  # it holds entries that are none of ours: wipe it first
     # The barrier that closes the last programming: (xid, kind, when its first message went).
     barrier: tuple[int, str, float] | None = None
     errors: int = 0
@@ -147,7 +163,10 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
         self.switches[dp.id] = _Switch(dp, fabric_switch.site)
         SWITCHES.labels(fabric_switch.site).inc()
         log.info("switch %s (dpid %#x) connected from %s", fabric_switch.site, dp.id, address)
-        dp.send_msg(dp.ofproto_parser.OFPPortDescStatsRequest(dp, 0))
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        dp.send_msg(parser.OFPPortDescStatsRequest(dp, 0))
+        dp.send_msg(parser.OFPFlowStatsRequest(dp, table_id=ofp.OFPTT_ALL))
+        dp.send_msg(parser.OFPGroupDescStatsRequest(dp, 0))
 
     def _forget(self, dp: Any, why: str = "disconnected") -> None:
         # A switch that reconnects gets a new datapath before the old one is declared dead.
@@ -179,21 +198,50 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def _port_desc(self, ev: Any) -> None:
+        sw = self._awaiting(ev, "ports")
+        if sw is not None:
+            sw.found_ports.update(_named_ports(ev.msg.body, sw.datapath.ofproto))
+            self._received(sw, "ports", ev)
+
+    @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
+    def _flow_stats(self, ev: Any) -> None:
+        sw = self._awaiting(ev, "flows")
+        if sw is not None:
+            for stats in ev.msg.body:
+                flow = flow_from_ofp(sw.datapath, stats)
+                sw.foreign |= flow is None
+                if flow is not None:
+                    sw.found_flows.append(flow)
+            self._received(sw, "flows", ev)
+
+    @set_ev_cls(ofp_event.EventOFPGroupDescStatsReply, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
+    def _group_desc(self, ev: Any) -> None:
+        sw = self._awaiting(ev, "groups")
+        if sw is not None:
+            for desc in ev.msg.body:
+                group = group_from_ofp(sw.datapath, desc)
+                sw.foreign |= group is None
+                if group is not None:
+                    sw.found_groups.append(group)
+            self._received(sw, "groups", ev)
+
+    def _awaiting(self, ev: Any, part: str) -> _Switch | None:
         sw = self.switches.get(ev.msg.datapath.id)
-        if sw is None:
-            return
-        ofp = sw.datapath.ofproto
-        sw.pending_desc.update(_named_ports(ev.msg.body, ofp))
-        if ev.msg.flags & ofp.OFPMPF_REPLY_MORE:
+        return sw if sw is not None and part in sw.waiting else None
+
+    def _received(self, sw: _Switch, part: str, ev: Any) -> None:
+        if ev.msg.flags & sw.datapath.ofproto.OFPMPF_REPLY_MORE:
             return  # the rest of a multipart reply is on its way (OpenFlow 1.3 section 7.3.5)
-        sw.ofports, sw.pending_desc = sw.pending_desc, {}
-        self._program(sw)
+        sw.waiting.discard(part)
+        if not sw.waiting:
+            sw.ofports = sw.found_ports
+            self._program(sw)
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def _port_status(self, ev: Any) -> None:
         sw = self.switches.get(ev.msg.datapath.id)
         if sw is None or sw.plan is None:
-            return  # the port description reply that follows will include it
+            return  # the port description reply still to come includes it
         ofp = sw.datapath.ofproto
         desc = ev.msg.desc
         name = _port_name(desc)
@@ -214,10 +262,17 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
             log.error("switch %s: cannot plan: %s", sw.site, exc)
             return
         kind = "full" if sw.plan is None else "diff"
-        messages = program(plan) if sw.plan is None else diff(sw.plan, plan)
+        if sw.plan is not None:
+            messages = diff(sw.plan, plan)
+        elif sw.foreign:
+            log.warning("switch %s holds entries that are not ours; wiping it", sw.site)
+            messages = program(plan)
+        else:
+            found = SwitchPlan(sw.site, tuple(sw.found_groups), tuple(sw.found_flows))
+            messages = diff(found, plan)
         sw.plan = plan
         PLANNED_FLOWS.labels(sw.site).set(len(plan.flows))
-        if messages:
+        if messages or kind == "full":
             self._send(sw, messages, kind)
             log.info(
                 "switch %s: sent %d messages (%s); plan holds %d flows, %d groups%s",
@@ -355,6 +410,56 @@ def _group_mod(dp: Any, command: int, group: Group) -> Any:
     ofp, parser = dp.ofproto, dp.ofproto_parser
     buckets = [parser.OFPBucket(actions=_actions(dp, b)) for b in group.buckets]
     return parser.OFPGroupMod(dp, command, ofp.OFPGT_ALL, group.group_id, buckets)
+
+
+# -- os-ken's -> ours: what a switch reports it holds ----------------------------------------
+
+TABLE_NAME = {t.table_id: t.name for t in PIPELINE}
+
+
+def flow_from_ofp(dp: Any, stats: Any) -> Flow | None:
+    """The pipeline flow a switch's flow entry (OFPFlowStats) is; None if none of ours."""
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    table = TABLE_NAME.get(stats.table_id)
+    actions: tuple[Action, ...] | None = ()
+    metadata, goto = None, None
+    for inst in stats.instructions:
+        if isinstance(inst, parser.OFPInstructionActions) and inst.type == ofp.OFPIT_APPLY_ACTIONS:
+            actions = _actions_from_ofp(dp, inst.actions)
+        elif isinstance(inst, parser.OFPInstructionWriteMetadata):
+            metadata = (inst.metadata, inst.metadata_mask)
+        elif isinstance(inst, parser.OFPInstructionGotoTable) and inst.table_id in TABLE_NAME:
+            goto = TABLE_NAME[inst.table_id]
+        else:
+            return None
+    if table is None or actions is None:
+        return None
+    match = Match.of(**{k: tuple(v) if isinstance(v, list) else v for k, v in stats.match.items()})
+    return Flow(table, stats.priority, match, stats.cookie, actions, metadata, goto)
+
+
+def group_from_ofp(dp: Any, desc: Any) -> Group | None:
+    """The pipeline group a switch's group (OFPGroupDescStats) is; None if none of ours."""
+    if desc.type != dp.ofproto.OFPGT_ALL:
+        return None
+    buckets = [_actions_from_ofp(dp, b.actions) for b in desc.buckets]
+    if any(b is None for b in buckets):
+        return None
+    return Group(desc.group_id, "all", tuple(b for b in buckets if b is not None))
+
+
+def _actions_from_ofp(dp: Any, actions: list[Any]) -> tuple[Action, ...] | None:
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    out: list[Action] = []
+    for action in actions:
+        # Reserved ports (NORMAL, FLOOD, CONTROLLER, ...) are above OFPP_MAX: never ours.
+        if isinstance(action, parser.OFPActionOutput) and action.port <= ofp.OFPP_MAX:
+            out.append(Output(action.port))
+        elif isinstance(action, parser.OFPActionGroup):
+            out.append(ToGroup(action.group_id))
+        else:
+            return None
+    return tuple(out)
 
 
 # -- running ------------------------------------------------------------------------------

@@ -158,3 +158,32 @@ def test_a_host_cannot_send_from_a_mac_the_fabric_does_not_list(lab: Lab) -> Non
     assert not lab.ping("h1", "h2", count=2)
     sh("ip", "link", "set", "eth0", "address", HOSTS["h1"][1], netns=h1)
     assert lab.ping("h1", "h2")
+
+
+def test_a_restarted_controller_finds_the_switch_in_sync_and_removes_drift(
+    lab: Lab, tmp_path: Path
+) -> None:
+    fabric = Fabric.model_validate_json(lab.ctl.fabric.read_text())
+    lab.ctl.proc.send_signal(signal.SIGTERM)
+    assert lab.ctl.proc.wait(timeout=10) == 0
+    # Hand-made entries while no controller watches: one in our pipeline, one foreign.
+    lab.switch.ofctl(
+        "add-flow", lab.bridge, "table=1,priority=500,dl_dst=02:00:00:00:01:02,actions=drop"
+    )
+    listen = f"{CTL_IP}:{OF_PORT}"
+    again = tmp_path / "again"
+    again.mkdir()
+    with controller(lab.ctl.netns, CONFIG, fabric, again, listen) as ctl:
+        ctl.wait_log("programmed (full)", "the restarted controller to program")
+        log = ctl.log.read_text()
+        assert "sent 1 messages (full)" in log, log  # deleting the drop, nothing else
+        assert "priority=500" not in lab.switch.ofctl("dump-flows", lab.bridge)
+        assert lab.ping("h1", "h2")
+    lab.switch.ofctl("add-flow", lab.bridge, "table=0,priority=500,actions=NORMAL")
+    third = tmp_path / "third"
+    third.mkdir()
+    with controller(lab.ctl.netns, CONFIG, fabric, third, listen) as ctl:
+        ctl.wait_log("programmed (full)", "the third controller to program")
+        assert "not ours; wiping it" in ctl.log.read_text()
+        assert "normal" not in lab.switch.ofctl("dump-flows", lab.bridge).lower()
+        assert lab.ping("h1", "h2")

@@ -6,8 +6,16 @@ from typing import Any
 
 from os_ken.ofproto import ofproto_protocol, ofproto_v1_3, ofproto_v1_3_parser
 
-from controller.app import to_ofp
-from controller.openflow import AddFlow, DeleteFlow, DeleteGroup, Message, ModifyGroup
+from controller.app import flow_from_ofp, group_from_ofp, to_ofp
+from controller.openflow import (
+    AddFlow,
+    AddGroup,
+    DeleteFlow,
+    DeleteGroup,
+    Flow,
+    Message,
+    ModifyGroup,
+)
 from controller.pipeline import TABLE_ID, diff, plan_switch, program
 from tests.unit.controller.fixtures import HQ_PORTS, config, fabric
 
@@ -49,3 +57,48 @@ def test_flow_fields_survive_the_translation() -> None:
         for inst in _encode(AddFlow(flow)).instructions:
             for action in getattr(inst, "actions", []):
                 assert getattr(action, "port", None) not in reserved
+
+
+# -- what a switch reports back is read as the same pipeline entries --------------------
+
+
+def _as_reported(flow: Flow) -> Any:
+    """The OFPFlowStats a switch would report for `flow`, via the wire encoding."""
+    mod = _encode(AddFlow(flow))
+    parsed = ofproto_v1_3_parser.OFPFlowMod.parser(
+        DP, mod.version, mod.msg_type, mod.msg_len, mod.xid, mod.buf
+    )
+    return ofproto_v1_3_parser.OFPFlowStats(
+        table_id=parsed.table_id,
+        priority=parsed.priority,
+        cookie=parsed.cookie,
+        match=parsed.match,
+        instructions=parsed.instructions,
+    )
+
+
+def test_every_planned_flow_and_group_reads_back_as_itself() -> None:
+    plan = plan_switch(config(), fabric(), "hq", HQ_PORTS)
+    for flow in plan.flows:
+        assert flow_from_ofp(DP, _as_reported(flow)) == flow
+    for group in plan.groups:
+        mod = to_ofp(DP, AddGroup(group))
+        desc = ofproto_v1_3_parser.OFPGroupDescStats(mod.type, mod.group_id, mod.buckets)
+        assert group_from_ofp(DP, desc) == group
+
+
+def test_entries_that_are_not_ours_are_recognised() -> None:
+    parser, ofp = ofproto_v1_3_parser, ofproto_v1_3
+    normal = parser.OFPInstructionActions(
+        ofp.OFPIT_APPLY_ACTIONS, [parser.OFPActionOutput(ofp.OFPP_NORMAL)]
+    )
+    hand_made = parser.OFPFlowStats(
+        table_id=0, priority=1, cookie=0, match=parser.OFPMatch(), instructions=[normal]
+    )
+    assert flow_from_ofp(DP, hand_made) is None
+    other_table = parser.OFPFlowStats(
+        table_id=9, priority=1, cookie=0, match=parser.OFPMatch(), instructions=[]
+    )
+    assert flow_from_ofp(DP, other_table) is None
+    select = parser.OFPGroupDescStats(ofp.OFPGT_SELECT, 1, [])
+    assert group_from_ofp(DP, select) is None
