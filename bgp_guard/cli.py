@@ -146,19 +146,21 @@ def register(sub: Any) -> None:
         "replay",
         help="replay MRT files against the guard config and print alert events",
         description=(
-            "Replay BGP data files (MRT updates or RIB dumps, gzip or bzip2) merged in "
+            "Replay BGP data files (MRT updates or RIB dumps, plain, gzip or bzip2; or "
+            "RIS-live JSON lines) merged in "
             "timestamp order through the detectors of the 'guard:' section, printing each "
             "event transition (ongoing, withdrawn, resolved) with the rationale for it. "
             "vrp_file, asrel_file and bgpalerter_file are read relative to the config "
             "file. A summary goes to stderr. Exit 3 if any alert fired, 0 if none.\n\n"
             "examples:\n"
             "  overcast guard replay --config overcast.yaml updates.20160811.1600.gz\n"
-            "  overcast guard replay --config overcast.yaml --json bview.gz updates.*.gz"
+            "  overcast guard replay --config overcast.yaml --json bview.gz updates.*.gz\n"
+            "  overcast guard replay --config overcast.yaml ris-live-stream.json"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", required=True, metavar="C", help="overcast.yaml")
-    p.add_argument("files", nargs="+", metavar="FILE", help="MRT files")
+    p.add_argument("files", nargs="+", metavar="FILE", help="MRT or RIS-live JSON-lines files")
     p.add_argument(
         "--syslog",
         metavar="ADDR",

@@ -1,7 +1,7 @@
 """Replay BGP data files through the guard in timestamp order.
 
-Each file is read by its feed (MRT: `feeds.mrt`, gzip/bzip2 detected by magic); the
-files are merged on update time, so a RIB dump and the update files that follow it, or two
+Each file is read by its feed, chosen by content: RIS-live JSON lines (`feeds.ris_live`)
+if it starts with `{`, else MRT (`feeds.mrt`, plain, gzip or bzip2). The files are merged on update time, so a RIB dump and the update files that follow it, or two
 collectors' files for the same window, are seen as one stream. Each file must itself be in
 time order, as MRT files from collectors are.
 """
@@ -11,10 +11,10 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Iterator, Sequence
 from operator import attrgetter
-from pathlib import Path
 
 from bgp_guard.errors import InputError
 from bgp_guard.feeds.mrt import MrtFeed
+from bgp_guard.feeds.ris_live import RisLiveFeed
 from bgp_guard.feeds.stats import FeedStats
 from bgp_guard.update import Update
 
@@ -22,9 +22,13 @@ Feed = Iterable[Update]
 
 
 def open_feed(path: str) -> tuple[Feed, FeedStats]:
-    if not Path(path).is_file():
-        raise InputError(f"{path}: no such file; give MRT update or RIB files")
-    feed = MrtFeed(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64).lstrip()
+    except OSError as exc:
+        raise InputError(f"{path}: {exc.strerror}; give MRT or RIS-live JSON-lines files") from None
+    feed: MrtFeed | RisLiveFeed
+    feed = RisLiveFeed.from_file(path) if head.startswith(b"{") else MrtFeed(path)
     return feed, feed.stats
 
 

@@ -106,4 +106,24 @@ def test_two_collectors_merge_in_time_order() -> None:
 
 def test_missing_file_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert _run(["/nonexistent/updates.gz"], []) == exitcodes.USAGE
-    assert "no such file" in capsys.readouterr().err
+    assert "No such file" in capsys.readouterr().err
+
+
+def test_ris_live_json_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The RIS-live sample: one UPDATE (45.161.192.0/23 from AS268481), a peer-state
+    message, a server error and a broken line; the bad lines are counted, not fatal."""
+    config = tmp_path / "overcast.yaml"
+    config.write_text("sites: {}\nguard:\n  prefixes: {45.161.192.0/22: {origins: [64500]}}\n")
+    stream = shared_data("bgp") / "ris-live-stream.json"
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = main(["guard", "replay", "--config", str(config), "--json", str(stream)])
+    assert code == exitcodes.ALERT
+    (event,) = [json.loads(line) for line in buffer.getvalue().splitlines()]
+    assert (event["type"], event["prefix"], event["offending_as"]) == (
+        "subprefix-origin",
+        "45.161.192.0/23",
+        268481,
+    )
+    err = capsys.readouterr().err
+    assert "1 updates from 1 file(s)" in err and "2 bad record(s)" in err
