@@ -4,12 +4,14 @@ prefixes, compare VRP files."""
 from __future__ import annotations
 
 import argparse
+import asyncio
+import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from bgp_guard import bgpalerter, replay
+from bgp_guard import bgpalerter, replay, watch
 from bgp_guard.asrel import AsRelationships, load_asrel
 from bgp_guard.config import GuardConfig
 from bgp_guard.detect import roa
@@ -64,12 +66,10 @@ def build_guard(config_path: str) -> Guard:
 
 def _replay(args: argparse.Namespace) -> int:
     guard = build_guard(args.config)
-    sinks: list[Sink] = [JsonLines(sys.stdout) if args.json else Text(sys.stdout)]
+    sinks = _sinks(args)
     try:
-        if args.syslog:
-            sinks.append(Syslog(args.syslog))
         updates, stats = replay.merged(args.files)
-    except (InputError, ValueError) as exc:
+    except InputError as exc:
         raise CommandError(str(exc), exitcodes.USAGE) from None
     fired = 0
     started = time.perf_counter()
@@ -100,6 +100,56 @@ def _replay(args: argparse.Namespace) -> int:
     return exitcodes.ALERT if fired else exitcodes.OK
 
 
+def _sinks(args: argparse.Namespace) -> list[Sink]:
+    sinks: list[Sink] = [JsonLines(sys.stdout) if args.json else Text(sys.stdout)]
+    if args.syslog:
+        try:
+            sinks.append(Syslog(args.syslog))
+        except (ValueError, OSError) as exc:
+            raise CommandError(f"--syslog: {exc}", exitcodes.USAGE) from None
+    return sinks
+
+
+def _watch(args: argparse.Namespace) -> int:
+    guard = build_guard(args.config)
+    feeds = guard.config.feeds
+    if feeds.bgp is None and feeds.bmp is None:
+        raise CommandError(
+            f"{args.config}: guard.feeds has no feed; add guard.feeds.bgp (a BGP session) "
+            "or guard.feeds.bmp (a BMP station)",
+            exitcodes.USAGE,
+        )
+    sinks = _sinks(args)
+
+    async def run() -> watch.WatchStats:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            live = await watch.start_feeds(feeds)
+        except OSError as exc:
+            raise CommandError(
+                f"cannot open a feed socket: {exc}; check the addresses and ports under "
+                "guard.feeds (ports below 1024 need root)"
+            ) from None
+        print(f"overcast: watching {len(live)} feed(s); stop with Ctrl-C", file=sys.stderr)
+        try:
+            return await watch.run(guard, live, sinks, stop)
+        finally:
+            await asyncio.gather(*(f.close() for f in live))
+
+    stats = asyncio.run(run())
+    p50, p99 = stats.percentile(0.5), stats.percentile(0.99)
+    latency = (
+        f"; update -> event latency p50 {p50 * 1e3:.1f} ms, p99 {p99 * 1e3:.1f} ms"
+        if p50 is not None and p99 is not None
+        else ""
+    )
+    print(f"overcast: {stats.updates} updates, {stats.events} events{latency}", file=sys.stderr)
+    return exitcodes.ALERT if stats.events else exitcodes.OK
+
+
 def _import_bgpalerter(args: argparse.Namespace) -> int:
     try:
         config, notes = bgpalerter.load(args.file)
@@ -126,6 +176,15 @@ def _roa_diff(args: argparse.Namespace) -> int:
     text = "\n".join(render(e) for e in events) or "no ROA change touches a monitored prefix"
     emit(events, args.json, text)
     return exitcodes.ALERT if events else exitcodes.OK
+
+
+def _output_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--syslog",
+        metavar="ADDR",
+        help="also send events as RFC 5424 syslog to host:port (UDP) or a socket path",
+    )
+    p.add_argument("--json", action="store_true", help="print events as JSON lines")
 
 
 def register(sub: Any) -> None:
@@ -161,13 +220,26 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--config", required=True, metavar="C", help="overcast.yaml")
     p.add_argument("files", nargs="+", metavar="FILE", help="MRT or RIS-live JSON-lines files")
-    p.add_argument(
-        "--syslog",
-        metavar="ADDR",
-        help="also send events as RFC 5424 syslog to host:port (UDP) or a socket path",
-    )
-    p.add_argument("--json", action="store_true", help="print events as JSON lines")
+    _output_flags(p)
     p.set_defaults(handler=_replay)
+
+    p = cmds.add_parser(
+        "watch",
+        help="run the live feeds (BGP session, BMP) and print alert events as they happen",
+        description=(
+            "Open the feeds under guard.feeds (bgp: a receive-only BGP session, passive "
+            "and/or active; bmp: a BMP station routers connect to) and run every update "
+            "through the detectors, printing each event transition at once. Runs until "
+            "SIGINT/SIGTERM, then prints the update -> event latency on stderr. Exit 3 if "
+            "any alert fired.\n\n"
+            "example:\n"
+            "  overcast guard watch --config overcast.yaml --json --syslog 127.0.0.1:514"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", required=True, metavar="C", help="overcast.yaml")
+    _output_flags(p)
+    p.set_defaults(handler=_watch)
 
     p = cmds.add_parser(
         "import-bgpalerter",

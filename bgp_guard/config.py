@@ -9,6 +9,10 @@ guard:
   min_peers: 2
   vrp_file: vrps.json                            # rpki-client or Routinator JSON
   asrel_file: 20260101.as-rel.txt                # CAIDA serial-1
+  feeds:                                         # for `overcast guard watch`
+    bgp: {local_asn: 64511, router_id: 192.0.2.10, listen: 192.0.2.10,
+          neighbours: {192.0.2.1: 64500}}
+    bmp: {listen: 127.0.0.1}
 ```
 """
 
@@ -19,7 +23,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
-from overcast.model import ConfigError, Model, Prefix
+from overcast.model import Address, ConfigError, Model, Prefix
 
 ASN_MAX = 2**32 - 1  # 4-byte AS numbers, RFC 6793
 
@@ -96,6 +100,44 @@ class OwnAs(Model):
     downstreams: tuple[ASN, ...] | None = None  # right of our ASN (we hear them)
 
 
+class BgpFeed(Model):
+    """A receive-only BGP session (RFC 4271) with routers that send us what they see."""
+
+    local_asn: ASN
+    router_id: Address
+    neighbours: dict[Address, ASN | None] = Field(min_length=1)  # ASN null: any ASN
+    listen: Address | None = None  # passive: accept the neighbours' sessions here
+    connect: tuple[Address, ...] = ()  # active: dial these neighbours
+    port: int = Field(179, ge=1, le=65535)
+    local_address: Address | None = None  # source address for active sessions
+    hold_time: int = Field(90, ge=0, le=65535)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BgpFeed:
+        if self.router_id.version != 4:
+            raise ValueError("router_id is an IPv4 address (RFC 4271 section 4.2), e.g. 192.0.2.1")
+        if self.hold_time in (1, 2):
+            raise ValueError("hold_time must be 0 or at least 3 seconds (RFC 4271 section 4.2)")
+        if self.listen is None and not self.connect:
+            raise ValueError("set 'listen' (passive) or 'connect' (active), or both")
+        stray = [str(a) for a in self.connect if a not in self.neighbours]
+        if stray:
+            raise ValueError(f"connect lists {', '.join(stray)}; add them to 'neighbours' first")
+        return self
+
+
+class BmpFeed(Model):
+    """A BMP (RFC 7854) station: routers connect here and mirror their BGP peers' routes."""
+
+    listen: Address
+    port: int = Field(11019, ge=1, le=65535)  # no IANA port; 11019 is the common choice
+
+
+class Feeds(Model):
+    bgp: BgpFeed | None = None
+    bmp: BmpFeed | None = None
+
+
 class GuardConfig(Model):
     prefixes: dict[Prefix, MonitoredPrefix] = {}
     own_asns: dict[ASN, OwnAs] = {}
@@ -108,6 +150,7 @@ class GuardConfig(Model):
     asrel_file: str | None = None  # CAIDA AS relationships, serial-1 `a|b|rel`
     leak_scope: Literal["monitored", "all"] = "monitored"
     bgpalerter_file: str | None = None  # a BGPalerter prefixes.yml, merged into `prefixes`
+    feeds: Feeds = Feeds()  # live feeds for `overcast guard watch`
 
     def problems(self) -> list[ConfigError]:
         """Checks that need the whole section; paths are relative to the file root."""

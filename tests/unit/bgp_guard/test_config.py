@@ -57,3 +57,38 @@ guard:
 def test_errors_name_the_fix(guard_yaml: str, fix: str) -> None:
     found = problems(guard_yaml)
     assert any(fix in p and "guard." in p for p in found), found
+
+
+def test_feeds() -> None:
+    config = loads(
+        """
+sites: {}
+guard:
+  feeds:
+    bgp: {local_asn: 65010, router_id: 192.0.2.10, listen: 192.0.2.10,
+          neighbours: {192.0.2.1: 4200000001, 192.0.2.2: null}, connect: [192.0.2.2]}
+    bmp: {listen: "::1"}
+"""
+    )
+    bgp = config.guard.feeds.bgp
+    assert bgp is not None and len(bgp.neighbours) == 2 and bgp.port == 179
+    assert config.guard.feeds.bmp is not None and config.guard.feeds.bmp.port == 11019
+
+
+@pytest.mark.parametrize(
+    ("bgp", "fix"),
+    [
+        ("{local_asn: 1, router_id: 192.0.2.1, neighbours: {192.0.2.2: 2}}", "set 'listen'"),
+        ("{local_asn: 1, router_id: 192.0.2.1, neighbours: {192.0.2.2: 2}, connect: [192.0.2.3]}",
+         "add them to 'neighbours'"),
+        ("{local_asn: 1, router_id: '2001:db8::1', listen: 192.0.2.1, neighbours: {192.0.2.2: 2}}",
+         "router_id is an IPv4 address"),
+        ("{local_asn: 1, router_id: 192.0.2.1, listen: 192.0.2.1, neighbours: {}}",
+         "at least 1 item"),
+        ("{local_asn: 1, router_id: 192.0.2.1, listen: 192.0.2.1, neighbours: {192.0.2.2: 2}, hold_time: 2}",
+         "at least 3 seconds"),
+    ],
+)  # fmt: skip
+def test_bad_feeds(bgp: str, fix: str) -> None:
+    found = problems(f"  feeds:\n    bgp: {bgp}\n")
+    assert any(fix in p and "guard.feeds.bgp" in p for p in found), found
