@@ -13,8 +13,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from gateway.assertion import AssertionKeyError, AssertionSigner, load_key, verify
 from gateway.request import Identity
 
-NOW = int(time.time())
 ALICE = Identity(sub="alice", email="alice@corp.example", email_verified=True, groups=("sales",))
+
+
+@pytest.fixture
+def now() -> int:
+    # Per test, not per module: verify() checks exp against the real clock, and a long suite
+    # run would otherwise outlive a 60 s token minted at import time.
+    return int(time.time())
 
 
 @pytest.fixture
@@ -22,8 +28,8 @@ def signer() -> AssertionSigner:
     return AssertionSigner(ec.generate_private_key(ec.SECP256R1()), "https://gw.example")
 
 
-def test_signed_for_one_app(signer: AssertionSigner) -> None:
-    token = signer.sign(ALICE, "crm", NOW)
+def test_signed_for_one_app(signer: AssertionSigner, now: int) -> None:
+    token = signer.sign(ALICE, "crm", now)
     assert jwt.get_unverified_header(token)["alg"] == "ES256"
     jwks = json.loads(signer.jwks_json())
     claims = jwt.decode(
@@ -45,18 +51,18 @@ def test_signed_for_one_app(signer: AssertionSigner) -> None:
         )
 
 
-def test_verify_helper_refuses_expired(signer: AssertionSigner) -> None:
-    token = signer.sign(ALICE, "crm", NOW - 61)
-    assert verify(signer.sign(ALICE, "crm", NOW), signer.jwks(), "crm", "https://gw.example")
+def test_verify_helper_refuses_expired(signer: AssertionSigner, now: int) -> None:
+    token = signer.sign(ALICE, "crm", now - 61)
+    assert verify(signer.sign(ALICE, "crm", now), signer.jwks(), "crm", "https://gw.example")
     with pytest.raises(jwt.ExpiredSignatureError):
         verify(token, signer.jwks(), "crm", "https://gw.example")
 
 
-def test_cache_per_session_and_app(signer: AssertionSigner) -> None:
-    first = signer.sign(ALICE, "crm", NOW, cache_key="s1")
-    assert signer.sign(ALICE, "crm", NOW + 29, cache_key="s1") == first
-    assert signer.sign(ALICE, "wiki", NOW, cache_key="s1") != first
-    assert signer.sign(ALICE, "crm", NOW + 30, cache_key="s1") != first
+def test_cache_per_session_and_app(signer: AssertionSigner, now: int) -> None:
+    first = signer.sign(ALICE, "crm", now, cache_key="s1")
+    assert signer.sign(ALICE, "crm", now + 29, cache_key="s1") == first
+    assert signer.sign(ALICE, "wiki", now, cache_key="s1") != first
+    assert signer.sign(ALICE, "crm", now + 30, cache_key="s1") != first
 
 
 def test_lifetime_capped() -> None:
