@@ -64,6 +64,12 @@ def test_demo_carries_ping_and_tcp_between_sites_and_leaves_nothing(lab_id: str)
         assert {t.name for t in site.dataplane.tunnels()} <= ports
         assert Path(f"/var/run/wireguard/{site.dataplane.wireguard.name}.sock").exists()
 
+    status = overcast("lab", "status", lab_id, "--json")
+    assert status.returncode == 0, status.stdout + status.stderr
+    (lab,) = json.loads(status.stdout)["labs"]
+    assert lab["healthy"] and [s["site"] for s in lab["switches"]] == ["hq", "branch", "cloud-a"]
+    assert all(s["connected"] and s["programmed"] for s in lab["switches"])
+
     down = overcast("lab", "down", lab_id)
     assert down.returncode == 0, down.stderr
     assert leftovers(lab_id) == []
