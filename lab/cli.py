@@ -146,13 +146,23 @@ def _up(args: argparse.Namespace) -> int:
             f"lab {lab_id} is not (fully) up: {exc}; run `overcast lab up` again to finish "
             f"it or `overcast lab down {lab_id}` to remove it"
         ) from exc
-    state = build.state_of(plan.state_dir)
-    emit(
-        state.as_dict(),
-        args.json,
-        f"lab {lab_id} is up: {len(plan.sites)} sites, {len(plan.hosts)} hosts "
-        f"(remove it with `overcast lab down {lab_id}`)",
-    )
+    hosts = [
+        {
+            "host": h.label,
+            "netns": h.netns,
+            "address": str(h.address),
+            "mac": h.mac,
+            "mtu": h.mtu,
+        }
+        for h in plan.hosts
+    ]
+    lines = [f"lab {lab_id} is up: {len(plan.sites)} sites, {len(plan.hosts)} hosts"]
+    lines += [f"  {h['host']:<22} {h['address']:<16} netns {h['netns']}" for h in hosts]
+    if len(plan.hosts) > 1:
+        a, b = plan.hosts[0], plan.hosts[-1]
+        lines.append(f"try: ip netns exec {a.netns} ping {b.address.ip}")
+    lines.append(f"remove it with: overcast lab down {lab_id}")
+    emit(build.state_of(plan.state_dir).as_dict() | {"hosts": hosts}, args.json, "\n".join(lines))
     return exitcodes.OK
 
 
