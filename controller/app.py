@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -466,6 +467,28 @@ def _actions_from_ofp(dp: Any, actions: list[Any]) -> tuple[Action, ...] | None:
 
 
 @dataclass(frozen=True)
+class Tls:
+    """Mutual TLS on the OpenFlow channel: our certificate and key, and the CA whose
+    signature a switch's certificate must carry (PEM files)."""
+
+    cert: str
+    key: str
+    ca: str
+
+    def check(self) -> None:
+        """Load the files now, so a bad one is a clear error rather than a dead listener."""
+        try:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(self.cert, self.key)
+            context.load_verify_locations(self.ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise ControllerError(
+                f"cannot use TLS files (cert {self.cert}, key {self.key}, CA {self.ca}): "
+                f"{exc}; give PEM files of a matching certificate and key"
+            ) from None
+
+
+@dataclass(frozen=True)
 class Settings:
     config: OvercastConfig
     fabric: Fabric
@@ -474,9 +497,16 @@ class Settings:
 class Controller:
     """os-ken with the Overcast app, listening for switches on `host:port` (TCP)."""
 
-    def __init__(self, config: OvercastConfig, fabric: Fabric, host: str, port: int) -> None:
+    def __init__(
+        self,
+        config: OvercastConfig,
+        fabric: Fabric,
+        host: str,
+        port: int,
+        tls: Tls | None = None,
+    ) -> None:
         self.settings = Settings(config, fabric)
-        self.host, self.port = host, port
+        self.host, self.port, self.tls = host, port, tls
         self._app: OvercastApp | None = None
 
     def start(self) -> None:
@@ -484,7 +514,15 @@ class Controller:
         _check_listen(self.host, self.port)
         cfg.CONF(args=[], project="os_ken", default_config_files=[])
         cfg.CONF.set_override("ofp_listen_host", self.host)
-        cfg.CONF.set_override("ofp_tcp_listen_port", self.port)
+        if self.tls is None:
+            cfg.CONF.set_override("ofp_tcp_listen_port", self.port)
+        else:
+            self.tls.check()
+            cfg.CONF.set_override("ofp_ssl_listen_port", self.port)
+            cfg.CONF.set_override("ctl_cert", self.tls.cert)
+            cfg.CONF.set_override("ctl_privkey", self.tls.key)
+            # With a CA, os-ken requires and verifies the switch's certificate.
+            cfg.CONF.set_override("ca_certs", self.tls.ca)
         # Echo keepalives (OpenFlow 1.3 section 6.3): a switch that stops answering is
         # dropped within ~15 s and re-programmed when it returns, not left half-open.
         cfg.CONF.set_override("echo_request_interval", 5.0)
@@ -510,7 +548,12 @@ class Controller:
         ready.wait()
         if failure:
             raise ControllerError(f"os-ken failed to start: {failure[0]!r}")
-        log.info("controller listening on %s:%d (OpenFlow 1.3)", self.host, self.port)
+        log.info(
+            "controller listening on %s:%d (OpenFlow 1.3 over %s)",
+            self.host,
+            self.port,
+            "TCP" if self.tls is None else "mutual TLS",
+        )
 
     def reload(self, config: OvercastConfig, fabric: Fabric) -> None:
         """Re-plan every connected switch for a new config and fabric (checked by the caller)."""

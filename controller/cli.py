@@ -58,7 +58,8 @@ def register(sub: Any) -> None:
         epilog=(
             "example:\n"
             "  overcast -v controller run --config overcast.yaml --fabric fabric.json \\\n"
-            "      --listen 192.0.2.10:6653 --metrics 127.0.0.1:9310"
+            "      --listen 192.0.2.10:6653 --metrics 127.0.0.1:9310\n"
+            "  overcast controller run ... --tls-cert ctl.pem --tls-key ctl.key --tls-ca ca.pem"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -74,6 +75,12 @@ def register(sub: Any) -> None:
         metavar="HOST:PORT",
         help="serve Prometheus metrics on http://HOST:PORT/metrics",
     )
+    tls = p.add_argument_group(
+        "TLS", "mutual TLS on the OpenFlow channel (switch targets then read ssl:HOST:PORT)"
+    )
+    tls.add_argument("--tls-cert", metavar="PEM", help="the controller's certificate")
+    tls.add_argument("--tls-key", metavar="PEM", help="the controller's private key")
+    tls.add_argument("--tls-ca", metavar="PEM", help="CA that signed the switches' certificates")
     p.set_defaults(handler=_run)
 
     p = cmds.add_parser(
@@ -151,8 +158,15 @@ def _host_port(value: str, flag: str) -> tuple[str, int]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from controller.app import Controller, ControllerError
+    from controller.app import Controller, ControllerError, Tls
 
+    tls_files = (args.tls_cert, args.tls_key, args.tls_ca)
+    if any(tls_files) and not all(tls_files):
+        raise CommandError(
+            "TLS needs all of --tls-cert, --tls-key and --tls-ca (or none of them)",
+            exitcodes.USAGE,
+        )
+    tls = Tls(*tls_files) if all(tls_files) else None
     config = load_config(args.config)
     fabric = load_fabric(args.fabric, config)
     host, port = _host_port(args.listen, "--listen")
@@ -170,7 +184,7 @@ def _run(args: argparse.Namespace) -> int:
             metrics.serve(m_port, m_host)
         except OSError as exc:
             raise CommandError(f"cannot serve metrics on {args.metrics}: {exc.strerror}") from None
-    controller = Controller(config, fabric, host, port)
+    controller = Controller(config, fabric, host, port, tls)
     try:
         controller.start()
     except ControllerError as exc:

@@ -36,7 +36,7 @@ with warnings.catch_warnings():
     import ovs.poller
 
 # The tables we read and write; the IDL replicates only these.
-_TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface", "Controller")
+_TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface", "Controller", "SSL")
 
 FailMode = Literal["secure", "standalone"]
 
@@ -261,6 +261,33 @@ class Ovsdb:
                 self._root(txn).delvalue("bridges", br.uuid)
 
         self._transact(change, f"remove bridge {name}")
+
+    def ensure_ssl(self, private_key: str, certificate: str, ca_cert: str) -> None:
+        """The switch's TLS identity for "ssl:" controller targets: PEM file paths that
+        ovs-vswitchd reads (in its own mount namespace). It trusts controllers whose
+        certificate `ca_cert` signed, and shows them `certificate`."""
+
+        def change(txn: ovs.db.idl.Transaction) -> None:
+            root = self._root(txn)
+            current = _optional(_current(root, "ssl") or [])
+            row = current if current is not None else txn.insert(self._idl.tables["SSL"])
+            _update(row, "private_key", private_key)
+            _update(row, "certificate", certificate)
+            _update(row, "ca_cert", ca_cert)
+            if current is None:
+                _set(root, "ssl", [row])
+
+        self._transact(change, "ensure SSL settings")
+
+    def remove_ssl(self) -> None:
+        """Forget the switch's TLS settings; absent settings are fine."""
+
+        def change(txn: ovs.db.idl.Transaction) -> None:
+            root = self._root(txn)
+            if _current(root, "ssl"):
+                _set(root, "ssl", [])
+
+        self._transact(change, "remove SSL settings")
 
     # -- internals -----------------------------------------------------------------------
 

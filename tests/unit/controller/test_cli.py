@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from controller.app import ControllerError, Tls
 from overcast.cli import main
 from tests.unit.controller.fixtures import CONFIG, fabric
 
@@ -101,3 +102,19 @@ def test_missing_fabric_file(files: tuple[str, str], capsys: pytest.CaptureFixtu
     argv = ["controller", "plan", "--config", config, "--fabric", "/nonexistent.json"]
     assert main([*argv, "--site", "hq"]) == 2
     assert "cannot read fabric /nonexistent.json" in capsys.readouterr().err
+
+
+def test_run_needs_all_three_tls_files(
+    files: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, fab = files
+    argv = ["controller", "run", "--config", config, "--fabric", fab, "--tls-cert", "c.pem"]
+    assert main(argv) == 2
+    assert "TLS needs all of --tls-cert, --tls-key and --tls-ca" in capsys.readouterr().err
+
+
+def test_unusable_tls_files_are_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    junk = str(tmp_path / "junk.pem")
+    with pytest.raises(ControllerError, match=r"cannot use TLS files .* give PEM files"):
+        Tls(junk, junk, junk).check()
