@@ -14,17 +14,13 @@ from typing import Any
 from bgp_guard import bgpalerter, replay, watch
 from bgp_guard.asrel import AsRelationships, load_asrel
 from bgp_guard.config import GuardConfig
-from bgp_guard.detect import roa
 from bgp_guard.engine import Guard
 from bgp_guard.errors import InputError
-from bgp_guard.events import Event
-from bgp_guard.monitored import Monitored
 from bgp_guard.rpki import VrpSet, load_vrps
 from bgp_guard.sinks import Sink
 from bgp_guard.sinks.jsonl import JsonLines
 from bgp_guard.sinks.syslog import Syslog
 from bgp_guard.sinks.text import Text, render
-from bgp_guard.update import Prefix
 from overcast import exitcodes
 from overcast.cli import CommandError, add_json_flag, emit, load_config
 
@@ -112,7 +108,8 @@ def _sinks(args: argparse.Namespace) -> list[Sink]:
 
 def _watch(args: argparse.Namespace) -> int:
     guard = build_guard(args.config)
-    feeds = guard.config.feeds
+    config = guard.config
+    feeds = config.feeds
     if feeds.bgp is None and feeds.bmp is None:
         raise CommandError(
             f"{args.config}: guard.feeds has no feed; add guard.feeds.bgp (a BGP session) "
@@ -120,6 +117,7 @@ def _watch(args: argparse.Namespace) -> int:
             exitcodes.USAGE,
         )
     sinks = _sinks(args)
+    vrp_file = watch.VrpFile(_relative(args.config, config.vrp_file)) if config.vrp_file else None
 
     async def run() -> watch.WatchStats:
         stop = asyncio.Event()
@@ -135,7 +133,7 @@ def _watch(args: argparse.Namespace) -> int:
             ) from None
         print(f"overcast: watching {len(live)} feed(s); stop with Ctrl-C", file=sys.stderr)
         try:
-            return await watch.run(guard, live, sinks, stop)
+            return await watch.run(guard, live, sinks, stop, vrp_file=vrp_file)
         finally:
             await asyncio.gather(*(f.close() for f in live))
 
@@ -162,17 +160,12 @@ def _import_bgpalerter(args: argparse.Namespace) -> int:
 
 
 def _roa_diff(args: argparse.Namespace) -> int:
-    guard = load_guard_config(args.config)
+    config = load_guard_config(args.config)
     try:
         old, new = load_vrps(args.old), load_vrps(args.new)
     except InputError as exc:
         raise CommandError(str(exc), exitcodes.USAGE) from None
-    monitored = [Monitored.from_config(Prefix.parse(str(p)), s) for p, s in guard.prefixes.items()]
-    now = time.time()
-    events: list[dict[str, Any]] = []
-    for finding in roa.check(old, new, monitored):
-        event = Event(finding, now, now, state="ongoing", changed_at=now)
-        events.append(event.to_dict())
+    events = Guard(config, vrps=old).replace_vrps(new, time.time())
     text = "\n".join(render(e) for e in events) or "no ROA change touches a monitored prefix"
     emit(events, args.json, text)
     return exitcodes.ALERT if events else exitcodes.OK

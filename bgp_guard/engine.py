@@ -12,14 +12,15 @@ from typing import Any
 from bgp_guard import monitored
 from bgp_guard.asrel import AsRelationships
 from bgp_guard.config import GuardConfig
-from bgp_guard.detect import hijack, leak, neighbours, path, rov, visibility
-from bgp_guard.events import EventTable, Finding
+from bgp_guard.detect import hijack, leak, neighbours, path, roa, rov, visibility
+from bgp_guard.events import Event, EventTable, Finding
 from bgp_guard.monitored import Monitored
 from bgp_guard.rib import Rib, prefix_key
 from bgp_guard.rpki import VrpSet
 from bgp_guard.update import Update
 
 TICK = 1.0  # seconds of feed time between checks for events to resolve
+COMPACT_SLACK = 100_000  # unused interned paths tolerated before a compaction
 
 
 class Guard:
@@ -32,7 +33,8 @@ class Guard:
         self.config = config
         self.vrps = vrps
         self.asrel = asrel
-        self.monitored = monitored.index(config)
+        self.monitored_list = monitored.entries(config)
+        self.monitored = monitored.index(self.monitored_list)
         self.table = EventTable(config.min_peers, config.resolve_after)
         self.rib = Rib()
         self.updates = 0
@@ -117,9 +119,19 @@ class Guard:
             self.table.condition(flipped, state.lost, state.withdrawn_by(), update.time)
 
     def finish(self, now: float) -> list[dict[str, Any]]:
-        """Resolve what is due at `now` (end of a replay, or a timer in a live feed)."""
+        """Resolve what is due at `now` (end of a replay, or a timer in a live feed), and
+        drop unused interned AS paths once they outnumber the routes."""
         self.table.tick(now)
+        if self.rib.distinct_paths > 2 * len(self.rib) + COMPACT_SLACK:
+            self.rib.compact()
         return self.table.drain()
+
+    def replace_vrps(self, vrps: VrpSet, now: float) -> list[dict[str, Any]]:
+        """Validate with `vrps` from now on; one `roa-change` event per added or removed ROA
+        that touches a monitored prefix. Routes already in the RIB are not re-validated."""
+        changes = roa.check(self.vrps or VrpSet(()), vrps, self.monitored_list)
+        self.vrps = vrps
+        return [Event(f, now, now, state="ongoing", changed_at=now).to_dict() for f in changes]
 
     def summary(self) -> dict[str, Any]:
         states: dict[str, int] = {}

@@ -35,9 +35,12 @@ class Monitored:
         )
 
 
-def index(config: GuardConfig) -> PrefixIndex[Monitored]:
+def entries(config: GuardConfig) -> list[Monitored]:
+    return [Monitored.from_config(Prefix.parse(str(n)), s) for n, s in config.prefixes.items()]
+
+
+def index(monitored: list[Monitored]) -> PrefixIndex[Monitored]:
     out: PrefixIndex[Monitored] = PrefixIndex()
-    for net, spec in config.prefixes.items():
-        prefix = Prefix.parse(str(net))
-        out.add(prefix, Monitored.from_config(prefix, spec))
+    for mon in monitored:
+        out.add(mon.prefix, mon)
     return out

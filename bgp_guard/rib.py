@@ -44,6 +44,12 @@ class Rib:
         routes[key] = as_path
         return True
 
+    def compact(self) -> None:
+        """Forget interned paths no route uses any more. Interning never frees a path on
+        its own, so a long-running watch calls this when the table has grown well past the
+        live routes."""
+        self._paths = {p: p for routes in self._routes for p in routes.values()}
+
     def route(self, slot: int, key: int) -> Path | None:
         return self._routes[slot].get(key)
 

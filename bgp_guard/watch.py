@@ -1,22 +1,30 @@
 """Run the guard on live feeds: every update from every feed goes through one `Guard` on one
 asyncio loop, events go to the sinks at once, and a one-second timer resolves events even
-when no update arrives.
+when no update arrives and reloads the VRP file when it changes (rpki-client and Routinator
+rewrite it every few minutes), reporting the ROA changes that touch our prefixes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bgp_guard.config import Feeds
 from bgp_guard.engine import Guard
+from bgp_guard.errors import InputError
 from bgp_guard.feeds.bmp import BmpListener
 from bgp_guard.feeds.live import LiveFeed
 from bgp_guard.feeds.session import BgpSpeaker
+from bgp_guard.rpki import VrpSet, load_vrps
 from bgp_guard.sinks import Sink
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -31,6 +39,32 @@ class WatchStats:
             return None
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class VrpFile:
+    """A VRP file to reload when its modification time changes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = path
+        self.mtime = self._mtime()
+
+    def _mtime(self) -> float | None:
+        try:
+            return os.stat(self.path).st_mtime
+        except OSError:
+            return None
+
+    def reload(self) -> VrpSet | None:
+        """The new VRPs if the file changed and reads cleanly, else None."""
+        mtime = self._mtime()
+        if mtime is None or mtime == self.mtime:
+            return None
+        self.mtime = mtime
+        try:
+            return load_vrps(self.path)
+        except InputError as exc:
+            log.warning("%s; keeping the previous VRPs", exc)
+            return None
 
 
 async def start_feeds(config: Feeds) -> list[LiveFeed]:
@@ -67,6 +101,7 @@ async def run(
     sinks: Sequence[Sink],
     stop: asyncio.Event,
     clock: Callable[[], float] = time.time,
+    vrp_file: VrpFile | None = None,
 ) -> WatchStats:
     """Process the feeds' updates until `stop` is set."""
     stats = WatchStats()
@@ -92,6 +127,9 @@ async def run(
                 await asyncio.wait_for(stop.wait(), 1.0)
             except TimeoutError:
                 deliver(guard.finish(clock()), None)
+                vrps = None if vrp_file is None else vrp_file.reload()
+                if vrps is not None:
+                    deliver(guard.replace_vrps(vrps, clock()), None)
 
     tasks = [asyncio.ensure_future(pump(f)) for f in feeds]
     try:

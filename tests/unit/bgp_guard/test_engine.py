@@ -3,6 +3,9 @@ prefix index, and event life cycles across peers."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from bgp_guard.asrel import load_asrel
 from bgp_guard.engine import Guard
 from bgp_guard.prefixindex import PrefixIndex
 from bgp_guard.rib import Rib, prefix_key
@@ -91,3 +94,23 @@ def test_unmonitored_updates_fire_nothing() -> None:
     for t in range(100):
         assert guard.process(update({"t": t, "prefix": f"10.{t}.0.0/16", "path": [1, 2, 3]})) == []
     assert guard.summary()["rib_routes"] == 100
+
+
+def test_rib_compaction_forgets_unused_paths() -> None:
+    rib = Rib()
+    slot = rib.slot("198.51.100.1", None)
+    k = prefix_key(P("192.0.2.0/24"))
+    for n in range(10):
+        rib.apply(slot, k, (1, n))
+    assert rib.distinct_paths == 10
+    rib.compact()
+    assert rib.distinct_paths == 1 and rib.route(slot, k) == (1, 9)
+
+
+def test_leak_scope_all_checks_every_prefix(tmp_path: Path) -> None:
+    rel = tmp_path / "as-rel.txt"
+    rel.write_text("64520|64500|-1\n64520|64502|-1\n64521|64502|-1\n")
+    leaky = {"t": 1, "prefix": "203.0.113.0/24", "path": [64510, 64521, 64502, 64520, 64500]}
+    for scope, fired in (("monitored", []), ("all", ["route-leak"])):
+        guard = Guard(guard_config({**OURS, "leak_scope": scope}), asrel=load_asrel(rel))
+        assert [e["type"] for e in guard.process(update(leaky))] == fired

@@ -4,11 +4,16 @@ timer resolves withdrawn events with no traffic, and latency is measured per upd
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import socket
+from pathlib import Path
 from typing import Any
 
 from bgp_guard.engine import Guard
 from bgp_guard.feeds.live import LiveFeed
-from bgp_guard.watch import run
+from bgp_guard.rpki import load_vrps
+from bgp_guard.watch import VrpFile, run
 
 from .helpers import guard_config, update
 
@@ -54,3 +59,56 @@ def test_watch_delivers_and_resolves() -> None:
 
     asyncio.run(scenario())
     assert [e["state"] for e in sink.events] == ["ongoing", "withdrawn", "resolved"]
+
+
+def test_start_feeds_opens_and_closes_bmp() -> None:
+    from bgp_guard.config import Feeds
+    from bgp_guard.watch import start_feeds
+
+    with socket.socket() as probe:  # a free loopback port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    async def scenario() -> None:
+        config = Feeds.model_validate({"bmp": {"listen": "127.0.0.1", "port": port}})
+        feeds = await start_feeds(config)
+        try:
+            assert [f.stats.kind for f in feeds] == ["bmp"]
+            _, writer = await asyncio.open_connection("127.0.0.1", port)  # it listens
+            writer.close()
+        finally:
+            await asyncio.gather(*(f.close() for f in feeds))
+
+    asyncio.run(scenario())
+
+
+def test_vrp_file_reload_reports_roa_changes(tmp_path: Path) -> None:
+    vrp_path = tmp_path / "vrps.json"
+    roa = {"asn": 64500, "prefix": "192.0.2.0/24", "maxLength": 24, "ta": "t"}
+    vrp_path.write_text(json.dumps({"roas": [roa]}))
+    vrp_file = VrpFile(vrp_path)
+    guard = Guard(
+        guard_config({"prefixes": {"192.0.2.0/24": {"origins": [64500]}}}),
+        vrps=load_vrps(vrp_path),
+    )
+    sink = Collect()
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(run(guard, [], [sink], stop, vrp_file=vrp_file))
+        vrp_path.write_text("not a VRP file")  # a bad rewrite is skipped, not fatal
+        os.utime(vrp_path, (1, 1))
+        await asyncio.sleep(1.5)
+        vrp_path.write_text(json.dumps({"roas": []}))
+        os.utime(vrp_path, (2, 2))
+        await wait_for(lambda: sink.events, timeout=5)
+        stop.set()
+        await task
+
+    asyncio.run(scenario())
+    (event,) = sink.events
+    assert event["type"] == "roa-change"
+    assert event["rationale"] == (
+        "ROA AS64500 192.0.2.0/24 max-length 24 was removed: 192.0.2.0/24 from AS64500 goes "
+        "from valid to not-found."
+    )
