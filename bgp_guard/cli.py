@@ -50,13 +50,18 @@ def build_guard(config_path: str) -> Guard:
     guard = load_guard_config(config_path)
     vrps: VrpSet | None = None
     asrel: AsRelationships | None = None
+    key = "guard.vrp_file"
     try:
         if guard.vrp_file:
             vrps = load_vrps(_relative(config_path, guard.vrp_file))
+        key = "guard.asrel_file"
         if guard.asrel_file:
             asrel = load_asrel(_relative(config_path, guard.asrel_file))
     except InputError as exc:
-        raise CommandError(f"{exc} (named in {config_path})", exitcodes.USAGE) from None
+        raise CommandError(
+            f"{config_path}: {key}: {exc} (paths are relative to the config file)",
+            exitcodes.USAGE,
+        ) from None
     return Guard(guard, vrps=vrps, asrel=asrel)
 
 

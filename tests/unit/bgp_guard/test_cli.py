@@ -94,3 +94,15 @@ def test_roa_diff(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         "does not change.",
     ]
     assert main(["guard", "roa-diff", "--config", str(config), str(old), str(old)]) == 0
+
+
+def test_missing_data_file_names_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "overcast.yaml"
+    config.write_text("sites: {}\nguard:\n  asrel_file: as-rel.txt\n")
+    code = main(["guard", "replay", "--config", str(config), str(config)])
+    assert code == exitcodes.USAGE
+    err = capsys.readouterr().err
+    assert "guard.asrel_file: cannot read AS relationship file" in err
+    assert "relative to the config file" in err and "Traceback" not in err
