@@ -21,7 +21,7 @@ from bgp_guard.sinks import Sink
 from bgp_guard.sinks.jsonl import JsonLines
 from bgp_guard.sinks.syslog import Syslog
 from bgp_guard.sinks.text import Text, render
-from overcast import exitcodes
+from overcast import exitcodes, metrics
 from overcast.cli import CommandError, add_json_flag, emit, load_config
 
 
@@ -122,6 +122,11 @@ def _watch(args: argparse.Namespace) -> int:
             exitcodes.USAGE,
         )
     sinks = _sinks(args)
+    if args.metrics_port:
+        try:
+            metrics.serve(args.metrics_port)
+        except OSError as exc:
+            raise CommandError(f"--metrics-port {args.metrics_port}: {exc}") from None
     vrp_file = watch.VrpFile(_relative(args.config, config.vrp_file)) if config.vrp_file else None
 
     async def run() -> watch.WatchStats:
@@ -236,6 +241,12 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", required=True, metavar="C", help="overcast.yaml")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics (feed counters, events) on http://127.0.0.1:PORT/metrics",
+    )
     _output_flags(p)
     p.set_defaults(handler=_watch)
 

@@ -16,7 +16,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import Counter
+
 from bgp_guard.update import PathElement, Prefix
+from overcast.metrics import REGISTRY
+
+_TRANSITIONS = Counter(
+    "overcast_bgp_guard_events",
+    "Alert event transitions emitted by the BGP guard, by event type and new state.",
+    ["type", "state"],
+    registry=REGISTRY,
+)
 
 # ARTEMIS taxonomy (Sermpezis et al., "ARTEMIS: Neutralizing BGP Hijacking within a
 # Minute", 2018): prefix dimension (E exact, S sub-prefix, Q squatting) | path dimension
@@ -91,6 +101,7 @@ class EventTable:
         event.state = state
         event.changed_at = now
         self.emitted.append(event.to_dict())
+        _TRANSITIONS.labels(event.finding.kind, state).inc()
 
     def observe(
         self,

@@ -27,6 +27,7 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
 REPO = Path(__file__).resolve().parents[3]
 US, THEM, THEIR_ASN = "192.0.2.10", "192.0.2.1", 4200000002
 HIJACKS = 40
+METRICS_PORT = 9179  # inside the test's own namespace, so no clash with anything else
 
 GOBGPD_CONF = f"""
 [global.config]
@@ -92,7 +93,7 @@ def test_watch_flags_hijacks_from_a_live_session(netns: str, tmp_path: Path) -> 
         ns_run(netns, *gobgp, "global", attempts_until=20)
         watch = subprocess.Popen(
             ["ip", "netns", "exec", netns, sys.executable, "-m", "overcast", "guard", "watch",
-             "--config", str(config), "--json"],
+             "--config", str(config), "--json", "--metrics-port", str(METRICS_PORT)],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         try:
@@ -119,6 +120,12 @@ def test_watch_flags_hijacks_from_a_live_session(netns: str, tmp_path: Path) -> 
             ns_run(netns, *gobgp, "global", "rib", "del", "203.0.113.0/30")
             _, event = _next_event(lines, time.monotonic() + 30)
             assert (event["prefix"], event["state"]) == ("203.0.113.0/30", "withdrawn")
+            scrape = f"import urllib.request as u; print(u.urlopen('http://127.0.0.1:{METRICS_PORT}/metrics').read().decode())"
+            exposed = ns_run(netns, sys.executable, "-c", scrape)
+            assert (
+                f'overcast_bgp_guard_events_total{{state="ongoing",type="subprefix-origin"}} {HIJACKS}.0'
+                in exposed
+            ), exposed
         finally:
             watch.send_signal(signal.SIGINT)
             try:

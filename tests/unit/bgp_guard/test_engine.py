@@ -114,3 +114,17 @@ def test_leak_scope_all_checks_every_prefix(tmp_path: Path) -> None:
     for scope, fired in (("monitored", []), ("all", ["route-leak"])):
         guard = Guard(guard_config({**OURS, "leak_scope": scope}), asrel=load_asrel(rel))
         assert [e["type"] for e in guard.process(update(leaky))] == fired
+
+
+def test_transitions_are_counted_for_prometheus() -> None:
+    from overcast.metrics import REGISTRY
+
+    def count() -> float:
+        labels = {"type": "exact-origin", "state": "ongoing"}
+        return REGISTRY.get_sample_value("overcast_bgp_guard_events_total", labels) or 0.0
+
+    before = count()
+    Guard(guard_config(OURS)).process(
+        update({"t": 1, "prefix": "192.0.2.0/24", "path": [1, 65066]})
+    )
+    assert count() == before + 1
