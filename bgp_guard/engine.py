@@ -134,7 +134,7 @@ class Guard:
         return [Event(f, now, now, state="ongoing", changed_at=now).to_dict() for f in changes]
 
     def summary(self) -> dict[str, Any]:
-        states: dict[str, int] = {}
+        states: dict[str, int] = {"resolved": self.table.resolved} if self.table.resolved else {}
         for event in self.table.events.values():
             states[event.state] = states.get(event.state, 0) + 1
         return {

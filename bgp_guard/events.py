@@ -95,7 +95,11 @@ class EventTable:
         self.events: dict[Key, Event] = {}
         self.by_route: dict[Route, list[Event]] = {}
         self.emitted: list[dict[str, Any]] = []  # transitions not yet handed to sinks
-        self._withdrawn: dict[Key, Event] = {}
+        self.resolved = 0  # events resolved and dropped from `events`
+        # Events no route carries any more (withdrawn, or pending), and since when: after
+        # resolve_after seconds they are resolved (or, if pending, dropped unannounced),
+        # so a long-running watch does not accumulate them.
+        self._idle: dict[Key, tuple[Event, float]] = {}
 
     def _emit(self, event: Event, state: str, now: float) -> None:
         event.state = state
@@ -115,6 +119,8 @@ class EventTable:
         event = self.events.get(finding.key)
         if event is None:
             event = self.events[finding.key] = Event(finding, now, now, example_path=as_path)
+        elif self._idle:
+            self._idle.pop(finding.key, None)
         event.last_seen = now
         event.peers.add(peer)
         if route not in event.carriers:
@@ -122,8 +128,7 @@ class EventTable:
             self.by_route.setdefault(route, []).append(event)
         if event.state == "pending" and len(event.peers) >= self.min_peers:
             self._emit(event, "ongoing", now)
-        elif event.state in ("withdrawn", "resolved"):
-            self._withdrawn.pop(finding.key, None)
+        elif event.state == "withdrawn":
             event.finding = finding
             event.example_path = as_path
             self._emit(event, "ongoing", now)
@@ -132,9 +137,10 @@ class EventTable:
         """`route` was withdrawn or replaced: it no longer carries what it carried."""
         for event in self.by_route.pop(route, ()):
             event.carriers.discard(route)
-            if not event.carriers and event.state == "ongoing":
-                self._withdrawn[event.finding.key] = event
-                self._emit(event, "withdrawn", now)
+            if not event.carriers:
+                self._idle[event.finding.key] = (event, now)
+                if event.state == "ongoing":
+                    self._emit(event, "withdrawn", now)
 
     def condition(self, finding: Finding, active: bool, peers: set[str], now: float) -> None:
         """Set a condition-type event (e.g. visibility loss) on or off."""
@@ -151,13 +157,18 @@ class EventTable:
             event.finding = finding
             event.last_seen = now
             self._emit(event, "resolved", now)
+            del self.events[finding.key]
+            self.resolved += 1
 
     def tick(self, now: float) -> None:
-        """Resolve events that stayed withdrawn for `resolve_after` seconds."""
-        for key, event in list(self._withdrawn.items()):
-            if now - event.changed_at >= self.resolve_after:
-                del self._withdrawn[key]
-                self._emit(event, "resolved", now)
+        """Resolve events that stayed withdrawn for `resolve_after` seconds; drop pending
+        ones nobody carried for as long."""
+        for key, (event, since) in list(self._idle.items()):
+            if now - since >= self.resolve_after:
+                del self._idle[key], self.events[key]
+                if event.state == "withdrawn":
+                    self._emit(event, "resolved", now)
+                    self.resolved += 1
 
     def drain(self) -> list[dict[str, Any]]:
         out, self.emitted = self.emitted, []

@@ -128,3 +128,24 @@ def test_transitions_are_counted_for_prometheus() -> None:
         update({"t": 1, "prefix": "192.0.2.0/24", "path": [1, 65066]})
     )
     assert count() == before + 1
+
+
+def test_finished_events_leave_the_table() -> None:
+    """A long-running watch must not accumulate events: resolved ones and pending ones
+    nobody carried for resolve_after seconds are dropped."""
+    guard = Guard(guard_config({**OURS, "min_peers": 2, "resolve_after": 10}))
+    lone = {"peer": "a", "prefix": "192.0.2.128/25", "path": [1, 65066]}
+    assert guard.process(update({"t": 0, **lone})) == []  # pending: one peer only
+    guard.process(update({"t": 1, "peer": "a", "prefix": "192.0.2.128/25", "withdraw": True}))
+    for peer in "ab":
+        guard.process(update({"t": 2, "peer": peer, "prefix": "192.0.2.0/24", "path": [1, 65067]}))
+    for peer in "ab":
+        guard.process(update({"t": 3, "peer": peer, "prefix": "192.0.2.0/24", "withdraw": True}))
+    assert len(guard.table.events) == 2
+    assert [e["state"] for e in guard.finish(20)] == ["resolved"]
+    assert guard.table.events == {} and guard.summary()["events"] == {"resolved": 1}
+    # the same hijack again is a new event, seen afresh
+    out = guard.process(
+        update({"t": 30, "peer": "a", "prefix": "192.0.2.128/25", "path": [1, 65066]})
+    )
+    assert out == [] and guard.table.events[next(iter(guard.table.events))].first_seen == 30
