@@ -19,6 +19,8 @@ class LiveFeed:
         self._queue: asyncio.Queue[Update] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
         self._servers: list[asyncio.Server] = []
+        self._handlers: set[asyncio.Task[Any]] = set()  # accepted connections
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def updates(self) -> AsyncIterator[Update]:
         """Updates in arrival order, for as long as the feed runs."""
@@ -29,20 +31,28 @@ class LiveFeed:
         """Stop listening, end every connection, flush the counters."""
         for server in self._servers:
             server.close()
+        for writer in list(self._writers):
+            writer.close()  # the connection's handler ends on its next read
         for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._handlers, return_exceptions=True)
         self.stats.flush()
 
     async def _serve(self, host: str, port: int) -> None:
         self._servers.append(await asyncio.start_server(self._accepted, host, port))
 
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Not cancelled by close() (asyncio's server logs cancelled handlers as errors):
+        # close() closes the transport instead and waits for the handler.
         task = asyncio.current_task()
-        if task is not None:  # so close() ends accepted connections too
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        await self._connection(reader, writer)
+        assert task is not None
+        self._handlers.add(task)
+        self._writers.add(writer)
+        try:
+            await self._connection(reader, writer)
+        finally:
+            self._writers.discard(writer)
+            self._handlers.discard(task)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         raise NotImplementedError

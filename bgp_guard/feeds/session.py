@@ -50,6 +50,7 @@ log = logging.getLogger("bgp_guard.feeds.session")
 FAMILIES = frozenset({(AFI_IPV4, SAFI_UNICAST), (AFI_IPV6, SAFI_UNICAST)})
 # RFC 4271 section 8: a large hold time while waiting for OPEN (suggested 4 minutes).
 OPEN_WAIT = 240.0
+READ_SIZE = 1 << 16
 CONNECT_RETRY = 5.0  # seconds between active connection attempts (section 10 suggests 120)
 
 # NOTIFICATION codes, RFC 4271 section 4.5 and 6.
@@ -192,40 +193,71 @@ class BgpSpeaker(LiveFeed):
         writer: asyncio.StreamWriter,
         rib: set[tuple[Prefix, int | None]],
     ) -> None:
+        """Read whatever has arrived and decode every whole message in it: one await per
+        TCP read rather than two per message keeps up with a full-table burst."""
         keepalive = asyncio.ensure_future(self._send_keepalives(session.hold_time, writer))
-        stats = self.stats
-        source = f"session:{session.peer_ip}"
+        buf = b""
         try:
             while True:
-                mtype, body = await self._read(reader, session.hold_time or None)
-                stats.records += 1
-                if mtype == MSG_UPDATE:
-                    try:
-                        msg = decode_update(body, asn4=session.asn4)
-                    except WireError as exc:
-                        # RFC 7606 would treat-as-withdraw; a monitor keeps the session and
-                        # reports the message instead of guessing which routes it meant.
-                        stats.bad_record(f"{source} UPDATE #{stats.records}", exc)
-                        continue
-                    now = time.time()
-                    for update in msg.updates(now, session.peer_ip, session.peer_asn, source):
-                        key = (update.prefix, update.path_id)
-                        if update.announce:
-                            rib.add(key)
-                        else:
-                            rib.discard(key)
-                        self._emit(update)
-                elif mtype == MSG_NOTIFICATION:
-                    raise SessionError(f"neighbour sent {Notification.decode(body)}")
-                elif mtype != MSG_KEEPALIVE:
-                    raise SessionError(
-                        f"unexpected message type {mtype} when Established",
-                        Notification(FSM_ERROR),
+                try:
+                    chunk = await asyncio.wait_for(
+                        reader.read(READ_SIZE), session.hold_time or None
                     )
-                if not stats.records % 1000:
-                    stats.flush()
+                except TimeoutError:
+                    raise SessionError(
+                        "hold timer expired", Notification(HOLD_TIMER_EXPIRED)
+                    ) from None
+                if not chunk:
+                    raise asyncio.IncompleteReadError(buf, None)
+                buf += chunk
+                off = 0
+                while len(buf) - off >= HEADER_LEN:
+                    try:
+                        mtype, length = decode_header(buf, off)
+                    except WireError as exc:
+                        raise SessionError(str(exc), Notification(HEADER_ERROR)) from None
+                    if off + length > len(buf):
+                        break
+                    self._message(session, mtype, buf, off + HEADER_LEN, off + length, rib)
+                    off += length
+                buf = buf[off:]
+                self.stats.flush()
         finally:
             keepalive.cancel()
+
+    def _message(
+        self,
+        session: Established,
+        mtype: int,
+        buf: bytes,
+        start: int,
+        end: int,
+        rib: set[tuple[Prefix, int | None]],
+    ) -> None:
+        stats = self.stats
+        stats.records += 1
+        source = f"session:{session.peer_ip}"
+        if mtype == MSG_UPDATE:
+            try:
+                msg = decode_update(buf, start, end, asn4=session.asn4)
+            except WireError as exc:
+                # RFC 7606 would treat-as-withdraw; a monitor keeps the session and reports
+                # the message instead of guessing which routes it meant.
+                stats.bad_record(f"{source} message #{stats.records}", exc)
+                return
+            for update in msg.updates(time.time(), session.peer_ip, session.peer_asn, source):
+                key = (update.prefix, update.path_id)
+                if update.announce:
+                    rib.add(key)
+                else:
+                    rib.discard(key)
+                self._emit(update)
+        elif mtype == MSG_NOTIFICATION:
+            raise SessionError(f"neighbour sent {Notification.decode(buf[start:end])}")
+        elif mtype != MSG_KEEPALIVE:
+            raise SessionError(
+                f"unexpected message type {mtype} when Established", Notification(FSM_ERROR)
+            )
 
     @staticmethod
     async def _send_keepalives(hold_time: int, writer: asyncio.StreamWriter) -> None:
