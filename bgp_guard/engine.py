@@ -7,6 +7,7 @@ prefix covering the update, and run the detectors that apply.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from bgp_guard import monitored
@@ -61,6 +62,10 @@ class Guard:
         if now >= self._next_tick:
             table.tick(now)
             self._next_tick = now + TICK
+        if update.announce and not update.as_path:
+            # An empty AS_PATH comes over iBGP and means the peer's own AS originated the
+            # route (RFC 4271 section 5.1.2); judge it as such, not as "no origin".
+            update = replace(update, as_path=(update.peer_asn,))
         rib = self.rib
         slot = rib.slot(update.peer_ip, update.path_id)
         key = prefix_key(update.prefix)

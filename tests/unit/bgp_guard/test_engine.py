@@ -149,3 +149,12 @@ def test_finished_events_leave_the_table() -> None:
         update({"t": 30, "peer": "a", "prefix": "192.0.2.128/25", "path": [1, 65066]})
     )
     assert out == [] and guard.table.events[next(iter(guard.table.events))].first_seen == 30
+
+
+def test_empty_path_is_the_peers_own_origin() -> None:
+    # peer "a" is AS64510: over iBGP it announces our prefix with an empty AS_PATH
+    guard = Guard(guard_config(OURS))
+    (event,) = guard.process(update({"t": 1, "prefix": "192.0.2.0/24", "path": []}))
+    assert (event["type"], event["offending_as"]) == ("exact-origin", 64510)
+    mine = Guard(guard_config({"prefixes": {"192.0.2.0/24": {"origins": [64510]}}}))
+    assert mine.process(update({"t": 1, "prefix": "192.0.2.0/24", "path": []})) == []
