@@ -19,6 +19,7 @@ import pytest
 
 from bgp_guard.feeds.mrt import MrtFeed
 from bgp_guard.update import Prefix, Update
+from overcast.metrics import REGISTRY
 from tests.conftest import shared_data
 
 # file: (records, updates, withdrawals)
@@ -176,3 +177,18 @@ def test_corrupt_gzip_is_an_error_not_a_crash(data: Path, tmp_path: Path) -> Non
     feed = MrtFeed(tmp_path / "broken.gz")
     list(feed)
     assert feed.stats.errors == 1
+
+
+def test_counters_reach_prometheus(data: Path) -> None:
+    def sample(name: str) -> float:
+        return REGISTRY.get_sample_value(f"overcast_bgp_feed_{name}_total", {"feed": "mrt"}) or 0.0
+
+    before = {n: sample(n) for n in ("records", "updates", "errors")}
+    raw = gzip.decompress((data / "ris-rrc06.updates.1427846400.gz").read_bytes())
+    feed = MrtFeed.from_bytes(raw + b"\x00" * 5)  # a truncated trailing header: one error
+    list(feed)
+    assert {n: sample(n) - before[n] for n in before} == {
+        "records": 795,
+        "updates": 1557,
+        "errors": 1,
+    }

@@ -1,0 +1,115 @@
+"""The session FSM against a scripted neighbour on loopback: malformed UPDATEs are counted
+and skipped, a broken header ends the session with a NOTIFICATION, and the routes of a
+session that ends are withdrawn. Interop with real daemons: tests/integration/bgp_guard."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from bgp_guard.feeds.session import BgpSpeaker
+from bgp_guard.update import Update
+from bgp_guard.wire import (
+    HEADER_LEN,
+    KEEPALIVE,
+    MSG_NOTIFICATION,
+    MSG_OPEN,
+    Notification,
+    Open,
+    decode_header,
+)
+
+GOLDEN = Path(__file__).parent / "golden"
+PEER_ASN = 4200000001
+
+
+def golden(name: str) -> bytes:
+    return bytes.fromhex(json.loads((GOLDEN / f"{name}.json").read_text())["message"])
+
+
+async def read_message(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    header = await reader.readexactly(HEADER_LEN)
+    mtype, length = decode_header(header)
+    return mtype, await reader.readexactly(length - HEADER_LEN)
+
+
+async def neighbour(
+    speaker: BgpSpeaker, asn: int, then: list[bytes]
+) -> tuple[list[Update], Notification | None]:
+    """Open a session to `speaker` as AS`asn`, send `then`, and return every Update the
+    speaker produced plus the NOTIFICATION it sent, if any."""
+    await speaker.listen("127.0.0.1", 0)
+    port = speaker._servers[0].sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(Open(asn, 9, "192.0.2.1", frozenset({(1, 1), (2, 1)}), asn4=True).encode())
+    mtype, body = await read_message(reader)
+    assert mtype == MSG_OPEN
+    assert Open.decode(body).asn == 65010
+    notification = None
+    mtype, body = await read_message(reader)
+    if mtype == MSG_NOTIFICATION:
+        notification = Notification.decode(body)
+    else:
+        writer.write(KEEPALIVE)
+        writer.write(b"".join(then))
+        await writer.drain()
+        while True:  # KEEPALIVEs until the speaker ends the session, or we do
+            try:
+                mtype, body = await asyncio.wait_for(read_message(reader), 2)
+            except (asyncio.IncompleteReadError, TimeoutError):
+                break
+            if mtype == MSG_NOTIFICATION:
+                notification = Notification.decode(body)
+                break
+    writer.close()
+    while speaker._handlers:  # until the speaker has handled the end of the session
+        await asyncio.sleep(0.01)
+    got = [speaker._queue.get_nowait() for _ in range(speaker._queue.qsize())]
+    await speaker.close()
+    return got, notification
+
+
+def run(asn: int, then: list[bytes]) -> tuple[BgpSpeaker, list[Update], Notification | None]:
+    async def scenario() -> tuple[BgpSpeaker, list[Update], Notification | None]:
+        speaker = BgpSpeaker(65010, "192.0.2.10", peers={"127.0.0.1": PEER_ASN}, hold_time=9)
+        got, notification = await neighbour(speaker, asn, then)
+        return speaker, got, notification
+
+    return asyncio.run(asyncio.wait_for(scenario(), 20))
+
+
+def test_malformed_update_is_counted_and_the_session_goes_on() -> None:
+    broken_marker = b"\x00" * 16 + b"\x00\x13\x04"
+    speaker, got, notification = run(
+        PEER_ASN,
+        [
+            golden("ipv4_as4_set_communities"),
+            golden("error_bad_segment_type"),
+            golden("ipv6_mp_reach_unreach"),
+            broken_marker,
+        ],
+    )
+    assert notification == Notification(1, 0)  # message header error, RFC 4271 section 6.1
+    announced = [(str(u.prefix), u.announce) for u in got if u.source == "session:127.0.0.1"]
+    assert announced[:3] == [
+        ("203.0.113.0/24", False),
+        ("198.51.100.0/24", True),
+        ("198.51.100.128/25", True),
+    ]
+    assert ("2001:db8:100::/48", True) in announced
+    # The session ended: everything still announced is withdrawn (RFC 4271 section 9.1.1).
+    assert sorted(p for p, a in announced[-4:] if not a) == [
+        "198.51.100.0/24",
+        "198.51.100.128/25",
+        "2001:db8:100::/48",
+        "2001:db8::/32",
+    ]
+    assert speaker.stats.errors == 1
+    assert speaker.stats.records == 3  # the three UPDATEs that had a valid header
+
+
+def test_wrong_asn_gets_bad_peer_as() -> None:
+    speaker, got, notification = run(64511, [])
+    assert notification == Notification(2, 2)  # OPEN message error, Bad Peer AS
+    assert got == [] and not speaker.established
