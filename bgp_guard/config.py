@@ -142,8 +142,10 @@ class GuardConfig(Model):
     prefixes: dict[Prefix, MonitoredPrefix] = {}
     own_asns: dict[ASN, OwnAs] = {}
     min_peers: int = Field(1, ge=1)  # distinct peers that must see an alert before it fires
-    # Visibility loss fires when this many peers that carried a monitored prefix withdrew it.
+    # Visibility loss fires when this many peers that carried a monitored prefix withdrew it,
+    # and they are at least this share of those peers (0.5: half of them).
     visibility_min_withdrawn: int = Field(3, ge=1)
+    visibility_min_share: float = Field(0.0, ge=0, le=1)
     resolve_after: float = Field(300.0, ge=0)  # seconds withdrawn before an event is resolved
     vrp_file: str | None = None  # RPKI VRPs, rpki-client or Routinator JSON (or CSV)
     rpki_not_found: bool = False  # also alert when no ROA covers our announcement

@@ -119,6 +119,7 @@ class Guard:
             update.peer_ip,
             update.announce,
             self.config.visibility_min_withdrawn,
+            self.config.visibility_min_share,
         )
         if flipped is not None:
             self.table.condition(flipped, state.lost, state.withdrawn_by(), update.time)

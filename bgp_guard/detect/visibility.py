@@ -1,5 +1,5 @@
-"""Visibility of a monitored prefix: lost when N of the M peers that carried it withdrew it,
-regained when fewer than N are still without it."""
+"""Visibility of a monitored prefix: lost when N of the M peers that carried it withdrew it
+(N at least `min_withdrawn`, N/M at least `min_share`), regained when that no longer holds."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ def observe(
     peer: str,
     announce: bool,
     min_withdrawn: int,
+    min_share: float = 0.0,
 ) -> Finding | None:
     """Record one peer's announce or withdraw of `prefix`; a Finding when visibility flips
     (then `state.lost` says which way)."""
@@ -37,7 +38,7 @@ def observe(
     else:
         return None
     withdrawn = len(state.carried) - len(state.carrying)
-    lost = withdrawn >= min_withdrawn
+    lost = withdrawn >= min_withdrawn and withdrawn >= min_share * len(state.carried)
     if lost == state.lost:
         return None
     state.lost = lost

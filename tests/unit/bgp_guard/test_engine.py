@@ -158,3 +158,20 @@ def test_empty_path_is_the_peers_own_origin() -> None:
     assert (event["type"], event["offending_as"]) == ("exact-origin", 64510)
     mine = Guard(guard_config({"prefixes": {"192.0.2.0/24": {"origins": [64510]}}}))
     assert mine.process(update({"t": 1, "prefix": "192.0.2.0/24", "path": []})) == []
+
+
+def test_visibility_share() -> None:
+    """1 withdrawal of 3 peers passes an absolute threshold of 1 but not a share of 1/2."""
+    guard = Guard(
+        guard_config({**OURS, "visibility_min_withdrawn": 1, "visibility_min_share": 0.5})
+    )
+    for peer in "abc":
+        guard.process(update({"t": 1, "peer": peer, "prefix": "192.0.2.0/24", "path": [1, 64500]}))
+    assert (
+        guard.process(update({"t": 2, "peer": "a", "prefix": "192.0.2.0/24", "withdraw": True}))
+        == []
+    )
+    (event,) = guard.process(
+        update({"t": 3, "peer": "b", "prefix": "192.0.2.0/24", "withdraw": True})
+    )
+    assert event["rationale"] == "192.0.2.0/24 was withdrawn by 2 of the 3 peers that carried it."
