@@ -1,18 +1,20 @@
 """Forward an allowed ASGI request to its app's upstream over verified TLS.
 
 The gateway app decides; this module only moves bytes. Request and response bodies stream
-in both directions (nothing is buffered whole), WebSockets are bridged message by message,
+in both directions (nothing is buffered whole) through `gateway.upstream`'s pooled
+keep-alive client, WebSockets are bridged message by message (aiohttp's client),
 and the headers crossing are cleaned on the way: hop-by-hop fields go (RFC 9110 section
 7.6.1), client-sent identity goes (`gateway.headers`), `X-Forwarded-*` is rebuilt from what
 the gateway itself resolved (`gateway.forwarded`), and only then are the gateway's own
 headers (the signed identity assertion) added. The path forwarded is the normalised path the
-policy decided on, passed to the client library pre-encoded so it is not re-interpreted.
+policy decided on, sent pre-encoded so it is not re-interpreted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ from gateway.config import GatewayConfig
 from gateway.forwarded import Origin
 from gateway.headers import GATEWAY_COOKIE, Headers, fold, strip_identity_headers
 from gateway.tls import client_context
+from gateway.upstream import Endpoint, UpstreamError, UpstreamPool, UpstreamResponse
 
 Scope = Mapping[str, Any]
 Message = dict[str, Any]
@@ -53,6 +56,8 @@ _WEBSOCKET_HANDSHAKE = frozenset(
     {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions"}
 )
 _SUBPROTOCOLS = "sec-websocket-protocol"
+
+log = logging.getLogger("overcast.gateway")
 
 
 @dataclass(frozen=True)
@@ -168,7 +173,7 @@ def _has_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:
 
 @dataclass
 class Proxy:
-    """A pooled HTTPS client towards every upstream; create once, `close()` at shutdown."""
+    """Pooled HTTPS clients towards every upstream; create once, `close()` at shutdown."""
 
     table: RouteTable
     cookie_names: Sequence[str] = (GATEWAY_COOKIE,)
@@ -177,8 +182,30 @@ class Proxy:
     max_websocket_message: int = 16 * 1024 * 1024
     _session: aiohttp.ClientSession | None = field(default=None, init=False, repr=False)
     _ssl: dict[Path | None, ssl.SSLContext] = field(default_factory=dict, init=False, repr=False)
+    _pool: UpstreamPool | None = field(default=None, init=False, repr=False)
+    _endpoints: dict[Route, tuple[Endpoint, str]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+
+    def _upstream(self) -> UpstreamPool:
+        if self._pool is None:
+            self._pool = UpstreamPool(self.connect_timeout, self.read_timeout)
+        return self._pool
+
+    def _endpoint(self, route: Route) -> tuple[Endpoint, str]:
+        """Where `route`'s requests go, and the upstream's base path."""
+        if route not in self._endpoints:
+            base = urlsplit(route.upstream)
+            host = base.hostname or ""
+            port = base.port or 443
+            name = f"[{host}]" if ":" in host else host
+            authority = name if port == 443 else f"{name}:{port}"
+            endpoint = Endpoint(host, port, authority.encode("idna"), self._context(route))
+            self._endpoints[route] = (endpoint, base.path.rstrip("/"))
+        return self._endpoints[route]
 
     def _client(self) -> aiohttp.ClientSession:
+        """The WebSocket client."""
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0, limit_per_host=256, ttl_dns_cache=60),
@@ -201,6 +228,9 @@ class Proxy:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
     @staticmethod
     def url(route: Route, path: str, query: str, *, websocket: bool = False) -> URL:
@@ -221,40 +251,42 @@ class Proxy:
         extra_headers: Iterable[tuple[bytes, bytes]] = (),
     ) -> None:
         """Forward one HTTP request (`path` normalised) and stream the response back."""
-        client_headers = list(scope["headers"])
+        client_headers = scope["headers"]
         headers = upstream_headers(
             client_headers, route, origin, extra_headers, cookie_names=self.cookie_names
         )
-        query = scope.get("query_string", b"").decode("latin-1")
+        endpoint, base = self._endpoint(route)
+        query = scope.get("query_string", b"")
+        target = (base + path).encode("ascii") + (b"?" + query if query else b"")
         body = RequestBody(receive, done=not _has_body(client_headers))
         try:
-            async with self._client().request(
-                scope["method"],
-                self.url(route, path, query),
-                headers=_multidict(headers),
-                data=None if body.done else body.chunks(),
-                ssl=self._context(route),
-                allow_redirects=False,
-            ) as upstream:
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": upstream.status,
-                        "headers": downstream_headers(
-                            upstream.raw_headers, self.cookie_names, route
-                        ),
-                    }
-                )
-                if upstream.content_length is None and body.done:
-                    # No length: possibly endless (server-sent events). uvicorn drops writes
-                    # to a client that left without telling us, so watch for it ourselves.
-                    await _pump_until_gone(upstream.content, send, receive)
-                else:
-                    await _pump(upstream.content, send)
+            upstream = await self._upstream().request(
+                endpoint, scope["method"], target, headers, None if body.done else body.chunks()
+            )
         except TimeoutError:
-            await _error(send, 504, f"upstream {route.app} did not answer in time")
-        except (aiohttp.ClientError, ssl.SSLError, OSError) as e:
-            await _error(send, 502, f"upstream {route.app} unreachable: {type(e).__name__}")
+            return await _error(send, 504, f"upstream {route.app} did not answer in time")
+        except (UpstreamError, OSError) as e:  # ssl.SSLError is an OSError
+            return await _error(send, 502, f"upstream {route.app} unreachable: {type(e).__name__}")
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": upstream.status,
+                    "headers": downstream_headers(upstream.headers, self.cookie_names, route),
+                }
+            )
+            if upstream.length is None and body.done:
+                # No length: possibly endless (server-sent events). uvicorn drops writes
+                # to a client that left without telling us, so watch for it ourselves.
+                await _pump_until_gone(upstream, send, receive)
+            else:
+                await _pump(upstream, send)
+        except (UpstreamError, OSError):
+            # Mid-body: the status is sent, so the client learns by the connection closing
+            # (uvicorn closes it when the response ends unfinished).
+            log.info("upstream %s broke off a response", route.app)
+        finally:
+            upstream.release()
 
     async def websocket(
         self,
@@ -299,7 +331,9 @@ class Proxy:
 
 @dataclass
 class RequestBody:
-    """The client's request body as an async iterator; `done` once all of it was read."""
+    """The client's request body as an async iterator; `done` once all of it was read.
+
+    With the body read whole, `receive` is free to report the client's disconnect."""
 
     receive: Receive
     done: bool
@@ -308,7 +342,7 @@ class RequestBody:
         while True:
             message = await self.receive()
             if message["type"] == "http.disconnect":
-                raise aiohttp.ClientPayloadError("client went away mid-request")
+                raise UpstreamError("client went away mid-request")
             if message.get("body"):
                 yield message["body"]
             if not message.get("more_body", False):
@@ -316,24 +350,24 @@ class RequestBody:
                 return
 
 
-async def _pump(content: aiohttp.StreamReader, send: Send) -> None:
-    more = True
-    async for chunk in content.iter_any():
+async def _pump(upstream: UpstreamResponse, send: Send) -> None:
+    while True:
+        chunk = await upstream.read()
         # The last chunk closes the response itself: one send fewer per request.
-        more = not content.at_eof()
+        more = not upstream.complete  # `read` took all that had arrived
         await send({"type": "http.response.body", "body": chunk, "more_body": more})
-    if more:
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if not more:
+            return
 
 
-async def _pump_until_gone(content: aiohttp.StreamReader, send: Send, receive: Receive) -> None:
-    """`_pump`, stopped (closing the upstream connection) when the client disconnects."""
+async def _pump_until_gone(upstream: UpstreamResponse, send: Send, receive: Receive) -> None:
+    """`_pump`, stopped (the upstream connection closed) when the client disconnects."""
 
     async def client_gone() -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
 
-    pump = asyncio.ensure_future(_pump(content, send))
+    pump = asyncio.ensure_future(_pump(upstream, send))
     gone = asyncio.ensure_future(client_gone())
     try:
         await asyncio.wait((pump, gone), return_when=asyncio.FIRST_COMPLETED)
