@@ -6,7 +6,7 @@ and attribute it to the monitored peer (its address and ASN from the per-peer he
 goes down, every route it had announced is withdrawn, as the router's own Adj-RIB-In loses
 them. Initiation and Termination (sections 4.3, 4.5) are logged. Routes the router sends
 *to* its peers (Adj-RIB-Out, RFC 8671 "O" flag) are not routes anyone announced to it and are
-skipped.
+skipped. Loc-RIB monitoring (RFC 9069) is attributed to the router's BGP identifier.
 
 A bad message is counted and logged with the router and its byte offset in the stream, and
 the feed goes on; a broken common header (wrong version or length) ends that router's
@@ -33,6 +33,7 @@ COMMON_HEADER = struct.Struct(">BIB")  # version, message length, message type (
 PER_PEER_HEADER = struct.Struct(">BB8s16sI4sII")  # section 4.2, 42 bytes
 ROUTE_MONITORING, STATISTICS, PEER_DOWN, PEER_UP, INITIATION, TERMINATION = 0, 1, 2, 3, 4, 5
 ROUTE_MIRRORING = 6
+PEER_TYPE_LOC_RIB = 3  # RFC 9069 section 4.1
 # Per-peer header flags, RFC 7854 section 4.2 and RFC 8671 section 4.
 FLAG_IPV6, FLAG_POST_POLICY, FLAG_2_BYTE_AS, FLAG_ADJ_RIB_OUT = 0x80, 0x40, 0x20, 0x10
 # Information TLV types of Initiation/Termination, sections 4.3 and 4.4.
@@ -58,8 +59,13 @@ class PeerHeader:
 def decode_peer_header(body: bytes) -> PeerHeader:
     if len(body) < PER_PEER_HEADER.size:
         raise WireError("truncated BMP per-peer header", 0)
-    _ptype, flags, rd, address, asn, _bgp_id, sec, usec = PER_PEER_HEADER.unpack_from(body)
-    peer_ip = ip_text(address if flags & FLAG_IPV6 else address[12:])
+    ptype, flags, rd, address, asn, bgp_id, sec, usec = PER_PEER_HEADER.unpack_from(body)
+    if ptype == PEER_TYPE_LOC_RIB:
+        # RFC 9069 section 4.1: no peer address; the router itself (its BGP identifier) is
+        # the "peer", so each router's Loc-RIB counts as one vantage point.
+        peer_ip = ip_text(bgp_id)
+    else:
+        peer_ip = ip_text(address if flags & FLAG_IPV6 else address[12:])
     return PeerHeader(peer_ip, asn, flags, rd, sec + usec / 1e6 if sec else time.time())
 
 

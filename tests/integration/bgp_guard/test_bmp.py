@@ -112,3 +112,51 @@ def test_gobgpd_bmp_export(netns: str, tmp_path: Path) -> None:
             await listener.close()
 
     run_in_netns(netns, scenario)
+
+
+def test_gobgpd_loc_rib_routes_from_the_cli(netns: str, tmp_path: Path) -> None:
+    """Loc-RIB monitoring (RFC 9069): routes injected with `gobgp global rib add` arrive."""
+    require_binaries("gobgpd", "gobgp")
+    conf = GOBGPD_CONF.replace('"pre-policy"', '"local-rib"').split("[[neighbors]]")[0]
+    (tmp_path / "gobgpd.toml").write_text(conf)
+    api = ["gobgp", "-u", GOBGP, "-p", "50051"]
+
+    async def scenario() -> None:
+        listener = BmpListener()
+        await listener.listen(US, BMP_PORT)
+        gobgpd = [
+            "gobgpd",
+            "-f",
+            str(tmp_path / "gobgpd.toml"),
+            "--api-hosts",
+            f"{GOBGP}:50051",
+            "--pprof-disable",
+        ]
+        try:
+            with daemon(netns, gobgpd, tmp_path / "gobgpd.log"):
+                ns_run(
+                    netns,
+                    *api,
+                    "global",
+                    "rib",
+                    "add",
+                    "198.51.100.0/24",
+                    "-a",
+                    "ipv4",
+                    attempts_until=20,
+                )
+                ns_run(netns, *api, "global", "rib", "add", "2001:db8:2::/48", "-a", "ipv6")
+                got = await collect(
+                    listener, {("198.51.100.0/24", True), ("2001:db8:2::/48", True)}
+                )
+                v4, v6 = got[("198.51.100.0/24", True)], got[("2001:db8:2::/48", True)]
+                # Locally originated: empty AS path; the router (its BGP identifier) is the peer.
+                assert (v4.peer_ip, v4.peer_asn, v4.as_path) == (GOBGP, 4200000002, ())
+                assert (v6.peer_ip, v6.as_path) == (GOBGP, ())
+                ns_run(netns, *api, "global", "rib", "del", "198.51.100.0/24", "-a", "ipv4")
+                await collect(listener, {("198.51.100.0/24", False)})
+            assert listener.stats.errors == 0
+        finally:
+            await listener.close()
+
+    run_in_netns(netns, scenario)
