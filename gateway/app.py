@@ -41,7 +41,7 @@ from gateway.forwarded import Origin
 from gateway.forwarded import origin as forwarded_origin
 from gateway.oidc import LoginRequest, OidcError, RelyingParty, SingleFlight, Tokens
 from gateway.paths import BadPath, normalise
-from gateway.proxy import Proxy, Route, routes_from_config
+from gateway.proxy import Proxy, Route, http_date, routes_from_config
 from gateway.redirects import safe_redirect
 from gateway.request import Identity, RequestContext
 from gateway.session import (
@@ -78,6 +78,11 @@ HOUSEKEEPING = 60.0
 REFRESH_RACE = 2.0  # seconds to wait for another process's refresh before signing out
 # ID token claims that only mattered for validating the token itself.
 _TOKEN_ONLY = frozenset({"iss", "aud", "exp", "iat", "nbf", "nonce", "at_hash", "c_hash", "azp"})
+
+_ONE_HOST = (
+    "send exactly one Host header naming the app, or an absolute-form target "
+    "https://HOST/PATH without user@ (RFC 9112 section 3.2)"
+)
 
 log = logging.getLogger("overcast.gateway")
 
@@ -142,6 +147,7 @@ class Reply:
 
     async def send(self, send: Send) -> None:
         headers = [
+            (b"date", http_date()),
             (b"content-type", self.content_type),
             (b"content-length", str(len(self.body)).encode()),
             (b"cache-control", b"no-store"),
@@ -272,7 +278,7 @@ class Gateway:
         headers: Headers = scope["headers"]
         host = _host_of(_header(headers, b"host"))
         if host is None:
-            return await self._refuse(send, websocket, page(400, "Bad request", "one Host header"))
+            return await self._refuse(send, websocket, page(400, "Bad request", _ONE_HOST))
         raw_path = scope.get("raw_path") or scope["path"].encode()
         try:
             path = normalise(raw_path.decode("latin-1"))

@@ -122,6 +122,8 @@ def uvicorn_config(app: Gateway | str, config: GatewayConfig, files: CertFiles) 
         # The gateway resolves X-Forwarded-For itself, from trusted_proxies only.
         proxy_headers=False,
         server_header=False,
+        # The gateway dates its own replies, and forwards the upstream's Date (one, not two).
+        date_header=False,
         access_log=False,
         log_config=None,
     )

@@ -77,6 +77,9 @@ class App(Model):
     upstream_ca: Path | None = None
     # Require a TLS client certificate issued by this CA (mTLS) for this app.
     client_ca: Path | None = None
+    # Forward the client's Authorization header (for an app with its own API tokens). Off:
+    # a user's bearer token never reaches an upstream that did not ask for it.
+    pass_authorization: bool = False
     # Who may reach the app, in gateway.policy's language: deny wins, no allow means nobody.
     allow: Any = None
     deny: Any = None

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
+import functools
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,21 +127,35 @@ def upstream_headers(
     return out + list(extra)
 
 
+def http_date() -> bytes:
+    """Now as an IMF-fixdate (RFC 9110 section 5.6.7)."""
+    return _http_date(int(time.time()))
+
+
+@functools.lru_cache(maxsize=1)  # one formatting per second
+def _http_date(second: int) -> bytes:
+    return email.utils.formatdate(second, usegmt=True).encode()
+
+
 def downstream_headers(
     headers: Iterable[tuple[bytes, bytes]], cookie_names: Sequence[str], route: Route
 ) -> Headers:
     """Response headers for the client: no hop-by-hop, no upstream `Set-Cookie` that would
     overwrite (fixate) the gateway's own session cookie on the shared app host, and a
     `Location` that points at the upstream itself pointed back at the gateway (as nginx's
-    `proxy_redirect default`), so a redirect never sends the browser around the gateway."""
+    `proxy_redirect default`), so a redirect never sends the browser around the gateway.
+    A response without `Date` gets one (RFC 9110 section 6.6.1: a forwarding recipient
+    with a clock adds it)."""
     headers = list(headers)
     drop = hop_by_hop(headers)
     names = tuple(n.lower() for n in cookie_names)
     out: Headers = []
+    dated = False
     for key, value in headers:
         name = fold(key)
         if name in drop:
             continue
+        dated = dated or name == "date"
         if name == "set-cookie":
             cookie = value.split(b"=", 1)[0].strip().decode("latin-1").lower()
             if any(cookie == n or cookie.startswith(n + "-") for n in names):
@@ -146,6 +163,8 @@ def downstream_headers(
         if name in ("location", "content-location"):
             value = public_location(value, route)
         out.append((key.lower(), value))
+    if not dated:
+        out.append((b"date", http_date()))
     return out
 
 
@@ -448,7 +467,14 @@ def routes_from_config(config: GatewayConfig) -> RouteTable:
     """The route table of a `gateway.config.GatewayConfig`."""
     return RouteTable(
         tuple(
-            Route(name, config.app_host(name), app.path_prefix, app.upstream, app.upstream_ca)
+            Route(
+                name,
+                config.app_host(name),
+                app.path_prefix,
+                app.upstream,
+                app.upstream_ca,
+                keep_authorization=app.pass_authorization,
+            )
             for name, app in config.apps.items()
         )
     )

@@ -24,6 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import httptools
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -240,6 +241,24 @@ class ClientCA:
         return True
 
 
+def absolute_form_host(
+    target: bytes, headers: list[tuple[bytes, bytes]]
+) -> list[tuple[bytes, bytes]]:
+    """`headers` with Host replaced by the authority of the absolute-form `target`: RFC 9112
+    section 3.2.2 says a server MUST ignore the received Host then, and the gateway must
+    route by the name it forwards for. A target without an http(s) authority, or with
+    userinfo (RFC 9110 section 4.2.4: an error), leaves no Host, which is refused (400)."""
+    kept = [(k, v) for k, v in headers if k != b"host"]
+    try:
+        url = httptools.parse_url(target)
+    except httptools.HttpParserInvalidURLError:
+        return kept
+    if (url.schema or b"").lower() not in (b"http", b"https") or not url.host or url.userinfo:
+        return kept
+    host = b"[" + url.host + b"]" if b":" in url.host else url.host
+    return [*kept, (b"host", host + (b":%d" % url.port if url.port else b""))]
+
+
 def peer_chain(transport: asyncio.BaseTransport) -> list[str]:
     ssl_object = transport.get_extra_info("ssl_object")
     der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
@@ -247,7 +266,8 @@ def peer_chain(transport: asyncio.BaseTransport) -> list[str]:
 
 
 class TlsHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol plus the ASGI TLS extension."""
+    """uvicorn's httptools protocol plus the ASGI TLS extension, and absolute-form request
+    targets routed by their authority (see `absolute_form_host`)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -256,6 +276,12 @@ class TlsHttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.scope["extensions"] = {"tls": self._tls}
+
+    def on_headers_complete(self) -> None:
+        if self.url[:1] not in (b"/", b"*"):
+            # uvicorn keeps only the path of an absolute-form target; its authority decides.
+            self.headers[:] = absolute_form_host(self.url, self.headers)
+        super().on_headers_complete()
 
 
 class TlsWebSocketProtocol(WebSocketsSansIOProtocol):

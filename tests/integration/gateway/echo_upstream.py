@@ -220,9 +220,12 @@ def _loopback_socket() -> socket.socket:
 
 
 @contextmanager
-def running(gateway_app: Callable[[Upstream], Asgi], tmp: Path) -> Iterator[tuple[Upstream, int]]:
+def running(
+    gateway_app: Callable[[Upstream], Asgi], tmp: Path, http: type[asyncio.Protocol] | None = None
+) -> Iterator[tuple[Upstream, int]]:
     """Start the upstream and a uvicorn gateway serving `gateway_app(upstream)` (an ASGI app
-    that also answers the lifespan protocol, so it can close its client pool).
+    that also answers the lifespan protocol, so it can close its client pool); `http` is
+    uvicorn's HTTP protocol class (default: its own httptools one).
 
     Yields (upstream, gateway_port); both stop, and their sockets close, on exit.
     """
@@ -250,6 +253,7 @@ def running(gateway_app: Callable[[Upstream], Asgi], tmp: Path) -> Iterator[tupl
             lifespan="on",
             ws="websockets-sansio",
             proxy_headers=False,
+            http=http or "httptools",
         )
         server = uvicorn.Server(config)
         serving = asyncio.ensure_future(server.serve(sockets=[gateway_sock]))

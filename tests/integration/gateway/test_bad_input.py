@@ -46,6 +46,7 @@ from gateway.proxy import Route, RouteTable
 from gateway.redirects import safe_redirect
 from gateway.request import Identity, RequestContext
 from gateway.session import COOKIE, LOGIN_COOKIE, KeyRing, Session, SessionCodec, SessionStore
+from gateway.tls import TlsHttpProtocol
 from tests.integration.gateway.echo_upstream import (
     ASSERTION,
     Asgi,
@@ -566,8 +567,25 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Real]:
         built.append(build(config))
         return built[0]
 
-    with running(gateway, tmp_path_factory.mktemp("badinput-app")) as (_, port):
+    # The gateway's own HTTP protocol (as `overcast gateway serve` runs it), over plain TCP.
+    with running(gateway, tmp_path_factory.mktemp("badinput-app"), TlsHttpProtocol) as (_, port):
         yield Real(port, built[0])
+
+
+def test_absolute_form_target_routes_by_its_authority(real: Real) -> None:
+    # RFC 9112 section 3.2.2: the target's authority wins over the Host header, both ways.
+    data = reached_upstream(real.get("http://APP.test:8443/x?y=1", real.cookie(), host="gw.test"))
+    assert data is not None and data["raw_path"] == "/x?y=1"
+    own = real.get("https://gw.test/ping", real.cookie(), host="app.test")
+    assert (own.status, own.body) == (200, b"OK\n")
+
+
+@pytest.mark.parametrize(
+    "target", ["https://alice@app.test/x", "ftp://app.test/x", "https:///x", "app.test:443"]
+)
+def test_absolute_form_target_without_plain_authority_is_refused(real: Real, target: str) -> None:
+    response = real.get(target, real.cookie())
+    assert response.status == 400 and reached_upstream(response) is None
 
 
 def not_forwarded(response: RawResponse) -> bool:
@@ -687,8 +705,11 @@ def test_app_request_smuggling_refused(real: Real, framing: str, body: bytes) ->
 
 
 def test_app_absolute_form_still_decides_on_path(real: Real) -> None:
-    head = f"GET https://evil.example/admin HTTP/1.1\r\nHost: app.test\r\n{real.cookie()}"
+    head = f"GET https://app.test/admin HTTP/1.1\r\nHost: gw.test\r\n{real.cookie()}"
     assert raw_http(real.port, head).status == 403
+    # The authority names no app: the Host header does not smuggle it to one.
+    head = f"GET https://evil.example/admin HTTP/1.1\r\nHost: app.test\r\n{real.cookie()}"
+    assert not_forwarded(raw_http(real.port, head))
 
 
 def test_app_duplicate_host_refused(real: Real) -> None:

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import email.utils
+
 import pytest
 
+from gateway.config import GatewayConfig
 from gateway.forwarded import Origin
-from gateway.proxy import Proxy, Route, RouteTable, downstream_headers, upstream_headers
+from gateway.proxy import (
+    Proxy,
+    Route,
+    RouteTable,
+    downstream_headers,
+    routes_from_config,
+    upstream_headers,
+)
+from gateway.tls import absolute_form_host
 
 TABLE = RouteTable(
     (
@@ -81,6 +92,7 @@ def test_websocket_handshake_headers_are_redone_not_copied() -> None:
 
 def test_downstream_headers() -> None:
     upstream = [
+        (b"Date", b"Thu, 26 Nov 2026 16:00:00 GMT"),
         (b"Content-Type", b"text/html"),
         (b"Connection", b"close"),
         (b"Transfer-Encoding", b"chunked"),
@@ -89,6 +101,7 @@ def test_downstream_headers() -> None:
         (b"Set-Cookie", b"app=1"),
     ]
     assert downstream_headers(upstream, ["__Host-overcast"], TABLE.routes[0]) == [
+        (b"date", b"Thu, 26 Nov 2026 16:00:00 GMT"),
         (b"content-type", b"text/html"),
         (b"set-cookie", b"app=1"),
     ]
@@ -116,5 +129,45 @@ def test_downstream_headers() -> None:
     ],
 )
 def test_upstream_self_redirects_point_back_at_gateway(location: bytes, public: bytes) -> None:
-    out = downstream_headers([(b"Location", location)], [], TABLE.routes[1])
-    assert out == [(b"location", public)]
+    out = downstream_headers([(b"Location", location), (b"Date", b"d")], [], TABLE.routes[1])
+    assert out == [(b"location", public), (b"date", b"d")]
+
+
+def test_a_response_without_date_gets_one() -> None:
+    out = downstream_headers([(b"content-length", b"0")], [], TABLE.routes[0])
+    assert out[0] == (b"content-length", b"0")
+    assert out[1][0] == b"date" and email.utils.parsedate_to_datetime(out[1][1].decode())
+
+
+def test_pass_authorization_reaches_the_route() -> None:
+    config = GatewayConfig.model_validate(
+        {
+            "issuer": "https://idp.example/",
+            "apps": {
+                "api": {"upstream": "https://api.example", "pass_authorization": True},
+                "crm": {"upstream": "https://crm.example"},
+            },
+        }
+    )
+    routes = {r.app: r for r in routes_from_config(config).routes}
+    bearer = [(b"authorization", b"Bearer t")]
+    assert upstream_headers(bearer, routes["api"], ORIGIN)[0] == bearer[0]
+    assert bearer[0] not in upstream_headers(bearer, routes["crm"], ORIGIN)
+
+
+@pytest.mark.parametrize(
+    ("target", "host"),
+    [
+        (b"https://App.Test/x", b"App.Test"),
+        (b"http://app.test:8443/x?y", b"app.test:8443"),
+        (b"https://[2001:db8::1]:8443/", b"[2001:db8::1]:8443"),
+        (b"https://alice@app.test/", None),
+        (b"ftp://app.test/", None),
+        (b"app.test:443", None),
+        (b"https:///x", None),
+    ],
+)
+def test_absolute_form_host(target: bytes, host: bytes | None) -> None:
+    headers = [(b"host", b"other.test"), (b"accept", b"*/*")]
+    expected = [(b"accept", b"*/*")] + ([(b"host", host)] if host else [])
+    assert absolute_form_host(target, headers) == expected
