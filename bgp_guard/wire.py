@@ -55,6 +55,13 @@ _AFI_VERSION = {AFI_IPV4: 4, AFI_IPV6: 6}
 
 # A prefix with its RFC 7911 path identifier (None without ADD-PATH).
 Nlri = tuple[Prefix, int | None]
+# Which NLRI carry ADD-PATH identifiers: all (True), none (False), or those of the given AFIs
+# (a session negotiates ADD-PATH per address family, RFC 7911 section 4).
+AddPath = bool | frozenset[int]
+
+
+def _path_ids(add_path: AddPath, afi: int) -> bool:
+    return add_path if isinstance(add_path, bool) else afi in add_path
 
 
 class WireError(ValueError):
@@ -184,7 +191,7 @@ def decode_attributes(
     end: int,
     *,
     asn4: bool,
-    add_path: bool = False,
+    add_path: AddPath = False,
     rib_entry: bool = False,
 ) -> PathAttributes:
     """Path attributes between `off` and `end` (RFC 4271 section 4.3).
@@ -233,7 +240,9 @@ def decode_attributes(
             afi, safi = _U16.unpack_from(data, start)[0], data[start + 2]
             version = _AFI_VERSION.get(afi)
             if version and safi == SAFI_UNICAST:
-                attrs.mp_unreach = decode_prefixes(data, start + 3, stop, version, add_path)
+                attrs.mp_unreach = decode_prefixes(
+                    data, start + 3, stop, version, _path_ids(add_path, afi)
+                )
         elif code == ATTR_AS4_PATH and not asn4:
             as4_path = decode_as_path(data, start, stop, True)
         off = stop
@@ -243,7 +252,7 @@ def decode_attributes(
 
 
 def _decode_mp_reach(
-    data: bytes, start: int, stop: int, attrs: PathAttributes, add_path: bool, rib_entry: bool
+    data: bytes, start: int, stop: int, attrs: PathAttributes, add_path: AddPath, rib_entry: bool
 ) -> None:
     """MP_REACH_NLRI, RFC 4760 section 3. In a TABLE_DUMP_V2 RIB entry the attribute is cut
     down to next-hop length and next hop (RFC 6396 section 4.3.4); some writers still store
@@ -261,7 +270,7 @@ def _decode_mp_reach(
     attrs.mp_next_hop = _next_hop_text(data[nh_start : nh_start + nh_len])
     version = _AFI_VERSION.get(afi)
     if version and safi == SAFI_UNICAST and not rib_entry:
-        attrs.mp_reach = decode_prefixes(data, nlri_start, stop, version, add_path)
+        attrs.mp_reach = decode_prefixes(data, nlri_start, stop, version, _path_ids(add_path, afi))
 
 
 @dataclass(slots=True)
@@ -299,7 +308,7 @@ class UpdateMessage:
 
 
 def decode_update(
-    data: bytes, off: int = 0, end: int | None = None, *, asn4: bool, add_path: bool = False
+    data: bytes, off: int = 0, end: int | None = None, *, asn4: bool, add_path: AddPath = False
 ) -> UpdateMessage:
     """The body of an UPDATE (after the 19-byte header), RFC 4271 section 4.3."""
     if end is None:
@@ -311,14 +320,15 @@ def decode_update(
     wend = wstart + wlen
     if wend + 2 > end:
         raise WireError(f"withdrawn routes of {wlen} bytes run past the UPDATE", off)
-    withdrawn = decode_prefixes(data, wstart, wend, 4, add_path)
+    ipv4_ids = _path_ids(add_path, AFI_IPV4)
+    withdrawn = decode_prefixes(data, wstart, wend, 4, ipv4_ids)
     (alen,) = _U16.unpack_from(data, wend)
     astart = wend + 2
     aend = astart + alen
     if aend > end:
         raise WireError(f"path attributes of {alen} bytes run past the UPDATE", wend)
     attrs = decode_attributes(data, astart, aend, asn4=asn4, add_path=add_path)
-    announced = decode_prefixes(data, aend, end, 4, add_path)
+    announced = decode_prefixes(data, aend, end, 4, ipv4_ids)
     return UpdateMessage(withdrawn, announced, attrs)
 
 
@@ -356,6 +366,8 @@ KEEPALIVE = encode_message(MSG_KEEPALIVE)  # RFC 4271 section 4.4: the header al
 PARAM_CAPABILITIES = 2
 CAP_MULTIPROTOCOL = 1  # RFC 4760 section 8
 CAP_AS4 = 65  # RFC 6793 section 3
+CAP_ADD_PATH = 69  # RFC 7911 section 4
+ADD_PATH_RECEIVE, ADD_PATH_SEND = 1, 2  # bits of its Send/Receive field
 AS_TRANS = 23456  # RFC 6793 section 9: the 2-byte stand-in for a 4-byte ASN
 
 
@@ -369,6 +381,15 @@ class Open:
     families: frozenset[tuple[int, int]] = frozenset()  # (AFI, SAFI), RFC 4760
     asn4: bool = False  # the 4-octet AS capability was sent, RFC 6793
     version: int = 4
+    # ADD-PATH, RFC 7911 section 4: (AFI, SAFI, Send/Receive bits) per family.
+    add_path: tuple[tuple[int, int, int], ...] = ()
+
+    def sends_path_ids_to(self, receiver: Open) -> frozenset[int]:
+        """AFIs (unicast) whose UPDATEs from this speaker to `receiver` carry path
+        identifiers: this side offered to send and the other to receive."""
+        sends = {(a, s) for a, s, bits in self.add_path if bits & ADD_PATH_SEND}
+        receives = {(a, s) for a, s, bits in receiver.add_path if bits & ADD_PATH_RECEIVE}
+        return frozenset(a for a, s in sends & receives if s == SAFI_UNICAST)
 
     def encode(self) -> bytes:
         caps = b"".join(
@@ -377,6 +398,9 @@ class Open:
         )
         if self.asn4:
             caps += struct.pack(">BBI", CAP_AS4, 4, self.asn)
+        if self.add_path:
+            value = b"".join(struct.pack(">HBB", *entry) for entry in self.add_path)
+            caps += struct.pack(">BB", CAP_ADD_PATH, len(value)) + value
         params = struct.pack(">BB", PARAM_CAPABILITIES, len(caps)) + caps if caps else b""
         two_byte_asn = self.asn if self.asn < 65536 else AS_TRANS
         body = struct.pack(
@@ -397,6 +421,7 @@ class Open:
         if 10 + params_len > len(body):
             raise WireError(f"OPEN optional parameters of {params_len} bytes run past it", 9)
         families: set[tuple[int, int]] = set()
+        add_path: list[tuple[int, int, int]] = []
         asn4 = False
         off = 10
         while off < 10 + params_len:
@@ -420,9 +445,19 @@ class Open:
                 elif code == CAP_AS4 and clen == 4:
                     (asn,) = _U32.unpack(value)
                     asn4 = True
+                elif code == CAP_ADD_PATH and clen % 4 == 0:
+                    add_path.extend(struct.iter_unpack(">HBB", value))
                 cap += 2 + clen
             off = pend
-        return cls(asn, hold_time, socket.inet_ntoa(router_id), frozenset(families), asn4, version)
+        return cls(
+            asn,
+            hold_time,
+            socket.inet_ntoa(router_id),
+            frozenset(families),
+            asn4,
+            version,
+            tuple(add_path),
+        )
 
 
 @dataclass(frozen=True, slots=True)

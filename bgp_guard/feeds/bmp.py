@@ -26,7 +26,15 @@ from dataclasses import dataclass, field
 
 from bgp_guard.feeds.live import LiveFeed
 from bgp_guard.update import Prefix, Update
-from bgp_guard.wire import MSG_UPDATE, WireError, decode_update, ip_text, split_message
+from bgp_guard.wire import (
+    MSG_OPEN,
+    MSG_UPDATE,
+    Open,
+    WireError,
+    decode_update,
+    ip_text,
+    split_message,
+)
 
 BMP_VERSION = 3
 COMMON_HEADER = struct.Struct(">BIB")  # version, message length, message type (section 4.1)
@@ -77,6 +85,7 @@ class _Router:
     name: str = ""
     ribs: dict[PeerKey, set[tuple[Prefix, int | None]]] = field(default_factory=dict)
     asns: dict[PeerKey, int] = field(default_factory=dict)
+    add_path: dict[PeerKey, frozenset[int]] = field(default_factory=dict)
 
 
 class BmpListener(LiveFeed):
@@ -132,6 +141,7 @@ class BmpListener(LiveFeed):
         if mtype == PEER_UP:
             router.ribs.setdefault(peer.key, set())
             router.asns[peer.key] = peer.peer_asn
+            router.add_path[peer.key] = _peer_up_add_path(body)
             self.stats.log.info(
                 "BMP router %s: peer %s AS%d up", router.address, peer.peer_ip, peer.peer_asn
             )
@@ -146,7 +156,13 @@ class BmpListener(LiveFeed):
         if mtype != MSG_UPDATE:
             raise WireError(f"Route Monitoring carries BGP message type {mtype}", start)
         # The A flag: this UPDATE still has 2-byte AS_PATH (section 4.2).
-        msg = decode_update(body, bgp_start, bgp_end, asn4=not peer.flags & FLAG_2_BYTE_AS)
+        msg = decode_update(
+            body,
+            bgp_start,
+            bgp_end,
+            asn4=not peer.flags & FLAG_2_BYTE_AS,
+            add_path=router.add_path.get(peer.key, False),
+        )
         source = f"bmp:{router.name or router.address}"
         router.asns[peer.key] = peer.peer_asn
         rib = router.ribs.setdefault(peer.key, set())
@@ -161,6 +177,7 @@ class BmpListener(LiveFeed):
     def _peer_down(self, router: _Router, key: PeerKey, when: float) -> None:
         rib = router.ribs.pop(key, set())
         asn = router.asns.pop(key, 0)
+        router.add_path.pop(key, None)
         self.stats.log.info(
             "BMP router %s: peer %s down, withdrawing %d routes", router.address, key[0], len(rib)
         )
@@ -177,6 +194,19 @@ class BmpListener(LiveFeed):
                     path_id=path_id,
                 )
             )
+
+
+def _peer_up_add_path(body: bytes) -> frozenset[int]:
+    """From a Peer Up (section 4.10: local address and ports, then the OPEN the router sent
+    and the one it received), the AFIs whose routes from this peer carry ADD-PATH ids."""
+    start = PER_PEER_HEADER.size + 20
+    mtype, sent_start, sent_end = split_message(body, start)
+    rtype, received_start, received_end = split_message(body, sent_end)
+    if mtype != MSG_OPEN or rtype != MSG_OPEN:
+        raise WireError("Peer Up does not carry two OPEN messages", start)
+    sent = Open.decode(body[sent_start:sent_end])
+    received = Open.decode(body[received_start:received_end])
+    return received.sends_path_ids_to(sent)
 
 
 def _info(body: bytes) -> dict[str, str]:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from bgp_guard.feeds.live import LiveFeed
 from bgp_guard.update import Prefix, Update
 from bgp_guard.wire import (
+    ADD_PATH_RECEIVE,
     AFI_IPV4,
     AFI_IPV6,
     HEADER_LEN,
@@ -75,6 +76,7 @@ class Established:
     hold_time: int
     asn4: bool
     families: frozenset[tuple[int, int]]
+    add_path: frozenset[int]  # AFIs whose NLRI carry path identifiers, RFC 7911
 
 
 class BgpSpeaker(LiveFeed):
@@ -91,7 +93,9 @@ class BgpSpeaker(LiveFeed):
         if hold_time in (1, 2):
             raise ValueError("hold time must be 0 or at least 3 seconds (RFC 4271 section 4.2)")
         super().__init__("session")
-        self.open = Open(local_asn, hold_time, router_id, FAMILIES, asn4=True)
+        # Offer to receive ADD-PATH (RFC 7911) so a neighbour can show us all its paths.
+        add_path = tuple((afi, safi, ADD_PATH_RECEIVE) for afi, safi in sorted(FAMILIES))
+        self.open = Open(local_asn, hold_time, router_id, FAMILIES, asn4=True, add_path=add_path)
         self.peers = peers
         self.established: dict[str, Established] = {}
 
@@ -181,7 +185,14 @@ class BgpSpeaker(LiveFeed):
         if mtype != MSG_KEEPALIVE:
             raise SessionError(f"expected KEEPALIVE, got type {mtype}", Notification(FSM_ERROR))
         families = (peer_open.families or {(AFI_IPV4, SAFI_UNICAST)}) & FAMILIES
-        session = Established(peer_ip, peer_open.asn, hold, peer_open.asn4, frozenset(families))
+        session = Established(
+            peer_ip,
+            peer_open.asn,
+            hold,
+            peer_open.asn4,
+            frozenset(families),
+            peer_open.sends_path_ids_to(self.open),
+        )
         self.established[peer_ip] = session
         log.info("BGP session with %s AS%d established: %s", peer_ip, session.peer_asn, session)
         return session
@@ -239,7 +250,7 @@ class BgpSpeaker(LiveFeed):
         source = f"session:{session.peer_ip}"
         if mtype == MSG_UPDATE:
             try:
-                msg = decode_update(buf, start, end, asn4=session.asn4)
+                msg = decode_update(buf, start, end, asn4=session.asn4, add_path=session.add_path)
             except WireError as exc:
                 # RFC 7606 would treat-as-withdraw; a monitor keeps the session and reports
                 # the message instead of guessing which routes it meant.

@@ -36,8 +36,8 @@ protocol bgp monitor {{
   neighbor {us} as {our_asn};
   multihop; strict bind; hold time 9;
   connect delay time 1; connect retry time 1; error wait time 1, 2;
-  ipv4 {{ import none; export all; }};
-  ipv6 {{ import none; export all; next hop address 2001:db8::1; }};
+  ipv4 {{ import none; export all; add paths tx; }};
+  ipv6 {{ import none; export all; next hop address 2001:db8::1; add paths tx; }};
 }}
 """
 
@@ -88,6 +88,9 @@ def test_bird2_passive(netns: str, tmp_path: Path) -> None:
                 assert v4.origin == 4200000001 and v4.next_hop == THEM
                 assert v6.as_path == (4200000001,) and v6.next_hop == "2001:db8::1"
                 assert speaker.established[THEM].asn4
+                # bird offered ADD-PATH tx and we rx (RFC 7911): every route has a path id.
+                assert speaker.established[THEM].add_path == {1, 2}
+                assert v4.path_id is not None and v6.path_id is not None
                 # A withdrawal, then the whole session going away.
                 ns_run(netns, "birdc", "-s", ctl, "disable", "s4")
                 await collect(speaker, {("198.51.100.0/24", False), ("198.51.100.128/25", False)})
@@ -128,6 +131,7 @@ def test_gobgpd_active(netns: str, tmp_path: Path) -> None:
                 v4, v6 = got[("198.51.100.0/24", True)], got[("2001:db8:2::/48", True)]
                 assert (v4.peer_ip, v4.peer_asn, v4.as_path) == (THEM, 4200000002, (4200000002,))
                 assert v6.prefix == Prefix.parse("2001:db8:2::/48") and v6.as_path == (4200000002,)
+                assert v4.path_id is None  # gobgpd was not configured for ADD-PATH
                 ns_run(netns, *api, "global", "rib", "del", "2001:db8:2::/48", "-a", "ipv6")
                 await collect(speaker, {("2001:db8:2::/48", False)})
                 assert speaker.stats.errors == 0

@@ -25,7 +25,7 @@ from bgp_guard.feeds.bmp import (
     _Router,
 )
 from bgp_guard.update import Update
-from bgp_guard.wire import WireError
+from bgp_guard.wire import ADD_PATH_RECEIVE, ADD_PATH_SEND, Open, WireError
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -42,6 +42,22 @@ def peer_header(flags: int = 0, ts: int = 1_700_000_000) -> bytes:
     address = bytes(12) + socket.inet_aton("192.0.2.1")
     return struct.pack(
         ">BB8s16sI4sII", 0, flags, bytes(8), address, 4200000001, bytes(4), ts, 500_000
+    )
+
+
+def peer_up(router_add_path: int = 0, peer_add_path: int = 0) -> bytes:
+    """Peer Up (RFC 7854 section 4.10): addresses and ports, then the OPEN the router sent
+    and the one it received, with ADD-PATH Send/Receive bits for IPv4 unicast if non-zero."""
+
+    def open_message(asn: int, bits: int) -> bytes:
+        add_path = ((1, 1, bits),) if bits else ()
+        return Open(asn, 90, "192.0.2.1", frozenset({(1, 1)}), True, add_path=add_path).encode()
+
+    return (
+        peer_header()
+        + bytes(20)
+        + open_message(65000, router_add_path)
+        + open_message(4200000001, peer_add_path)
     )
 
 
@@ -69,7 +85,7 @@ def test_session_of_messages(caplog: pytest.LogCaptureFixture) -> None:
     info = struct.pack(">HH", 2, 5) + b"edge1"
     stream = (
         bmp(INITIATION, info)
-        + bmp(PEER_UP, peer_header() + bytes(20))
+        + bmp(PEER_UP, peer_up())
         + bmp(ROUTE_MONITORING, peer_header() + golden("ipv4_as4_set_communities"))
         + bmp(ROUTE_MONITORING, peer_header() + b"\x00" * 19)  # broken BGP marker
         + bmp(ROUTE_MONITORING, peer_header(FLAG_2_BYTE_AS) + golden("as4_path_merge"))
@@ -95,8 +111,31 @@ def test_session_of_messages(caplog: pytest.LogCaptureFixture) -> None:
         ("198.51.100.128/25", False),
     ]
     assert listener.stats.errors == 1
-    offset = 6 + 9 + 6 + 62 + 6 + len(peer_header() + golden("ipv4_as4_set_communities")) + 6 + 42
+    offset = (
+        6
+        + 9
+        + 6
+        + len(peer_up())
+        + 6
+        + len(peer_header() + golden("ipv4_as4_set_communities"))
+        + 6
+        + 42
+    )
     assert f"byte {offset}: BGP marker is not all ones" in caplog.text
+
+
+def test_add_path_negotiated_in_peer_up() -> None:
+    # The peer offered to send path ids and the router to receive them (RFC 7911 section 4).
+    stream = bmp(PEER_UP, peer_up(ADD_PATH_RECEIVE, ADD_PATH_SEND)) + bmp(
+        ROUTE_MONITORING, peer_header() + golden("add_path_ipv4")
+    )
+    listener, got = run(stream)
+    assert listener.stats.errors == 0
+    assert [(str(u.prefix), u.announce, u.path_id) for u in got[:3]] == [
+        ("192.0.2.0/24", False, 7),
+        ("198.51.100.0/24", True, 1),
+        ("198.51.100.0/24", True, 2),
+    ]
 
 
 def test_broken_common_header_closes_the_connection() -> None:
