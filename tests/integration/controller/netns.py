@@ -161,8 +161,8 @@ class ControllerProcess:
         self.config = workdir / "overcast.yaml"
         self.fabric = workdir / "fabric.json"
 
-    def wait_log(self, text: str, what: str, count: int = 1) -> None:
-        wait_for(lambda: self.log.read_text().count(text) >= count, what)
+    def wait_log(self, text: str, what: str, count: int = 1, timeout: float = 15.0) -> None:
+        wait_for(lambda: self.log.read_text().count(text) >= count, what, timeout)
 
 
 @contextmanager

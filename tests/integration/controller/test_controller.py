@@ -75,7 +75,7 @@ def lab(switch: OvsSwitch, namespaces: Namespaces, prefix: str, tmp_path: Path) 
     host_ns, port = {}, {}
     ports = []
     with Ovsdb(switch.remote) as db:
-        db.ensure_bridge(bridge, dpid=DPID, controllers=[f"tcp:{CTL_IP}:{OF_PORT}"])
+        db.ensure_bridge(bridge, dpid=DPID)
         for i, (host, (segment, mac, ip)) in enumerate(HOSTS.items()):
             port[host] = f"{prefix}p{i}"
             host_ns[host] = namespaces.host(
@@ -93,6 +93,10 @@ def lab(switch: OvsSwitch, namespaces: Namespaces, prefix: str, tmp_path: Path) 
     )
     listen, metrics = f"{CTL_IP}:{OF_PORT}", f"127.0.0.1:{METRICS_PORT}"
     with controller(ctl_ns, CONFIG, fabric, tmp_path, listen, "--metrics", metrics) as ctl:
+        # Point the switch at the controller once it listens: the first try connects
+        # (OVS backs off up to 8 s between failed tries).
+        with Ovsdb(switch.remote) as db:
+            db.ensure_bridge(bridge, dpid=DPID, controllers=[f"tcp:{CTL_IP}:{OF_PORT}"])
         ctl.wait_log("programmed (full)", "the controller to program the switch")
         yield Lab(switch, bridge, host_ns, port, ctl)
 
@@ -174,7 +178,8 @@ def test_a_restarted_controller_finds_the_switch_in_sync_and_removes_drift(
     again = tmp_path / "again"
     again.mkdir()
     with controller(lab.ctl.netns, CONFIG, fabric, again, listen) as ctl:
-        ctl.wait_log("programmed (full)", "the restarted controller to program")
+        # The switch is backing off (up to 8 s) after losing the first controller.
+        ctl.wait_log("programmed (full)", "the restarted controller to program", timeout=30)
         log = ctl.log.read_text()
         assert "sent 1 messages (full)" in log, log  # deleting the drop, nothing else
         assert "priority=500" not in lab.switch.ofctl("dump-flows", lab.bridge)
@@ -183,7 +188,7 @@ def test_a_restarted_controller_finds_the_switch_in_sync_and_removes_drift(
     third = tmp_path / "third"
     third.mkdir()
     with controller(lab.ctl.netns, CONFIG, fabric, third, listen) as ctl:
-        ctl.wait_log("programmed (full)", "the third controller to program")
+        ctl.wait_log("programmed (full)", "the third controller to program", timeout=30)
         assert "not ours; wiping it" in ctl.log.read_text()
         assert "normal" not in lab.switch.ofctl("dump-flows", lab.bridge).lower()
         assert lab.ping("h1", "h2")

@@ -52,6 +52,10 @@ def address(i: int) -> str:
     return f"192.0.2.{11 + i}"
 
 
+def _controller_ip(i: int) -> str:
+    return f"198.51.100.{4 * i + 1}"
+
+
 @dataclass
 class Mesh:
     switches: dict[str, OvsSwitch]
@@ -94,7 +98,7 @@ def _wire(
     for i, site in enumerate(SITES):
         sw = switches[site]
         # Management: a /30 per switch toward the controller namespace.
-        ctl_ip, sw_ip = f"198.51.100.{4 * i + 1}", f"198.51.100.{4 * i + 2}"
+        ctl_ip, sw_ip = _controller_ip(i), f"198.51.100.{4 * i + 2}"
         namespaces.veth(f"{prefix}m{i}", sw.netns, f"{prefix}c{i}", ctl_ns)
         sh("ip", "addr", "add", f"{sw_ip}/30", "dev", f"{prefix}m{i}", netns=sw.netns)
         sh("ip", "addr", "add", f"{ctl_ip}/30", "dev", f"{prefix}c{i}", netns=ctl_ns)
@@ -104,7 +108,7 @@ def _wire(
         )
         ports = [FabricPort(name=host_port, kind="access", segment="finance", macs=(mac(i),))]
         with Ovsdb(sw.remote) as db:
-            db.ensure_bridge(bridge, dpid=i + 1, controllers=[f"tcp:{ctl_ip}:6653"])
+            db.ensure_bridge(bridge, dpid=i + 1)
             db.ensure_port(bridge, host_port)
             for peer in SITES:
                 if peer != site:
@@ -117,6 +121,10 @@ def _wire(
         fabric_switches[site] = SiteSwitch(site=site, bridge=bridge, dpid=i + 1, ports=tuple(ports))
     fabric = Fabric(switches=fabric_switches)
     with controller(ctl_ns, CONFIG, fabric, tmp, "0.0.0.0:6653") as ctl:
+        # Pointed at the controller once it listens, each switch connects on its first try.
+        for i, site in enumerate(SITES):
+            with Ovsdb(switches[site].remote) as db:
+                db.ensure_bridge(bridge, dpid=i + 1, controllers=[f"tcp:{_controller_ip(i)}:6653"])
         ctl.wait_log("programmed (full)", "every switch to be programmed", count=len(SITES))
         yield Mesh(switches, bridge, hosts, tunnel, ctl)
 
