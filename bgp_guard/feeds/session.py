@@ -57,6 +57,7 @@ CONNECT_RETRY = 5.0  # seconds between active connection attempts (section 10 su
 # NOTIFICATION codes, RFC 4271 section 4.5 and 6.
 HEADER_ERROR, OPEN_ERROR, HOLD_TIMER_EXPIRED, FSM_ERROR, CEASE = 1, 2, 4, 5, 6
 BAD_PEER_AS, UNACCEPTABLE_HOLD_TIME = 2, 6
+CONNECTION_COLLISION = 7  # Cease subcode, RFC 4486 section 4
 
 
 class SessionError(Exception):
@@ -146,8 +147,9 @@ class BgpSpeaker(LiveFeed):
             log.warning("BGP session with %s lost: %s", peer_ip, exc or "connection closed")
         finally:
             writer.close()
-            self.established.pop(peer_ip, None)
             if session is not None:
+                if self.established.get(peer_ip) is session:
+                    del self.established[peer_ip]
                 self._withdraw_all(session, rib)
             self.stats.flush()
 
@@ -193,6 +195,14 @@ class BgpSpeaker(LiveFeed):
             frozenset(families),
             peer_open.sends_path_ids_to(self.open),
         )
+        if peer_ip in self.established:
+            # RFC 4271 section 6.8: one session per neighbour. Passive and active both
+            # configured (or a neighbour doing the same) can open a second one; keep the first,
+            # so its routes are never withdrawn by the duplicate closing.
+            raise SessionError(
+                "a session with this neighbour is already Established",
+                Notification(CEASE, CONNECTION_COLLISION),
+            )
         self.established[peer_ip] = session
         log.info("BGP session with %s AS%d established: %s", peer_ip, session.peer_asn, session)
         return session

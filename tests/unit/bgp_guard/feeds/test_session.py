@@ -113,3 +113,34 @@ def test_wrong_asn_gets_bad_peer_as() -> None:
     speaker, got, notification = run(64511, [])
     assert notification == Notification(2, 2)  # OPEN message error, Bad Peer AS
     assert got == [] and not speaker.established
+
+
+def test_second_session_with_the_same_neighbour_is_refused() -> None:
+    """RFC 4271 section 6.8: the duplicate gets Cease 6/7; the first session keeps its routes."""
+
+    async def scenario() -> tuple[Notification, list[Update]]:
+        speaker = BgpSpeaker(65010, "192.0.2.10", peers={"127.0.0.1": PEER_ASN}, hold_time=9)
+        await speaker.listen("127.0.0.1", 0)
+        port = speaker._servers[0].sockets[0].getsockname()[1]
+        hello = Open(PEER_ASN, 9, "192.0.2.1", frozenset({(1, 1)}), asn4=True).encode()
+        sessions = []
+        for _ in range(2):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(hello + KEEPALIVE)
+            await read_message(reader)  # the speaker's OPEN
+            sessions.append((reader, writer))
+        first_writer = sessions[0][1]
+        first_writer.write(golden("ipv4_as4_set_communities"))
+        mtype, body = await read_message(sessions[1][0])
+        while mtype != MSG_NOTIFICATION:  # KEEPALIVE (OpenConfirm), then the refusal
+            mtype, body = await read_message(sessions[1][0])
+        got = [await anext(speaker.updates())]
+        assert "127.0.0.1" in speaker.established
+        for _, writer in sessions:
+            writer.close()
+        await speaker.close()
+        return Notification.decode(body), got
+
+    notification, got = asyncio.run(asyncio.wait_for(scenario(), 20))
+    assert notification == Notification(6, 7)
+    assert [(str(u.prefix), u.announce) for u in got] == [("203.0.113.0/24", False)]

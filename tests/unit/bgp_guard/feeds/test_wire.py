@@ -10,6 +10,8 @@ import pytest
 
 from bgp_guard.update import PathElement, Update
 from bgp_guard.wire import (
+    ADD_PATH_RECEIVE,
+    ADD_PATH_SEND,
     Notification,
     Open,
     WireError,
@@ -97,3 +99,15 @@ def test_notification_round_trip() -> None:
     _, start, end = split_message(raw)
     assert Notification.decode(raw[start:end]) == Notification(2, 2, b"\x01")
     assert str(Notification(6, 5)) == "NOTIFICATION 6/5"
+
+
+def test_add_path_negotiation() -> None:
+    # RFC 7911 section 4: path ids flow where one side sends and the other receives.
+    ours = Open(
+        65010, 90, "192.0.2.10", add_path=((1, 1, ADD_PATH_RECEIVE), (2, 1, ADD_PATH_RECEIVE))
+    )
+    theirs = Open(65001, 90, "192.0.2.1", add_path=((1, 1, ADD_PATH_SEND | ADD_PATH_RECEIVE),))
+    _, start, end = split_message(theirs.encode())
+    assert Open.decode(theirs.encode()[start:end]) == theirs
+    assert theirs.sends_path_ids_to(ours) == {1}
+    assert ours.sends_path_ids_to(theirs) == frozenset()
