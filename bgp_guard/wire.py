@@ -72,10 +72,6 @@ class WireError(ValueError):
         self.reason = reason
         self.offset = offset
 
-    def shifted(self, base: int) -> WireError:
-        """The same error with the offset made relative to an enclosing buffer or file."""
-        return WireError(self.reason, self.offset + base)
-
 
 def _make_prefix(version: int, value: int, length: int) -> Prefix:
     # tuple.__new__ skips NamedTuple's Python-level __new__: this runs once per route.
