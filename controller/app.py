@@ -23,6 +23,7 @@ from os_ken import cfg
 from os_ken.base import app_manager
 from os_ken.controller import event, ofp_event
 from os_ken.controller.handler import DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
+from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_3
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -66,7 +67,7 @@ SWITCHES = Gauge(
 )
 PROGRAMMINGS = Counter(
     "overcast_controller_programmings_total",
-    "Programmings a switch confirmed: 'full' on connect, 'diff' after a change, 'wipe'",
+    "Programmings a switch confirmed: 'full' on connect, 'diff' after a change, 'audit', 'wipe'",
     ["site", "kind"],
     registry=REGISTRY,
 )
@@ -79,6 +80,12 @@ MESSAGES = Counter(
 ERRORS = Counter(
     "overcast_controller_openflow_errors_total",
     "OFPT_ERROR messages switches sent back",
+    ["site"],
+    registry=REGISTRY,
+)
+DRIFTS = Counter(
+    "overcast_controller_drifts_total",
+    "Audits that found a switch holding something other than its plan (and restored it)",
     ["site"],
     registry=REGISTRY,
 )
@@ -111,7 +118,7 @@ class _Switch:
     plan: SwitchPlan | None = None
     # What the switch held when it connected, gathered from multipart replies: the first
     # programming is the difference to it (a controller restart then changes nothing).
-    waiting: set[str] = field(default_factory=lambda: {"ports", "flows", "groups"})
+    waiting: set[str] = field(default_factory=set)
     found_ports: dict[str, int] = field(default_factory=dict)
     found_flows: list[Flow] = field(default_factory=list)
     found_groups: list[Group] = field(default_factory=list)
@@ -129,14 +136,33 @@ class EventReload(event.EventBase):  # type: ignore[misc]
         self.settings = settings
 
 
+class EventAudit(event.EventBase):  # type: ignore[misc]
+    """Time to compare every switch with its plan."""
+
+
 class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
 
-    def __init__(self, *args: Any, overcast: Settings, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, overcast: Settings, audit_interval: float = 0.0, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.settings = overcast
+        self.audit_interval = audit_interval
         self.switches: dict[int, _Switch] = {}
         self.strangers: dict[int, Any] = {}  # connected, but not in the fabric
+
+    def start(self) -> Any:
+        thread = super().start()
+        if self.audit_interval > 0:
+            hub.spawn(self._audit_clock)
+        return thread
+
+    def _audit_clock(self) -> None:
+        # Only ticks here; the audit itself runs in the app's event thread like all else.
+        while True:
+            hub.sleep(self.audit_interval)
+            self.send_event(self.name, EventAudit())
 
     # -- connection lifecycle -----------------------------------------------------------
 
@@ -164,10 +190,23 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
         self.switches[dp.id] = _Switch(dp, fabric_switch.site)
         SWITCHES.labels(fabric_switch.site).inc()
         log.info("switch %s (dpid %#x) connected from %s", fabric_switch.site, dp.id, address)
+        self._ask(self.switches[dp.id], {"ports", "flows", "groups"})
+
+    def _ask(self, sw: _Switch, parts: set[str]) -> None:
+        """Request what the switch holds; the replies are gathered in `_received`."""
+        dp = sw.datapath
         ofp, parser = dp.ofproto, dp.ofproto_parser
-        dp.send_msg(parser.OFPPortDescStatsRequest(dp, 0))
+        sw.waiting, sw.found_flows, sw.found_groups, sw.foreign = set(parts), [], [], False
+        if "ports" in parts:
+            dp.send_msg(parser.OFPPortDescStatsRequest(dp, 0))
         dp.send_msg(parser.OFPFlowStatsRequest(dp, table_id=ofp.OFPTT_ALL))
         dp.send_msg(parser.OFPGroupDescStatsRequest(dp, 0))
+
+    @set_ev_cls(EventAudit)  # type: ignore[untyped-decorator]
+    def _audit(self, ev: EventAudit) -> None:
+        for sw in self.switches.values():
+            if sw.plan is not None and not sw.waiting:
+                self._ask(sw, {"flows", "groups"})
 
     def _forget(self, dp: Any, why: str = "disconnected") -> None:
         # A switch that reconnects gets a new datapath before the old one is declared dead.
@@ -234,9 +273,27 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
         if ev.msg.flags & sw.datapath.ofproto.OFPMPF_REPLY_MORE:
             return  # the rest of a multipart reply is on its way (OpenFlow 1.3 section 7.3.5)
         sw.waiting.discard(part)
-        if not sw.waiting:
+        if sw.waiting:
+            return
+        if sw.plan is None:
             sw.ofports = sw.found_ports
             self._program(sw)
+        else:
+            self._restore(sw, sw.plan)
+
+    def _restore(self, sw: _Switch, plan: SwitchPlan) -> None:
+        """After an audit: undo whatever changed on the switch behind our back."""
+        found = SwitchPlan(sw.site, tuple(sw.found_groups), tuple(sw.found_flows))
+        messages = program(plan) if sw.foreign else diff(found, plan)
+        if messages:
+            DRIFTS.labels(sw.site).inc()
+            log.warning(
+                "switch %s drifted from its plan (%s); restoring it with %d messages",
+                sw.site,
+                "entries that are not ours" if sw.foreign else "changed entries",
+                len(messages),
+            )
+            self._send(sw, messages, "audit")
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def _port_status(self, ev: Any) -> None:
@@ -504,9 +561,13 @@ class Controller:
         host: str,
         port: int,
         tls: Tls | None = None,
+        audit_interval: float = 0.0,
     ) -> None:
+        """`audit_interval` (seconds, 0 = never): how often to compare every switch with
+        its plan and undo drift, such as flows added by hand."""
         self.settings = Settings(config, fabric)
         self.host, self.port, self.tls = host, port, tls
+        self.audit_interval = audit_interval
         self._app: OvercastApp | None = None
 
     def start(self) -> None:
@@ -537,7 +598,9 @@ class Controller:
                 manager = app_manager.AppManager.get_instance()
                 manager.load_apps(["os_ken.controller.ofp_handler", __name__])
                 contexts = manager.create_contexts()
-                manager.instantiate_apps(**contexts, overcast=self.settings)
+                manager.instantiate_apps(
+                    **contexts, overcast=self.settings, audit_interval=self.audit_interval
+                )
                 self._app = manager.applications["OvercastApp"]
             except BaseException as exc:
                 failure.append(exc)

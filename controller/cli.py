@@ -75,6 +75,14 @@ def register(sub: Any) -> None:
         metavar="HOST:PORT",
         help="serve Prometheus metrics on http://HOST:PORT/metrics",
     )
+    p.add_argument(
+        "--audit",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="compare every switch with its plan this often and undo drift such as "
+        "hand-added flows (default 30; 0 turns it off)",
+    )
     tls = p.add_argument_group(
         "TLS", "mutual TLS on the OpenFlow channel (switch targets then read ssl:HOST:PORT)"
     )
@@ -184,7 +192,9 @@ def _run(args: argparse.Namespace) -> int:
             metrics.serve(m_port, m_host)
         except OSError as exc:
             raise CommandError(f"cannot serve metrics on {args.metrics}: {exc.strerror}") from None
-    controller = Controller(config, fabric, host, port, tls)
+    if args.audit < 0:
+        raise CommandError(f"--audit {args.audit:g}: give seconds >= 0", exitcodes.USAGE)
+    controller = Controller(config, fabric, host, port, tls, args.audit)
     try:
         controller.start()
     except ControllerError as exc:

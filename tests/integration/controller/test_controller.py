@@ -92,7 +92,8 @@ def lab(switch: OvsSwitch, namespaces: Namespaces, prefix: str, tmp_path: Path) 
         switches={"hq": SiteSwitch(site="hq", bridge=bridge, dpid=DPID, ports=tuple(ports))}
     )
     listen, metrics = f"{CTL_IP}:{OF_PORT}", f"127.0.0.1:{METRICS_PORT}"
-    with controller(ctl_ns, CONFIG, fabric, tmp_path, listen, "--metrics", metrics) as ctl:
+    extra = ("--metrics", metrics, "--audit", "1")
+    with controller(ctl_ns, CONFIG, fabric, tmp_path, listen, *extra) as ctl:
         # Point the switch at the controller once it listens: the first try connects
         # (OVS backs off up to 8 s between failed tries).
         with Ovsdb(switch.remote) as db:
@@ -192,3 +193,25 @@ def test_a_restarted_controller_finds_the_switch_in_sync_and_removes_drift(
         assert "not ours; wiping it" in ctl.log.read_text()
         assert "normal" not in lab.switch.ofctl("dump-flows", lab.bridge).lower()
         assert lab.ping("h1", "h2")
+
+
+def test_the_audit_undoes_hand_made_changes(lab: Lab) -> None:
+    flows = lab.switch.ofctl("dump-flows", lab.bridge)
+    lab.switch.ofctl("add-flow", lab.bridge, "table=0,priority=900,actions=NORMAL")
+    lab.switch.ofctl("del-flows", lab.bridge, "table=2")  # the flood table
+    wait_for(
+        lambda: _shape(lab.switch.ofctl("dump-flows", lab.bridge)) == _shape(flows),
+        "the audit to restore the planned flows",
+    )
+    assert "drifted from its plan (entries that are not ours)" in lab.ctl.log.read_text()
+    assert lab.ping("h1", "h2")
+
+
+def _shape(dump: str) -> list[str]:
+    """Flow entries without their counters and ages."""
+    volatile = ("duration=", "n_packets=", "n_bytes=", "idle_age=", "hard_age=")
+    return sorted(
+        " ".join(f for f in line.split() if not f.startswith(volatile))
+        for line in dump.splitlines()
+        if "actions=" in line
+    )

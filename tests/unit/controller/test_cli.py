@@ -118,3 +118,12 @@ def test_unusable_tls_files_are_a_clear_error(tmp_path: Path) -> None:
     junk = str(tmp_path / "junk.pem")
     with pytest.raises(ControllerError, match=r"cannot use TLS files .* give PEM files"):
         Tls(junk, junk, junk).check()
+
+
+def test_run_rejects_a_negative_audit_interval(
+    files: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, fab = files
+    argv = ["controller", "run", "--config", config, "--fabric", fab, "--audit", "-1"]
+    assert main(argv) == 2
+    assert "--audit -1: give seconds >= 0" in capsys.readouterr().err
