@@ -6,6 +6,7 @@ import argparse
 import base64
 import datetime
 import functools
+import gc
 import ipaddress
 import logging
 import os
@@ -137,7 +138,20 @@ def worker_app() -> Gateway:
     """One worker's gateway (uvicorn factory), from the config named in the environment."""
     config = load_config(os.environ[WORKER_CONFIG]).gateway
     assert config is not None, "checked by the parent before it started workers"
-    return build(config, decisions=sys.stderr)
+    gateway = build(config, decisions=sys.stderr)
+    quiet_collector()
+    return gateway
+
+
+def quiet_collector() -> None:
+    """Keep the cycle collector out of the latency tail. A request's garbage is freed by
+    reference counting; what the collector would scan again and again are the long-lived
+    objects (modules, config, keys), so they are frozen out of its sight, and it runs after
+    20 000 net allocations instead of 700. Measured (bench, 1 process, 64 connections):
+    p99 70-115 ms -> 13-16 ms."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 50)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -157,6 +171,7 @@ def _serve(args: argparse.Namespace) -> int:
     logging.getLogger("overcast.gateway").info("serving on %s", config.listen)
     if config.workers == 1:
         _serve_metrics(config, metrics.REGISTRY)
+        quiet_collector()
         uv.run()
         return exitcodes.OK if uv.started else exitcodes.FAILURE
     with tempfile.TemporaryDirectory(prefix="overcast-gateway-metrics-") as shared:
