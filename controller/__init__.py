@@ -1,1 +1,10 @@
-"""OpenFlow control: a pure pipeline (config -> FlowMods), the os-ken shim and OVSDB."""
+"""OpenFlow control: config + fabric -> flows on every site's Open vSwitch.
+
+fabric.py       the contract with the data plane: what each site switch holds
+pipeline.py     pure: tables as data, plan_switch() -> groups and flows, diff()
+openflow.py     the immutable messages the pipeline emits (no os-ken objects)
+fakeoftable.py  a model OpenFlow 1.3 switch: apply messages, ask where a frame goes
+app.py          the os-ken shim: connect, read the switch, send the difference, audit
+ovsdb.py        idempotent bridges, ports and TLS settings over OVSDB (python-ovs)
+cli.py          `overcast controller run | plan`
+"""

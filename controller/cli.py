@@ -56,7 +56,7 @@ def register(sub: Any) -> None:
             "config and fabric and re-plans every switch. Exits 0 on SIGTERM."
         ),
         epilog=(
-            "example:\n"
+            "examples:\n"
             "  overcast -v controller run --config overcast.yaml --fabric fabric.json \\\n"
             "      --listen 192.0.2.10:6653 --metrics 127.0.0.1:9310\n"
             "  overcast controller run ... --tls-cert ctl.pem --tls-key ctl.key --tls-ca ca.pem"
