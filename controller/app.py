@@ -123,6 +123,7 @@ class _Switch:
     found_flows: list[Flow] = field(default_factory=list)
     found_groups: list[Group] = field(default_factory=list)
     foreign: bool = False  # it holds entries that are none of ours: wipe it first
+    connected_at: float = field(default_factory=time.monotonic)
     # The barrier that closes the last programming: (xid, kind, when its first message went).
     barrier: tuple[int, str, float] | None = None
     errors: int = 0
@@ -365,7 +366,13 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
         if sw.errors:
             log.error("switch %s: programming (%s) done with %d errors", sw.site, kind, sw.errors)
         else:
-            log.info("switch %s programmed (%s) in %.1f ms", sw.site, kind, seconds * 1000)
+            log.info(
+                "switch %s programmed (%s) in %.1f ms, %.1f ms after it connected",
+                sw.site,
+                kind,
+                seconds * 1000,
+                (time.monotonic() - sw.connected_at) * 1000,
+            )
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def _error(self, ev: Any) -> None:
