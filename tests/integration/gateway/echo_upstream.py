@@ -11,6 +11,7 @@ The upstream (aiohttp.web, its own dev CA from gateway.tls) answers:
   /redirect        a 302 elsewhere (must reach the client, not be followed)
   /redirect-self   a 302 to the upstream's own URL (must be pointed back at the gateway)
   /gzip            a gzip body that must cross untouched
+  /cut             promises 100 bytes, sends 10 and drops the connection
   /ws              WebSocket echo; "bye" closes with code 4001
 Both servers run on their own event loop in a thread, so tests can use any client.
 """
@@ -106,6 +107,14 @@ def _app(upstream: Upstream) -> web.Application:
     async def gzipped(request: web.Request) -> web.Response:
         return web.Response(body=GZIP_BODY, headers={"Content-Encoding": "gzip"})
 
+    async def cut(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Length": "100"})
+        await response.prepare(request)
+        await response.write(b"0123456789")
+        assert request.transport is not None
+        request.transport.abort()
+        return response
+
     async def ws(request: web.Request) -> web.WebSocketResponse:
         sock = web.WebSocketResponse(protocols=("chat",))
         await sock.prepare(request)
@@ -126,6 +135,7 @@ def _app(upstream: Upstream) -> web.Application:
     app.router.add_get("/redirect", redirect)
     app.router.add_get("/redirect-self", redirect_self)
     app.router.add_get("/gzip", gzipped)
+    app.router.add_get("/cut", cut)
     app.router.add_get("/ws", ws)
     app.router.add_route("*", "/{tail:.*}", echo)
     return app

@@ -178,6 +178,19 @@ def test_compressed_body_crosses_untouched(servers: tuple[Upstream, int]) -> Non
     assert response.body == GZIP_BODY
 
 
+def test_upstream_dying_mid_body_is_not_passed_off_as_whole(
+    servers: tuple[Upstream, int],
+) -> None:
+    _, port = servers
+    response = raw_http(port, "GET /cut HTTP/1.1\r\nHost: app.test")
+    # The status and length went out before the upstream died: the client must be able to
+    # tell, by the connection closing short of the promised length.
+    assert (response.status, response.header("content-length")) == (200, ["100"])
+    assert response.body == b"0123456789"
+    # ... and the pool is not poisoned: the next request is answered whole.
+    assert echo(port, "GET /echo/after HTTP/1.1\r\nHost: app.test")["raw_path"] == "/echo/after"
+
+
 @pytest.mark.parametrize("host", ["wrongca.test", "systemca.test"])
 def test_upstream_tls_is_verified(servers: tuple[Upstream, int], host: str) -> None:
     _, port = servers
