@@ -6,7 +6,7 @@ from typing import Any
 
 from os_ken.ofproto import ofproto_protocol, ofproto_v1_3, ofproto_v1_3_parser
 
-from controller.app import flow_from_ofp, group_from_ofp, to_ofp
+from controller.ofwire import flow_from_ofp, group_from_ofp, to_ofp
 from controller.openflow import (
     AddFlow,
     AddGroup,

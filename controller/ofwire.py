@@ -1,0 +1,167 @@
+"""Pipeline messages <-> os-ken OpenFlow 1.3 objects, both ways, so the pipeline stays
+free of os-ken. `to_ofp` encodes what we send; `*_from_ofp` read back what a switch reports
+it holds (flow and group stats), returning None for entries that are none of ours.
+Round trips are tested at wire level in tests/unit/controller/test_ofwire.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller.openflow import (
+    Action,
+    AddFlow,
+    AddGroup,
+    Barrier,
+    ClearFlows,
+    ClearGroups,
+    DeleteFlow,
+    DeleteGroup,
+    Flow,
+    Group,
+    Match,
+    Message,
+    ModifyGroup,
+    Output,
+    ToGroup,
+)
+from controller.pipeline import PIPELINE, TABLE_ID
+
+# -- our messages -> os-ken's -------------------------------------------------------------
+
+
+def to_ofp(dp: Any, msg: Message) -> Any:
+    """The os-ken message for one pipeline message. `dp` may be an ofproto ProtocolDesc."""
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    match msg:
+        case AddFlow(flow):
+            return parser.OFPFlowMod(
+                dp,
+                cookie=flow.cookie,
+                table_id=TABLE_ID[flow.table],
+                command=ofp.OFPFC_ADD,
+                priority=flow.priority,
+                match=parser.OFPMatch(**dict(flow.match.fields)),
+                instructions=_instructions(dp, flow),
+            )
+        case DeleteFlow(flow):
+            return parser.OFPFlowMod(
+                dp,
+                table_id=TABLE_ID[flow.table],
+                command=ofp.OFPFC_DELETE_STRICT,
+                priority=flow.priority,
+                match=parser.OFPMatch(**dict(flow.match.fields)),
+                out_port=ofp.OFPP_ANY,
+                out_group=ofp.OFPG_ANY,
+            )
+        case ClearFlows():
+            return parser.OFPFlowMod(
+                dp,
+                table_id=ofp.OFPTT_ALL,
+                command=ofp.OFPFC_DELETE,
+                out_port=ofp.OFPP_ANY,
+                out_group=ofp.OFPG_ANY,
+            )
+        case AddGroup(group):
+            return _group_mod(dp, ofp.OFPGC_ADD, group)
+        case ModifyGroup(group):
+            return _group_mod(dp, ofp.OFPGC_MODIFY, group)
+        case DeleteGroup(group_id):
+            return parser.OFPGroupMod(dp, ofp.OFPGC_DELETE, ofp.OFPGT_ALL, group_id)
+        case ClearGroups():
+            return parser.OFPGroupMod(dp, ofp.OFPGC_DELETE, ofp.OFPGT_ALL, ofp.OFPG_ALL)
+        case Barrier():
+            return parser.OFPBarrierRequest(dp)
+
+
+def _actions(dp: Any, actions: tuple[Action, ...]) -> list[Any]:
+    parser = dp.ofproto_parser
+    return [
+        parser.OFPActionOutput(a.port)
+        if isinstance(a, Output)
+        else parser.OFPActionGroup(a.group_id)
+        for a in actions
+    ]
+
+
+def _instructions(dp: Any, flow: Flow) -> list[Any]:
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    out = []
+    if flow.actions:
+        out.append(
+            parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, _actions(dp, flow.actions))
+        )
+    if flow.write_metadata is not None:
+        out.append(parser.OFPInstructionWriteMetadata(*flow.write_metadata))
+    if flow.goto is not None:
+        out.append(parser.OFPInstructionGotoTable(TABLE_ID[flow.goto]))
+    return out
+
+
+def _group_mod(dp: Any, command: int, group: Group) -> Any:
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    buckets = [parser.OFPBucket(actions=_actions(dp, b)) for b in group.buckets]
+    return parser.OFPGroupMod(dp, command, ofp.OFPGT_ALL, group.group_id, buckets)
+
+
+# -- os-ken's -> ours: what a switch reports it holds ----------------------------------------
+
+TABLE_NAME = {t.table_id: t.name for t in PIPELINE}
+
+
+def flow_from_ofp(dp: Any, stats: Any) -> Flow | None:
+    """The pipeline flow a switch's flow entry (OFPFlowStats) is; None if none of ours."""
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    table = TABLE_NAME.get(stats.table_id)
+    actions: tuple[Action, ...] | None = ()
+    metadata, goto = None, None
+    for inst in stats.instructions:
+        if isinstance(inst, parser.OFPInstructionActions) and inst.type == ofp.OFPIT_APPLY_ACTIONS:
+            actions = _actions_from_ofp(dp, inst.actions)
+        elif isinstance(inst, parser.OFPInstructionWriteMetadata):
+            metadata = (inst.metadata, inst.metadata_mask)
+        elif isinstance(inst, parser.OFPInstructionGotoTable) and inst.table_id in TABLE_NAME:
+            goto = TABLE_NAME[inst.table_id]
+        else:
+            return None
+    if table is None or actions is None:
+        return None
+    match = Match.of(**{k: tuple(v) if isinstance(v, list) else v for k, v in stats.match.items()})
+    return Flow(table, stats.priority, match, stats.cookie, actions, metadata, goto)
+
+
+def group_from_ofp(dp: Any, desc: Any) -> Group | None:
+    """The pipeline group a switch's group (OFPGroupDescStats) is; None if none of ours."""
+    if desc.type != dp.ofproto.OFPGT_ALL:
+        return None
+    buckets = [_actions_from_ofp(dp, b.actions) for b in desc.buckets]
+    if any(b is None for b in buckets):
+        return None
+    return Group(desc.group_id, "all", tuple(b for b in buckets if b is not None))
+
+
+def _actions_from_ofp(dp: Any, actions: list[Any]) -> tuple[Action, ...] | None:
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    out: list[Action] = []
+    for action in actions:
+        # Reserved ports (NORMAL, FLOOD, CONTROLLER, ...) are above OFPP_MAX: never ours.
+        if isinstance(action, parser.OFPActionOutput) and action.port <= ofp.OFPP_MAX:
+            out.append(Output(action.port))
+        elif isinstance(action, parser.OFPActionGroup):
+            out.append(ToGroup(action.group_id))
+        else:
+            return None
+    return tuple(out)
+
+
+# -- port descriptions ---------------------------------------------------------------------
+
+
+def port_name(desc: Any) -> str:
+    name = desc.name
+    return name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+
+
+def named_ports(body: Any, ofp: Any) -> dict[str, int]:
+    # Reserved numbers (OFPP_LOCAL, the bridge's own port) are above OFPP_MAX.
+    return {port_name(p): p.port_no for p in body if p.port_no <= ofp.OFPP_MAX}
