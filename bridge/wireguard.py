@@ -21,6 +21,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import wgconfig
+
 from bridge.netns import ApplyError, run, wait_for
 from bridge.plan import WireGuardInterface
 
@@ -223,20 +225,20 @@ def set_config(netns: str, name: str, config: str) -> None:
 
 
 def render(wg: WireGuardInterface, private_key: str) -> str:
-    """The wg(8) configuration file for `wg`. It holds the private key: never log it."""
-    lines = ["[Interface]", f"PrivateKey = {private_key}", f"ListenPort = {wg.listen_port}"]
+    """The wg(8) configuration file for `wg`. It holds the private key: never log it.
+
+    Written with wgconfig, the same library an operator may use to read or edit the file.
+    """
+    conf = wgconfig.WGConfig()
+    conf.add_attr(None, "PrivateKey", private_key)
+    conf.add_attr(None, "ListenPort", wg.listen_port)
     for peer in wg.peers:
-        lines += [
-            "",
-            f"# {peer.site}",
-            "[Peer]",
-            f"PublicKey = {peer.public_key}",
-            f"Endpoint = {peer.endpoint}",
-            f"AllowedIPs = {', '.join(str(n) for n in peer.allowed_ips)}",
-        ]
+        conf.add_peer(peer.public_key, f"# {peer.site}")
+        conf.add_attr(peer.public_key, "Endpoint", peer.endpoint)
+        conf.add_attr(peer.public_key, "AllowedIPs", ", ".join(str(n) for n in peer.allowed_ips))
         if peer.persistent_keepalive:
-            lines.append(f"PersistentKeepalive = {peer.persistent_keepalive}")
-    return "\n".join(lines) + "\n"
+            conf.add_attr(peer.public_key, "PersistentKeepalive", peer.persistent_keepalive)
+    return "\n".join(conf.lines) + "\n"
 
 
 def matches(status: InterfaceStatus, wg: WireGuardInterface, private_key: str) -> bool:

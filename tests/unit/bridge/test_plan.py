@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import pathlib
 
 import pytest
+import wgconfig
 
+from bridge import wireguard
 from bridge.keys import generate_private_key, public_key_of
 from bridge.plan import PlanError, SitePlan, plan_site, vxlan_port
 from controller.fabric import FabricPort
@@ -200,3 +203,25 @@ def test_plan_errors_name_the_fix(
     with pytest.raises(PlanError) as info:
         plan_site(config, site, keys, prefix=prefix)
     assert message in str(info.value)
+
+
+def test_rendered_wg_config_reads_back_as_the_plan(
+    config: OvercastConfig, tmp_path: pathlib.Path
+) -> None:
+    wg = plan(config, "hq").wireguard
+    private = generate_private_key()
+    path = tmp_path / "wg.conf"
+    path.write_text(wireguard.render(wg, private))
+    parsed = wgconfig.WGConfig(str(path))
+    parsed.read_file()
+    assert parsed.interface["PrivateKey"] == private
+    assert parsed.interface["ListenPort"] == wg.listen_port
+    assert (
+        set(parsed.peers)
+        == {p.public_key for p in wg.peers}
+        == {KEYS[s] for s in ("branch", "cloud-a", "cloud-b")}
+    )
+    for peer in wg.peers:
+        got = parsed.peers[peer.public_key]
+        assert got["Endpoint"] == peer.endpoint
+        assert got["AllowedIPs"] == ", ".join(str(n) for n in peer.allowed_ips)
