@@ -125,22 +125,24 @@ def loads(text: str, source: str = "<config>") -> OvercastConfig:
             ],
         )
     errors = list(doc.errors)
-    data, config, removed = dict(doc.data), None, set()
-    # Report schema errors for every entry, then cross-check what is left, so one run shows
-    # every problem instead of one layer at a time.
-    for _ in range(len(str(data))):
+    data: dict[str, Any] = dict(doc.data)
+    config: OvercastConfig | None = None
+    removed: set[str] = set()
+    # Report schema errors for every entry, then drop the bad entries and cross-check what is
+    # left, so one run shows every problem instead of one layer at a time. Each round removes
+    # at least one entry, so this ends.
+    while config is None:
         try:
             config = OvercastConfig.model_validate(data)
-            break
         except pydantic.ValidationError as exc:
-            bad = [_schema_error(e, doc) for e in exc.errors()]
-            errors += bad
-            before = str(data)
+            errors += [_schema_error(e, doc) for e in exc.errors()]
+            pruned = data
             for err in exc.errors():
-                data, name = _without(data, tuple(err["loc"]))
+                pruned, name = _without(pruned, tuple(err["loc"]))
                 removed.add(name)
-            if str(data) == before:
+            if pruned == data:
                 break
+            data = pruned
     if config is not None:
         errors += [
             _locate(e, doc)
