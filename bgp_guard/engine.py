@@ -3,6 +3,10 @@
 Per update: dedupe against the RIB (a re-announcement of the same path changes nothing),
 release the events the peer's previous route carried, find the most specific monitored
 prefix covering the update, and run the detectors that apply.
+
+A `PeerDown` withdraws every route of that peer at once: the events its routes carried are
+released and the monitored prefixes it carried count it as withdrawn (visibility). MRT files
+record a dropped session only as a STATE_CHANGE, never as withdrawals.
 """
 
 from __future__ import annotations
@@ -16,9 +20,9 @@ from bgp_guard.config import GuardConfig
 from bgp_guard.detect import hijack, leak, neighbours, path, roa, rov, visibility
 from bgp_guard.events import Event, EventTable, Finding
 from bgp_guard.monitored import Monitored
-from bgp_guard.rib import Rib, prefix_key
+from bgp_guard.rib import Rib, key_prefix, prefix_key
 from bgp_guard.rpki import VrpSet
-from bgp_guard.update import Update
+from bgp_guard.update import FeedItem, PeerDown, Prefix, Update
 
 TICK = 1.0  # seconds of feed time between checks for events to resolve
 COMPACT_SLACK = 100_000  # unused interned paths tolerated before a compaction
@@ -39,6 +43,7 @@ class Guard:
         self.table = EventTable(config.min_peers, config.resolve_after)
         self.rib = Rib()
         self.updates = 0
+        self.peer_downs = 0
         self._own = frozenset(config.own_asns)
         self._visibility: dict[int, visibility.Visibility] = {}
         self._next_tick = float("-inf")
@@ -54,8 +59,11 @@ class Guard:
             return None
         return mon
 
-    def process(self, update: Update) -> list[dict[str, Any]]:
-        """Feed one update; returns the event transitions it caused (usually none)."""
+    def process(self, update: FeedItem) -> list[dict[str, Any]]:
+        """Feed one update (or PeerDown); returns the event transitions it caused (usually
+        none)."""
+        if type(update) is PeerDown:  # cheaper than isinstance; PeerDown is final
+            return self._peer_down(update)
         self.updates += 1
         now = update.time
         table = self.table
@@ -77,7 +85,7 @@ class Guard:
         mon = self.governing(update) if self.monitored else None
         findings: list[Finding] = []
         if mon is not None and mon.prefix.length == update.prefix.length:
-            self._visibility_of(update, slot, key)
+            self._visibility_of(update.prefix, key, slot, update.peer_ip, update.announce, now)
         if update.announce:
             if mon is not None:
                 findings += self._about_ours(update, mon)
@@ -108,21 +116,38 @@ class Guard:
             out += path.check(update, mon.path_checks, about)
         return out
 
-    def _visibility_of(self, update: Update, slot: int, key: int) -> None:
+    def _peer_down(self, down: PeerDown) -> list[dict[str, Any]]:
+        """Withdraw all of the peer's routes, as if an Update had withdrawn each one."""
+        self.peer_downs += 1
+        now = down.time
+        table = self.table
+        table.tick(now)
+        watched = self._visibility
+        for slot, routes in self.rib.drop_peer(down.peer_ip):
+            for key in routes:
+                if table.by_route:
+                    table.release((slot, key), now)
+                if key in watched:
+                    self._visibility_of(key_prefix(key), key, slot, down.peer_ip, False, now)
+        return table.drain()
+
+    def _visibility_of(
+        self, prefix: Prefix, key: int, slot: int, peer_ip: str, announce: bool, now: float
+    ) -> None:
         state = self._visibility.get(key)
         if state is None:
             state = self._visibility[key] = visibility.Visibility()
         flipped = visibility.observe(
             state,
-            update.prefix,
+            prefix,
             slot,
-            update.peer_ip,
-            update.announce,
+            peer_ip,
+            announce,
             self.config.visibility_min_withdrawn,
             self.config.visibility_min_share,
         )
         if flipped is not None:
-            self.table.condition(flipped, state.lost, state.withdrawn_by(), update.time)
+            self.table.condition(flipped, state.lost, state.withdrawn_by(), now)
 
     def finish(self, now: float) -> list[dict[str, Any]]:
         """Resolve what is due at `now` (end of a replay, or a timer in a live feed), and
@@ -145,6 +170,7 @@ class Guard:
             states[event.state] = states.get(event.state, 0) + 1
         return {
             "updates": self.updates,
+            "peer_downs": self.peer_downs,
             "rib_routes": len(self.rib),
             "rib_paths": self.rib.distinct_paths,
             "peers": len(set(self.rib.peers)),

@@ -16,9 +16,9 @@ from bgp_guard.errors import InputError
 from bgp_guard.feeds.mrt import MrtFeed
 from bgp_guard.feeds.ris_live import RisLiveFeed
 from bgp_guard.feeds.stats import FeedStats
-from bgp_guard.update import Update
+from bgp_guard.update import FeedItem
 
-Feed = Iterable[Update]
+Feed = Iterable[FeedItem]
 
 
 def open_feed(path: str) -> tuple[Feed, FeedStats]:
@@ -32,8 +32,8 @@ def open_feed(path: str) -> tuple[Feed, FeedStats]:
     return feed, feed.stats
 
 
-def merged(paths: Sequence[str]) -> tuple[Iterator[Update], list[FeedStats]]:
-    """All updates of `paths` in time order, and each file's feed counters."""
+def merged(paths: Sequence[str]) -> tuple[Iterator[FeedItem], list[FeedStats]]:
+    """All updates (and PeerDowns) of `paths` in time order, and each file's feed counters."""
     feeds = [open_feed(p) for p in paths]
     if len(feeds) == 1:
         return iter(feeds[0][0]), [feeds[0][1]]

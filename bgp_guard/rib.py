@@ -18,6 +18,11 @@ def prefix_key(prefix: Prefix) -> int:
     return (prefix.value << 9) | (prefix.length << 1) | (prefix.version == 6)
 
 
+def key_prefix(key: int) -> Prefix:
+    """The prefix of a `prefix_key`."""
+    return Prefix(6 if key & 1 else 4, key >> 9, (key >> 1) & 0xFF)
+
+
 class Rib:
     def __init__(self) -> None:
         self._slots: dict[tuple[str, int | None], int] = {}
@@ -43,6 +48,16 @@ class Rib:
             return False
         routes[key] = as_path
         return True
+
+    def drop_peer(self, peer_ip: str) -> list[tuple[int, dict[int, Path]]]:
+        """Withdraw every route of `peer_ip`, in all its ADD-PATH slots; returns the routes
+        removed, per slot."""
+        dropped = []
+        for slot, peer in enumerate(self.peers):
+            if peer == peer_ip and self._routes[slot]:
+                dropped.append((slot, self._routes[slot]))
+                self._routes[slot] = {}
+        return dropped
 
     def compact(self) -> None:
         """Forget interned paths no route uses any more. Interning never frees a path on

@@ -1,4 +1,5 @@
-"""The one update model every feed produces and every detector consumes.
+"""The one update model every feed produces and every detector consumes, and the one peer
+event that travels in the same stream.
 
 Kept deliberately small and cheap to build: feeds create hundreds of thousands per second.
 """
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, final
 
 # An AS_PATH segment of type AS_SET (RFC 4271 section 4.3) is kept as a frozenset.
 PathElement = int | frozenset[int]
@@ -59,3 +60,20 @@ class Update:
     @property
     def origin(self) -> PathElement | None:
         return self.as_path[-1] if self.as_path else None
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class PeerDown:
+    """A peer's BGP session left Established: the collector or router deleted every route it
+    had learned from that peer (RFC 4271 section 8.2.2), without a withdrawal for any of them.
+    Rare next to Updates, so it gets its own type instead of a field on every Update."""
+
+    time: float
+    peer_ip: str
+    peer_asn: int
+    source: str = ""  # feed that saw it, as in Update
+
+
+# What a feed yields: mostly Updates, now and then a PeerDown.
+FeedItem = Update | PeerDown

@@ -1,6 +1,10 @@
 """MRT files (RFC 6396) -> Updates: BGP4MP / BGP4MP_ET update streams and TABLE_DUMP /
 TABLE_DUMP_V2 RIB snapshots, including the ADD-PATH subtypes of RFC 8050.
 
+A collector's session to a peer that leaves Established is recorded as a BGP4MP STATE_CHANGE
+(section 4.4.1) and never as withdrawals, though the collector dropped all the peer's routes:
+the feed yields a `PeerDown` for it, in the same stream as the Updates.
+
 Files may be plain, gzip or bzip2 (recognised by their magic bytes, not their name). Records are
 read in large chunks and decoded by offset, so a file replays at several hundred thousand
 updates per second on one core. A malformed record is counted, logged with its byte offset in
@@ -15,11 +19,11 @@ import gzip
 import io
 import struct
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from bgp_guard.feeds.stats import FeedStats
-from bgp_guard.update import Prefix, Update
+from bgp_guard.update import FeedItem, PeerDown, Prefix, Update
 from bgp_guard.wire import (
     AFI_IPV4,
     AFI_IPV6,
@@ -40,9 +44,20 @@ PEER_INDEX_TABLE = 1
 # hijack monitor follows and only count as records. 6/12 are RIB_GENERIC(_ADDPATH).
 _RIB_SUBTYPES = {2: (4, False), 4: (6, False), 8: (4, True), 10: (6, True)}
 _RIB_GENERIC = {6: False, 12: True}
-# BGP4MP subtype -> (4-byte ASNs, ADD-PATH) for the MESSAGE kinds received from a peer. The
-# *_LOCAL kinds (6, 7, 10, 11) are what the collector itself sent, not routes it learned.
-_BGP4MP_MESSAGES = {1: (False, False), 4: (True, False), 8: (False, True), 9: (True, True)}
+# BGP4MP subtype -> (4-byte ASNs, ADD-PATH, is a MESSAGE) for the MESSAGE kinds received from
+# a peer and the STATE_CHANGE kinds (0, 5). The *_LOCAL kinds (6, 7, 10, 11) are what the
+# collector itself sent, not routes it learned.
+_BGP4MP_SUBTYPES = {
+    0: (False, False, False),
+    1: (False, False, True),
+    4: (True, False, True),
+    5: (True, False, False),
+    8: (False, True, True),
+    9: (True, True, True),
+}
+# BGP FSM states as STATE_CHANGE numbers them (RFC 6396 section 4.4.1).
+FSM_STATES = ("?", "Idle", "Connect", "Active", "OpenSent", "OpenConfirm", "Established")
+ESTABLISHED = 6
 
 _HEADER = struct.Struct(">IHHI")  # timestamp, type, subtype, length
 _CHUNK = 1 << 20
@@ -124,7 +139,7 @@ class MrtFeed:
         # TABLE_DUMP_V2 PEER_INDEX_TABLE (RFC 6396 section 4.3.1): (peer IP, peer ASN).
         self._peers: list[tuple[str, int]] = []
         self._peer_ip_text: dict[bytes, str] = {}
-        self._decoders: dict[int, Callable[[float, int, bytes], list[Update]]] = {
+        self._decoders: dict[int, Callable[[float, int, bytes], Sequence[FeedItem]]] = {
             BGP4MP: self._bgp4mp,
             BGP4MP_ET: self._bgp4mp_et,
             TABLE_DUMP: self._table_dump,
@@ -138,7 +153,7 @@ class MrtFeed:
         feed._open = lambda: io.BytesIO(data)
         return feed
 
-    def __iter__(self) -> Iterator[Update]:
+    def __iter__(self) -> Iterator[FeedItem]:
         stats = self.stats
         decoders = self._decoders
         try:
@@ -155,7 +170,10 @@ class MrtFeed:
                         stats.bad_record(f"{self.name} byte {where}", exc.reason)
                         continue
                     if updates:
-                        stats.updates += len(updates)
+                        if type(updates[0]) is PeerDown:
+                            stats.peer_downs += 1
+                        else:
+                            stats.updates += len(updates)
                         yield from updates
                     if not stats.records % _FLUSH_EVERY:
                         stats.flush()
@@ -174,19 +192,19 @@ class MrtFeed:
         return text
 
     # BGP4MP, RFC 6396 section 4.4; ADD-PATH subtypes RFC 8050 section 3.
-    def _bgp4mp(self, ts: float, subtype: int, body: bytes, off: int = 0) -> list[Update]:
-        kind = _BGP4MP_MESSAGES.get(subtype)
+    def _bgp4mp(self, ts: float, subtype: int, body: bytes, off: int = 0) -> Sequence[FeedItem]:
+        kind = _BGP4MP_SUBTYPES.get(subtype)
         if kind is None:
-            return []  # STATE_CHANGE(_AS4) and the *_LOCAL messages
-        asn4, add_path = kind
+            return []  # the *_LOCAL messages
+        asn4, add_path, message = kind
         if asn4:
             if len(body) < off + 12:
-                raise WireError("truncated BGP4MP_MESSAGE_AS4 header", off)
+                raise WireError("truncated BGP4MP header (4-byte ASNs)", off)
             peer_asn, _local_asn, _ifindex, afi = struct.unpack_from(">IIHH", body, off)
             off += 12
         else:
             if len(body) < off + 8:
-                raise WireError("truncated BGP4MP_MESSAGE header", off)
+                raise WireError("truncated BGP4MP header", off)
             peer_asn, _local_asn, _ifindex, afi = struct.unpack_from(">HHHH", body, off)
             off += 8
         version = _AFI_VERSION.get(afi)
@@ -197,13 +215,35 @@ class MrtFeed:
             raise WireError("truncated BGP4MP peer and local addresses", off)
         peer_ip = self._ip(body[off : off + alen])
         off += 2 * alen  # peer and local address
+        if not message:
+            return self._state_change(float(ts), peer_ip, peer_asn, body, off)
         mtype, start, end = split_message(body, off)
         if mtype != MSG_UPDATE:
             return []
         msg = decode_update(body, start, end, asn4=asn4, add_path=add_path)
         return msg.updates(float(ts), peer_ip, peer_asn, self.source)
 
-    def _bgp4mp_et(self, ts: float, subtype: int, body: bytes) -> list[Update]:
+    def _state_change(
+        self, ts: float, peer_ip: str, peer_asn: int, body: bytes, off: int
+    ) -> Sequence[FeedItem]:
+        """STATE_CHANGE(_AS4), RFC 6396 section 4.4.1: old and new FSM state. Only leaving
+        Established loses routes; the way back up is seen as the peer's announcements."""
+        if len(body) < off + 4:
+            raise WireError("truncated BGP4MP STATE_CHANGE states", off)
+        old, new = struct.unpack_from(">HH", body, off)
+        if old != ESTABLISHED or new == ESTABLISHED:
+            return []
+        self.stats.log.info(
+            "%s: peer %s AS%d went from Established to %s at %d; withdrawing its routes",
+            self.name,
+            peer_ip,
+            peer_asn,
+            FSM_STATES[new] if new < len(FSM_STATES) else f"state {new}",
+            ts,
+        )
+        return [PeerDown(ts, peer_ip, peer_asn, self.source)]
+
+    def _bgp4mp_et(self, ts: float, subtype: int, body: bytes) -> Sequence[FeedItem]:
         # RFC 6396 section 3: a microsecond field precedes the BGP4MP body.
         if len(body) < 4:
             raise WireError("truncated BGP4MP_ET microsecond field", 0)
@@ -211,7 +251,7 @@ class MrtFeed:
         return self._bgp4mp(ts + micro / 1e6, subtype, body, 4)
 
     # TABLE_DUMP, RFC 6396 section 4.2 (2-byte ASNs only; AS4_PATH is merged).
-    def _table_dump(self, ts: float, subtype: int, body: bytes) -> list[Update]:
+    def _table_dump(self, ts: float, subtype: int, body: bytes) -> Sequence[FeedItem]:
         version = _AFI_VERSION.get(subtype)
         if version is None:
             raise WireError(f"TABLE_DUMP subtype {subtype} is neither IPv4 nor IPv6", 0)
@@ -247,7 +287,7 @@ class MrtFeed:
         ]
 
     # TABLE_DUMP_V2, RFC 6396 section 4.3; ADD-PATH RIBs RFC 8050 section 4.
-    def _table_dump_v2(self, ts: float, subtype: int, body: bytes) -> list[Update]:
+    def _table_dump_v2(self, ts: float, subtype: int, body: bytes) -> Sequence[FeedItem]:
         if subtype == PEER_INDEX_TABLE:
             self._peers = self._peer_index(body)
             return []

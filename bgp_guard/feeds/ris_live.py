@@ -2,20 +2,21 @@
 
 Each line is one websocket message. `ris_message` of type UPDATE carries `announcements`
 (next hop and prefixes), `withdrawals`, `path` (an AS_SET is a nested list) and `community`;
-the other RIS message types (OPEN, KEEPALIVE, NOTIFICATION, RIS_PEER_STATE) are counted as
-records but carry no routes. A line that is not valid JSON or not a valid message is counted,
+a RIS_PEER_STATE whose state is "down" is a `PeerDown` (the collector dropped the peer's
+routes without withdrawals); the other RIS message types (OPEN, KEEPALIVE, NOTIFICATION,
+RIS_PEER_STATE "connected") are counted as records but carry no routes. A line that is not valid JSON or not a valid message is counted,
 logged with its line number, and skipped; a `ris_error` from the server is counted the same way.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from bgp_guard.feeds.stats import FeedStats
-from bgp_guard.update import PathElement, Prefix, Update
+from bgp_guard.update import FeedItem, PathElement, PeerDown, Prefix, Update
 
 SOURCE = "ris-live"
 
@@ -65,16 +66,27 @@ def _list(data: dict[str, Any], key: str) -> list[Any]:
     return value
 
 
+def _peer(data: dict[str, Any]) -> tuple[float, str, int]:
+    """Time, peer address and peer ASN of one `ris_message`'s `data` object."""
+    kind = data.get("type")
+    try:
+        return float(data["timestamp"]), str(data["peer"]), _asn(data["peer_asn"])
+    except KeyError as exc:
+        raise BadMessage(f"{kind} without {exc}") from None
+    except (TypeError, ValueError):
+        raise BadMessage(f"{kind} 'timestamp' is not a number") from None
+
+
+def peer_state(data: dict[str, Any], source: str = SOURCE) -> list[FeedItem]:
+    """A RIS_PEER_STATE's `data` object: a PeerDown if the collector's session went down."""
+    if data.get("state") != "down":
+        return []  # "connected": the routes come as UPDATEs
+    return [PeerDown(*_peer(data), source)]
+
+
 def updates_of(data: dict[str, Any], source: str = SOURCE) -> list[Update]:
     """The Updates of one `ris_message` UPDATE's `data` object."""
-    try:
-        time = float(data["timestamp"])
-        peer_ip = str(data["peer"])
-        peer_asn = _asn(data["peer_asn"])
-    except KeyError as exc:
-        raise BadMessage(f"UPDATE without {exc}") from None
-    except (TypeError, ValueError):
-        raise BadMessage("UPDATE 'timestamp' is not a number") from None
+    time, peer_ip, peer_asn = _peer(data)
     out = [
         Update(time, peer_ip, peer_asn, _prefix(p), False, source=source)
         for p in _list(data, "withdrawals")
@@ -117,7 +129,7 @@ class RisLiveFeed:
 
     >>> feed = RisLiveFeed.from_file("ris-live-stream.json")   # doctest: +SKIP
     >>> updates = list(feed); feed.stats.as_dict()             # doctest: +SKIP
-    {'records': 7, 'updates': 1, 'errors': 2}
+    {'records': 7, 'updates': 1, 'peer_downs': 1, 'errors': 2}
     """
 
     def __init__(self, lines: Iterable[str | bytes], name: str = SOURCE) -> None:
@@ -133,7 +145,7 @@ class RisLiveFeed:
 
         return cls(lines(), str(path))
 
-    def __iter__(self) -> Iterator[Update]:
+    def __iter__(self) -> Iterator[FeedItem]:
         stats = self.stats
         try:
             for number, line in enumerate(self.lines, 1):
@@ -145,14 +157,17 @@ class RisLiveFeed:
                 except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is one too
                     stats.bad_record(f"{self.name} line {number}", exc)
                     continue
-                stats.updates += len(updates)
+                if updates and type(updates[0]) is PeerDown:
+                    stats.peer_downs += 1
+                else:
+                    stats.updates += len(updates)
                 yield from updates
                 if not number % 10_000:
                     stats.flush()
         finally:
             stats.flush()
 
-    def _decode(self, line: str | bytes) -> list[Update]:
+    def _decode(self, line: str | bytes) -> Sequence[FeedItem]:
         message = json.loads(line)
         if not isinstance(message, dict):
             raise BadMessage("line is not a JSON object")
@@ -165,6 +180,9 @@ class RisLiveFeed:
             return []  # ris_subscribe_ok, pong, ...
         if not isinstance(data, dict):
             raise BadMessage("ris_message without a 'data' object")
-        if data.get("type") != "UPDATE":
+        kind = data.get("type")
+        if kind == "RIS_PEER_STATE":
+            return peer_state(data)
+        if kind != "UPDATE":
             return []
         return updates_of(data)

@@ -20,6 +20,12 @@ _UPDATES = Counter(
     ["feed"],
     registry=REGISTRY,
 )
+_PEER_DOWNS = Counter(
+    "overcast_bgp_feed_peer_downs",
+    "Peer sessions a BGP feed saw leave Established (all their routes withdrawn at once).",
+    ["feed"],
+    registry=REGISTRY,
+)
 _ERRORS = Counter(
     "overcast_bgp_feed_errors",
     "Malformed records a BGP feed skipped (each one is logged with its position).",
@@ -32,14 +38,15 @@ class FeedStats:
     """Counts for one feed instance. Hot loops bump the plain ints; `flush()` pushes the
     increase since the last flush to Prometheus, so counting costs nothing per update."""
 
-    __slots__ = ("_flushed", "errors", "kind", "log", "records", "updates")
+    __slots__ = ("_flushed", "errors", "kind", "log", "peer_downs", "records", "updates")
 
     def __init__(self, kind: str) -> None:
         self.kind = kind  # the Prometheus `feed` label: "mrt", "ris-live", "bmp", "session"
         self.records = 0
         self.updates = 0
+        self.peer_downs = 0
         self.errors = 0
-        self._flushed = (0, 0, 0)
+        self._flushed = (0, 0, 0, 0)
         self.log = logging.getLogger(f"bgp_guard.feeds.{kind}")
 
     def bad_record(self, where: str, problem: object) -> None:
@@ -48,11 +55,17 @@ class FeedStats:
         self.log.warning("skipped malformed record at %s: %s", where, problem)
 
     def flush(self) -> None:
-        records, updates, errors = self._flushed
+        records, updates, peer_downs, errors = self._flushed
         _RECORDS.labels(self.kind).inc(self.records - records)
         _UPDATES.labels(self.kind).inc(self.updates - updates)
+        _PEER_DOWNS.labels(self.kind).inc(self.peer_downs - peer_downs)
         _ERRORS.labels(self.kind).inc(self.errors - errors)
-        self._flushed = (self.records, self.updates, self.errors)
+        self._flushed = (self.records, self.updates, self.peer_downs, self.errors)
 
     def as_dict(self) -> dict[str, int]:
-        return {"records": self.records, "updates": self.updates, "errors": self.errors}
+        return {
+            "records": self.records,
+            "updates": self.updates,
+            "peer_downs": self.peer_downs,
+            "errors": self.errors,
+        }

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from bgp_guard.config import GuardConfig
-from bgp_guard.update import PathElement, Prefix, Update
+from bgp_guard.update import FeedItem, PathElement, PeerDown, Prefix, Update
 
 PEERS = {"a": ("198.51.100.1", 64510), "b": ("198.51.100.2", 64511), "c": ("198.51.100.3", 64496)}
 
@@ -27,6 +27,14 @@ def update(spec: dict[str, Any]) -> Update:
         as_path=as_path,
         path_id=spec.get("path_id"),
     )
+
+
+def item(spec: dict[str, Any]) -> FeedItem:
+    """As `update`, or {"t": 30, "peer": "a", "down": true}: that peer's session dropped."""
+    if spec.get("down"):
+        peer_ip, peer_asn = PEERS[spec.get("peer", "a")]
+        return PeerDown(float(spec["t"]), peer_ip, peer_asn)
+    return update(spec)
 
 
 def guard_config(section: dict[str, Any]) -> GuardConfig:

@@ -8,8 +8,8 @@ from pathlib import Path
 from bgp_guard.asrel import load_asrel
 from bgp_guard.engine import Guard
 from bgp_guard.prefixindex import PrefixIndex
-from bgp_guard.rib import Rib, prefix_key
-from bgp_guard.update import Prefix
+from bgp_guard.rib import Rib, key_prefix, prefix_key
+from bgp_guard.update import PeerDown, Prefix
 
 from .helpers import guard_config, update
 
@@ -31,8 +31,10 @@ def test_prefix_index_longest_and_covering() -> None:
 
 
 def test_prefix_keys_are_distinct_across_families() -> None:
-    keys = {prefix_key(P(t)) for t in ("0.0.0.0/0", "::/0", "0.0.0.0/1", "::/1", "::/128")}
-    assert len(keys) == 5
+    texts = ("0.0.0.0/0", "::/0", "0.0.0.0/1", "::/1", "::/128", "2001:db8::1/128")
+    keys = {prefix_key(P(t)) for t in texts}
+    assert len(keys) == 6
+    assert [str(key_prefix(prefix_key(P(t)))) for t in texts] == list(texts)
 
 
 def test_rib_interns_paths_and_dedupes() -> None:
@@ -175,3 +177,25 @@ def test_visibility_share() -> None:
         update({"t": 3, "peer": "b", "prefix": "192.0.2.0/24", "withdraw": True})
     )
     assert event["rationale"] == "192.0.2.0/24 was withdrawn by 2 of the 3 peers that carried it."
+
+
+def test_peer_down_withdraws_every_route_of_that_peer_only() -> None:
+    """All ADD-PATH slots of the peer lose their routes; other peers keep theirs; the events
+    the routes carried are released (a dropped session is implicit withdrawal)."""
+    guard = Guard(guard_config(OURS))
+    hijack = {"prefix": "192.0.2.0/24", "path": [64510, 65066]}
+    for path_id in (1, 2):
+        guard.process(update({"t": 1, "peer": "a", "path_id": path_id, **hijack}))
+    guard.process(update({"t": 1, "peer": "a", "prefix": "203.0.113.0/24", "path": [64510]}))
+    guard.process(update({"t": 1, "peer": "b", **hijack}))
+    assert len(guard.rib) == 4
+    a_down = PeerDown(5.0, "198.51.100.1", 64510, "mrt:test")
+    assert guard.process(a_down) == []  # peer b still carries the hijack
+    assert len(guard.rib) == 1 and guard.summary()["peer_downs"] == 1
+    assert guard.process(a_down) == []  # again: nothing left to withdraw
+    out = guard.process(PeerDown(6.0, "198.51.100.2", 64511))
+    assert [(e["type"], e["state"], e["time"]) for e in out] == [
+        ("exact-origin", "withdrawn", 6.0),
+        ("visibility-loss", "ongoing", 6.0),  # every slot that carried our prefix is gone
+    ]
+    assert len(guard.rib) == 0 and guard.updates == 4

@@ -1,5 +1,6 @@
 """Golden cases: one JSON file per case under golden/, holding the guard config, the updates
-fed in order, optional VRPs and AS relationships, and the exact event transitions expected.
+(and peer downs) fed in order, optional VRPs and AS relationships, and the exact event
+transitions expected.
 
 Regenerate after an intended change with OVERCAST_REGEN_GOLDEN=1, then read the diff.
 """
@@ -17,7 +18,7 @@ from bgp_guard.asrel import load_asrel
 from bgp_guard.engine import Guard
 from bgp_guard.rpki import load_vrps
 
-from .helpers import guard_config, update
+from .helpers import guard_config, item
 
 CASES = sorted((Path(__file__).parent / "golden").glob("*.json"))
 
@@ -35,7 +36,7 @@ def run_case(case: dict[str, Any], tmp_path: Path) -> list[dict[str, Any]]:
     guard = Guard(guard_config(case["config"]), vrps=vrps, asrel=asrel)
     events: list[dict[str, Any]] = []
     for spec in case["updates"]:
-        events += guard.process(update(spec))
+        events += guard.process(item(spec))
     if "finish_at" in case:
         events += guard.finish(case["finish_at"])
     return events

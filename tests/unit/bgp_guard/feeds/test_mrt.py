@@ -8,8 +8,11 @@ announce/withdraw, AS path and communities for every file).
 from __future__ import annotations
 
 import bz2
+import contextlib
 import functools
 import gzip
+import io
+import json
 import logging
 import struct
 from collections import Counter
@@ -18,21 +21,26 @@ from pathlib import Path
 import pytest
 
 from bgp_guard.feeds.mrt import MrtFeed
-from bgp_guard.update import Prefix, Update
+from bgp_guard.update import PeerDown, Prefix, Update
+from overcast import exitcodes
+from overcast.cli import main
 from overcast.metrics import REGISTRY
 from tests.conftest import shared_data
 
-# file: (records, updates, withdrawals)
+# file: (records, updates, withdrawals, peer downs). Peer downs are the STATE_CHANGE records
+# leaving Established: the 2016 file has 22 (6 -> 1); rrc06 (3 <-> 2) and the 2015 file
+# (1 -> 2 -> 4 -> 5 -> 6) have state changes that never leave Established.
 EXPECTED = {
-    "ris-updates.20160811.1600.gz": (17_406, 41_212, 1_956),
-    "ris-rrc06.updates.1427846400.gz": (795, 1_557, 122),
-    "routeviews-jinx.updates.1427846400.bz2": (1_756, 8_611, 451),
-    "ris-updates.20070211.0141.gz": (23_394, 53_506, 2_270),
-    "ris-updates.et-header.2015.gz": (89_686, 577_740, 3),
-    "ris-updates.long_withdrawal.gz": (1, 4_096, 4_096),
-    "ris-bview.20020722.2337.gz": (115_521, 115_521, 0),
-    "ris-bview.ipv4_unicast_add_path.gz": (32, 62, 0),
+    "ris-updates.20160811.1600.gz": (17_406, 41_212, 1_956, 22),
+    "ris-rrc06.updates.1427846400.gz": (795, 1_557, 122, 0),
+    "routeviews-jinx.updates.1427846400.bz2": (1_756, 8_611, 451, 0),
+    "ris-updates.20070211.0141.gz": (23_394, 53_506, 2_270, 0),
+    "ris-updates.et-header.2015.gz": (89_686, 577_740, 3, 0),
+    "ris-updates.long_withdrawal.gz": (1, 4_096, 4_096, 0),
+    "ris-bview.20020722.2337.gz": (115_521, 115_521, 0, 0),
+    "ris-bview.ipv4_unicast_add_path.gz": (32, 62, 0, 0),
 }
+GOLDEN = Path(__file__).parent / "golden"
 
 
 @pytest.fixture(scope="module")
@@ -40,21 +48,42 @@ def data() -> Path:
     return shared_data("bgp")
 
 
+def split(feed: MrtFeed) -> tuple[list[Update], list[PeerDown]]:
+    updates: list[Update] = []
+    downs: list[PeerDown] = []
+    for item in feed:
+        if isinstance(item, PeerDown):
+            downs.append(item)
+        else:
+            updates.append(item)
+    return updates, downs
+
+
 @functools.cache
-def read(path: Path) -> tuple[MrtFeed, list[Update]]:
+def read_all(path: Path) -> tuple[MrtFeed, list[Update], list[PeerDown]]:
     """Each file is decoded once per test run (the largest takes over a second)."""
     feed = MrtFeed(path)
-    return feed, list(feed)
+    return feed, *split(feed)
+
+
+def read(path: Path) -> tuple[MrtFeed, list[Update]]:
+    feed, updates, _ = read_all(path)
+    return feed, updates
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_counts(data: Path, name: str) -> None:
-    feed, updates = read(data / name)
-    records, n_updates, withdrawals = EXPECTED[name]
-    assert feed.stats.as_dict() == {"records": records, "updates": n_updates, "errors": 0}
-    assert len(updates) == n_updates
+    feed, updates, downs = read_all(data / name)
+    records, n_updates, withdrawals, peer_downs = EXPECTED[name]
+    assert feed.stats.as_dict() == {
+        "records": records,
+        "updates": n_updates,
+        "peer_downs": peer_downs,
+        "errors": 0,
+    }
+    assert (len(updates), len(downs)) == (n_updates, peer_downs)
     assert sum(not u.announce for u in updates) == withdrawals
-    assert all(u.source == f"mrt:{name}" for u in updates)
+    assert {u.source for u in updates} | {d.source for d in downs} <= {f"mrt:{name}"}
 
 
 def test_bgp4mp_as4_spot_check(data: Path) -> None:
@@ -130,14 +159,14 @@ def test_table_dump_v2_add_path(data: Path) -> None:
 
 def test_compression_by_magic_not_name(data: Path, tmp_path: Path) -> None:
     raw = gzip.decompress((data / "ris-rrc06.updates.1427846400.gz").read_bytes())
-    expected = list(MrtFeed.from_bytes(raw))
+    expected, _ = split(MrtFeed.from_bytes(raw))
     for name, blob in [
         ("plain.gz", raw),
         ("bzipped", bz2.compress(raw)),
         ("gz.bz2", gzip.compress(raw)),
     ]:
         (tmp_path / name).write_bytes(blob)
-        assert [(u.prefix, u.as_path) for u in MrtFeed(tmp_path / name)] == [
+        assert [(u.prefix, u.as_path) for u in split(MrtFeed(tmp_path / name))[0]] == [
             (u.prefix, u.as_path) for u in expected
         ]
 
@@ -155,7 +184,12 @@ def test_bad_record_is_counted_logged_and_skipped(
     feed = MrtFeed.from_bytes(raw + bad + raw, "spliced")
     with caplog.at_level(logging.WARNING, "bgp_guard.feeds.mrt"):
         updates = list(feed)
-    assert feed.stats.as_dict() == {"records": 2 * 795 + 1, "updates": 2 * 1557, "errors": 1}
+    assert feed.stats.as_dict() == {
+        "records": 2 * 795 + 1,
+        "updates": 2 * 1557,
+        "peer_downs": 0,
+        "errors": 1,
+    }
     assert len(updates) == 2 * 1557
     offset = len(raw) + 12 + 20  # record header, BGP4MP_AS4 header + addresses
     assert f"spliced byte {offset}: BGP marker is not all ones" in caplog.text
@@ -192,3 +226,87 @@ def test_counters_reach_prometheus(data: Path) -> None:
         "updates": 1557,
         "errors": 1,
     }
+
+
+# BGP4MP STATE_CHANGE (RFC 6396 section 4.4.1), built here: peer 192.0.2.1 AS64496, IPv4.
+def state_change(old: int, new: int, asn4: bool = False) -> tuple[int, bytes]:
+    asns = struct.pack(">IIHH" if asn4 else ">HHHH", 64496, 64497, 0, 1)
+    body = asns + bytes([192, 0, 2, 1, 192, 0, 2, 99]) + struct.pack(">HH", old, new)
+    return (5 if asn4 else 0), body
+
+
+def announce_from(peer: int) -> bytes:
+    """BGP4MP_MESSAGE_AS4 from 192.0.2.<peer>: announces 198.51.100.0/24 and /25."""
+    message = bytes.fromhex(
+        json.loads((GOLDEN / "ipv4_as4_set_communities.json").read_text())["message"]
+    )
+    head = struct.pack(">IIHH", 64490 + peer, 64497, 0, 1) + bytes([192, 0, 2, peer, 192, 0, 2, 99])
+    return mrt_record(16, 4, head + message, ts=100)
+
+
+def test_state_change_leaving_established_is_a_peer_down() -> None:
+    records = [
+        mrt_record(16, *state_change(6, 1), ts=10),  # Established -> Idle
+        mrt_record(16, *state_change(1, 2), ts=11),  # Idle -> Connect: nothing to withdraw
+        mrt_record(16, *state_change(5, 6, asn4=True), ts=12),  # coming up: nothing either
+        mrt_record(16, *state_change(6, 3, asn4=True), ts=13),  # Established -> Active
+        # BGP4MP_ET: the microsecond field first (RFC 6396 section 3).
+        mrt_record(17, 0, struct.pack(">I", 250_000) + state_change(6, 1)[1], ts=14),
+        mrt_record(16, 0, state_change(6, 1)[1][:-2], ts=15),  # new state cut off
+    ]
+    feed = MrtFeed.from_bytes(b"".join(records), "states")
+    updates, downs = split(feed)
+    assert updates == []
+    assert downs == [
+        PeerDown(10.0, "192.0.2.1", 64496, "mrt:states"),
+        PeerDown(13.0, "192.0.2.1", 64496, "mrt:states"),
+        PeerDown(14.25, "192.0.2.1", 64496, "mrt:states"),
+    ]
+    assert feed.stats.as_dict() == {"records": 6, "updates": 0, "peer_downs": 3, "errors": 1}
+
+
+def test_real_ris_state_changes(data: Path) -> None:
+    """rrc00, 2016-08-11 16:00: five route-server peers flap; the first goes down at 16:00:01."""
+    _, _, downs = read_all(data / "ris-updates.20160811.1600.gz")
+    assert downs[0] == PeerDown(
+        1470931201.0, "37.49.232.25", 60427, "mrt:ris-updates.20160811.1600.gz"
+    )
+    assert Counter(d.peer_ip for d in downs) == {
+        "37.49.237.31": 5,
+        "2001:7f8:54::32": 5,
+        "2001:7f8:54::1:31": 5,
+        "2001:7f8:54:5::25": 4,
+        "37.49.232.25": 3,
+    }
+    assert downs == sorted(downs, key=lambda d: d.time)
+
+
+def test_replay_sees_dropped_peers_lose_visibility(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """End to end: three peers announce a monitored prefix, two sessions drop (recorded only
+    as STATE_CHANGEs, no withdrawals), and `guard replay` reports the visibility loss."""
+    down = [
+        mrt_record(16, 0, struct.pack(">HHHH", 64490 + p, 64497, 0, 1)
+                   + bytes([192, 0, 2, p, 192, 0, 2, 99]) + struct.pack(">HH", 6, 1), ts=200)
+        for p in (1, 2)
+    ]  # fmt: skip
+    (tmp_path / "updates.mrt").write_bytes(b"".join([*map(announce_from, (1, 2, 3)), *down]))
+    (tmp_path / "overcast.yaml").write_text(
+        "sites: {}\nguard:\n  visibility_min_withdrawn: 2\n"
+        "  prefixes: {198.51.100.0/24: {origins: [65001]}}\n"
+    )
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        code = main(["guard", "replay", "--json", "--config", str(tmp_path / "overcast.yaml"),
+              str(tmp_path / "updates.mrt")])  # fmt: skip
+    lost = [json.loads(line) for line in out.getvalue().splitlines()]
+    lost = [e for e in lost if e["type"] == "visibility-loss"]
+    assert [(e["state"], e["time"], e["peers"]) for e in lost] == [
+        ("ongoing", 200.0, ["192.0.2.1", "192.0.2.2"])
+    ]
+    assert lost[0]["rationale"] == (
+        "198.51.100.0/24 was withdrawn by 2 of the 3 peers that carried it."
+    )
+    assert code == exitcodes.ALERT
+    # Peer 192.0.2.3's /24 and /25 are all that is left.
+    assert "2 peer session(s) down, 2 routes from 3 peers" in capsys.readouterr().err

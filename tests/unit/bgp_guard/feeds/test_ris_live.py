@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bgp_guard.feeds.ris_live import RisLiveFeed
-from bgp_guard.update import Prefix, Update
+from bgp_guard.update import PeerDown, Prefix, Update
 from bgp_guard.wire import decode_update, split_message
 from tests.conftest import shared_data
 
@@ -21,10 +21,12 @@ def sample() -> Path:
 
 def test_sample_stream(sample: Path) -> None:
     feed = RisLiveFeed.from_file(sample)
-    updates = list(feed)
+    *updates, down = list(feed)
     # 7 lines: one UPDATE; a ris_error and a last line cut short (no closing brace) are
-    # errors; the OPEN, NOTIFICATION, KEEPALIVE and RIS_PEER_STATE carry no routes.
-    assert feed.stats.as_dict() == {"records": 7, "updates": 1, "errors": 2}
+    # errors; the OPEN, NOTIFICATION and KEEPALIVE carry no routes; RIS_PEER_STATE "down"
+    # means rrc01 dropped every route of that peer.
+    assert feed.stats.as_dict() == {"records": 7, "updates": 1, "peer_downs": 1, "errors": 2}
+    assert down == PeerDown(1553625081.88, "195.66.224.59", 24931, "ris-live")
     assert updates == [
         Update(
             1553627987.89,
@@ -81,6 +83,7 @@ def test_as_set_communities_and_withdrawals() -> None:
         withdrawals=["198.51.100.0/24"],
     )
     withdrawn, announced = list(RisLiveFeed([line]))
+    assert isinstance(withdrawn, Update) and isinstance(announced, Update)
     assert (withdrawn.prefix, withdrawn.announce) == (Prefix.parse("198.51.100.0/24"), False)
     assert announced.as_path == (64496, 65001, frozenset({65002, 65003}))
     assert announced.origin == frozenset({65002, 65003})
@@ -100,6 +103,7 @@ BAD_LINES = [
     message(community=[[1, 2, 3]], announcements=[{"prefixes": ["192.0.2.0/24"]}]),
     message(announcements=[{"prefixes": "192.0.2.0/24"}]),
     json.dumps({"type": "ris_message", "data": {"type": "UPDATE"}}),
+    json.dumps({"type": "ris_message", "data": {"type": "RIS_PEER_STATE", "state": "down"}}),
     "\udcff",
 ]
 
@@ -114,6 +118,7 @@ def test_bad_lines_are_counted_logged_and_skipped(caplog: pytest.LogCaptureFixtu
     assert feed.stats.as_dict() == {
         "records": 2 + len(BAD_LINES),
         "updates": 2,
+        "peer_downs": 0,
         "errors": len(BAD_LINES),
     }
     for number in range(2, 2 + len(BAD_LINES)):
