@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httptools
 from cryptography import x509
@@ -265,13 +265,55 @@ def peer_chain(transport: asyncio.BaseTransport) -> list[str]:
     return [ssl.DER_cert_to_PEM_cert(der)] if der else []
 
 
+class TurnBatchedTransport:
+    """A transport whose writes during one event-loop turn leave as one write.
+
+    uvicorn writes a response head and its body separately; on TLS each write is its own
+    record, encryption call and send(2). The gateway usually has the whole (small) answer
+    in the same turn, so batching makes it one of each. The batch leaves at the start of
+    the next turn, before any new I/O is handled, and before `close`."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = transport
+        self._loop = loop
+        self._pending: list[bytes] | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._pending is None:
+            self._pending = [data]
+            self._loop.call_soon(self.flush)
+        else:
+            self._pending.append(data)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending and not self.transport.is_closing():
+            self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
 class TlsHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol plus the ASGI TLS extension, and absolute-form request
-    targets routed by their authority (see `absolute_form_host`)."""
+    """uvicorn's httptools protocol plus the ASGI TLS extension, absolute-form request
+    targets routed by their authority (see `absolute_form_host`), and writes batched per
+    event-loop turn (`TurnBatchedTransport`)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._tls: dict[object, object] = {"client_cert_chain": peer_chain(transport)}
+        self._batched = TurnBatchedTransport(transport, self.loop)
+        self.transport = cast(asyncio.Transport, self._batched)
+
+    def handle_websocket_upgrade(self) -> None:
+        # The WebSocket protocol takes over the connection itself, unbatched.
+        self._batched.flush()
+        self.transport = self._batched.transport
+        super().handle_websocket_upgrade()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

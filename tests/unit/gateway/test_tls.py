@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ssl
 from pathlib import Path
+from typing import cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway.tls import ClientCA, cert_details, dev_ca, issue, make_ca, server_context
+from gateway.tls import (
+    ClientCA,
+    TurnBatchedTransport,
+    cert_details,
+    dev_ca,
+    issue,
+    make_ca,
+    server_context,
+)
 
 NOW = datetime.datetime(2026, 11, 26, tzinfo=datetime.UTC)
 
@@ -48,3 +58,46 @@ def test_client_certificate_checked_against_the_apps_ca(tmp_path: Path) -> None:
     assert len(details["sha256"]) == 64
     ctx = server_context(dev_ca(tmp_path / "d", ["gw"], NOW), [tmp_path / "ca.pem"])
     assert ctx.verify_mode == ssl.CERT_OPTIONAL
+
+
+class _Recorder:
+    """The few transport methods TurnBatchedTransport uses, recording what was written."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed, "written after close"
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str) -> str:
+        return f"info:{name}"
+
+
+def test_writes_in_one_turn_leave_as_one_and_close_flushes_first() -> None:
+    async def scenario() -> list[list[bytes]]:
+        raw = _Recorder()
+        batched = TurnBatchedTransport(cast(asyncio.Transport, raw), asyncio.get_running_loop())
+        batched.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+        batched.write(b"ok")
+        seen = [list(raw.writes)]  # nothing left yet: the turn is not over
+        await asyncio.sleep(0)
+        seen.append(list(raw.writes))
+        batched.write(b"tail")
+        batched.close()
+        seen.append(list(raw.writes))
+        assert raw.closed
+        assert batched.get_extra_info("peername") == "info:peername"
+        return seen
+
+    during, after_turn, after_close = asyncio.run(scenario())
+    assert during == []
+    assert after_turn == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]
+    assert after_close == [*after_turn, b"tail"]
