@@ -35,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bgp_guard.feeds.session import BgpSpeaker
-from bgp_guard.update import Prefix
+from bgp_guard.update import Prefix, Update
 from tests.integration.bgp_guard.conftest import NETNS_ADDRESSES, daemon, ns_run, run_in_netns
 
 US, THEM = "192.0.2.10", "192.0.2.1"
@@ -123,7 +123,7 @@ async def receive(speaker: BgpSpeaker, want: set[str], timeout: float) -> dict[s
 
     async def read() -> None:
         async for update in speaker.updates():
-            if update.announce:
+            if isinstance(update, Update) and update.announce:
                 got.setdefault(update.prefix, time.time())
                 if len(got) == len(want):  # a count: a subset test per Update costs O(n)
                     return

@@ -1,4 +1,6 @@
-"""Feeds: each turns one source of BGP data into an iterator of `bgp_guard.update.Update`.
+"""Feeds: each turns one source of BGP data into an iterator of `bgp_guard.update.Update`,
+with a `PeerDown` in the same stream when a peer's session ends (the guard withdraws all that
+peer's routes; no feed keeps a copy of what each peer announced).
 
 - `mrt.MrtFeed`: MRT files (RFC 6396), gzip or bzip2.
 - `ris_live.RisLiveFeed`: RIS-live `ris_message` JSON lines.

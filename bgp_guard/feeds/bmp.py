@@ -3,8 +3,9 @@
 Route Monitoring messages carry the peer's BGP UPDATE verbatim; we decode it with wire.py
 and attribute it to the monitored peer (its address and ASN from the per-peer header, section
 4.2), not to the router. Peer Up / Peer Down (sections 4.8, 4.9) track sessions: when a peer
-goes down, every route it had announced is withdrawn, as the router's own Adj-RIB-In loses
-them. Initiation and Termination (sections 4.3, 4.5) are logged. Routes the router sends
+goes down, the router's Adj-RIB-In loses every route it had announced, and the feed emits a
+`PeerDown` so the guard withdraws them all; so does a router that disconnects, for each of
+its peers, since then we cannot know what they still announce. Initiation and Termination (sections 4.3, 4.5) are logged. Routes the router sends
 *to* its peers (Adj-RIB-Out, RFC 8671 "O" flag) are not routes anyone announced to it and are
 skipped. Loc-RIB monitoring (RFC 9069) is attributed to the router's BGP identifier.
 
@@ -25,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 
 from bgp_guard.feeds.live import LiveFeed
-from bgp_guard.update import Prefix, Update
+from bgp_guard.update import PeerDown
 from bgp_guard.wire import (
     MSG_OPEN,
     MSG_UPDATE,
@@ -79,13 +80,16 @@ def decode_peer_header(body: bytes) -> PeerHeader:
 
 @dataclass(slots=True)
 class _Router:
-    """One connected router: its name and the routes each monitored peer announced."""
+    """One connected router: its name, and the ASN of each monitored peer it reported."""
 
     address: str
     name: str = ""
-    ribs: dict[PeerKey, set[tuple[Prefix, int | None]]] = field(default_factory=dict)
     asns: dict[PeerKey, int] = field(default_factory=dict)
     add_path: dict[PeerKey, frozenset[int]] = field(default_factory=dict)
+
+    @property
+    def source(self) -> str:
+        return f"bmp:{self.name or self.address}"
 
 
 class BmpListener(LiveFeed):
@@ -126,8 +130,9 @@ class BmpListener(LiveFeed):
         finally:
             writer.close()
             # Without the router we cannot know what its peers still announce.
-            for key in list(router.ribs):
-                self._peer_down(router, key, time.time())
+            now = time.time()
+            for peer_ip, asn in {key[0]: asn for key, asn in router.asns.items()}.items():
+                self._emit_peer_down(PeerDown(now, peer_ip, asn, router.source))
             self.stats.flush()
 
     def _message(self, router: _Router, mtype: int, body: bytes) -> None:
@@ -139,14 +144,13 @@ class BmpListener(LiveFeed):
             return  # statistics, route mirroring: no routes
         peer = decode_peer_header(body)
         if mtype == PEER_UP:
-            router.ribs.setdefault(peer.key, set())
             router.asns[peer.key] = peer.peer_asn
             router.add_path[peer.key] = _peer_up_add_path(body)
             self.stats.log.info(
                 "BMP router %s: peer %s AS%d up", router.address, peer.peer_ip, peer.peer_asn
             )
         elif mtype == PEER_DOWN:
-            self._peer_down(router, peer.key, peer.time)
+            self._peer_down(router, peer)
         elif not peer.flags & FLAG_ADJ_RIB_OUT:
             self._route_monitoring(router, peer, body)
 
@@ -163,37 +167,23 @@ class BmpListener(LiveFeed):
             asn4=not peer.flags & FLAG_2_BYTE_AS,
             add_path=router.add_path.get(peer.key, False),
         )
-        source = f"bmp:{router.name or router.address}"
         router.asns[peer.key] = peer.peer_asn
-        rib = router.ribs.setdefault(peer.key, set())
-        for update in msg.updates(peer.time, peer.peer_ip, peer.peer_asn, source):
-            key = (update.prefix, update.path_id)
-            if update.announce:
-                rib.add(key)
-            else:
-                rib.discard(key)
+        for update in msg.updates(peer.time, peer.peer_ip, peer.peer_asn, router.source):
             self._emit(update)
 
-    def _peer_down(self, router: _Router, key: PeerKey, when: float) -> None:
-        rib = router.ribs.pop(key, set())
-        asn = router.asns.pop(key, 0)
-        router.add_path.pop(key, None)
+    def _peer_down(self, router: _Router, peer: PeerHeader) -> None:
+        """The session to one peer ended: both its pre- and post-policy Adj-RIB-In are gone."""
+        for post_policy in (False, True):
+            key = (peer.peer_ip, peer.distinguisher, post_policy)
+            router.asns.pop(key, None)
+            router.add_path.pop(key, None)
         self.stats.log.info(
-            "BMP router %s: peer %s down, withdrawing %d routes", router.address, key[0], len(rib)
+            "BMP router %s: peer %s AS%d down, withdrawing its routes",
+            router.address,
+            peer.peer_ip,
+            peer.peer_asn,
         )
-        source = f"bmp:{router.name or router.address}"
-        for prefix, path_id in rib:
-            self._emit(
-                Update(
-                    when,
-                    key[0],
-                    asn,
-                    prefix,
-                    False,
-                    source=source,
-                    path_id=path_id,
-                )
-            )
+        self._emit_peer_down(PeerDown(peer.time, peer.peer_ip, peer.peer_asn, router.source))
 
 
 def _peer_up_add_path(body: bytes) -> frozenset[int]:

@@ -1,5 +1,5 @@
 """What the live feeds (BGP session, BMP) share: TCP servers and tasks on one asyncio loop,
-and a queue their Updates come out of."""
+and a queue their Updates (and PeerDowns) come out of."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from bgp_guard.feeds.stats import FeedStats
-from bgp_guard.update import Update
+from bgp_guard.update import FeedItem, PeerDown, Update
 
 Handler = Coroutine[Any, Any, None]
 
@@ -16,14 +16,14 @@ Handler = Coroutine[Any, Any, None]
 class LiveFeed:
     def __init__(self, kind: str) -> None:
         self.stats = FeedStats(kind)
-        self._queue: asyncio.Queue[Update] = asyncio.Queue()
+        self._queue: asyncio.Queue[FeedItem] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
         self._servers: list[asyncio.Server] = []
         self._handlers: set[asyncio.Task[Any]] = set()  # accepted connections
         self._writers: set[asyncio.StreamWriter] = set()
 
-    async def updates(self) -> AsyncIterator[Update]:
-        """Updates in arrival order, for as long as the feed runs."""
+    async def updates(self) -> AsyncIterator[FeedItem]:
+        """Updates and PeerDowns in arrival order, for as long as the feed runs."""
         while True:
             yield await self._queue.get()
 
@@ -65,3 +65,9 @@ class LiveFeed:
     def _emit(self, update: Update) -> None:
         self._queue.put_nowait(update)
         self.stats.updates += 1
+
+    def _emit_peer_down(self, down: PeerDown) -> None:
+        """The peer's session is gone, and with it every route it announced: the guard
+        withdraws them all, so the feed need not remember what each peer announced."""
+        self._queue.put_nowait(down)
+        self.stats.peer_downs += 1

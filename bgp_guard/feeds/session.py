@@ -11,7 +11,8 @@ What it does: IPv4 and IPv6 unicast (RFC 4760), 4-byte ASNs (RFC 6793), capabili
 (RFC 5492), passive (listen) or active (connect, retrying), the FSM of RFC 4271 section 8 in
 its basic form (OpenSent -> OpenConfirm -> Established, hold and keepalive timers,
 NOTIFICATION on errors). It announces nothing. When a session ends, its routes are withdrawn
-(the Adj-RIB-In is gone, RFC 4271 section 9.1.1), so detectors see the loss of visibility.
+(the Adj-RIB-In is gone, RFC 4271 section 8.2.2): the feed emits a `PeerDown` and the guard
+withdraws them, so detectors see the loss of visibility.
 
     speaker = BgpSpeaker(local_asn=65010, router_id="192.0.2.10", peers={"192.0.2.1": None})
     await speaker.listen("192.0.2.10")
@@ -27,7 +28,7 @@ import time
 from dataclasses import dataclass
 
 from bgp_guard.feeds.live import LiveFeed
-from bgp_guard.update import Prefix, Update
+from bgp_guard.update import PeerDown
 from bgp_guard.wire import (
     ADD_PATH_RECEIVE,
     AFI_IPV4,
@@ -129,14 +130,13 @@ class BgpSpeaker(LiveFeed):
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer_ip = writer.get_extra_info("peername")[0]
-        rib: set[tuple[Prefix, int | None]] = set()
         session: Established | None = None
         try:
             if self.peers is not None and peer_ip not in self.peers:
                 raise SessionError(f"{peer_ip} is not a configured neighbour")
             writer.write(self.open.encode())  # OpenSent
             session = await self._open_confirm(peer_ip, reader, writer)
-            await self._established(session, reader, writer, rib)
+            await self._established(session, reader, writer)
         except SessionError as exc:
             log.warning("BGP session with %s closed: %s", peer_ip, exc)
             if exc.notification is not None:
@@ -150,7 +150,8 @@ class BgpSpeaker(LiveFeed):
             if session is not None:
                 if self.established.get(peer_ip) is session:
                     del self.established[peer_ip]
-                self._withdraw_all(session, rib)
+                source = f"session:{peer_ip}"
+                self._emit_peer_down(PeerDown(time.time(), peer_ip, session.peer_asn, source))
             self.stats.flush()
 
     async def _open_confirm(
@@ -212,7 +213,6 @@ class BgpSpeaker(LiveFeed):
         session: Established,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        rib: set[tuple[Prefix, int | None]],
     ) -> None:
         """Read whatever has arrived and decode every whole message in it: one await per
         TCP read rather than two per message keeps up with a full-table burst."""
@@ -239,7 +239,7 @@ class BgpSpeaker(LiveFeed):
                         raise SessionError(str(exc), Notification(HEADER_ERROR)) from None
                     if off + length > len(buf):
                         break
-                    self._message(session, mtype, buf, off + HEADER_LEN, off + length, rib)
+                    self._message(session, mtype, buf, off + HEADER_LEN, off + length)
                     off += length
                 buf = buf[off:]
                 self.stats.flush()
@@ -253,7 +253,6 @@ class BgpSpeaker(LiveFeed):
         buf: bytes,
         start: int,
         end: int,
-        rib: set[tuple[Prefix, int | None]],
     ) -> None:
         stats = self.stats
         stats.records += 1
@@ -267,11 +266,6 @@ class BgpSpeaker(LiveFeed):
                 stats.bad_record(f"{source} message #{stats.records}", exc)
                 return
             for update in msg.updates(time.time(), session.peer_ip, session.peer_asn, source):
-                key = (update.prefix, update.path_id)
-                if update.announce:
-                    rib.add(key)
-                else:
-                    rib.discard(key)
                 self._emit(update)
         elif mtype == MSG_NOTIFICATION:
             raise SessionError(f"neighbour sent {Notification.decode(buf[start:end])}")
@@ -300,20 +294,3 @@ class BgpSpeaker(LiveFeed):
             raise SessionError(str(exc), Notification(HEADER_ERROR)) from None
         body = await reader.readexactly(length - HEADER_LEN)
         return mtype, body
-
-    def _withdraw_all(self, session: Established, rib: set[tuple[Prefix, int | None]]) -> None:
-        now = time.time()
-        source = f"session:{session.peer_ip}"
-        for prefix, path_id in rib:
-            self._emit(
-                Update(
-                    now,
-                    session.peer_ip,
-                    session.peer_asn,
-                    prefix,
-                    False,
-                    source=source,
-                    path_id=path_id,
-                )
-            )
-        rib.clear()

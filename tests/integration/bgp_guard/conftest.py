@@ -22,7 +22,7 @@ from typing import TypeVar
 import pytest
 
 from bgp_guard.feeds.live import LiveFeed
-from bgp_guard.update import Update
+from bgp_guard.update import PeerDown, Update
 
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
@@ -107,11 +107,14 @@ async def collect(
     feed: LiveFeed, want: set[tuple[str, bool]], timeout: float = 40
 ) -> dict[tuple[str, bool], Update]:
     """Read a live feed until every (prefix, announce) in `want` was seen; the last Update
-    per key is returned."""
+    per key is returned. A PeerDown on the way fails: the test did not expect the session
+    to end."""
     seen: dict[tuple[str, bool], Update] = {}
 
     async def read() -> None:
         async for update in feed.updates():
+            if isinstance(update, PeerDown):
+                raise AssertionError(f"{update} while waiting for {sorted(want - seen.keys())}")
             seen[(str(update.prefix), update.announce)] = update
             if want <= seen.keys():
                 return
@@ -121,3 +124,19 @@ async def collect(
     except TimeoutError:
         raise AssertionError(f"missing {sorted(want - seen.keys())}; got {sorted(seen)}") from None
     return seen
+
+
+async def peer_down(feed: LiveFeed, peer_ip: str, timeout: float = 40) -> PeerDown:
+    """Read a live feed until it reports `peer_ip`'s session down; Updates on the way are
+    skipped."""
+
+    async def read() -> PeerDown:
+        async for item in feed.updates():
+            if isinstance(item, PeerDown) and item.peer_ip == peer_ip:
+                return item
+        raise AssertionError("feed ended")
+
+    try:
+        return await asyncio.wait_for(read(), timeout)
+    except TimeoutError:
+        raise AssertionError(f"no PeerDown for {peer_ip} within {timeout} s") from None

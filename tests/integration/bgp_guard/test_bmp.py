@@ -12,7 +12,13 @@ import pytest
 
 from bgp_guard.feeds.bmp import BmpListener
 from tests.conftest import require_binaries
-from tests.integration.bgp_guard.conftest import collect, daemon, ns_run, run_in_netns
+from tests.integration.bgp_guard.conftest import (
+    collect,
+    daemon,
+    ns_run,
+    peer_down,
+    run_in_netns,
+)
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
@@ -103,9 +109,11 @@ def test_gobgpd_bmp_export(netns: str, tmp_path: Path) -> None:
                 )
                 ns_run(netns, "birdc", "-s", ctl, "disable", "s4")
                 await collect(listener, {("198.51.100.0/24", False)})
-                # Peer Down: what bird still announced is withdrawn.
+                # Peer Down: what bird still announced is gone; the guard withdraws it.
                 bird_proc.terminate()
-                await collect(listener, {("2001:db8:1::/48", False)})
+                down = await peer_down(listener, BIRD)
+                assert down.peer_asn == 4200000001 and down.source.startswith("bmp:")
+                assert listener.stats.peer_downs == 1
             assert listener.stats.errors == 0
             assert listener.stats.records >= 4  # initiation, peer up, route monitoring, peer down
         finally:

@@ -2,8 +2,8 @@
 
 bird2 connects to our passive speaker; we connect actively to gobgpd. Both announce
 documentation prefixes from 4-byte private ASNs over IPv4 and IPv6 unicast; we assert the
-Updates (AS path, next hop, origin), the withdrawals, and that a dropped session withdraws
-what it had announced.
+Updates (AS path, next hop, origin), the withdrawals, and that a dropped session is reported
+as a PeerDown (the guard then withdraws what it had announced).
 """
 
 from __future__ import annotations
@@ -17,7 +17,13 @@ import pytest
 from bgp_guard.feeds.session import BgpSpeaker
 from bgp_guard.update import Prefix
 from tests.conftest import require_binaries
-from tests.integration.bgp_guard.conftest import collect, daemon, ns_run, run_in_netns
+from tests.integration.bgp_guard.conftest import (
+    collect,
+    daemon,
+    ns_run,
+    peer_down,
+    run_in_netns,
+)
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
@@ -95,7 +101,8 @@ def test_bird2_passive(netns: str, tmp_path: Path) -> None:
                 ns_run(netns, "birdc", "-s", ctl, "disable", "s4")
                 await collect(speaker, {("198.51.100.0/24", False), ("198.51.100.128/25", False)})
                 bird.terminate()
-                await collect(speaker, {("2001:db8:1::/48", False)})
+                down = await peer_down(speaker, THEM)
+                assert (down.peer_asn, down.source) == (4200000001, f"session:{THEM}")
             assert speaker.stats.errors == 0
         finally:
             await speaker.close()

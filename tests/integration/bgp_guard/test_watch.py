@@ -1,7 +1,8 @@
 """`overcast guard watch` end to end against a real gobgpd in a namespace: gobgpd announces
 one legitimate prefix and a burst of hijacking more-specifics of a monitored prefix over a
 live BGP session; the command prints one event per hijack as JSON lines, a withdrawal
-moves one to `withdrawn`, and SIGTERM ends it with exit 3 and its latency figures."""
+moves one to `withdrawn`, the session going down moves all the others there (gobgpd sends
+no withdrawals for that), and SIGTERM ends it with exit 3 and its latency figures."""
 
 from __future__ import annotations
 
@@ -120,6 +121,17 @@ def test_watch_flags_hijacks_from_a_live_session(netns: str, tmp_path: Path) -> 
             ns_run(netns, *gobgp, "global", "rib", "del", "203.0.113.0/30")
             _, event = _next_event(lines, time.monotonic() + 30)
             assert (event["prefix"], event["state"]) == ("203.0.113.0/30", "withdrawn")
+            ns_run(netns, *gobgp, "neighbor", US, "disable")  # Cease, no withdrawals
+            withdrawn: set[str] = set()
+            deadline = time.monotonic() + 30
+            while len(withdrawn) < HIJACKS - 1:
+                _, event = _next_event(lines, deadline)
+                if event["type"] == "visibility-loss":  # 198.51.100.0/24: its only peer left
+                    assert event["prefix"] == "198.51.100.0/24", event
+                    continue
+                assert (event["type"], event["state"]) == ("subprefix-origin", "withdrawn")
+                withdrawn.add(event["prefix"])
+            assert withdrawn == set(sent) - {"203.0.113.0/30"}
             scrape = f"import urllib.request as u; print(u.urlopen('http://127.0.0.1:{METRICS_PORT}/metrics').read().decode())"
             exposed = ns_run(netns, sys.executable, "-c", scrape)
             assert (

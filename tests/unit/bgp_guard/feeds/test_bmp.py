@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from bgp_guard.feeds.bmp import (
     FLAG_2_BYTE_AS,
+    FLAG_POST_POLICY,
     INITIATION,
     PEER_DOWN,
     PEER_UP,
@@ -24,7 +25,7 @@ from bgp_guard.feeds.bmp import (
     BmpListener,
     _Router,
 )
-from bgp_guard.update import Update
+from bgp_guard.update import FeedItem, PeerDown, Update
 from bgp_guard.wire import ADD_PATH_RECEIVE, ADD_PATH_SEND, Open, WireError
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -61,10 +62,11 @@ def peer_up(router_add_path: int = 0, peer_add_path: int = 0) -> bytes:
     )
 
 
-def run(stream: bytes) -> tuple[BmpListener, list[Update]]:
-    """Send `stream` as one router, hang up, and return every Update the listener made."""
+def run(stream: bytes) -> tuple[BmpListener, list[FeedItem]]:
+    """Send `stream` as one router, hang up, and return every Update (and PeerDown) the
+    listener made."""
 
-    async def scenario() -> tuple[BmpListener, list[Update]]:
+    async def scenario() -> tuple[BmpListener, list[FeedItem]]:
         listener = BmpListener()
         await listener.listen("127.0.0.1", 0)
         port = listener._servers[0].sockets[0].getsockname()[1]
@@ -93,7 +95,9 @@ def test_session_of_messages(caplog: pytest.LogCaptureFixture) -> None:
     )
     with caplog.at_level(logging.WARNING, "bgp_guard.feeds.bmp"):
         listener, got = run(stream)
-    withdrawn, a, b, merged = got[0], got[1], got[2], got[3]
+    withdrawn, a, b, merged, down = got
+    assert isinstance(withdrawn, Update) and isinstance(a, Update)
+    assert isinstance(b, Update) and isinstance(merged, Update)
     assert (withdrawn.announce, str(withdrawn.prefix)) == (False, "203.0.113.0/24")
     assert (a.peer_ip, a.peer_asn, a.time, a.source) == (
         "192.0.2.1",
@@ -105,12 +109,15 @@ def test_session_of_messages(caplog: pytest.LogCaptureFixture) -> None:
     assert str(b.prefix) == "198.51.100.128/25"
     # 2-byte AS_PATH (A flag) with AS4_PATH merged, RFC 6793 section 4.2.3.
     assert merged.as_path == (64496, 4200000001, 4200000002)
-    # Peer Down withdraws both /24 and /25 (the /24 was announced twice: once in the RIB).
-    assert sorted((str(u.prefix), u.announce) for u in got[4:]) == [
-        ("198.51.100.0/24", False),
-        ("198.51.100.128/25", False),
-    ]
-    assert listener.stats.errors == 1
+    # Peer Down: the guard withdraws everything the peer announced. It was the router's only
+    # peer, so hanging up afterwards adds nothing.
+    assert down == PeerDown(1_700_000_000.5, "192.0.2.1", 4200000001, "bmp:edge1")
+    assert listener.stats.as_dict() == {
+        "records": 6,
+        "updates": 4,
+        "peer_downs": 1,
+        "errors": 1,
+    }
     offset = (
         6
         + 9
@@ -131,11 +138,27 @@ def test_add_path_negotiated_in_peer_up() -> None:
     )
     listener, got = run(stream)
     assert listener.stats.errors == 0
-    assert [(str(u.prefix), u.announce, u.path_id) for u in got[:3]] == [
+    updates = [u for u in got if isinstance(u, Update)]
+    assert [(str(u.prefix), u.announce, u.path_id) for u in updates[:3]] == [
         ("192.0.2.0/24", False, 7),
         ("198.51.100.0/24", True, 1),
         ("198.51.100.0/24", True, 2),
     ]
+
+
+def test_router_hanging_up_downs_each_of_its_peers_once() -> None:
+    """Pre- and post-policy monitoring of one peer is one session: one PeerDown for it."""
+    stream = (
+        bmp(PEER_UP, peer_up())
+        + bmp(ROUTE_MONITORING, peer_header() + golden("as4_path_merge"))
+        + bmp(ROUTE_MONITORING, peer_header(FLAG_POST_POLICY) + golden("as4_path_merge"))
+    )
+    listener, got = run(stream)
+    downs = [d for d in got if isinstance(d, PeerDown)]
+    assert [(d.peer_ip, d.peer_asn, d.source) for d in downs] == [
+        ("192.0.2.1", 4200000001, "bmp:127.0.0.1")
+    ]
+    assert got[-1] is downs[0] and listener.stats.peer_downs == 1
 
 
 def test_broken_common_header_closes_the_connection() -> None:

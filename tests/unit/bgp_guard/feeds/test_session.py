@@ -1,6 +1,6 @@
 """The session FSM against a scripted neighbour on loopback: malformed UPDATEs are counted
 and skipped, a broken header ends the session with a NOTIFICATION, and the routes of a
-session that ends are withdrawn. Interop with real daemons: tests/integration/bgp_guard."""
+session that ends are withdrawn (as one PeerDown). Interop with real daemons: tests/integration/bgp_guard."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from bgp_guard.feeds.session import BgpSpeaker
-from bgp_guard.update import Update
+from bgp_guard.update import FeedItem, PeerDown, Update
 from bgp_guard.wire import (
     HEADER_LEN,
     KEEPALIVE,
@@ -36,9 +36,9 @@ async def read_message(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 async def neighbour(
     speaker: BgpSpeaker, asn: int, then: list[bytes]
-) -> tuple[list[Update], Notification | None]:
-    """Open a session to `speaker` as AS`asn`, send `then`, and return every Update the
-    speaker produced plus the NOTIFICATION it sent, if any."""
+) -> tuple[list[FeedItem], Notification | None]:
+    """Open a session to `speaker` as AS`asn`, send `then`, and return every Update (and
+    PeerDown) the speaker produced plus the NOTIFICATION it sent, if any."""
     await speaker.listen("127.0.0.1", 0)
     port = speaker._servers[0].sockets[0].getsockname()[1]
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -70,8 +70,8 @@ async def neighbour(
     return got, notification
 
 
-def run(asn: int, then: list[bytes]) -> tuple[BgpSpeaker, list[Update], Notification | None]:
-    async def scenario() -> tuple[BgpSpeaker, list[Update], Notification | None]:
+def run(asn: int, then: list[bytes]) -> tuple[BgpSpeaker, list[FeedItem], Notification | None]:
+    async def scenario() -> tuple[BgpSpeaker, list[FeedItem], Notification | None]:
         speaker = BgpSpeaker(65010, "192.0.2.10", peers={"127.0.0.1": PEER_ASN}, hold_time=9)
         got, notification = await neighbour(speaker, asn, then)
         return speaker, got, notification
@@ -91,21 +91,23 @@ def test_malformed_update_is_counted_and_the_session_goes_on() -> None:
         ],
     )
     assert notification == Notification(1, 0)  # message header error, RFC 4271 section 6.1
-    announced = [(str(u.prefix), u.announce) for u in got if u.source == "session:127.0.0.1"]
+    *updates, down = got
+    announced = [(str(u.prefix), u.announce) for u in updates if isinstance(u, Update)]
+    assert len(announced) == len(updates)
     assert announced[:3] == [
         ("203.0.113.0/24", False),
         ("198.51.100.0/24", True),
         ("198.51.100.128/25", True),
     ]
     assert ("2001:db8:100::/48", True) in announced
-    # The session ended: everything still announced is withdrawn (RFC 4271 section 9.1.1).
-    assert sorted(p for p, a in announced[-4:] if not a) == [
-        "198.51.100.0/24",
-        "198.51.100.128/25",
-        "2001:db8:100::/48",
-        "2001:db8::/32",
-    ]
-    assert speaker.stats.errors == 1
+    # The session ended: everything still announced is gone (RFC 4271 section 8.2.2).
+    assert isinstance(down, PeerDown)
+    assert (down.peer_ip, down.peer_asn, down.source) == (
+        "127.0.0.1",
+        PEER_ASN,
+        "session:127.0.0.1",
+    )
+    assert speaker.stats.errors == 1 and speaker.stats.peer_downs == 1
     assert speaker.stats.records == 3  # the three UPDATEs that had a valid header
 
 
@@ -118,7 +120,7 @@ def test_wrong_asn_gets_bad_peer_as() -> None:
 def test_second_session_with_the_same_neighbour_is_refused() -> None:
     """RFC 4271 section 6.8: the duplicate gets Cease 6/7; the first session keeps its routes."""
 
-    async def scenario() -> tuple[Notification, list[Update]]:
+    async def scenario() -> tuple[Notification, list[FeedItem]]:
         speaker = BgpSpeaker(65010, "192.0.2.10", peers={"127.0.0.1": PEER_ASN}, hold_time=9)
         await speaker.listen("127.0.0.1", 0)
         port = speaker._servers[0].sockets[0].getsockname()[1]
@@ -143,4 +145,6 @@ def test_second_session_with_the_same_neighbour_is_refused() -> None:
 
     notification, got = asyncio.run(asyncio.wait_for(scenario(), 20))
     assert notification == Notification(6, 7)
-    assert [(str(u.prefix), u.announce) for u in got] == [("203.0.113.0/24", False)]
+    assert [(str(u.prefix), u.announce) for u in got if isinstance(u, Update)] == [
+        ("203.0.113.0/24", False)
+    ]
