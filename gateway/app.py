@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import html
 import json
 import logging
@@ -47,6 +48,7 @@ from gateway.request import Identity, RequestContext
 from gateway.session import (
     COOKIE,
     LOGIN_COOKIE,
+    OPENED_CACHE,
     KeyRing,
     KeyRingError,
     Session,
@@ -101,6 +103,11 @@ BACKCHANNEL_LOGOUTS = Counter(
 )
 
 
+@functools.cache  # the labelled child, found once per app and outcome
+def _decided(app: str, allowed: bool) -> Counter:
+    return REQUESTS.labels(app, "allow" if allowed else "deny")
+
+
 def client_cas(config: GatewayConfig) -> dict[str, ClientCA]:
     """The trust anchor of every app that demands client certificates (mTLS)."""
     return {n: ClientCA.load(a.client_ca) for n, a in config.apps.items() if a.client_ca}
@@ -118,6 +125,10 @@ def identity_of(session: Session) -> Identity:
         groups=tuple(g for g in groups if isinstance(g, str)) if isinstance(groups, list) else (),
         claims=claims,
     )
+
+
+# The same few paths arrive again and again; a path that is refused raises and is not kept.
+_normalised = functools.lru_cache(maxsize=4096)(normalise)
 
 
 def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
@@ -221,6 +232,8 @@ class Gateway:
         self.trusted = config.trusted_proxies
         self.refreshes: SingleFlight[Session | None] = SingleFlight()
         self._jwks = signer.jwks_json()
+        # Per session object (a refresh or a new cookie makes a new one): built once.
+        self._identities: dict[str, tuple[Session, Identity]] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -281,7 +294,7 @@ class Gateway:
             return await self._refuse(send, websocket, page(400, "Bad request", _ONE_HOST))
         raw_path = scope.get("raw_path") or scope["path"].encode()
         try:
-            path = normalise(raw_path.decode("latin-1"))
+            path = _normalised(raw_path.decode("latin-1"))
         except BadPath as exc:
             return await self._refuse(send, websocket, page(400, "Bad request", str(exc)))
         if host not in self.app_hosts:
@@ -517,7 +530,7 @@ class Gateway:
             )
             return await self._refuse(send, websocket, page(403, "Forbidden", ""))
         session, refreshed = await self.session_of(headers, now)
-        identity = identity_of(session) if session is not None else None
+        identity = self._identity(session) if session is not None else None
         ctx = RequestContext(
             method=scope.get("method", "GET"),
             host=host,
@@ -547,6 +560,16 @@ class Gateway:
             send = _with_header(send, self._session_cookie(session, now))
         await self.proxy.http(scope, receive, send, route, path, origin, extra)
 
+    def _identity(self, session: Session) -> Identity:
+        known = self._identities.get(session.sid)
+        if known is not None and known[0] is session:
+            return known[1]
+        if len(self._identities) >= OPENED_CACHE:
+            self._identities.clear()
+        identity = identity_of(session)
+        self._identities[session.sid] = (session, identity)
+        return identity
+
     def _log(
         self,
         route: Route,
@@ -557,7 +580,7 @@ class Gateway:
         allowed: bool,
         reason: str,
     ) -> None:
-        REQUESTS.labels(route.app, "allow" if allowed else "deny").inc()
+        _decided(route.app, allowed).inc()
         self.decisions.emit(
             {
                 "event": "decision",

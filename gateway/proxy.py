@@ -88,8 +88,15 @@ class RouteTable:
         """The route for `host` (case-insensitive, port ignored) with the longest prefix."""
         name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
         name = name.lower().rstrip(".")
-        candidates = [r for r in self.routes if r.host == name and r.covers(path)]
-        return max(candidates, key=lambda r: len(r.path_prefix), default=None)
+        return next((r for r in self._by_host.get(name, ()) if r.covers(path)), None)
+
+    @functools.cached_property
+    def _by_host(self) -> dict[str, tuple[Route, ...]]:
+        """Each host's routes, longest prefix first (made once: matched on every request)."""
+        hosts: dict[str, list[Route]] = {}
+        for route in sorted(self.routes, key=lambda r: -len(r.path_prefix)):
+            hosts.setdefault(route.host, []).append(route)
+        return {host: tuple(routes) for host, routes in hosts.items()}
 
 
 def hop_by_hop(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[str]:
@@ -100,7 +107,7 @@ def hop_by_hop(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[str]:
         if fold(key) == "connection"
         for token in value.decode("latin-1").split(",")
     }
-    return _HOP_BY_HOP | named
+    return _HOP_BY_HOP | named if named else _HOP_BY_HOP
 
 
 def upstream_headers(
@@ -213,15 +220,16 @@ class Proxy:
 
     def _endpoint(self, route: Route) -> tuple[Endpoint, str]:
         """Where `route`'s requests go, and the upstream's base path."""
-        if route not in self._endpoints:
+        known = self._endpoints.get(route)
+        if known is None:
             base = urlsplit(route.upstream)
             host = base.hostname or ""
             port = base.port or 443
             name = f"[{host}]" if ":" in host else host
             authority = name if port == 443 else f"{name}:{port}"
             endpoint = Endpoint(host, port, authority.encode("idna"), self._context(route))
-            self._endpoints[route] = (endpoint, base.path.rstrip("/"))
-        return self._endpoints[route]
+            known = self._endpoints[route] = (endpoint, base.path.rstrip("/"))
+        return known
 
     def _client(self) -> aiohttp.ClientSession:
         """The WebSocket client."""
