@@ -16,12 +16,23 @@ from overcast.model import ConfigError
 
 Path = tuple[str | int, ...]
 
+# A config is a few hundred values a few levels deep. Far beyond that is a mistake or an
+# attack: YAML aliases that repeat aliases expand exponentially ("billion laughs"), and deep
+# nesting exhausts the interpreter's stack.
+MAX_VALUES = 100_000
+MAX_DEPTH = 64
+
+
+class _TooLarge(Exception):
+    """The document exceeds MAX_VALUES or MAX_DEPTH; the message says which and the fix."""
+
 
 @dataclass
 class Document:
     data: Any
     marks: dict[Path, tuple[int, int]] = field(default_factory=dict)
     errors: list[ConfigError] = field(default_factory=list)
+    values: int = 0
 
     def position(self, path: Path) -> tuple[int | None, int | None]:
         """Line and column of `path`, or of its nearest ancestor found in the file."""
@@ -41,9 +52,13 @@ def parse(text: str) -> Document:
     doc = Document(data=None)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        doc.errors.append(ConfigError("", _too_deep()))
+        return doc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
+        # The problem alone: str(exc) repeats the text around it over several lines.
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
         doc.errors.append(
             ConfigError(
@@ -53,11 +68,27 @@ def parse(text: str) -> Document:
         return doc
     if node is None:
         return doc
-    doc.data = _build(node, (), doc)
+    try:
+        doc.data = _build(node, (), doc)
+    except _TooLarge as exc:
+        doc.data = None
+        doc.errors.append(ConfigError("", str(exc)))
     return doc
 
 
+def _too_deep() -> str:
+    return f"the YAML is nested more than {MAX_DEPTH} levels deep; a config never needs that"
+
+
 def _build(node: yaml.Node, path: Path, doc: Document) -> Any:
+    doc.values += 1
+    if doc.values > MAX_VALUES:
+        raise _TooLarge(
+            f"the YAML expands to more than {MAX_VALUES} values (aliases that repeat "
+            "aliases?); write the config out without nesting '*' aliases"
+        )
+    if len(path) > MAX_DEPTH:
+        raise _TooLarge(_too_deep())
     doc.marks.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}

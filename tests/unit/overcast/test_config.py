@@ -285,3 +285,32 @@ def test_cli_binary_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     path.write_bytes(b"\xff\xfe\x00garbage")
     assert main(["validate", str(path)]) == exitcodes.USAGE
     assert "file is not UTF-8 text; save it as UTF-8" in capsys.readouterr().err
+
+
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 10)}]\n" for p, n in zip("abcdefg", "bcdefgh", strict=True)
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # 10**8 values once expanded: refused after the first 100 000, in well under a second.
+        (ALIAS_BOMB + "sites: *h\n", "the YAML expands to more than 100000 values"),
+        ("sites: " + "[" * 5000 + "]" * 5000 + "\n", "nested more than 64 levels deep"),
+        ("sites: " + "{a: " * 100 + "1" + "}" * 100 + "\n", "nested more than 64 levels deep"),
+    ],
+)
+def test_cli_hostile_yaml_is_refused_not_a_crash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str
+) -> None:
+    assert main(["validate", write(tmp_path, text)]) == exitcodes.USAGE
+    err = capsys.readouterr().err
+    assert expected in err
+    assert "internal error" not in err
+
+
+def test_yaml_syntax_error_is_one_line() -> None:
+    [message] = errors_of(GOOD.replace("hq:", "hq:\x00"))
+    assert "YAML syntax error: unacceptable character #x0000" in message
+    assert "\n" not in message
