@@ -166,8 +166,10 @@ def _keys(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     try:
         public = KeyStore(args.keys).ensure_all(config.sites)
-    except (KeyStoreError, OSError) as exc:
-        raise CommandError(f"cannot set up keys in {args.keys}: {exc}") from None
+    except KeyStoreError as exc:
+        raise CommandError(str(exc)) from None
+    except OSError as exc:
+        raise CommandError(f"cannot set up keys in {args.keys}: {exc.strerror}") from None
     text = "\n".join(f"{site:<10} {key}" for site, key in public.items())
     emit(public, args.json, text)
     return exitcodes.OK

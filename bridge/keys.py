@@ -65,6 +65,17 @@ def _decode(key: str, what: str) -> bytes:
     return raw
 
 
+def _read_key(path: Path) -> str:
+    """A key file's text; bytes that are not ASCII give "" so the caller's check reports a
+    malformed key without echoing the bytes."""
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except UnicodeDecodeError:
+        return ""
+    except OSError as exc:
+        raise KeyStoreError(f"cannot read {path}: {exc.strerror}") from None
+
+
 class KeyStore:
     """One key pair per site in `directory`: `<site>.key` (0600) and `<site>.pub`."""
 
@@ -80,6 +91,8 @@ class KeyStore:
     def ensure(self, site: str) -> str:
         """Generate `site`'s key pair unless it exists; return its public key."""
         path = self.private_key_file(site)
+        if self.directory.exists() and not self.directory.is_dir():
+            raise KeyStoreError(f"{self.directory} is not a directory; give a key directory")
         if not path.exists():
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             private = generate_private_key()
@@ -102,7 +115,7 @@ class KeyStore:
         `apply_site` checks that the private key in use matches the planned public key."""
         pub = self.directory / f"{site}.pub"
         if pub.exists():
-            return check_public_key(pub.read_text().strip(), f"public key in {pub}")
+            return check_public_key(_read_key(pub), f"public key in {pub}")
         return public_key_of(self.private_key(site))
 
     def private_key(self, site: str) -> str:
@@ -110,11 +123,11 @@ class KeyStore:
         path = self.private_key_file(site)
         try:
             mode = path.stat().st_mode
-            text = path.read_text().strip()
+            text = _read_key(path)
         except FileNotFoundError:
             raise KeyStoreError(
                 f"no key for site {site!r} in {self.directory}; generate it with "
-                f"'overcast bridge keys CONFIG --keys {self.directory}' (or KeyStore.ensure)"
+                f"'overcast bridge keys CONFIG --keys {self.directory}'"
             ) from None
         except OSError as exc:
             raise KeyStoreError(f"cannot read {path}: {exc.strerror}") from None

@@ -61,3 +61,26 @@ def test_plan_errors(config: str, tmp_path: Path, capsys: pytest.CaptureFixture[
     argv = ["bridge", "plan", config, "--site", "hq", "--keys", keys, "--prefix", "X"]
     assert main(argv) == exitcodes.USAGE
     assert "interface prefix 'X'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["cloud.pub", "cloud.key"])
+def test_binary_key_file_is_named_not_a_crash(
+    config: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    keys = tmp_path / "keys"
+    main(["bridge", "keys", config, "--keys", str(keys)])
+    (keys / "cloud.pub").unlink()
+    (keys / name).write_bytes(b"\xff\xfe\x00 not a key")
+    capsys.readouterr()
+    code = main(["bridge", "plan", config, "--site", "hq", "--keys", str(keys)])
+    err = capsys.readouterr().err
+    assert code == exitcodes.FAILURE
+    assert f"key in {keys / name} is not a WireGuard key" in err
+    assert "internal error" not in err
+
+
+def test_keys_dir_that_is_a_file(
+    config: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bridge", "keys", config, "--keys", config]) == exitcodes.FAILURE
+    assert f"overcast: {config} is not a directory; give a key directory" in capsys.readouterr().err
