@@ -135,6 +135,10 @@ def load_fabric(path: str, config: OvercastConfig) -> Fabric:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise CommandError(f"cannot read fabric {path}: {exc.strerror}", exitcodes.USAGE) from None
+    except UnicodeDecodeError:
+        raise CommandError(
+            f"fabric {path} is not UTF-8 text; give the fabric JSON file", exitcodes.USAGE
+        ) from None
     try:
         fabric = Fabric.model_validate_json(text)
     except pydantic.ValidationError as exc:
@@ -168,6 +172,8 @@ def _host_port(value: str, flag: str) -> tuple[str, int]:
 def _run(args: argparse.Namespace) -> int:
     from controller.app import Controller, ControllerError, Tls
 
+    if args.audit < 0:
+        raise CommandError(f"--audit {args.audit:g}: give seconds >= 0", exitcodes.USAGE)
     tls_files = (args.tls_cert, args.tls_key, args.tls_ca)
     if any(tls_files) and not all(tls_files):
         raise CommandError(
@@ -192,8 +198,6 @@ def _run(args: argparse.Namespace) -> int:
             metrics.serve(m_port, m_host)
         except OSError as exc:
             raise CommandError(f"cannot serve metrics on {args.metrics}: {exc.strerror}") from None
-    if args.audit < 0:
-        raise CommandError(f"--audit {args.audit:g}: give seconds >= 0", exitcodes.USAGE)
     controller = Controller(config, fabric, host, port, tls, args.audit)
     try:
         controller.start()

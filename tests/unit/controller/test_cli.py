@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from controller.app import ControllerError, Tls
+from overcast import exitcodes
 from overcast.cli import main
 from tests.unit.controller.fixtures import CONFIG, fabric
 
@@ -127,3 +128,15 @@ def test_run_rejects_a_negative_audit_interval(
     argv = ["controller", "run", "--config", config, "--fabric", fab, "--audit", "-1"]
     assert main(argv) == 2
     assert "--audit -1: give seconds >= 0" in capsys.readouterr().err
+
+
+def test_binary_fabric_file(
+    files: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, _ = files
+    (tmp_path / "junk.json").write_bytes(b"\x97\xff\x00 garbage")
+    argv = ["controller", "plan", "--config", config, "--fabric", str(tmp_path / "junk.json")]
+    assert main([*argv, "--site", "hq"]) == exitcodes.USAGE
+    err = capsys.readouterr().err
+    assert f"fabric {tmp_path / 'junk.json'} is not UTF-8 text; give the fabric JSON file" in err
+    assert "internal error" not in err
