@@ -28,6 +28,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import asdict, dataclass
+from json.encoder import encode_basestring_ascii as _js
 from typing import Any, TextIO
 from urllib.parse import parse_qsl
 
@@ -181,6 +182,10 @@ def redirect(location: str, *extra: tuple[bytes, bytes]) -> Reply:
     return Reply(302, b"", headers=((b"location", location.encode()), *extra))
 
 
+def _js_or_null(text: str | None) -> str:
+    return "null" if text is None else _js(text)
+
+
 class DecisionLog:
     """Policy decisions and logouts as JSON lines, one per event, with their reason.
 
@@ -193,11 +198,38 @@ class DecisionLog:
         self._lines: list[str] = []
 
     def emit(self, event: Mapping[str, Any]) -> None:
+        if self.stream is not None:
+            self.emit_line(json.dumps(event))
+
+    def emit_line(self, line: str) -> None:
+        """One event already encoded as a JSON object on one line."""
         if self.stream is None:
             return
         if not self._lines:
             asyncio.get_running_loop().call_soon(self.flush)
-        self._lines.append(json.dumps(event))
+        self._lines.append(line)
+
+    def decision(
+        self,
+        route: Route,
+        method: str,
+        path: str,
+        ip: str,
+        identity: Identity | None,
+        allowed: bool,
+        reason: str,
+    ) -> None:
+        """A policy decision: the line `emit` would write for it, built without a dict and
+        the generic encoder, because there is one per request."""
+        if self.stream is None:
+            return
+        sub, email = (identity.sub, identity.email) if identity is not None else (None, None)
+        self.emit_line(
+            f'{{"event": "decision", "app": {_js(route.app)}, "host": {_js(route.host)}, '
+            f'"method": {_js(method)}, "path": {_js(path)}, "client_ip": {_js(ip)}, '
+            f'"sub": {_js_or_null(sub)}, "email": {_js_or_null(email)}, '
+            f'"allowed": {"true" if allowed else "false"}, "reason": {_js(reason)}}}'
+        )
 
     def flush(self) -> None:
         if self.stream is not None and self._lines:
@@ -581,20 +613,8 @@ class Gateway:
         reason: str,
     ) -> None:
         _decided(route.app, allowed).inc()
-        self.decisions.emit(
-            {
-                "event": "decision",
-                "app": route.app,
-                "host": route.host,
-                "method": scope.get("method", "GET"),
-                "path": path,
-                "client_ip": ip,
-                "sub": identity.sub if identity else None,
-                "email": identity.email if identity else None,
-                "allowed": allowed,
-                "reason": reason,
-            }
-        )
+        method = scope.get("method", "GET")
+        self.decisions.decision(route, method, path, ip, identity, allowed, reason)
 
 
 def _client_cert(scope: Scope, ca: ClientCA, now: int) -> Mapping[str, Any] | None:

@@ -9,6 +9,8 @@ import json
 import pytest
 
 from gateway.app import DecisionLog, _host_of, _same_origin, identity_of
+from gateway.proxy import Route
+from gateway.request import Identity
 from gateway.session import Session
 
 
@@ -80,3 +82,38 @@ def test_decisions_are_json_lines_written_once_per_loop_turn() -> None:
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [d["reason"] for d in lines] == ["r0", "r1", "r2"]
     DecisionLog(None).emit({"event": "decision"})  # no stream: nothing, no error
+
+
+@pytest.mark.parametrize(
+    ("identity", "path", "reason"),
+    [
+        (None, "/", "denied: not signed in"),
+        (Identity("alice", "alice@corp.example"), "/a%22b", 'allowed: "quoted" \\ back'),
+        (Identity("bj\u00f6rn\u2028", None), "/\u00e9\n", "denied: r\u00e9ason\t"),
+    ],
+)
+def test_a_decision_line_is_what_json_dumps_writes(
+    identity: Identity | None, path: str, reason: str
+) -> None:
+    stream = io.StringIO()
+    log = DecisionLog(stream)
+    route = Route("crm", "crm.corp.example", "/", "https://crm.internal")
+
+    async def one() -> None:
+        log.decision(route, "GET", path, "192.0.2.7", identity, identity is not None, reason)
+        await asyncio.sleep(0)
+
+    asyncio.run(one())
+    expected = {
+        "event": "decision",
+        "app": "crm",
+        "host": "crm.corp.example",
+        "method": "GET",
+        "path": path,
+        "client_ip": "192.0.2.7",
+        "sub": identity.sub if identity else None,
+        "email": identity.email if identity else None,
+        "allowed": identity is not None,
+        "reason": reason,
+    }
+    assert stream.getvalue() == json.dumps(expected) + "\n"
