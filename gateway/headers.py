@@ -96,6 +96,13 @@ def is_identity_header(name: bytes | str, *, keep_authorization: bool = False) -
     return folded in _IDENTITY_NAMES or folded.startswith(_IDENTITY_PREFIXES)
 
 
+@functools.lru_cache(maxsize=4096)  # the same few names on every request
+def _dropped(name: bytes, keep_authorization: bool) -> bool:
+    """Whether a request header of this name never reaches an upstream."""
+    malformed = not _TOKEN.fullmatch(name)
+    return malformed or is_identity_header(name, keep_authorization=keep_authorization)
+
+
 def strip_cookie(value: bytes, cookie_names: Iterable[str]) -> bytes:
     """`value` of a Cookie header without the named cookies (compared case-insensitively)."""
     drop = {n.lower() for n in cookie_names}
@@ -122,9 +129,7 @@ def strip_identity_headers(
     names = tuple(cookie_names)
     out: Headers = []
     for name, value in headers:
-        if not _TOKEN.fullmatch(name) or is_identity_header(
-            name, keep_authorization=keep_authorization
-        ):
+        if _dropped(name, keep_authorization):
             continue
         if fold(name) == "cookie":
             value = strip_cookie(value, names)
