@@ -38,11 +38,20 @@ def ensure(name: str) -> None:
         netns.create(name)
 
 
-def run(ns: str | None, argv: Sequence[str], timeout: float = 30.0, check: bool = True) -> str:
-    """Run `argv` inside namespace `ns` (the root namespace if None) and return stdout."""
+def run(
+    ns: str | None,
+    argv: Sequence[str],
+    timeout: float = 30.0,
+    check: bool = True,
+    stdin: str | None = None,
+) -> str:
+    """Run `argv` inside namespace `ns` (the root namespace if None), feeding it `stdin`,
+    and return stdout."""
     full = ["ip", "netns", "exec", ns, *argv] if ns else list(argv)
     try:
-        proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout, check=False)
+        proc = subprocess.run(
+            full, input=stdin, capture_output=True, text=True, timeout=timeout, check=False
+        )
     except subprocess.TimeoutExpired:
         raise LabCommandError(f"{' '.join(argv)} (netns {ns}) took over {timeout:g}s") from None
     if check and proc.returncode != 0:

@@ -4,8 +4,10 @@ run/db/log directory, so sites share nothing but the machine."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from controller.ovsdb import Ovsdb
@@ -15,6 +17,7 @@ from lab.registry import Registry
 
 SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 DAEMONS = ("ovsdb-server", "ovs-vswitchd")
+GUARD_TABLE = "overcast"  # nftables table (netdev family) in each site namespace
 
 
 def run_dir(site: SitePlan) -> Path:
@@ -147,3 +150,38 @@ def ensure_bridge(lab: LabPlan, site: SitePlan) -> None:
 def ensure_port(site: SitePlan, port: str) -> None:
     with ovsdb(site) as db:
         db.ensure_port(site.bridge, port)
+
+
+# -- the site's own IP stack stays off the switch's ports ------------------------------------
+# The userspace datapath reads each port with a packet socket, which leaves every frame to
+# the site namespace's kernel as well. Without this guard a host could address a VXLAN
+# packet to its site's overlay address and the kernel would decapsulate it into another
+# segment's tunnel device, and from there the switch carries it into that segment. An
+# nftables ingress hook runs after packet sockets took their copy (net/core/dev.c,
+# __netif_receive_skb_core), so OVS still sees every frame and the kernel none.
+
+
+def port_guard(ports: Sequence[str]) -> str:
+    """The nft script that makes the guard exactly `ports`, in one transaction."""
+    lines = [f"table netdev {GUARD_TABLE}", f"delete table netdev {GUARD_TABLE}"]
+    if ports:
+        devices = ", ".join(json.dumps(p) for p in sorted(ports))
+        lines += [
+            f"table netdev {GUARD_TABLE} {{",
+            "  chain switch-ports {",
+            f"    type filter hook ingress devices = {{ {devices} }} priority 0; policy drop;",
+            "  }",
+            "}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def guard_ports(site: SitePlan, ports: Sequence[str]) -> None:
+    """Drop every frame arriving on `ports` before the site's IP stack sees it."""
+    try:
+        netns.run(site.netns, ["nft", "-f", "-"], stdin=port_guard(ports))
+    except netns.LabCommandError as exc:
+        raise netns.LabCommandError(
+            f"guarding the switch ports of site {site.name} failed ({exc}); "
+            "install nftables (apt-get install nftables)"
+        ) from None
