@@ -62,6 +62,8 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self._waiter: asyncio.Future[None] | None = None
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
         self._drain: asyncio.Future[None] | None = None
         self._write_paused = False
         self.reset(head_request=False)
@@ -102,6 +104,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._disarm()
         if self.head_done and self.until_close and not self.complete:
             self._finish(keep_alive=False)  # RFC 9112 section 6.3 rule 8: close ends it
         elif not self.complete and self.error is None:
@@ -187,18 +190,39 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        self._disarm()
         if self.transport is not None:
             self.transport.close()
 
     async def wait(self, timeout: float) -> None:
-        """Until the parser has news (or the connection ends); TimeoutError after `timeout`."""
+        """Until the parser has news (or the connection ends); TimeoutError after `timeout`.
+
+        One timer per connection, moved only when it would fire late, instead of one per
+        wait: a wait is one or more per request, and most end long before any timeout."""
         waiter = self._waiter = self.loop.create_future()
-        timer = self.loop.call_later(timeout, _expire, waiter)
+        self._deadline = self.loop.time() + timeout
+        if self._timer is None or self._timer.when() > self._deadline:
+            self._disarm()
+            self._timer = self.loop.call_at(self._deadline, self._check_deadline)
         try:
             await waiter
         finally:
-            timer.cancel()
             self._waiter = None
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done() or self.closed:
+            return  # idle: the next wait arms it again
+        if self.loop.time() >= self._deadline:
+            waiter.set_exception(TimeoutError())
+        else:
+            self._timer = self.loop.call_at(self._deadline, self._check_deadline)
 
     async def drain(self) -> None:
         if self.closed:
@@ -218,11 +242,6 @@ class _Connection(asyncio.Protocol):
             self._read_paused = False
             self.transport.resume_reading()
         return data
-
-
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())
 
 
 class UpstreamResponse:

@@ -273,3 +273,36 @@ def test_header_value_with_line_break_is_refused() -> None:
             await pool.request(endpoint, "GET", b"/", [(b"x-a", b"1\r\nx-b: 2")])
 
     asyncio.run(serve(Script([[]]), test))
+
+
+def test_a_reused_connection_times_out_a_request_its_upstream_never_answers() -> None:
+    """The read timeout is one timer per connection: it must still fire for a later request
+    on the same connection, not only for the request that armed it."""
+    answered = asyncio.Event()
+
+    async def once_then_silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(OK)
+        answered.set()
+        await _read_request(reader)  # the second request is read and never answered
+        await asyncio.Event().wait()
+
+    async def scenario() -> float:
+        loop = asyncio.get_running_loop()
+        server = await asyncio.start_server(once_then_silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pool = UpstreamPool(read_timeout=0.3)
+        endpoint = Endpoint("127.0.0.1", port, b"x", None)
+        try:
+            assert await get(pool, endpoint) == (200, b"ok")
+            await asyncio.sleep(0.2)  # the first request's deadline is now close
+            start = loop.time()
+            with pytest.raises(TimeoutError):
+                await get(pool, endpoint)
+            return loop.time() - start
+        finally:
+            await pool.close()
+            server.close()
+
+    waited = asyncio.run(scenario())
+    assert 0.25 <= waited < 5
