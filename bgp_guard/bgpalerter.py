@@ -17,6 +17,7 @@ import yaml
 
 from bgp_guard.config import GuardConfig
 from bgp_guard.errors import InputError
+from overcast.yamlsrc import parse
 
 _PATH_FIELDS = {
     "match": "match",
@@ -77,11 +78,17 @@ def load(path: str | Path) -> tuple[GuardConfig, list[str]]:
     """Read and validate a prefixes.yml; errors name the file, the entry and the fix."""
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read BGPalerter prefixes file {path}: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML ({exc}); fix the file") from None
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read BGPalerter prefixes file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not UTF-8 text; give a BGPalerter prefixes.yml") from None
+    # Our YAML reader, not yaml.safe_load: a prefix listed twice must be reported, not
+    # silently replaced by its second entry.
+    parsed = parse(text)
+    if parsed.errors:
+        raise InputError("; ".join(e.render(str(path)) for e in parsed.errors))
+    doc = parsed.data
     section, notes = convert(doc, str(path))
     try:
         config = GuardConfig.model_validate(section)

@@ -22,7 +22,7 @@ from bgp_guard.sinks.jsonl import JsonLines
 from bgp_guard.sinks.syslog import Syslog
 from bgp_guard.sinks.text import Text, render
 from overcast import exitcodes, metrics
-from overcast.cli import CommandError, add_json_flag, emit, load_config
+from overcast.cli import CommandError, add_json_flag, emit, load_config, port_number
 
 
 def _relative(config_path: str, path: str) -> Path:
@@ -45,6 +45,16 @@ def load_guard_config(config_path: str) -> GuardConfig:
     return guard
 
 
+def require_monitoring(guard: GuardConfig, config_path: str) -> None:
+    """Without anything to monitor every run "finds nothing" and exits 0: a false all-clear."""
+    if not (guard.prefixes or guard.own_asns or (guard.leak_scope == "all" and guard.asrel_file)):
+        raise CommandError(
+            f"{config_path}: the guard: section monitors nothing; add guard.prefixes "
+            "(e.g. 192.0.2.0/24: {origins: [64500]}), guard.own_asns or guard.bgpalerter_file",
+            exitcodes.USAGE,
+        )
+
+
 def build_guard(config_path: str) -> Guard:
     """A Guard for `config_path`, with its VRP and AS-relationship files loaded."""
     guard = load_guard_config(config_path)
@@ -62,6 +72,7 @@ def build_guard(config_path: str) -> Guard:
             f"{config_path}: {key}: {exc} (paths are relative to the config file)",
             exitcodes.USAGE,
         ) from None
+    require_monitoring(guard, config_path)
     return Guard(guard, vrps=vrps, asrel=asrel)
 
 
@@ -99,7 +110,22 @@ def _replay(args: argparse.Namespace) -> int:
         + (", ".join(f"{n} {state}" for state, n in sorted(summary["events"].items())) or "none"),
         file=sys.stderr,
     )
-    return exitcodes.ALERT if fired else exitcodes.OK
+    # A file that yielded no BGP data at all, only errors, is not an MRT or RIS-live file:
+    # "no alerts" from it would be a false all-clear.
+    unreadable = [
+        path
+        for path, stat in zip(args.files, stats, strict=True)
+        if stat.errors and not (stat.updates or stat.peer_downs)
+    ]
+    if unreadable:
+        print(
+            f"overcast: no BGP data could be read from {', '.join(unreadable)}; give MRT "
+            "(plain, gzip or bzip2) or RIS-live JSON-lines files",
+            file=sys.stderr,
+        )
+    if fired:
+        return exitcodes.ALERT
+    return exitcodes.USAGE if unreadable else exitcodes.OK
 
 
 def _sinks(args: argparse.Namespace) -> list[Sink]:
@@ -172,6 +198,7 @@ def _import_bgpalerter(args: argparse.Namespace) -> int:
 
 def _roa_diff(args: argparse.Namespace) -> int:
     config = load_guard_config(args.config)
+    require_monitoring(config, args.config)
     try:
         old, new = load_vrps(args.old), load_vrps(args.new)
     except InputError as exc:
@@ -214,7 +241,8 @@ def register(sub: Any) -> None:
             "timestamp order through the detectors of the 'guard:' section, printing each "
             "event transition (ongoing, withdrawn, resolved) with the rationale for it. "
             "vrp_file, asrel_file and bgpalerter_file are read relative to the config "
-            "file. A summary goes to stderr. Exit 3 if any alert fired, 0 if none.\n\n"
+            "file. A summary goes to stderr. Exit 3 if any alert fired; else 2 if a file held "
+            "no readable BGP data, 0 if none.\n\n"
             "examples:\n"
             "  overcast guard replay --config overcast.yaml updates.20160811.1600.gz\n"
             "  overcast guard replay --config overcast.yaml --json bview.gz updates.*.gz\n"
@@ -244,7 +272,7 @@ def register(sub: Any) -> None:
     p.add_argument("--config", required=True, metavar="C", help="overcast.yaml")
     p.add_argument(
         "--metrics-port",
-        type=int,
+        type=port_number,
         metavar="PORT",
         help="serve Prometheus metrics (feed counters, events) on http://127.0.0.1:PORT/metrics",
     )

@@ -73,8 +73,16 @@ def load_vrps(path: str | Path) -> VrpSet:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read VRP file {path}: {exc}") from None
+    except OSError as exc:
+        raise InputError(f"cannot read VRP file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise InputError(
+            f"VRP file {path} is not UTF-8 text; give rpki-client -j or Routinator output"
+        ) from None
+    if not text.strip():
+        # An empty file is a download cut short or a file being rewritten, never "no ROAs":
+        # taking it would turn every announcement's RPKI state to not-found at once.
+        raise InputError(f"VRP file {path} is empty; give rpki-client -j or Routinator output")
     if text.lstrip().startswith("{"):
         return VrpSet(_from_json(path, text))
     return VrpSet(_from_csv(path, text))

@@ -52,6 +52,13 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
 
 
+def port_number(text: str) -> int:
+    """argparse type for a TCP/UDP port: a bad one is a usage error (exit 2) naming the range."""
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port; give 1-65535")
+    return int(text)
+
+
 def _validate(args: argparse.Namespace) -> int:
     try:
         config = load(args.file)

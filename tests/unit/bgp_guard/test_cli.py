@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ import yaml
 
 from overcast import exitcodes
 from overcast.cli import main
+from tests.conftest import shared_data
 
 PREFIXES_YML = """
 192.0.2.0/24:
@@ -106,3 +108,130 @@ def test_missing_data_file_names_the_key(
     err = capsys.readouterr().err
     assert "guard.asrel_file: cannot read AS relationship file" in err
     assert "relative to the config file" in err and "Traceback" not in err
+
+
+MONITORED = "sites: {}\nguard:\n  prefixes: {45.161.192.0/22: {origins: [64500]}}\n"
+RIS_LIVE = shared_data("bgp") / "ris-live-stream.json"  # one alert for MONITORED
+
+
+def write(tmp_path: Path, name: str, text: str | bytes) -> str:
+    path = tmp_path / name
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["guard", "replay", "--config", "{config}", str(RIS_LIVE)],
+        ["guard", "roa-diff", "--config", "{config}", "{config}", "{config}"],
+    ],
+)
+def test_a_guard_that_monitors_nothing_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    config = write(tmp_path, "overcast.yaml", "sites: {}\n")
+    assert main([a.format(config=config) for a in argv]) == exitcodes.USAGE
+    assert f"{config}: the guard: section monitors nothing; add guard.prefixes" in (
+        capsys.readouterr().err
+    )
+
+
+def test_replay_of_a_file_with_no_bgp_data_is_not_an_all_clear(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write(tmp_path, "overcast.yaml", MONITORED)
+    junk = write(tmp_path, "updates.gz", b"\x97\xff" * 64)
+    assert main(["guard", "replay", "--config", config, junk]) == exitcodes.USAGE
+    assert f"no BGP data could be read from {junk}; give MRT" in capsys.readouterr().err
+    # An alert from a good file still wins: exit 3, and the bad file is still named.
+    assert main(["guard", "replay", "--config", config, junk, str(RIS_LIVE)]) == exitcodes.ALERT
+    assert f"no BGP data could be read from {junk}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("127.0.0.1:99999", "is neither host:port nor a socket path"),
+        ("/nonexistent/log", "no socket at /nonexistent/log; is the syslog daemon running?"),
+    ],
+)
+def test_bad_syslog_address_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], address: str, message: str
+) -> None:
+    config = write(tmp_path, "overcast.yaml", MONITORED)
+    argv = ["guard", "replay", "--config", config, "--syslog", address, str(RIS_LIVE)]
+    assert main(argv) == exitcodes.USAGE
+    assert message in capsys.readouterr().err
+
+
+def test_a_syslog_that_goes_away_does_not_stop_the_replay(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write(tmp_path, "overcast.yaml", MONITORED)
+    path = str(tmp_path / "log")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as gone:
+        gone.bind(path)  # closed below: the path stays, nobody reads it (ECONNREFUSED)
+    argv = ["guard", "replay", "--config", config, "--syslog", path, str(RIS_LIVE)]
+    assert main(argv) == exitcodes.ALERT
+    out, err = capsys.readouterr()
+    assert "subprefix-origin" in out
+    assert f"syslog {path}: event not sent" in err
+
+
+@pytest.mark.parametrize("port", ["0", "70000", "-1", "http"])
+def test_bad_metrics_port_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], port: str
+) -> None:
+    config = write(tmp_path, "overcast.yaml", MONITORED)
+    with pytest.raises(SystemExit) as exit_:
+        main(["guard", "watch", "--config", config, f"--metrics-port={port}"])
+    assert exit_.value.code == exitcodes.USAGE
+    assert f"'{port}' is not a port; give 1-65535" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"192.0.2.0/24: {asn: 64500}\n192.0.2.0/24: {asn: 64501}\n", "duplicate key"),
+        (b"\x97\xff not text", "is not UTF-8 text; give a BGPalerter prefixes.yml"),
+        (b"192.0.2.0/24: [\n", "YAML syntax error"),
+        (b"a: " + b"[" * 2000 + b"]" * 2000 + b"\n", "nested more than 64 levels deep"),
+    ],
+)
+def test_import_bgpalerter_bad_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, message: str
+) -> None:
+    src = write(tmp_path, "prefixes.yml", content)
+    assert main(["guard", "import-bgpalerter", src]) == exitcodes.USAGE
+    err = capsys.readouterr().err
+    assert message in err and src in err
+    assert "internal error" not in err and "\n" not in err.strip()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "is empty; give rpki-client -j or Routinator output"),
+        (b"\x97\xff", "is not UTF-8 text"),
+    ],
+)
+def test_roa_diff_bad_vrp_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, message: str
+) -> None:
+    config = write(tmp_path, "overcast.yaml", MONITORED)
+    vrps = write(tmp_path, "vrps.json", content)
+    assert main(["guard", "roa-diff", "--config", config, vrps, vrps]) == exitcodes.USAGE
+    assert f"VRP file {vrps} {message}" in capsys.readouterr().err
+
+
+def test_roa_diff_missing_vrp_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write(tmp_path, "overcast.yaml", MONITORED)
+    missing = str(tmp_path / "nope.json")
+    assert main(["guard", "roa-diff", "--config", config, missing, missing]) == exitcodes.USAGE
+    assert capsys.readouterr().err == (
+        f"overcast: cannot read VRP file {missing}: No such file or directory\n"
+    )
