@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -200,8 +201,17 @@ def _plan(args: argparse.Namespace) -> int:
     return exitcodes.OK
 
 
+def _require_root(command: str) -> None:
+    if os.geteuid() != 0:
+        raise CommandError(
+            f"overcast bridge {command} needs root (it works inside network namespaces); "
+            "run it with sudo"
+        )
+
+
 def _up(args: argparse.Namespace) -> int:
     plan, keys = _site_plan(args)
+    _require_root("up")
     with _switch(args) as switch:
         try:
             applied = apply_site(
@@ -225,6 +235,7 @@ def _up(args: argparse.Namespace) -> int:
 
 def _down(args: argparse.Namespace) -> int:
     plan, _ = _site_plan(args)
+    _require_root("down")
     with _switch(args) as switch:
         try:
             removed = remove_site(plan, netns=args.netns, run_dir=_run_dir(args), switch=switch)
@@ -237,9 +248,16 @@ def _down(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     plan, _ = _site_plan(args)
+    _require_root("status")
     wg = plan.wireguard
     try:
         require_netns(args.netns)
+    except ApplyError:
+        raise CommandError(
+            f"network namespace {args.netns!r} does not exist: site {plan.site} is not up "
+            f"there; bring it up with `overcast bridge up ... --netns {args.netns}`"
+        ) from None
+    try:
         live = wireguard.show(args.netns, wg.name)
     except ApplyError as exc:
         raise CommandError(f"{exc} (is the bridge up? overcast bridge up ...)") from None

@@ -194,7 +194,8 @@ def _down(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     dirs = build.lab_dirs()
     if args.lab_id:
-        dirs = [d for d in dirs if d.name == _lab_id(args.lab_id)]
+        lab_id = _lab_id(args.lab_id)
+        dirs = [d for d in dirs if d.name == lab_id]
         if not dirs:
             raise CommandError(f"no lab {args.lab_id} on this machine", exitcodes.USAGE)
     labs, lines, healthy = [], [] if dirs else ["no labs"], True

@@ -84,3 +84,32 @@ def test_keys_dir_that_is_a_file(
 ) -> None:
     assert main(["bridge", "keys", config, "--keys", config]) == exitcodes.FAILURE
     assert f"overcast: {config} is not a directory; give a key directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["up", "down", "status"])
+def test_root_commands_say_they_need_root(
+    config: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+) -> None:
+    keys = str(tmp_path / "keys")
+    main(["bridge", "keys", config, "--keys", keys])
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    argv = ["bridge", command, config, "--site", "hq", "--keys", keys, "--netns", "hq"]
+    assert main(argv) == exitcodes.FAILURE
+    assert f"overcast bridge {command} needs root" in capsys.readouterr().err
+
+
+def test_status_of_a_missing_namespace_says_to_bring_the_site_up(
+    config: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = str(tmp_path / "keys")
+    main(["bridge", "keys", config, "--keys", keys])
+    monkeypatch.setattr("os.geteuid", lambda: 0)  # the namespace check needs no privilege
+    argv = ["bridge", "status", config, "--site", "hq", "--keys", keys, "--netns", "ocnone0"]
+    assert main(argv) == exitcodes.FAILURE
+    assert "site hq is not up there; bring it up with `overcast bridge up" in (
+        capsys.readouterr().err
+    )

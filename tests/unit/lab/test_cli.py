@@ -29,3 +29,8 @@ def test_help_teaches_with_examples(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["lab", "--help"])
     assert "overcast lab down --all" in capsys.readouterr().out
+
+
+def test_status_checks_the_lab_id_first(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["lab", "status", "BAD"]) == 2
+    assert "'BAD' is not a lab id" in capsys.readouterr().err
