@@ -229,6 +229,14 @@ def register(sub: Any) -> None:
             "leaks (valley-free, CAIDA AS relationships), visibility loss, and new neighbours "
             "of our ASNs. Exit 3 when alerts fired."
         ),
+        epilog=(
+            "examples:\n"
+            "  overcast guard replay --config overcast.yaml updates.20160811.1600.gz\n"
+            "  overcast guard watch --config overcast.yaml --json\n"
+            "  overcast guard import-bgpalerter prefixes.yml >> overcast.yaml\n"
+            "  overcast guard roa-diff --config overcast.yaml vrps-old.json vrps.json"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cmds = guard.add_subparsers(dest="guard_command", metavar="SUBCOMMAND", required=True)
 
@@ -289,7 +297,7 @@ def register(sub: Any) -> None:
             "for overcast.yaml. Fields without an equivalent (group, excludeMonitors, ...) "
             "are named on stderr. To use the file unchanged instead, set "
             "'guard: {bgpalerter_file: prefixes.yml}'.\n\n"
-            "example: overcast guard import-bgpalerter prefixes.yml >> overcast.yaml"
+            "example:\n  overcast guard import-bgpalerter prefixes.yml >> overcast.yaml"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -303,7 +311,7 @@ def register(sub: Any) -> None:
             "Compare two VRP files (rpki-client -j, Routinator json or csv) and list every "
             "added or removed ROA that covers or lies within a monitored prefix, with what "
             "it does to the RPKI validity of our announcements. Exit 3 if any.\n\n"
-            "example: overcast guard roa-diff --config overcast.yaml vrps-old.json vrps.json"
+            "example:\n  overcast guard roa-diff --config overcast.yaml vrps-old.json vrps.json"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

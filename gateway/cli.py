@@ -46,6 +46,12 @@ def register(subparsers: Any) -> None:
             "provider, checks each app's allow/deny policy, and forwards allowed requests to "
             "the app with a signed ES256 identity assertion (X-Overcast-Jwt-Assertion)."
         ),
+        epilog=(
+            "examples:\n"
+            "  overcast gateway new-session-key > /etc/overcast/session-keys\n"
+            "  overcast gateway serve overcast.yaml"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="gateway_command", metavar="COMMAND", required=True)
 

@@ -146,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
             "VLANs, overlapping prefixes, bad addresses). Prints every problem with its "
             "line, path and fix. Exit 0 if valid, 2 if not."
         ),
+        epilog=(
+            "examples:\n"
+            "  overcast validate overcast.yaml\n"
+            "  overcast validate --json overcast.yaml | jq '.errors[] | .path + \": \" + .message'"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("file", metavar="FILE", help="path to overcast.yaml")
     add_json_flag(p)
