@@ -135,7 +135,11 @@ def loads(text: str, source: str = "<config>") -> OvercastConfig:
         try:
             config = OvercastConfig.model_validate(data)
         except pydantic.ValidationError as exc:
-            errors += [_schema_error(e, doc) for e in exc.errors()]
+            # A key reported in an earlier round (wrong type) and removed is not "missing" too.
+            reported = {e.path for e in errors}
+            errors += [
+                e for e in (_schema_error(e, doc) for e in exc.errors()) if e.path not in reported
+            ]
             pruned = data
             for err in exc.errors():
                 pruned, name = _without(pruned, tuple(err["loc"]))
@@ -182,6 +186,8 @@ def _schema_error(err: Any, doc: Document) -> ConfigError:
         message = "segment needs 'mode: l2' (with vni, vlan) or 'mode: l3' (with prefixes)"
     elif kind == "union_tag_invalid":
         message = f"mode {err['input'].get('mode')!r} is not known; use 'l2' or 'l3'"
+    elif kind in ("dict_type", "model_type"):
+        message = f"must be a mapping ('name: value' entries), not {err['input']!r}"
     elif kind == "value_error":
         message = str(err["ctx"]["error"])
     else:

@@ -225,6 +225,11 @@ def test_yaml_syntax_error_reports_line_and_column() -> None:
         ("", "the file must be a mapping with a 'sites:' key at the top"),
         ("- a\n- b\n", "the file must be a mapping with a 'sites:' key at the top"),
         ("providers: {}\n", "sites: required key is missing; add it"),
+        # A wrong-typed required key is reported once, not also as "missing".
+        (
+            "sites: [a, b]\n",
+            "line 1: sites: must be a mapping ('name: value' entries), not ['a', 'b']",
+        ),
     ],
 )
 def test_wrong_document_shape(text: str, expected: str) -> None:
@@ -314,3 +319,8 @@ def test_yaml_syntax_error_is_one_line() -> None:
     [message] = errors_of(GOOD.replace("hq:", "hq:\x00"))
     assert "YAML syntax error: unacceptable character #x0000" in message
     assert "\n" not in message
+
+
+def test_wrong_typed_section_names_no_python_class() -> None:
+    [message] = errors_of(GOOD + "lab: [1]\n")
+    assert message.endswith("lab: must be a mapping ('name: value' entries), not [1]")
