@@ -45,6 +45,7 @@ class Frame:
     eth_dst: str
     eth_src: str = "02:00:00:00:00:ff"
     eth_type: int = 0x0800
+    vlan_vid: int = 0  # OFPVID_NONE: untagged; a tagged frame has 0x1000 | VID
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ class FakeSwitch:
             "eth_dst": frame.eth_dst,
             "eth_src": frame.eth_src,
             "eth_type": frame.eth_type,
+            "vlan_vid": frame.vlan_vid,
             "metadata": 0,
         }
         hits: list[Flow] = []

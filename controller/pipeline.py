@@ -9,6 +9,9 @@ The pipeline is data (`PIPELINE`): code names tables, never numbers them.
 
 Isolation: a frame only ever carries its ingress port's segment, and every output is a
 port of that segment; nothing is forwarded by NORMAL and every table misses into a drop.
+Frames with an 802.1Q tag are not classified (so dropped) unless `bridge.inner_vlan_tag`
+says tags are carried: access ports are untagged, and a tag naming another segment's VLAN
+must not ride this segment's tunnels.
 Split horizon: the full mesh of tunnels already reaches every site, so a frame that came
 from a tunnel goes to local access ports only, never into another tunnel (no loops,
 no spanning tree). A tunnel port is per (segment, peer site), so it classifies alone.
@@ -64,6 +67,11 @@ CLASS_MASK = SEGMENT_MASK | FROM_TUNNEL
 # Every Overcast flow carries "OC" in the top cookie bits and its segment's VNI in the low
 # ones (0 for pipeline-wide flows), so flows of one segment can be found on the switch.
 COOKIE_BASE = 0x4F43 << 48
+
+# OpenFlow 1.3 section 7.2.3.8: vlan_vid OFPVID_NONE matches only frames without a VLAN tag.
+# RFC 7348 section 6.1: a decapsulated frame with an inner VLAN tag SHOULD be discarded
+# unless configured otherwise, so tunnel ports admit only untagged frames too.
+OFPVID_NONE = 0x0000
 
 PRIORITY_MISS = 0
 PRIORITY_SEGMENT = 100
@@ -204,7 +212,7 @@ def plan_switch(
     for name in sorted(by_segment):
         vni = segments[name].vni
         seg_ports = by_segment[name]
-        flows += _classify(vni, seg_ports, ofports)
+        flows += _classify(vni, seg_ports, ofports, config.bridge.inner_vlan_tag)
         flows += _unicast(vni, seg_ports, ofports, _remote_macs(hosts, seg_ports))
         seg_groups = _flood_groups(vni, seg_ports, ofports)
         groups += seg_groups
@@ -228,7 +236,10 @@ def _pipeline_flows() -> Iterator[Flow]:
     yield Flow("classify", PRIORITY_FILTER, Match.of(eth_dst=RESERVED_MACS), cookie())
 
 
-def _classify(vni: int, ports: list[FabricPort], ofports: Mapping[str, int]) -> Iterator[Flow]:
+def _classify(
+    vni: int, ports: list[FabricPort], ofports: Mapping[str, int], tagged: bool
+) -> Iterator[Flow]:
+    untagged: dict[str, int] = {} if tagged else {"vlan_vid": OFPVID_NONE}
     for port in ports:
         number = ofports[port.name]
         tag = vni | (FROM_TUNNEL if port.kind == "tunnel" else 0)
@@ -236,9 +247,9 @@ def _classify(vni: int, ports: list[FabricPort], ofports: Mapping[str, int]) -> 
         # spoof another's MAC and draw its unicast. (Remote sites check their own hosts.)
         locked = port.kind == "access" and port.macs
         matches = (
-            [Match.of(in_port=number, eth_src=mac) for mac in sorted(port.macs)]
+            [Match.of(in_port=number, eth_src=mac, **untagged) for mac in sorted(port.macs)]
             if locked
-            else [Match.of(in_port=number)]
+            else [Match.of(in_port=number, **untagged)]
         )
         for match in matches:
             yield Flow(

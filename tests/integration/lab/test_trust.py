@@ -255,16 +255,17 @@ def test_segments_are_isolated_against_crafted_frames(lab: Lab) -> None:
         / datagram(finance[0], "198.19.0.255", b"spoof-bcast"),
         b"spoof-ucast": Ether(src=finance[0].mac, dst=finance[1].mac)
         / datagram(finance[0], str(finance[1].address.ip), b"spoof-ucast"),
-    }
-    outside_hr = {
-        # (b) segment hr's VLAN id on a frame of finance, broadcast and to a host of hr.
+        # (b) segment hr's VLAN id on a frame of finance, broadcast and to a host of hr:
+        # access ports are untagged and tags are not carried (bridge.inner_vlan_tag).
         b"tag-bcast": Ether(src=sender.mac, dst=bcast)
         / Dot1Q(vlan=hr_segment.vlan)
         / datagram(sender, "198.19.1.255", b"tag-bcast"),
         b"tag-ucast": Ether(src=sender.mac, dst=hr[1].mac)
         / Dot1Q(vlan=hr_segment.vlan)
         / datagram(sender, str(hr[1].address.ip), b"tag-ucast"),
-        # ... and segment hr's VNI: VXLAN addressed to the site itself (its switch port's
+    }
+    outside_hr = {
+        # (b) segment hr's VNI: VXLAN addressed to the site itself (its switch port's
         # MAC, its overlay address), and broadcast, which reaches the tunnel ports of the
         # other sites too, on every VXLAN port the lab uses.
         b"vni-site": vxlan(

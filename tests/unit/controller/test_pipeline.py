@@ -19,10 +19,12 @@ from controller.pipeline import (
     plan_switch,
     program,
 )
+from overcast.config import loads
 from tests.unit.controller.fixtures import (
     BRANCH_FIN,
     BRANCH_HR,
     CLOUD_FIN,
+    CONFIG,
     H1,
     H2,
     H3,
@@ -72,6 +74,18 @@ def test_segments_are_isolated(hq: FakeSwitch) -> None:
     assert fwd(hq, HR_TO_BRANCH, H1) == {H3_P} - {H1_P}
     for port in (H1_P, H2_P, TO_BRANCH, TO_CLOUD):
         assert not fwd(hq, port, BROADCAST) & {H3_P, HR_TO_BRANCH}
+
+
+def test_tagged_frames_are_dropped_unless_tags_are_carried(hq: FakeSwitch) -> None:
+    # 0x1000 | 20: an 802.1Q tag naming VLAN 20 (OpenFlow 1.3 OFPVID_PRESENT | VID).
+    for port, src in ((H1_P, H1), (TO_BRANCH, "02:00:00:00:77:77")):
+        assert hq.trace(Frame(port, BROADCAST, src, vlan_vid=0x1014)).ports == set()
+        assert hq.trace(Frame(port, BROADCAST, src)).ports
+    carried = loads(CONFIG + "bridge: {inner_vlan_tag: true}\n")
+    switch = FakeSwitch()
+    switch.apply(program(plan_switch(carried, fabric(), "hq", HQ_PORTS)))
+    tagged = Frame(H1_P, BROADCAST, H1, vlan_vid=0x1014)
+    assert switch.trace(tagged).ports == {H2_P, TO_BRANCH, TO_CLOUD}
 
 
 def test_trace_names_the_tables_a_frame_crosses(hq: FakeSwitch) -> None:
