@@ -129,6 +129,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
 
 
+FABRIC_SHAPE = (
+    '; a fabric is JSON: {"switches": {NAME: {"site": ..., "bridge": ..., "dpid": ..., '
+    '"ports": [...]}}}'
+)
+
+
 def load_fabric(path: str, config: OvercastConfig) -> Fabric:
     """Read and check a fabric file; any problem is a USAGE error naming the fix."""
     try:
@@ -143,7 +149,9 @@ def load_fabric(path: str, config: OvercastConfig) -> Fabric:
         fabric = Fabric.model_validate_json(text)
     except pydantic.ValidationError as exc:
         lines = [
-            f"  {'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()
+            f"  {'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"
+            + (FABRIC_SHAPE if e["type"] == "json_invalid" else "")
+            for e in exc.errors()
         ]
         raise CommandError(
             f"{len(lines)} problem(s) in fabric {path}:\n" + "\n".join(lines), exitcodes.USAGE
@@ -233,6 +241,14 @@ def _plan(args: argparse.Namespace) -> int:
             exitcodes.USAGE,
         )
     given = dict(_ofport(v) for v in args.ofport)
+    unknown = sorted(set(given) - {p.name for p in switch.ports})
+    if unknown:
+        # A misspelt port would otherwise be ignored and the plan use a made-up number.
+        raise CommandError(
+            f"--ofport {', '.join(unknown)}: no such port on site {args.site}'s switch; "
+            f"its ports: {', '.join(p.name for p in switch.ports)}",
+            exitcodes.USAGE,
+        )
     free = (n for n in range(1, 0xFFFFFF00) if n not in given.values())
     ofports = {p.name: given[p.name] if p.name in given else next(free) for p in switch.ports}
     plan = plan_switch(config, fabric, args.site, ofports)

@@ -50,6 +50,10 @@ def test_plan_json_takes_given_port_numbers(
     ("fabric_text", "message"),
     [
         ("{not json", "problem(s) in fabric"),
+        (
+            "",
+            'Invalid JSON: EOF while parsing a value at line 1 column 0; a fabric is JSON: {"switches"',
+        ),
         ('{"switches": {"hq": {"site": "hq"}}}', "switches.hq.bridge: Field required"),
         (
             '{"switches": {"hq": {"site": "hq", "bridge": "b", "dpid": 1, '
@@ -78,6 +82,7 @@ def test_bad_fabric_is_a_usage_error_naming_the_problem(
     [
         (["--site", "mars"], "no switch for site 'mars'"),
         (["--site", "hq", "--ofport", "h1"], "write NAME=NUMBER"),
+        (["--site", "hq", "--ofport", "hl=5"], "--ofport hl: no such port on site hq's switch"),
     ],
 )
 def test_plan_argument_errors(
