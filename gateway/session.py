@@ -76,9 +76,18 @@ class KeyRing:
     @classmethod
     def load(cls, path: Path) -> KeyRing:
         try:
-            return cls.parse(path.read_text(encoding="utf-8"), str(path))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise KeyRingError(f"{path}: cannot read the session key file ({exc})") from None
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise KeyRingError(
+                f"{path}: cannot read the session key file ({exc.strerror}); make one with: "
+                f"overcast gateway new-session-key > {path}"
+            ) from None
+        except UnicodeDecodeError:
+            raise KeyRingError(
+                f"{path}: the session key file is not text; it holds 'KEY_ID BASE64_KEY' "
+                "lines from overcast gateway new-session-key"
+            ) from None
+        return cls.parse(text, str(path))
 
     def seal(self, name: str, payload: bytes) -> str:
         nonce = os.urandom(_NONCE)
