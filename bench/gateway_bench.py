@@ -13,8 +13,9 @@ All on loopback, all over TLS, one load tool (wrk, keep-alive):
 By default N is 1 and the number of cores (the realistic deployment on this box). The session
 is minted with the gateway's own key ring; no IdP is involved in the hot path.
 Prints req/s, p50/p99 latency at 64 and 8 connections and the CPU time the serving process
-tree spent per request (steadier than req/s on a shared machine), and per gateway its ratio
-to nginx and added p50. Targets (issue 4): >= 0.5 of nginx, p99 <= 25 ms at 64, <= 2 ms
+tree spent per request (steadier than req/s on a shared machine), its read/write syscalls
+per request (a count: exact however loaded the machine is), and per gateway its ratio to
+nginx and added p50. Targets (issue 4): >= 0.5 of nginx, p99 <= 25 ms at 64, <= 2 ms
 added p50 at 8.
 """
 
@@ -109,8 +110,10 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
     raise SystemExit(f"{what} did not listen on {port} in 30 s")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of `pid` and all its descendants (live ones), from /proc."""
+def usage(pid: int) -> tuple[float, int]:
+    """User + system CPU seconds and read/write syscalls (/proc/PID/io syscr + syscw) of
+    `pid` and all its descendants (live ones). Syscalls per request are a count, so they
+    stay exact on a shared machine where CPU time and rates move with other load."""
     parents: dict[int, int] = {}
     times: dict[int, float] = {}
     tick = os.sysconf("SC_CLK_TCK")
@@ -129,7 +132,14 @@ def cpu_seconds(pid: int) -> float:
         current = todo.pop()
         tree.add(current)
         todo += [child for child, parent in parents.items() if parent == current]
-    return sum(times.get(p, 0.0) for p in tree)
+    calls = 0
+    for p in tree:
+        try:
+            io = Path(f"/proc/{p}/io").read_text()
+        except OSError:
+            continue
+        calls += sum(int(line.split()[1]) for line in io.splitlines() if line.startswith("sysc"))
+    return sum(times.get(p, 0.0) for p in tree), calls
 
 
 @contextmanager
@@ -267,10 +277,12 @@ class Target:
 
 def measure(target: Target, connections: int, args: argparse.Namespace) -> dict[str, float]:
     wrk(target.url, connections, 1, args.threads, target.cookie)  # warm pools and caches
-    before = cpu_seconds(target.pid)
+    cpu_before, calls_before = usage(target.pid)
     result = wrk(target.url, connections, args.duration, args.threads, target.cookie)
-    used = cpu_seconds(target.pid) - before
-    result["cpu_us"] = used / (result["rps"] * args.duration) * 1e6
+    cpu_after, calls_after = usage(target.pid)
+    requests = result["rps"] * args.duration
+    result["cpu_us"] = (cpu_after - cpu_before) / requests * 1e6
+    result["syscalls"] = (calls_after - calls_before) / requests
     return result
 
 
@@ -365,11 +377,12 @@ def main() -> None:
         print("nginx: 1 worker, upstream keepalive; gateway-N: N processes (N > 1: Redis)")
         print(
             f"{'path':<11} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/req':>11}"
+            f" {'r+w syscalls/req':>17}"
         )
         for (label, connections), r in results.items():
             print(
                 f"{label:<11} {connections:>5} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} "
-                f"{r['p99_ms']:>8.2f} {r['cpu_us']:>11.0f}"
+                f"{r['p99_ms']:>8.2f} {r['cpu_us']:>11.0f} {r['syscalls']:>17.2f}"
             )
         if args.only is not None:
             return
