@@ -97,10 +97,22 @@ class InvalidConfig(Exception):
 # -- loading -----------------------------------------------------------------------------
 
 
+# A config is a few kB; reading stops past this, so `overcast validate /dev/zero` (or a
+# multi-GB file given by mistake) ends with an error instead of filling memory.
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+
+
 def load(path: str | Path) -> OvercastConfig:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise InvalidConfig(
+                str(path),
+                [ConfigError("", f"larger than {MAX_CONFIG_BYTES >> 20} MiB; is it the config?")],
+            )
+        text = raw.decode("utf-8")
     except OSError as exc:
         raise InvalidConfig(
             str(path), [ConfigError("", f"cannot read file: {exc.strerror}")]

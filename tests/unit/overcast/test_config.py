@@ -324,3 +324,8 @@ def test_yaml_syntax_error_is_one_line() -> None:
 def test_wrong_typed_section_names_no_python_class() -> None:
     [message] = errors_of(GOOD + "lab: [1]\n")
     assert message.endswith("lab: must be a mapping ('name: value' entries), not [1]")
+
+
+def test_cli_endless_file_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "/dev/zero"]) == exitcodes.USAGE
+    assert "/dev/zero: larger than 4 MiB; is it the config?" in capsys.readouterr().err
