@@ -179,6 +179,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code
     except KeyboardInterrupt:
         return 130
+    except SystemExit as exc:
+        # A library's sys.exit (uvicorn exits 3 when it cannot bind) must not pass its own
+        # code through: 3 here means "alerts found".
+        if exc.code in (None, 0):
+            return exitcodes.OK
+        print(f"overcast: stopped (exit {exc.code} from a library; see above)", file=sys.stderr)
+        return exitcodes.FAILURE
     except BrokenPipeError:
         # `overcast ... | head` closed our stdout: not an error. Point stdout at /dev/null so
         # the interpreter's final flush does not raise again.

@@ -329,3 +329,14 @@ def test_wrong_typed_section_names_no_python_class() -> None:
 def test_cli_endless_file_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", "/dev/zero"]) == exitcodes.USAGE
     assert "/dev/zero: larger than 4 MiB; is it the config?" in capsys.readouterr().err
+
+
+def test_a_library_exit_code_does_not_pass_through(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def uvicorn_like(args: object) -> int:
+        raise SystemExit(3)  # uvicorn's STARTUP_FAILURE when it cannot bind
+
+    monkeypatch.setattr("overcast.cli._validate", uvicorn_like)
+    assert main(["validate", "overcast.yaml"]) == exitcodes.FAILURE
+    assert "stopped (exit 3 from a library; see above)" in capsys.readouterr().err
