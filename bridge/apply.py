@@ -76,6 +76,12 @@ def apply_site(
             f"the private key in {keys.private_key_file(plan.site)} does not belong to the "
             f"plan's public key for {plan.site}; plan again with this key store's public keys"
         )
+    if switch is not None and plan.switch not in switch.bridges():
+        # Checked before any change, so a missing bridge never leaves a half-built site.
+        raise ApplyError(
+            f"OVS bridge {plan.switch} does not exist; create it first (ovs-vsctl add-br "
+            f"{plan.switch}) or leave out --ovsdb; nothing was changed"
+        )
     wg = plan.wireguard
     alias = owner_alias(plan.site)
     changes: list[str] = []

@@ -164,6 +164,9 @@ def test_tunnels_join_the_site_switch(lab: Lab) -> None:
     sw = OvsSwitch(ns)
     try:
         with Ovsdb(sw.remote) as db:
+            with pytest.raises(ApplyError, match=r"OVS bridge .* does not exist; create it"):
+                apply_site(first, netns=ns, keys=lab.keys, run_dir=lab.run_dir, switch=db)
+            assert first.wireguard.name not in links(ns)  # nothing half-built
             db.ensure_bridge(first.switch)
             result = apply_site(first, netns=ns, keys=lab.keys, run_dir=lab.run_dir, switch=db)
             names = [t.name for t in first.tunnels()]
