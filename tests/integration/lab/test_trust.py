@@ -26,7 +26,7 @@ from scapy.packet import Packet, Raw
 
 from bridge import wireguard
 from lab import build, names, netns, traffic
-from lab.plan import STATE_ROOT, HostPlan, LabPlan
+from lab.plan import STATE_ROOT, HostPlan, LabPlan, SitePlan
 from overcast.config import OvercastConfig, loads
 from tests.conftest import require_binaries
 from tests.integration.lab.conftest import leftovers
@@ -317,17 +317,24 @@ def test_segments_are_isolated_against_crafted_frames(lab: Lab) -> None:
     assert [h.label for h in finance if arp_seen(h, hr[1])] == [], "a broadcast left hr"
 
 
-def test_a_site_without_wireguard_sends_nothing_in_clear_and_recovers(lab: Lab) -> None:
-    hq, branch = lab.host("hq", "finance"), lab.host("branch", "finance")
-    site = lab.plan.site("branch")
+def stop_wireguard(site: SitePlan, how: str) -> None:
+    """Take `site`'s WireGuard away: wireguard-go crashes (its interface goes with it), or
+    an operator sets the interface down (wireguard-go keeps running)."""
     wg = site.dataplane.wireguard.name
-    assert ping(hq, branch, count=2).ok, "no baseline: the sites did not reach each other"
+    if how == "killed":
+        pid = wireguard.wireguard_go_pid(wg, site.dir / "wireguard")
+        assert pid is not None, f"no wireguard-go for {wg}"
+        os.kill(pid, signal.SIGKILL)
+        assert netns.wait_until(lambda: not netns.link_exists(site.netns, wg), 5.0)
+    else:
+        netns.run(site.netns, ["ip", "link", "set", wg, "down"])
 
-    # wireguard-go crashes at branch: its interface goes with it.
-    pid = wireguard.wireguard_go_pid(wg, site.dir / "wireguard")
-    assert pid is not None, f"no wireguard-go for {wg}"
-    os.kill(pid, signal.SIGKILL)
-    assert netns.wait_until(lambda: not netns.link_exists(site.netns, wg), 5.0)
+
+@pytest.mark.parametrize("how", ["killed", "down"])
+def test_a_site_without_wireguard_sends_nothing_in_clear_and_recovers(lab: Lab, how: str) -> None:
+    hq, branch = lab.host("hq", "finance"), lab.host("branch", "finance")
+    assert ping(hq, branch, count=2).ok, "no baseline: the sites did not reach each other"
+    stop_wireguard(lab.plan.site("branch"), how)
 
     with Capture(lab.underlay()) as capture:
         lost = [ping(hq, branch), ping(branch, hq)]
@@ -338,7 +345,8 @@ def test_a_site_without_wireguard_sends_nothing_in_clear_and_recovers(lab: Lab) 
     assert [p for f in frames if (p := underlay_problem(lab, f, frozenset({"branch"})))] == []
     assert in_clear(lab, frames) == []
 
-    # `lab up` again restarts wireguard-go; the first packet from branch starts a handshake.
+    # `lab up` again restarts wireguard-go or sets the interface up; the first packet from
+    # branch starts a fresh handshake.
     lab.up()
     assert netns.wait_until(lambda: ping(branch, hq, count=1).ok, 20.0, interval=0.2)
     assert ping(hq, branch).ok
