@@ -26,7 +26,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import asdict, dataclass
 from json.encoder import encode_basestring_ascii as _js
 from typing import Any, TextIO
@@ -146,6 +146,30 @@ def _host_of(values: list[bytes]) -> str | None:
         return host[: end + 1] if end > 0 else None
     name = host.rsplit(":", 1)[0] if ":" in host else host
     return name.rstrip(".") or None
+
+
+class DecodedHeaders(Mapping[str, str]):
+    """`RequestContext.headers`: decoded on first use, as most policies never read them."""
+
+    __slots__ = ("_decoded", "_raw")
+
+    def __init__(self, raw: Headers) -> None:
+        self._raw = raw
+        self._decoded: dict[str, str] | None = None
+
+    def _fields(self) -> dict[str, str]:
+        if self._decoded is None:
+            self._decoded = {k.decode("latin-1"): v.decode("latin-1") for k, v in self._raw}
+        return self._decoded
+
+    def __getitem__(self, name: str) -> str:
+        return self._fields()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fields())
+
+    def __len__(self) -> int:
+        return len(self._fields())
 
 
 @dataclass
@@ -568,7 +592,7 @@ class Gateway:
             host=host,
             path=path,
             query=scope.get("query_string", b"").decode("latin-1"),
-            headers={k.decode("latin-1"): v.decode("latin-1") for k, v in headers},
+            headers=DecodedHeaders(headers),
             client_ip=origin.client_ip,
             client_cert=cert,
             identity=identity,

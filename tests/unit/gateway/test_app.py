@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from gateway.app import DecisionLog, _host_of, _same_origin, identity_of
+from gateway.app import DecisionLog, DecodedHeaders, _host_of, _same_origin, identity_of
 from gateway.proxy import Route
 from gateway.request import Identity
 from gateway.session import Session
@@ -117,3 +117,12 @@ def test_a_decision_line_is_what_json_dumps_writes(
         "reason": reason,
     }
     assert stream.getvalue() == json.dumps(expected) + "\n"
+
+
+def test_policy_headers_decode_like_a_dict_of_the_pairs() -> None:
+    raw = [(b"accept", b"*/*"), (b"x-team", b"caf\xe9"), (b"accept", b"text/html")]
+    lazy = DecodedHeaders(raw)
+    assert dict(lazy) == {k.decode("latin-1"): v.decode("latin-1") for k, v in raw}
+    assert lazy["x-team"] == "caf\u00e9"
+    assert "cookie" not in lazy
+    assert len(lazy) == 2
