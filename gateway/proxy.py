@@ -101,13 +101,14 @@ class RouteTable:
 
 def hop_by_hop(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[str]:
     """Names that must not cross a proxy: the fixed set and those named in `Connection`."""
-    named = {
-        token.strip().lower()
-        for key, value in headers
-        if fold(key) == "connection"
-        for token in value.decode("latin-1").split(",")
-    }
-    return _HOP_BY_HOP | named if named else _HOP_BY_HOP
+    connection = tuple(value for key, value in headers if fold(key) == "connection")
+    return _connection_names(connection) if connection else _HOP_BY_HOP
+
+
+@functools.lru_cache(maxsize=256)  # "keep-alive", "close", "upgrade": the same few values
+def _connection_names(values: tuple[bytes, ...]) -> frozenset[str]:
+    named = {token.strip().lower() for v in values for token in v.decode("latin-1").split(",")}
+    return _HOP_BY_HOP | named
 
 
 def upstream_headers(
@@ -159,7 +160,7 @@ def downstream_headers(
     out: Headers = []
     dated = False
     for key, value in headers:
-        name = fold(key)
+        name, lowered = _response_name(key)
         if name in drop:
             continue
         dated = dated or name == "date"
@@ -169,10 +170,16 @@ def downstream_headers(
                 continue
         if name in ("location", "content-location"):
             value = public_location(value, route)
-        out.append((key.lower(), value))
+        out.append((lowered, value))
     if not dated:
         out.append((b"date", http_date()))
     return out
+
+
+@functools.lru_cache(maxsize=1024)  # an upstream sends the same few names every time
+def _response_name(key: bytes) -> tuple[str, bytes]:
+    """A response field name folded (for comparing) and lower-cased (for sending)."""
+    return fold(key), key.lower()
 
 
 def public_location(value: bytes, route: Route) -> bytes:
