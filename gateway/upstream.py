@@ -436,8 +436,14 @@ def _settle(sender: asyncio.Task[None] | None) -> bool:
 def _head(method: str, target: bytes, authority: bytes, headers: Headers, chunked: bool) -> bytes:
     lines = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\nhost: ", authority, b"\r\n"]
     for name, value in headers:
-        if b"\r" in value or b"\n" in value:  # never let a value start another field
-            raise UpstreamError(f"header {name!r} carries a line break")
         lines += (name, b": ", value, b"\r\n")
     lines.append(b"transfer-encoding: chunked\r\n\r\n" if chunked else b"\r\n")
-    return b"".join(lines)
+    head = b"".join(lines)
+    # Never let a value (or the target) start another field: the head has exactly the CRLFs
+    # put there above. One count over the whole head, not a search per field.
+    crlfs = len(headers) + 3 + chunked
+    if head.count(b"\r") != crlfs or head.count(b"\n") != crlfs:
+        bad = next((n for n, v in headers if b"\r" in v or b"\n" in v), None)
+        where = f"header {bad!r}" if bad is not None else "the request target or a field name"
+        raise UpstreamError(f"{where} carries a line break")
+    return head
