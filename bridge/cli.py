@@ -144,7 +144,9 @@ def _site_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _netns_flags(parser: argparse.ArgumentParser, *, ovsdb: bool) -> None:
-    parser.add_argument("--netns", required=True, help="the site's named network namespace")
+    parser.add_argument(
+        "--netns", required=True, type=_netns_name, help="the site's named network namespace"
+    )
     if ovsdb:
         parser.add_argument(
             "--run-dir",
@@ -155,6 +157,15 @@ def _netns_flags(parser: argparse.ArgumentParser, *, ovsdb: bool) -> None:
             metavar="REMOTE",
             help="the site's ovsdb-server, e.g. unix:/run/overcast/hq/db.sock",
         )
+
+
+def _netns_name(text: str) -> str:
+    # `ip netns` keeps namespaces as files in /run/netns: a name is one path component.
+    if text in ("", ".", "..") or "/" in text or "\0" in text:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a namespace name; give the name `ip netns list` shows, e.g. hq"
+        )
+    return text
 
 
 def _keys_flag(parser: argparse.ArgumentParser) -> None:

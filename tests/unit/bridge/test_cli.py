@@ -113,3 +113,16 @@ def test_status_of_a_missing_namespace_says_to_bring_the_site_up(
     assert "site hq is not up there; bring it up with `overcast bridge up" in (
         capsys.readouterr().err
     )
+
+
+@pytest.mark.parametrize("netns", ["bad/ns", "..", ""])
+def test_netns_must_be_a_name(
+    config: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], netns: str
+) -> None:
+    argv = ["bridge", "status", config, "--site", "hq", "--keys", str(tmp_path), "--netns", netns]
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == exitcodes.USAGE
+    assert f"{netns!r} is not a namespace name; give the name `ip netns list` shows" in (
+        capsys.readouterr().err
+    )
