@@ -33,6 +33,12 @@ def convert(doc: Any, source: str) -> tuple[dict[str, Any], list[str]]:
     """A parsed prefixes.yml -> (our guard section as plain data, notes for the user)."""
     if not isinstance(doc, dict):
         raise InputError(f"{source}: expected a mapping of prefixes at the top level")
+    ours = sorted({"sites", "guard"} & set(doc))
+    if ours:
+        raise InputError(
+            f"{source} looks like an overcast.yaml (it has {' and '.join(k + ':' for k in ours)}), not a "
+            "BGPalerter prefixes.yml; give the prefixes.yml from BGPalerter's config"
+        )
     notes: list[str] = []
     prefixes: dict[str, Any] = {}
     for prefix, entry in doc.items():

@@ -200,6 +200,7 @@ def test_bad_metrics_port_is_a_usage_error(
         (b"\x97\xff not text", "is not UTF-8 text; give a BGPalerter prefixes.yml"),
         (b"192.0.2.0/24: [\n", "YAML syntax error"),
         (b"a: " + b"[" * 2000 + b"]" * 2000 + b"\n", "nested more than 64 levels deep"),
+        (MONITORED.encode(), "looks like an overcast.yaml (it has guard: and sites:), not a"),
     ],
 )
 def test_import_bgpalerter_bad_files(
