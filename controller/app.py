@@ -11,6 +11,7 @@ address in os-ken's oslo config and starts `AppManager` in-process.
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import ssl
@@ -480,7 +481,11 @@ def _check_listen(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
+            fix = (
+                "ports below 1024 need root; use the OpenFlow port 6653"
+                if exc.errno == errno.EACCES
+                else "pick a free port or an address this namespace has (ip -br addr)"
+            )
             raise ControllerError(
-                f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick a free port "
-                "or an address this namespace has (ip -br addr)"
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}; {fix}"
             ) from None

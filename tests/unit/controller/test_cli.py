@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -145,3 +147,21 @@ def test_binary_fabric_file(
     err = capsys.readouterr().err
     assert f"fabric {tmp_path / 'junk.json'} is not UTF-8 text; give the fabric JSON file" in err
     assert "internal error" not in err
+
+
+def test_run_without_root_on_a_low_port_says_so(
+    files: tuple[str, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, fab = files
+
+    def refused(self: socket.socket, address: object) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(socket.socket, "bind", refused)  # what a non-root user gets
+    monkeypatch.setattr("signal.signal", lambda *_: None)  # keep pytest's own handlers
+    argv = ["controller", "run", "--config", config, "--fabric", fab, "--listen", "127.0.0.1:653"]
+    assert main(argv) == exitcodes.FAILURE
+    assert (
+        "cannot listen on 127.0.0.1:653: Permission denied; ports below 1024 need root; "
+        "use the OpenFlow port 6653" in capsys.readouterr().err
+    )
