@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from bridge import wireguard
+from bridge import portguard, wireguard
 from bridge.keys import KeyStore, KeyStoreError, public_key_of
 from bridge.netns import NETNS_DIR, ApplyError, require_netns
 from bridge.plan import SitePlan, VxlanTunnel
@@ -51,6 +51,11 @@ def owner_alias(site: str) -> str:
     return f"overcast-bridge:{site}"
 
 
+def guard_table(site: str) -> str:
+    """The nftables table guarding the switch ports `apply_site` made for `site`."""
+    return portguard.guard_table(f"bridge-{site}")
+
+
 def apply_site(
     plan: SitePlan,
     *,
@@ -64,7 +69,8 @@ def apply_site(
     The private key comes from `keys` and must match the plan's public key. `run_dir`
     holds wireguard-go's PID and log files. With `switch` (an OVSDB connection to the
     site's ovsdb-server), the VXLAN devices are added as ports of `plan.switch`, which
-    must already exist.
+    must already exist; they get no IPv6, and on a userspace switch the site's kernel is
+    kept off them (`bridge.portguard`).
     """
     require_netns(netns)
     try:
@@ -103,7 +109,12 @@ def apply_site(
         for tunnel in wanted.values():
             _ensure_vxlan(ipr, tunnel, alias, netns, changes)
     if switch is not None:
-        _attach(switch, plan.switch, list(wanted), changes)
+        ports = list(wanted)
+        portguard.disable_ipv6(netns, ports, changes)
+        userspace = portguard.needs_guard(switch.datapath_type(plan.switch))
+        # Guarded before they join the switch, so the kernel never sees a switched frame.
+        portguard.ensure_guard(netns, guard_table(plan.site), ports if userspace else (), changes)
+        _attach(switch, plan.switch, ports, changes)
     return AppliedSite(
         site=plan.site,
         netns=netns,
@@ -140,6 +151,8 @@ def remove_site(
             for name in names:
                 if ipr.link_lookup(ifname=name):
                     _delete(ipr, name, netns, removed)
+        # Last: until its ports are gone, a switch may still read them.
+        portguard.remove_guard(netns, guard_table(plan.site), removed)
     return tuple(removed)
 
 

@@ -87,7 +87,9 @@ def register(sub: Any) -> None:
             "the kernel has one, else wireguard-go), its address and peers, and the VXLAN "
             "devices. Only what differs is changed; running it again prints 'nothing to "
             "change'. With --ovsdb the VXLAN devices also join the site's OVS bridge, which "
-            "must exist."
+            "must exist; they get no IPv6 and, on a userspace (netdev) bridge, an nftables "
+            "ingress drop (table overcast-bridge-SITE; needs nft), so the namespace's own "
+            "kernel never handles a frame meant for the switch."
         ),
         epilog=(
             "example:\n  overcast bridge up overcast.yaml --site hq --keys ./keys --netns hq "
@@ -106,7 +108,7 @@ def register(sub: Any) -> None:
         description=(
             "Stop wireguard-go, delete the site's WireGuard and VXLAN links (found by their "
             "'overcast-bridge:SITE' alias, so this works after a crash) and, with --ovsdb, "
-            "their OVS ports. Removing what is not there is fine."
+            "their OVS ports, and the nftables guard. Removing what is not there is fine."
         ),
         epilog="example:\n  overcast bridge down overcast.yaml --site hq --keys ./keys --netns hq",
         formatter_class=argparse.RawDescriptionHelpFormatter,

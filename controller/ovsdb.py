@@ -130,6 +130,11 @@ class Ovsdb:
         text = _optional(self._bridge_or_fail(bridge).datapath_id)
         return int(text, 16) if text else None
 
+    def datapath_type(self, bridge: str) -> str:
+        """The bridge's datapath: "netdev" (userspace) or "system" (OVS writes "" for it)."""
+        self._idl.run()
+        return str(self._bridge_or_fail(bridge).datapath_type) or "system"
+
     # -- writing -------------------------------------------------------------------------
 
     def ensure_bridge(

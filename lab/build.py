@@ -93,13 +93,9 @@ def up(
             f"{len(tuple(site.dataplane.tunnels()))} VXLAN tunnels"
         )
         build_dataplane(site, keys, registry)
-        switch.guard_ports(site, switch_ports(plan, site))
+        # The tunnel ports are the bridge's: apply_site guarded them.
+        switch.guard_ports(site, [h.port for h in plan.hosts_at(site.name)])
     return plan
-
-
-def switch_ports(plan: LabPlan, site: SitePlan) -> list[str]:
-    """The site switch's ports: one per host, one per tunnel."""
-    return [h.port for h in plan.hosts_at(site.name)] + [t.name for t in site.dataplane.tunnels()]
 
 
 def plan_of(config: OvercastConfig, lab_id: str, state_root: Path = STATE_ROOT) -> LabPlan:

@@ -4,12 +4,13 @@ run/db/log directory, so sites share nothing but the machine."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from bridge import portguard
+from bridge.netns import ApplyError
 from controller.ovsdb import Ovsdb
 from lab import netns
 from lab.plan import LabPlan, SitePlan
@@ -17,7 +18,7 @@ from lab.registry import Registry
 
 SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 DAEMONS = ("ovsdb-server", "ovs-vswitchd")
-GUARD_TABLE = "overcast"  # nftables table (netdev family) in each site namespace
+GUARD_TABLE = portguard.guard_table("lab")  # in each site namespace, beside the bridge's
 
 
 def run_dir(site: SitePlan) -> Path:
@@ -152,36 +153,19 @@ def ensure_port(site: SitePlan, port: str) -> None:
         db.ensure_port(site.bridge, port)
 
 
-# -- the site's own IP stack stays off the switch's ports ------------------------------------
-# The userspace datapath reads each port with a packet socket, which leaves every frame to
-# the site namespace's kernel as well. Without this guard a host could address a VXLAN
-# packet to its site's overlay address and the kernel would decapsulate it into another
-# segment's tunnel device, and from there the switch carries it into that segment. An
-# nftables ingress hook runs after packet sockets took their copy (net/core/dev.c,
-# __netif_receive_skb_core), so OVS still sees every frame and the kernel none.
-
-
-def port_guard(ports: Sequence[str]) -> str:
-    """The nft script that makes the guard exactly `ports`, in one transaction."""
-    lines = [f"table netdev {GUARD_TABLE}", f"delete table netdev {GUARD_TABLE}"]
-    if ports:
-        devices = ", ".join(json.dumps(p) for p in sorted(ports))
-        lines += [
-            f"table netdev {GUARD_TABLE} {{",
-            "  chain switch-ports {",
-            f"    type filter hook ingress devices = {{ {devices} }} priority 0; policy drop;",
-            "  }",
-            "}",
-        ]
-    return "\n".join(lines) + "\n"
+# -- the site's own IP stack stays off the host access ports ---------------------------------
+# The bridge guards the tunnel ports it attaches (bridge.apply); the lab guards the ports it
+# plugs hosts into, with the same code in a table of its own.
 
 
 def guard_ports(site: SitePlan, ports: Sequence[str]) -> None:
-    """Drop every frame arriving on `ports` before the site's IP stack sees it."""
+    """No IPv6 on `ports` and, on a userspace switch, every frame arriving on them dropped
+    before the site's IP stack sees it."""
+    guarded = ports if portguard.needs_guard(site.datapath) else ()
     try:
-        netns.run(site.netns, ["nft", "-f", "-"], stdin=port_guard(ports))
-    except netns.LabCommandError as exc:
+        portguard.disable_ipv6(site.netns, ports, [])
+        portguard.ensure_guard(site.netns, GUARD_TABLE, guarded, [])
+    except ApplyError as exc:
         raise netns.LabCommandError(
-            f"guarding the switch ports of site {site.name} failed ({exc}); "
-            "install nftables (apt-get install nftables)"
+            f"guarding the access ports of site {site.name} failed: {exc}"
         ) from None

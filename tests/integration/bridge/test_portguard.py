@@ -1,0 +1,91 @@
+"""`bridge up` with a userspace OVS: the tunnel ports it attaches are the switch's alone.
+
+A netdev OVS reads its ports with packet sockets, so without the guard the site's kernel
+receives every frame arriving on a tunnel port too (bridge.portguard). Here branch has an
+address on its tunnel to hq, and hq one on its tunnel port: hq's kernel answers branch's
+ping while the port is unguarded, and stops answering once `apply_site` guards it, while
+the switch still counts every frame.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from bridge.apply import apply_site, guard_table, remove_site
+from controller.ovsdb import Ovsdb
+from tests.conftest import require_binaries
+from tests.integration.bridge.sites import Lab, eventually, in_ns
+from tests.integration.controller.netns import OvsSwitch
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
+
+
+def ipv6_disabled(ns: str, ifname: str) -> bool:
+    out = in_ns(ns, "sysctl", "-n", f"net/ipv6/conf/{ifname}/disable_ipv6").stdout
+    return out.strip() == "1"
+
+
+def rx_packets(sw: OvsSwitch, bridge: str, port: str) -> int:
+    found = re.search(r"rx pkts=(\d+)", sw.ofctl("dump-ports", bridge, port))
+    assert found, f"no rx counter for {port} on {bridge}"
+    return int(found.group(1))
+
+
+def test_the_site_kernel_never_sees_a_frame_on_a_switch_port(lab: Lab) -> None:
+    require_binaries("ovsdb-server", "ovs-vswitchd", "ovsdb-tool", "nft", "sysctl")
+    hq, branch = lab.plan("hq"), lab.plan("branch")
+    ns, far = lab.netns["hq"], lab.netns["branch"]
+    port = next(t.name for t in hq.tunnels() if t.peer == "branch")
+    there = next(t.name for t in branch.tunnels() if t.peer == "hq")
+    table = guard_table("hq")
+    apply_site(branch, netns=far, keys=lab.keys, run_dir=lab.run_dir)
+    in_ns(far, "ip", "addr", "add", "198.51.100.2/30", "dev", there)
+
+    def kernel_answers() -> bool:
+        in_ns(far, "ip", "neigh", "flush", "dev", there)
+        return lab.ping("branch", "198.51.100.1")
+
+    sw = OvsSwitch(ns)
+    try:
+        with Ovsdb(sw.remote) as db:
+            db.ensure_bridge(hq.switch)  # the userspace (netdev) datapath
+            # Without a switch the bridge leaves the tunnel to the kernel: it answers.
+            apply_site(hq, netns=ns, keys=lab.keys, run_dir=lab.run_dir)
+            in_ns(ns, "ip", "addr", "add", "198.51.100.1/30", "dev", port)
+            eventually("hq's kernel to answer on its tunnel", kernel_answers)
+
+            result = apply_site(hq, netns=ns, keys=lab.keys, run_dir=lab.run_dir, switch=db)
+            names = sorted(t.name for t in hq.tunnels())
+            assert f"disabled IPv6 on {', '.join(names)}" in result.changes
+            assert any(
+                c.startswith(f"guarded switch ports {', '.join(names)}") for c in result.changes
+            )
+            listed = in_ns(ns, "nft", "list", "table", "netdev", table).stdout
+            assert all(n in listed for n in names) and "policy drop" in listed
+            # Only switch ports lose IPv6: WireGuard and the underlay keep it.
+            assert all(ipv6_disabled(ns, n) for n in names)
+            assert not ipv6_disabled(ns, hq.wireguard.name)
+            assert not any(ipv6_disabled(ns, f"u-{s}") for s in ("branch", "cloud"))
+
+            before = rx_packets(sw, hq.switch, port)
+            assert not kernel_answers(), "hq's kernel answered on a guarded switch port"
+            # The frames did arrive: the switch read them, only the kernel did not.
+            assert rx_packets(sw, hq.switch, port) > before
+
+            # The guard is what stops them: gone, the kernel answers; re-applied, it does not.
+            in_ns(ns, "nft", "delete", "table", "netdev", table)
+            eventually("hq's kernel to answer without the guard", kernel_answers)
+            again = apply_site(hq, netns=ns, keys=lab.keys, run_dir=lab.run_dir, switch=db)
+            assert [c for c in again.changes if c.startswith("guarded")] != []
+            assert not kernel_answers()
+            final = apply_site(hq, netns=ns, keys=lab.keys, run_dir=lab.run_dir, switch=db)
+            assert final.changes == ()
+
+            removed = remove_site(hq, netns=ns, run_dir=lab.run_dir, switch=db)
+            assert f"removed nftables netdev {table}" in removed
+            tables = in_ns(ns, "nft", "list", "tables", "netdev").stdout
+            assert table not in tables
+    finally:
+        sw.close()
