@@ -172,13 +172,23 @@ def _serve(args: argparse.Namespace) -> int:
         files = certificate(config, datetime.datetime.now(datetime.UTC))
         uv = server(gateway, files)
         uv.config.load()
-    except (SetupError, OSError, ValueError) as exc:
-        raise CommandError(f"{args.config}: gateway: {exc}") from None
+    except OSError as exc:
+        # A file the config names (secret, keys, certificates, dev CA directory).
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise CommandError(
+            f"{args.config}: gateway: {where}{exc.strerror or exc}; fix the path in the config",
+            exitcodes.USAGE,
+        ) from None
+    except (SetupError, ValueError) as exc:
+        raise CommandError(f"{args.config}: gateway: {exc}", exitcodes.USAGE) from None
     logging.getLogger("overcast.gateway").info("serving on %s", config.listen)
     if config.workers == 1:
         _serve_metrics(config, metrics.REGISTRY)
         quiet_collector()
-        uv.run()
+        try:
+            uv.run()
+        except SystemExit:  # uvicorn exits when it cannot bind; its log line says why
+            raise CommandError(_cannot_listen(config.listen)) from None
         return exitcodes.OK if uv.started else exitcodes.FAILURE
     with tempfile.TemporaryDirectory(prefix="overcast-gateway-metrics-") as shared:
         # Workers are fresh processes: they see both variables before importing anything.
@@ -191,9 +201,16 @@ def _serve(args: argparse.Namespace) -> int:
         try:
             sock = workers.bind_socket()
         except SystemExit:
-            raise CommandError(f"cannot listen on {config.listen}") from None
+            raise CommandError(_cannot_listen(config.listen)) from None
         Multiprocess(workers, sockets=[sock]).run()
     return exitcodes.OK
+
+
+def _cannot_listen(listen: str) -> str:
+    return (
+        f"cannot listen on {listen} (see the error above): another server may hold the port, "
+        "or a port below 1024 needs root; change gateway.listen"
+    )
 
 
 def _serve_metrics(config: GatewayConfig, registry: CollectorRegistry) -> None:
