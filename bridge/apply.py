@@ -107,10 +107,15 @@ def apply_site(
         for name in stale:
             _delete(ipr, name, netns, changes)
         for tunnel in wanted.values():
-            _ensure_vxlan(ipr, tunnel, alias, netns, changes)
+            _ensure_vxlan(ipr, tunnel, netns, changes)
+    if switch is not None:
+        # While new tunnels are still down: not one router solicitation or MLD report.
+        portguard.disable_ipv6(netns, list(wanted), changes)
+    with IPRoute(netns=netns, flags=0) as ipr:
+        for t in wanted.values():
+            _ensure_link_state(ipr, _index(ipr, t.name), t.name, t.mtu, alias, changes)
     if switch is not None:
         ports = list(wanted)
-        portguard.disable_ipv6(netns, ports, changes)
         userspace = portguard.needs_guard(switch.datapath_type(plan.switch))
         # Guarded before they join the switch, so the kernel never sees a switched frame.
         portguard.ensure_guard(netns, guard_table(plan.site), ports if userspace else (), changes)
@@ -225,13 +230,13 @@ def _vxlan_attrs(t: VxlanTunnel) -> dict[str, Any]:
     }
 
 
-def _ensure_vxlan(ipr: IPRoute, t: VxlanTunnel, alias: str, netns: str, changes: list[str]) -> None:
+def _ensure_vxlan(ipr: IPRoute, t: VxlanTunnel, netns: str, changes: list[str]) -> None:
+    """The VXLAN device as planned; a new one is left down (the caller sets its state)."""
     want = _vxlan_attrs(t)
     link = _link(ipr, t.name)
     if link is not None:
         data = link.get("IFLA_LINKINFO").get("IFLA_INFO_DATA") if _kind(link) == "vxlan" else None
         if data is not None and all(data.get(k) == v for k, v in want.items()):
-            _ensure_link_state(ipr, link["index"], t.name, t.mtu, alias, changes)
             return
         # VNI, addresses and port cannot be changed on a live VXLAN device: replace it.
         _delete(ipr, t.name, netns, changes)
@@ -251,7 +256,6 @@ def _ensure_vxlan(ipr: IPRoute, t: VxlanTunnel, alias: str, netns: str, changes:
         )
         raise _error(exc, f"creating VXLAN device {t.name} to {t.peer}", netns, fix) from None
     changes.append(f"created {t.name}: VNI {t.vni} to {t.peer} ({t.remote}) port {t.dstport}")
-    _ensure_link_state(ipr, _index(ipr, t.name), t.name, t.mtu, alias, changes)
 
 
 # -- the site's switch -------------------------------------------------------------------

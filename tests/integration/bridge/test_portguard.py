@@ -4,7 +4,8 @@ A netdev OVS reads its ports with packet sockets, so without the guard the site'
 receives every frame arriving on a tunnel port too (bridge.portguard). Here branch has an
 address on its tunnel to hq, and hq one on its tunnel port: hq's kernel answers branch's
 ping while the port is unguarded, and stops answering once `apply_site` guards it, while
-the switch still counts every frame.
+the switch still counts every frame. A switch port also never sends IPv6 (MLD, router
+solicitations), not even as it first comes up.
 """
 
 from __future__ import annotations
@@ -12,12 +13,19 @@ from __future__ import annotations
 import re
 
 import pytest
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Ether
 
 from bridge.apply import apply_site, guard_table, remove_site
 from controller.ovsdb import Ovsdb
 from tests.conftest import require_binaries
-from tests.integration.bridge.sites import Lab, eventually, in_ns
+from tests.integration.bridge.sites import Lab, eventually, in_ns, links
 from tests.integration.controller.netns import OvsSwitch
+from tests.integration.lab.packets import Capture
+
+# Long enough for a new link's first MLD report and router solicitation (RFC 4861 section
+# 6.3.7: at most MAX_RTR_SOLICITATION_DELAY, 1 s, after its link-local address is usable).
+IPV6_QUIET = 3.0
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
 
@@ -31,6 +39,10 @@ def rx_packets(sw: OvsSwitch, bridge: str, port: str) -> int:
     found = re.search(r"rx pkts=(\d+)", sw.ofctl("dump-ports", bridge, port))
     assert found, f"no rx counter for {port} on {bridge}"
     return int(found.group(1))
+
+
+def ipv6_from(capture: Capture, mac: str) -> list[str]:
+    return [p.summary() for p in capture.packets if IPv6 in p and p[Ether].src == mac.lower()]
 
 
 def test_the_site_kernel_never_sees_a_frame_on_a_switch_port(lab: Lab) -> None:
@@ -87,5 +99,15 @@ def test_the_site_kernel_never_sees_a_frame_on_a_switch_port(lab: Lab) -> None:
             assert f"removed nftables netdev {table}" in removed
             tables = in_ns(ns, "nft", "list", "tables", "netdev").stdout
             assert table not in tables
+
+            # Built afresh as a switch port, the tunnel never speaks IPv6, not even once
+            # as it comes up; built as a plain tunnel, it does (the capture can see it).
+            for switched in (None, db):
+                with Capture({"branch": (far, there)}) as capture:
+                    apply_site(hq, netns=ns, keys=lab.keys, run_dir=lab.run_dir, switch=switched)
+                    mac = str(links(ns)[port]["address"])
+                    spoke = capture.wait_for(lambda _, m=mac: ipv6_from(capture, m), IPV6_QUIET)
+                assert spoke == (switched is None), ipv6_from(capture, mac)
+                remove_site(hq, netns=ns, run_dir=lab.run_dir, switch=switched)
     finally:
         sw.close()
