@@ -69,8 +69,10 @@ def apply_site(
     The private key comes from `keys` and must match the plan's public key. `run_dir`
     holds wireguard-go's PID and log files. With `switch` (an OVSDB connection to the
     site's ovsdb-server), the VXLAN devices are added as ports of `plan.switch`, which
-    must already exist; they get no IPv6, and on a userspace switch the site's kernel is
-    kept off them (`bridge.portguard`).
+    must already exist; they and every other port of the switch (an operator's access
+    ports) get no IPv6, and on a userspace switch the site's kernel is kept off them
+    (`bridge.portguard`). Ports added to the switch later are guarded by the next apply;
+    until then `unguarded_ports` names them.
     """
     require_netns(netns)
     try:
@@ -108,18 +110,23 @@ def apply_site(
             _delete(ipr, name, netns, changes)
         for tunnel in wanted.values():
             _ensure_vxlan(ipr, tunnel, netns, changes)
+        # The tunnels and every other port an operator plugged into the switch.
+        ports = (
+            sorted({*wanted, *_switch_ports(ipr, switch, plan.switch)})
+            if switch is not None
+            else []
+        )
     if switch is not None:
         # While new tunnels are still down: not one router solicitation or MLD report.
-        portguard.disable_ipv6(netns, list(wanted), changes)
+        portguard.disable_ipv6(netns, ports, changes)
     with IPRoute(netns=netns, flags=0) as ipr:
         for t in wanted.values():
             _ensure_link_state(ipr, _index(ipr, t.name), t.name, t.mtu, alias, changes)
     if switch is not None:
-        ports = list(wanted)
         userspace = portguard.needs_guard(switch.datapath_type(plan.switch))
         # Guarded before they join the switch, so the kernel never sees a switched frame.
         portguard.ensure_guard(netns, guard_table(plan.site), ports if userspace else (), changes)
-        _attach(switch, plan.switch, ports, changes)
+        _attach(switch, plan.switch, list(wanted), changes)
     return AppliedSite(
         site=plan.site,
         netns=netns,
@@ -128,6 +135,16 @@ def apply_site(
         links=(wg.name, *wanted),
         changes=tuple(changes),
     )
+
+
+def unguarded_ports(plan: SitePlan, *, netns: str, switch: Ovsdb) -> tuple[str, ...]:
+    """Ports of the site's switch whose frames the site's kernel still sees: none on a
+    kernel-datapath switch; on a userspace one, those added since the last `apply_site`."""
+    if not portguard.needs_guard(switch.datapath_type(plan.switch)):
+        return ()
+    with IPRoute(netns=netns, flags=0) as ipr:
+        ports = _switch_ports(ipr, switch, plan.switch)
+    return tuple(portguard.unguarded(netns, guard_table(plan.site), ports))
 
 
 def remove_site(
@@ -259,7 +276,7 @@ def _ensure_vxlan(ipr: IPRoute, t: VxlanTunnel, netns: str, changes: list[str]) 
 
 
 # -- the site's switch -------------------------------------------------------------------
-# controller.ovsdb owns OVSDB; these two calls are all the bridge needs from it.
+# controller.ovsdb owns OVSDB; the bridge only reads and changes ports through it.
 
 
 def _attach(switch: Ovsdb, bridge: str, names: list[str], changes: list[str]) -> None:
@@ -268,6 +285,11 @@ def _attach(switch: Ovsdb, bridge: str, names: list[str], changes: list[str]) ->
         switch.ensure_port(bridge, name)
         if name not in present:
             changes.append(f"added port {name} to {bridge}")
+
+
+def _switch_ports(ipr: IPRoute, switch: Ovsdb, bridge: str) -> list[str]:
+    links = (str(link.get("IFLA_IFNAME")) for link in ipr.get_links())
+    return portguard.switch_ports(bridge, switch.ports(bridge), links)
 
 
 def _detach(switch: Ovsdb, bridge: str, names: list[str], changes: list[str]) -> None:

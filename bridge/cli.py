@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge import wireguard
-from bridge.apply import apply_site, remove_site
+from bridge.apply import apply_site, remove_site, unguarded_ports
 from bridge.keys import KeyStore, KeyStoreError
 from bridge.netns import ApplyError, require_netns
 from bridge.plan import PlanError, SitePlan, peers_of, plan_site
@@ -122,14 +122,21 @@ def register(sub: Any) -> None:
         "status",
         help="WireGuard peers of a site: handshake age and traffic (root)",
         description=(
-            "Show each peer of SITE as its WireGuard interface in NETNS sees it. Exit 0 if "
-            "every peer has completed a handshake, 1 if any has not (that tunnel is down)."
+            "Show each peer of SITE as its WireGuard interface in NETNS sees it. With --ovsdb "
+            "also list the ports of the site's userspace OVS bridge that are not guarded yet "
+            "(plugged in since the last 'up', which guards them). Exit 0 if every peer has "
+            "completed a handshake and no port is unguarded, 1 if a tunnel is down or a "
+            "port unguarded."
         ),
-        epilog="example:\n  overcast bridge status overcast.yaml --site hq --keys ./keys --netns hq",
+        epilog=(
+            "example:\n  overcast bridge status overcast.yaml --site hq --keys ./keys --netns hq "
+            "--ovsdb unix:/run/overcast/hq/db.sock"
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _site_flags(p)
     _netns_flags(p, ovsdb=False)
+    _ovsdb_flag(p)
     add_json_flag(p)
     p.set_defaults(handler=_status)
 
@@ -154,11 +161,15 @@ def _netns_flags(parser: argparse.ArgumentParser, *, ovsdb: bool) -> None:
             "--run-dir",
             help=f"where wireguard-go's PID and log go (default {RUN_ROOT}/NETNS)",
         )
-        parser.add_argument(
-            "--ovsdb",
-            metavar="REMOTE",
-            help="the site's ovsdb-server, e.g. unix:/run/overcast/hq/db.sock",
-        )
+        _ovsdb_flag(parser)
+
+
+def _ovsdb_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ovsdb",
+        metavar="REMOTE",
+        help="the site's ovsdb-server, e.g. unix:/run/overcast/hq/db.sock",
+    )
 
 
 def _netns_name(text: str) -> str:
@@ -297,11 +308,26 @@ def _status(args: argparse.Namespace) -> int:
             f"  {p['site']:<10} {p['endpoint'] or '-':<22} {what:<22} "
             f"rx {p['rx_bytes']} tx {p['tx_bytes']}"
         )
-    emit({"site": plan.site, "interface": wg.name, "peers": peers}, args.json, "\n".join(lines))
-    # A peer that has never completed a handshake is a tunnel that is down.
-    return (
-        exitcodes.OK if all(p["handshake_age_s"] is not None for p in peers) else exitcodes.FAILURE
-    )
+    data: dict[str, Any] = {"site": plan.site, "interface": wg.name, "peers": peers}
+    with _switch(args) as switch:
+        if switch is not None:
+            try:
+                unguarded = unguarded_ports(plan, netns=args.netns, switch=switch)
+            except (ApplyError, OvsdbError) as exc:
+                raise CommandError(str(exc)) from None
+            data["unguarded_ports"] = list(unguarded)
+            lines.append(
+                f"  unguarded switch ports: {', '.join(unguarded)} "
+                "(guard them: overcast bridge up ... --ovsdb)"
+                if unguarded
+                else f"  no unguarded ports on {plan.switch}"
+            )
+    emit(data, args.json, "\n".join(lines))
+    # A peer that has never completed a handshake is a tunnel that is down; an unguarded
+    # switch port lets a host reach the site's kernel (bridge.portguard).
+    tunnels_up = all(p["handshake_age_s"] is not None for p in peers)
+    guarded = not data.get("unguarded_ports")
+    return exitcodes.OK if tunnels_up and guarded else exitcodes.FAILURE
 
 
 def _run_dir(args: argparse.Namespace) -> Path:

@@ -12,7 +12,8 @@ would blackhole the switch, so only userspace switches get one.
 The kernel also has no business talking IPv6 (router solicitations, MLD reports) out of a
 switch port, so switch ports get disable_ipv6 whatever the datapath.
 
-`render_guard` and `guarded_ports` are pure; `ensure_guard` and `disable_ipv6` apply.
+`switch_ports`, `render_guard` and `guarded_ports` are pure; `ensure_guard` and
+`disable_ipv6` apply, `unguarded` reads.
 """
 
 from __future__ import annotations
@@ -40,6 +41,14 @@ def guard_table(owner: str) -> str:
 
 def needs_guard(datapath_type: str) -> bool:
     return datapath_type == USERSPACE
+
+
+def switch_ports(bridge: str, ports: Iterable[str], links: Iterable[str]) -> list[str]:
+    """The ports of OVS `bridge` to keep the site's kernel off: every one that is a link in
+    the namespace (tunnels and an operator's access ports alike), except the bridge's own
+    internal port, named after the bridge, which is the kernel's way into the switch."""
+    present = set(links)
+    return sorted(p for p in set(ports) if p != bridge and p in present)
 
 
 def render_guard(table: str, ports: Iterable[str]) -> str:
@@ -94,6 +103,11 @@ def remove_guard(netns: str, table: str, changes: list[str]) -> None:
     """Remove `table` if it is there; without nft installed there can be none of ours."""
     if shutil.which("nft") is not None:
         ensure_guard(netns, table, (), changes)
+
+
+def unguarded(netns: str, table: str, ports: Iterable[str]) -> list[str]:
+    """Those of `ports` that `table` in `netns` does not guard."""
+    return sorted(set(ports) - (_current(netns, table) or frozenset()))
 
 
 def _current(netns: str, table: str) -> frozenset[str] | None:

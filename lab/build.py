@@ -92,9 +92,8 @@ def up(
             f"lab {plan.lab_id}: site {site.name} WireGuard {wg.name} mtu {wg.mtu}, "
             f"{len(tuple(site.dataplane.tunnels()))} VXLAN tunnels"
         )
+        # After the hosts: apply_site guards every port of the switch, host ports included.
         build_dataplane(site, keys, registry)
-        # The tunnel ports are the bridge's: apply_site guarded them.
-        switch.guard_ports(site, [h.port for h in plan.hosts_at(site.name)])
     return plan
 
 

@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Sequence
 from pathlib import Path
 
-from bridge import portguard
-from bridge.netns import ApplyError
 from controller.ovsdb import Ovsdb
 from lab import netns
 from lab.plan import LabPlan, SitePlan
@@ -18,7 +15,6 @@ from lab.registry import Registry
 
 SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 DAEMONS = ("ovsdb-server", "ovs-vswitchd")
-GUARD_TABLE = portguard.guard_table("lab")  # in each site namespace, beside the bridge's
 
 
 def run_dir(site: SitePlan) -> Path:
@@ -151,21 +147,3 @@ def ensure_bridge(lab: LabPlan, site: SitePlan) -> None:
 def ensure_port(site: SitePlan, port: str) -> None:
     with ovsdb(site) as db:
         db.ensure_port(site.bridge, port)
-
-
-# -- the site's own IP stack stays off the host access ports ---------------------------------
-# The bridge guards the tunnel ports it attaches (bridge.apply); the lab guards the ports it
-# plugs hosts into, with the same code in a table of its own.
-
-
-def guard_ports(site: SitePlan, ports: Sequence[str]) -> None:
-    """No IPv6 on `ports` and, on a userspace switch, every frame arriving on them dropped
-    before the site's IP stack sees it."""
-    guarded = ports if portguard.needs_guard(site.datapath) else ()
-    try:
-        portguard.disable_ipv6(site.netns, ports, [])
-        portguard.ensure_guard(site.netns, GUARD_TABLE, guarded, [])
-    except ApplyError as exc:
-        raise netns.LabCommandError(
-            f"guarding the access ports of site {site.name} failed: {exc}"
-        ) from None

@@ -5,21 +5,28 @@ receives every frame arriving on a tunnel port too (bridge.portguard). Here bran
 address on its tunnel to hq, and hq one on its tunnel port: hq's kernel answers branch's
 ping while the port is unguarded, and stops answering once `apply_site` guards it, while
 the switch still counts every frame. A switch port also never sends IPv6 (MLD, router
-solicitations), not even as it first comes up.
+solicitations), not even as it first comes up. The ports an operator plugs hosts into are
+guarded as well, by the next `bridge up` after they join the switch; until then `bridge
+status` names them.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import pytest
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
-from bridge.apply import apply_site, guard_table, remove_site
+from bridge.apply import apply_site, guard_table, remove_site, unguarded_ports
+from bridge.portguard import guarded_ports
 from controller.ovsdb import Ovsdb
+from overcast import exitcodes
+from overcast.cli import main
 from tests.conftest import require_binaries
-from tests.integration.bridge.sites import Lab, eventually, in_ns, links
+from tests.integration.bridge.sites import CONFIG, Lab, eventually, in_ns, links
 from tests.integration.controller.netns import OvsSwitch
 from tests.integration.lab.packets import Capture
 
@@ -109,5 +116,59 @@ def test_the_site_kernel_never_sees_a_frame_on_a_switch_port(lab: Lab) -> None:
                     spoke = capture.wait_for(lambda _, m=mac: ipv6_from(capture, m), IPV6_QUIET)
                 assert spoke == (switched is None), ipv6_from(capture, mac)
                 remove_site(hq, netns=ns, run_dir=lab.run_dir, switch=switched)
+    finally:
+        sw.close()
+
+
+def test_access_ports_plugged_into_the_switch_are_guarded_by_the_next_up(
+    lab: Lab, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    require_binaries("ovsdb-server", "ovs-vswitchd", "ovsdb-tool", "nft", "sysctl")
+    hq, ns, table = lab.plan("hq"), lab.netns["hq"], guard_table("hq")
+    tunnels = {t.name for t in hq.tunnels()}
+    config = tmp_path / "overcast.yaml"
+    config.write_text(CONFIG)
+    for port in ("acc1", "acc2"):  # host-facing ends, as an operator would plug them in
+        in_ns(ns, "ip", "link", "add", port, "type", "veth", "peer", "name", f"{port}h")
+        in_ns(ns, "ip", "link", "set", port, "up")
+
+    def guarded() -> frozenset[str]:
+        return guarded_ports(in_ns(ns, "nft", "list", "table", "netdev", table).stdout)
+
+    def status(remote: str) -> tuple[list[str], str]:
+        argv = ["--site", "hq", "--keys", str(lab.keys.directory), "--prefix", lab.prefix]
+        code = main(["bridge", "status", str(config), *argv, "--netns", ns, "--ovsdb", remote])
+        out = capsys.readouterr().out
+        # No peer is up here, so status fails anyway: the report is what is checked.
+        assert code == exitcodes.FAILURE
+        main(["bridge", "status", str(config), *argv, "--netns", ns, "--ovsdb", remote, "--json"])
+        return json.loads(capsys.readouterr().out)["unguarded_ports"], out
+
+    sw = OvsSwitch(ns)
+    try:
+        with Ovsdb(sw.remote) as db:
+            db.ensure_bridge(hq.switch)  # the userspace (netdev) datapath
+            db.ensure_port(hq.switch, "acc1")
+            result = apply_site(hq, netns=ns, keys=lab.keys, run_dir=lab.run_dir, switch=db)
+            # The bridge's own internal port stays the kernel's way into the switch.
+            assert guarded() == {"acc1", *tunnels}
+            assert ipv6_disabled(ns, "acc1") and not ipv6_disabled(ns, "acc2")
+            assert any(c.startswith("guarded switch ports acc1, ") for c in result.changes)
+            assert unguarded_ports(hq, netns=ns, switch=db) == ()
+
+            db.ensure_port(hq.switch, "acc2")
+            assert unguarded_ports(hq, netns=ns, switch=db) == ("acc2",)
+            unguarded, text = status(sw.remote)
+            assert unguarded == ["acc2"] and "unguarded switch ports: acc2" in text
+
+            apply_site(hq, netns=ns, keys=lab.keys, run_dir=lab.run_dir, switch=db)
+            assert guarded() == {"acc1", "acc2", *tunnels} and ipv6_disabled(ns, "acc2")
+            assert status(sw.remote)[0] == []
+
+            # A port taken off the switch is the kernel's again.
+            db.remove_port(hq.switch, "acc1")
+            apply_site(hq, netns=ns, keys=lab.keys, run_dir=lab.run_dir, switch=db)
+            assert guarded() == {"acc2", *tunnels}
+            remove_site(hq, netns=ns, run_dir=lab.run_dir, switch=db)
     finally:
         sw.close()

@@ -1,5 +1,5 @@
 from bridge.apply import guard_table
-from bridge.portguard import guarded_ports, needs_guard, render_guard
+from bridge.portguard import guarded_ports, needs_guard, render_guard, switch_ports
 
 TABLE = guard_table("hq")
 
@@ -41,3 +41,12 @@ def test_only_the_userspace_datapath_is_guarded() -> None:
     # The kernel datapath takes frames after the ingress hook: a guard would drop them all.
     assert needs_guard("netdev")
     assert not needs_guard("system")
+
+
+def test_every_switch_port_is_guarded_but_the_bridges_own() -> None:
+    # Tunnels and an operator's access ports alike; the bridge's internal port is the
+    # kernel's way into the switch, and a port without a link here has nothing to guard.
+    ports = ["br-hq", "vx100-1", "eth1", "gone0", "eth1"]
+    links = ["lo", "br-hq", "vx100-1", "eth1", "wg-hq"]
+    assert switch_ports("br-hq", ports, links) == ["eth1", "vx100-1"]
+    assert switch_ports("br-hq", ["br-hq"], links) == []
