@@ -55,7 +55,10 @@ def test_a_directory_where_a_file_belongs(
     assert "Errno" not in err and "Traceback" not in err
 
 
-def test_a_port_already_taken(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_port_already_taken(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the dev CA is written to ./.overcast/gateway-tls
     keys = tmp_path / "session-keys"
     assert main(["gateway", "new-session-key"]) == exitcodes.OK
     keys.write_text(capsys.readouterr().out)
