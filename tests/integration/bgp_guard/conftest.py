@@ -126,6 +126,16 @@ async def collect(
     return seen
 
 
+async def gobgp_announce(netns: str, api: list[str], feed: LiveFeed) -> tuple[Update, Update]:
+    """Originate 198.51.100.0/24 and 2001:db8:2::/48 in gobgpd (through its CLI `api`, retried
+    until its API answers) and return the feed's Update for each."""
+    v4, v6 = "198.51.100.0/24", "2001:db8:2::/48"
+    ns_run(netns, *api, "global", "rib", "add", v4, "-a", "ipv4", attempts_until=20)
+    ns_run(netns, *api, "global", "rib", "add", v6, "-a", "ipv6")
+    got = await collect(feed, {(v4, True), (v6, True)})
+    return got[(v4, True)], got[(v6, True)]
+
+
 async def peer_down(feed: LiveFeed, peer_ip: str, timeout: float = 40) -> PeerDown:
     """Read a live feed until it reports `peer_ip`'s session down; Updates on the way are
     skipped."""

@@ -15,6 +15,7 @@ from tests.conftest import require_binaries
 from tests.integration.bgp_guard.conftest import (
     collect,
     daemon,
+    gobgp_announce,
     ns_run,
     peer_down,
     run_in_netns,
@@ -142,22 +143,7 @@ def test_gobgpd_loc_rib_routes_from_the_cli(netns: str, tmp_path: Path) -> None:
         ]
         try:
             with daemon(netns, gobgpd, tmp_path / "gobgpd.log"):
-                ns_run(
-                    netns,
-                    *api,
-                    "global",
-                    "rib",
-                    "add",
-                    "198.51.100.0/24",
-                    "-a",
-                    "ipv4",
-                    attempts_until=20,
-                )
-                ns_run(netns, *api, "global", "rib", "add", "2001:db8:2::/48", "-a", "ipv6")
-                got = await collect(
-                    listener, {("198.51.100.0/24", True), ("2001:db8:2::/48", True)}
-                )
-                v4, v6 = got[("198.51.100.0/24", True)], got[("2001:db8:2::/48", True)]
+                v4, v6 = await gobgp_announce(netns, api, listener)
                 # Locally originated: empty AS path; the router (its BGP identifier) is the peer.
                 assert (v4.peer_ip, v4.peer_asn, v4.as_path) == (GOBGP, 4200000002, ())
                 assert (v6.peer_ip, v6.as_path) == (GOBGP, ())

@@ -20,6 +20,7 @@ from tests.conftest import require_binaries
 from tests.integration.bgp_guard.conftest import (
     collect,
     daemon,
+    gobgp_announce,
     ns_run,
     peer_down,
     run_in_netns,
@@ -122,20 +123,7 @@ def test_gobgpd_active(netns: str, tmp_path: Path) -> None:
         with daemon(netns, argv, tmp_path / "gobgpd.log"):
             speaker.connect(THEM, local_address=US, retry=0.2)
             try:
-                ns_run(
-                    netns,
-                    *api,
-                    "global",
-                    "rib",
-                    "add",
-                    "198.51.100.0/24",
-                    "-a",
-                    "ipv4",
-                    attempts_until=20,
-                )
-                ns_run(netns, *api, "global", "rib", "add", "2001:db8:2::/48", "-a", "ipv6")
-                got = await collect(speaker, {("198.51.100.0/24", True), ("2001:db8:2::/48", True)})
-                v4, v6 = got[("198.51.100.0/24", True)], got[("2001:db8:2::/48", True)]
+                v4, v6 = await gobgp_announce(netns, api, speaker)
                 assert (v4.peer_ip, v4.peer_asn, v4.as_path) == (THEM, 4200000002, (4200000002,))
                 assert v6.prefix == Prefix.parse("2001:db8:2::/48") and v6.as_path == (4200000002,)
                 assert v4.path_id is None  # gobgpd was not configured for ADD-PATH
