@@ -4,6 +4,8 @@ that a torn-down lab left nothing behind."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +14,20 @@ from pyroute2 import IPRoute, netns
 
 from lab import build, names
 from lab.plan import STATE_ROOT
+
+ROOT = Path(__file__).parents[3]
+
+
+def overcast(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run the `overcast` command line from this checkout, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-W", "ignore", "-m", "overcast", *args],
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def leftovers(lab_id: str) -> list[str]:

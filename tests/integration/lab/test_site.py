@@ -17,7 +17,7 @@ from lab.plan import STATE_ROOT, fabric
 from lab.registry import REGISTRY_FILE, Registry
 from overcast.config import loads
 from tests.conftest import require_binaries
-from tests.integration.lab.conftest import leftovers
+from tests.integration.lab.conftest import leftovers, overcast
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
@@ -131,13 +131,7 @@ def test_down_cleans_up_after_the_lab_process_is_killed(lab_id: str, tmp_path: P
     finally:
         proc.wait()
     assert leftovers(lab_id), "the killed lab left nothing to clean up: the test proves nothing"
-    down = subprocess.run(
-        [sys.executable, "-m", "overcast", "lab", "down", lab_id],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    down = overcast("lab", "down", lab_id, timeout=150)
     assert down.returncode == 0, down.stderr
     assert f"lab {lab_id} removed" in down.stdout
     assert leftovers(lab_id) == []

@@ -5,9 +5,6 @@ only by our controller. Built and checked through the real CLI, then torn down t
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,30 +12,16 @@ import pytest
 from controller.pipeline import COOKIE_BASE
 from lab import build, demo, switch
 from tests.conftest import require_binaries
-from tests.integration.lab.conftest import leftovers
+from tests.integration.lab.conftest import leftovers, overcast
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
-
-ROOT = Path(__file__).parents[3]
-
-
-def overcast(*args: str) -> subprocess.CompletedProcess[str]:
-    env = os.environ | {"PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-W", "ignore", "-m", "overcast", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=150,
-        check=False,
-    )
 
 
 def test_demo_carries_ping_and_tcp_between_sites_and_leaves_nothing(lab_id: str) -> None:
     require_binaries(
         "ovsdb-server", "ovs-vswitchd", "wireguard-go", "wg", "iperf3", "ping", "ethtool", "ss"
     )
-    run = overcast("lab", "demo", "--id", lab_id, "--keep", "--json", "--seconds", "1")
+    run = overcast("lab", "demo", "--id", lab_id, "--keep", "--json", "--seconds", "1", timeout=150)
     assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads(run.stdout)
     assert report["ok"] and report["lab_id"] == lab_id
@@ -64,12 +47,12 @@ def test_demo_carries_ping_and_tcp_between_sites_and_leaves_nothing(lab_id: str)
         assert {t.name for t in site.dataplane.tunnels()} <= ports
         assert Path(f"/var/run/wireguard/{site.dataplane.wireguard.name}.sock").exists()
 
-    status = overcast("lab", "status", lab_id, "--json")
+    status = overcast("lab", "status", lab_id, "--json", timeout=150)
     assert status.returncode == 0, status.stdout + status.stderr
     (lab,) = json.loads(status.stdout)["labs"]
     assert lab["healthy"] and [s["site"] for s in lab["switches"]] == ["hq", "branch", "cloud-a"]
     assert all(s["connected"] and s["programmed"] for s in lab["switches"])
 
-    down = overcast("lab", "down", lab_id)
+    down = overcast("lab", "down", lab_id, timeout=150)
     assert down.returncode == 0, down.stderr
     assert leftovers(lab_id) == []

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,12 +27,11 @@ from lab import build, names, netns, traffic
 from lab.plan import STATE_ROOT, HostPlan, LabPlan, SitePlan
 from overcast.config import OvercastConfig, loads
 from tests.conftest import require_binaries
-from tests.integration.lab.conftest import leftovers
+from tests.integration.lab.conftest import leftovers, overcast
 from tests.integration.lab.packets import Capture, send_frames
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
-ROOT = Path(__file__).parents[3]
 CONFIG = """
 sites:
   hq:      {role: enterprise, underlay: 192.0.2.1}
@@ -53,22 +50,10 @@ WG_HANDSHAKE_SIZES = {1: 148, 2: 92, 3: 64}
 WG_TRANSPORT = 4
 
 
-def overcast(*args: str) -> subprocess.CompletedProcess[str]:
-    env = os.environ | {"PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-W", "ignore", "-m", "overcast", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-
-
 def lab_up(config: Path, lab_id: str) -> None:
     """`overcast lab up`: builds the lab, or checks and repairs it, and waits until every
     switch is programmed."""
-    run = overcast("lab", "up", str(config), "--id", lab_id)
+    run = overcast("lab", "up", str(config), "--id", lab_id, timeout=90)
     assert run.returncode == 0, run.stderr[-2000:]
 
 
@@ -102,7 +87,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     )
     path = tmp_path_factory.mktemp("trust") / "overcast.yaml"
     path.write_text(CONFIG)
-    valid = overcast("validate", str(path))
+    valid = overcast("validate", str(path), timeout=90)
     assert valid.returncode == 0, valid.stdout + valid.stderr
     lab_id = names.new_lab_id()
     try:
