@@ -4,25 +4,28 @@ prefixes, compare VRP files."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bgp_guard import bgpalerter, replay, watch
+from bgp_guard import bgpalerter
 from bgp_guard.asrel import AsRelationships, load_asrel
 from bgp_guard.config import GuardConfig
-from bgp_guard.engine import Guard
 from bgp_guard.errors import InputError
 from bgp_guard.rpki import VrpSet, load_vrps
 from bgp_guard.sinks import Sink
 from bgp_guard.sinks.jsonl import JsonLines
 from bgp_guard.sinks.syslog import Syslog
 from bgp_guard.sinks.text import Text, render
-from overcast import exitcodes, metrics
+from overcast import exitcodes
 from overcast.cli import CommandError, add_json_flag, emit, load_config, port_number
+
+# The detectors, feeds and Prometheus are imported by the functions that use them, so that
+# `overcast --help` and `validate` start without them.
+if TYPE_CHECKING:
+    from bgp_guard.engine import Guard
 
 
 def _relative(config_path: str, path: str) -> Path:
@@ -57,6 +60,8 @@ def require_monitoring(guard: GuardConfig, config_path: str) -> None:
 
 def build_guard(config_path: str) -> Guard:
     """A Guard for `config_path`, with its VRP and AS-relationship files loaded."""
+    from bgp_guard.engine import Guard
+
     guard = load_guard_config(config_path)
     vrps: VrpSet | None = None
     asrel: AsRelationships | None = None
@@ -77,6 +82,8 @@ def build_guard(config_path: str) -> Guard:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    from bgp_guard import replay
+
     guard = build_guard(args.config)
     sinks = _sinks(args)
     try:
@@ -139,6 +146,11 @@ def _sinks(args: argparse.Namespace) -> list[Sink]:
 
 
 def _watch(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from bgp_guard import watch
+    from overcast import metrics
+
     guard = build_guard(args.config)
     config = guard.config
     feeds = config.feeds
@@ -197,6 +209,8 @@ def _import_bgpalerter(args: argparse.Namespace) -> int:
 
 
 def _roa_diff(args: argparse.Namespace) -> int:
+    from bgp_guard.engine import Guard
+
     config = load_guard_config(args.config)
     require_monitoring(config, args.config)
     try:

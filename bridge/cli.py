@@ -8,16 +8,18 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bridge import wireguard
-from bridge.apply import apply_site, remove_site, unguarded_ports
-from bridge.keys import KeyStore, KeyStoreError
 from bridge.netns import ApplyError, require_netns
-from bridge.plan import PlanError, SitePlan, peers_of, plan_site
-from controller.ovsdb import Ovsdb, OvsdbError
 from overcast import exitcodes
 from overcast.cli import CommandError, add_json_flag, emit, load_config
+
+# Keys, netlink and OVSDB need cryptography, pyroute2 and OVS: the handlers import them when
+# they run, so that `overcast --help` and `validate` start without them.
+if TYPE_CHECKING:
+    from bridge.keys import KeyStore
+    from bridge.plan import SitePlan
+    from controller.ovsdb import Ovsdb
 
 DEFAULT_PREFIX = "oc"
 RUN_ROOT = Path("/run/overcast/bridge")  # wireguard-go PID and log files, per namespace
@@ -188,6 +190,8 @@ def _keys_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def _keys(args: argparse.Namespace) -> int:
+    from bridge.keys import KeyStore, KeyStoreError
+
     config = load_config(args.config)
     try:
         public = KeyStore(args.keys).ensure_all(config.sites)
@@ -201,6 +205,9 @@ def _keys(args: argparse.Namespace) -> int:
 
 
 def _site_plan(args: argparse.Namespace) -> tuple[SitePlan, KeyStore]:
+    from bridge.keys import KeyStore, KeyStoreError
+    from bridge.plan import PlanError, peers_of, plan_site
+
     config = load_config(args.config)
     if args.site not in config.sites:
         raise CommandError(
@@ -234,6 +241,9 @@ def _require_root(command: str) -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
+    from bridge.apply import apply_site
+    from controller.ovsdb import OvsdbError
+
     plan, keys = _site_plan(args)
     _require_root("up")
     with _switch(args) as switch:
@@ -258,6 +268,9 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
+    from bridge.apply import remove_site
+    from controller.ovsdb import OvsdbError
+
     plan, _ = _site_plan(args)
     _require_root("down")
     with _switch(args) as switch:
@@ -271,6 +284,10 @@ def _down(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from bridge import wireguard
+    from bridge.apply import unguarded_ports
+    from controller.ovsdb import OvsdbError
+
     plan, _ = _site_plan(args)
     _require_root("status")
     wg = plan.wireguard
@@ -336,6 +353,8 @@ def _run_dir(args: argparse.Namespace) -> Path:
 
 @contextmanager
 def _switch(args: argparse.Namespace) -> Iterator[Ovsdb | None]:
+    from controller.ovsdb import Ovsdb, OvsdbError
+
     if not args.ovsdb:
         yield None
         return

@@ -13,7 +13,7 @@ import pydantic
 
 from controller.fabric import Fabric
 from controller.pipeline import PIPELINE, SwitchPlan, check_fabric, plan_switch
-from overcast import exitcodes, metrics
+from overcast import exitcodes
 from overcast.cli import CommandError, add_json_flag, emit, load_config
 from overcast.config import OvercastConfig
 
@@ -179,6 +179,7 @@ def _host_port(value: str, flag: str) -> tuple[str, int]:
 
 def _run(args: argparse.Namespace) -> int:
     from controller.app import Controller, ControllerError, Tls
+    from overcast import metrics
 
     if args.audit < 0:
         raise CommandError(f"--audit {args.audit:g}: give seconds >= 0", exitcodes.USAGE)

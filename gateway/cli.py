@@ -11,28 +11,25 @@ import ipaddress
 import logging
 import os
 import secrets
-import ssl
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import uvicorn
-from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.multiprocess import MultiProcessCollector
-from uvicorn.supervisors import Multiprocess
-
-from gateway.app import Gateway, SetupError, build
 from gateway.config import GatewayConfig
-from gateway.tls import (
-    CertFiles,
-    TlsHttpProtocol,
-    TlsWebSocketProtocol,
-    dev_ca,
-    server_context,
-)
-from overcast import exitcodes, metrics
+from overcast import exitcodes
 from overcast.cli import CommandError, load_config
+
+# Serving needs uvicorn, aiohttp, redis, cryptography and Prometheus: the functions below
+# import them when they run, so that `overcast --help` and `validate` start without them.
+if TYPE_CHECKING:
+    import ssl
+
+    import uvicorn
+    from prometheus_client import CollectorRegistry
+
+    from gateway.app import Gateway
+    from gateway.tls import CertFiles
 
 WORKER_CONFIG = "OVERCAST_GATEWAY_CONFIG"
 
@@ -94,6 +91,8 @@ def _new_session_key(args: argparse.Namespace) -> int:
 
 
 def certificate(config: GatewayConfig, now: datetime.datetime) -> CertFiles:
+    from gateway.tls import CertFiles, dev_ca
+
     if config.tls.cert is not None and config.tls.key is not None:
         return CertFiles(config.tls.cert, config.tls.key)
     names = [config.host, *(config.app_host(n) for n in config.apps)]
@@ -107,11 +106,17 @@ def certificate(config: GatewayConfig, now: datetime.datetime) -> CertFiles:
 
 
 def _tls(files: CertFiles, cas: tuple[Path, ...], *_: object) -> ssl.SSLContext:
+    from gateway.tls import server_context
+
     return server_context(files, cas)
 
 
 def uvicorn_config(app: Gateway | str, config: GatewayConfig, files: CertFiles) -> uvicorn.Config:
     """`app` is the gateway, or with several workers the import path of `worker_app`."""
+    import uvicorn
+
+    from gateway.tls import TlsHttpProtocol, TlsWebSocketProtocol
+
     cas = tuple(app.client_ca for app in config.apps.values() if app.client_ca is not None)
     host, _, port = config.listen.rpartition(":")
     return uvicorn.Config(
@@ -137,11 +142,15 @@ def uvicorn_config(app: Gateway | str, config: GatewayConfig, files: CertFiles) 
 
 
 def server(gateway: Gateway, files: CertFiles) -> uvicorn.Server:
+    import uvicorn
+
     return uvicorn.Server(uvicorn_config(gateway, gateway.config, files))
 
 
 def worker_app() -> Gateway:
     """One worker's gateway (uvicorn factory), from the config named in the environment."""
+    from gateway.app import build
+
     config = load_config(os.environ[WORKER_CONFIG]).gateway
     assert config is not None, "checked by the parent before it started workers"
     gateway = build(config, decisions=sys.stderr)
@@ -161,6 +170,13 @@ def quiet_collector() -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+    from uvicorn.supervisors import Multiprocess
+
+    from gateway.app import SetupError, build
+    from overcast import metrics
+
     config = load_config(args.config).gateway
     if config is None:
         raise CommandError(
@@ -214,6 +230,8 @@ def _cannot_listen(listen: str) -> str:
 
 
 def _serve_metrics(config: GatewayConfig, registry: CollectorRegistry) -> None:
+    from prometheus_client import start_http_server
+
     host, _, port = config.metrics_listen.rpartition(":")
     try:
         start_http_server(int(port), addr=host.strip("[]"), registry=registry)

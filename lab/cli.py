@@ -7,13 +7,17 @@ import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lab import build, demo, flows, names
-from lab.plan import STATE_ROOT, PlanError
+from lab import names
 from overcast import exitcodes
 from overcast.cli import CommandError, add_json_flag, emit, load_config
 from overcast.config import load
+
+# Building a lab needs OVS, pyroute2 and cryptography: the handlers import lab.build and
+# lab.flows when they run, so that `overcast --help` and `validate` start without them.
+if TYPE_CHECKING:
+    from lab.flows import SwitchState
 
 
 def progress(line: str) -> None:
@@ -123,6 +127,9 @@ def _require_root() -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
+    from lab import build, flows
+    from lab.plan import STATE_ROOT, PlanError
+
     config = load_config(args.config)
     lab_id = _lab_id(args.lab_id) if args.lab_id else names.lab_id_for(args.config)
     _require_root()
@@ -167,6 +174,9 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
+    from lab import build
+    from lab.plan import STATE_ROOT
+
     if args.all and args.lab_id:
         raise CommandError("give a LAB_ID or --all, not both", exitcodes.USAGE)
     lab_id = _lab_id(args.lab_id) if args.lab_id else None
@@ -192,6 +202,8 @@ def _down(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from lab import build
+
     dirs = build.lab_dirs()
     if args.lab_id:
         lab_id = _lab_id(args.lab_id)
@@ -232,8 +244,10 @@ def _status(args: argparse.Namespace) -> int:
     return exitcodes.OK if healthy else exitcodes.FAILURE
 
 
-def _switches(state_dir: Path) -> tuple[list[flows.SwitchState], str | None]:
+def _switches(state_dir: Path) -> tuple[list[SwitchState], str | None]:
     """Each site switch's controller connection and flows, or why they cannot be read."""
+    from lab import build, flows
+
     try:
         config = load(state_dir / build.CONFIG_FILE)
         return flows.states(config, build.plan_of(config, state_dir.name)), None
@@ -242,6 +256,9 @@ def _switches(state_dir: Path) -> tuple[list[flows.SwitchState], str | None]:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from lab import build, demo, flows
+    from lab.plan import STATE_ROOT
+
     if not 1 <= args.seconds <= 60:
         raise CommandError("--seconds must be between 1 and 60", exitcodes.USAGE)
     lab_id = _lab_id(args.lab_id) if args.lab_id else names.new_lab_id()
