@@ -44,6 +44,7 @@ from pydantic import GetCoreSchemaHandler
 from pydantic_core import core_schema
 
 from gateway.paths import BadPath, normalise
+from overcast.model import parse_prefix
 
 Truth = bool | None  # None: unknown (no verified identity to ask)
 
@@ -309,21 +310,12 @@ def _fold_path(path: str) -> str:
     return "/".join(seg.split(";", 1)[0] for seg in path.lower().split("/"))
 
 
-def _network(where: str, text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    try:
-        return ipaddress.ip_network(text)
-    except ValueError:
-        pass
-    try:
-        loose = ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        raise PolicyError(where, f"{text!r} is not a prefix like 198.51.100.0/24") from None
-    raise PolicyError(where, f"{text} has host bits set; did you mean {loose}?")
-
-
 def _source_ip(where: str, value: Any) -> Rule:
     _, items = _strings(where, value, ("in",), "source_ip: [198.51.100.0/24]")
-    nets = tuple(_network(where, i) for i in items)
+    try:
+        nets = tuple(parse_prefix(i) for i in items)
+    except ValueError as exc:
+        raise PolicyError(where, str(exc)) from None
 
     def test(request: Request) -> bool:
         try:

@@ -67,7 +67,10 @@ def _address(value: Any) -> IPAddress:
         ) from None
 
 
-def _network(value: Any) -> IPNetwork:
+def parse_prefix(value: Any) -> IPNetwork:
+    """An IP prefix written exactly: host bits set are refused, not masked, because they
+    mean a typo or an address where a prefix belongs. The ValueError names the input and
+    the fix; every part that reads a prefix from its config uses this one."""
     text = str(value).strip()
     try:
         return ipaddress.ip_network(text)
@@ -79,8 +82,8 @@ def _network(value: Any) -> IPNetwork:
         raise ValueError(
             f"{value!r} is not an IP prefix; write it like 198.51.100.0/24 or 2001:db8::/32"
         ) from None
-    raise ValueError(f"{text} has host bits set; did you mean {loose}?")
+    raise ValueError(f"{text!r} has host bits set; write the prefix {loose}")
 
 
 Address = Annotated[IPAddress, BeforeValidator(_address)]
-Prefix = Annotated[IPNetwork, BeforeValidator(_network)]
+Prefix = Annotated[IPNetwork, BeforeValidator(parse_prefix)]

@@ -48,7 +48,7 @@ guard:
         ("  prefixes: {192.0.2.0/24: {origins: [1], path_rules: [{}]}}", "needs 'match'"),
         ("  prefixes: {192.0.2.0/24: {origins: [1], path_rules: [{match: '('}]}}", "not a valid regular expression"),
         ("  prefixes: {192.0.2.0/24: {ignore: true}}", "no monitored prefix covers this one"),
-        ("  prefixes: {192.0.2.1/24: {origins: [1]}}", "did you mean 192.0.2.0/24"),
+        ("  prefixes: {192.0.2.1/24: {origins: [1]}}", "write the prefix 192.0.2.0/24"),
         ("  prefixes: {192.0.2.0/24: {origin: [1]}}", "unknown key 'origin'"),
         ("  min_peers: 0", "greater than or equal to 1"),
         ("  leak_scope: everything", "'monitored' or 'all'"),

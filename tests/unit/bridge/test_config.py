@@ -35,7 +35,10 @@ def test_defaults() -> None:
             "bridge.overlay_pool: 100.64.0.0/31 holds too few",
         ),
         ("bridge: {overlay_pool: 192.0.2.0/24}", "contains the underlay 192.0.2.1 of sites.hq"),
-        ("bridge: {overlay_pool: 100.64.0.1/24}", "has host bits set; did you mean 100.64.0.0/24"),
+        (
+            "bridge: {overlay_pool: 100.64.0.1/24}",
+            "has host bits set; write the prefix 100.64.0.0/24",
+        ),
         ("bridge: {colour: blue}", "bridge.colour: unknown key 'colour'"),
     ],
 )

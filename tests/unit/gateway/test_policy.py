@@ -199,8 +199,14 @@ def test_reason_is_one_json_line() -> None:
         ("{allow: {path: /admin}}", "path: {prefix: /admin}"),
         ("{allow: {path: {regex: '^/a'}}}", "use one of prefix, exact"),
         ("{allow: {path: {prefix: '/a%2Fb'}}}", "path separator"),
-        ("{allow: {source_ip: 198.51.100.1/24}}", "did you mean 198.51.100.0/24"),
-        ("{allow: {source_ip: corp}}", "is not a prefix"),
+        (
+            "{allow: {source_ip: 198.51.100.1/24}}",
+            "allow.source_ip: '198.51.100.1/24' has host bits set; write the prefix 198.51.100.0/24",
+        ),
+        (
+            "{allow: {source_ip: corp}}",
+            "allow.source_ip: 'corp' is not an IP prefix; write it like 198.51.100.0/24 or",
+        ),
         ("{allow: {client_certificate: {fingerprint: abc}}}", "SHA-256 fingerprint"),
         ("{allow: {client_certificate: {serial: 1}}}", "fingerprint and/or subject"),
         ("{allow: {'claim/': x}}", "name the claim"),

@@ -92,7 +92,7 @@ BAD = [
         "prefix with host bits",
         "[10.20.0.0/16]",
         "[10.20.0.1/16]",
-        "segments.apps.prefixes.0: 10.20.0.1/16 has host bits set; did you mean 10.20.0.0/16?",
+        "segments.apps.prefixes.0: '10.20.0.1/16' has host bits set; write the prefix 10.20.0.0/16",
     ),
     (
         "bad underlay address",
