@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -71,8 +72,8 @@ def apply_site(
     site's ovsdb-server), the VXLAN devices are added as ports of `plan.switch`, which
     must already exist; they and every other port of the switch (an operator's access
     ports) get no IPv6, and on a userspace switch the site's kernel is kept off them
-    (`bridge.portguard`). Ports added to the switch later are guarded by the next apply;
-    until then `unguarded_ports` names them.
+    (`bridge.portguard`); its internal ports stay the kernel's. Ports added to the switch
+    later are guarded by the next apply; until then `port_guards` shows them unguarded.
     """
     require_netns(netns)
     try:
@@ -110,9 +111,10 @@ def apply_site(
             _delete(ipr, name, netns, changes)
         for tunnel in wanted.values():
             _ensure_vxlan(ipr, tunnel, netns, changes)
-        # The tunnels and every other port an operator plugged into the switch.
+        # The tunnels about to join as system ports, and every other port of the switch:
+        # an operator's access ports too, but not the kernel's own (internal) ports.
         ports = (
-            sorted({*wanted, *_switch_ports(ipr, switch, plan.switch)})
+            portguard.switch_ports(_switch_ports(ipr, switch, plan.switch, wanted))
             if switch is not None
             else []
         )
@@ -137,14 +139,14 @@ def apply_site(
     )
 
 
-def unguarded_ports(plan: SitePlan, *, netns: str, switch: Ovsdb) -> tuple[str, ...]:
-    """Ports of the site's switch whose frames the site's kernel still sees: none on a
-    kernel-datapath switch; on a userspace one, those added since the last `apply_site`."""
-    if not portguard.needs_guard(switch.datapath_type(plan.switch)):
-        return ()
+def port_guards(plan: SitePlan, *, netns: str, switch: Ovsdb) -> tuple[portguard.PortGuard, ...]:
+    """Every interface of the site's switch with its type and role, whether the site's
+    kernel should be kept off it and whether it is: ports added since the last
+    `apply_site` are unguarded until the next."""
     with IPRoute(netns=netns, flags=0) as ipr:
         ports = _switch_ports(ipr, switch, plan.switch)
-    return tuple(portguard.unguarded(netns, guard_table(plan.site), ports))
+    datapath = switch.datapath_type(plan.switch)
+    return portguard.audit(ports, datapath, portguard.guarded_now(netns, guard_table(plan.site)))
 
 
 def remove_site(
@@ -287,9 +289,13 @@ def _attach(switch: Ovsdb, bridge: str, names: list[str], changes: list[str]) ->
             changes.append(f"added port {name} to {bridge}")
 
 
-def _switch_ports(ipr: IPRoute, switch: Ovsdb, bridge: str) -> list[str]:
+def _switch_ports(
+    ipr: IPRoute, switch: Ovsdb, bridge: str, joining: Iterable[str] = ()
+) -> tuple[portguard.SwitchPort, ...]:
+    """The switch's interfaces, and the devices `joining` it as system ports, classified."""
     links = (str(link.get("IFLA_IFNAME")) for link in ipr.get_links())
-    return portguard.switch_ports(bridge, switch.ports(bridge), links)
+    interfaces = switch.interfaces(bridge) | dict.fromkeys(joining, "")
+    return portguard.classify(bridge, interfaces, links)
 
 
 def _detach(switch: Ovsdb, bridge: str, names: list[str], changes: list[str]) -> None:

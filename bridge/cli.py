@@ -19,6 +19,7 @@ from overcast.cli import CommandError, add_json_flag, emit, load_config
 if TYPE_CHECKING:
     from bridge.keys import KeyStore
     from bridge.plan import SitePlan
+    from bridge.portguard import PortGuard
     from controller.ovsdb import Ovsdb
 
 DEFAULT_PREFIX = "oc"
@@ -89,9 +90,11 @@ def register(sub: Any) -> None:
             "the kernel has one, else wireguard-go), its address and peers, and the VXLAN "
             "devices. Only what differs is changed; running it again prints 'nothing to "
             "change'. With --ovsdb the VXLAN devices also join the site's OVS bridge, which "
-            "must exist; they get no IPv6 and, on a userspace (netdev) bridge, an nftables "
+            "must exist; they and every other port of the bridge with a Linux device (OVSDB "
+            "type system) get no IPv6 and, on a userspace (netdev) bridge, an nftables "
             "ingress drop (table overcast-bridge-SITE; needs nft), so the namespace's own "
-            "kernel never handles a frame meant for the switch."
+            "kernel never handles a frame meant for the switch. Internal ports (the "
+            "bridge's own, a management interface) are the kernel's and are left alone."
         ),
         epilog=(
             "example:\n  overcast bridge up overcast.yaml --site hq --keys ./keys --netns hq "
@@ -125,10 +128,14 @@ def register(sub: Any) -> None:
         help="WireGuard peers of a site: handshake age and traffic (root)",
         description=(
             "Show each peer of SITE as its WireGuard interface in NETNS sees it. With --ovsdb "
-            "also list the ports of the site's userspace OVS bridge that are not guarded yet "
-            "(plugged in since the last 'up', which guards them). Exit 0 if every peer has "
-            "completed a handshake and no port is unguarded, 1 if a tunnel is down or a "
-            "port unguarded."
+            "also list every interface of the site's OVS bridge with its OVSDB type and "
+            "whether the site's kernel is kept off it. On a userspace (netdev) bridge every "
+            "port with a Linux device (type system: veths, NICs, the tunnels) must be "
+            "guarded; internal and tap ports are the kernel's own interfaces on the switch "
+            "and must not be. A port plugged in since the last 'up' is unguarded until the "
+            "next 'up'. Exit 0 if every peer has completed a handshake and every port is "
+            "as it should be, 1 if a tunnel is down, a switch port unguarded or a kernel "
+            "port guarded."
         ),
         epilog=(
             "example:\n  overcast bridge status overcast.yaml --site hq --keys ./keys --netns hq "
@@ -285,7 +292,7 @@ def _down(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from bridge import wireguard
-    from bridge.apply import unguarded_ports
+    from bridge.apply import port_guards
     from controller.ovsdb import OvsdbError
 
     plan, _ = _site_plan(args)
@@ -326,25 +333,64 @@ def _status(args: argparse.Namespace) -> int:
             f"rx {p['rx_bytes']} tx {p['tx_bytes']}"
         )
     data: dict[str, Any] = {"site": plan.site, "interface": wg.name, "peers": peers}
+    guards: tuple[PortGuard, ...] = ()
     with _switch(args) as switch:
         if switch is not None:
             try:
-                unguarded = unguarded_ports(plan, netns=args.netns, switch=switch)
+                guards = port_guards(plan, netns=args.netns, switch=switch)
+                datapath = switch.datapath_type(plan.switch)
             except (ApplyError, OvsdbError) as exc:
                 raise CommandError(str(exc)) from None
-            data["unguarded_ports"] = list(unguarded)
-            lines.append(
-                f"  unguarded switch ports: {', '.join(unguarded)} "
-                "(guard them: overcast bridge up ... --ovsdb)"
-                if unguarded
-                else f"  no unguarded ports on {plan.switch}"
-            )
+            data |= _guard_data(plan.switch, datapath, guards)
+            lines += _guard_text(plan.switch, datapath, guards)
     emit(data, args.json, "\n".join(lines))
     # A peer that has never completed a handshake is a tunnel that is down; an unguarded
-    # switch port lets a host reach the site's kernel (bridge.portguard).
+    # switch port lets a host reach the site's kernel, and a guarded kernel port cuts the
+    # kernel off the switch (bridge.portguard).
     tunnels_up = all(p["handshake_age_s"] is not None for p in peers)
-    guarded = not data.get("unguarded_ports")
-    return exitcodes.OK if tunnels_up and guarded else exitcodes.FAILURE
+    guards_right = all(g.wanted == g.guarded for g in guards)
+    return exitcodes.OK if tunnels_up and guards_right else exitcodes.FAILURE
+
+
+def _guard_data(bridge: str, datapath: str, guards: tuple[PortGuard, ...]) -> dict[str, Any]:
+    return {
+        "switch": {
+            "bridge": bridge,
+            "datapath_type": datapath,
+            "ports": [
+                {
+                    "name": g.port.name,
+                    "type": g.port.type,
+                    "role": str(g.port.role),
+                    "should_be_guarded": g.wanted,
+                    "guarded": g.guarded,
+                }
+                for g in guards
+            ],
+        },
+        "unguarded_ports": [g.port.name for g in guards if g.unguarded],
+        "cut_off_ports": [g.port.name for g in guards if g.cut_off],
+    }
+
+
+def _guard_text(bridge: str, datapath: str, guards: tuple[PortGuard, ...]) -> list[str]:
+    from bridge.portguard import Role
+
+    lines = [f"  switch {bridge} ({datapath} datapath), {len(guards)} interface(s):"]
+    for g in guards:
+        if g.unguarded:
+            state = "UNGUARDED: the site's kernel sees its frames (overcast bridge up ... --ovsdb)"
+        elif g.cut_off:
+            why = "the kernel's own port" if g.port.role is Role.KERNEL else "no guard wanted"
+            state = f"CUT OFF: guarded, but {why} (overcast bridge up ... --ovsdb)"
+        elif g.guarded:
+            state = "guarded"
+        elif g.port.role is Role.SWITCH:
+            state = "not guarded (the kernel datapath needs none)"
+        else:
+            state = "left to the kernel" if g.port.role is Role.KERNEL else "nothing to guard"
+        lines.append(f"    {g.port.name:<15} {g.port.type:<9} {g.port.role:<12} {state}")
+    return lines
 
 
 def _run_dir(args: argparse.Namespace) -> Path:

@@ -12,8 +12,26 @@ would blackhole the switch, so only userspace switches get one.
 The kernel also has no business talking IPv6 (router solicitations, MLD reports) out of a
 switch port, so switch ports get disable_ipv6 whatever the datapath.
 
-`switch_ports`, `render_guard` and `guarded_ports` are pure; `ensure_guard` and
-`disable_ipv6` apply, `unguarded` reads.
+Which interfaces are switch ports is decided per interface from OVSDB's Interface.type,
+resolved as ovs-vswitchd does (vswitchd/bridge.c, iface_get_type): the interface named
+after its bridge is always "internal", an empty type is "system".
+
+- "internal" and "tap": left alone. OVS holds the device itself and the site's kernel
+  is its other end: what the switch sends out of such a port is what the kernel
+  receives on it (the userspace datapath even opens an internal port as a tap,
+  lib/dpif-netdev.c, dpif_netdev_port_open_type). These are the kernel's deliberate
+  attachments to the switch: the bridge's own port, a management or routed interface.
+  Guarding one drops every frame the switch hands the kernel there, so it goes dead.
+- Every other type with a Linux device of its name in the namespace ("system": veths,
+  NICs, a VM's tap, our VXLAN devices; "afxdp"): guarded. These are the wire side of
+  the switch, and frames arriving on them are the switch's alone. A type this module
+  does not know is treated the same way: a kernel cut off from a port shows at once,
+  a kernel quietly listening on a switch port does not.
+- Any other without such a device (OVS's own tunnels, patch and DPDK ports): nothing
+  the kernel could receive on, nothing to guard.
+
+`classify`, `switch_ports`, `audit`, `render_guard` and `guarded_ports` are pure;
+`ensure_guard` and `disable_ipv6` apply, `guarded_now` reads.
 """
 
 from __future__ import annotations
@@ -21,7 +39,9 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
 
 from pyroute2 import IPRoute
 
@@ -31,6 +51,25 @@ CHAIN = "switch-ports"
 USERSPACE = "netdev"  # OVS's datapath_type of the userspace datapath
 _FIX = "install nftables (apt-get install nftables) and run as root"
 _DEVICES_RE = re.compile(r"hook ingress (?:devices = \{ ([^}]*) \}|device \"?([^\s\"]+)\"?)")
+# Interface types whose device OVS holds itself, with the site's kernel at its other end.
+KERNEL_SIDE = frozenset({"internal", "tap"})
+
+
+class Role(StrEnum):
+    """What an interface of the switch is to the site's kernel."""
+
+    SWITCH = "switch port"  # a Linux device the switch reads: the kernel is kept off it
+    KERNEL = "kernel port"  # the kernel's own interface on the switch: left alone
+    NO_DEVICE = "no device"  # no Linux device here, nothing for the kernel to receive on
+
+
+@dataclass(frozen=True)
+class SwitchPort:
+    """One interface of an OVS bridge, and what the guard makes of it."""
+
+    name: str
+    type: str  # as ovs-vswitchd opens it: "system", "internal", "tap", "vxlan", ...
+    role: Role
 
 
 def guard_table(owner: str) -> str:
@@ -43,12 +82,66 @@ def needs_guard(datapath_type: str) -> bool:
     return datapath_type == USERSPACE
 
 
-def switch_ports(bridge: str, ports: Iterable[str], links: Iterable[str]) -> list[str]:
-    """The ports of OVS `bridge` to keep the site's kernel off: every one that is a link in
-    the namespace (tunnels and an operator's access ports alike), except the bridge's own
-    internal port, named after the bridge, which is the kernel's way into the switch."""
+def interface_type(bridge: str, name: str, type: str) -> str:
+    """Interface.type as ovs-vswitchd reads it (vswitchd/bridge.c, iface_get_type): the
+    interface named after its bridge is its local port, always "internal"; "" is "system"."""
+    return "internal" if name == bridge else type or "system"
+
+
+def classify(
+    bridge: str, interfaces: Mapping[str, str], links: Iterable[str]
+) -> tuple[SwitchPort, ...]:
+    """Each interface of OVS `bridge` (name -> Interface.type as OVSDB has it) with its
+    role, given the `links` of the namespace (the module docstring says why)."""
     present = set(links)
-    return sorted(p for p in set(ports) if p != bridge and p in present)
+    ports = []
+    for name, raw in sorted(interfaces.items()):
+        type = interface_type(bridge, name, raw)
+        if type in KERNEL_SIDE:
+            role = Role.KERNEL
+        elif name in present:
+            role = Role.SWITCH
+        else:
+            role = Role.NO_DEVICE
+        ports.append(SwitchPort(name, type, role))
+    return tuple(ports)
+
+
+def switch_ports(ports: Iterable[SwitchPort]) -> list[str]:
+    """The names of `ports` the site's kernel must be kept off."""
+    return sorted(p.name for p in ports if p.role is Role.SWITCH)
+
+
+@dataclass(frozen=True)
+class PortGuard:
+    """A port of the switch, whether the guard should cover it, and whether it does."""
+
+    port: SwitchPort
+    wanted: bool
+    guarded: bool
+
+    @property
+    def unguarded(self) -> bool:
+        """A switch port whose frames the site's kernel still sees."""
+        return self.wanted and not self.guarded
+
+    @property
+    def cut_off(self) -> bool:
+        """Guarded though it must not be: the kernel's own port, or any port of a
+        kernel-datapath switch (there the hook runs first and starves the switch)."""
+        return self.guarded and not self.wanted
+
+
+def audit(
+    ports: Iterable[SwitchPort], datapath_type: str, guarded: Iterable[str]
+) -> tuple[PortGuard, ...]:
+    """Compare what the guard covers (`guarded`) with what it should on a switch of
+    `datapath_type`."""
+    have, userspace = frozenset(guarded), needs_guard(datapath_type)
+    return tuple(
+        PortGuard(p, wanted=userspace and p.role is Role.SWITCH, guarded=p.name in have)
+        for p in ports
+    )
 
 
 def render_guard(table: str, ports: Iterable[str]) -> str:
@@ -105,9 +198,9 @@ def remove_guard(netns: str, table: str, changes: list[str]) -> None:
         ensure_guard(netns, table, (), changes)
 
 
-def unguarded(netns: str, table: str, ports: Iterable[str]) -> list[str]:
-    """Those of `ports` that `table` in `netns` does not guard."""
-    return sorted(set(ports) - (_current(netns, table) or frozenset()))
+def guarded_now(netns: str, table: str) -> frozenset[str]:
+    """The ports `table` in `netns` guards (none if there is no such table)."""
+    return _current(netns, table) or frozenset()
 
 
 def _current(netns: str, table: str) -> frozenset[str] | None:

@@ -97,6 +97,16 @@ class Ovsdb:
         self._idl.run()
         return sorted(port.name for port in self._bridge_or_fail(bridge).ports)
 
+    def interfaces(self, bridge: str) -> dict[str, str]:
+        """Interface.type of every interface on `bridge` (a bond's members each count), as
+        stored: "" means "system", except for the bridge's own port, which is "internal"."""
+        self._idl.run()
+        return {
+            iface.name: str(iface.type)
+            for port in self._bridge_or_fail(bridge).ports
+            for iface in port.interfaces
+        }
+
     def ofports(self, bridge: str) -> dict[str, int]:
         """OpenFlow port number of each interface on `bridge` that ovs-vswitchd has added.
 
