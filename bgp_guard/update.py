@@ -56,6 +56,9 @@ class Update:
     next_hop: str | None = None
     source: str = ""  # feed that produced it, e.g. "mrt:rrc06.updates.gz", "ris-live", "bmp"
     path_id: int | None = None  # RFC 7911 ADD-PATH identifier, when the feed has one
+    # RFC 8092 (global administrator, local data 1, local data 2); last so that the feeds'
+    # positional construction stays in the order above.
+    large_communities: tuple[tuple[int, int, int], ...] = ()
 
     @property
     def origin(self) -> PathElement | None:

@@ -283,6 +283,8 @@ class MrtFeed:
                 attrs.communities,
                 next_hop,
                 self.source,
+                None,
+                attrs.large_communities,
             )
         ]
 
@@ -352,6 +354,7 @@ class MrtFeed:
                     next_hop,
                     self.source,
                     path_id,
+                    attrs.large_communities,
                 )
             )
         return out

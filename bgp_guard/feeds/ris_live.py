@@ -1,7 +1,8 @@
 """RIS-live JSON lines (https://ris-live.ripe.net/manual/) -> Updates.
 
 Each line is one websocket message. `ris_message` of type UPDATE carries `announcements`
-(next hop and prefixes), `withdrawals`, `path` (an AS_SET is a nested list) and `community`;
+(next hop and prefixes), `withdrawals`, `path` (an AS_SET is a nested list) and `community`
+(RIS-live's UPDATE schema has no field for large communities, RFC 8092, so none are set);
 a RIS_PEER_STATE whose state is "down" is a `PeerDown` (the collector dropped the peer's
 routes without withdrawals); the other RIS message types (OPEN, KEEPALIVE, NOTIFICATION,
 RIS_PEER_STATE "connected") are counted as records but carry no routes. A line that is not valid JSON or not a valid message is counted,

@@ -126,11 +126,18 @@ async def collect(
     return seen
 
 
+# The large community (RFC 8092) gobgp_announce puts on its IPv4 route.
+GOBGP_LARGE_COMMUNITY = (4200000002, 8092, 1)
+
+
 async def gobgp_announce(netns: str, api: list[str], feed: LiveFeed) -> tuple[Update, Update]:
-    """Originate 198.51.100.0/24 and 2001:db8:2::/48 in gobgpd (through its CLI `api`, retried
-    until its API answers) and return the feed's Update for each."""
+    """Originate 198.51.100.0/24 (with GOBGP_LARGE_COMMUNITY) and 2001:db8:2::/48 in gobgpd
+    (through its CLI `api`, retried until its API answers) and return the feed's Update for
+    each."""
     v4, v6 = "198.51.100.0/24", "2001:db8:2::/48"
-    ns_run(netns, *api, "global", "rib", "add", v4, "-a", "ipv4", attempts_until=20)
+    large = ":".join(map(str, GOBGP_LARGE_COMMUNITY))
+    add = ["global", "rib", "add", v4, "large-community", large, "-a", "ipv4"]
+    ns_run(netns, *api, *add, attempts_until=20)
     ns_run(netns, *api, "global", "rib", "add", v6, "-a", "ipv6")
     got = await collect(feed, {(v4, True), (v6, True)})
     return got[(v4, True)], got[(v6, True)]

@@ -13,6 +13,7 @@ import pytest
 from bgp_guard.feeds.bmp import BmpListener
 from tests.conftest import require_binaries
 from tests.integration.bgp_guard.conftest import (
+    GOBGP_LARGE_COMMUNITY,
     collect,
     daemon,
     gobgp_announce,
@@ -147,6 +148,7 @@ def test_gobgpd_loc_rib_routes_from_the_cli(netns: str, tmp_path: Path) -> None:
                 # Locally originated: empty AS path; the router (its BGP identifier) is the peer.
                 assert (v4.peer_ip, v4.peer_asn, v4.as_path) == (GOBGP, 4200000002, ())
                 assert (v6.peer_ip, v6.as_path) == (GOBGP, ())
+                assert v4.large_communities == (GOBGP_LARGE_COMMUNITY,)
                 ns_run(netns, *api, "global", "rib", "del", "198.51.100.0/24", "-a", "ipv4")
                 await collect(listener, {("198.51.100.0/24", False)})
             assert listener.stats.errors == 0

@@ -18,6 +18,7 @@ from bgp_guard.feeds.session import BgpSpeaker
 from bgp_guard.update import Prefix
 from tests.conftest import require_binaries
 from tests.integration.bgp_guard.conftest import (
+    GOBGP_LARGE_COMMUNITY,
     collect,
     daemon,
     gobgp_announce,
@@ -36,7 +37,11 @@ BIRD_CONF = """
 router id 192.0.2.1;
 log stderr all;
 protocol device {{}}
-protocol static s4 {{ ipv4; route 198.51.100.0/24 blackhole; route 198.51.100.128/25 blackhole; }}
+protocol static s4 {{
+  ipv4;
+  route 198.51.100.0/24 blackhole {{ bgp_large_community.add((4200000001, 8092, 2)); }};
+  route 198.51.100.128/25 blackhole;
+}}
 protocol static s6 {{ ipv6; route 2001:db8:1::/48 blackhole; }}
 protocol bgp monitor {{
   local {them} as 4200000001;
@@ -93,6 +98,7 @@ def test_bird2_passive(netns: str, tmp_path: Path) -> None:
                 v4, v6 = got[("198.51.100.0/24", True)], got[("2001:db8:1::/48", True)]
                 assert (v4.peer_ip, v4.peer_asn, v4.as_path) == (THEM, 4200000001, (4200000001,))
                 assert v4.origin == 4200000001 and v4.next_hop == THEM
+                assert v4.large_communities == ((4200000001, 8092, 2),)  # RFC 8092
                 assert v6.as_path == (4200000001,) and v6.next_hop == "2001:db8::1"
                 assert speaker.established[THEM].asn4
                 # bird offered ADD-PATH tx and we rx (RFC 7911): every route has a path id.
@@ -127,6 +133,7 @@ def test_gobgpd_active(netns: str, tmp_path: Path) -> None:
                 assert (v4.peer_ip, v4.peer_asn, v4.as_path) == (THEM, 4200000002, (4200000002,))
                 assert v6.prefix == Prefix.parse("2001:db8:2::/48") and v6.as_path == (4200000002,)
                 assert v4.path_id is None  # gobgpd was not configured for ADD-PATH
+                assert v4.large_communities == (GOBGP_LARGE_COMMUNITY,)
                 ns_run(netns, *api, "global", "rib", "del", "2001:db8:2::/48", "-a", "ipv6")
                 await collect(speaker, {("2001:db8:2::/48", False)})
                 assert speaker.stats.errors == 0

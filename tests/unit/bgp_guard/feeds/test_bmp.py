@@ -131,6 +131,29 @@ def test_session_of_messages(caplog: pytest.LogCaptureFixture) -> None:
     assert f"byte {offset}: BGP marker is not all ones" in caplog.text
 
 
+def test_large_communities(caplog: pytest.LogCaptureFixture) -> None:
+    """RFC 8092 large communities in Route Monitoring (UPDATEs bird2 sent); one with a bad
+    length is a counted bad record with its offset, and the next message still counts."""
+    bad = peer_header() + golden("error_large_communities_length")
+    stream = (
+        bmp(PEER_UP, peer_up())
+        + bmp(ROUTE_MONITORING, bad)
+        + bmp(ROUTE_MONITORING, peer_header() + golden("large_communities_bird2"))
+        + bmp(ROUTE_MONITORING, peer_header() + golden("large_communities_bird2_ipv6"))
+    )
+    with caplog.at_level(logging.WARNING, "bgp_guard.feeds.bmp"):
+        listener, got = run(stream)
+    assert [(str(u.prefix), u.large_communities) for u in got if isinstance(u, Update)] == [
+        ("198.51.100.0/24", ((64496, 4294967295, 0), (4200000001, 100, 1))),
+        ("2001:db8:100::/48", ((4200000001, 6, 6),)),
+    ]
+    assert listener.stats.errors == 1
+    offset = 6 + len(peer_up()) + 6 + len(peer_header()) + 43
+    assert f"byte {offset}: LARGE_COMMUNITIES of 8 bytes, not a non-zero multiple of 12" in (
+        caplog.text
+    )
+
+
 def test_add_path_negotiated_in_peer_up() -> None:
     # The peer offered to send path ids and the router to receive them (RFC 7911 section 4).
     stream = bmp(PEER_UP, peer_up(ADD_PATH_RECEIVE, ADD_PATH_SEND)) + bmp(

@@ -310,3 +310,51 @@ def test_replay_sees_dropped_peers_lose_visibility(
     assert code == exitcodes.ALERT
     # Peer 192.0.2.3's /24 and /25 are all that is left.
     assert "2 peer session(s) down, 2 routes from 3 peers" in capsys.readouterr().err
+
+
+BIRD2 = Path(__file__).parent / "bird2"  # see its SOURCES.md
+BIRD2_LARGE = {
+    "198.51.100.0/24": ((64496, 4294967295, 0), (4200000001, 100, 1)),
+    "203.0.113.0/25": ((64511, 2, 3),),
+    "2001:db8:100::/48": ((4200000001, 6, 6),),
+}
+
+
+def test_large_communities_from_real_bird2_bgp4mp_and_rib() -> None:
+    """RFC 8092 attribute 32 as bird2 sends it (BGP4MP) and stores it (TABLE_DUMP_V2)."""
+    feed = MrtFeed(BIRD2 / "large-communities.bgp4mp.mrt")
+    updates, _ = split(feed)
+    assert feed.stats.as_dict() == {"records": 8, "updates": 3, "peer_downs": 0, "errors": 0}
+    assert {str(u.prefix): u.large_communities for u in updates} == BIRD2_LARGE
+    first = updates[0]
+    assert (first.peer_ip, first.peer_asn, first.communities) == (
+        "192.0.2.1",
+        4200000001,
+        ((64496, 7),),
+    )
+    rib = MrtFeed(BIRD2 / "large-communities.rib.mrt")
+    entries, _ = split(rib)
+    assert rib.stats.errors == 0
+    assert {str(u.prefix): u.large_communities for u in entries} == {
+        p: lc for p, lc in BIRD2_LARGE.items() if ":" not in p
+    }
+    assert {(u.peer_ip, u.peer_asn, u.as_path) for u in entries} == {
+        ("192.0.2.1", 4200000001, (4200000001,))
+    }
+
+
+def test_bad_large_communities_is_a_counted_bad_record(caplog: pytest.LogCaptureFixture) -> None:
+    good = (BIRD2 / "large-communities.bgp4mp.mrt").read_bytes()
+    message = bytes.fromhex(
+        json.loads((GOLDEN / "error_large_communities_length.json").read_text())["message"]
+    )
+    head = struct.pack(">IIHH", 4200000001, 65010, 0, 1) + bytes([192, 0, 2, 1, 192, 0, 2, 2])
+    feed = MrtFeed.from_bytes(good + mrt_record(16, 4, head + message) + good, "lc")
+    with caplog.at_level(logging.WARNING, "bgp_guard.feeds.mrt"):
+        updates = list(feed)
+    assert feed.stats.as_dict() == {"records": 17, "updates": 6, "peer_downs": 0, "errors": 1}
+    assert len(updates) == 6
+    offset = len(good) + 12 + 20 + 43  # record header, BGP4MP_AS4 header, into the message
+    assert f"lc byte {offset}: LARGE_COMMUNITIES of 8 bytes, not a non-zero multiple of 12" in (
+        caplog.text
+    )

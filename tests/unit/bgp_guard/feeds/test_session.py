@@ -87,6 +87,8 @@ def test_malformed_update_is_counted_and_the_session_goes_on() -> None:
             golden("ipv4_as4_set_communities"),
             golden("error_bad_segment_type"),
             golden("ipv6_mp_reach_unreach"),
+            golden("error_large_communities_length"),
+            golden("large_communities_bird2"),
             broken_marker,
         ],
     )
@@ -100,6 +102,8 @@ def test_malformed_update_is_counted_and_the_session_goes_on() -> None:
         ("198.51.100.128/25", True),
     ]
     assert ("2001:db8:100::/48", True) in announced
+    large = [u.large_communities for u in updates if isinstance(u, Update)][-1]
+    assert large == ((64496, 4294967295, 0), (4200000001, 100, 1))  # RFC 8092, from bird2
     # The session ended: everything still announced is gone (RFC 4271 section 8.2.2).
     assert isinstance(down, PeerDown)
     assert (down.peer_ip, down.peer_asn, down.source) == (
@@ -107,8 +111,8 @@ def test_malformed_update_is_counted_and_the_session_goes_on() -> None:
         PEER_ASN,
         "session:127.0.0.1",
     )
-    assert speaker.stats.errors == 1 and speaker.stats.peer_downs == 1
-    assert speaker.stats.records == 3  # the three UPDATEs that had a valid header
+    assert speaker.stats.errors == 2 and speaker.stats.peer_downs == 1
+    assert speaker.stats.records == 5  # the five UPDATEs that had a valid header
 
 
 def test_wrong_asn_gets_bad_peer_as() -> None:

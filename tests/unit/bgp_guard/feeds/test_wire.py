@@ -32,6 +32,7 @@ def as_json(update: Update) -> dict[str, Any]:
         "announce": update.announce,
         "as_path": [element(e) for e in update.as_path],
         "communities": [list(c) for c in update.communities],
+        "large_communities": [list(c) for c in update.large_communities],
         "next_hop": update.next_hop,
         "path_id": update.path_id,
     }
