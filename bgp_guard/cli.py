@@ -285,9 +285,12 @@ def register(sub: Any) -> None:
         description=(
             "Open the feeds under guard.feeds (bgp: a receive-only BGP session, passive "
             "and/or active; bmp: a BMP station routers connect to) and run every update "
-            "through the detectors, printing each event transition at once. Runs until "
-            "SIGINT/SIGTERM, then prints the update -> event latency on stderr. Exit 3 if "
-            "any alert fired.\n\n"
+            "through the detectors, printing each event transition at once. When the "
+            "vrp_file changes (rpki-client and Routinator rewrite it), it is reloaded: the "
+            "ROA changes that touch our prefixes are printed, and the routes already held "
+            "that a changed ROA covers are validated again, raising or resolving their "
+            "RPKI events. Runs until SIGINT/SIGTERM, then prints the update -> event "
+            "latency on stderr. Exit 3 if any alert fired.\n\n"
             "example:\n"
             "  overcast guard watch --config overcast.yaml --json --syslog 127.0.0.1:514"
         ),

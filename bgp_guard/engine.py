@@ -7,6 +7,11 @@ prefix covering the update, and run the detectors that apply.
 A `PeerDown` withdraws every route of that peer at once: the events its routes carried are
 released and the monitored prefixes it carried count it as withdrawn (visibility). MRT files
 record a dropped session only as a STATE_CHANGE, never as withdrawals.
+
+New VRPs (`replace_vrps`) re-validate the routes already held, but only those a changed VRP
+covers: RFC 6811 section 2 decides a route's validity from its covering VRPs alone. The
+prefixes announced under each monitored prefix are kept for this, so the cost follows the
+ROA diff and the routes it covers, not the size of the RIB.
 """
 
 from __future__ import annotations
@@ -18,11 +23,11 @@ from bgp_guard import monitored
 from bgp_guard.asrel import AsRelationships
 from bgp_guard.config import GuardConfig
 from bgp_guard.detect import hijack, leak, neighbours, path, roa, rov, visibility
-from bgp_guard.events import Event, EventTable, Finding
+from bgp_guard.events import Event, EventTable, Finding, Key
 from bgp_guard.monitored import Monitored
 from bgp_guard.rib import Rib, key_prefix, prefix_key
-from bgp_guard.rpki import VrpSet
-from bgp_guard.update import FeedItem, PeerDown, Prefix, Update
+from bgp_guard.rpki import RoaChange, VrpSet, diff
+from bgp_guard.update import FeedItem, PathElement, PeerDown, Prefix, Update
 
 TICK = 1.0  # seconds of feed time between checks for events to resolve
 COMPACT_SLACK = 100_000  # unused interned paths tolerated before a compaction
@@ -46,6 +51,9 @@ class Guard:
         self.peer_downs = 0
         self._own = frozenset(config.own_asns)
         self._visibility: dict[int, visibility.Visibility] = {}
+        # Prefix keys announced under each monitored prefix (the one governing them), for
+        # re-validation on a VRP reload. Pruned then, when no peer holds a key any more.
+        self._held: dict[Prefix, set[int]] = {m.prefix: set() for m in self.monitored_list}
         self._next_tick = float("-inf")
 
     def governing(self, update: Update) -> Monitored | None:
@@ -88,6 +96,7 @@ class Guard:
             self._visibility_of(update.prefix, key, slot, update.peer_ip, update.announce, now)
         if update.announce:
             if mon is not None:
+                self._held[mon.prefix].add(key)
                 findings += self._about_ours(update, mon)
             elif self.asrel is not None and self.config.leak_scope == "all":
                 found = leak.check(update, self.asrel, str(update.prefix))
@@ -107,7 +116,9 @@ class Guard:
                 hijack.check(update, mon),
                 None
                 if self.vrps is None
-                else rov.check(update, self.vrps, about, self.config.rpki_not_found),
+                else rov.check(
+                    update.prefix, update.origin, self.vrps, about, self.config.rpki_not_found
+                ),
                 None if self.asrel is None else leak.check(update, self.asrel, about),
             )
             if found is not None
@@ -158,11 +169,70 @@ class Guard:
         return self.table.drain()
 
     def replace_vrps(self, vrps: VrpSet, now: float) -> list[dict[str, Any]]:
-        """Validate with `vrps` from now on; one `roa-change` event per added or removed ROA
-        that touches a monitored prefix. Routes already in the RIB are not re-validated."""
-        changes = roa.check(self.vrps or VrpSet(()), vrps, self.monitored_list)
+        """Validate with `vrps` from now on. Returns one `roa-change` event per added or
+        removed ROA that touches a monitored prefix, then the transitions of re-validating
+        the routes held to prefixes a changed ROA covers: RPKI events raised for routes that
+        became invalid (or not-found, if reported), resolved for routes that no longer are."""
+        old = self.vrps or VrpSet(())
+        changes = diff(old, vrps)
+        events = [
+            Event(f, now, now, state="ongoing", changed_at=now).to_dict()
+            for f in roa.check(old, changes, self.monitored)
+        ]
         self.vrps = vrps
-        return [Event(f, now, now, state="ongoing", changed_at=now).to_dict() for f in changes]
+        for key, mon in self._covered_routes(changes).items():
+            self._revalidate(key, mon, vrps, now)
+        return events + self.table.drain()
+
+    def _covered_routes(self, changes: list[RoaChange]) -> dict[int, Monitored]:
+        """Prefix keys held under monitored prefixes that a changed VRP covers, each with the
+        monitored prefix that governs it."""
+        out: dict[int, Monitored] = {}
+        for change in changes:
+            covered = change.vrp.prefix
+            for mon in roa.overlapping(self.monitored, covered):
+                held = self._held.get(mon.prefix)
+                if not held:
+                    continue
+                if covered.covers(mon.prefix):
+                    out.update(dict.fromkeys(held, mon))
+                else:  # a ROA for a more-specific of ours: only what lies inside it
+                    out.update((k, mon) for k in held if covered.covers(key_prefix(k)))
+        return out
+
+    def _revalidate(self, key: int, mon: Monitored, vrps: VrpSet, now: float) -> None:
+        """Decide the RPKI finding of every route to `key` again, against `vrps`."""
+        holders = self.rib.holders(key)
+        if not holders:
+            self._held[mon.prefix].discard(key)  # withdrawn by every peer since
+            return
+        prefix, about, table = key_prefix(key), str(mon.prefix), self.table
+        # Validity depends on prefix and origin only: decided once per origin, not per peer.
+        decided: dict[PathElement, Finding | None] = {}
+        restated: dict[Key, Finding] = {}
+        for slot, as_path in holders:
+            origin = as_path[-1]
+            if origin in decided:
+                found = decided[origin]
+            else:
+                found = decided[origin] = rov.check(
+                    prefix, origin, vrps, about, self.config.rpki_not_found
+                )
+            route = (slot, key)
+            carried = False
+            for event in list(table.by_route.get(route, ())):
+                old = event.finding
+                if old.kind not in rov.KINDS:
+                    continue
+                if found is not None and old.key == found.key:
+                    carried = True
+                    continue
+                why = restated.get(old.key)
+                if why is None:
+                    why = restated[old.key] = rov.cleared(old, prefix, origin, vrps)
+                table.clear(route, event, why, now)
+            if found is not None and not carried:
+                table.observe(found, route, self.rib.peers[slot], now, as_path)
 
     def summary(self) -> dict[str, Any]:
         states: dict[str, int] = {"resolved": self.table.resolved} if self.table.resolved else {}

@@ -7,7 +7,8 @@ A detector returns a `Finding` for one route (one peer's path to one prefix). Th
     withdrawn --(quiet for resolve_after seconds)--> resolved
     withdrawn/resolved --(seen again)--> ongoing
 
-Condition events (visibility loss) go ongoing -> resolved when the condition clears. Every
+Condition events (visibility loss) go ongoing -> resolved when the condition clears, and so
+does an RPKI event whose routes a VRP reload stopped flagging (`clear`). Every
 transition out of pending is emitted once, as a plain dict ready for a sink.
 """
 
@@ -141,6 +142,27 @@ class EventTable:
                 self._idle[event.finding.key] = (event, now)
                 if event.state == "ongoing":
                     self._emit(event, "withdrawn", now)
+
+    def clear(self, route: Route, event: Event, finding: Finding, now: float) -> None:
+        """`event` no longer applies to `route`, which is still announced (a VRP reload made
+        it valid, say). With no route left carrying it, the event is resolved at once, with
+        `finding` saying why; it is not withdrawn, since nothing was. A pending event that
+        never reached min_peers is dropped unannounced."""
+        carried = self.by_route[route]
+        carried.remove(event)
+        if not carried:
+            del self.by_route[route]
+        event.carriers.discard(route)
+        if event.carriers:
+            return
+        key = event.finding.key
+        del self.events[key]
+        self._idle.pop(key, None)
+        if event.state == "ongoing":
+            event.finding = finding
+            event.last_seen = now
+            self._emit(event, "resolved", now)
+            self.resolved += 1
 
     def condition(self, finding: Finding, active: bool, peers: set[str], now: float) -> None:
         """Set a condition-type event (e.g. visibility loss) on or off."""

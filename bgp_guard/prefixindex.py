@@ -3,10 +3,13 @@
 One dict per (version, length), keyed by the network bits shifted down: finding every
 stored prefix that covers an update costs one dict probe per distinct stored length (a
 handful for a monitored-prefix list), with no string or ipaddress work on the hot path.
+The more-specifics of a prefix are one range of the stored prefixes sorted by address,
+found by bisection (off the hot path: a VRP reload asks for them).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
@@ -21,8 +24,12 @@ class PrefixIndex(Generic[T]):
     def __init__(self) -> None:
         # version -> ascending list of (length, {value >> (bits - length): items})
         self._tables: dict[int, list[tuple[int, dict[int, list[T]]]]] = {4: [], 6: []}
+        # version -> the stored (address, length) in order, and their items; built by the
+        # first more_specifics() after an add().
+        self._sorted: dict[int, tuple[list[tuple[int, int]], list[list[T]]]] = {}
 
     def add(self, prefix: Prefix, item: T) -> None:
+        self._sorted.clear()
         tables = self._tables[prefix.version]
         shift = BITS[prefix.version] - prefix.length
         for length, table in tables:
@@ -60,3 +67,26 @@ class PrefixIndex(Generic[T]):
             if items is not None:
                 best = (length, items)
         return best
+
+    def more_specifics(self, prefix: Prefix) -> list[T]:
+        """Items of every stored prefix strictly inside `prefix`, in address order."""
+        ordered = self._sorted.get(prefix.version)
+        if ordered is None:
+            ordered = self._sorted[prefix.version] = self._ordered(prefix.version)
+        addresses, items = ordered
+        size = 1 << (BITS[prefix.version] - prefix.length)
+        # Inside `prefix` and longer: from (its address, its length + 1) up to the next
+        # address block of its size. A shorter prefix cannot start inside that range.
+        lo = bisect_left(addresses, (prefix.value, prefix.length + 1))
+        hi = bisect_left(addresses, (prefix.value + size, 0), lo)
+        return [item for found in items[lo:hi] for item in found]
+
+    def _ordered(self, version: int) -> tuple[list[tuple[int, int]], list[list[T]]]:
+        bits = BITS[version]
+        entries = [
+            ((value << (bits - length), length), items)
+            for length, table in self._tables[version]
+            for value, items in table.items()
+        ]
+        entries.sort(key=lambda entry: entry[0])
+        return [address for address, _ in entries], [items for _, items in entries]

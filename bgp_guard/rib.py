@@ -65,6 +65,10 @@ class Rib:
         live routes."""
         self._paths = {p: p for routes in self._routes for p in routes.values()}
 
+    def holders(self, key: int) -> list[tuple[int, Path]]:
+        """(slot, AS path) of every route to the prefix `key`: one probe per slot."""
+        return [(slot, routes[key]) for slot, routes in enumerate(self._routes) if key in routes]
+
     def route(self, slot: int, key: int) -> Path | None:
         return self._routes[slot].get(key)
 

@@ -1,7 +1,8 @@
 """Run the guard on live feeds: every update from every feed goes through one `Guard` on one
 asyncio loop, events go to the sinks at once, and a one-second timer resolves events even
 when no update arrives and reloads the VRP file when it changes (rpki-client and Routinator
-rewrite it every few minutes), reporting the ROA changes that touch our prefixes.
+rewrite it every few minutes), reporting the ROA changes that touch our prefixes and
+re-validating the routes already held that a changed ROA covers (`Guard.replace_vrps`).
 """
 
 from __future__ import annotations

@@ -7,16 +7,26 @@ from collections.abc import Iterable
 
 from bgp_guard.events import Finding
 from bgp_guard.monitored import Monitored
-from bgp_guard.rpki import VrpSet, diff, validate
+from bgp_guard.prefixindex import PrefixIndex
+from bgp_guard.rpki import RoaChange, VrpSet, validate
+from bgp_guard.update import Prefix
 
 
-def check(old: VrpSet, new: VrpSet, monitored: Iterable[Monitored]) -> list[Finding]:
-    ours = [m for m in monitored if not m.ignore]
+def overlapping(monitored: PrefixIndex[Monitored], prefix: Prefix) -> list[Monitored]:
+    """Monitored prefixes that cover `prefix` (least specific first) or lie inside it."""
+    covering = [mon for _, mons in monitored.covering(prefix) for mon in mons]
+    return covering + monitored.more_specifics(prefix)
+
+
+def check(
+    old: VrpSet, changes: Iterable[RoaChange], monitored: PrefixIndex[Monitored]
+) -> list[Finding]:
+    """One finding per change (`rpki.diff(old, new)`) and monitored prefix it touches."""
     out = []
-    for change in diff(old, new):
+    for change in changes:
         vrp = change.vrp
-        for mon in ours:
-            if not (vrp.prefix.covers(mon.prefix) or mon.prefix.covers(vrp.prefix)):
+        for mon in overlapping(monitored, vrp.prefix):
+            if mon.ignore:
                 continue
             covering = old.covering(mon.prefix)
             if vrp.prefix.covers(mon.prefix):

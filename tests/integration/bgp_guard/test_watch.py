@@ -7,6 +7,7 @@ no withdrawals for that), and SIGTERM ends it with exit 3 and its latency figure
 from __future__ import annotations
 
 import json
+import os
 import queue
 import re
 import signal
@@ -156,3 +157,64 @@ def test_watch_flags_hijacks_from_a_live_session(netns: str, tmp_path: Path) -> 
         f"gobgp add->event line p50 {spread[len(spread) // 2] * 1e3:.1f} ms "
         f"max {spread[-1] * 1e3:.1f} ms"
     )
+
+
+def test_watch_rechecks_held_routes_when_the_vrp_file_changes(netns: str, tmp_path: Path) -> None:
+    """gobgpd's 198.51.100.0/24 is RPKI invalid under the first VRP file; rewriting the file
+    (as rpki-client does) resolves the event without any new UPDATE, and rewriting it back
+    raises it again: the reload re-validated the route already held."""
+    require_binaries("gobgpd", "gobgp")
+    (tmp_path / "gobgpd.toml").write_text(GOBGPD_CONF)
+    vrps = tmp_path / "vrps.json"
+
+    def write_vrps(asn: int, mtime: int) -> None:
+        roa = {"asn": asn, "prefix": "198.51.100.0/24", "maxLength": 24, "ta": "test"}
+        vrps.write_text(json.dumps({"roas": [roa]}))
+        os.utime(vrps, (mtime, mtime))  # watch reloads on a changed modification time
+
+    write_vrps(64511, 1_000_000)
+    config = tmp_path / "overcast.yaml"
+    config.write_text(CONFIG.replace("  feeds:", "  vrp_file: vrps.json\n  feeds:"))
+    gobgp = ["gobgp", "-u", THEM, "-p", "50051"]
+    argv = ["gobgpd", "-f", str(tmp_path / "gobgpd.toml"), "--api-hosts", f"{THEM}:50051",
+            "--pprof-disable"]  # fmt: skip
+    with daemon(netns, argv, tmp_path / "gobgpd.log"):
+        ns_run(netns, *gobgp, "global", attempts_until=20)
+        watch = subprocess.Popen(
+            ["ip", "netns", "exec", netns, sys.executable, "-m", "overcast", "guard", "watch",
+             "--config", str(config), "--json"],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            lines: queue.Queue[Line] = queue.Queue()
+            threading.Thread(target=_lines, args=(watch.stdout, lines), daemon=True).start()
+            ns_run(netns, *gobgp, "global", "rib", "add", "198.51.100.0/24", attempts_until=20)
+
+            def rpki_event() -> dict[str, Any]:
+                deadline = time.monotonic() + 30
+                while True:  # roa-change events come first
+                    _, event = _next_event(lines, deadline)
+                    if event["type"] == "rpki-invalid":
+                        return event
+
+            event = rpki_event()  # from the UPDATE itself
+            assert (event["state"], event["offending_as"]) == ("ongoing", THEIR_ASN), event
+            write_vrps(THEIR_ASN, 2_000_000)
+            event = rpki_event()  # from the reload: no UPDATE since
+            assert event["state"] == "resolved", event
+            assert event["rationale"] == (
+                f"198.51.100.0/24 from AS{THEIR_ASN} is now RPKI valid (matching VRP: "
+                f"AS{THEIR_ASN} 198.51.100.0/24 max-length 24) after a VRP reload."
+            )
+            write_vrps(64511, 3_000_000)
+            event = rpki_event()
+            assert (event["state"], event["offending_as"]) == ("ongoing", THEIR_ASN), event
+            assert event["peers"] == [THEM], event
+        finally:
+            watch.send_signal(signal.SIGINT)
+            try:
+                _, err = watch.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                watch.kill()
+                _, err = watch.communicate()
+    assert watch.returncode == exitcodes.ALERT, err

@@ -1,4 +1,5 @@
-"""The prefix index agrees with a brute-force longest match on random prefixes."""
+"""The prefix index agrees with a brute-force longest match and more-specifics search on
+random prefixes."""
 
 from __future__ import annotations
 
@@ -39,3 +40,24 @@ def test_longest_matches_brute_force(case: tuple[list[Prefix], list[Prefix]]) ->
             best = max(p.length for p in covering)
             assert found is not None and found[0] == best
             assert set(found[1]) == {p for p in covering if p.length == best}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from([4, 6]).flatmap(
+        lambda v: st.tuples(st.lists(prefixes(v), max_size=30), st.lists(prefixes(v), max_size=30))
+    )
+)
+def test_more_specifics_match_brute_force(case: tuple[list[Prefix], list[Prefix]]) -> None:
+    stored, queries = case
+    index: PrefixIndex[Prefix] = PrefixIndex()
+    for p in stored:
+        index.add(p, p)
+    # Queries also take stored prefixes and their covering /0, so hits are common.
+    for q in [*queries, *stored[:5], Prefix(stored[0].version, 0, 0)] if stored else queries:
+        want = [p for p in stored if q.covers(p) and p != q]
+        assert sorted(index.more_specifics(q)) == sorted(want)
+    host = Prefix(4, 0, 32)
+    index.more_specifics(Prefix(4, 0, 0))
+    index.add(host, host)  # an add after a search is seen by the next search
+    assert host in index.more_specifics(Prefix(4, 0, 0))
