@@ -43,7 +43,8 @@ from gateway.forwarded import Origin
 from gateway.forwarded import origin as forwarded_origin
 from gateway.oidc import LoginRequest, OidcError, RelyingParty, SingleFlight, Tokens
 from gateway.paths import BadPath, normalise
-from gateway.proxy import Proxy, Route, http_date, routes_from_config
+from gateway.policy import Decision
+from gateway.proxy import Forward, Proxy, Route, http_date, routes_from_config
 from gateway.redirects import safe_redirect
 from gateway.request import Identity, RequestContext
 from gateway.session import (
@@ -75,6 +76,7 @@ SIGNED_OUT = "/.overcast/signed-out"
 BACKCHANNEL = "/.overcast/backchannel-logout"
 JWKS = "/.well-known/jwks.json"
 MAX_FORM = 64 * 1024
+ENCODED_LINES = 4096  # decision log lines kept encoded
 REFRESH_EARLY = 10  # seconds before the access token expires
 DISCOVERY_RETRY = 5.0
 HOUSEKEEPING = 60.0
@@ -136,11 +138,19 @@ def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
     return [v for k, v in headers if k == name]
 
 
+def _cookie(headers: Headers) -> str | None:
+    """The sealed session cookie's value, if the request carries one."""
+    return cookie_value(b"; ".join(_header(headers, b"cookie")).decode("latin-1"), COOKIE)
+
+
 def _host_of(values: list[bytes]) -> str | None:
     """RFC 9112 section 3.2: exactly one Host; we compare it without port, lower-cased."""
-    if len(values) != 1:
-        return None
-    host = values[0].decode("latin-1").strip().lower()
+    return _host_name(values[0]) if len(values) == 1 else None
+
+
+@functools.lru_cache(maxsize=1024)  # the gateway's few app hosts, on every request
+def _host_name(value: bytes) -> str | None:
+    host = value.decode("latin-1").strip().lower()
     if host.startswith("["):
         end = host.find("]")
         return host[: end + 1] if end > 0 else None
@@ -220,6 +230,8 @@ class DecisionLog:
     def __init__(self, stream: TextIO | None) -> None:
         self.stream = stream
         self._lines: list[str] = []
+        # The same user keeps asking for the same few things: a line is encoded once.
+        self._encoded: dict[tuple[object, ...], str] = {}
 
     def emit(self, event: Mapping[str, Any]) -> None:
         if self.stream is not None:
@@ -248,12 +260,18 @@ class DecisionLog:
         if self.stream is None:
             return
         sub, email = (identity.sub, identity.email) if identity is not None else (None, None)
-        self.emit_line(
-            f'{{"event": "decision", "app": {_js(route.app)}, "host": {_js(route.host)}, '
-            f'"method": {_js(method)}, "path": {_js(path)}, "client_ip": {_js(ip)}, '
-            f'"sub": {_js_or_null(sub)}, "email": {_js_or_null(email)}, '
-            f'"allowed": {"true" if allowed else "false"}, "reason": {_js(reason)}}}'
-        )
+        key = (route.app, route.host, method, path, ip, sub, email, allowed, reason)
+        line = self._encoded.get(key)
+        if line is None:
+            if len(self._encoded) >= ENCODED_LINES:
+                self._encoded.clear()
+            line = self._encoded[key] = (
+                f'{{"event": "decision", "app": {_js(route.app)}, "host": {_js(route.host)}, '
+                f'"method": {_js(method)}, "path": {_js(path)}, "client_ip": {_js(ip)}, '
+                f'"sub": {_js_or_null(sub)}, "email": {_js_or_null(email)}, '
+                f'"allowed": {"true" if allowed else "false"}, "reason": {_js(reason)}}}'
+            )
+        self.emit_line(line)
 
     def flush(self) -> None:
         if self.stream is not None and self._lines:
@@ -344,15 +362,10 @@ class Gateway:
 
     async def request(self, scope: Scope, receive: Receive, send: Send) -> None:
         websocket = scope["type"] == "websocket"
-        headers: Headers = scope["headers"]
-        host = _host_of(_header(headers, b"host"))
-        if host is None:
-            return await self._refuse(send, websocket, page(400, "Bad request", _ONE_HOST))
-        raw_path = scope.get("raw_path") or scope["path"].encode()
-        try:
-            path = _normalised(raw_path.decode("latin-1"))
-        except BadPath as exc:
-            return await self._refuse(send, websocket, page(400, "Bad request", str(exc)))
+        located = self._locate(scope)
+        if isinstance(located, Reply):
+            return await self._refuse(send, websocket, located)
+        host, path = located
         if host not in self.app_hosts:
             return await self._refuse(send, websocket, await self.own(scope, path, receive))
         if path.startswith(RESERVED_PREFIX):
@@ -361,6 +374,41 @@ class Gateway:
         if route is None:
             return await self._refuse(send, websocket, page(404, "Not found", "no app here"))
         await self.app_request(scope, receive, send, route, host, path)
+
+    def express(self, scope: Scope) -> Forward | None:
+        """Steps 1-7 for the common request, decided without awaiting anything: an HTTP
+        request to an app, signed in with a session that needs no refresh, no mTLS, allowed.
+        Then the decision is logged and what goes upstream returned. None (nothing logged):
+        anything else, which `request` handles, deciding again in full."""
+        located = self._locate(scope)
+        if isinstance(located, Reply) or located[0] not in self.app_hosts:
+            return None
+        host, path = located
+        route = self.table.match(host, path)
+        if route is None or route.app in self.client_cas or path.startswith(RESERVED_PREFIX):
+            return None
+        now = int(self.clock())
+        session = self.codec.open(_cookie(scope["headers"]), now)
+        if session is None or now >= session.refresh_at:
+            return None
+        origin = self._origin(scope, host)
+        identity, decision = self._decide(scope, route, host, path, origin, session, None)
+        if not decision.allowed:
+            return None
+        self._log(route, scope, path, origin.client_ip, identity, True, decision.reason)
+        extra = self._assertion(route, session, identity, now)
+        return self.proxy.forward(scope, route, path, origin, extra)
+
+    def _locate(self, scope: Scope) -> tuple[str, str] | Reply:
+        """Steps 1-2: the request's host and normalised path, or the 400 that refuses it."""
+        host = _host_of(_header(scope["headers"], b"host"))
+        if host is None:
+            return page(400, "Bad request", _ONE_HOST)
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        try:
+            return host, _normalised(raw_path.decode("latin-1"))
+        except BadPath as exc:
+            return page(400, "Bad request", str(exc))
 
     async def _refuse(self, send: Send, websocket: bool, reply: Reply) -> None:
         if websocket:
@@ -513,8 +561,7 @@ class Gateway:
 
     async def session_of(self, headers: Headers, now: int) -> tuple[Session | None, bool]:
         """The request's live session, and whether it was refreshed (needs a new cookie)."""
-        cookies = b"; ".join(_header(headers, b"cookie")).decode("latin-1")
-        session = self.codec.open(cookie_value(cookies, COOKIE), now)
+        session = self.codec.open(_cookie(headers), now)
         if session is None or now < session.refresh_at:
             return session, False
         if not session.refresh_token:
@@ -566,11 +613,7 @@ class Gateway:
         websocket = scope["type"] == "websocket"
         headers: Headers = scope["headers"]
         now = int(self.clock())
-        peer = scope.get("client") or ("", 0)
-        if self.trusted:
-            origin = forwarded_origin(peer[0], scope["scheme"], host, headers, self.trusted)
-        else:  # nobody's X-Forwarded-* is believed: the peer is the client
-            origin = Origin(peer[0], scope["scheme"], host)
+        origin = self._origin(scope, host)
         client_ca = self.client_cas.get(route.app)
         cert = _client_cert(scope, client_ca, now) if client_ca is not None else None
         if client_ca is not None and cert is None:
@@ -586,35 +629,63 @@ class Gateway:
             )
             return await self._refuse(send, websocket, page(403, "Forbidden", ""))
         session, refreshed = await self.session_of(headers, now)
+        identity, decision = self._decide(scope, route, host, path, origin, session, cert)
+        self._log(route, scope, path, origin.client_ip, identity, decision.allowed, decision.reason)
+        if not decision.allowed:
+            method = scope.get("method", "GET")
+            if identity is None and not websocket and method in ("GET", "HEAD"):
+                return await self.start_login(host, path, scope.get("query_string", b"")).send(send)
+            status = 401 if identity is None else 403
+            title = "Sign-in required" if identity is None else "Forbidden"
+            return await self._refuse(send, websocket, page(status, title, decision.reason))
+        extra = self._assertion(route, session, identity, now)
+        if websocket:
+            return await self.proxy.websocket(scope, receive, send, route, path, origin, extra)
+        if refreshed and session is not None:
+            send = _with_header(send, self._session_cookie(session, now))
+        await self.proxy.http(scope, receive, send, route, path, origin, extra)
+
+    def _origin(self, scope: Scope, host: str) -> Origin:
+        """The client's address and the scheme and host it used: from `X-Forwarded-*` when
+        the peer is a trusted proxy, else the peer itself."""
+        peer = scope.get("client") or ("", 0)
+        if self.trusted:
+            return forwarded_origin(peer[0], scope["scheme"], host, scope["headers"], self.trusted)
+        return Origin(peer[0], scope["scheme"], host)
+
+    def _decide(
+        self,
+        scope: Scope,
+        route: Route,
+        host: str,
+        path: str,
+        origin: Origin,
+        session: Session | None,
+        cert: Mapping[str, Any] | None,
+    ) -> tuple[Identity | None, Decision]:
+        """Step 6: the app's policy on this request (not logged here)."""
         identity = self._identity(session) if session is not None else None
         ctx = RequestContext(
             method=scope.get("method", "GET"),
             host=host,
             path=path,
             query=scope.get("query_string", b"").decode("latin-1"),
-            headers=DecodedHeaders(headers),
+            headers=DecodedHeaders(scope["headers"]),
             client_ip=origin.client_ip,
             client_cert=cert,
             identity=identity,
         )
-        decision = self.config.apps[route.app].policy.decide(ctx)
-        self._log(route, scope, path, ctx.client_ip, identity, decision.allowed, decision.reason)
-        if not decision.allowed:
-            if identity is None and not websocket and ctx.method in ("GET", "HEAD"):
-                return await self.start_login(host, path, scope.get("query_string", b"")).send(send)
-            status = 401 if identity is None else 403
-            title = "Sign-in required" if identity is None else "Forbidden"
-            return await self._refuse(send, websocket, page(status, title, decision.reason))
-        extra: Headers = []
-        if identity is not None and session is not None:
-            key = f"{session.sid}:{session.refresh_at}"
-            token = self.signer.sign(identity, route.app, now, cache_key=key)
-            extra.append((ASSERTION_HEADER.encode(), token.encode()))
-        if websocket:
-            return await self.proxy.websocket(scope, receive, send, route, path, origin, extra)
-        if refreshed and session is not None:
-            send = _with_header(send, self._session_cookie(session, now))
-        await self.proxy.http(scope, receive, send, route, path, origin, extra)
+        return identity, self.config.apps[route.app].policy.decide(ctx)
+
+    def _assertion(
+        self, route: Route, session: Session | None, identity: Identity | None, now: int
+    ) -> Headers:
+        """The signed identity header for the upstream (none for an anonymous request)."""
+        if identity is None or session is None:
+            return []
+        key = f"{session.sid}:{session.refresh_at}"
+        token = self.signer.sign(identity, route.app, now, cache_key=key)
+        return [(ASSERTION_HEADER.encode(), token.encode())]
 
     def _identity(self, session: Session) -> Identity:
         known = self._identities.get(session.sid)

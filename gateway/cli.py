@@ -115,7 +115,7 @@ def uvicorn_config(app: Gateway | str, config: GatewayConfig, files: CertFiles) 
     """`app` is the gateway, or with several workers the import path of `worker_app`."""
     import uvicorn
 
-    from gateway.tls import TlsHttpProtocol, TlsWebSocketProtocol
+    from gateway.server import TlsHttpProtocol, TlsWebSocketProtocol
 
     cas = tuple(app.client_ca for app in config.apps.values() if app.client_ca is not None)
     host, _, port = config.listen.rpartition(":")

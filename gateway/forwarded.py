@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from gateway.headers import fold
 
@@ -74,9 +74,9 @@ def client_ip(
     return str(nearest)
 
 
-@dataclass(frozen=True)
-class Origin:
-    """What the client asked for, as seen at the first trusted hop."""
+class Origin(NamedTuple):
+    """What the client asked for, as seen at the first trusted hop (a tuple: made once per
+    request, and immutable)."""
 
     client_ip: str
     proto: str

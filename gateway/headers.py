@@ -105,6 +105,11 @@ def _dropped(name: bytes, keep_authorization: bool) -> bool:
 
 def strip_cookie(value: bytes, cookie_names: Iterable[str]) -> bytes:
     """`value` of a Cookie header without the named cookies (compared case-insensitively)."""
+    return _strip_cookie(value, tuple(cookie_names))
+
+
+@functools.lru_cache(maxsize=1024)  # a browser sends the same Cookie header many times
+def _strip_cookie(value: bytes, cookie_names: tuple[str, ...]) -> bytes:
     drop = {n.lower() for n in cookie_names}
     kept = []
     for pair in value.split(b";"):
@@ -119,8 +124,10 @@ def strip_identity_headers(
     *,
     cookie_names: Iterable[str] = (GATEWAY_COOKIE,),
     keep_authorization: bool = False,
+    also_drop: frozenset[str] = frozenset(),
 ) -> Headers:
-    """`headers` without identity headers, malformed names, and the gateway's cookies.
+    """`headers` without identity headers, malformed names, the gateway's cookies, and the
+    fields whose folded names are in `also_drop`.
 
     `keep_authorization` passes the client's `Authorization` through, for an app that has
     its own API tokens; off by default so a user's bearer token never reaches an upstream
@@ -129,10 +136,11 @@ def strip_identity_headers(
     names = tuple(cookie_names)
     out: Headers = []
     for name, value in headers:
-        if _dropped(name, keep_authorization):
+        folded = fold(name)
+        if folded in also_drop or _dropped(name, keep_authorization):
             continue
-        if fold(name) == "cookie":
-            value = strip_cookie(value, names)
+        if folded == "cookie":
+            value = _strip_cookie(value, names)
             if not value:
                 continue
         out.append((name, value))

@@ -38,7 +38,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from pydantic import GetCoreSchemaHandler
 from pydantic_core import core_schema
@@ -81,8 +81,7 @@ class Request(Protocol):
     def client_cert(self) -> Mapping[str, Any] | None: ...
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     allowed: bool
     reason: str  # one line, for the JSON access log
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -59,6 +59,7 @@ _WEBSOCKET_HANDSHAKE = frozenset(
     {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions"}
 )
 _SUBPROTOCOLS = "sec-websocket-protocol"
+MATCHED = 4096  # (host, path) -> route answers kept
 
 log = logging.getLogger("overcast.gateway")
 
@@ -86,9 +87,21 @@ class RouteTable:
 
     def match(self, host: str, path: str) -> Route | None:
         """The route for `host` (case-insensitive, port ignored) with the longest prefix."""
+        matched = self._matched
+        key = (host, path)
+        if key in matched:  # the same few (host, path) pairs on every request
+            return matched[key]
         name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
         name = name.lower().rstrip(".")
-        return next((r for r in self._by_host.get(name, ()) if r.covers(path)), None)
+        route = next((r for r in self._by_host.get(name, ()) if r.covers(path)), None)
+        if len(matched) >= MATCHED:
+            matched.clear()
+        matched[key] = route
+        return route
+
+    @functools.cached_property
+    def _matched(self) -> dict[tuple[str, str], Route | None]:
+        return {}
 
     @functools.cached_property
     def _by_host(self) -> dict[str, tuple[Route, ...]]:
@@ -122,10 +135,14 @@ def upstream_headers(
 ) -> Headers:
     """The request headers the upstream gets, in order: cleaned client headers, then ours."""
     headers = list(headers)
-    drop = hop_by_hop(headers) | (_WEBSOCKET_HANDSHAKE | {_SUBPROTOCOLS} if websocket else set())
-    kept = [(k, v) for k, v in headers if fold(k) not in drop]
+    drop = hop_by_hop(headers)
+    if websocket:
+        drop |= _WEBSOCKET_HANDSHAKE | {_SUBPROTOCOLS}
     out = strip_identity_headers(
-        kept, cookie_names=cookie_names, keep_authorization=route.keep_authorization
+        headers,
+        cookie_names=cookie_names,
+        keep_authorization=route.keep_authorization,
+        also_drop=drop,
     )
     out += [
         (b"x-forwarded-for", origin.client_ip.encode()),
@@ -196,12 +213,22 @@ def public_location(value: bytes, route: Route) -> bytes:
     return rest if rest.startswith(b"/") else b"/" + rest
 
 
-def _has_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+def has_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:
     for key, value in headers:
         name = fold(key)
         if name == "transfer-encoding" or (name == "content-length" and value.strip() != b"0"):
             return True
     return False
+
+
+class Forward(NamedTuple):
+    """One allowed request as it goes upstream: cleaned headers, the upstream's target."""
+
+    route: Route
+    endpoint: Endpoint
+    method: str
+    target: bytes
+    headers: Headers
 
 
 @dataclass
@@ -220,7 +247,7 @@ class Proxy:
         default_factory=dict, init=False, repr=False
     )
 
-    def _upstream(self) -> UpstreamPool:
+    def upstream(self) -> UpstreamPool:
         if self._pool is None:
             self._pool = UpstreamPool(self.connect_timeout, self.read_timeout)
         return self._pool
@@ -274,6 +301,23 @@ class Proxy:
         target = base.path.rstrip("/") + path + (f"?{query}" if query else "")
         return URL(f"{scheme}://{base.netloc}{target}", encoded=True)
 
+    def forward(
+        self,
+        scope: Scope,
+        route: Route,
+        path: str,
+        origin: Origin,
+        extra_headers: Iterable[tuple[bytes, bytes]] = (),
+    ) -> Forward:
+        """What goes upstream for an HTTP request whose normalised path is `path`."""
+        headers = upstream_headers(
+            scope["headers"], route, origin, extra_headers, cookie_names=self.cookie_names
+        )
+        endpoint, base = self._endpoint(route)
+        query = scope.get("query_string", b"")
+        target = (base + path).encode("ascii") + (b"?" + query if query else b"")
+        return Forward(route, endpoint, scope["method"], target, headers)
+
     async def http(
         self,
         scope: Scope,
@@ -285,17 +329,15 @@ class Proxy:
         extra_headers: Iterable[tuple[bytes, bytes]] = (),
     ) -> None:
         """Forward one HTTP request (`path` normalised) and stream the response back."""
-        client_headers = scope["headers"]
-        headers = upstream_headers(
-            client_headers, route, origin, extra_headers, cookie_names=self.cookie_names
-        )
-        endpoint, base = self._endpoint(route)
-        query = scope.get("query_string", b"")
-        target = (base + path).encode("ascii") + (b"?" + query if query else b"")
-        body = RequestBody(receive, done=not _has_body(client_headers))
+        forward = self.forward(scope, route, path, origin, extra_headers)
+        body = RequestBody(receive, done=not has_body(scope["headers"]))
         try:
-            upstream = await self._upstream().request(
-                endpoint, scope["method"], target, headers, None if body.done else body.chunks()
+            upstream = await self.upstream().request(
+                forward.endpoint,
+                forward.method,
+                forward.target,
+                forward.headers,
+                None if body.done else body.chunks(),
             )
         except TimeoutError:
             return await _error(send, 504, f"upstream {route.app} did not answer in time")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 
 @dataclass(frozen=True)
@@ -27,9 +28,8 @@ class Identity:
     claims: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class RequestContext:
-    """One HTTP request as policy sees it.
+class RequestContext(NamedTuple):
+    """One HTTP request as policy sees it (a tuple: made for every request, and immutable).
 
     `host` is lower-cased with the port removed; `path` is the normalised path that is also
     forwarded upstream; `headers` keys are lower-case, values joined per RFC 9110 section 5.3;
@@ -44,7 +44,7 @@ class RequestContext:
     host: str
     path: str
     query: str = ""
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = MappingProxyType({})
     client_ip: str = ""
     client_cert: Mapping[str, Any] | None = None
     identity: Identity | None = None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import os
 import secrets
@@ -313,6 +314,7 @@ def clear_cookie(name: str) -> str:
     return f"{name}=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Lax"
 
 
+@functools.lru_cache(maxsize=1024)  # a browser sends the same Cookie header many times
 def cookie_value(header: str, name: str) -> str | None:
     """The value of cookie `name` in a Cookie header; the first one wins (RFC 6265 5.4)."""
     for part in header.split(";"):

@@ -5,15 +5,12 @@ certificate for the gateway's names (kept in a directory and reused, so a browse
 trust the CA once keeps trusting it). The CA key never leaves that directory.
 
 mTLS: the listener asks every client for a certificate (CERT_OPTIONAL) from the union of
-the apps' client CAs; each mTLS app then checks that the certificate chains to *its* CA.
-uvicorn does not pass the peer certificate to the app, so `TlsHttpProtocol` and
-`TlsWebSocketProtocol` add the ASGI TLS extension (`scope["extensions"]["tls"]`) with
-`client_cert_chain` as PEM.
+the apps' client CAs; each mTLS app then checks that the certificate chains to *its* CA
+(`gateway.server` hands the peer's certificate to the app).
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import hashlib
 import ipaddress
@@ -22,16 +19,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import httptools
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 CA_DAYS = 3650
 LEAF_DAYS = 397  # the CA/Browser Forum's cap for server certificates
@@ -239,100 +233,3 @@ class ClientCA:
         except VerificationError:
             return False
         return True
-
-
-def absolute_form_host(
-    target: bytes, headers: list[tuple[bytes, bytes]]
-) -> list[tuple[bytes, bytes]]:
-    """`headers` with Host replaced by the authority of the absolute-form `target`: RFC 9112
-    section 3.2.2 says a server MUST ignore the received Host then, and the gateway must
-    route by the name it forwards for. A target without an http(s) authority, or with
-    userinfo (RFC 9110 section 4.2.4: an error), leaves no Host, which is refused (400)."""
-    kept = [(k, v) for k, v in headers if k != b"host"]
-    try:
-        url = httptools.parse_url(target)
-    except httptools.HttpParserInvalidURLError:
-        return kept
-    if (url.schema or b"").lower() not in (b"http", b"https") or not url.host or url.userinfo:
-        return kept
-    host = b"[" + url.host + b"]" if b":" in url.host else url.host
-    return [*kept, (b"host", host + (b":%d" % url.port if url.port else b""))]
-
-
-def peer_chain(transport: asyncio.BaseTransport) -> list[str]:
-    ssl_object = transport.get_extra_info("ssl_object")
-    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-    return [ssl.DER_cert_to_PEM_cert(der)] if der else []
-
-
-class TurnBatchedTransport:
-    """A transport whose writes during one event-loop turn leave as one write.
-
-    uvicorn writes a response head and its body separately; on TLS each write is its own
-    record, encryption call and send(2). The gateway usually has the whole (small) answer
-    in the same turn, so batching makes it one of each. The batch leaves at the start of
-    the next turn, before any new I/O is handled, and before `close`."""
-
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        self.transport = transport
-        self._loop = loop
-        self._pending: list[bytes] | None = None
-
-    def write(self, data: bytes) -> None:
-        if self._pending is None:
-            self._pending = [data]
-            self._loop.call_soon(self.flush)
-        else:
-            self._pending.append(data)
-
-    def flush(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending and not self.transport.is_closing():
-            self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
-
-    def close(self) -> None:
-        self.flush()
-        self.transport.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.transport, name)
-
-
-class TlsHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol plus the ASGI TLS extension, absolute-form request
-    targets routed by their authority (see `absolute_form_host`), and writes batched per
-    event-loop turn (`TurnBatchedTransport`)."""
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._tls: dict[object, object] = {"client_cert_chain": peer_chain(transport)}
-        self._batched = TurnBatchedTransport(transport, self.loop)
-        self.transport = cast(asyncio.Transport, self._batched)
-
-    def handle_websocket_upgrade(self) -> None:
-        # The WebSocket protocol takes over the connection itself, unbatched.
-        self._batched.flush()
-        self.transport = self._batched.transport
-        super().handle_websocket_upgrade()
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self.scope["extensions"] = {"tls": self._tls}
-
-    def on_headers_complete(self) -> None:
-        if self.url[:1] not in (b"/", b"*"):
-            # uvicorn keeps only the path of an absolute-form target; its authority decides.
-            self.headers[:] = absolute_form_host(self.url, self.headers)
-        super().on_headers_complete()
-
-
-class TlsWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's websockets protocol plus the ASGI TLS extension."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self._tls: dict[object, object] = {"client_cert_chain": peer_chain(transport)}
-
-    async def run_asgi(self) -> None:
-        self.scope["extensions"]["tls"] = self._tls
-        await super().run_asgi()

@@ -20,7 +20,7 @@ import asyncio
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -52,7 +52,7 @@ class Endpoint:
         return self.host if self.tls is not None else None
 
 
-class _Connection(asyncio.Protocol):
+class Connection(asyncio.Protocol):
     """One upstream connection and the response being read from it."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -66,6 +66,9 @@ class _Connection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._drain: asyncio.Future[None] | None = None
         self._write_paused = False
+        # Set: parser news goes to this callback instead of waking a waiting coroutine
+        # (`gateway.express` drives a whole exchange from these callbacks, without a task).
+        self.listener: Callable[[], None] | None = None
         self.reset(head_request=False)
 
     def reset(self, *, head_request: bool) -> None:
@@ -179,7 +182,9 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
+        if self.listener is not None:
+            self.listener()
+        elif self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
     def fail(self, error: Exception) -> None:
@@ -251,7 +256,7 @@ class UpstreamResponse:
         self,
         pool: UpstreamPool,
         endpoint: Endpoint,
-        conn: _Connection,
+        conn: Connection,
         sender: asyncio.Task[None] | None,
     ) -> None:
         self._pool = pool
@@ -307,9 +312,9 @@ class UpstreamPool:
         self.read_timeout = read_timeout
         self.idle_timeout = idle_timeout
         self.max_idle = max_idle
-        self._idle: dict[Endpoint, list[_Connection]] = {}
+        self._idle: dict[Endpoint, list[Connection]] = {}
 
-    def put(self, endpoint: Endpoint, conn: _Connection) -> None:
+    def put(self, endpoint: Endpoint, conn: Connection) -> None:
         idle = self._idle.setdefault(endpoint, [])
         if conn.closed or len(idle) >= self.max_idle:
             conn.close()
@@ -317,7 +322,8 @@ class UpstreamPool:
         conn.idle_since = time.monotonic()
         idle.append(conn)
 
-    def _idle_connection(self, endpoint: Endpoint) -> _Connection | None:
+    def idle(self, endpoint: Endpoint) -> Connection | None:
+        """A live pooled connection to `endpoint`, taken out of the pool, or None."""
         idle = self._idle.get(endpoint)
         now = time.monotonic()
         while idle:
@@ -328,11 +334,11 @@ class UpstreamPool:
             return conn
         return None
 
-    async def _connect(self, endpoint: Endpoint) -> _Connection:
+    async def connect(self, endpoint: Endpoint) -> Connection:
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self.connect_timeout):
             _, conn = await loop.create_connection(
-                lambda: _Connection(loop),
+                lambda: Connection(loop),
                 endpoint.host,
                 endpoint.port,
                 ssl=endpoint.tls,
@@ -355,8 +361,8 @@ class UpstreamPool:
         Raises UpstreamError, OSError (ssl.SSLError included) or TimeoutError.
         """
         chunked = body is not None and not any(k.lower() == b"content-length" for k, _ in headers)
-        head = _head(method, target, endpoint.authority, headers, chunked)
-        conn = self._idle_connection(endpoint)
+        head = request_head(method, target, endpoint.authority, headers, chunked)
+        conn = self.idle(endpoint)
         if conn is not None and body is None:
             try:
                 return await self._exchange(endpoint, conn, method, head, None, chunked)
@@ -365,13 +371,13 @@ class UpstreamPool:
                     raise
             # The idle connection died under us before answering: once more on a new one.
         if conn is None or conn.closed:
-            conn = await self._connect(endpoint)
+            conn = await self.connect(endpoint)
         return await self._exchange(endpoint, conn, method, head, body, chunked)
 
     async def _exchange(
         self,
         endpoint: Endpoint,
-        conn: _Connection,
+        conn: Connection,
         method: str,
         head: bytes,
         body: AsyncIterable[bytes] | None,
@@ -403,7 +409,7 @@ class UpstreamPool:
         self._idle.clear()
 
 
-async def _send_body(conn: _Connection, body: AsyncIterable[bytes], chunked: bool) -> None:
+async def _send_body(conn: Connection, body: AsyncIterable[bytes], chunked: bool) -> None:
     transport = conn.transport
     assert transport is not None
     try:
@@ -433,17 +439,31 @@ def _settle(sender: asyncio.Task[None] | None) -> bool:
     return not sender.cancelled() and sender.exception() is None
 
 
-def _head(method: str, target: bytes, authority: bytes, headers: Headers, chunked: bool) -> bytes:
+def request_head(
+    method: str, target: bytes, authority: bytes, headers: Headers, chunked: bool
+) -> bytes:
+    """The request line and header section; UpstreamError if a field carries a line break."""
     lines = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\nhost: ", authority, b"\r\n"]
+    lines += field_lines(headers)
+    lines.append(b"transfer-encoding: chunked\r\n\r\n" if chunked else b"\r\n")
+    return checked_head(b"".join(lines), headers, 3 + chunked, "the request target")
+
+
+def field_lines(headers: Headers) -> list[bytes]:
+    """`name: value CRLF` for each field, as pieces to join."""
+    lines: list[bytes] = []
     for name, value in headers:
         lines += (name, b": ", value, b"\r\n")
-    lines.append(b"transfer-encoding: chunked\r\n\r\n" if chunked else b"\r\n")
-    head = b"".join(lines)
-    # Never let a value (or the target) start another field: the head has exactly the CRLFs
-    # put there above. One count over the whole head, not a search per field.
-    crlfs = len(headers) + 3 + chunked
+    return lines
+
+
+def checked_head(head: bytes, headers: Headers, own_crlfs: int, other: str) -> bytes:
+    """`head` if none of `headers` (or `other`) can start another field: it holds exactly
+    one CRLF per field plus the `own_crlfs` put there around them. One count over the whole
+    head, not a search per field."""
+    crlfs = len(headers) + own_crlfs
     if head.count(b"\r") != crlfs or head.count(b"\n") != crlfs:
         bad = next((n for n, v in headers if b"\r" in v or b"\n" in v), None)
-        where = f"header {bad!r}" if bad is not None else "the request target or a field name"
+        where = f"header {bad!r}" if bad is not None else f"{other} or a field name"
         raise UpstreamError(f"{where} carries a line break")
     return head

@@ -46,7 +46,7 @@ from gateway.proxy import Route, RouteTable
 from gateway.redirects import safe_redirect
 from gateway.request import Identity, RequestContext
 from gateway.session import COOKIE, LOGIN_COOKIE, KeyRing, Session, SessionCodec, SessionStore
-from gateway.tls import TlsHttpProtocol
+from gateway.server import TlsHttpProtocol
 from tests.integration.gateway.echo_upstream import (
     ASSERTION,
     Asgi,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -234,7 +233,7 @@ def test_pydantic_field_round_trip() -> None:
 
 
 def test_request_context_satisfies_the_policy_protocol() -> None:
-    request: Request = replace(req(), path="/x/y")  # mypy checks the contract here
+    request: Request = req()._replace(path="/x/y")  # mypy checks the contract here
     assert policy("allow: {path: {prefix: /x}}").decide(request).allowed
 
 

@@ -16,7 +16,7 @@ from gateway.proxy import (
     routes_from_config,
     upstream_headers,
 )
-from gateway.tls import absolute_form_host
+from gateway.server import absolute_form_host
 
 TABLE = RouteTable(
     (

@@ -11,9 +11,9 @@ from typing import cast
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from gateway.server import TurnBatchedTransport
 from gateway.tls import (
     ClientCA,
-    TurnBatchedTransport,
     cert_details,
     dev_ca,
     issue,
