@@ -23,9 +23,19 @@ from typing import Protocol
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from gateway.proxy import Forward, Proxy, downstream_headers
-from gateway.upstream import Connection, UpstreamError, checked_head, field_lines, request_head
+from gateway.upstream import (
+    Connection,
+    Headers,
+    UpstreamError,
+    checked_head,
+    field_lines,
+    request_head,
+)
 
 log = logging.getLogger("overcast.gateway")
+
+RESPONSE_HEADS = 256  # response heads kept built, per gateway
+_CLOSE = b"connection: close\r\n"  # RFC 9112 section 9.6
 
 
 class Client(Protocol):
@@ -48,20 +58,22 @@ class Exchange:
         forward: Forward,
         proxy: Proxy,
         loop: asyncio.AbstractEventLoop,
+        *,
+        close: bool = False,
     ) -> None:
         self.client = client
         self.forward = forward
         self.pool = proxy.upstream()
         self.cookie_names = proxy.cookie_names
+        self.heads = proxy.response_heads
         self.loop = loop
         self.head_request = forward.method == "HEAD"
+        self.close = close  # the client asked to close after this response
+        self.reused = False  # the upstream connection came from the pool
         self.conn: Connection | None = None
         self.started = False  # the response head went to the client
         self.chunked = False  # re-chunked towards the client
         self.finished = False
-        self.retried = False
-        self.active = True  # something arrived since the last look of the timer
-        self.timer: asyncio.TimerHandle | None = None
         self.head = b""
 
     def start(self) -> None:
@@ -73,11 +85,11 @@ class Exchange:
         except UpstreamError as exc:
             return self._refuse(502, f"upstream {self.forward.route.app} refused: {exc}")
         conn = self.pool.idle(self.forward.endpoint)
+        self.reused = conn is not None
         if conn is None:
             self._connect()
         else:
             self._send(conn)
-        self.timer = self.loop.call_later(self.pool.read_timeout, self._check_timeout)
 
     # -- towards the upstream -----------------------------------------------------------
 
@@ -102,7 +114,7 @@ class Exchange:
     def _send(self, conn: Connection) -> None:
         self.conn = conn
         conn.reset(head_request=self.head_request)
-        conn.listener = self.progress
+        conn.watch(self.progress, self.pool.read_timeout)
         assert conn.transport is not None
         conn.transport.write(self.head)
 
@@ -112,7 +124,6 @@ class Exchange:
         conn = self.conn
         if conn is None or self.finished:
             return
-        self.active = True
         if conn.error is not None:
             return self._broken(conn)
         if not conn.head_done:
@@ -132,40 +143,43 @@ class Exchange:
             self._finish(keep_alive=True)
 
     def _response_head(self, conn: Connection) -> bytes:
-        status = conn.status
-        headers = downstream_headers(conn.headers, self.cookie_names, self.forward.route)
+        """The status line and fields for the client; an upstream repeats the same few
+        (only Date moves, once a second), so each is built once (`Proxy.heads`)."""
+        route, headers = self.forward.route.app, tuple(conn.headers)
+        key = (conn.status, headers, route, self.head_request, self.close)
+        known = self.heads.get(key)
+        if known is None:
+            if len(self.heads) >= RESPONSE_HEADS:
+                self.heads.clear()
+            known = self.heads[key] = self._build_head(conn.status, conn.headers)
+        head, self.chunked = known
+        return head
+
+    def _build_head(self, status: int, upstream: Headers) -> tuple[bytes, bool]:
+        headers = downstream_headers(upstream, self.cookie_names, self.forward.route)
         framed = any(name == b"content-length" for name, _ in headers)
-        bodiless = self.head_request or status in (204, 304)
-        self.chunked = not framed and not bodiless
+        chunked = not framed and not (self.head_request or status in (204, 304))
         line = STATUS_LINE.get(status) or b"HTTP/1.1 %d \r\n" % status
         lines = [line, *field_lines(headers)]
-        lines.append(b"transfer-encoding: chunked\r\n\r\n" if self.chunked else b"\r\n")
-        return checked_head(b"".join(lines), headers, 2 + self.chunked, "the status line")
+        lines.append(_CLOSE if self.close else b"")
+        lines.append(b"transfer-encoding: chunked\r\n\r\n" if chunked else b"\r\n")
+        crlfs = 2 + chunked + self.close
+        return checked_head(b"".join(lines), headers, crlfs, "the status line"), chunked
 
     def _broken(self, conn: Connection) -> None:
         app = self.forward.route.app
         if self.started:
             # Mid-body: the status is sent, so the client learns by the connection closing.
-            log.info("upstream %s broke off a response", app)
+            log.info("upstream %s broke off a response: %s", app, conn.error)
             return self._finish(keep_alive=False)
-        if not conn.received and not self.retried:
-            self.retried = True  # a pooled connection the upstream had closed: once more
-            conn.listener = None
+        if isinstance(conn.error, TimeoutError):
+            return self._refuse(504, f"upstream {app} did not answer in time")
+        if self.reused and not conn.received:
+            self.reused = False  # a pooled connection the upstream had closed: once more
+            conn.unwatch()
             self.conn = None
             return self._connect()
         self._refuse(502, f"upstream {app} unreachable: {type(conn.error).__name__}")
-
-    def _check_timeout(self) -> None:
-        if self.finished:
-            return
-        if self.active:
-            self.active = False
-            self.timer = self.loop.call_later(self.pool.read_timeout, self._check_timeout)
-            return
-        if self.started:
-            log.info("upstream %s stalled mid-response", self.forward.route.app)
-            return self._finish(keep_alive=False)
-        self._refuse(504, f"upstream {self.forward.route.app} did not answer in time")
 
     # -- the client's side ------------------------------------------------------------
 
@@ -184,6 +198,7 @@ class Exchange:
         body = text.encode() + b"\n"
         self.client.transport.write(
             STATUS_LINE[status]
+            + (_CLOSE if self.close else b"")
             + b"content-type: text/plain\r\ncontent-length: %d\r\n\r\n%b" % (len(body), body)
         )
         self._finish(keep_alive=True)
@@ -196,12 +211,10 @@ class Exchange:
         self.client.exchange_done(keep_alive)
 
     def _release(self, *, reuse: bool) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
         conn, self.conn = self.conn, None
         if conn is None:
             return
-        conn.listener = None
+        conn.unwatch()
         if reuse:
             self.pool.put(self.forward.endpoint, conn)
         else:

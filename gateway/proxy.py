@@ -246,6 +246,10 @@ class Proxy:
     _endpoints: dict[Route, tuple[Endpoint, str]] = field(
         default_factory=dict, init=False, repr=False
     )
+    # Built response heads, by what they were built from (`gateway.express`).
+    response_heads: dict[tuple[object, ...], tuple[bytes, bool]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     def upstream(self) -> UpstreamPool:
         if self._pool is None:

@@ -98,6 +98,7 @@ class TlsHttpProtocol(HttpToolsProtocol):
         self.transport = cast(asyncio.Transport, self._batched)
         self._exchange: Exchange | None = None
         self._exchange_cycle: RequestResponseCycle | None = None
+        self._idle_since: float | None = None  # None: a request is under way
 
     def handle_websocket_upgrade(self) -> None:
         # The WebSocket protocol takes over the connection itself, unbatched.
@@ -126,14 +127,15 @@ class TlsHttpProtocol(HttpToolsProtocol):
         if forward is None:
             return super()._start_asgi_task(cycle, app)
         self._exchange_cycle = cycle
-        self._exchange = Exchange(self, forward, cast("Gateway", app).proxy, self.loop)
+        proxy = cast("Gateway", app).proxy
+        self._exchange = Exchange(self, forward, proxy, self.loop, close=not cycle.keep_alive)
         self._exchange.start()
 
     def _express(self, cycle: RequestResponseCycle, app: ASGI3Application) -> Forward | None:
-        """What `Gateway.express` forwards at once; None for what the ASGI app must do: a
-        request with a body (it streams, with 100-continue), or one ending the connection."""
+        """What `Gateway.express` forwards at once; None for what the ASGI app must do,
+        including any request with a body (it streams, and may expect 100-continue)."""
         express = getattr(app, "express", None)  # the gateway, not uvicorn's 503 app
-        if express is None or not cycle.keep_alive or has_body(cycle.scope["headers"]):
+        if express is None or has_body(cycle.scope["headers"]):
             return None
         return cast(Forward | None, express(cycle.scope))
 
@@ -153,6 +155,40 @@ class TlsHttpProtocol(HttpToolsProtocol):
         else:
             self.on_response_complete()
 
+    # -- keep-alive: one timer per connection, not one per request -----------------------
+
+    def _unset_keepalive_if_required(self) -> None:
+        """uvicorn cancels its keep-alive timer whenever data arrives; here the timer
+        stays and the connection only stops counting as idle."""
+        self._idle_since = None
+
+    def on_response_complete(self) -> None:
+        """uvicorn's, except that an idle connection arms the timer only if none is
+        armed: a timer made and cancelled per request costs more than the check."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            return self._start_asgi_task(cycle, app)
+        self._idle_since = self.loop.time()
+        if self.timeout_keep_alive_task is None:
+            self._arm_keep_alive(self.timeout_keep_alive)
+
+    def _arm_keep_alive(self, delay: float) -> None:
+        self.timeout_keep_alive_task = self.loop.call_later(delay, self._keep_alive_check)
+
+    def _keep_alive_check(self) -> None:
+        self.timeout_keep_alive_task = None
+        if self._idle_since is None or self.transport.is_closing():
+            return  # busy: the response's end arms it again
+        left = self._idle_since + self.timeout_keep_alive - self.loop.time()
+        if left > 0:
+            self._arm_keep_alive(left)
+        else:
+            self.transport.close()
+
     def resume_writing(self) -> None:
         super().resume_writing()
         if self._exchange is not None:
@@ -160,6 +196,9 @@ class TlsHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
         if self._exchange is not None:
             self._exchange.abort()
             self._exchange = self._exchange_cycle = None
@@ -175,4 +214,3 @@ class TlsWebSocketProtocol(WebSocketsSansIOProtocol):
     async def run_asgi(self) -> None:
         self.scope["extensions"]["tls"] = self._tls
         await super().run_asgi()
-

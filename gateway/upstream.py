@@ -69,6 +69,7 @@ class Connection(asyncio.Protocol):
         # Set: parser news goes to this callback instead of waking a waiting coroutine
         # (`gateway.express` drives a whole exchange from these callbacks, without a task).
         self.listener: Callable[[], None] | None = None
+        self._watch_timeout = 0.0
         self.reset(head_request=False)
 
     def reset(self, *, head_request: bool) -> None:
@@ -96,6 +97,8 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received = True
+        if self.listener is not None:
+            self._deadline = self.loop.time() + self._watch_timeout  # still talking
         try:
             self.parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
@@ -205,14 +208,28 @@ class Connection(asyncio.Protocol):
         One timer per connection, moved only when it would fire late, instead of one per
         wait: a wait is one or more per request, and most end long before any timeout."""
         waiter = self._waiter = self.loop.create_future()
-        self._deadline = self.loop.time() + timeout
-        if self._timer is None or self._timer.when() > self._deadline:
-            self._disarm()
-            self._timer = self.loop.call_at(self._deadline, self._check_deadline)
+        self._arm(timeout)
         try:
             await waiter
         finally:
             self._waiter = None
+
+    def watch(self, listener: Callable[[], None], timeout: float) -> None:
+        """Send parser news to `listener` until `unwatch`; `timeout` seconds without any
+        byte from the upstream fail the connection with TimeoutError (it reaches
+        `listener` like any other failure)."""
+        self.listener = listener
+        self._watch_timeout = timeout
+        self._arm(timeout)
+
+    def unwatch(self) -> None:
+        self.listener = None
+
+    def _arm(self, timeout: float) -> None:
+        self._deadline = self.loop.time() + timeout
+        if self._timer is None or self._timer.when() > self._deadline:
+            self._disarm()
+            self._timer = self.loop.call_at(self._deadline, self._check_deadline)
 
     def _disarm(self) -> None:
         if self._timer is not None:
@@ -222,12 +239,16 @@ class Connection(asyncio.Protocol):
     def _check_deadline(self) -> None:
         self._timer = None
         waiter = self._waiter
-        if waiter is None or waiter.done() or self.closed:
-            return  # idle: the next wait arms it again
-        if self.loop.time() >= self._deadline:
+        waiting = waiter is not None and not waiter.done()
+        if self.closed or not (waiting or self.listener is not None):
+            return  # idle: the next wait or watch arms it again
+        if self.loop.time() < self._deadline:
+            self._timer = self.loop.call_at(self._deadline, self._check_deadline)
+        elif waiting:
+            assert waiter is not None
             waiter.set_exception(TimeoutError())
         else:
-            self._timer = self.loop.call_at(self._deadline, self._check_deadline)
+            self.fail(TimeoutError(f"no answer in {self._watch_timeout:g} s"))
 
     async def drain(self) -> None:
         if self.closed:
