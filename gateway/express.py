@@ -60,6 +60,7 @@ class Exchange:
         loop: asyncio.AbstractEventLoop,
         *,
         close: bool = False,
+        defaults: Headers = [],  # noqa: B006 - never mutated
     ) -> None:
         self.client = client
         self.forward = forward
@@ -69,6 +70,7 @@ class Exchange:
         self.loop = loop
         self.head_request = forward.method == "HEAD"
         self.close = close  # the client asked to close after this response
+        self.defaults = defaults  # the server's own fields (uvicorn's Server, Date)
         self.reused = False  # the upstream connection came from the pool
         self.conn: Connection | None = None
         self.started = False  # the response head went to the client
@@ -146,7 +148,7 @@ class Exchange:
         """The status line and fields for the client; an upstream repeats the same few
         (only Date moves, once a second), so each is built once (`Proxy.heads`)."""
         route, headers = self.forward.route.app, tuple(conn.headers)
-        key = (conn.status, headers, route, self.head_request, self.close)
+        key = (conn.status, headers, route, self.head_request, self.close, *self.defaults)
         known = self.heads.get(key)
         if known is None:
             if len(self.heads) >= RESPONSE_HEADS:
@@ -156,7 +158,9 @@ class Exchange:
         return head
 
     def _build_head(self, status: int, upstream: Headers) -> tuple[bytes, bool]:
-        headers = downstream_headers(upstream, self.cookie_names, self.forward.route)
+        headers = self.defaults + downstream_headers(
+            upstream, self.cookie_names, self.forward.route
+        )
         framed = any(name == b"content-length" for name, _ in headers)
         chunked = not framed and not (self.head_request or status in (204, 304))
         line = STATUS_LINE.get(status) or b"HTTP/1.1 %d \r\n" % status

@@ -128,7 +128,14 @@ class TlsHttpProtocol(HttpToolsProtocol):
             return super()._start_asgi_task(cycle, app)
         self._exchange_cycle = cycle
         proxy = cast("Gateway", app).proxy
-        self._exchange = Exchange(self, forward, proxy, self.loop, close=not cycle.keep_alive)
+        self._exchange = Exchange(
+            self,
+            forward,
+            proxy,
+            self.loop,
+            close=not cycle.keep_alive,
+            defaults=self.server_state.default_headers,
+        )
         self._exchange.start()
 
     def _express(self, cycle: RequestResponseCycle, app: ASGI3Application) -> Forward | None:

@@ -12,6 +12,7 @@ The upstream (aiohttp.web, its own dev CA from gateway.tls) answers:
   /redirect-self   a 302 to the upstream's own URL (must be pointed back at the gateway)
   /gzip            a gzip body that must cross untouched
   /cut             promises 100 bytes, sends 10 and drops the connection
+  /hang            answers only once the test's `release` event is set
   /ws              WebSocket echo; "bye" closes with code 4001
 Both servers run on their own event loop in a thread, so tests can use any client.
 """
@@ -127,6 +128,10 @@ def _app(upstream: Upstream) -> web.Application:
                 await sock.send_bytes(msg.data[::-1])
         return sock
 
+    async def hang(request: web.Request) -> web.Response:
+        await asyncio.to_thread(upstream.release.wait, 20)
+        return web.Response(text="late")
+
     app = web.Application()
     app.router.add_route("*", "/upload", upload)
     app.router.add_get("/stream", stream)
@@ -136,6 +141,7 @@ def _app(upstream: Upstream) -> web.Application:
     app.router.add_get("/redirect-self", redirect_self)
     app.router.add_get("/gzip", gzipped)
     app.router.add_get("/cut", cut)
+    app.router.add_get("/hang", hang)
     app.router.add_get("/ws", ws)
     app.router.add_route("*", "/{tail:.*}", echo)
     return app
@@ -231,11 +237,15 @@ def _loopback_socket() -> socket.socket:
 
 @contextmanager
 def running(
-    gateway_app: Callable[[Upstream], Asgi], tmp: Path, http: type[asyncio.Protocol] | None = None
+    gateway_app: Callable[[Upstream], Asgi],
+    tmp: Path,
+    http: type[asyncio.Protocol] | None = None,
+    **options: Any,
 ) -> Iterator[tuple[Upstream, int]]:
     """Start the upstream and a uvicorn gateway serving `gateway_app(upstream)` (an ASGI app
     that also answers the lifespan protocol, so it can close its client pool); `http` is
-    uvicorn's HTTP protocol class (default: its own httptools one).
+    uvicorn's HTTP protocol class (default: its own httptools one), `options` more
+    `uvicorn.Config` settings.
 
     Yields (upstream, gateway_port); both stop, and their sockets close, on exit.
     """
@@ -264,6 +274,7 @@ def running(
             ws="websockets-sansio",
             proxy_headers=False,
             http=http or "httptools",
+            **options,
         )
         server = uvicorn.Server(config)
         serving = asyncio.ensure_future(server.serve(sockets=[gateway_sock]))

@@ -45,8 +45,8 @@ from gateway.policy import Policy
 from gateway.proxy import Route, RouteTable
 from gateway.redirects import safe_redirect
 from gateway.request import Identity, RequestContext
-from gateway.session import COOKIE, LOGIN_COOKIE, KeyRing, Session, SessionCodec, SessionStore
 from gateway.server import TlsHttpProtocol
+from gateway.session import COOKIE, LOGIN_COOKIE, KeyRing, Session, SessionCodec, SessionStore
 from tests.integration.gateway.echo_upstream import (
     ASSERTION,
     Asgi,
