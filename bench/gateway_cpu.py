@@ -139,7 +139,7 @@ async def run(requests: int, express: bool) -> float:
     wire.answer = upstream.data_received
     upstream.connection_made(cast(asyncio.Transport, wire))
     route = gw.table.routes[0]
-    endpoint, _ = gw.proxy._endpoint(route)  # noqa: SLF001 - the pool's key
+    endpoint, _ = gw.proxy._endpoint(route)
     pool = gw.proxy.upstream()
     data = request_bytes(gw)
     pool.put(endpoint, upstream)  # and back after each request, if kept alive
