@@ -4,13 +4,14 @@
 
 All on loopback, all over TLS, one load tool (wrk, keep-alive):
   direct     wrk -> upstream (nginx serving a small static answer over TLS)
-  nginx      wrk -> nginx proxy_pass (1 worker, upstream keepalive) -> upstream
+  nginx-N    wrk -> nginx proxy_pass (N workers, upstream keepalive) -> upstream
   gateway-N  wrk -> `overcast gateway serve` with N processes (N > 1 share sessions through
              a redis-server, as a real multi-process deployment must) -> upstream; every
              request carries a valid session cookie, so each one opens the sealed cookie, is
              decided by policy, logged as a JSON line, signed (cached assertion) and streamed
              through.
-By default N is 1 and the number of cores (the realistic deployment on this box). The session
+By default N is 1 and the number of cores (the realistic deployment on this box); each
+gateway-N is compared with nginx-N, the same number of processes. The session
 is minted with the gateway's own key ring; no IdP is involved in the hot path.
 Prints req/s, p50/p99 latency at 64 and 8 connections and the CPU time the serving process
 tree spent per request (steadier than req/s on a shared machine), its read/write syscalls
@@ -46,8 +47,8 @@ from gateway.session import COOKIE, KeyRing, Session, SessionCodec, SessionStore
 
 NGINX_BASE = """
 daemon off;
-master_process off;
-worker_processes 1;
+master_process {master};
+worker_processes {workers};
 pid {tmp}/{name}.pid;
 error_log {tmp}/{name}.err warn;
 events {{ worker_connections 1024; }}
@@ -160,10 +161,14 @@ def process(
 
 
 def nginx(
-    tmp: Path, name: str, body: str, port: int
+    tmp: Path, name: str, body: str, port: int, workers: int = 1
 ) -> AbstractContextManager[subprocess.Popen[bytes]]:
+    """nginx in the foreground: one process, or a master and `workers` workers."""
     conf = tmp / f"{name}.conf"
-    conf.write_text(NGINX_BASE.format(tmp=tmp, name=name, body=body))
+    master = "on" if workers > 1 else "off"
+    conf.write_text(
+        NGINX_BASE.format(tmp=tmp, name=name, body=body, master=master, workers=workers)
+    )
     return process(["nginx", "-p", str(tmp), "-c", str(conf)], f"nginx {name}", port)
 
 
@@ -320,11 +325,14 @@ def main() -> None:
         files = tls.dev_ca(tmp / "ca", ["127.0.0.1", "localhost"], now)
         assert files.ca is not None
         certs = {"cert": files.cert, "key": files.key, "ca": files.ca}
-        up, px = free_port(), free_port()
+        up = free_port()
         direct = stack.enter_context(nginx(tmp, "upstream", UPSTREAM.format(port=up, **certs), up))
-        proxy = stack.enter_context(
-            nginx(tmp, "proxy", PROXY.format(port=px, upstream=up, **certs), px)
-        )
+        targets = [Target("direct", f"https://127.0.0.1:{up}/", direct.pid)]
+        for workers in args.workers:
+            px = free_port()
+            body = PROXY.format(port=px, upstream=up, **certs)
+            proxy = stack.enter_context(nginx(tmp, f"proxy-{workers}", body, px, workers))
+            targets.append(Target(f"nginx-{workers}", f"https://127.0.0.1:{px}/", proxy.pid))
         keys = tmp / "session-keys"
         keys.write_text(
             subprocess.run(
@@ -342,10 +350,6 @@ def main() -> None:
         decisions = open(tmp / "decisions.log", "wb")  # noqa: SIM115 - closed by the stack
         stack.callback(decisions.close)
         cookie = session_cookie(keys)
-        targets = [
-            Target("direct", f"https://127.0.0.1:{up}/", direct.pid),
-            Target("nginx", f"https://127.0.0.1:{px}/", proxy.pid),
-        ]
         for workers in args.workers:
             gw = free_port()
             label = f"gateway-{workers}"
@@ -374,7 +378,7 @@ def main() -> None:
             f"loopback, TLS everywhere, wrk -t{args.threads} {args.duration}s per run, "
             f"{cores} CPUs (shared: absolute rates move with the load; CPU/request is steadier)"
         )
-        print("nginx: 1 worker, upstream keepalive; gateway-N: N processes (N > 1: Redis)")
+        print("nginx-N: N workers, upstream keepalive; gateway-N: N processes (N > 1: Redis)")
         print(
             f"{'path':<11} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/req':>11}"
             f" {'r+w syscalls/req':>17}"
@@ -388,10 +392,10 @@ def main() -> None:
             return
         for workers in args.workers:
             label = f"gateway-{workers}"
-            ratio = results[label, 64]["rps"] / results["nginx", 64]["rps"]
+            ratio = results[label, 64]["rps"] / results[f"nginx-{workers}", 64]["rps"]
             added = results[label, 8]["p50_ms"] - results["direct", 8]["p50_ms"]
             print(
-                f"{label}: {ratio:.2f} of nginx req/s at 64 connections (target >= 0.5), "
+                f"{label}: {ratio:.2f} of nginx-{workers} req/s at 64 connections (target >= 0.5), "
                 f"p99 {results[label, 64]['p99_ms']:.1f} ms at 64 (target <= 25), "
                 f"added p50 {added:.2f} ms at 8 (target <= 2)"
             )
