@@ -134,22 +134,35 @@ def upstream_headers(
     websocket: bool = False,
 ) -> Headers:
     """The request headers the upstream gets, in order: cleaned client headers, then ours."""
-    headers = list(headers)
-    drop = hop_by_hop(headers)
-    if websocket:
-        drop |= _WEBSOCKET_HANDSHAKE | {_SUBPROTOCOLS}
-    out = strip_identity_headers(
-        headers,
-        cookie_names=cookie_names,
-        keep_authorization=route.keep_authorization,
-        also_drop=drop,
-    )
+    keep = route.keep_authorization
+    out = list(_cleaned(tuple(headers), keep, tuple(cookie_names), websocket))
     out += [
         (b"x-forwarded-for", origin.client_ip.encode()),
         (b"x-forwarded-proto", origin.proto.encode()),
         (b"x-forwarded-host", origin.host.encode()),
     ]
     return out + list(extra)
+
+
+@functools.lru_cache(maxsize=1024)  # a client sends the same header section again and again
+def _cleaned(
+    headers: tuple[tuple[bytes, bytes], ...],
+    keep_authorization: bool,
+    cookie_names: tuple[str, ...],
+    websocket: bool,
+) -> tuple[tuple[bytes, bytes], ...]:
+    """The client's fields that may cross: no hop-by-hop, identity or gateway cookie."""
+    drop = hop_by_hop(headers)
+    if websocket:
+        drop |= _WEBSOCKET_HANDSHAKE | {_SUBPROTOCOLS}
+    return tuple(
+        strip_identity_headers(
+            headers,
+            cookie_names=cookie_names,
+            keep_authorization=keep_authorization,
+            also_drop=drop,
+        )
+    )
 
 
 def http_date() -> bytes:
