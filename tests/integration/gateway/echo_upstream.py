@@ -13,6 +13,7 @@ The upstream (aiohttp.web, its own dev CA from gateway.tls) answers:
   /gzip            a gzip body that must cross untouched
   /cut             promises 100 bytes, sends 10 and drops the connection
   /hang            answers only once the test's `release` event is set
+  /big             BIG_BODY bytes in 64 KiB writes; sets `big_sent` once all were written
   /ws              WebSocket echo; "bye" closes with code 4001
 Both servers run on their own event loop in a thread, so tests can use any client.
 """
@@ -45,6 +46,7 @@ from gateway.session import COOKIE, SessionCodec, cookie_value
 
 GZIP_BODY = gzip.compress(b"compressed payload " * 100)
 ASSERTION = b"signed-identity-assertion"
+BIG_BODY = 64 * 1024 * 1024  # more than any socket and proxy buffers hold together
 Asgi = Callable[[Any, Any, Any], Awaitable[None]]
 
 
@@ -53,6 +55,7 @@ class Upstream:
     port: int
     ca: Path
     release: threading.Event = field(default_factory=threading.Event)
+    big_sent: threading.Event = field(default_factory=threading.Event)
     endless_closed: threading.Event = field(default_factory=threading.Event)
 
 
@@ -132,6 +135,16 @@ def _app(upstream: Upstream) -> web.Application:
         await asyncio.to_thread(upstream.release.wait, 20)
         return web.Response(text="late")
 
+    async def big(request: web.Request) -> web.StreamResponse:
+        upstream.big_sent.clear()
+        response = web.StreamResponse(headers={"Content-Length": str(BIG_BODY)})
+        await response.prepare(request)
+        block = b"x" * 65536
+        for _ in range(BIG_BODY // len(block)):
+            await response.write(block)  # waits while the gateway does not read
+        upstream.big_sent.set()
+        return response
+
     app = web.Application()
     app.router.add_route("*", "/upload", upload)
     app.router.add_get("/stream", stream)
@@ -142,6 +155,7 @@ def _app(upstream: Upstream) -> web.Application:
     app.router.add_get("/gzip", gzipped)
     app.router.add_get("/cut", cut)
     app.router.add_get("/hang", hang)
+    app.router.add_get("/big", big)
     app.router.add_get("/ws", ws)
     app.router.add_route("*", "/{tail:.*}", echo)
     return app

@@ -26,7 +26,7 @@ from gateway.config import GatewayConfig
 from gateway.proxy import Forward
 from gateway.server import TlsHttpProtocol
 from gateway.session import COOKIE, Session
-from tests.integration.gateway.echo_upstream import Asgi, Upstream, running
+from tests.integration.gateway.echo_upstream import BIG_BODY, Asgi, Upstream, running
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(60)]
 
@@ -231,6 +231,27 @@ def test_a_client_leaving_an_endless_stream_closes_it_upstream(served: Served) -
         lambda b: b.count(b"data: tick") >= 2,
     )
     assert served.upstream.endless_closed.wait(10), "the upstream stream was left running"
+
+
+def test_a_client_that_does_not_read_holds_the_upstream_back(served: Served) -> None:
+    """Back-pressure: the gateway reads from the upstream only as fast as the client takes
+    the response, so a slow client never makes it buffer a whole large body."""
+    request = f"GET /big HTTP/1.1\r\nHost: app.test\r\nCookie: {served.lane.cookie()}\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", served.port), timeout=20) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(request.encode())
+        first = b""
+        while b"\r\n\r\n" not in first:
+            first += sock.recv(4096)
+        assert first.startswith(b"HTTP/1.1 200")
+        # Nothing more is read: the upstream must stall long before its last byte.
+        assert not served.upstream.big_sent.wait(2), "the gateway buffered the whole body"
+        received = len(first.partition(b"\r\n\r\n")[2])
+        while received < BIG_BODY:
+            chunk = sock.recv(1 << 20)
+            assert chunk, "the response ended early"
+            received += len(chunk)
+    assert served.upstream.big_sent.wait(10)
 
 
 def quick(gateway: Gateway) -> None:
