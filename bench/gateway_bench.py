@@ -217,10 +217,10 @@ def wrk(
     return result
 
 
-def session_cookie(keys_file: Path) -> str:
-    keys = KeyRing.load(keys_file)
+def bench_session() -> Session:
+    """Alice of group sales, signed in for the next hour."""
     now = int(time.time())
-    session = Session(
+    return Session(
         sid="bench",
         sub="alice",
         claims={
@@ -233,7 +233,11 @@ def session_cookie(keys_file: Path) -> str:
         expires_at=now + 3600,
         refresh_at=now + 3600,
     )
-    return f"{COOKIE}={SessionCodec(keys, SessionStore()).seal(session)}"
+
+
+def session_cookie(keys_file: Path) -> str:
+    codec = SessionCodec(KeyRing.load(keys_file), SessionStore())
+    return f"{COOKIE}={codec.seal(bench_session())}"
 
 
 def gateway_config(

@@ -26,10 +26,12 @@ import uvloop
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from gateway_bench import bench_session  # noqa: E402 - the same signed-in user
+
 from gateway.app import Gateway, build  # noqa: E402
 from gateway.config import GatewayConfig  # noqa: E402
 from gateway.server import TlsHttpProtocol  # noqa: E402
-from gateway.session import COOKIE, Session  # noqa: E402
+from gateway.session import COOKIE  # noqa: E402
 from gateway.upstream import Connection  # noqa: E402
 
 UPSTREAM_ANSWER = (
@@ -93,21 +95,7 @@ def gateway() -> Gateway:
 
 
 def request_bytes(gw: Gateway) -> bytes:
-    now = int(time.time())
-    session = Session(
-        sid="bench",
-        sub="alice",
-        claims={
-            "sub": "alice",
-            "email": "alice@corp.example",
-            "email_verified": True,
-            "groups": ["sales"],
-        },
-        issued_at=now,
-        expires_at=now + 3600,
-        refresh_at=now + 3600,
-    )
-    cookie = f"{COOKIE}={gw.codec.seal(session)}"
+    cookie = f"{COOKIE}={gw.codec.seal(bench_session())}"
     return (
         f"GET /api/accounts?page=2 HTTP/1.1\r\nHost: crm.test\r\nUser-Agent: bench/1.0\r\n"
         f"Accept: application/json\r\nCookie: {cookie}; theme=dark\r\n\r\n"

@@ -27,7 +27,7 @@ import hashlib
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +37,7 @@ import uvicorn
 from aiohttp import WSMsgType, web
 
 from gateway import tls
+from gateway.config import GatewayConfig
 from gateway.forwarded import Network, origin
 from gateway.paths import BadPath, normalise
 from gateway.policy import Policy
@@ -159,6 +160,24 @@ def _app(upstream: Upstream) -> web.Application:
     app.router.add_get("/ws", ws)
     app.router.add_route("*", "/{tail:.*}", echo)
     return app
+
+
+def one_app(upstream: Upstream, policy: Mapping[str, Any]) -> GatewayConfig:
+    """A gateway config with one app, `app` at app.test, in front of `upstream`."""
+    return GatewayConfig.model_validate(
+        {
+            "issuer": "https://127.0.0.1:9/",  # never reached: sessions are minted
+            "host": "gw.test",
+            "apps": {
+                "app": {
+                    "host": "app.test",
+                    "upstream": f"https://127.0.0.1:{upstream.port}",
+                    "upstream_ca": str(upstream.ca),
+                    **policy,
+                }
+            },
+        }
+    )
 
 
 def mini_gateway(

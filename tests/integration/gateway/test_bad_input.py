@@ -53,6 +53,7 @@ from tests.integration.gateway.echo_upstream import (
     RawResponse,
     Upstream,
     mini_gateway,
+    one_app,
     raw_http,
     running,
 )
@@ -550,21 +551,7 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Real]:
     built: list[Gateway] = []
 
     def gateway(upstream: Upstream) -> Asgi:
-        config = GatewayConfig.model_validate(
-            {
-                "issuer": "https://127.0.0.1:9/",
-                "host": "gw.test",
-                "apps": {
-                    "app": {
-                        "host": "app.test",
-                        "upstream": f"https://127.0.0.1:{upstream.port}",
-                        "upstream_ca": str(upstream.ca),
-                        **APP_POLICY,
-                    }
-                },
-            }
-        )
-        built.append(build(config))
+        built.append(build(one_app(upstream, APP_POLICY)))
         return built[0]
 
     # The gateway's own HTTP protocol (as `overcast gateway serve` runs it), over plain TCP.

@@ -22,11 +22,10 @@ import pytest
 
 from gateway.app import Gateway, build
 from gateway.assertion import HEADER as ASSERTION_HEADER
-from gateway.config import GatewayConfig
 from gateway.proxy import Forward
 from gateway.server import TlsHttpProtocol
 from gateway.session import COOKIE, Session
-from tests.integration.gateway.echo_upstream import BIG_BODY, Asgi, Upstream, running
+from tests.integration.gateway.echo_upstream import BIG_BODY, Asgi, Upstream, one_app, running
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(60)]
 
@@ -87,21 +86,7 @@ def serve(
     lanes: list[Lane] = []
 
     def gateway(upstream: Upstream) -> Asgi:
-        config = GatewayConfig.model_validate(
-            {
-                "issuer": "https://127.0.0.1:9/",
-                "host": "gw.test",
-                "apps": {
-                    "app": {
-                        "host": "app.test",
-                        "upstream": f"https://127.0.0.1:{upstream.port}",
-                        "upstream_ca": str(upstream.ca),
-                        "allow": {"groups": "sales"},
-                    }
-                },
-            }
-        )
-        built = build(config)
+        built = build(one_app(upstream, {"allow": {"groups": "sales"}}))
         tweak(built)
         lane = Lane(built)
         lane.install()
