@@ -224,12 +224,15 @@ class DecisionLog:
     """Policy decisions and logouts as JSON lines, one per event, with their reason.
 
     Lines are collected during one event-loop turn and written together at its end: a
-    burst of requests costs one write, and no line waits longer than that turn.
+    burst of requests costs one write, and no line waits longer than that turn. Decisions
+    are counted (`overcast_gateway_requests`) the same way: with several processes each
+    count is a write to a shared file, so it is one per turn, not one per request.
     """
 
     def __init__(self, stream: TextIO | None) -> None:
         self.stream = stream
         self._lines: list[str] = []
+        self._counts: dict[tuple[str, bool], int] = {}
         # The same user keeps asking for the same few things: a line is encoded once.
         self._encoded: dict[tuple[object, ...], str] = {}
 
@@ -241,9 +244,13 @@ class DecisionLog:
         """One event already encoded as a JSON object on one line."""
         if self.stream is None:
             return
-        if not self._lines:
-            asyncio.get_running_loop().call_soon(self.flush)
+        self._pending()
         self._lines.append(line)
+
+    def _pending(self) -> None:
+        """Something is about to wait for the end of this turn: make sure it comes."""
+        if not self._lines and not self._counts:
+            asyncio.get_running_loop().call_soon(self.flush)
 
     def decision(
         self,
@@ -255,8 +262,11 @@ class DecisionLog:
         allowed: bool,
         reason: str,
     ) -> None:
-        """A policy decision: the line `emit` would write for it, built without a dict and
-        the generic encoder, because there is one per request."""
+        """A policy decision, counted, and the line `emit` would write for it, built without
+        a dict and the generic encoder, because there is one per request."""
+        self._pending()
+        counted = (route.app, allowed)
+        self._counts[counted] = self._counts.get(counted, 0) + 1
         if self.stream is None:
             return
         sub, email = (identity.sub, identity.email) if identity is not None else (None, None)
@@ -274,6 +284,9 @@ class DecisionLog:
         self.emit_line(line)
 
     def flush(self) -> None:
+        counts, self._counts = self._counts, {}
+        for (app, allowed), count in counts.items():
+            _decided(app, allowed).inc(count)
         if self.stream is not None and self._lines:
             self.stream.write("\n".join(self._lines) + "\n")
             self.stream.flush()
@@ -707,7 +720,6 @@ class Gateway:
         allowed: bool,
         reason: str,
     ) -> None:
-        _decided(route.app, allowed).inc()
         method = scope.get("method", "GET")
         self.decisions.decision(route, method, path, ip, identity, allowed, reason)
 

@@ -8,7 +8,14 @@ import json
 
 import pytest
 
-from gateway.app import DecisionLog, DecodedHeaders, _host_of, _same_origin, identity_of
+from gateway.app import (
+    REQUESTS,
+    DecisionLog,
+    DecodedHeaders,
+    _host_of,
+    _same_origin,
+    identity_of,
+)
 from gateway.proxy import Route
 from gateway.request import Identity
 from gateway.session import Session
@@ -126,3 +133,22 @@ def test_policy_headers_decode_like_a_dict_of_the_pairs() -> None:
     assert lazy["x-team"] == "caf\u00e9"
     assert "cookie" not in lazy
     assert len(lazy) == 2
+
+
+def test_decisions_are_counted_once_per_loop_turn() -> None:
+    log = DecisionLog(None)  # no log stream: still counted
+    route = Route("counted-app", "crm.corp.example", "/", "https://crm.internal")
+    allowed = REQUESTS.labels("counted-app", "allow")
+    before = allowed._value.get()
+
+    async def burst() -> float:
+        for _ in range(3):
+            log.decision(route, "GET", "/", "192.0.2.7", None, True, "allowed")
+        log.decision(route, "GET", "/", "192.0.2.7", None, False, "denied")
+        during = allowed._value.get()
+        await asyncio.sleep(0)
+        return float(during)
+
+    assert asyncio.run(burst()) == before
+    assert allowed._value.get() == before + 3
+    assert REQUESTS.labels("counted-app", "deny")._value.get() == 1
