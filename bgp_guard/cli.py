@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from bgp_guard import bgpalerter
 from bgp_guard.asrel import AsRelationships, load_asrel
-from bgp_guard.config import GuardConfig
+from bgp_guard.config import RIS_LIVE_URL, Feeds, GuardConfig, RisLiveWebsocket
 from bgp_guard.errors import InputError
 from bgp_guard.rpki import VrpSet, load_vrps
 from bgp_guard.sinks import Sink
@@ -154,10 +154,13 @@ def _watch(args: argparse.Namespace) -> int:
     guard = build_guard(args.config)
     config = guard.config
     feeds = config.feeds
-    if feeds.bgp is None and feeds.bmp is None:
+    if args.ris_live is not None:
+        feeds = _with_ris_live(feeds, args.ris_live)
+    if feeds.bgp is None and feeds.bmp is None and feeds.ris_live is None:
         raise CommandError(
-            f"{args.config}: guard.feeds has no feed; add guard.feeds.bgp (a BGP session) "
-            "or guard.feeds.bmp (a BMP station)",
+            f"{args.config}: guard.feeds has no feed; add guard.feeds.bgp (a BGP session), "
+            "guard.feeds.bmp (a BMP station) or guard.feeds.ris_live (RIPE RIS-live), or "
+            "give --ris-live",
             exitcodes.USAGE,
         )
     sinks = _sinks(args)
@@ -174,7 +177,7 @@ def _watch(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
-            live = await watch.start_feeds(feeds)
+            live = await watch.start_feeds(feeds, config)
         except OSError as exc:
             raise CommandError(
                 f"cannot open a feed socket: {exc}; check the addresses and ports under "
@@ -195,6 +198,19 @@ def _watch(args: argparse.Namespace) -> int:
     )
     print(f"overcast: {stats.updates} updates, {stats.events} events{latency}", file=sys.stderr)
     return exitcodes.ALERT if stats.events else exitcodes.OK
+
+
+def _with_ris_live(feeds: Feeds, url: str) -> Feeds:
+    """`feeds` with its RIS-live feed (guard.feeds.ris_live, or the defaults) at `url`."""
+    from pydantic import ValidationError
+
+    settings = feeds.ris_live.model_dump() if feeds.ris_live is not None else {}
+    try:
+        ris_live = RisLiveWebsocket.model_validate({**settings, "url": url})
+    except ValidationError as exc:
+        problem = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        raise CommandError(f"--ris-live: {problem}", exitcodes.USAGE) from None
+    return feeds.model_copy(update={"ris_live": ris_live})
 
 
 def _import_bgpalerter(args: argparse.Namespace) -> int:
@@ -281,22 +297,38 @@ def register(sub: Any) -> None:
 
     p = cmds.add_parser(
         "watch",
-        help="run the live feeds (BGP session, BMP) and print alert events as they happen",
+        help="run the live feeds (BGP session, BMP, RIS-live) and print alert events as they happen",
         description=(
             "Open the feeds under guard.feeds (bgp: a receive-only BGP session, passive "
-            "and/or active; bmp: a BMP station routers connect to) and run every update "
+            "and/or active; bmp: a BMP station routers connect to; ris_live: the RIPE "
+            "RIS-live websocket, subscribed to the monitored prefixes, their "
+            "more-specifics and our ASNs, reconnecting with backoff; while it is "
+            "disconnected the log says so and the routes held are kept, not withdrawn) and "
+            "run every update "
             "through the detectors, printing each event transition at once. When the "
             "vrp_file changes (rpki-client and Routinator rewrite it), it is reloaded: the "
             "ROA changes that touch our prefixes are printed, and the routes already held "
             "that a changed ROA covers are validated again, raising or resolving their "
             "RPKI events. Runs until SIGINT/SIGTERM, then prints the update -> event "
             "latency on stderr. Exit 3 if any alert fired.\n\n"
-            "example:\n"
-            "  overcast guard watch --config overcast.yaml --json --syslog 127.0.0.1:514"
+            "examples:\n"
+            "  overcast guard watch --config overcast.yaml --json --syslog 127.0.0.1:514\n"
+            "  overcast guard watch --config overcast.yaml --ris-live\n"
+            "  overcast guard watch --config overcast.yaml --ris-live ws://127.0.0.1:8080/v1/ws/"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", required=True, metavar="C", help="overcast.yaml")
+    p.add_argument(
+        "--ris-live",
+        nargs="?",
+        const=RIS_LIVE_URL,
+        metavar="URL",
+        help=(
+            "also subscribe to RIS-live at URL (default without URL: %(const)s), with the "
+            "settings of guard.feeds.ris_live if any"
+        ),
+    )
     p.add_argument(
         "--metrics-port",
         type=port_number,

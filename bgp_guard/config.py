@@ -13,6 +13,7 @@ guard:
     bgp: {local_asn: 64511, router_id: 192.0.2.10, listen: 192.0.2.10,
           neighbours: {192.0.2.1: 64500}}
     bmp: {listen: 127.0.0.1}
+    ris_live: {}                                 # RIPE RIS-live, our prefixes subscribed
 ```
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
@@ -133,9 +135,44 @@ class BmpFeed(Model):
     port: int = Field(11019, ge=1, le=65535)  # no IANA port; 11019 is the common choice
 
 
+RIS_LIVE_URL = "wss://ris-live.ripe.net/v1/ws/?client=overcast"
+
+
+def _websocket_url(value: str) -> str:
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:  # e.g. an unclosed [ in an IPv6 address
+        host = None
+    if host is None or parts.scheme not in ("ws", "wss"):
+        raise ValueError(f"{value!r} is not a websocket URL; write it like {RIS_LIVE_URL}")
+    return value
+
+
+class RisLiveWebsocket(Model):
+    """A RIPE RIS-live websocket (https://ris-live.ripe.net/manual/): the monitored prefixes
+    and our ASNs are subscribed, and the connection is kept up with pings and reconnects."""
+
+    url: Annotated[str, AfterValidator(_websocket_url)] = RIS_LIVE_URL
+    # Websocket pings (RFC 6455 section 5.5.2): a dead connection is noticed within
+    # ping_interval + ping_timeout seconds even when no BGP message is due.
+    ping_interval: float = Field(20.0, gt=0)
+    ping_timeout: float = Field(20.0, gt=0)
+    # Reconnect delays double from reconnect_min up to reconnect_max, with jitter.
+    reconnect_min: float = Field(1.0, gt=0)
+    reconnect_max: float = Field(60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _delays_in_order(self) -> RisLiveWebsocket:
+        if self.reconnect_min > self.reconnect_max:
+            raise ValueError("reconnect_min is above reconnect_max; swap or lower them")
+        return self
+
+
 class Feeds(Model):
     bgp: BgpFeed | None = None
     bmp: BmpFeed | None = None
+    ris_live: RisLiveWebsocket | None = None
 
 
 class GuardConfig(Model):

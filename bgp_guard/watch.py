@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bgp_guard.config import Feeds
+from bgp_guard.config import Feeds, GuardConfig
 from bgp_guard.engine import Guard
 from bgp_guard.errors import InputError
 from bgp_guard.feeds.bmp import BmpListener
 from bgp_guard.feeds.live import LiveFeed
+from bgp_guard.feeds.ris_websocket import RisLiveClient, subscriptions
 from bgp_guard.feeds.session import BgpSpeaker
 from bgp_guard.rpki import VrpSet, load_vrps
 from bgp_guard.sinks import Sink
@@ -68,8 +69,9 @@ class VrpFile:
             return None
 
 
-async def start_feeds(config: Feeds) -> list[LiveFeed]:
-    """Open the configured feeds' sockets; raises OSError if one cannot listen."""
+async def start_feeds(config: Feeds, watched: GuardConfig | None = None) -> list[LiveFeed]:
+    """Open the configured feeds' sockets; raises OSError if one cannot listen. A RIS-live
+    feed subscribes to what `watched` monitors, and connects (and reconnects) by itself."""
     feeds: list[LiveFeed] = []
     try:
         if config.bgp is not None:
@@ -90,6 +92,11 @@ async def start_feeds(config: Feeds) -> list[LiveFeed]:
             bmp = BmpListener()
             feeds.append(bmp)
             await bmp.listen(str(config.bmp.listen), config.bmp.port)
+        if config.ris_live is not None:
+            filters = subscriptions(watched or GuardConfig())
+            ris = RisLiveClient(config.ris_live, filters)
+            feeds.append(ris)
+            ris.start()
     except BaseException:
         await asyncio.gather(*(f.close() for f in feeds))
         raise

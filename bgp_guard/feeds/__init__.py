@@ -4,6 +4,7 @@ peer's routes; no feed keeps a copy of what each peer announced).
 
 - `mrt.MrtFeed`: MRT files (RFC 6396), gzip or bzip2.
 - `ris_live.RisLiveFeed`: RIS-live `ris_message` JSON lines.
+- `ris_websocket.RisLiveClient`: the RIS-live websocket, subscribed to what the guard watches.
 - `bmp.BmpListener`: BMP (RFC 7854) from routers.
 - `session.BgpSpeaker`: a live BGP session (RFC 4271).
 

@@ -5,8 +5,10 @@ Each line is one websocket message. `ris_message` of type UPDATE carries `announ
 (RIS-live's UPDATE schema has no field for large communities, RFC 8092, so none are set);
 a RIS_PEER_STATE whose state is "down" is a `PeerDown` (the collector dropped the peer's
 routes without withdrawals); the other RIS message types (OPEN, KEEPALIVE, NOTIFICATION,
-RIS_PEER_STATE "connected") are counted as records but carry no routes. A line that is not valid JSON or not a valid message is counted,
-logged with its line number, and skipped; a `ris_error` from the server is counted the same way.
+RIS_PEER_STATE "connected") are counted as records but carry no routes. A line that is not
+valid JSON or not a valid message is counted, logged with its line number, and skipped; a
+`ris_error` from the server is counted the same way. `decode` reads one message, for the
+websocket client (`ris_websocket`) as for files.
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ SOURCE = "ris-live"
 
 class BadMessage(ValueError):
     """A well-formed JSON line that is not a valid RIS-live message."""
+
+
+class ServerError(BadMessage):
+    """A `ris_error` message: the server reports a problem (a bad subscription, a client
+    too slow to keep up) instead of sending BGP data."""
 
 
 def _path(raw: Any) -> tuple[PathElement, ...]:
@@ -125,6 +132,29 @@ def updates_of(data: dict[str, Any], source: str = SOURCE) -> list[Update]:
     return out
 
 
+def decode(message: str | bytes) -> Sequence[FeedItem]:
+    """The Updates (or PeerDown) of one RIS-live message, a JSON text; raises BadMessage,
+    ServerError (a `ris_error`), another ValueError or UnicodeDecodeError if it is bad."""
+    parsed = json.loads(message)
+    if not isinstance(parsed, dict):
+        raise BadMessage("line is not a JSON object")
+    data = parsed.get("data")
+    kind = parsed.get("type")
+    if kind == "ris_error":
+        reason = data.get("message") if isinstance(data, dict) else data
+        raise ServerError(f"RIS-live server error: {reason}")
+    if kind != "ris_message":
+        return []  # ris_subscribe_ok, pong, ...
+    if not isinstance(data, dict):
+        raise BadMessage("ris_message without a 'data' object")
+    kind = data.get("type")
+    if kind == "RIS_PEER_STATE":
+        return peer_state(data)
+    if kind != "UPDATE":
+        return []
+    return updates_of(data)
+
+
 class RisLiveFeed:
     """Iterate the Updates of RIS-live JSON lines (a file, or lines from the websocket).
 
@@ -154,7 +184,7 @@ class RisLiveFeed:
                     continue
                 stats.records += 1
                 try:
-                    updates = self._decode(line)
+                    updates = decode(line)
                 except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is one too
                     stats.bad_record(f"{self.name} line {number}", exc)
                     continue
@@ -167,23 +197,3 @@ class RisLiveFeed:
                     stats.flush()
         finally:
             stats.flush()
-
-    def _decode(self, line: str | bytes) -> Sequence[FeedItem]:
-        message = json.loads(line)
-        if not isinstance(message, dict):
-            raise BadMessage("line is not a JSON object")
-        data = message.get("data")
-        kind = message.get("type")
-        if kind == "ris_error":
-            reason = data.get("message") if isinstance(data, dict) else data
-            raise BadMessage(f"RIS-live server error: {reason}")
-        if kind != "ris_message":
-            return []  # ris_subscribe_ok, pong, ...
-        if not isinstance(data, dict):
-            raise BadMessage("ris_message without a 'data' object")
-        kind = data.get("type")
-        if kind == "RIS_PEER_STATE":
-            return peer_state(data)
-        if kind != "UPDATE":
-            return []
-        return updates_of(data)
