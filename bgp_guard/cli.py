@@ -299,13 +299,16 @@ def register(sub: Any) -> None:
         "watch",
         help="run the live feeds (BGP session, BMP, RIS-live) and print alert events as they happen",
         description=(
-            "Open the feeds under guard.feeds (bgp: a receive-only BGP session, passive "
-            "and/or active; bmp: a BMP station routers connect to; ris_live: the RIPE "
-            "RIS-live websocket, subscribed to the monitored prefixes, their "
-            "more-specifics and our ASNs, reconnecting with backoff; while it is "
-            "disconnected the log says so and the routes held are kept, not withdrawn) and "
-            "run every update "
-            "through the detectors, printing each event transition at once. When the "
+            "Open the feeds under guard.feeds and run every update through the detectors, "
+            "printing each event transition at once. The feeds:\n"
+            "  bgp       a receive-only BGP session, passive and/or active\n"
+            "  bmp       a BMP station routers connect to\n"
+            "  ris_live  the RIPE RIS-live websocket (or --ris-live): subscribed to the\n"
+            "            monitored prefixes with their more-specifics and to our ASNs;\n"
+            "            reconnects with backoff. While it is down the log says so and\n"
+            "            overcast_bgp_feed_connected is 0; the routes held are kept, since\n"
+            "            a lost feed is not a withdrawal.\n"
+            "When the "
             "vrp_file changes (rpki-client and Routinator rewrite it), it is reloaded: the "
             "ROA changes that touch our prefixes are printed, and the routes already held "
             "that a changed ROA covers are validated again, raising or resolving their "

@@ -108,3 +108,29 @@ def test_watch_without_any_feed_names_the_ris_live_flag(
     config.write_text("sites: {}\nguard: {prefixes: {192.0.2.0/24: {origins: [64500]}}}\n")
     assert main(["guard", "watch", "--config", str(config)]) == exitcodes.USAGE
     assert "guard.feeds.ris_live (RIPE RIS-live), or give --ris-live" in capsys.readouterr().err
+
+
+def test_the_flag_keeps_the_settings_of_the_config_section() -> None:
+    from bgp_guard.cli import _with_ris_live
+    from bgp_guard.config import Feeds
+
+    feeds = Feeds.model_validate({"ris_live": {"ping_interval": 5, "reconnect_max": 30}})
+    url = "ws://127.0.0.1:8080/v1/ws/?client=noc"
+    assert _with_ris_live(feeds, url).ris_live == RisLiveWebsocket(
+        url=url, ping_interval=5, reconnect_max=30
+    )
+    assert _with_ris_live(Feeds(), url).ris_live == RisLiveWebsocket(url=url)
+
+
+def test_validate_names_a_bad_ris_live_section(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "overcast.yaml"
+    config.write_text(
+        "sites: {}\nguard:\n  prefixes: {192.0.2.0/24: {origins: [64500]}}\n"
+        "  feeds: {ris_live: {url: 'ris-live.ripe.net', reconnect_min: 0}}\n"
+    )
+    assert main(["validate", str(config)]) == exitcodes.USAGE
+    err = capsys.readouterr().err
+    assert "guard.feeds.ris_live.url: 'ris-live.ripe.net' is not a websocket URL" in err
+    assert "guard.feeds.ris_live.reconnect_min" in err
