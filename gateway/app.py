@@ -13,7 +13,9 @@ Per request, in this order, so policy decides on exactly what is forwarded:
   7. Forward: identity headers and the gateway's cookies stripped, the ES256 assertion
      added, to the app's upstream over TLS.
 Sign-in and sign-out live under /.overcast/ on each app host, because `__Host-` cookies
-belong to exactly one host (RFC 6265bis section 4.1.3.2).
+belong to exactly one host (RFC 6265bis section 4.1.3.2). `Gateway.express` runs the same
+steps, with the same functions, for the common request that needs no waiting (signed in,
+allowed, no body); `gateway.server` then forwards it without an ASGI task.
 """
 
 from __future__ import annotations
