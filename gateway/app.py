@@ -78,7 +78,7 @@ SIGNED_OUT = "/.overcast/signed-out"
 BACKCHANNEL = "/.overcast/backchannel-logout"
 JWKS = "/.well-known/jwks.json"
 MAX_FORM = 64 * 1024
-ENCODED_LINES = 4096  # decision log lines kept encoded
+ENCODED_LINES = 1024  # decision log lines kept encoded
 REFRESH_EARLY = 10  # seconds before the access token expires
 DISCOVERY_RETRY = 5.0
 HOUSEKEEPING = 60.0
@@ -133,7 +133,7 @@ def identity_of(session: Session) -> Identity:
 
 
 # The same few paths arrive again and again; a path that is refused raises and is not kept.
-_normalised = functools.lru_cache(maxsize=4096)(normalise)
+_normalised = functools.lru_cache(maxsize=1024)(normalise)
 
 
 def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[bytes]:

@@ -82,7 +82,7 @@ _IDENTITY_PREFIXES = (
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
-@functools.lru_cache(maxsize=4096)  # a proxy folds the same few names on every request
+@functools.lru_cache(maxsize=1024)  # a proxy folds the same few names on every request
 def fold(name: bytes | str) -> str:
     """A header name as a server that maps `_` to `-` and ignores case would see it."""
     text = name.decode("latin-1") if isinstance(name, bytes) else name
@@ -96,7 +96,7 @@ def is_identity_header(name: bytes | str, *, keep_authorization: bool = False) -
     return folded in _IDENTITY_NAMES or folded.startswith(_IDENTITY_PREFIXES)
 
 
-@functools.lru_cache(maxsize=4096)  # the same few names on every request
+@functools.lru_cache(maxsize=1024)  # the same few names on every request
 def _dropped(name: bytes, keep_authorization: bool) -> bool:
     """Whether a request header of this name never reaches an upstream."""
     malformed = not _TOKEN.fullmatch(name)

@@ -59,7 +59,7 @@ _WEBSOCKET_HANDSHAKE = frozenset(
     {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions"}
 )
 _SUBPROTOCOLS = "sec-websocket-protocol"
-MATCHED = 4096  # (host, path) -> route answers kept
+MATCHED = 1024  # (host, path) -> route answers kept
 
 log = logging.getLogger("overcast.gateway")
 
@@ -144,7 +144,7 @@ def upstream_headers(
     return out + list(extra)
 
 
-@functools.lru_cache(maxsize=1024)  # a client sends the same header section again and again
+@functools.lru_cache(maxsize=256)  # a client sends the same header section again and again
 def _cleaned(
     headers: tuple[tuple[bytes, bytes], ...],
     keep_authorization: bool,

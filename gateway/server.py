@@ -4,6 +4,9 @@
   ASGI TLS extension (`scope["extensions"]["tls"]`) with `client_cert_chain` as PEM.
 - Absolute-form request targets are routed by their authority (`absolute_form_host`).
 - Writes during one event-loop turn leave as one TLS record (`TurnBatchedTransport`).
+- A request line or header field over MAX_FIELD bytes, or a head over MAX_REQUEST_HEAD,
+  is refused with 431 (RFC 6585 section 5), as nginx's 4 x 8 KiB header buffers do;
+  uvicorn sets no limit. The gateway's per-request caches rely on it to stay small.
 - The express lane: a request `Gateway.express` can decide at once is forwarded by
   `gateway.express.Exchange` instead of an ASGI task; anything else runs the ASGI app.
 """
@@ -27,6 +30,21 @@ if TYPE_CHECKING:
     from gateway.app import Gateway
 
 log = logging.getLogger("overcast.gateway")
+
+MAX_FIELD = 8 * 1024
+MAX_REQUEST_HEAD = 32 * 1024
+_TOO_LARGE_TEXT = (
+    f"the request line and each header field may have {MAX_FIELD} bytes, "
+    f"all of them together {MAX_REQUEST_HEAD}\n"
+).encode()
+_TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\n" + (
+    b"content-type: text/plain\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%b"
+    % (len(_TOO_LARGE_TEXT), _TOO_LARGE_TEXT)
+)
+
+
+class HeadTooLarge(Exception):
+    """The request's head outgrew MAX_REQUEST_HEAD (raised inside a parser callback)."""
 
 
 def absolute_form_host(
@@ -99,6 +117,8 @@ class TlsHttpProtocol(HttpToolsProtocol):
         self._exchange: Exchange | None = None
         self._exchange_cycle: RequestResponseCycle | None = None
         self._idle_since: float | None = None  # None: a request is under way
+        self._head_size = 0
+        self._too_large = False
 
     def handle_websocket_upgrade(self) -> None:
         # The WebSocket protocol takes over the connection itself, unbatched.
@@ -109,6 +129,29 @@ class TlsHttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.scope["extensions"] = {"tls": self._tls}
+        self._head_size = 0
+        self._too_large = False
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)  # may come in pieces
+        self._count_head(len(url), len(self.url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def _count_head(self, size: int, field: int = 0) -> None:
+        self._head_size += size
+        if max(size, field) > MAX_FIELD or self._head_size > MAX_REQUEST_HEAD:
+            self._too_large = True
+            raise HeadTooLarge  # the parser stops; uvicorn answers its 400, made a 431 here
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._too_large:
+            return super().send_400_response(msg)
+        log.info("refused a request head over %d bytes from %s", MAX_REQUEST_HEAD, self.client)
+        self.transport.write(_TOO_LARGE)
+        self.transport.close()
 
     def on_headers_complete(self) -> None:
         if self.url[:1] not in (b"/", b"*"):

@@ -15,6 +15,7 @@ Classes (advisories they stand for, by class rather than number):
   health-check-ua     oauth2-proxy ping-user-agent: a probe's User-Agent skipping auth
   metrics-public      Pomerium metrics/pprof reachable on the public listener
   request-smuggling   TE+CL, doubled Content-Length, absolute-form target, doubled Host
+  oversized-head      header fields or request lines no proxy buffers (memory exhaustion)
   websocket-origin    cross-site WebSocket hijacking with the user's cookie
 
 Pure cases call the modules directly. End-to-end cases send raw bytes through a real uvicorn
@@ -689,6 +690,28 @@ def test_app_host_case(real: Real, host: str) -> None:
 def test_app_request_smuggling_refused(real: Real, framing: str, body: bytes) -> None:
     head = f"POST /upload HTTP/1.1\r\nHost: app.test\r\n{real.cookie()}\r\n{framing}"
     assert raw_http(real.port, head, body).status == 400
+
+
+@pytest.mark.parametrize(
+    ("path", "extra"),
+    [
+        ("/" + "a" * 9000, []),
+        ("/", ["X-Pad: " + "b" * 9000]),
+        ("/", [f"X-Pad-{i}: " + "c" * 7000 for i in range(5)]),
+    ],
+    ids=["long-target", "long-field", "long-head"],
+)
+def test_oversized_request_head_is_431_and_not_forwarded(
+    real: Real, path: str, extra: list[str]
+) -> None:
+    response = real.get(path, real.cookie(), *extra)
+    assert response.status == 431 and reached_upstream(response) is None
+    assert response.header("connection") == ["close"]
+
+
+def test_a_head_just_under_the_limits_passes(real: Real) -> None:
+    extra = [f"X-Pad-{i}: " + "d" * 7000 for i in range(3)]
+    assert reached_upstream(real.get("/" + "e" * 8000, real.cookie(), *extra)) is not None
 
 
 def test_app_absolute_form_still_decides_on_path(real: Real) -> None:
