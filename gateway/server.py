@@ -132,19 +132,26 @@ class TlsHttpProtocol(HttpToolsProtocol):
         self._head_size = 0
         self._too_large = False
 
+    # uvicorn's on_url and on_header, with the size limits (in one call: one per field).
+
     def on_url(self, url: bytes) -> None:
-        super().on_url(url)  # may come in pieces
-        self._count_head(len(url), len(self.url))
+        self.url += url  # may come in pieces
+        if len(self.url) > MAX_FIELD:
+            self._head_too_large()
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_head(len(name) + len(value) + 4)
-        super().on_header(name, value)
-
-    def _count_head(self, size: int, field: int = 0) -> None:
+        size = len(name) + len(value) + 4
         self._head_size += size
-        if max(size, field) > MAX_FIELD or self._head_size > MAX_REQUEST_HEAD:
-            self._too_large = True
-            raise HeadTooLarge  # the parser stops; uvicorn answers its 400, made a 431 here
+        if size > MAX_FIELD or self._head_size + len(self.url) > MAX_REQUEST_HEAD:
+            self._head_too_large()
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
+
+    def _head_too_large(self) -> None:
+        self._too_large = True
+        raise HeadTooLarge  # the parser stops; uvicorn answers its 400, made a 431 here
 
     def send_400_response(self, msg: str) -> None:
         if not self._too_large:
