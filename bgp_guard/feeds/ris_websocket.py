@@ -5,6 +5,9 @@ every `ris_message` frame into Updates with the JSON-lines parser (`ris_live.dec
 `ris_error` is logged with the server's words and counted; a frame that is not a valid
 message is counted and logged with its number, and the feed goes on.
 
+A proxy set in the environment (https_proxy, all_proxy, ...) is used, as by browsers,
+except for a loopback URL.
+
 Keepalive: websocket pings (RFC 6455 section 5.5.2) every `ping_interval` seconds; no pong
 within `ping_timeout` ends the connection. Silence alone is no failure: a few monitored
 prefixes may see no UPDATE for hours.
@@ -27,11 +30,13 @@ as the messages that arrive; the log says how long the feed was blind.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import random
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 from prometheus_client import Counter, Gauge
 from websockets.asyncio.client import ClientConnection, connect
@@ -115,6 +120,15 @@ def _supernets(prefix: Prefix) -> Iterator[Prefix]:
         yield Prefix(prefix.version, prefix.value >> host << host, length)
 
 
+def _loopback(url: str) -> bool:
+    """A loopback URL never goes through a proxy: the proxy's loopback is not ours."""
+    host = urlsplit(url).hostname or ""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def reconnect_delays(
     first: float, most: float, rng: Callable[[], float] = random.random
 ) -> Iterator[float]:
@@ -169,6 +183,7 @@ class RisLiveClient(LiveFeed):
                     open_timeout=config.ping_interval + config.ping_timeout,
                     close_timeout=config.ping_timeout,
                     max_size=MAX_FRAME,
+                    proxy=None if _loopback(config.url) else True,
                 ) as ws:
                     self._ws = ws
                     for message in self.filters:

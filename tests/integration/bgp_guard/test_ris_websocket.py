@@ -143,8 +143,15 @@ def metric(name: str) -> float:
     return 0.0 if value is None else value
 
 
-def test_replays_the_sample_and_counts_its_bad_frames(caplog: pytest.LogCaptureFixture) -> None:
+def test_replays_the_sample_and_counts_its_bad_frames(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     lines = sample_lines()
+    with socket.socket() as probe:  # a proxy nobody runs: a loopback URL must not use it
+        probe.bind(("127.0.0.1", 0))
+        nowhere = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    for variable in ("http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.setenv(variable, nowhere)
 
     async def replay(session: Session, _: int) -> None:
         await session.subscribed()
