@@ -168,6 +168,15 @@ class Guard:
             self.rib.compact()
         return self.table.drain()
 
+    def feed_outage(self, feed: str, outage: str | None, now: float) -> list[dict[str, Any]]:
+        """A live feed stopped reporting (`outage` says why) or is back (None): a `feed-down`
+        condition event, so that the sinks say when the guard cannot see. The feed's routes
+        are not withdrawn: nobody withdrew them."""
+        rationale = outage or f"{feed} is back; what it missed meanwhile is not replayed."
+        finding = Finding("feed-down", None, None, feed, rationale)
+        self.table.condition(finding, outage is not None, set(), now)
+        return self.table.drain()
+
     def replace_vrps(self, vrps: VrpSet, now: float) -> list[dict[str, Any]]:
         """Validate with `vrps` from now on. Returns one `roa-change` event per added or
         removed ROA that touches a monitored prefix, then the transitions of re-validating

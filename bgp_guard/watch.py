@@ -3,6 +3,8 @@ asyncio loop, events go to the sinks at once, and a one-second timer resolves ev
 when no update arrives and reloads the VRP file when it changes (rpki-client and Routinator
 rewrite it every few minutes), reporting the ROA changes that touch our prefixes and
 re-validating the routes already held that a changed ROA covers (`Guard.replace_vrps`).
+The timer also asks each feed whether it can see (`LiveFeed.outage`): a RIS-live feed that
+lost its connection is a `feed-down` event until it is back.
 """
 
 from __future__ import annotations
@@ -129,12 +131,19 @@ async def run(
             if events:
                 deliver(events, update.time)
 
+    outages: dict[LiveFeed, str | None] = dict.fromkeys(feeds)
+
     async def timer() -> None:
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), 1.0)
             except TimeoutError:
                 deliver(guard.finish(clock()), None)
+                for feed, known in outages.items():
+                    outage = feed.outage()
+                    if (outage is None) != (known is None):
+                        outages[feed] = outage
+                        deliver(guard.feed_outage(feed.stats.kind, outage, clock()), None)
                 vrps = None if vrp_file is None else vrp_file.reload()
                 if vrps is not None:
                     deliver(guard.replace_vrps(vrps, clock()), None)

@@ -27,6 +27,11 @@ class LiveFeed:
         while True:
             yield await self._queue.get()
 
+    def outage(self) -> str | None:
+        """Why what this feed would report is unknown now, or None. A listening feed (BGP,
+        BMP) has no such state: a quiet router is no outage, a lost session is a PeerDown."""
+        return None
+
     async def close(self) -> None:
         """Stop listening, end every connection, flush the counters."""
         for server in self._servers:

@@ -18,7 +18,9 @@ interval so that many guards cut off together do not come back in step. Each new
 subscribes again (the server forgets subscriptions with the connection).
 
 While disconnected the guard's visibility is *unknown*, and it says so: a warning in the log,
-the `overcast_bgp_feed_connected` gauge at 0, `overcast_bgp_feed_connection_losses` counted.
+the `overcast_bgp_feed_connected` gauge at 0, `overcast_bgp_feed_connection_losses` counted,
+and (`outage`, read by `guard watch` every second) a `feed-down` event to the sinks, resolved
+when the feed is back.
 It does not turn the loss into withdrawals: RIS peers did not withdraw anything, and
 withdrawing every held route would report hijacks as over (a false all-clear) and every
 monitored prefix as invisible (a false alarm). The routes held stay as they were; only a
@@ -35,6 +37,7 @@ import json
 import random
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -163,6 +166,7 @@ class RisLiveClient(LiveFeed):
         self._frames = 0  # frames received since start, to name a bad one
         self._ws: ClientConnection | None = None
         self._closing = False
+        self._blind_since: float | None = time.time()  # wall clock; None while connected
         _CONNECTED.labels(KIND).set(0)
 
     def start(self) -> None:
@@ -213,7 +217,17 @@ class RisLiveClient(LiveFeed):
             )
             await asyncio.sleep(delay)
 
+    def outage(self) -> str | None:
+        if self._blind_since is None:
+            return None
+        since = datetime.fromtimestamp(self._blind_since, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        return (
+            f"RIS-live {self.config.url} is not connected (since {since} UTC): updates to "
+            "our prefixes go unseen until it is back; the routes held are kept."
+        )
+
     def _up(self, lost_at: float | None, now: float) -> None:
+        self._blind_since = None
         self.connected = True
         self.connects += 1
         _CONNECTED.labels(KIND).set(1)
@@ -232,6 +246,8 @@ class RisLiveClient(LiveFeed):
             )
 
     def _down(self) -> None:
+        if self._blind_since is None:
+            self._blind_since = time.time()
         self.connected = False
         self.losses += 1
         _CONNECTED.labels(KIND).set(0)

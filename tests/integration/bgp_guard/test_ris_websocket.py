@@ -314,48 +314,75 @@ def test_a_server_that_stops_answering_pings_is_left(caplog: pytest.LogCaptureFi
     assert "keepalive ping timeout" in caplog.text
 
 
-def test_guard_watch_raises_the_alert_from_ris_live(tmp_path: Path) -> None:
+def test_guard_watch_raises_the_alert_and_says_when_it_is_blind(tmp_path: Path) -> None:
     """`overcast guard watch --ris-live URL` subscribes to the monitored prefix, and the
     sample's UPDATE (45.161.192.0/23 from AS268481, where the config expects AS64496) is an
-    exact-origin alert on stdout; SIGINT ends it with exit 3."""
+    exact-origin alert on stdout. The server then goes away: a feed-down event, and no
+    withdrawal of the alert; it comes back: the client subscribes again and feed-down is
+    resolved. SIGINT ends it with exit 3."""
     config = tmp_path / "overcast.yaml"
-    config.write_text(f"sites: {{}}\nguard:\n  prefixes: {{{MONITORED}: {{origins: [64496]}}}}\n")
+    config.write_text(
+        f"sites: {{}}\nguard:\n  prefixes: {{{MONITORED}: {{origins: [64496]}}}}\n"
+        "  feeds: {ris_live: {reconnect_min: 0.05, reconnect_max: 0.2}}\n"
+    )
     lines = sample_lines()
 
-    async def replay(session: Session, _: int) -> None:
+    async def replay_once(session: Session, n: int) -> None:
         await session.subscribed()
-        await session.send_lines(lines)
+        if n == 0:
+            await session.send_lines(lines)
 
-    async def scenario() -> tuple[dict[str, Any], str, int, list[Any]]:
-        async with RisServer(replay).running() as server:
-            watch = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "overcast", "guard", "watch", "--config", str(config),
-                "--ris-live", server.url, "--json",
-                cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            )  # fmt: skip
+    async def next_event(watch: asyncio.subprocess.Process) -> dict[str, Any]:
+        assert watch.stdout is not None
+        line = await asyncio.wait_for(watch.stdout.readline(), 30)
+        assert line, "guard watch ended early"
+        return dict(json.loads(line))
+
+    async def scenario() -> tuple[list[dict[str, Any]], str, int, RisServer]:
+        server = RisServer(replay_once)
+        first = contextlib.AsyncExitStack()
+        await first.enter_async_context(server.running())
+        watch = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "overcast", "guard", "watch", "--config", str(config),
+            "--ris-live", server.url, "--json",
+            cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            events = [await next_event(watch)]  # the alert
+            await first.aclose()  # the server goes away: refused from now on
+            events.append(await next_event(watch))  # blind
+            async with server.running(server.port):  # back
+                events.append(await next_event(watch))
+                await server.sessions[1].subscribed()
+        finally:
+            await first.aclose()
+            if watch.returncode is None:
+                watch.send_signal(signal.SIGINT)
             try:
-                assert watch.stdout is not None and watch.stderr is not None
-                line = await asyncio.wait_for(watch.stdout.readline(), 30)
-                event = json.loads(line)
-            finally:
-                if watch.returncode is None:
-                    watch.send_signal(signal.SIGINT)
-                try:
-                    _, err = await asyncio.wait_for(watch.communicate(), 20)
-                except TimeoutError:
-                    watch.kill()
-                    _, err = await watch.communicate()
-            return event, err.decode(), watch.returncode or 0, server.sessions[0].received
+                _, err = await asyncio.wait_for(watch.communicate(), 20)
+            except TimeoutError:
+                watch.kill()
+                _, err = await watch.communicate()
+        return events, err.decode(), watch.returncode or 0, server
 
-    event, err, code, received = asyncio.run(scenario())
+    events, err, code, server = asyncio.run(scenario())
     assert code == exitcodes.ALERT, err
-    assert received == subscribe_messages()
-    assert {k: event[k] for k in ("type", "state", "prefix", "offending_as", "peers")} == {
+    assert [s.received for s in server.sessions] == [subscribe_messages()] * 2
+    alert, blind, back = events
+    assert {k: alert[k] for k in ("type", "state", "prefix", "offending_as", "peers")} == {
         "type": "exact-origin",
         "state": "ongoing",
         "prefix": MONITORED,
         "offending_as": 268481,
         "peers": ["72.22.223.9"],
     }
+    assert (blind["type"], blind["state"], blind["about"]) == ("feed-down", "ongoing", "ris-live")
+    assert blind["rationale"].startswith(f"RIS-live {server.url} is not connected (since ")
+    assert blind["rationale"].endswith(
+        "UTC): updates to our prefixes go unseen until it is back; the routes held are kept."
+    )
+    assert (back["type"], back["state"]) == ("feed-down", "resolved")
+    assert back["rationale"] == "ris-live is back; what it missed meanwhile is not replayed."
     assert "Traceback" not in err
     assert "RIS-live server error: this is a test error message" in err
+    assert "reconnected and subscribed again after" in err

@@ -12,7 +12,9 @@ from typing import Any
 
 from bgp_guard.engine import Guard
 from bgp_guard.feeds.live import LiveFeed
+from bgp_guard.rib import prefix_key
 from bgp_guard.rpki import load_vrps
+from bgp_guard.update import Prefix
 from bgp_guard.watch import VrpFile, run
 
 from .helpers import guard_config, update
@@ -112,3 +114,41 @@ def test_vrp_file_reload_reports_roa_changes(tmp_path: Path) -> None:
         "ROA AS64500 192.0.2.0/24 max-length 24 was removed: 192.0.2.0/24 from AS64500 goes "
         "from valid to not-found."
     )
+
+
+class Blinkable(LiveFeed):
+    def __init__(self) -> None:
+        super().__init__("test")
+        self.why: str | None = None
+
+    def outage(self) -> str | None:
+        return self.why
+
+
+def test_a_feed_outage_is_an_event_until_it_is_over() -> None:
+    """The timer asks each feed whether it can see: an outage is a feed-down event, ongoing
+    while it lasts and resolved after; held routes and their events are left alone."""
+    guard = Guard(guard_config({"prefixes": {"192.0.2.0/24": {"origins": [64500]}}}))
+    sink = Collect()
+
+    async def scenario() -> None:
+        feed = Blinkable()
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(run(guard, [feed], [sink], stop, clock=lambda: 1000.0))
+        feed._emit(update({"t": 999, "prefix": "192.0.2.0/24", "path": [64510, 65066]}))
+        await wait_for(lambda: len(sink.events) == 1)
+        feed.why = "the test feed is cut off."
+        await wait_for(lambda: len(sink.events) == 2)
+        feed.why = None
+        await wait_for(lambda: len(sink.events) == 3)
+        stop.set()
+        await task
+
+    asyncio.run(scenario())
+    hijack, down, up = sink.events
+    assert (hijack["type"], hijack["state"]) == ("exact-origin", "ongoing")
+    assert (down["type"], down["state"], down["about"]) == ("feed-down", "ongoing", "test")
+    assert down["rationale"] == "the test feed is cut off."
+    assert (up["type"], up["state"]) == ("feed-down", "resolved")
+    assert up["rationale"] == "test is back; what it missed meanwhile is not replayed."
+    assert guard.rib.holders(prefix_key(Prefix.parse("192.0.2.0/24")))  # still held
