@@ -149,6 +149,7 @@ def _watch(args: argparse.Namespace) -> int:
     import asyncio
 
     from bgp_guard import watch
+    from bgp_guard.feeds.tcp_md5 import TcpMd5Error
     from overcast import metrics
 
     guard = build_guard(args.config)
@@ -177,7 +178,13 @@ def _watch(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
-            live = await watch.start_feeds(feeds, config)
+            live = await watch.start_feeds(feeds, config, Path(args.config).parent)
+        except InputError as exc:
+            raise CommandError(
+                f"{args.config}: guard.feeds.bgp.neighbours: {exc}", exitcodes.USAGE
+            ) from None
+        except TcpMd5Error as exc:
+            raise CommandError(f"{args.config}: guard.feeds.bgp: {exc}") from None
         except OSError as exc:
             raise CommandError(
                 f"cannot open a feed socket: {exc}; check the addresses and ports under "
@@ -301,7 +308,9 @@ def register(sub: Any) -> None:
         description=(
             "Open the feeds under guard.feeds and run every update through the detectors, "
             "printing each event transition at once. The feeds:\n"
-            "  bgp       a receive-only BGP session, passive and/or active\n"
+            "  bgp       a receive-only BGP session, passive and/or active; a\n"
+            "            neighbour with a password_file (mode 0600, relative to the\n"
+            "            config file) gets TCP-MD5 (RFC 2385)\n"
             "  bmp       a BMP station routers connect to\n"
             "  ris_live  the RIPE RIS-live websocket (or --ris-live): subscribed to the\n"
             "            monitored prefixes with their more-specifics and to our ASNs;\n"

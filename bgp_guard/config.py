@@ -11,7 +11,8 @@ guard:
   asrel_file: 20260101.as-rel.txt                # CAIDA serial-1
   feeds:                                         # for `overcast guard watch`
     bgp: {local_asn: 64511, router_id: 192.0.2.10, listen: 192.0.2.10,
-          neighbours: {192.0.2.1: 64500}}
+          neighbours: {192.0.2.1: 64500,          # or, with a TCP-MD5 (RFC 2385) password:
+                       192.0.2.2: {asn: 64501, password_file: bgp-192.0.2.2.password}}}
     bmp: {listen: 127.0.0.1}
     ris_live: {}                                 # RIPE RIS-live, our prefixes subscribed
 ```
@@ -102,12 +103,35 @@ class OwnAs(Model):
     downstreams: tuple[ASN, ...] | None = None  # right of our ASN (we hear them)
 
 
+class Neighbour(Model):
+    """A BGP neighbour: its expected ASN (null: any) and, optionally, the file holding the
+    TCP-MD5 password (RFC 2385) both routers sign the session's TCP segments with. The
+    password itself is never written in overcast.yaml, so the config can be shared."""
+
+    asn: ASN | None = None
+    # Relative to overcast.yaml; mode 0600, checked when `guard watch` starts.
+    password_file: str | None = Field(None, min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, value: Any) -> Any:
+        """`192.0.2.1: 64500` is short for `192.0.2.1: {asn: 64500}`."""
+        if not isinstance(value, dict):
+            return {"asn": value}
+        if "password" in value:  # never echo it
+            raise ValueError(
+                "a TCP-MD5 password is not written in overcast.yaml; put it in a file only "
+                "you can read (chmod 600) and name that file with 'password_file'"
+            )
+        return value
+
+
 class BgpFeed(Model):
     """A receive-only BGP session (RFC 4271) with routers that send us what they see."""
 
     local_asn: ASN
     router_id: Address
-    neighbours: dict[Address, ASN | None] = Field(min_length=1)  # ASN null: any ASN
+    neighbours: dict[Address, Neighbour] = Field(min_length=1)
     listen: Address | None = None  # passive: accept the neighbours' sessions here
     connect: tuple[Address, ...] = ()  # active: dial these neighbours
     port: int = Field(179, ge=1, le=65535)

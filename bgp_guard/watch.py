@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bgp_guard.config import Feeds, GuardConfig
+from bgp_guard.config import BgpFeed, Feeds, GuardConfig
 from bgp_guard.engine import Guard
 from bgp_guard.errors import InputError
 from bgp_guard.feeds.bmp import BmpListener
 from bgp_guard.feeds.live import LiveFeed
 from bgp_guard.feeds.ris_websocket import RisLiveClient, subscriptions
 from bgp_guard.feeds.session import BgpSpeaker
+from bgp_guard.feeds.tcp_md5 import TcpMd5Key, read_password_file
 from bgp_guard.rpki import VrpSet, load_vrps
 from bgp_guard.sinks import Sink
 
@@ -71,9 +72,23 @@ class VrpFile:
             return None
 
 
-async def start_feeds(config: Feeds, watched: GuardConfig | None = None) -> list[LiveFeed]:
-    """Open the configured feeds' sockets; raises OSError if one cannot listen. A RIS-live
-    feed subscribes to what `watched` monitors, and connects (and reconnects) by itself."""
+def bgp_passwords(bgp: BgpFeed, config_dir: Path) -> dict[str, TcpMd5Key]:
+    """The neighbours' TCP-MD5 passwords, read from their password files (relative to the
+    config file's directory); raises InputError naming a missing, open or bad file."""
+    return {
+        str(address): read_password_file(config_dir / neighbour.password_file)
+        for address, neighbour in bgp.neighbours.items()
+        if neighbour.password_file is not None
+    }
+
+
+async def start_feeds(
+    config: Feeds, watched: GuardConfig | None = None, config_dir: Path = Path()
+) -> list[LiveFeed]:
+    """Open the configured feeds' sockets; raises InputError for a bad password file (paths
+    relative to `config_dir`), TcpMd5Error if the kernel refuses a password, OSError if a
+    socket cannot listen. A RIS-live feed subscribes to what `watched` monitors, and
+    connects (and reconnects) by itself."""
     feeds: list[LiveFeed] = []
     try:
         if config.bgp is not None:
@@ -81,8 +96,9 @@ async def start_feeds(config: Feeds, watched: GuardConfig | None = None) -> list
             speaker = BgpSpeaker(
                 bgp.local_asn,
                 str(bgp.router_id),
-                peers={str(a): asn for a, asn in bgp.neighbours.items()},
+                peers={str(a): n.asn for a, n in bgp.neighbours.items()},
                 hold_time=bgp.hold_time,
+                passwords=bgp_passwords(bgp, config_dir),
             )
             feeds.append(speaker)
             if bgp.listen is not None:

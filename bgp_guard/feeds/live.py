@@ -4,13 +4,38 @@ and a queue their Updates (and PeerDowns) come out of."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine
+import socket
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from bgp_guard.feeds.stats import FeedStats
 from bgp_guard.update import FeedItem, PeerDown, Update
 
 Handler = Coroutine[Any, Any, None]
+BACKLOG = 100  # asyncio.start_server's default
+
+
+def tcp_listener(
+    host: str, port: int, configure: Callable[[socket.socket], None] | None = None
+) -> socket.socket:
+    """A listening TCP socket on `host`, as asyncio.start_server would make it; `configure`
+    runs before bind(), so no connection is accepted before it (TCP-MD5 keys)."""
+    family, _, _, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if configure is not None:
+            configure(sock)
+        sock.bind(address)
+        sock.listen(BACKLOG)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class LiveFeed:
@@ -43,8 +68,15 @@ class LiveFeed:
         await asyncio.gather(*self._tasks, *self._handlers, return_exceptions=True)
         self.stats.flush()
 
-    async def _serve(self, host: str, port: int) -> None:
-        self._servers.append(await asyncio.start_server(self._accepted, host, port))
+    async def _serve(
+        self, host: str, port: int, configure: Callable[[socket.socket], None] | None = None
+    ) -> None:
+        sock = tcp_listener(host, port, configure)
+        try:
+            self._servers.append(await asyncio.start_server(self._accepted, sock=sock))
+        except BaseException:
+            sock.close()
+            raise
 
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # Not cancelled by close() (asyncio's server logs cancelled handlers as errors):

@@ -10,9 +10,10 @@ mix with asyncio, and decodes every message a second time.
 What it does: IPv4 and IPv6 unicast (RFC 4760), 4-byte ASNs (RFC 6793), capabilities
 (RFC 5492), passive (listen) or active (connect, retrying), the FSM of RFC 4271 section 8 in
 its basic form (OpenSent -> OpenConfirm -> Established, hold and keepalive timers,
-NOTIFICATION on errors). It announces nothing. When a session ends, its routes are withdrawn
-(the Adj-RIB-In is gone, RFC 4271 section 8.2.2): the feed emits a `PeerDown` and the guard
-withdraws them, so detectors see the loss of visibility.
+NOTIFICATION on errors), TCP-MD5 per neighbour (RFC 2385, `tcp_md5.py`). It announces
+nothing. When a session ends, its routes are withdrawn (the Adj-RIB-In is gone, RFC 4271
+section 8.2.2): the feed emits a `PeerDown` and the guard withdraws them, so detectors see the
+loss of visibility.
 
     speaker = BgpSpeaker(local_asn=65010, router_id="192.0.2.10", peers={"192.0.2.1": None})
     await speaker.listen("192.0.2.10")
@@ -24,10 +25,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from bgp_guard.feeds.live import LiveFeed
+from bgp_guard.feeds.tcp_md5 import TcpMd5Error, TcpMd5Key, set_key
 from bgp_guard.update import PeerDown
 from bgp_guard.wire import (
     ADD_PATH_RECEIVE,
@@ -54,6 +58,9 @@ FAMILIES = frozenset({(AFI_IPV4, SAFI_UNICAST), (AFI_IPV6, SAFI_UNICAST)})
 OPEN_WAIT = 240.0
 READ_SIZE = 1 << 16
 CONNECT_RETRY = 5.0  # seconds between active connection attempts (section 10 suggests 120)
+# A SYN the neighbour drops (a TCP-MD5 password mismatch does that silently) would otherwise
+# wait for the kernel's ~2 minutes of SYN retries before the next attempt.
+CONNECT_TIMEOUT = 30.0
 
 # NOTIFICATION codes, RFC 4271 section 4.5 and 6.
 HEADER_ERROR, OPEN_ERROR, HOLD_TIMER_EXPIRED, FSM_ERROR, CEASE = 1, 2, 4, 5, 6
@@ -83,7 +90,8 @@ class Established:
 
 class BgpSpeaker(LiveFeed):
     """Receive-only BGP speaker. `peers` maps each allowed neighbour address to its expected
-    ASN (None: any ASN); `peers=None` accepts any neighbour (a lab convenience)."""
+    ASN (None: any ASN); `peers=None` accepts any neighbour (a lab convenience). `passwords`
+    maps neighbour addresses to their TCP-MD5 keys; sessions with the others are unsigned."""
 
     def __init__(
         self,
@@ -91,6 +99,7 @@ class BgpSpeaker(LiveFeed):
         router_id: str,
         peers: dict[str, int | None] | None = None,
         hold_time: int = 90,
+        passwords: Mapping[str, TcpMd5Key] | None = None,
     ) -> None:
         if hold_time in (1, 2):
             raise ValueError("hold time must be 0 or at least 3 seconds (RFC 4271 section 4.2)")
@@ -99,11 +108,20 @@ class BgpSpeaker(LiveFeed):
         add_path = tuple((afi, safi, ADD_PATH_RECEIVE) for afi, safi in sorted(FAMILIES))
         self.open = Open(local_asn, hold_time, router_id, FAMILIES, asn4=True, add_path=add_path)
         self.peers = peers
+        self.passwords = dict(passwords or {})
         self.established: dict[str, Established] = {}
 
     async def listen(self, host: str, port: int = 179) -> None:
-        """Passive: accept sessions from the configured neighbours."""
-        await self._serve(host, port)
+        """Passive: accept sessions from the configured neighbours. Raises TcpMd5Error if a
+        neighbour's password cannot be set on the listening socket."""
+        await self._serve(host, port, self._set_listener_keys)
+
+    def _set_listener_keys(self, sock: socket.socket) -> None:
+        for peer, key in self.passwords.items():
+            # An IPv6 neighbour cannot reach an IPv4 socket; an IPv4 one reaches an IPv6
+            # socket only v4-mapped, which is what set_key writes.
+            if sock.family == socket.AF_INET6 or ":" not in peer:
+                set_key(sock, peer, key)
 
     def connect(
         self,
@@ -112,20 +130,62 @@ class BgpSpeaker(LiveFeed):
         local_address: str | None = None,
         retry: float = CONNECT_RETRY,
     ) -> None:
-        """Active: keep a session to `host` up, reconnecting `retry` seconds after a failure."""
-        self._spawn(self._keep_connected(host, port, local_address, retry))
+        """Active: keep a session to `host` up, reconnecting `retry` seconds after a failure.
+        The first socket is made here, so a password the kernel refuses (TcpMd5Error) or a
+        local address it cannot bind (OSError) is raised at once."""
+        first = self._active_socket(host, local_address)
+        self._spawn(self._keep_connected(first, host, port, local_address, retry))
+
+    def _active_socket(self, host: str, local_address: str | None) -> socket.socket:
+        """An unconnected socket to `host`, bound to `local_address`, signing with `host`'s
+        password if it has one: the key must be set before the SYN goes out."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            if host in self.passwords:
+                set_key(sock, host, self.passwords[host])
+            if local_address:
+                sock.bind((local_address, 0))
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     async def _keep_connected(
-        self, host: str, port: int, local_address: str | None, retry: float
+        self,
+        sock: socket.socket | None,
+        host: str,
+        port: int,
+        local_address: str | None,
+        retry: float,
     ) -> None:
-        local = (local_address, 0) if local_address else None
+        loop = asyncio.get_running_loop()
         while True:
             try:
-                reader, writer = await asyncio.open_connection(host, port, local_addr=local)
-            except OSError as exc:
-                log.info("BGP connect to %s port %d failed: %s; retrying", host, port, exc)
+                sock = sock or self._active_socket(host, local_address)
+                await asyncio.wait_for(loop.sock_connect(sock, (host, port)), CONNECT_TIMEOUT)
+                reader, writer = await asyncio.open_connection(sock=sock)
+            except (OSError, TimeoutError, TcpMd5Error) as exc:
+                if sock is not None:
+                    sock.close()
+                # A password mismatch makes the neighbour drop our SYNs: a timeout.
+                silent = isinstance(exc, TimeoutError) and host in self.passwords
+                hint = "; check the TCP-MD5 password on both routers" if silent else ""
+                log.info(
+                    "BGP connect to %s port %d failed: %s%s; retrying",
+                    host,
+                    port,
+                    exc or "timed out",
+                    hint,
+                )
+            except BaseException:
+                if sock is not None:
+                    sock.close()
+                raise
             else:
                 await self._connection(reader, writer)
+            sock = None
             await asyncio.sleep(retry)  # ConnectRetryTimer, RFC 4271 section 8.2.2
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -236,3 +236,23 @@ def test_roa_diff_missing_vrp_file(tmp_path: Path, capsys: pytest.CaptureFixture
     assert capsys.readouterr().err == (
         f"overcast: cannot read VRP file {missing}: No such file or directory\n"
     )
+
+
+def test_watch_refuses_a_password_file_others_can_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Checked before any socket opens: exit 2, the file and the fix named, no secret."""
+    secret = tmp_path / "bgp.password"
+    secret.write_text("hunter2\n")
+    secret.chmod(0o644)
+    config = write(
+        tmp_path,
+        "overcast.yaml",
+        MONITORED + "  feeds:\n    bgp: {local_asn: 65010, router_id: 192.0.2.10, "
+        "listen: 192.0.2.10, neighbours: {192.0.2.1: {asn: 64500, "
+        "password_file: bgp.password}}}\n",
+    )
+    assert main(["guard", "watch", "--config", config]) == exitcodes.USAGE
+    err = capsys.readouterr().err
+    assert f"password file {secret} is readable by other users; run 'chmod 600 {secret}'" in err
+    assert "hunter2" not in err and "Traceback" not in err

@@ -92,3 +92,46 @@ guard:
 def test_bad_feeds(bgp: str, fix: str) -> None:
     found = problems(f"  feeds:\n    bgp: {bgp}\n")
     assert any(fix in p and "guard.feeds.bgp" in p for p in found), found
+
+
+def test_neighbour_with_a_password_file() -> None:
+    config = loads(
+        """
+sites: {}
+guard:
+  feeds:
+    bgp:
+      local_asn: 65010
+      router_id: 192.0.2.10
+      listen: 192.0.2.10
+      neighbours:
+        192.0.2.1: 64500
+        192.0.2.2: {asn: 64501, password_file: secrets/bgp-192.0.2.2.password}
+        2001:db8::1: {password_file: bgp-v6.password}
+"""
+    )
+    bgp = config.guard.feeds.bgp
+    assert bgp is not None
+    by_address = {str(a): (n.asn, n.password_file) for a, n in bgp.neighbours.items()}
+    assert by_address == {
+        "192.0.2.1": (64500, None),
+        "192.0.2.2": (64501, "secrets/bgp-192.0.2.2.password"),
+        "2001:db8::1": (None, "bgp-v6.password"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("neighbour", "fix"),
+    [
+        ("{asn: 64500, password: hunter2}", "is not written in overcast.yaml; put it in a file"),
+        ("{asn: 64500, password_file: ''}", "at least 1 character"),
+        ("{asn: 64500, md5: x}", "unknown key 'md5'"),
+        ("{asn: nope}", "'nope' is not an AS number"),
+        ("nope", "'nope' is not an AS number"),
+    ],
+)
+def test_bad_neighbours(neighbour: str, fix: str) -> None:
+    bgp = f"{{local_asn: 1, router_id: 192.0.2.1, listen: 192.0.2.1, neighbours: {{192.0.2.2: {neighbour}}}}}"
+    found = problems(f"  feeds:\n    bgp: {bgp}\n")
+    assert any(fix in p and "guard.feeds.bgp.neighbours.192.0.2.2" in p for p in found), found
+    assert not any("hunter2" in p for p in found)  # a password is never echoed
