@@ -118,9 +118,9 @@ class BgpSpeaker(LiveFeed):
 
     def _set_listener_keys(self, sock: socket.socket) -> None:
         for peer, key in self.passwords.items():
-            # An IPv6 neighbour cannot reach an IPv4 socket; an IPv4 one reaches an IPv6
-            # socket only v4-mapped, which is what set_key writes.
-            if sock.family == socket.AF_INET6 or ":" not in peer:
+            # Listeners are IPv6-only or IPv4: a neighbour of the other family never
+            # reaches this one.
+            if (":" in peer) == (sock.family == socket.AF_INET6):
                 set_key(sock, peer, key)
 
     def connect(

@@ -96,21 +96,17 @@ def read_password_file(path: Path) -> TcpMd5Key:
 
 
 def sockaddr(peer: str, family: int) -> bytes:
-    """`peer` as a struct sockaddr_in or sockaddr_in6 for a socket of `family`, padded to a
-    sockaddr_storage. An IPv4 neighbour of an IPv6 socket is written v4-mapped
-    (::ffff:192.0.2.1), which the kernel files as an IPv4 key."""
+    """`peer` as a struct sockaddr_in or sockaddr_in6, padded to a sockaddr_storage; the
+    kernel wants the family of the socket (`family`) and refuses the other."""
     address = ipaddress.ip_address(peer)
+    wanted = 6 if family == socket.AF_INET6 else 4
+    if address.version != wanted:
+        raise ValueError(f"{peer} is not an IPv{wanted} address, but the socket is")
     family_field = struct.pack("=H", family)  # sa_family_t is host byte order
-    if family == socket.AF_INET:
-        if address.version != 4:
-            raise ValueError(f"{peer} is not an IPv4 address, but the socket is IPv4")
+    if address.version == 4:
         raw = family_field + bytes(2) + address.packed + bytes(8)  # port 0, sin_zero
-    elif family == socket.AF_INET6:
-        if isinstance(address, ipaddress.IPv4Address):
-            address = ipaddress.IPv6Address(b"\0" * 10 + b"\xff\xff" + address.packed)
-        raw = family_field + bytes(2 + 4) + address.packed + bytes(4)  # port, flowinfo, scope
     else:
-        raise ValueError(f"address family {family} is neither IPv4 nor IPv6")
+        raw = family_field + bytes(2 + 4) + address.packed + bytes(4)  # port, flowinfo, scope
     return raw.ljust(SOCKADDR_STORAGE, b"\0")
 
 

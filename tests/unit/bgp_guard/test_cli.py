@@ -238,21 +238,52 @@ def test_roa_diff_missing_vrp_file(tmp_path: Path, capsys: pytest.CaptureFixture
     )
 
 
-def test_watch_refuses_a_password_file_others_can_read(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def md5_config(tmp_path: Path, password: bytes, mode: int) -> str:
+    """A config whose one BGP neighbour has a password file, listening on a free port."""
+    secret = tmp_path / "bgp.password"
+    secret.write_bytes(password)
+    secret.chmod(mode)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    bgp = (
+        "    bgp:\n      local_asn: 65010\n      router_id: 192.0.2.10\n"
+        f"      listen: 127.0.0.1\n      port: {port}\n"
+        "      neighbours: {127.0.0.2: {asn: 64500, password_file: bgp.password}}\n"
+    )
+    return write(tmp_path, "overcast.yaml", MONITORED + "  feeds:\n" + bgp)
+
+
+@pytest.mark.parametrize(
+    ("password", "mode", "message"),
+    [
+        (b"hunter2\n", 0o644, "is readable by other users; run 'chmod 600 {path}'"),
+        (b"hunter2" * 12, 0o600, "is 84 bytes; TCP-MD5 keys are at most 80 bytes"),
+        (b"\n", 0o600, "password file {path} is empty"),
+    ],
+)
+def test_watch_refuses_a_bad_password_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], password: bytes, mode: int, message: str
 ) -> None:
     """Checked before any socket opens: exit 2, the file and the fix named, no secret."""
-    secret = tmp_path / "bgp.password"
-    secret.write_text("hunter2\n")
-    secret.chmod(0o644)
-    config = write(
-        tmp_path,
-        "overcast.yaml",
-        MONITORED + "  feeds:\n    bgp: {local_asn: 65010, router_id: 192.0.2.10, "
-        "listen: 192.0.2.10, neighbours: {192.0.2.1: {asn: 64500, "
-        "password_file: bgp.password}}}\n",
-    )
+    config = md5_config(tmp_path, password, mode)
     assert main(["guard", "watch", "--config", config]) == exitcodes.USAGE
     err = capsys.readouterr().err
-    assert f"password file {secret} is readable by other users; run 'chmod 600 {secret}'" in err
+    assert f"{config}: guard.feeds.bgp.neighbours: password file {tmp_path / 'bgp.password'}" in err
+    assert message.format(path=tmp_path / "bgp.password") in err
+    assert "hunter2" not in err and "Traceback" not in err
+
+
+def test_watch_on_a_kernel_without_tcp_md5(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Such a kernel answers ENOPROTOOPT, as this one does for an option it does not know."""
+    from bgp_guard.feeds import tcp_md5
+
+    monkeypatch.setattr(tcp_md5, "TCP_MD5SIG", 0x7FFF)
+    config = md5_config(tmp_path, b"hunter2\n", 0o600)
+    assert main(["guard", "watch", "--config", config]) == exitcodes.FAILURE
+    err = capsys.readouterr().err
+    assert "this kernel has no TCP-MD5 (RFC 2385) support, needed for the password of " in err
+    assert "neighbour 127.0.0.2; use a kernel built with CONFIG_TCP_MD5SIG" in err
     assert "hunter2" not in err and "Traceback" not in err

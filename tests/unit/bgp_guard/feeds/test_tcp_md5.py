@@ -12,12 +12,15 @@ from pathlib import Path
 import pytest
 
 from bgp_guard.errors import InputError
+from bgp_guard.feeds import tcp_md5
 from bgp_guard.feeds.tcp_md5 import (
     MD5SIG_SIZE,
     TCP_MD5SIG_MAXKEYLEN,
+    TcpMd5Error,
     TcpMd5Key,
     md5sig,
     read_password_file,
+    set_key,
     sockaddr,
 )
 
@@ -81,8 +84,6 @@ def reference(family: int, packed_address: bytes, key: bytes) -> bytes:
     [
         ("192.0.2.1", socket.AF_INET, socket.inet_pton(socket.AF_INET, "192.0.2.1")),
         ("2001:db8::1", socket.AF_INET6, socket.inet_pton(socket.AF_INET6, "2001:db8::1")),
-        # an IPv4 neighbour of an IPv6 listener is keyed v4-mapped
-        ("192.0.2.1", socket.AF_INET6, socket.inet_pton(socket.AF_INET6, "::ffff:192.0.2.1")),
     ],
 )
 def test_md5sig_matches_the_kernel_struct(peer: str, family: int, packed: bytes) -> None:
@@ -105,9 +106,21 @@ def test_md5sig_golden_bytes() -> None:
     assert len(v6) == 128 and v6[28:] == bytes(100)
 
 
-def test_an_ipv6_neighbour_cannot_be_keyed_on_an_ipv4_socket() -> None:
+def test_a_key_is_for_a_neighbour_of_the_socket_family() -> None:
     with pytest.raises(ValueError, match="not an IPv4 address"):
         sockaddr("2001:db8::1", socket.AF_INET)
+    with pytest.raises(ValueError, match="not an IPv6 address"):
+        sockaddr("192.0.2.1", socket.AF_INET6)
+
+
+def test_a_kernel_without_tcp_md5_gets_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel built without CONFIG_TCP_MD5SIG answers TCP_MD5SIG with ENOPROTOOPT, as any
+    kernel answers a TCP option it does not know: ask this one for an unknown option."""
+    monkeypatch.setattr(tcp_md5, "TCP_MD5SIG", 0x7FFF)
+    with socket.socket() as sock, pytest.raises(TcpMd5Error) as exc:
+        set_key(sock, "192.0.2.1", TcpMd5Key(SECRET, "bgp.password"))
+    assert "no TCP-MD5 (RFC 2385) support" in str(exc.value)
+    assert "CONFIG_TCP_MD5SIG" in str(exc.value) and "192.0.2.1" in str(exc.value)
 
 
 def test_key_length_limits_and_repr() -> None:
