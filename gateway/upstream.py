@@ -12,6 +12,9 @@ read to the end, the request body was sent whole, and both ends allow keep-alive
 9.3); everything else is closed. A request without a body that fails on a reused connection
 before any byte of response came back is retried once on a new one (section 9.3.1: the
 upstream may have closed the idle connection as we wrote).
+
+Two ways to use a connection: `UpstreamPool.request` awaits the response (the ASGI path),
+or `Connection.watch` has the parser report to a callback (`gateway.express`).
 """
 
 from __future__ import annotations
