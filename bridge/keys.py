@@ -18,11 +18,12 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-import stat
 from collections.abc import Iterable
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from overcast.secretfile import ExposedSecretError, read_secret_file
 
 KEY_BYTES = 32  # Curve25519 (RFC 7748 section 5)
 
@@ -65,13 +66,18 @@ def _decode(key: str, what: str) -> bytes:
     return raw
 
 
-def _read_key(path: Path) -> str:
+def _key_text(data: bytes) -> str:
     """A key file's text; bytes that are not ASCII give "" so the caller's check reports a
     malformed key without echoing the bytes."""
     try:
-        return path.read_text(encoding="ascii").strip()
+        return data.decode("ascii").strip()
     except UnicodeDecodeError:
         return ""
+
+
+def _read_key(path: Path) -> str:
+    try:
+        return _key_text(path.read_bytes())
     except OSError as exc:
         raise KeyStoreError(f"cannot read {path}: {exc.strerror}") from None
 
@@ -122,8 +128,7 @@ class KeyStore:
         """The private key text, for handing to `wg` on stdin. Never log it."""
         path = self.private_key_file(site)
         try:
-            mode = path.stat().st_mode
-            text = _read_key(path)
+            text = _key_text(read_secret_file(path, "key", renew="regenerate it"))
         except FileNotFoundError:
             raise KeyStoreError(
                 f"no key for site {site!r} in {self.directory}; generate it with "
@@ -131,10 +136,7 @@ class KeyStore:
             ) from None
         except OSError as exc:
             raise KeyStoreError(f"cannot read {path}: {exc.strerror}") from None
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise KeyStoreError(
-                f"{path} is readable by other users; run 'chmod 600 {path}' and consider "
-                "the key leaked (regenerate it)"
-            )
+        except ExposedSecretError as exc:
+            raise KeyStoreError(str(exc)) from None
         _decode(text, f"private key in {path}")
         return text

@@ -27,12 +27,12 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
-import stat
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bgp_guard.errors import InputError
+from overcast.secretfile import ExposedSecretError, read_secret_file
 
 TCP_MD5SIG = 14  # linux/tcp.h; the socket module does not export it
 TCP_MD5SIG_MAXKEYLEN = 80  # linux/tcp.h
@@ -72,8 +72,7 @@ def read_password_file(path: Path) -> TcpMd5Key:
     """The password in `path`: its first line, without the line ending. The file must not
     be readable by group or others, like an ssh key."""
     try:
-        mode = path.stat().st_mode
-        data = path.read_bytes()
+        data = read_secret_file(path, "password", renew="change it on both routers")
     except FileNotFoundError:
         raise InputError(
             f"password file {path} does not exist; write the neighbour's TCP-MD5 password "
@@ -81,11 +80,8 @@ def read_password_file(path: Path) -> TcpMd5Key:
         ) from None
     except OSError as exc:
         raise InputError(f"cannot read password file {path}: {exc.strerror}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise InputError(
-            f"password file {path} is readable by other users; run 'chmod 600 {path}' and "
-            "consider the password leaked (change it on both routers)"
-        )
+    except ExposedSecretError as exc:
+        raise InputError(f"password file {exc}") from None
     password = data.removesuffix(b"\n").removesuffix(b"\r")
     if b"\n" in password:
         raise InputError(f"password file {path} has more than one line; keep only the password")

@@ -126,8 +126,92 @@ async def collect(
     return seen
 
 
+# The daemons' own ASNs: bird2 announces 198.51.100.0/24 and 2001:db8:1::/48 from BIRD_ASN,
+# gobgpd originates what a test adds through its CLI (gobgp_announce) from GOBGP_ASN.
+BIRD_ASN, GOBGP_ASN = 4200000001, 4200000002
+
+
+def bird(
+    tmp_path: Path,
+    local: str,
+    neighbour: str,
+    neighbour_asn: int,
+    options: str = "",
+    channel_options: str = "",
+    routes4: str = "route 198.51.100.0/24 blackhole;",
+) -> tuple[list[str], str]:
+    """bird2's argv and control socket, with one multihop BGP session (protocol `session`)
+    from `local` to `neighbour` that exports `routes4` and 2001:db8:1::/48 (next hop
+    2001:db8::1). `options` go in the session (a password, `passive on`), `channel_options`
+    in both its channels."""
+    conf = tmp_path / "bird.conf"
+    conf.write_text(f"""
+router id 192.0.2.1;
+log stderr all;
+protocol device {{}}
+protocol static s4 {{ ipv4; {routes4} }}
+protocol static s6 {{ ipv6; route 2001:db8:1::/48 blackhole; }}
+protocol bgp session {{
+  local {local} as {BIRD_ASN};
+  neighbor {neighbour} as {neighbour_asn};
+  multihop; strict bind; hold time 9;
+  connect delay time 1; connect retry time 1; error wait time 1, 2;
+  {options}
+  ipv4 {{ import none; export all; {channel_options} }};
+  ipv6 {{ import none; export all; next hop address 2001:db8::1; {channel_options} }};
+}}
+""")
+    ctl = str(tmp_path / "bird.ctl")
+    return ["bird", "-f", "-c", str(conf), "-s", ctl], ctl
+
+
+def gobgpd(tmp_path: Path, address: str, *sections: str) -> tuple[list[str], list[str]]:
+    """gobgpd's argv, listening on `address` (its API too) with its global config and
+    `sections` (gobgpd_neighbour's, a BMP server), and the `gobgp` command for its API."""
+    conf = tmp_path / "gobgpd.toml"
+    conf.write_text(
+        f"""
+[global.config]
+  as = {GOBGP_ASN}
+  router-id = "192.0.2.2"
+  port = 179
+  local-address-list = ["{address}"]
+"""
+        + "".join(sections)
+    )
+    argv = ["gobgpd", "-f", str(conf), "--api-hosts", f"{address}:50051", "--pprof-disable"]
+    return argv, ["gobgp", "-u", address, "-p", "50051"]
+
+
+def gobgpd_neighbour(
+    local: str,
+    neighbour: str,
+    neighbour_asn: int,
+    password: str = "",
+    families: tuple[str, ...] = ("ipv4-unicast", "ipv6-unicast"),
+) -> str:
+    """gobgpd's config of a passive session from `local` to `neighbour`, signed with
+    TCP-MD5 when there is a `password`."""
+    auth = f'\n    auth-password = "{password}"' if password else ""
+    afi_safis = "".join(
+        f"""  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "{family}"
+"""
+        for family in families
+    )
+    return f"""[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "{neighbour}"
+    peer-as = {neighbour_asn}{auth}
+  [neighbors.transport.config]
+    local-address = "{local}"
+    passive-mode = true
+{afi_safis}"""
+
+
 # The large community (RFC 8092) gobgp_announce puts on its IPv4 route.
-GOBGP_LARGE_COMMUNITY = (4200000002, 8092, 1)
+GOBGP_LARGE_COMMUNITY = (GOBGP_ASN, 8092, 1)
 
 
 async def gobgp_announce(netns: str, api: list[str], feed: LiveFeed) -> tuple[Update, Update]:

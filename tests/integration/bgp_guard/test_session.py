@@ -18,10 +18,15 @@ from bgp_guard.feeds.session import BgpSpeaker
 from bgp_guard.update import Prefix
 from tests.conftest import require_binaries
 from tests.integration.bgp_guard.conftest import (
+    BIRD_ASN,
+    GOBGP_ASN,
     GOBGP_LARGE_COMMUNITY,
+    bird,
     collect,
     daemon,
     gobgp_announce,
+    gobgpd,
+    gobgpd_neighbour,
     ns_run,
     peer_down,
     run_in_netns,
@@ -32,61 +37,24 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 OUR_ASN = 65010
 # Both ends on the namespace's lo (bird refuses 127/8 neighbours), so the session is multihop.
 US, THEM = "192.0.2.10", "192.0.2.1"
-
-BIRD_CONF = """
-router id 192.0.2.1;
-log stderr all;
-protocol device {{}}
-protocol static s4 {{
-  ipv4;
-  route 198.51.100.0/24 blackhole {{ bgp_large_community.add((4200000001, 8092, 2)); }};
-  route 198.51.100.128/25 blackhole;
-}}
-protocol static s6 {{ ipv6; route 2001:db8:1::/48 blackhole; }}
-protocol bgp monitor {{
-  local {them} as 4200000001;
-  neighbor {us} as {our_asn};
-  multihop; strict bind; hold time 9;
-  connect delay time 1; connect retry time 1; error wait time 1, 2;
-  ipv4 {{ import none; export all; add paths tx; }};
-  ipv6 {{ import none; export all; next hop address 2001:db8::1; add paths tx; }};
-}}
-"""
-
-GOBGPD_CONF = """
-[global.config]
-  as = 4200000002
-  router-id = "192.0.2.2"
-  port = 179
-  local-address-list = ["{them}"]
-[[neighbors]]
-  [neighbors.config]
-    neighbor-address = "{us}"
-    peer-as = {our_asn}
-  [neighbors.transport.config]
-    local-address = "{them}"
-    passive-mode = true
-  [[neighbors.afi-safis]]
-    [neighbors.afi-safis.config]
-      afi-safi-name = "ipv4-unicast"
-  [[neighbors.afi-safis]]
-    [neighbors.afi-safis.config]
-      afi-safi-name = "ipv6-unicast"
-"""
+# bird's IPv4 routes: one with a large community (RFC 8092), and a more-specific.
+BIRD_ROUTES4 = (
+    f"route 198.51.100.0/24 blackhole {{ bgp_large_community.add(({BIRD_ASN}, 8092, 2)); }}; "
+    "route 198.51.100.128/25 blackhole;"
+)
 
 
 def test_bird2_passive(netns: str, tmp_path: Path) -> None:
     require_binaries("bird", "birdc")
-    conf = tmp_path / "bird.conf"
-    conf.write_text(BIRD_CONF.format(us=US, them=THEM, our_asn=OUR_ASN))
-    ctl = str(tmp_path / "bird.ctl")
+    argv, ctl = bird(
+        tmp_path, THEM, US, OUR_ASN, channel_options="add paths tx;", routes4=BIRD_ROUTES4
+    )
 
     async def scenario() -> None:
-        speaker = BgpSpeaker(OUR_ASN, "192.0.2.10", peers={THEM: 4200000001}, hold_time=9)
+        speaker = BgpSpeaker(OUR_ASN, "192.0.2.10", peers={THEM: BIRD_ASN}, hold_time=9)
         await speaker.listen(US)
         try:
-            argv = ["bird", "-f", "-c", str(conf), "-s", ctl]
-            with daemon(netns, argv, tmp_path / "bird.log") as bird:
+            with daemon(netns, argv, tmp_path / "bird.log") as bird_proc:
                 got = await collect(
                     speaker,
                     {
@@ -96,10 +64,10 @@ def test_bird2_passive(netns: str, tmp_path: Path) -> None:
                     },
                 )
                 v4, v6 = got[("198.51.100.0/24", True)], got[("2001:db8:1::/48", True)]
-                assert (v4.peer_ip, v4.peer_asn, v4.as_path) == (THEM, 4200000001, (4200000001,))
-                assert v4.origin == 4200000001 and v4.next_hop == THEM
-                assert v4.large_communities == ((4200000001, 8092, 2),)  # RFC 8092
-                assert v6.as_path == (4200000001,) and v6.next_hop == "2001:db8::1"
+                assert (v4.peer_ip, v4.peer_asn, v4.as_path) == (THEM, BIRD_ASN, (BIRD_ASN,))
+                assert v4.origin == BIRD_ASN and v4.next_hop == THEM
+                assert v4.large_communities == ((BIRD_ASN, 8092, 2),)  # RFC 8092
+                assert v6.as_path == (BIRD_ASN,) and v6.next_hop == "2001:db8::1"
                 assert speaker.established[THEM].asn4
                 # bird offered ADD-PATH tx and we rx (RFC 7911): every route has a path id.
                 assert speaker.established[THEM].add_path == {1, 2}
@@ -107,9 +75,9 @@ def test_bird2_passive(netns: str, tmp_path: Path) -> None:
                 # A withdrawal, then the whole session going away.
                 ns_run(netns, "birdc", "-s", ctl, "disable", "s4")
                 await collect(speaker, {("198.51.100.0/24", False), ("198.51.100.128/25", False)})
-                bird.terminate()
+                bird_proc.terminate()
                 down = await peer_down(speaker, THEM)
-                assert (down.peer_asn, down.source) == (4200000001, f"session:{THEM}")
+                assert (down.peer_asn, down.source) == (BIRD_ASN, f"session:{THEM}")
             assert speaker.stats.errors == 0
         finally:
             await speaker.close()
@@ -119,19 +87,16 @@ def test_bird2_passive(netns: str, tmp_path: Path) -> None:
 
 def test_gobgpd_active(netns: str, tmp_path: Path) -> None:
     require_binaries("gobgpd", "gobgp")
-    conf = tmp_path / "gobgpd.toml"
-    conf.write_text(GOBGPD_CONF.format(us=US, them=THEM, our_asn=OUR_ASN))
-    api = ["gobgp", "-u", THEM, "-p", "50051"]
+    argv, api = gobgpd(tmp_path, THEM, gobgpd_neighbour(THEM, US, OUR_ASN))
 
     async def scenario() -> None:
-        speaker = BgpSpeaker(OUR_ASN, "192.0.2.10", peers={THEM: 4200000002}, hold_time=9)
-        argv = ["gobgpd", "-f", str(conf), "--api-hosts", f"{THEM}:50051", "--pprof-disable"]
+        speaker = BgpSpeaker(OUR_ASN, "192.0.2.10", peers={THEM: GOBGP_ASN}, hold_time=9)
         with daemon(netns, argv, tmp_path / "gobgpd.log"):
             speaker.connect(THEM, local_address=US, retry=0.2)
             try:
                 v4, v6 = await gobgp_announce(netns, api, speaker)
-                assert (v4.peer_ip, v4.peer_asn, v4.as_path) == (THEM, 4200000002, (4200000002,))
-                assert v6.prefix == Prefix.parse("2001:db8:2::/48") and v6.as_path == (4200000002,)
+                assert (v4.peer_ip, v4.peer_asn, v4.as_path) == (THEM, GOBGP_ASN, (GOBGP_ASN,))
+                assert v6.prefix == Prefix.parse("2001:db8:2::/48") and v6.as_path == (GOBGP_ASN,)
                 assert v4.path_id is None  # gobgpd was not configured for ADD-PATH
                 assert v4.large_communities == (GOBGP_LARGE_COMMUNITY,)
                 ns_run(netns, *api, "global", "rib", "del", "2001:db8:2::/48", "-a", "ipv6")
@@ -146,14 +111,12 @@ def test_gobgpd_active(netns: str, tmp_path: Path) -> None:
 def test_wrong_peer_asn_is_refused(netns: str, tmp_path: Path) -> None:
     """A neighbour claiming another ASN gets OPEN error 2/2 and never reaches Established."""
     require_binaries("bird")
-    conf = tmp_path / "bird.conf"
-    conf.write_text(BIRD_CONF.format(us=US, them=THEM, our_asn=OUR_ASN))
+    argv, _ = bird(tmp_path, THEM, US, OUR_ASN)
 
     async def scenario() -> None:
         speaker = BgpSpeaker(OUR_ASN, "192.0.2.10", peers={THEM: 64511}, hold_time=9)
         await speaker.listen(US)
         try:
-            argv = ["bird", "-f", "-c", str(conf), "-s", str(tmp_path / "bird.ctl")]
             with daemon(netns, argv, tmp_path / "bird.log"):
                 log = tmp_path / "bird.log"
                 deadline = time.monotonic() + 20

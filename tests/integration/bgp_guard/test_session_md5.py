@@ -23,60 +23,26 @@ from bgp_guard.feeds.tcp_md5 import TcpMd5Key
 from bgp_guard.watch import start_feeds
 from tests.conftest import require_binaries
 from tests.integration.bgp_guard.conftest import (
+    BIRD_ASN,
+    GOBGP_ASN,
+    bird,
     collect,
     daemon,
     gobgp_announce,
+    gobgpd,
+    gobgpd_neighbour,
     ns_run,
     run_in_netns,
 )
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(60)]
 
-OUR_ASN, BIRD_ASN, GOBGP_ASN = 65010, 4200000001, 4200000002
+OUR_ASN = 65010
 US, THEM = "192.0.2.10", "192.0.2.1"  # on the namespace's lo (conftest)
 US6, THEM6 = "2001:db8::10", "2001:db8::1"
 PASSWORD, WRONG = "Md5-over-eBGP!", "not-the-password"
 BIRD_V4 = "198.51.100.0/24"
 BIRD_V6 = "2001:db8:1::/48"
-
-BIRD_CONF = """
-router id 192.0.2.1;
-log stderr all;
-protocol device {{}}
-protocol static s4 {{ ipv4; route 198.51.100.0/24 blackhole; }}
-protocol static s6 {{ ipv6; route 2001:db8:1::/48 blackhole; }}
-protocol bgp monitor {{
-  local {them} as 4200000001;
-  neighbor {us} as 65010;
-  multihop; strict bind; hold time 9;
-  connect delay time 1; connect retry time 1; error wait time 1, 2;
-  {options}
-  ipv4 {{ import none; export all; }};
-  ipv6 {{ import none; export all; next hop address 2001:db8::1; }};
-}}
-"""
-
-GOBGPD_CONF = """
-[global.config]
-  as = 4200000002
-  router-id = "192.0.2.2"
-  port = 179
-  local-address-list = ["{them}"]
-[[neighbors]]
-  [neighbors.config]
-    neighbor-address = "{us}"
-    peer-as = 65010
-    auth-password = "{password}"
-  [neighbors.transport.config]
-    local-address = "{them}"
-    passive-mode = true
-  [[neighbors.afi-safis]]
-    [neighbors.afi-safis.config]
-      afi-safi-name = "ipv4-unicast"
-  [[neighbors.afi-safis]]
-    [neighbors.afi-safis.config]
-      afi-safi-name = "ipv6-unicast"
-"""
 
 # Why the kernel dropped a segment (include/uapi/linux/snmp.h), as /proc/net/netstat names it.
 MD5_FAILURE = "TCPMD5Failure"  # signed with another password
@@ -110,16 +76,14 @@ def md5_keys(netns: str, us: str, them: str) -> str:
     return " ".join(word for word in out.split() if word.startswith("md5keys:"))
 
 
-def bird(tmp_path: Path, us: str, them: str, options: str) -> tuple[list[str], str]:
-    """bird2's argv and control socket, configured with `options` (password, passive)."""
-    conf = tmp_path / "bird.conf"
-    conf.write_text(BIRD_CONF.format(us=us, them=them, options=options))
-    ctl = str(tmp_path / "bird.ctl")
-    return ["bird", "-f", "-c", str(conf), "-s", ctl], ctl
+def speaker_to(peer: str, asn: int, password: str | None) -> BgpSpeaker:
+    """Our speaker for one neighbour, with its TCP-MD5 `password` if there is one."""
+    keys = {peer: TcpMd5Key(password.encode())} if password else {}
+    return BgpSpeaker(OUR_ASN, US, {peer: asn}, hold_time=9, passwords=keys)
 
 
 def bird_state(netns: str, ctl: str) -> str:
-    return ns_run(netns, "birdc", "-s", ctl, "show", "protocols", "monitor", attempts_until=10)
+    return ns_run(netns, "birdc", "-s", ctl, "show", "protocols", "session", attempts_until=10)
 
 
 @pytest.fixture
@@ -133,7 +97,7 @@ def test_bird2_connects_with_the_password(netns: str, tmp_path: Path) -> None:
     """Passive, IPv4, set up as `guard watch` does it: the config names a password file,
     and the listener holds bird's password from it."""
     require_binaries("bird", "birdc")
-    argv, ctl = bird(tmp_path, US, THEM, f'password "{PASSWORD}";')
+    argv, ctl = bird(tmp_path, THEM, US, OUR_ASN, f'password "{PASSWORD}";')
     (tmp_path / "bird.password").write_text(PASSWORD + "\n")
     (tmp_path / "bird.password").chmod(0o600)
     neighbour = {"asn": BIRD_ASN, "password_file": "bird.password"}
@@ -161,11 +125,10 @@ def test_we_connect_to_bird2_over_ipv6_with_the_password(ipv6_netns: str, tmp_pa
     """Active, IPv6 transport: the key is on our socket before the SYN."""
     require_binaries("bird", "birdc")
     netns = ipv6_netns
-    argv, ctl = bird(tmp_path, US6, THEM6, f'password "{PASSWORD}"; passive on;')
+    argv, ctl = bird(tmp_path, THEM6, US6, OUR_ASN, f'password "{PASSWORD}"; passive on;')
 
     async def scenario() -> None:
-        keys = {THEM6: TcpMd5Key(PASSWORD.encode())}
-        speaker = BgpSpeaker(OUR_ASN, US, {THEM6: BIRD_ASN}, hold_time=9, passwords=keys)
+        speaker = speaker_to(THEM6, BIRD_ASN, PASSWORD)
         try:
             with daemon(netns, argv, tmp_path / "bird.log"):
                 bird_state(netns, ctl)  # bird is up and listening
@@ -182,14 +145,10 @@ def test_we_connect_to_bird2_over_ipv6_with_the_password(ipv6_netns: str, tmp_pa
 
 def test_we_connect_to_gobgpd_with_the_password(netns: str, tmp_path: Path) -> None:
     require_binaries("gobgpd", "gobgp")
-    conf = tmp_path / "gobgpd.toml"
-    conf.write_text(GOBGPD_CONF.format(us=US, them=THEM, password=PASSWORD))
-    api = ["gobgp", "-u", THEM, "-p", "50051"]
-    argv = ["gobgpd", "-f", str(conf), "--api-hosts", f"{THEM}:50051", "--pprof-disable"]
+    argv, api = gobgpd(tmp_path, THEM, gobgpd_neighbour(THEM, US, OUR_ASN, PASSWORD))
 
     async def scenario() -> None:
-        keys = {THEM: TcpMd5Key(PASSWORD.encode())}
-        speaker = BgpSpeaker(OUR_ASN, US, {THEM: GOBGP_ASN}, hold_time=9, passwords=keys)
+        speaker = speaker_to(THEM, GOBGP_ASN, PASSWORD)
         try:
             with daemon(netns, argv, tmp_path / "gobgpd.log"):
                 speaker.connect(THEM, local_address=US, retry=0.2)
@@ -216,11 +175,10 @@ def test_bird2_without_the_same_password_never_establishes(
     netns: str, tmp_path: Path, ours: str | None, theirs: str | None, dropped_as: str
 ) -> None:
     require_binaries("bird", "birdc")
-    argv, ctl = bird(tmp_path, US, THEM, f'password "{theirs}";' if theirs else "")
+    argv, ctl = bird(tmp_path, THEM, US, OUR_ASN, f'password "{theirs}";' if theirs else "")
 
     async def scenario() -> None:
-        keys = {THEM: TcpMd5Key(ours.encode())} if ours else {}
-        speaker = BgpSpeaker(OUR_ASN, US, {THEM: BIRD_ASN}, hold_time=9, passwords=keys)
+        speaker = speaker_to(THEM, BIRD_ASN, ours)
         await speaker.listen(US)
         try:
             with daemon(netns, argv, tmp_path / "bird.log"):
@@ -236,14 +194,10 @@ def test_bird2_without_the_same_password_never_establishes(
 
 def test_gobgpd_with_another_password_never_establishes(netns: str, tmp_path: Path) -> None:
     require_binaries("gobgpd", "gobgp")
-    conf = tmp_path / "gobgpd.toml"
-    conf.write_text(GOBGPD_CONF.format(us=US, them=THEM, password=WRONG))
-    api = ["gobgp", "-u", THEM, "-p", "50051"]
-    argv = ["gobgpd", "-f", str(conf), "--api-hosts", f"{THEM}:50051", "--pprof-disable"]
+    argv, api = gobgpd(tmp_path, THEM, gobgpd_neighbour(THEM, US, OUR_ASN, WRONG))
 
     async def scenario() -> None:
-        keys = {THEM: TcpMd5Key(PASSWORD.encode())}
-        speaker = BgpSpeaker(OUR_ASN, US, {THEM: GOBGP_ASN}, hold_time=9, passwords=keys)
+        speaker = speaker_to(THEM, GOBGP_ASN, PASSWORD)
         try:
             with daemon(netns, argv, tmp_path / "gobgpd.log"):
                 ns_run(netns, *api, "global", attempts_until=20)  # gobgpd listens
