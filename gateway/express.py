@@ -22,7 +22,7 @@ from typing import Protocol
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
-from gateway.proxy import Forward, Proxy, downstream_headers
+from gateway.proxy import Forward, Proxy, downstream_headers, upstream_failure
 from gateway.upstream import (
     Connection,
     Headers,
@@ -107,11 +107,8 @@ class Exchange:
         error = task.exception() if not task.cancelled() else UpstreamError("cancelled")
         if error is None:
             self._send(task.result())
-        elif isinstance(error, TimeoutError):
-            self._refuse(504, f"upstream {self.forward.route.app} did not answer in time")
         else:
-            app = self.forward.route.app
-            self._refuse(502, f"upstream {app} unreachable: {type(error).__name__}")
+            self._refuse(*upstream_failure(self.forward.route.app, error))
 
     def _send(self, conn: Connection) -> None:
         self.conn = conn
@@ -176,14 +173,13 @@ class Exchange:
             # Mid-body: the status is sent, so the client learns by the connection closing.
             log.info("upstream %s broke off a response: %s", app, conn.error)
             return self._finish(keep_alive=False)
-        if isinstance(conn.error, TimeoutError):
-            return self._refuse(504, f"upstream {app} did not answer in time")
-        if self.reused and not conn.received:
+        if self.reused and not conn.received and not isinstance(conn.error, TimeoutError):
             self.reused = False  # a pooled connection the upstream had closed: once more
             conn.unwatch()
             self.conn = None
             return self._connect()
-        self._refuse(502, f"upstream {app} unreachable: {type(conn.error).__name__}")
+        assert conn.error is not None
+        self._refuse(*upstream_failure(app, conn.error))
 
     # -- the client's side ------------------------------------------------------------
 

@@ -226,6 +226,14 @@ def public_location(value: bytes, route: Route) -> bytes:
     return rest if rest.startswith(b"/") else b"/" + rest
 
 
+def upstream_failure(app: str, error: BaseException) -> tuple[int, str]:
+    """The status and text for an upstream that failed before answering: 504 when it
+    timed out, else 502 naming the kind of failure (never its details)."""
+    if isinstance(error, TimeoutError):
+        return 504, f"upstream {app} did not answer in time"
+    return 502, f"upstream {app} unreachable: {type(error).__name__}"
+
+
 def has_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:
     for key, value in headers:
         name = fold(key)
@@ -356,10 +364,8 @@ class Proxy:
                 forward.headers,
                 None if body.done else body.chunks(),
             )
-        except TimeoutError:
-            return await _error(send, 504, f"upstream {route.app} did not answer in time")
-        except (UpstreamError, OSError) as e:  # ssl.SSLError is an OSError
-            return await _error(send, 502, f"upstream {route.app} unreachable: {type(e).__name__}")
+        except (TimeoutError, UpstreamError, OSError) as e:  # ssl.SSLError is an OSError
+            return await _error(send, *upstream_failure(route.app, e))
         try:
             await send(
                 {
