@@ -13,10 +13,12 @@ gateway:
       host: crm.corp.example          # default: <app>.<gateway host>
       upstream: https://crm.saas.example
       allow: {groups: [sales]}
+      strip_headers: [X-Employee-Id, "X-Acme-*"]   # more headers the upstream trusts
 """
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,20 @@ def _listen(value: str) -> str:
     return value
 
 
+# RFC 9110 section 5.1: field-name = token; a trailing '*' makes it a prefix.
+_HEADER_RULE = re.compile(r"[!#$%&'+\-.^_`|~0-9A-Za-z]+\*?")
+
+
+def _header_rule(value: str) -> str:
+    """A header name or `PREFIX*`, folded as gateway.headers.fold folds names."""
+    if not _HEADER_RULE.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a header name or NAME-PREFIX*; write it like X-Employee-Id "
+            "or X-Acme-* (letters, digits and -_.!#$%&'+^`|~, '*' only at the end)"
+        )
+    return value.lower().replace("_", "-")
+
+
 class Tls(Model):
     """The public listener's certificate. Without one, `dev_dir` holds a generated dev CA."""
 
@@ -80,6 +96,10 @@ class App(Model):
     # Forward the client's Authorization header (for an app with its own API tokens). Off:
     # a user's bearer token never reaches an upstream that did not ask for it.
     pass_authorization: bool = False
+    # More request headers no client may send this upstream, beyond the identity headers of
+    # the proxies in gateway.identity_headers: names, or prefixes ending in '*'. Matched in
+    # any case and with '_' for '-', as the built-in ones are.
+    strip_headers: tuple[str, ...] = ()
     # Who may reach the app, in gateway.policy's language: deny wins, no allow means nobody.
     allow: Any = None
     deny: Any = None
@@ -93,6 +113,19 @@ class App(Model):
     def _policy(self) -> App:
         _ = self.policy  # parse at load time, so a bad rule is reported with the config path
         return self
+
+    @field_validator("strip_headers")
+    @classmethod
+    def _strip(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_header_rule(v) for v in value)
+
+    @property
+    def strip_names(self) -> frozenset[str]:
+        return frozenset(v for v in self.strip_headers if not v.endswith("*"))
+
+    @property
+    def strip_prefixes(self) -> tuple[str, ...]:
+        return tuple(v[:-1] for v in self.strip_headers if v.endswith("*"))
 
     @field_validator("upstream")
     @classmethod

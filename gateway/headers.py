@@ -16,67 +16,15 @@ import functools
 import re
 from collections.abc import Iterable
 
+from gateway.identity_headers import FAMILIES
+
 Headers = list[tuple[bytes, bytes]]
 
 GATEWAY_COOKIE = "__Host-overcast"
 
-# Exact names (folded) that carry identity, the original URL, or client addressing that the
-# proxy recomputes itself (see gateway.forwarded).
-_IDENTITY_NAMES = frozenset(
-    {
-        "proxy-authorization",
-        "forwarded",
-        "remote-user",
-        "remote-addr",
-        "x-remote-user",
-        "x-remote-group",
-        "x-remote-groups",
-        "x-remote-email",
-        "x-user",
-        "x-username",
-        "x-email",
-        "x-groups",
-        "x-real-ip",
-        "x-client-ip",
-        "true-client-ip",
-        "cf-connecting-ip",
-        "x-cluster-client-ip",
-        "x-original-url",
-        "x-original-uri",
-        "x-original-method",
-        "x-original-host",
-        "x-rewrite-url",
-        "x-envoy-original-path",
-        "x-access-token",
-        "x-id-token",
-        "x-jwt-assertion",
-        "x-userinfo",
-        "x-http-method-override",
-        "x-http-method",
-        "x-method-override",
-    }
-)
-
-# Folded name prefixes: whole families of identity or proxy-to-app headers.
-_IDENTITY_PREFIXES = (
-    "x-forwarded-",  # -email, -user, -groups, -uri, -for, -host, -proto, -access-token, ...
-    "x-auth-request-",  # oauth2-proxy
-    "x-pomerium-",
-    "x-overcast-",
-    "x-authenticated-",
-    "x-webauth-",
-    "x-ssl-client-",
-    "ssl-client-",
-    "x-client-cert",
-    "x-client-verify",
-    "x-tls-client-",
-    "x-amzn-oidc-",
-    "x-goog-authenticated-",
-    "x-ms-client-principal",
-    "cf-access-",
-    "x-vouch-",
-    "x-authelia-",
-)
+# Every family's exact names and prefixes (folded), see gateway.identity_headers.
+_IDENTITY_NAMES = frozenset().union(*(f.names for f in FAMILIES))
+_IDENTITY_PREFIXES = tuple(sorted({p for f in FAMILIES for p in f.prefixes}))
 
 # RFC 9110 section 5.1: field-name = token.
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -90,6 +38,8 @@ def fold(name: bytes | str) -> str:
 
 
 def is_identity_header(name: bytes | str, *, keep_authorization: bool = False) -> bool:
+    """Whether a client's header of this name could claim an identity, a path or an address
+    (any spelling of a name or prefix in `gateway.identity_headers.FAMILIES`)."""
     folded = fold(name)
     if folded == "authorization":
         return not keep_authorization
@@ -125,9 +75,10 @@ def strip_identity_headers(
     cookie_names: Iterable[str] = (GATEWAY_COOKIE,),
     keep_authorization: bool = False,
     also_drop: frozenset[str] = frozenset(),
+    also_drop_prefixes: tuple[str, ...] = (),
 ) -> Headers:
     """`headers` without identity headers, malformed names, the gateway's cookies, and the
-    fields whose folded names are in `also_drop`.
+    fields whose folded names are in `also_drop` or start with one of `also_drop_prefixes`.
 
     `keep_authorization` passes the client's `Authorization` through, for an app that has
     its own API tokens; off by default so a user's bearer token never reaches an upstream
@@ -137,7 +88,11 @@ def strip_identity_headers(
     out: Headers = []
     for name, value in headers:
         folded = fold(name)
-        if folded in also_drop or _dropped(name, keep_authorization):
+        if (
+            folded in also_drop
+            or _dropped(name, keep_authorization)
+            or (also_drop_prefixes and folded.startswith(also_drop_prefixes))
+        ):
             continue
         if folded == "cookie":
             value = _strip_cookie(value, names)

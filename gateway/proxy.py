@@ -74,6 +74,9 @@ class Route:
     upstream: str
     upstream_ca: Path | None = None
     keep_authorization: bool = False
+    # The app's own strip_headers (folded names; prefixes): see gateway.config.App.
+    strip_names: frozenset[str] = frozenset()
+    strip_prefixes: tuple[str, ...] = ()
 
     def covers(self, path: str) -> bool:
         # Whole segments only, as in gateway.policy: '/api' does not cover '/apiary'.
@@ -134,8 +137,16 @@ def upstream_headers(
     websocket: bool = False,
 ) -> Headers:
     """The request headers the upstream gets, in order: cleaned client headers, then ours."""
-    keep = route.keep_authorization
-    out = list(_cleaned(tuple(headers), keep, tuple(cookie_names), websocket))
+    out = list(
+        _cleaned(
+            tuple(headers),
+            route.keep_authorization,
+            tuple(cookie_names),
+            websocket,
+            route.strip_names,
+            route.strip_prefixes,
+        )
+    )
     out += [
         (b"x-forwarded-for", origin.client_ip.encode()),
         (b"x-forwarded-proto", origin.proto.encode()),
@@ -150,9 +161,12 @@ def _cleaned(
     keep_authorization: bool,
     cookie_names: tuple[str, ...],
     websocket: bool,
+    strip_names: frozenset[str],
+    strip_prefixes: tuple[str, ...],
 ) -> tuple[tuple[bytes, bytes], ...]:
-    """The client's fields that may cross: no hop-by-hop, identity or gateway cookie."""
-    drop = hop_by_hop(headers)
+    """The client's fields that may cross: no hop-by-hop, identity, gateway cookie, or
+    header the app's config names."""
+    drop = hop_by_hop(headers) | strip_names
     if websocket:
         drop |= _WEBSOCKET_HANDSHAKE | {_SUBPROTOCOLS}
     return tuple(
@@ -161,6 +175,7 @@ def _cleaned(
             cookie_names=cookie_names,
             keep_authorization=keep_authorization,
             also_drop=drop,
+            also_drop_prefixes=strip_prefixes,
         )
     )
 
@@ -554,6 +569,8 @@ def routes_from_config(config: GatewayConfig) -> RouteTable:
                 app.upstream,
                 app.upstream_ca,
                 keep_authorization=app.pass_authorization,
+                strip_names=app.strip_names,
+                strip_prefixes=app.strip_prefixes,
             )
             for name, app in config.apps.items()
         )

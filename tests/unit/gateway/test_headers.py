@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.headers import strip_cookie, strip_identity_headers
+from gateway.headers import fold, strip_cookie, strip_identity_headers
+from gateway.identity_headers import FAMILIES, Family
 
 
 @pytest.mark.parametrize(
@@ -84,22 +85,71 @@ def test_strip_cookie_custom_name() -> None:
     assert strip_cookie(b"sid=1; app=2", ["sid"]) == b"app=2"
 
 
-_IDENTITY = [
-    "x-forwarded-email",
-    "x-forwarded-user",
-    "x-auth-request-email",
-    "x-pomerium-jwt-assertion",
-    "x-overcast-jwt-assertion",
-    "authorization",
-    "x-forwarded-uri",
-]
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.sampled_from(_IDENTITY), st.lists(st.booleans(), min_size=40, max_size=40), st.data())
-def test_fuzz_every_spelling_is_stripped(name: str, upper: list[bool], data: st.DataObject) -> None:
-    spelled = "".join(
-        (c.upper() if up else c) if c != "-" else data.draw(st.sampled_from("-_"))
-        for c, up in zip(name, upper, strict=False)
+def family_headers() -> list[str]:
+    """Every exact name, and a name under every prefix, of every family (folded)."""
+    return sorted(
+        {n for f in FAMILIES for n in f.names} | {p + "user" for f in FAMILIES for p in f.prefixes}
     )
-    assert strip_identity_headers([(spelled.encode(), b"x")]) == []
+
+
+def spellings(name: str) -> list[str]:
+    """The spellings a server may read as the same name (RFC 9110 section 5.1: case does not
+    matter; CGI-style servers map '-' and '_' to one variable)."""
+    title = "-".join(part.capitalize() for part in name.split("-"))
+    return [name, name.upper(), title, name.replace("-", "_"), title.replace("-", "_").upper()]
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
+def test_every_family_in_every_spelling_is_stripped(family: Family) -> None:
+    names = [*family.names, *(p + "user" for p in family.prefixes), *family.prefixes]
+    assert names, "a family with nothing to strip"
+    for name in names:
+        for spelled in spellings(name):
+            out = strip_identity_headers([(spelled.encode(), b"forged"), (b"accept", b"*/*")])
+            assert out == [(b"accept", b"*/*")], spelled
+
+
+def test_every_family_cites_its_source() -> None:
+    for family in FAMILIES:
+        assert family.source and all(fold(n) == n for n in family.names), family.name
+        assert all(fold(p) == p for p in family.prefixes), family.name
+
+
+@pytest.mark.parametrize(
+    "name",
+    [b"accept-language", b"x-request-id", b"x-amzn-trace-id", b"x-goog-api-client", b"user-agent"],
+)
+def test_ordinary_look_alikes_pass(name: bytes) -> None:
+    assert strip_identity_headers([(name, b"v")]) == [(name, b"v")]
+
+
+def test_the_apps_own_names_and_prefixes_are_stripped_in_any_spelling() -> None:
+    headers = [
+        (b"X_EMPLOYEE_ID", b"7"),
+        (b"x-acme-role", b"admin"),
+        (b"X_Acme_Tenant", b"t"),
+        (b"x-acmex", b"kept"),
+    ]
+    out = strip_identity_headers(
+        headers, also_drop=frozenset({"x-employee-id"}), also_drop_prefixes=("x-acme-",)
+    )
+    assert out == [(b"x-acmex", b"kept")]
+
+
+_IDENTITY = family_headers()
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.sampled_from(_IDENTITY), st.data())
+def test_fuzz_every_spelling_is_stripped(name: str, data: st.DataObject) -> None:
+    """Any name of any family, each letter in either case and each '-' as '-' or '_'."""
+    spelled = "".join(
+        data.draw(st.sampled_from("-_"))
+        if c == "-"
+        else (c.upper() if data.draw(st.booleans()) else c)
+        for c in name
+    )
+    tail = data.draw(st.text("abcdefghijklmnopqrstuvwxyz-_", max_size=12))
+    prefixed = any(name == p + "user" for f in FAMILIES for p in f.prefixes)
+    spelled += tail if prefixed else ""
+    assert strip_identity_headers([(spelled.encode(), b"x")]) == [], spelled
