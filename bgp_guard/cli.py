@@ -26,6 +26,9 @@ from overcast.cli import CommandError, add_json_flag, emit, load_config, port_nu
 # `overcast --help` and `validate` start without them.
 if TYPE_CHECKING:
     from bgp_guard.engine import Guard
+    from bgp_guard.sinks.config import Retry
+    from bgp_guard.sinks.outbox import Transport
+    from bgp_guard.state import Store, StoredEvent
 
 
 def _relative(config_path: str, path: str) -> Path:
@@ -171,6 +174,7 @@ def _watch(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise CommandError(f"--metrics-port {args.metrics_port}: {exc}") from None
     vrp_file = watch.VrpFile(_relative(args.config, config.vrp_file)) if config.vrp_file else None
+    store, transports, retries = _notice_sinks(args.config, config)
 
     async def run() -> watch.WatchStats:
         stop = asyncio.Event()
@@ -191,12 +195,22 @@ def _watch(args: argparse.Namespace) -> int:
                 "guard.feeds (ports below 1024 need root)"
             ) from None
         print(f"overcast: watching {len(live)} feed(s); stop with Ctrl-C", file=sys.stderr)
+        outbox = Outbox(store, transports, retries)
+        notifier = Notifier(store, list(transports), config.notify, time.time(), outbox.wake)
         try:
-            return await watch.run(guard, live, sinks, stop, vrp_file=vrp_file)
+            return await watch.run(
+                guard, live, sinks, stop, vrp_file=vrp_file, notifier=notifier, outbox=outbox
+            )
         finally:
             await asyncio.gather(*(f.close() for f in live))
 
-    stats = asyncio.run(run())
+    from bgp_guard.notify import Notifier
+    from bgp_guard.sinks.outbox import Outbox
+
+    try:
+        stats = asyncio.run(run())
+    finally:
+        store.close()
     p50, p99 = stats.percentile(0.5), stats.percentile(0.99)
     latency = (
         f"; update -> event latency p50 {p50 * 1e3:.1f} ms, p99 {p99 * 1e3:.1f} ms"
@@ -205,6 +219,134 @@ def _watch(args: argparse.Namespace) -> int:
     )
     print(f"overcast: {stats.updates} updates, {stats.events} events{latency}", file=sys.stderr)
     return exitcodes.ALERT if stats.events else exitcodes.OK
+
+
+def _state_path(config_path: str, guard: GuardConfig) -> Path:
+    return _relative(config_path, guard.state_file)
+
+
+def _open_store(config_path: str, guard: GuardConfig) -> Store:
+    from bgp_guard.state import StateError, Store
+
+    try:
+        return Store(_state_path(config_path, guard))
+    except StateError as exc:
+        raise CommandError(f"guard.state_file: {exc}", exitcodes.USAGE) from None
+
+
+def _notice_sinks(
+    config_path: str, guard: GuardConfig
+) -> tuple[Store, dict[str, Transport], dict[str, Retry]]:
+    """The state file and the guard.sinks transports; a bad sink is exit 2."""
+    from bgp_guard.sinks.build import transports
+
+    try:
+        built, retries = transports(guard.sinks, Path(config_path).parent)
+    except InputError as exc:
+        raise CommandError(f"{config_path}: {exc}", exitcodes.USAGE) from None
+    return _open_store(config_path, guard), built, retries
+
+
+def _find_event(store: Store, text: str) -> StoredEvent:
+    found = store.find(text)
+    if not found:
+        raise CommandError(
+            f"no event matches {text!r}; list them with 'overcast guard events --config C'",
+            exitcodes.USAGE,
+        )
+    if len(found) > 1:
+        keys = "\n  ".join(e.key for e in found[:10])
+        raise CommandError(
+            f"{text!r} matches {len(found)} events; give more of the key:\n  {keys}",
+            exitcodes.USAGE,
+        )
+    return found[0]
+
+
+def _operator(args: argparse.Namespace, what: str) -> int:
+    """`guard ack` / `guard silence`: store it, and queue the notice that says so; the
+    running `guard watch` delivers it within a second."""
+    from bgp_guard.notify import Notifier
+
+    guard = load_guard_config(args.config)
+    store = _open_store(args.config, guard)
+    try:
+        event = _find_event(store, args.event)
+        now = time.time()
+        if what == "ack":
+            store.ack(event.key, args.by, args.note or "", now)
+        else:
+            store.silence(event.key, now + args.duration)
+        Notifier(store, list(guard.sinks), guard.notify, now).operator(what, event, now)
+        fresh = store.event(event.key)
+    finally:
+        store.close()
+    assert fresh is not None
+    done = (
+        "acknowledged"
+        if what == "ack"
+        else "silenced until "
+        + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now + args.duration))
+    )
+    emit(
+        {"key": fresh.key, "acked_by": fresh.acked_by, "silenced_until": fresh.silenced_until},
+        args.json,
+        f"{fresh.key}: {done}; {len(guard.sinks)} sink(s) will say so",
+    )
+    return exitcodes.OK
+
+
+def _ack(args: argparse.Namespace) -> int:
+    return _operator(args, "ack")
+
+
+def _silence(args: argparse.Namespace) -> int:
+    return _operator(args, "silence")
+
+
+def _events(args: argparse.Namespace) -> int:
+    guard = load_guard_config(args.config)
+    store = _open_store(args.config, guard)
+    try:
+        events = store.events(open_only=not args.all)
+        depths = store.queue_depths(list(guard.sinks))
+    finally:
+        store.close()
+    rows = [
+        {"key": e.key, "open": e.open, "state": e.state, "changed_at": e.changed_at,
+         "acked_by": e.acked_by, "silenced_until": e.silenced_until,
+         "rationale": e.event["rationale"]}
+        for e in events
+    ]  # fmt: skip
+    lines = [
+        f"{'OPEN  ' if e.open else 'closed'} {e.key}"
+        + (f"  [acked by {e.acked_by}]" if e.acked_by else "")
+        + (" [silenced]" if e.silenced(time.time()) else "")
+        for e in events
+    ]
+    queued = ", ".join(f"{name} {n}" for name, n in depths.items() if n)
+    text = "\n".join(lines) or ("no events" if args.all else "no open events")
+    emit(
+        {"events": rows, "queued": depths},
+        args.json,
+        text + (f"\nqueued: {queued}" if queued else ""),
+    )
+    return exitcodes.ALERT if any(e.open for e in events) else exitcodes.OK
+
+
+def _duration(text: str) -> float:
+    """ "90s", "30m", "2h", "1d" (or plain seconds) for --for."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration; write e.g. 30m, 2h, 1d"
+        ) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("the duration must be above zero")
+    return seconds
 
 
 def _with_ris_live(feeds: Feeds, url: str) -> Feeds:
@@ -350,6 +492,59 @@ def register(sub: Any) -> None:
     )
     _output_flags(p)
     p.set_defaults(handler=_watch)
+
+    for name, what in (("ack", "acknowledge"), ("silence", "silence")):
+        p = cmds.add_parser(
+            name,
+            help=f"{what} an event: the sinks say so"
+            + ("; no repeats until it closes" if name == "ack" else " and stay quiet for a time"),
+            description=(
+                "Acknowledge an open event: every sink gets an 'acknowledged' notice naming "
+                "who, repeat notices stop, and the close is still sent. A new open of the "
+                "same event needs a new acknowledgement."
+                if name == "ack"
+                else "Silence an event for a time: the sinks get one 'silenced' notice, then "
+                "nothing about this event (no repeats, opens or closes) until it expires."
+            )
+            + " EVENT is the event's key or a unique part of it (see 'guard events'); the "
+            "running 'guard watch' delivers the notice within a second.\n\nexamples:\n"
+            + (
+                "  overcast guard ack --config overcast.yaml 203.0.113.0/25 --by alice "
+                "--note 'upstream filtering'"
+                if name == "ack"
+                else "  overcast guard silence --config overcast.yaml visibility-loss --for 2h"
+            ),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.add_argument("--config", required=True, metavar="C", help="overcast.yaml")
+        p.add_argument("event", metavar="EVENT", help="event key, or a unique part of it")
+        if name == "ack":
+            p.add_argument("--by", required=True, metavar="NAME", help="who acknowledges")
+            p.add_argument("--note", metavar="TEXT", help="why, or what is being done")
+            p.set_defaults(handler=_ack)
+        else:
+            p.add_argument(
+                "--for", dest="duration", required=True, type=_duration, metavar="TIME",
+                help="how long: 90s, 30m, 2h, 1d",
+            )  # fmt: skip
+            p.set_defaults(handler=_silence)
+        add_json_flag(p)
+
+    p = cmds.add_parser(
+        "events",
+        help="list the events in the state file (open ones, or --all)",
+        description=(
+            "List the events guard watch stored in guard.state_file, with their keys (for "
+            "ack and silence) and the notices still queued per sink. Exit 3 if any is open."
+            "\n\nexamples:\n  overcast guard events --config overcast.yaml\n"
+            "  overcast guard events --config overcast.yaml --all --json"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", required=True, metavar="C", help="overcast.yaml")
+    p.add_argument("--all", action="store_true", help="closed events too")
+    add_json_flag(p)
+    p.set_defaults(handler=_events)
 
     p = cmds.add_parser(
         "import-bgpalerter",

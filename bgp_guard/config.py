@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
+from bgp_guard.sinks.config import Notify, SinkConfig
 from overcast.model import Address, ConfigError, Model, Prefix
 
 ASN_MAX = 2**32 - 1  # 4-byte AS numbers, RFC 6793
@@ -214,6 +215,11 @@ class GuardConfig(Model):
     leak_scope: Literal["monitored", "all"] = "monitored"
     bgpalerter_file: str | None = None  # a BGPalerter prefixes.yml, merged into `prefixes`
     feeds: Feeds = Feeds()  # live feeds for `overcast guard watch`
+    # Notices for the NOC from `guard watch` (bgp_guard/sinks/config.py), and the SQLite file
+    # (relative to overcast.yaml) that keeps events and the sinks' queues across restarts.
+    sinks: dict[str, SinkConfig] = {}
+    notify: Notify = Notify()
+    state_file: str = "guard-state.sqlite"
 
     def problems(self) -> list[ConfigError]:
         """Checks that need the whole section; paths are relative to the file root."""

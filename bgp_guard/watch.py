@@ -5,6 +5,10 @@ rewrite it every few minutes), reporting the ROA changes that touch our prefixes
 re-validating the routes already held that a changed ROA covers (`Guard.replace_vrps`).
 The timer also asks each feed whether it can see (`LiveFeed.outage`): a RIS-live feed that
 lost its connection is a `feed-down` event until it is back.
+
+With a `Notifier`, every transition also goes through the state file (dedup, thresholds,
+repeats: bgp_guard/notify.py) into the sinks' queues, which an `Outbox` task delivers
+(bgp_guard/sinks/outbox.py) without ever holding up the feeds.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import Histogram
+
 from bgp_guard.config import BgpFeed, Feeds, GuardConfig
 from bgp_guard.engine import Guard
 from bgp_guard.errors import InputError
@@ -26,10 +32,21 @@ from bgp_guard.feeds.live import LiveFeed
 from bgp_guard.feeds.ris_websocket import RisLiveClient, subscriptions
 from bgp_guard.feeds.session import BgpSpeaker
 from bgp_guard.feeds.tcp_md5 import TcpMd5Key, read_password_file
+from bgp_guard.notify import Notifier
 from bgp_guard.rpki import VrpSet, load_vrps
 from bgp_guard.sinks import Sink
+from bgp_guard.sinks.outbox import Outbox
+from overcast.metrics import REGISTRY
 
 log = logging.getLogger(__name__)
+
+_LAG = Histogram(
+    "overcast_bgp_guard_processing_lag_seconds",
+    "From an update's feed timestamp (receipt for BGP and BMP, the collector's time for "
+    "RIS-live) to the events it raised being handed to the sinks' queues.",
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120),
+    registry=REGISTRY,
+)
 
 
 @dataclass
@@ -128,17 +145,25 @@ async def run(
     stop: asyncio.Event,
     clock: Callable[[], float] = time.time,
     vrp_file: VrpFile | None = None,
+    notifier: Notifier | None = None,
+    outbox: Outbox | None = None,
 ) -> WatchStats:
     """Process the feeds' updates until `stop` is set."""
     stats = WatchStats()
 
     def deliver(events: list[dict[str, Any]], received: float | None) -> None:
+        if not events:
+            return
         for event in events:
             for sink in sinks:
                 sink.write(event)
+        if notifier is not None:
+            notifier.handle(events, clock())
         stats.events += len(events)
         if received is not None:
-            stats.latencies.append(clock() - received)
+            lag = clock() - received
+            stats.latencies.append(lag)
+            _LAG.observe(lag)
 
     async def pump(feed: LiveFeed) -> None:
         async for update in feed.updates():
@@ -155,6 +180,10 @@ async def run(
                 await asyncio.wait_for(stop.wait(), 1.0)
             except TimeoutError:
                 deliver(guard.finish(clock()), None)
+                if notifier is not None:
+                    notifier.tick(clock())
+                if outbox is not None:
+                    outbox.depths()
                 for feed, known in outages.items():
                     outage = feed.outage()
                     if (outage is None) != (known is None):
@@ -165,10 +194,13 @@ async def run(
                     deliver(guard.replace_vrps(vrps, clock()), None)
 
     tasks = [asyncio.ensure_future(pump(f)) for f in feeds]
+    delivering = None if outbox is None else asyncio.ensure_future(outbox.run(stop))
     try:
         await timer()
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if delivering is not None:  # stop is set: it closes its transports and ends
+            await asyncio.gather(delivering, return_exceptions=True)
     return stats
