@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bgp_guard import bgpalerter
+from bgp_guard.aspa import AspaSet, load_aspas
 from bgp_guard.asrel import AsRelationships, load_asrel
 from bgp_guard.config import RIS_LIVE_URL, Feeds, GuardConfig, RisLiveWebsocket
 from bgp_guard.errors import InputError
@@ -53,7 +54,10 @@ def load_guard_config(config_path: str) -> GuardConfig:
 
 def require_monitoring(guard: GuardConfig, config_path: str) -> None:
     """Without anything to monitor every run "finds nothing" and exits 0: a false all-clear."""
-    if not (guard.prefixes or guard.own_asns or (guard.leak_scope == "all" and guard.asrel_file)):
+    everything = (guard.leak_scope == "all" and guard.asrel_file) or (
+        guard.aspa.scope == "all" and guard.aspa.file
+    )
+    if not (guard.prefixes or guard.own_asns or everything):
         raise CommandError(
             f"{config_path}: the guard: section monitors nothing; add guard.prefixes "
             "(e.g. 192.0.2.0/24: {origins: [64500]}), guard.own_asns or guard.bgpalerter_file",
@@ -62,12 +66,13 @@ def require_monitoring(guard: GuardConfig, config_path: str) -> None:
 
 
 def build_guard(config_path: str) -> Guard:
-    """A Guard for `config_path`, with its VRP and AS-relationship files loaded."""
+    """A Guard for `config_path`, with its VRP, AS-relationship and ASPA files loaded."""
     from bgp_guard.engine import Guard
 
     guard = load_guard_config(config_path)
     vrps: VrpSet | None = None
     asrel: AsRelationships | None = None
+    aspas: AspaSet | None = None
     key = "guard.vrp_file"
     try:
         if guard.vrp_file:
@@ -75,13 +80,16 @@ def build_guard(config_path: str) -> Guard:
         key = "guard.asrel_file"
         if guard.asrel_file:
             asrel = load_asrel(_relative(config_path, guard.asrel_file))
+        key = "guard.aspa.file"
+        if guard.aspa.file:
+            aspas = load_aspas(_relative(config_path, guard.aspa.file))
     except InputError as exc:
         raise CommandError(
             f"{config_path}: {key}: {exc} (paths are relative to the config file)",
             exitcodes.USAGE,
         ) from None
     require_monitoring(guard, config_path)
-    return Guard(guard, vrps=vrps, asrel=asrel)
+    return Guard(guard, vrps=vrps, asrel=asrel, aspas=aspas)
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -175,6 +183,11 @@ def _watch(args: argparse.Namespace) -> int:
             raise CommandError(f"--metrics-port {args.metrics_port}: {exc}") from None
     vrp_file = watch.VrpFile(_relative(args.config, config.vrp_file)) if config.vrp_file else None
     store, transports, retries = _notice_sinks(args.config, config)
+    aspa_file = (
+        watch.DataFile(_relative(args.config, config.aspa.file), load_aspas)
+        if config.aspa.file
+        else None
+    )
 
     async def run() -> watch.WatchStats:
         stop = asyncio.Event()
@@ -199,7 +212,14 @@ def _watch(args: argparse.Namespace) -> int:
         notifier = Notifier(store, list(transports), config.notify, time.time(), outbox.wake)
         try:
             return await watch.run(
-                guard, live, sinks, stop, vrp_file=vrp_file, notifier=notifier, outbox=outbox
+                guard,
+                live,
+                sinks,
+                stop,
+                vrp_file=vrp_file,
+                aspa_file=aspa_file,
+                notifier=notifier,
+                outbox=outbox,
             )
         finally:
             await asyncio.gather(*(f.close() for f in live))

@@ -9,6 +9,7 @@ guard:
   min_peers: 2
   vrp_file: vrps.json                            # rpki-client or Routinator JSON
   asrel_file: 20260101.as-rel.txt                # CAIDA serial-1
+  aspa: {file: rpki.json, scope: monitored}      # ASPA path verification (rpki-client -j)
   feeds:                                         # for `overcast guard watch`
     bgp: {local_asn: 64511, router_id: 192.0.2.10, listen: 192.0.2.10,
           neighbours: {192.0.2.1: 64500,          # or, with a TCP-MD5 (RFC 2385) password:
@@ -104,12 +105,19 @@ class OwnAs(Model):
     downstreams: tuple[ASN, ...] | None = None  # right of our ASN (we hear them)
 
 
+# What a neighbour is to the AS that received the route: it picks the ASPA procedure
+# (draft-ietf-sidrops-aspa-verification-28 sections 5.5, 5.6). A collector's peers send it
+# their full table, as to a customer: routes seen at a collector are verified downstream.
+Relationship = Literal["customer", "peer", "provider", "route-server", "rs-client", "collector"]
+
+
 class Neighbour(Model):
     """A BGP neighbour: its expected ASN (null: any) and, optionally, the file holding the
     TCP-MD5 password (RFC 2385) both routers sign the session's TCP segments with. The
     password itself is never written in overcast.yaml, so the config can be shared."""
 
     asn: ASN | None = None
+    relationship: Relationship | None = None  # for ASPA; default guard.aspa.relationship
     # Relative to overcast.yaml; mode 0600, checked when `guard watch` starts.
     password_file: str | None = Field(None, min_length=1)
 
@@ -194,6 +202,16 @@ class RisLiveWebsocket(Model):
         return self
 
 
+class AspaSettings(Model):
+    """ASPA path verification (bgp_guard.aspa)."""
+
+    file: str | None = None  # rpki-client -j, Routinator --enable-aspa json/jsonext, or CSV
+    # monitored: paths to our prefixes; ours: also any path through our ASNs; all: every path
+    scope: Literal["monitored", "ours", "all"] = "monitored"
+    relationship: Relationship = "collector"  # feeds and neighbours that do not say
+    neighbours: dict[Address, Relationship] = {}  # peers seen over BMP or in MRT files
+
+
 class Feeds(Model):
     bgp: BgpFeed | None = None
     bmp: BmpFeed | None = None
@@ -213,6 +231,7 @@ class GuardConfig(Model):
     rpki_not_found: bool = False  # also alert when no ROA covers our announcement
     asrel_file: str | None = None  # CAIDA AS relationships, serial-1 `a|b|rel`
     leak_scope: Literal["monitored", "all"] = "monitored"
+    aspa: AspaSettings = AspaSettings()
     bgpalerter_file: str | None = None  # a BGPalerter prefixes.yml, merged into `prefixes`
     feeds: Feeds = Feeds()  # live feeds for `overcast guard watch`
     # Notices for the NOC from `guard watch` (bgp_guard/sinks/config.py), and the SQLite file
@@ -244,6 +263,16 @@ class GuardConfig(Model):
                         f"guard.prefixes.{prefix}.ignore",
                         "'ignore' carves a sub-prefix out of a monitored prefix, but no "
                         "monitored prefix covers this one; remove the entry",
+                    )
+                )
+        bgp = self.feeds.bgp
+        for address, neighbour in bgp.neighbours.items() if bgp else ():
+            if neighbour.relationship and address in self.aspa.neighbours:
+                errors.append(
+                    ConfigError(
+                        f"guard.aspa.neighbours.{address}",
+                        "this neighbour's relationship is already set under "
+                        "guard.feeds.bgp.neighbours; keep one of the two",
                     )
                 )
         return errors

@@ -12,20 +12,25 @@ New VRPs (`replace_vrps`) re-validate the routes already held, but only those a 
 covers: RFC 6811 section 2 decides a route's validity from its covering VRPs alone. The
 prefixes announced under each monitored prefix are kept for this, so the cost follows the
 ROA diff and the routes it covers, not the size of the RIB.
+
+New ASPAs (`replace_aspas`) re-verify only the routes whose path crosses a customer AS whose
+provider set changed: section 5.3 of the ASPA draft asks only the customers on the path.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
 from bgp_guard import monitored
+from bgp_guard.aspa import AspaSet, changed_customers
 from bgp_guard.asrel import AsRelationships
 from bgp_guard.config import GuardConfig
-from bgp_guard.detect import hijack, leak, neighbours, path, roa, rov, visibility
+from bgp_guard.detect import aspa, hijack, leak, neighbours, path, roa, rov, visibility
 from bgp_guard.events import Event, EventTable, Finding, Key
 from bgp_guard.monitored import Monitored
-from bgp_guard.rib import Rib, key_prefix, prefix_key
+from bgp_guard.rib import Path, Rib, key_prefix, prefix_key
 from bgp_guard.rpki import RoaChange, VrpSet, diff
 from bgp_guard.update import FeedItem, PathElement, PeerDown, Prefix, Update
 
@@ -39,10 +44,13 @@ class Guard:
         config: GuardConfig,
         vrps: VrpSet | None = None,
         asrel: AsRelationships | None = None,
+        aspas: AspaSet | None = None,
     ) -> None:
         self.config = config
         self.vrps = vrps
         self.asrel = asrel
+        self.aspa = None if aspas is None else aspa.AspaCheck(config, aspas)
+        self._slot_asn: list[int] = []  # peer AS per RIB slot, for re-verifying paths
         self.monitored_list = monitored.entries(config)
         self.monitored = monitored.index(self.monitored_list)
         self.table = EventTable(config.min_peers, config.resolve_after)
@@ -84,6 +92,8 @@ class Guard:
             update = replace(update, as_path=(update.peer_asn,))
         rib = self.rib
         slot = rib.slot(update.peer_ip, update.path_id)
+        if self.aspa is not None and slot == len(self._slot_asn):  # a new slot
+            self._slot_asn.append(update.peer_asn)
         key = prefix_key(update.prefix)
         if not rib.apply(slot, key, update.as_path if update.announce else None):
             return table.drain() if table.emitted else []
@@ -98,10 +108,8 @@ class Guard:
             if mon is not None:
                 self._held[mon.prefix].add(key)
                 findings += self._about_ours(update, mon)
-            elif self.asrel is not None and self.config.leak_scope == "all":
-                found = leak.check(update, self.asrel, str(update.prefix))
-                if found is not None:
-                    findings.append(found)
+            elif self.aspa is not None or self.asrel is not None:
+                findings += self._path_checks(update, None)
             if self._own and not self._own.isdisjoint(update.as_path):
                 findings += neighbours.check(update, self.config.own_asns)
             for finding in findings:
@@ -119,13 +127,43 @@ class Guard:
                 else rov.check(
                     update.prefix, update.origin, self.vrps, about, self.config.rpki_not_found
                 ),
-                None if self.asrel is None else leak.check(update, self.asrel, about),
             )
             if found is not None
         ]
+        out += self._path_checks(update, mon)
         if mon.path_checks:
             out += path.check(update, mon.path_checks, about)
         return out
+
+    def _path_checks(self, update: Update, mon: Monitored | None) -> list[Finding]:
+        """Route-leak (CAIDA) and ASPA findings, as one event where both see a leak. Beyond
+        the monitored prefixes, ASPA runs as guard.aspa.scope says and the CAIDA check as
+        leak_scope does."""
+        if mon is not None:
+            about: str | None = str(mon.prefix)
+            leak_about = about
+        else:
+            about = self._aspa_about(update)
+            leak_about = str(update.prefix) if self.config.leak_scope == "all" else None
+        found = None
+        if self.aspa is not None and about is not None:
+            found = self.aspa.check(
+                update.prefix, update.as_path, update.peer_ip, update.peer_asn, about
+            )
+        leaked = None
+        if self.asrel is not None and leak_about is not None:
+            leaked = leak.check(update, self.asrel, leak_about)
+        return aspa.merged(found, leaked)
+
+    def _aspa_about(self, update: Update) -> str | None:
+        """What of ours an ASPA finding on a route outside the monitored prefixes is about,
+        or None if guard.aspa.scope leaves the route unchecked."""
+        scope = None if self.aspa is None else self.aspa.scope
+        if scope == "all":
+            return str(update.prefix)
+        if scope == "ours" and self._own and not self._own.isdisjoint(update.as_path):
+            return f"AS{next(a for a in update.as_path if a in self._own)}"
+        return None
 
     def _peer_down(self, down: PeerDown) -> list[dict[str, Any]]:
         """Withdraw all of the peer's routes, as if an Update had withdrawn each one."""
@@ -242,6 +280,56 @@ class Guard:
                 table.clear(route, event, why, now)
             if found is not None and not carried:
                 table.observe(found, route, self.rib.peers[slot], now, as_path)
+
+    def replace_aspas(self, aspas: AspaSet, now: float) -> list[dict[str, Any]]:
+        """Verify with `aspas` from now on. Re-verifies the routes held (to monitored prefixes,
+        or all that guard.aspa.scope covers) whose path crosses a customer AS whose provider
+        set changed; returns the aspa-invalid (and route-leak) transitions that caused."""
+        if self.aspa is None:
+            self.aspa = aspa.AspaCheck(self.config, aspas)
+            self._slot_asn = [0] * len(self.rib.peers)  # unknown: verified without step 2
+            changed = aspas.customers()
+        else:
+            changed = changed_customers(self.aspa.aspas, aspas)
+            self.aspa.aspas = aspas
+        for slot, key, as_path in self._routes_through(changed) if changed else ():
+            self._reverify(slot, key, as_path, now)
+        return self.table.drain()
+
+    def _routes_through(self, asns: set[int]) -> list[tuple[int, int, Path]]:
+        """(slot, prefix key, AS path) of the routes ASPA checks whose path crosses `asns`."""
+        assert self.aspa is not None
+        candidates: Iterable[tuple[int, int, Path]]
+        if self.aspa.scope == "monitored":
+            candidates = (
+                (slot, key, as_path)
+                for keys in self._held.values()
+                for key in keys
+                for slot, as_path in self.rib.holders(key)
+            )
+        else:
+            candidates = self.rib.items()
+        return [r for r in candidates if not asns.isdisjoint(r[2])]
+
+    def _reverify(self, slot: int, key: int, as_path: Path, now: float) -> None:
+        """Decide the ASPA and route-leak findings of one held route again."""
+        peer = self.rib.peers[slot]
+        asn = self._slot_asn[slot] if slot < len(self._slot_asn) else 0
+        update = Update(now, peer, asn, key_prefix(key), True, as_path)
+        if not asn:  # peer AS unknown (ASPA was off when the route came): skip step 2
+            update = replace(update, peer_asn=as_path[0] if type(as_path[0]) is int else 0)
+        found = self._path_checks(update, self.governing(update) if self.monitored else None)
+        route, table = (slot, key), self.table
+        keys = {f.key for f in found}
+        carried = set()
+        for event in list(table.by_route.get(route, ())):
+            if event.finding.kind in aspa.PATH_KINDS:
+                carried.add(event.finding.key)
+                if event.finding.key not in keys:
+                    table.clear(route, event, aspa.cleared(event.finding, found, as_path), now)
+        for finding in found:
+            if finding.key not in carried:
+                table.observe(finding, route, peer, now, as_path)
 
     def summary(self) -> dict[str, Any]:
         states: dict[str, int] = {"resolved": self.table.resolved} if self.table.resolved else {}

@@ -8,6 +8,8 @@ entry and one int, not a tuple of its own.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from bgp_guard.update import PathElement, Prefix
 
 Path = tuple[PathElement, ...]
@@ -68,6 +70,12 @@ class Rib:
     def holders(self, key: int) -> list[tuple[int, Path]]:
         """(slot, AS path) of every route to the prefix `key`: one probe per slot."""
         return [(slot, routes[key]) for slot, routes in enumerate(self._routes) if key in routes]
+
+    def items(self) -> Iterator[tuple[int, int, Path]]:
+        """(slot, prefix key, AS path) of every route held."""
+        for slot, routes in enumerate(self._routes):
+            for key, as_path in routes.items():
+                yield slot, key, as_path
 
     def route(self, slot: int, key: int) -> Path | None:
         return self._routes[slot].get(key)

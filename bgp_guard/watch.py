@@ -2,7 +2,8 @@
 asyncio loop, events go to the sinks at once, and a one-second timer resolves events even
 when no update arrives and reloads the VRP file when it changes (rpki-client and Routinator
 rewrite it every few minutes), reporting the ROA changes that touch our prefixes and
-re-validating the routes already held that a changed ROA covers (`Guard.replace_vrps`).
+re-validating the routes already held that a changed ROA covers (`Guard.replace_vrps`); the
+ASPA file likewise (`Guard.replace_aspas`).
 The timer also asks each feed whether it can see (`LiveFeed.outage`): a RIS-live feed that
 lost its connection is a `feed-down` event until it is back.
 
@@ -20,10 +21,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from prometheus_client import Histogram
 
+from bgp_guard.aspa import AspaSet
 from bgp_guard.config import BgpFeed, Feeds, GuardConfig
 from bgp_guard.engine import Guard
 from bgp_guard.errors import InputError
@@ -39,6 +41,7 @@ from bgp_guard.sinks.outbox import Outbox
 from overcast.metrics import REGISTRY
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _LAG = Histogram(
     "overcast_bgp_guard_processing_lag_seconds",
@@ -63,11 +66,12 @@ class WatchStats:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-class VrpFile:
-    """A VRP file to reload when its modification time changes."""
+class DataFile(Generic[T]):
+    """An RPKI data file to reload, with `load`, when its modification time changes."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = path
+    def __init__(self, path: str | Path, load: Callable[[Path], T]) -> None:
+        self.path = Path(path)
+        self.load = load
         self.mtime = self._mtime()
 
     def _mtime(self) -> float | None:
@@ -76,17 +80,24 @@ class VrpFile:
         except OSError:
             return None
 
-    def reload(self) -> VrpSet | None:
-        """The new VRPs if the file changed and reads cleanly, else None."""
+    def reload(self) -> T | None:
+        """The new contents if the file changed and reads cleanly, else None."""
         mtime = self._mtime()
         if mtime is None or mtime == self.mtime:
             return None
         self.mtime = mtime
         try:
-            return load_vrps(self.path)
+            return self.load(self.path)
         except InputError as exc:
-            log.warning("%s; keeping the previous VRPs", exc)
+            log.warning("%s; keeping the previous contents", exc)
             return None
+
+
+class VrpFile(DataFile[VrpSet]):
+    """A VRP file to reload when it changes."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path, load_vrps)
 
 
 def bgp_passwords(bgp: BgpFeed, config_dir: Path) -> dict[str, TcpMd5Key]:
@@ -147,6 +158,7 @@ async def run(
     vrp_file: VrpFile | None = None,
     notifier: Notifier | None = None,
     outbox: Outbox | None = None,
+    aspa_file: DataFile[AspaSet] | None = None,
 ) -> WatchStats:
     """Process the feeds' updates until `stop` is set."""
     stats = WatchStats()
@@ -192,6 +204,9 @@ async def run(
                 vrps = None if vrp_file is None else vrp_file.reload()
                 if vrps is not None:
                     deliver(guard.replace_vrps(vrps, clock()), None)
+                aspas = None if aspa_file is None else aspa_file.reload()
+                if aspas is not None:
+                    deliver(guard.replace_aspas(aspas, clock()), None)
 
     tasks = [asyncio.ensure_future(pump(f)) for f in feeds]
     delivering = None if outbox is None else asyncio.ensure_future(outbox.run(stop))

@@ -1,6 +1,6 @@
 """Golden cases: one JSON file per case under golden/, holding the guard config, the updates
-(and peer downs) fed in order, optional VRPs and AS relationships, and the exact event
-transitions expected.
+(and peer downs) fed in order, optional VRPs, AS relationships and ASPAs (as rpki-client
+writes them), and the exact event transitions expected.
 
 Regenerate after an intended change with OVERCAST_REGEN_GOLDEN=1, then read the diff.
 """
@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from bgp_guard.aspa import load_aspas
 from bgp_guard.asrel import load_asrel
 from bgp_guard.engine import Guard
 from bgp_guard.rpki import load_vrps
@@ -24,7 +25,7 @@ CASES = sorted((Path(__file__).parent / "golden").glob("*.json"))
 
 
 def run_case(case: dict[str, Any], tmp_path: Path) -> list[dict[str, Any]]:
-    vrps = asrel = None
+    vrps = asrel = aspas = None
     if "vrps" in case:
         vrp_file = tmp_path / "vrps.json"
         vrp_file.write_text(json.dumps({"roas": case["vrps"]}))
@@ -33,7 +34,11 @@ def run_case(case: dict[str, Any], tmp_path: Path) -> list[dict[str, Any]]:
         rel_file = tmp_path / "as-rel.txt"
         rel_file.write_text("# serial-1\n" + "\n".join(case["asrel"]) + "\n")
         asrel = load_asrel(rel_file)
-    guard = Guard(guard_config(case["config"]), vrps=vrps, asrel=asrel)
+    if "aspas" in case:
+        aspa_file = tmp_path / "rpki.json"
+        aspa_file.write_text(json.dumps({"aspas": case["aspas"]}))
+        aspas = load_aspas(aspa_file)
+    guard = Guard(guard_config(case["config"]), vrps=vrps, asrel=asrel, aspas=aspas)
     events: list[dict[str, Any]] = []
     for spec in case["updates"]:
         events += guard.process(item(spec))
@@ -58,5 +63,5 @@ def test_every_detector_has_a_case() -> None:
         "exact-origin", "exact-upstream", "subprefix-origin", "subprefix-upstream", "squat",
         "too-specific", "as-set-origin", "path-match", "path-miss", "path-length",
         "rpki-invalid", "rpki-not-found", "route-leak", "visibility-loss", "new-upstream",
-        "new-downstream",
+        "new-downstream", "aspa-invalid",
     }  # fmt: skip

@@ -1,0 +1,104 @@
+"""ASPA path verification of announcements (draft-ietf-sidrops-aspa-verification-28), and
+its agreement with the valley-free check over CAIDA relationships.
+
+The procedure follows where the route was heard (guard.aspa): from a customer, peer, route
+server or RS-client, upstream (section 5.5); from a provider or at a collector, downstream
+(section 5.6). The neighbour check (section 5.5/5.6 step 2) applies to BGP neighbours that
+are customers, peers, providers or RS-clients; a transparent route server (RFC 7947 section
+2.2.2) and a collector's peers (often route servers too) are exempt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from bgp_guard.aspa import AspaSet, Outcome, Procedure, verify
+from bgp_guard.config import GuardConfig, Relationship
+from bgp_guard.detect.path import path_text
+from bgp_guard.events import Finding
+from bgp_guard.update import PathElement, Prefix
+
+KIND = "aspa-invalid"
+# The event types a change of ASPAs re-decides (an ASPA verdict can absorb a route leak).
+PATH_KINDS = frozenset({KIND, "route-leak"})
+
+# relationship -> (procedure, whether the path must start with the neighbour's AS)
+PROCEDURES: dict[str, tuple[Procedure, bool]] = {
+    "customer": (Procedure.UPSTREAM, True),
+    "peer": (Procedure.UPSTREAM, True),
+    "route-server": (Procedure.UPSTREAM, False),
+    "rs-client": (Procedure.UPSTREAM, True),
+    "provider": (Procedure.DOWNSTREAM, True),
+    "collector": (Procedure.DOWNSTREAM, False),
+}
+
+
+class AspaCheck:
+    """Verifies one route's path with the procedure its neighbour's relationship calls for."""
+
+    def __init__(self, config: GuardConfig, aspas: AspaSet) -> None:
+        self.aspas = aspas
+        self.scope = config.aspa.scope
+        self.default = PROCEDURES[config.aspa.relationship]
+        relationships: dict[str, Relationship] = {
+            str(a): r for a, r in config.aspa.neighbours.items()
+        }
+        if config.feeds.bgp is not None:
+            for address, neighbour in config.feeds.bgp.neighbours.items():
+                if neighbour.relationship is not None:
+                    relationships[str(address)] = neighbour.relationship
+        self.by_peer = {peer: PROCEDURES[r] for peer, r in relationships.items()}
+
+    def check(
+        self,
+        prefix: Prefix,
+        as_path: tuple[PathElement, ...],
+        peer_ip: str,
+        peer_asn: int,
+        about: str,
+    ) -> Finding | None:
+        procedure, neighbour_check = self.by_peer.get(peer_ip, self.default)
+        verdict = verify(
+            as_path,
+            self.aspas,
+            procedure,
+            prefix.version,
+            peer_asn if neighbour_check else None,
+        )
+        if verdict.outcome is not Outcome.INVALID:
+            return None
+        return Finding(
+            KIND,
+            prefix,
+            verdict.offender,
+            about,
+            f"{prefix} is ASPA invalid ({procedure.value} verification): {verdict.reason}.",
+        )
+
+
+def merged(aspa: Finding | None, leak: Finding | None) -> list[Finding]:
+    """One event when ASPA and the CAIDA relationships both call the path a leak: the
+    aspa-invalid finding, citing both (the signed objects are the stronger evidence; the
+    inferred relationships name the leaker when ASPA cannot single one out)."""
+    if aspa is None or leak is None:
+        return [f for f in (aspa, leak) if f is not None]
+    caida = leak.rationale.split(": ", 1)[-1].removesuffix(".")
+    return [
+        replace(
+            aspa,
+            offender=aspa.offender if aspa.offender is not None else leak.offender,
+            rationale=f"{aspa.rationale} The CAIDA AS relationships agree: {caida}.",
+        )
+    ]
+
+
+def cleared(old: Finding, found: list[Finding], as_path: tuple[PathElement, ...]) -> Finding:
+    """`old` (one of PATH_KINDS) restated for a route that new ASPAs no longer flag so."""
+    now = next((f for f in found if f.kind != old.kind), None)
+    if now is not None:
+        why = f"it is now reported as {now.kind}: {now.rationale}"
+    elif old.kind == KIND:
+        why = "it is no longer ASPA invalid after an ASPA reload"
+    else:
+        why = "the ASPA reload changed how it is reported"
+    return replace(old, rationale=f"{old.prefix} via AS path {path_text(as_path)}: {why}")
