@@ -32,16 +32,22 @@ def require_binaries(*names: str) -> None:
 
 def shared_data(name: str) -> Path:
     """A folder of public sample data kept beside the repo, not in it (e.g. "bgp"):
-    $OVERCAST_SHARED_DATA/<name>, else ../shared/data/<name> next to the checkout, else
-    /work/shared/data/<name>."""
-    bases = [Path(__file__).resolve().parents[2] / "shared" / "data", Path("/work/shared/data")]
+    $OVERCAST_SHARED_DATA/<name> if that is set, else shared/data/<name> in the folder that holds
+    the checkout, or in one above it (a worktree in wt/NAME finds the shared/ beside wt/).
+    Missing data fails with the fix, even outside CI: the tests that read it are not optional."""
     if "OVERCAST_SHARED_DATA" in os.environ:
-        bases.insert(0, Path(os.environ["OVERCAST_SHARED_DATA"]))
+        bases = [Path(os.environ["OVERCAST_SHARED_DATA"])]
+    else:
+        bases = [up / "shared" / "data" for up in Path(__file__).resolve().parents[1].parents]
     for base in bases:
         if (base / name).is_dir():
             return base / name
-    require(False, f"no shared sample data '{name}' (set OVERCAST_SHARED_DATA)")
-    raise AssertionError("unreachable")  # require() skipped or failed
+    where = bases[0] if len(bases) == 1 else "../shared/data beside the checkout"
+    pytest.fail(
+        f"no shared sample data '{name}' in {where}: put the project's shared/ folder beside "
+        "the checkout, or set OVERCAST_SHARED_DATA to its data/ folder",
+        pytrace=False,
+    )
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

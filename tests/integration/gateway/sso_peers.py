@@ -17,7 +17,6 @@ import json
 import os
 import re
 import select
-import shutil
 import socket
 import ssl
 import subprocess
@@ -37,9 +36,12 @@ from gateway import tls
 from gateway.app import Gateway, build
 from gateway.cli import server
 from gateway.config import GatewayConfig
-from tests.conftest import require, require_binaries
+from tests.conftest import require
 
 JS = Path(__file__).resolve().parents[2] / "js"
+# The peers run on the Node pinned in tests/js (Node 22 LTS from the npm registry), never on
+# the `node` of PATH: Debian 12's is 18, which current oidc-provider and playwright refuse.
+NODE = JS / "node_modules" / ".bin" / "node"
 CLIENT_ID = "overcast-gateway"
 CLIENT_SECRET = "test-client-secret-0123456789"
 GATEWAY_HOST = "127.0.0.1"
@@ -93,14 +95,21 @@ def until(condition: Any, timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def require_js(package: str) -> None:
+    """Skip (fail in CI) unless tests/js has its Node runtime and `package` installed."""
+    missing = [
+        str(p.relative_to(JS)) for p in (NODE, JS / "node_modules" / package) if not p.exists()
+    ]
+    require(not missing, f"tests/js lacks {', '.join(missing)} (./dev test runs `npm ci` there)")
+
+
 @contextmanager
 def identity_provider(
     tmp: Path, gateway_port: int, access_ttl: int = 60, more_ports: tuple[int, ...] = ()
 ) -> Iterator[str]:
     """Run the IdP; yields its issuer URL. Its client is the gateway at `gateway_port`
     (which also gets the back-channel logouts) and at each of `more_ports`."""
-    require_binaries("node")
-    require((JS / "node_modules" / "oidc-provider").is_dir(), "tests/js needs `npm ci`")
+    require_js("oidc-provider")
     files = tls.dev_ca(tmp / "ca", [GATEWAY_HOST, APP_HOST], now_utc())
     apps = [f"https://{APP_HOST}:{port}" for port in (gateway_port, *more_ports)]
     config = {
@@ -129,7 +138,7 @@ def identity_provider(
     path.write_text(json.dumps(config))
     env = os.environ | {"NODE_EXTRA_CA_CERTS": str(files.ca)}
     proc = subprocess.Popen(
-        [shutil.which("node") or "node", str(JS / "idp.mjs"), str(path)],
+        [str(NODE), str(JS / "idp.mjs"), str(path)],
         stdout=subprocess.PIPE,
         stderr=open(tmp / "idp.log", "wb"),  # noqa: SIM115 - closed with the process
         env=env,

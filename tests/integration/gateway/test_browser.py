@@ -10,7 +10,6 @@ import base64
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,16 +21,18 @@ from cryptography.hazmat.primitives import serialization
 
 from gateway.assertion import HEADER
 from gateway.session import COOKIE
-from tests.conftest import require, require_binaries
+from tests.conftest import require
 from tests.integration.gateway.sso_peers import (
     APP_HOST,
     GATEWAY_HOST,
     JS,
+    NODE,
     USERS,
     Served,
     cli_gateway,
     free_port,
     identity_provider,
+    require_js,
     upstream_app,
 )
 
@@ -61,9 +62,8 @@ def spki_hash(cert_path: Path) -> str:
 
 
 def test_chromium_signs_in_reaches_the_app_and_signs_out(served: Served, tmp_path: Path) -> None:
-    require_binaries("node")
     require(os.access(CHROMIUM, os.X_OK), f"{CHROMIUM} missing (apt-get install chromium)")
-    require((JS / "node_modules" / "playwright-core").is_dir(), "tests/js needs `npm ci`")
+    require_js("playwright-core")
     app = f"https://{APP_HOST}:{served.port}/reports/q3"
     job = tmp_path / "job.json"
     job.write_text(
@@ -77,7 +77,7 @@ def test_chromium_signs_in_reaches_the_app_and_signs_out(served: Served, tmp_pat
         )
     )
     run = subprocess.run(
-        [shutil.which("node") or "node", str(JS / "browser_login.mjs"), str(job)],
+        [str(NODE), str(JS / "browser_login.mjs"), str(job)],
         capture_output=True,
         text=True,
         timeout=120,
