@@ -27,7 +27,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from bridge import portguard, wireguard
 from bridge.keys import KeyStore, KeyStoreError, public_key_of
 from bridge.netns import NETNS_DIR, ApplyError, require_netns
-from bridge.plan import SitePlan, VxlanTunnel
+from bridge.plan import SitePlan, VxlanTunnel, WireGuardInterface
 
 if TYPE_CHECKING:
     from controller.ovsdb import Ovsdb
@@ -43,7 +43,7 @@ class AppliedSite:
     site: str
     netns: str
     backend: Backend
-    wireguard_pid: int | None  # wireguard-go's PID; None with the kernel module
+    wireguard_pid: int | None  # the first wireguard-go's PID; None with the kernel module
     links: tuple[str, ...]  # every link the plan owns in the namespace
     changes: tuple[str, ...]  # empty when everything already matched the plan
 
@@ -91,20 +91,24 @@ def apply_site(
             f"OVS bridge {plan.switch} does not exist; create it first (ovs-vsctl add-br "
             f"{plan.switch}) or leave out --ovsdb; nothing was changed"
         )
-    wg = plan.wireguard
     alias = owner_alias(plan.site)
     changes: list[str] = []
-    with IPRoute(netns=netns, flags=0) as ipr:
-        backend, pid = _ensure_wireguard_link(ipr, plan, netns, run_dir, changes)
-        index = _index(ipr, wg.name)
-        _ensure_link_state(ipr, index, wg.name, wg.mtu, alias, changes)
-        _ensure_address(ipr, index, plan, netns, changes)
-    if not wireguard.matches(wireguard.show(netns, wg.name), wg, private_key):
-        wireguard.set_config(netns, wg.name, wireguard.render(wg, private_key))
-        changes.append(f"configured {wg.name}: {len(wg.peers)} peer(s), port {wg.listen_port}")
+    backend: Backend = "kernel"
+    pid: int | None = None
+    for wg in plan.wireguard_interfaces:
+        with IPRoute(netns=netns, flags=0) as ipr:
+            backend, wg_pid = _ensure_wireguard_link(ipr, wg.name, netns, run_dir, changes)
+            pid = pid if pid is not None else wg_pid
+            index = _index(ipr, wg.name)
+            _ensure_link_state(ipr, index, wg.name, wg.mtu, alias, changes)
+            _ensure_address(ipr, index, wg, netns, changes)
+        if not wireguard.matches(wireguard.show(netns, wg.name), wg, private_key):
+            wireguard.set_config(netns, wg.name, wireguard.render(wg, private_key))
+            changes.append(f"configured {wg.name}: {len(wg.peers)} peer(s), port {wg.listen_port}")
+    wg_names = {wg.name for wg in plan.wireguard_interfaces}
     wanted = {t.name: t for t in plan.tunnels()}
     with IPRoute(netns=netns, flags=0) as ipr:
-        stale = [n for n in _owned(ipr, alias) if n != wg.name and n not in wanted]
+        stale = [n for n in _owned(ipr, alias) if n not in wg_names and n not in wanted]
         if switch is not None:
             _detach(switch, plan.switch, stale, changes)
         for name in stale:
@@ -128,13 +132,13 @@ def apply_site(
         userspace = portguard.needs_guard(switch.datapath_type(plan.switch))
         # Guarded before they join the switch, so the kernel never sees a switched frame.
         portguard.ensure_guard(netns, guard_table(plan.site), ports if userspace else (), changes)
-        _attach(switch, plan.switch, list(wanted), changes)
+        _attach(switch, plan.switch, list(wanted.values()), changes)
     return AppliedSite(
         site=plan.site,
         netns=netns,
         backend=backend,
         wireguard_pid=pid,
-        links=(wg.name, *wanted),
+        links=(*(wg.name for wg in plan.wireguard_interfaces), *wanted),
         changes=tuple(changes),
     )
 
@@ -163,13 +167,16 @@ def remove_site(
     if alive:
         with IPRoute(netns=netns, flags=0) as ipr:
             # The plan's own names too: a crash may have come before the alias was set.
-            planned = [plan.wireguard.name, *(t.name for t in plan.tunnels())]
+            wg_names = [wg.name for wg in plan.wireguard_interfaces]
+            planned = [*wg_names, *(t.name for t in plan.tunnels())]
             present = [n for n in planned if ipr.link_lookup(ifname=n)]
             names = sorted({*_owned(ipr, owner_alias(plan.site)), *present})
+    interfaces = {wg.name for wg in plan.wireguard_interfaces}
     if switch is not None:
-        _detach(switch, plan.switch, [n for n in names if n != plan.wireguard.name], removed)
-    if wireguard.stop_wireguard_go(plan.wireguard.name, run_dir):
-        removed.append(f"stopped wireguard-go for {plan.wireguard.name}")
+        _detach(switch, plan.switch, [n for n in names if n not in interfaces], removed)
+    for name in sorted(interfaces):
+        if wireguard.stop_wireguard_go(name, run_dir):
+            removed.append(f"stopped wireguard-go for {name}")
     if alive:
         with IPRoute(netns=netns, flags=0) as ipr:
             for name in names:
@@ -184,9 +191,8 @@ def remove_site(
 
 
 def _ensure_wireguard_link(
-    ipr: IPRoute, plan: SitePlan, netns: str, run_dir: Path, changes: list[str]
+    ipr: IPRoute, name: str, netns: str, run_dir: Path, changes: list[str]
 ) -> tuple[Backend, int | None]:
-    name = plan.wireguard.name
     link = _link(ipr, name)
     if link is not None:
         kind = _kind(link)
@@ -214,9 +220,8 @@ def _ensure_wireguard_link(
 
 
 def _ensure_address(
-    ipr: IPRoute, index: int, plan: SitePlan, netns: str, changes: list[str]
+    ipr: IPRoute, index: int, wg: WireGuardInterface, netns: str, changes: list[str]
 ) -> None:
-    wg = plan.wireguard
     want = (str(wg.address), wg.prefixlen)
     have = {
         (a.get("IFA_ADDRESS"), a["prefixlen"])
@@ -281,12 +286,13 @@ def _ensure_vxlan(ipr: IPRoute, t: VxlanTunnel, netns: str, changes: list[str]) 
 # controller.ovsdb owns OVSDB; the bridge only reads and changes ports through it.
 
 
-def _attach(switch: Ovsdb, bridge: str, names: list[str], changes: list[str]) -> None:
+def _attach(switch: Ovsdb, bridge: str, tunnels: list[VxlanTunnel], changes: list[str]) -> None:
     present = set(switch.ports(bridge))
-    for name in names:
-        switch.ensure_port(bridge, name)
-        if name not in present:
-            changes.append(f"added port {name} to {bridge}")
+    for t in tunnels:
+        # A path to a peer with others gets BFD, which the fast-failover groups watch.
+        switch.ensure_port(bridge, t.name, bfd=t.bfd)
+        if t.name not in present:
+            changes.append(f"added port {t.name} to {bridge}" + (" with BFD" if t.bfd else ""))
 
 
 def _switch_ports(

@@ -297,7 +297,6 @@ def _status(args: argparse.Namespace) -> int:
 
     plan, _ = _site_plan(args)
     _require_root("status")
-    wg = plan.wireguard
     try:
         require_netns(args.netns)
     except ApplyError:
@@ -305,34 +304,43 @@ def _status(args: argparse.Namespace) -> int:
             f"network namespace {args.netns!r} does not exist: site {plan.site} is not up "
             f"there; bring it up with `overcast bridge up ... --netns {args.netns}`"
         ) from None
-    try:
-        live = wireguard.show(args.netns, wg.name)
-    except ApplyError as exc:
-        raise CommandError(f"{exc} (is the bridge up? overcast bridge up ...)") from None
     now = int(time.time())
     peers = []
-    for peer in wg.peers:
-        state = live.peers.get(peer.public_key)
-        handshake = state.latest_handshake if state else 0
-        peers.append(
-            {
-                "site": peer.site,
-                "configured": state is not None,
-                "endpoint": state.endpoint if state else None,
-                "handshake_age_s": now - handshake if handshake else None,
-                "rx_bytes": state.rx_bytes if state else 0,
-                "tx_bytes": state.tx_bytes if state else 0,
-            }
-        )
-    lines = [f"site {plan.site}: {wg.name} in {args.netns}, {len(peers)} peer(s)"]
+    for wg in plan.wireguard_interfaces:
+        try:
+            live = wireguard.show(args.netns, wg.name)
+        except ApplyError as exc:
+            raise CommandError(f"{exc} (is the bridge up? overcast bridge up ...)") from None
+        for peer in wg.peers:
+            state = live.peers.get(peer.public_key)
+            handshake = state.latest_handshake if state else 0
+            peers.append(
+                {
+                    "site": peer.site,
+                    "interface": wg.name,
+                    "underlay": wg.underlay,
+                    "configured": state is not None,
+                    "endpoint": state.endpoint if state else None,
+                    "handshake_age_s": now - handshake if handshake else None,
+                    "rx_bytes": state.rx_bytes if state else 0,
+                    "tx_bytes": state.tx_bytes if state else 0,
+                }
+            )
+    interfaces = [wg.name for wg in plan.wireguard_interfaces]
+    lines = [f"site {plan.site}: {', '.join(interfaces)} in {args.netns}, {len(peers)} peer(s)"]
     for p in peers:
         age = "never" if p["handshake_age_s"] is None else f"{p['handshake_age_s']}s ago"
         what = "not configured" if not p["configured"] else f"handshake {age}"
         lines.append(
-            f"  {p['site']:<10} {p['endpoint'] or '-':<22} {what:<22} "
+            f"  {p['site']:<10} {p['underlay']:<10} {p['endpoint'] or '-':<22} {what:<22} "
             f"rx {p['rx_bytes']} tx {p['tx_bytes']}"
         )
-    data: dict[str, Any] = {"site": plan.site, "interface": wg.name, "peers": peers}
+    data: dict[str, Any] = {
+        "site": plan.site,
+        "interface": interfaces[0],
+        "interfaces": interfaces,
+        "peers": peers,
+    }
     guards: tuple[PortGuard, ...] = ()
     with _switch(args) as switch:
         if switch is not None:
@@ -413,23 +421,26 @@ def _switch(args: argparse.Namespace) -> Iterator[Ovsdb | None]:
 
 
 def _text(plan: SitePlan) -> str:
-    wg = plan.wireguard
-    lines = [
-        f"site {plan.site}: WireGuard {wg.name} {wg.address}/{wg.prefixlen} "
-        f"port {wg.listen_port} mtu {wg.mtu}",
-        f"  public key {wg.public_key}",
-        f"  peers: {len(wg.peers)}",
-    ]
-    for peer in wg.peers:
-        allowed = ", ".join(str(n) for n in peer.allowed_ips)
-        lines.append(f"    {peer.site:<10} {peer.endpoint:<22} allowed {allowed}")
+    lines = [f"site {plan.site}:"]
+    for wg in plan.wireguard_interfaces:
+        lines += [
+            f"  WireGuard {wg.name} on underlay {wg.underlay}: {wg.address}/{wg.prefixlen} "
+            f"port {wg.listen_port} mtu {wg.mtu}",
+            f"    public key {wg.public_key}",
+            f"    peers: {len(wg.peers)}",
+        ]
+        for peer in wg.peers:
+            allowed = ", ".join(str(n) for n in peer.allowed_ips)
+            lines.append(f"      {peer.site:<10} {peer.endpoint:<22} allowed {allowed}")
     for seg in plan.segments:
         lines.append(
             f"  segment {seg.segment}: vni {seg.vni} vlan {seg.vlan} on {plan.switch}, "
             f"inner MTU {seg.inner_mtu}, TCP MSS {seg.mss_ipv4} (IPv4) / {seg.mss_ipv6} (IPv6)"
         )
         for t in seg.tunnels:
+            bfd = f" bfd {t.bfd['min_tx']} ms" if t.bfd else ""
             lines.append(
-                f"    {t.name:<14} to {t.peer:<10} {t.local} -> {t.remote} udp/{t.dstport}"
+                f"    {t.name:<14} to {t.peer:<10} over {t.underlay:<10} "
+                f"{t.local} -> {t.remote} udp/{t.dstport}{bfd}"
             )
     return "\n".join(lines)

@@ -21,6 +21,28 @@ if TYPE_CHECKING:
 VXLAN_PORT = 4789
 
 
+class Failover(Model):
+    """How a site moves traffic between the paths to a peer (bridge/failover.py)."""
+
+    # OVS BFD (RFC 5880) on each path's tunnel port: min_tx = min_rx = this, and OVS's fixed
+    # detect multiplier of 3, so a dead path is declared down 3 intervals after its last
+    # packet. 50 ms: a gap of about 150-200 ms in the userspace datapath with wireguard-go,
+    # where a 1-core-busy machine already delays single BFD packets by tens of ms (shorter
+    # intervals then declare healthy paths dead). RFC 5880 section 6.8.3 slows a session
+    # that is not up to one packet a second, which costs nothing here: it only delays
+    # failback, which the hold-down delays anyway.
+    bfd_interval_ms: int = Field(50, ge=10, le=10_000)
+    # Traffic returns to a more preferred path only after its BFD session has been up this
+    # long without a break; every drop restarts the wait, so a flapping path never draws
+    # traffic back. 5 s is 100 BFD intervals of a clean path.
+    hold_down_s: float = Field(5.0, ge=0, le=3600)
+
+    def bfd_settings(self) -> dict[str, str]:
+        """OVSDB Interface.bfd for a path's tunnel port."""
+        interval = str(self.bfd_interval_ms)
+        return {"enable": "true", "min_tx": interval, "min_rx": interval}
+
+
 class BridgeConfig(Model):
     # Overlay addresses live only on the WireGuard interfaces (one per site, in config order).
     # Default: a /24 from RFC 6598 shared address space (100.64.0.0/10). Enterprise LANs and
@@ -36,6 +58,7 @@ class BridgeConfig(Model):
     # inner MTU then loses 4 more bytes (IEEE 802.1Q). RFC 7348 section 6.1 says tagged inner
     # frames should be discarded unless configured, so the default is untagged.
     inner_vlan_tag: bool = False
+    failover: Failover = Failover()
 
     @field_validator("overlay_pool")
     @classmethod
@@ -45,6 +68,15 @@ class BridgeConfig(Model):
                 f"{pool} holds too few addresses for an overlay; use a larger pool like /24"
             )
         return pool
+
+    def overlay_pool_of(self, underlay_index: int) -> IPNetwork:
+        """The overlay pool of the k-th underlay network (in preference order): the
+        configured pool for the first, the next blocks of the same size for the others
+        (100.64.0.0/24, 100.64.1.0/24, ...), so each network's WireGuard interfaces are
+        one connected route of their own."""
+        pool = self.overlay_pool
+        start = int(pool.network_address) + underlay_index * pool.num_addresses
+        return ipaddress.ip_network(f"{ipaddress.ip_address(start)}/{pool.prefixlen}")
 
     def problems(self, config: OvercastConfig) -> list[ConfigError]:
         """Checks that need the sites and segments; paths are relative to the file root."""
@@ -62,47 +94,69 @@ class BridgeConfig(Model):
                 f"{self.overlay_pool} has {usable} addresses for {len(config.sites)} sites; "
                 "use a larger pool",
             )
-        for name, site in config.sites.items():
-            if site.underlay.version == self.overlay_pool.version and (
-                site.underlay in self.overlay_pool
-            ):
-                yield ConfigError(
-                    "bridge.overlay_pool",
-                    f"{self.overlay_pool} contains the underlay {site.underlay} of "
-                    f"sites.{name}; pick a pool that no underlay address is in",
-                )
-        for name, seg in config.segments.items():
-            for prefix in getattr(seg, "prefixes", ()):
-                if prefix.version == self.overlay_pool.version and prefix.overlaps(
-                    self.overlay_pool
-                ):
+        networks = config.underlay_names()
+        try:
+            pools = [self.overlay_pool_of(k) for k in range(len(networks))]
+        except ValueError:
+            yield ConfigError(
+                "bridge.overlay_pool",
+                f"{len(networks)} underlay networks need {len(networks)} blocks the size of "
+                f"{self.overlay_pool} from there on, past the end of the address space; "
+                "pick a lower pool",
+            )
+            return
+        every = ", ".join(map(str, pools))
+        for name in config.sites:
+            for address in config.addresses(name).values():
+                if any(address.version == p.version and address in p for p in pools):
                     yield ConfigError(
                         "bridge.overlay_pool",
-                        f"{self.overlay_pool} overlaps {prefix} of segments.{name}; "
+                        f"the overlay ({every}) contains the underlay {address} of "
+                        f"sites.{name}; pick a pool that no underlay address is in",
+                    )
+        for name, seg in config.segments.items():
+            for prefix in getattr(seg, "prefixes", ()):
+                if any(prefix.version == p.version and prefix.overlaps(p) for p in pools):
+                    yield ConfigError(
+                        "bridge.overlay_pool",
+                        f"the overlay ({every}) overlaps {prefix} of segments.{name}; "
                         "pick a pool that no segment uses",
                     )
 
     def _port_problems(self, config: OvercastConfig) -> Iterator[ConfigError]:
         n = len(config.sites)
-        last = self.vxlan_port_base + n * (n - 1) // 2 - 1
+        ports = n * (n - 1) // 2 * len(config.underlay_names())
+        last = self.vxlan_port_base + ports - 1
         if last > 65535:
             yield ConfigError(
                 "bridge.vxlan_port_base",
-                f"{n} sites need UDP ports {self.vxlan_port_base}-{last} (one per site pair); "
-                f"lower the base to at most {65535 - n * (n - 1) // 2 + 1}",
+                f"{n} sites need UDP ports {self.vxlan_port_base}-{last} (one per site pair"
+                + (" and underlay network" if config.underlays else "")
+                + f"); lower the base to at most {65535 - ports + 1}",
             )
+        for name, site in config.sites.items():
+            # Network k (in preference order) listens on wireguard_port + k.
+            top = site.wireguard_port + len(config.underlay_names()) - 1
+            if top > 65535:
+                yield ConfigError(
+                    f"sites.{name}.wireguard_port",
+                    f"its WireGuard interfaces (one per underlay network) need ports "
+                    f"{site.wireguard_port}-{top}; lower it",
+                )
 
 
 def _family_problems(config: OvercastConfig) -> Iterator[ConfigError]:
-    # WireGuard peers reach each other over the underlay: an IPv4-only and an IPv6-only
-    # site sharing a segment have no path.
+    # WireGuard peers reach each other over the underlay: on one network, an IPv4-only and
+    # an IPv6-only site sharing a segment have no path.
     for name, seg in config.segments.items():
         known = [s for s in seg.sites if s in config.sites]
-        families = {config.sites[s].underlay.version for s in known}
-        if len(families) > 1:
-            sites = ", ".join(f"{s} (IPv{config.sites[s].underlay.version})" for s in known)
-            yield ConfigError(
-                f"segments.{name}.sites",
-                f"sites {sites} mix IPv4 and IPv6 underlays and cannot reach each other; "
-                "give them underlay addresses of one family",
-            )
+        for network in config.underlay_names():
+            on = {s: config.addresses(s)[network] for s in known if network in config.addresses(s)}
+            if len({a.version for a in on.values()}) > 1:
+                sites = ", ".join(f"{s} (IPv{a.version})" for s, a in on.items())
+                yield ConfigError(
+                    f"segments.{name}.sites",
+                    f"sites {sites} mix IPv4 and IPv6 underlays"
+                    + (f" on network {network}" if config.underlays else "")
+                    + " and cannot reach each other; give them underlay addresses of one family",
+                )

@@ -4,13 +4,21 @@
 the kernel match it. Numbering is deterministic from the config alone, so every site
 computes the same overlay addresses and VXLAN ports for a pair without talking to the other.
 
-- Site i (in config order) gets overlay address pool[i + 1].
-- Each L2 segment gets one point-to-point VXLAN device per peer site: the controller floods
+- A site has one WireGuard interface per underlay network it is on (network k, in the
+  config's order of preference, listens on wireguard_port + k), with every site it shares
+  a segment with on that network as a peer. A path is one site pair on one network.
+- Site i (in config order) gets overlay address pool_k[i + 1] on network k, where pool_0 is
+  bridge.overlay_pool and pool_k the k-th block of its size after it.
+- Each L2 segment gets one point-to-point VXLAN device per path: the controller floods
   with split horizon and learns MACs per tunnel port, which a multipoint device would hide.
 - Two kernel VXLAN devices in one namespace cannot share VNI and UDP port (the kernel
-  refuses: "A VXLAN device with the specified VNI already exists"), so the tunnels to
-  different peers differ by port: the pair of sites i < j uses
-  vxlan_port_base + j*(j-1)/2 + i, a numbering that is stable when sites are appended.
+  refuses: "A VXLAN device with the specified VNI already exists"), so the tunnels of
+  different paths differ by port: the pair of sites i < j on network k uses
+  vxlan_port_base + k*P + j*(j-1)/2 + i (P: the number of site pairs). The first network's
+  ports do not depend on how many networks there are, so adding a second provider leaves
+  the first one's tunnels as they were.
+- A peer reached over two or more paths gets OVS BFD on each path's tunnel port
+  (bridge.failover), which the controller's fast-failover groups watch.
 """
 
 from __future__ import annotations
@@ -44,10 +52,12 @@ class WireGuardPeer(Model):
 
 
 class WireGuardInterface(Model):
-    """The site's one WireGuard interface. Its name is machine-unique: wireguard-go's UAPI
-    socket /var/run/wireguard/<name>.sock is shared by all network namespaces."""
+    """The site's WireGuard interface on one underlay network. Its name is machine-unique:
+    wireguard-go's UAPI socket /var/run/wireguard/<name>.sock is shared by all network
+    namespaces."""
 
     name: str = Field(max_length=IFNAMSIZ)
+    underlay: str  # the underlay network its peers are reached over
     public_key: str
     listen_port: int
     address: IPAddress
@@ -57,11 +67,16 @@ class WireGuardInterface(Model):
 
 
 class VxlanTunnel(Model):
-    """One point-to-point VXLAN device: this site to one peer for one L2 segment."""
+    """One point-to-point VXLAN device: this site to one peer for one L2 segment, over one
+    underlay network (one path)."""
 
     name: str = Field(max_length=IFNAMSIZ)
     segment: str
     peer: str
+    underlay: str
+    # OVS BFD settings for the tunnel's switch port (Interface.bfd) when the peer has more
+    # than one path, so a fast-failover group can watch it; empty for a peer's only path.
+    bfd: dict[str, str] = {}
     vni: int
     local: IPAddress
     remote: IPAddress
@@ -85,8 +100,15 @@ class SegmentAttachment(Model):
 class SitePlan(Model):
     site: str
     switch: str  # the site's OVS bridge, which the tunnel ports join
-    wireguard: WireGuardInterface
+    # One per underlay network the site is on, in the config's order of preference.
+    wireguard_interfaces: tuple[WireGuardInterface, ...] = Field(min_length=1)
     segments: tuple[SegmentAttachment, ...]
+
+    @property
+    def wireguard(self) -> WireGuardInterface:
+        """The interface on the site's most preferred network: its only one unless the
+        config names several underlays."""
+        return self.wireguard_interfaces[0]
 
     def tunnels(self) -> Iterator[VxlanTunnel]:
         for seg in self.segments:
@@ -95,14 +117,17 @@ class SitePlan(Model):
     def fabric_ports(self) -> tuple[FabricPort, ...]:
         """What the controller needs to know about the tunnel ports this plan creates."""
         return tuple(
-            FabricPort(name=t.name, kind="tunnel", segment=t.segment, peer=t.peer)
+            FabricPort(
+                name=t.name, kind="tunnel", segment=t.segment, peer=t.peer, underlay=t.underlay
+            )
             for t in self.tunnels()
         )
 
 
-def wireguard_name(prefix: str, site_index: int) -> str:
-    """`<prefix>wg<index>`: the caller's prefix keeps names unique across the machine."""
-    name = f"{prefix}wg{site_index}"
+def wireguard_name(prefix: str, site_index: int, underlay_index: int = 0) -> str:
+    """`<prefix>wg<index>` on the first underlay network, `<prefix>wg<index>-<k>` on the
+    k-th: the caller's prefix keeps names unique across the machine."""
+    name = f"{prefix}wg{site_index}" + (f"-{underlay_index}" if underlay_index else "")
     if not _PREFIX_RE.match(prefix) or len(name) > IFNAMSIZ:
         raise PlanError(
             f"interface prefix {prefix!r} gives WireGuard interface name {name!r}; use a "
@@ -112,20 +137,32 @@ def wireguard_name(prefix: str, site_index: int) -> str:
     return name
 
 
-def vxlan_name(vni: int, peer_index: int) -> str:
-    """`vx<vni>-<peer index>`: local to the site's namespace, at most 14 characters."""
-    return f"vx{vni}-{peer_index}"
+def vxlan_name(vni: int, peer_index: int, underlay_index: int = 0) -> str:
+    """`vx<vni>-<peer index>` on the first underlay network, `vx<vni>-<peer index>-<k>` on
+    the k-th: local to the site's namespace."""
+    name = f"vx{vni}-{peer_index}" + (f"-{underlay_index}" if underlay_index else "")
+    if len(name) > IFNAMSIZ:
+        raise PlanError(
+            f"VXLAN device name {name!r} is longer than {IFNAMSIZ} characters; use a "
+            "smaller VNI, fewer sites before this peer or fewer underlay networks"
+        )
+    return name
 
 
-def overlay_address(config: OvercastConfig, site: str) -> IPAddress:
-    return config.bridge.overlay_pool[list(config.sites).index(site) + 1]
+def overlay_address(config: OvercastConfig, site: str, underlay: str | None = None) -> IPAddress:
+    """`site`'s overlay address on `underlay` (default: the first network)."""
+    k = config.underlay_names().index(underlay) if underlay else 0
+    return config.bridge.overlay_pool_of(k)[list(config.sites).index(site) + 1]
 
 
-def vxlan_port(config: OvercastConfig, a: str, b: str) -> int:
-    """The UDP port of the VXLAN tunnels between sites `a` and `b` (same from both ends)."""
+def vxlan_port(config: OvercastConfig, a: str, b: str, underlay: str | None = None) -> int:
+    """The UDP port of the VXLAN tunnels between sites `a` and `b` on `underlay` (default:
+    the first network); the same from both ends."""
     order = list(config.sites)
     i, j = sorted((order.index(a), order.index(b)))
-    return config.bridge.vxlan_port_base + j * (j - 1) // 2 + i
+    k = config.underlay_names().index(underlay) if underlay else 0
+    pairs = len(order) * (len(order) - 1) // 2
+    return config.bridge.vxlan_port_base + k * pairs + j * (j - 1) // 2 + i
 
 
 def peers_of(config: OvercastConfig, site: str) -> list[str]:
@@ -142,52 +179,47 @@ def plan_site(
     if site not in config.sites:
         raise PlanError(f"unknown site {site!r}; use one of: {', '.join(config.sites)}")
     order = list(config.sites)
+    networks = config.underlay_names()
     here = config.sites[site]
     bridge = config.bridge
-    wg_mtu = mtu.wireguard_mtu(here.underlay_mtu, here.underlay.version)
     peers = peers_of(config, site)
     keys = {s: _public_key(public_keys, s) for s in (site, *peers)}
-    local = overlay_address(config, site)
-    host_bits = 32 if local.version == 4 else 128
-
-    wg_peers = []
-    for peer in peers:
-        there = config.sites[peer]
-        host = f"[{there.underlay}]" if there.underlay.version == 6 else str(there.underlay)
-        wg_peers.append(
-            WireGuardPeer(
-                site=peer,
-                public_key=keys[peer],
-                endpoint=f"{host}:{there.wireguard_port}",
-                allowed_ips=(ipaddress.ip_network(f"{overlay_address(config, peer)}/{host_bits}"),),
-                persistent_keepalive=bridge.persistent_keepalive,
-            )
-        )
-
+    interfaces = tuple(
+        _wireguard(config, site, network, peers, keys, prefix) for network in config.addresses(site)
+    )
     segments = []
     for seg_name, seg in config.segments_at(site).items():
         if not isinstance(seg, L2Segment):
             continue
         # One MTU per segment: a frame must fit the narrowest path between any two sites.
         path_mtu = min(
-            mtu.wireguard_mtu(config.sites[s].underlay_mtu, config.sites[s].underlay.version)
+            mtu.wireguard_mtu(config.sites[s].underlay_mtu, a.version)
             for s in seg.sites
+            for a in config.addresses(s).values()
         )
-        inner = mtu.inner_mtu(path_mtu, local.version, dot1q_inside=bridge.inner_vlan_tag)
-        tunnels = tuple(
-            VxlanTunnel(
-                name=vxlan_name(seg.vni, order.index(peer)),
-                segment=seg_name,
-                peer=peer,
-                vni=seg.vni,
-                local=local,
-                remote=overlay_address(config, peer),
-                dstport=vxlan_port(config, site, peer),
-                mtu=inner,
-            )
-            for peer in peers
-            if peer in seg.sites
-        )
+        local_version = overlay_address(config, site).version
+        inner = mtu.inner_mtu(path_mtu, local_version, dot1q_inside=bridge.inner_vlan_tag)
+        tunnels = []
+        for peer in peers:
+            if peer not in seg.sites:
+                continue
+            paths = config.shared_underlays(site, peer)
+            for network in paths:
+                k = networks.index(network)
+                tunnels.append(
+                    VxlanTunnel(
+                        name=vxlan_name(seg.vni, order.index(peer), k),
+                        segment=seg_name,
+                        peer=peer,
+                        underlay=network,
+                        vni=seg.vni,
+                        local=overlay_address(config, site, network),
+                        remote=overlay_address(config, peer, network),
+                        dstport=vxlan_port(config, site, peer, network),
+                        mtu=inner,
+                        bfd=bridge.failover.bfd_settings() if len(paths) > 1 else {},
+                    )
+                )
         segments.append(
             SegmentAttachment(
                 segment=seg_name,
@@ -196,23 +228,57 @@ def plan_site(
                 inner_mtu=inner,
                 mss_ipv4=mtu.tcp_mss(inner, 4),
                 mss_ipv6=mtu.tcp_mss(inner, 6),
-                tunnels=tunnels,
+                tunnels=tuple(tunnels),
             )
         )
 
     return SitePlan(
         site=site,
         switch=here.switch.bridge,
-        wireguard=WireGuardInterface(
-            name=wireguard_name(prefix, order.index(site)),
-            public_key=keys[site],
-            listen_port=here.wireguard_port,
-            address=local,
-            prefixlen=bridge.overlay_pool.prefixlen,
-            mtu=wg_mtu,
-            peers=tuple(wg_peers),
-        ),
+        wireguard_interfaces=interfaces,
         segments=tuple(segments),
+    )
+
+
+def _wireguard(
+    config: OvercastConfig,
+    site: str,
+    network: str,
+    peers: list[str],
+    keys: Mapping[str, str],
+    prefix: str,
+) -> WireGuardInterface:
+    """`site`'s WireGuard interface on `network`: every peer on that network is a peer."""
+    k = config.underlay_names().index(network)
+    here = config.sites[site]
+    local = overlay_address(config, site, network)
+    host_bits = 32 if local.version == 4 else 128
+    wg_peers = []
+    for peer in peers:
+        address = config.addresses(peer).get(network)
+        if address is None:
+            continue
+        host = f"[{address}]" if address.version == 6 else str(address)
+        wg_peers.append(
+            WireGuardPeer(
+                site=peer,
+                public_key=keys[peer],
+                endpoint=f"{host}:{config.sites[peer].wireguard_port + k}",
+                allowed_ips=(
+                    ipaddress.ip_network(f"{overlay_address(config, peer, network)}/{host_bits}"),
+                ),
+                persistent_keepalive=config.bridge.persistent_keepalive,
+            )
+        )
+    return WireGuardInterface(
+        name=wireguard_name(prefix, list(config.sites).index(site), k),
+        underlay=network,
+        public_key=keys[site],
+        listen_port=here.wireguard_port + k,
+        address=local,
+        prefixlen=config.bridge.overlay_pool.prefixlen,
+        mtu=mtu.wireguard_mtu(here.underlay_mtu, config.addresses(site)[network].version),
+        peers=tuple(wg_peers),
     )
 
 

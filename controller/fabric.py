@@ -23,6 +23,9 @@ class FabricPort(Model):
     # Tunnel ports: the site at the far end. The controller then forwards unicast to that
     # site's hosts (the MACs of its access ports in the segment) into this tunnel.
     peer: str | None = None
+    # Tunnel ports: the underlay network the tunnel runs over. A peer reached over several
+    # is forwarded to through a fast-failover group, in the config's order of preference.
+    underlay: str | None = None
 
 
 class SiteSwitch(Model):

@@ -8,6 +8,7 @@ frame is never output to its ingress port (section 7.2.1); a table miss with no 
     switch = FakeSwitch()
     switch.apply(program(plan))
     switch.forward(in_port=1, eth_dst="ff:ff:ff:ff:ff:ff")   # frozenset({2, 3})
+    switch.dead_ports.add(3)  # BFD says port 3's path is down: fast failover skips it
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ class FakeSwitch:
         self.table_id = {t.name: t.table_id for t in pipeline}
         self.flows: dict[tuple[str, int, object], Flow] = {}
         self.groups: dict[int, Group] = {}
+        # Ports that are not live (BFD down): fast-failover buckets watching them are skipped.
+        self.dead_ports: set[int] = set()
 
     def apply(self, messages: Iterable[Message]) -> None:
         for msg in messages:
@@ -76,12 +79,16 @@ class FakeSwitch:
             case AddGroup(group):
                 if group.group_id in self.groups:
                     raise OpenFlowError(f"OFPGMFC_GROUP_EXISTS: group {group.group_id}")
+                self._check_chain(group)
                 self.groups[group.group_id] = group
             case ModifyGroup(group):
                 if group.group_id not in self.groups:
                     raise OpenFlowError(f"OFPGMFC_UNKNOWN_GROUP: group {group.group_id}")
+                self._check_chain(group)
                 self.groups[group.group_id] = group
             case DeleteGroup(group_id):
+                if any(ToGroup(group_id) in b for g in self.groups.values() for b in g.buckets):
+                    raise OpenFlowError(f"OFPGMFC_CHAINED_GROUP: group {group_id} is in use")
                 self.groups.pop(group_id, None)
                 self.flows = {
                     k: f for k, f in self.flows.items() if ToGroup(group_id) not in f.actions
@@ -95,6 +102,12 @@ class FakeSwitch:
                 }
             case Barrier():
                 pass
+
+    def _check_chain(self, group: Group) -> None:
+        for bucket in group.buckets:
+            for action in bucket:
+                if isinstance(action, ToGroup) and action.group_id not in self.groups:
+                    raise OpenFlowError(f"OFPGMFC_CHAINING_UNSUPPORTED: {action} missing")
 
     def _check_flow(self, flow: Flow) -> None:
         if flow.table not in self.table_id:
@@ -160,9 +173,19 @@ class FakeSwitch:
         for action in actions:
             if isinstance(action, Output):
                 ports.add(action.port)
-            else:
-                for bucket in self.groups[action.group_id].buckets:
-                    ports |= self._ports(bucket)
+                continue
+            group = self.groups[action.group_id]
+            if group.type == "ff":
+                # Section 5.6.1: the first bucket whose watched port is live; none: drop.
+                live = [
+                    b
+                    for b, w in zip(group.buckets, group.watch, strict=True)
+                    if w not in self.dead_ports
+                ]
+                ports |= self._ports(live[0]) if live else set()
+                continue
+            for bucket in group.buckets:
+                ports |= self._ports(bucket)
         return ports
 
 

@@ -100,6 +100,13 @@ def _instructions(dp: Any, flow: Flow) -> list[Any]:
 
 def _group_mod(dp: Any, command: int, group: Group) -> Any:
     ofp, parser = dp.ofproto, dp.ofproto_parser
+    if group.type == "ff":
+        # OpenFlow 1.3 section 7.3.4.2: a fast-failover bucket names the port it watches.
+        buckets = [
+            parser.OFPBucket(watch_port=port, watch_group=ofp.OFPG_ANY, actions=_actions(dp, b))
+            for b, port in zip(group.buckets, group.watch, strict=True)
+        ]
+        return parser.OFPGroupMod(dp, command, ofp.OFPGT_FF, group.group_id, buckets)
     buckets = [parser.OFPBucket(actions=_actions(dp, b)) for b in group.buckets]
     return parser.OFPGroupMod(dp, command, ofp.OFPGT_ALL, group.group_id, buckets)
 
@@ -132,12 +139,16 @@ def flow_from_ofp(dp: Any, stats: Any) -> Flow | None:
 
 def group_from_ofp(dp: Any, desc: Any) -> Group | None:
     """The pipeline group a switch's group (OFPGroupDescStats) is; None if none of ours."""
-    if desc.type != dp.ofproto.OFPGT_ALL:
+    ofp = dp.ofproto
+    if desc.type not in (ofp.OFPGT_ALL, ofp.OFPGT_FF):
         return None
     buckets = [_actions_from_ofp(dp, b.actions) for b in desc.buckets]
     if any(b is None for b in buckets):
         return None
-    return Group(desc.group_id, "all", tuple(b for b in buckets if b is not None))
+    actions = tuple(b for b in buckets if b is not None)
+    if desc.type == ofp.OFPGT_FF:
+        return Group(desc.group_id, "ff", actions, tuple(b.watch_port for b in desc.buckets))
+    return Group(desc.group_id, "all", actions)
 
 
 def _actions_from_ofp(dp: Any, actions: list[Any]) -> tuple[Action, ...] | None:

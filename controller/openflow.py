@@ -87,14 +87,21 @@ class Flow:
 
 @dataclass(frozen=True, order=True)
 class Group:
-    """An OpenFlow 1.3 group (section 5.6). `all`: every bucket gets a copy."""
+    """An OpenFlow 1.3 group (section 5.6.1). `all`: every bucket gets a copy. `ff` (fast
+    failover): the first bucket whose watched port is live gets it, decided by the switch
+    alone; `watch` holds each bucket's port, in bucket order."""
 
     group_id: int
-    type: Literal["all"]
+    type: Literal["all", "ff"]
     buckets: tuple[tuple[Action, ...], ...] = field(default=())
+    watch: tuple[int, ...] = ()
 
     def __str__(self) -> str:
-        buckets = " ".join("[" + ",".join(map(str, b)) + "]" for b in self.buckets)
+        watch = self.watch or (None,) * len(self.buckets)
+        buckets = " ".join(
+            "[" + (f"watch:{w} " if w is not None else "") + ",".join(map(str, b)) + "]"
+            for b, w in zip(self.buckets, watch, strict=True)
+        )
         return f"group={self.group_id} type={self.type} {buckets or '(no buckets: drop)'}"
 
 

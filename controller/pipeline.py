@@ -14,7 +14,14 @@ says tags are carried: access ports are untagged, and a tag naming another segme
 must not ride this segment's tunnels.
 Split horizon: the full mesh of tunnels already reaches every site, so a frame that came
 from a tunnel goes to local access ports only, never into another tunnel (no loops,
-no spanning tree). A tunnel port is per (segment, peer site), so it classifies alone.
+no spanning tree). A tunnel port is per (segment, peer site, underlay network), so it
+classifies alone.
+Two providers: a peer reached over several underlay networks has one tunnel port per
+path, and everything toward it (unicast and its copy of a flood) goes through one
+fast-failover group (OpenFlow 1.3 section 5.6.1) whose buckets watch those ports in the
+config's order of preference. OVS BFD on the ports decides liveness, so the switch fails
+over and back by itself; the controller only installs the group. Frames arriving on any
+path are accepted, so both ends need not agree on which path is active.
 """
 
 from __future__ import annotations
@@ -108,6 +115,17 @@ def cookie(vni: int = 0) -> int:
 
 def flood_group_id(vni: int, from_tunnel: bool) -> int:
     return vni << 1 | int(from_tunnel)
+
+
+FAILOVER_GROUP_BIT = 1 << 31  # flood groups stay below 2**25
+# Failover group ids stay below OFPG_MAX (0xffffff00) for peer indexes up to this
+# (overcast.config refuses more sites when there are several underlay networks).
+MAX_FAILOVER_PEER_INDEX = 126
+
+
+def failover_group_id(vni: int, peer_index: int) -> int:
+    """The fast-failover group toward the peer site at `peer_index` (config order)."""
+    return FAILOVER_GROUP_BIT | peer_index << 24 | vni
 
 
 # -- checking ----------------------------------------------------------------------------
@@ -212,13 +230,60 @@ def plan_switch(
     for name in sorted(by_segment):
         vni = segments[name].vni
         seg_ports = by_segment[name]
+        exits = _exits(config, vni, seg_ports, ofports)
+        failover = [e.group for e in exits if e.group is not None]
         flows += _classify(vni, seg_ports, ofports, config.bridge.inner_vlan_tag)
-        flows += _unicast(vni, seg_ports, ofports, _remote_macs(hosts, seg_ports))
-        seg_groups = _flood_groups(vni, seg_ports, ofports)
-        groups += seg_groups
+        flows += _unicast(vni, seg_ports, ofports, exits, hosts)
+        seg_groups = _flood_groups(vni, seg_ports, ofports, exits)
+        groups += [*failover, *seg_groups]
         flows += _flood(vni, seg_groups)
     unresolved = tuple(sorted(p.name for p in switch.ports if p.name not in ofports))
     return SwitchPlan(site, tuple(groups), tuple(sorted(flows, key=_flow_order)), unresolved)
+
+
+@dataclass(frozen=True)
+class _Exit:
+    """Where a segment's frames toward one peer site leave: its one tunnel port, or the
+    fast-failover group over its paths."""
+
+    ports: tuple[FabricPort, ...]
+    action: Action
+    group: Group | None = None
+
+
+def _exits(
+    config: OvercastConfig, vni: int, ports: list[FabricPort], ofports: Mapping[str, int]
+) -> list[_Exit]:
+    by_peer: dict[str | None, list[FabricPort]] = {}
+    singles: list[_Exit] = []
+    for port in ports:
+        if port.kind != "tunnel":
+            continue
+        if port.peer is None:  # a tunnel the fabric does not tie to a site stands alone
+            singles.append(_Exit((port,), Output(ofports[port.name])))
+        else:
+            by_peer.setdefault(port.peer, []).append(port)
+    preference = config.underlay_names()
+    order = list(config.sites)
+    exits = []
+    for peer, paths in by_peer.items():
+        if len(paths) == 1:
+            exits.append(_Exit((paths[0],), Output(ofports[paths[0].name])))
+            continue
+        paths.sort(key=lambda p: (_rank(preference, p.underlay), p.name))
+        numbers = tuple(ofports[p.name] for p in paths)
+        group = Group(
+            failover_group_id(vni, order.index(str(peer))),
+            "ff",
+            tuple((Output(n),) for n in numbers),
+            watch=numbers,
+        )
+        exits.append(_Exit(tuple(paths), ToGroup(group.group_id), group))
+    return [*exits, *singles]
+
+
+def _rank(preference: list[str], underlay: str | None) -> int:
+    return preference.index(underlay) if underlay in preference else len(preference)
 
 
 def _flow_order(flow: Flow) -> tuple[int, int, str]:
@@ -272,52 +337,52 @@ def _hosts(fabric: Fabric) -> dict[tuple[str, str], set[str]]:
     return out
 
 
-def _remote_macs(
-    hosts: Mapping[tuple[str, str], set[str]], ports: list[FabricPort]
-) -> dict[str, set[str]]:
-    """MACs behind each tunnel port: listed on the port, plus the peer site's hosts."""
-    return {
-        p.name: set(p.macs) | (hosts.get((p.peer, p.segment), set()) if p.peer else set())
-        for p in ports
-        if p.kind == "tunnel"
-    }
-
-
 def _unicast(
     vni: int,
     ports: list[FabricPort],
     ofports: Mapping[str, int],
-    remote: Mapping[str, set[str]],
+    exits: list[_Exit],
+    hosts: Mapping[tuple[str, str], set[str]],
 ) -> Iterator[Flow]:
     local = {mac for p in ports if p.kind == "access" for mac in p.macs}
     for port in ports:
-        number = ofports[port.name]
         if port.kind == "access":
             for mac in sorted(port.macs):
                 match = Match.of(metadata=(vni, SEGMENT_MASK), eth_dst=mac)
-                yield Flow("eth_dst", PRIORITY_SEGMENT, match, cookie(vni), (Output(number),))
-            continue
-        for mac in sorted(remote[port.name] - local):
+                yield Flow(
+                    "eth_dst", PRIORITY_SEGMENT, match, cookie(vni), (Output(ofports[port.name]),)
+                )
+    for exit in exits:
+        # MACs behind a peer: listed on its tunnel ports, plus the peer site's hosts.
+        remote: set[str] = set()
+        for p in exit.ports:
+            remote |= set(p.macs) | (hosts.get((p.peer, p.segment), set()) if p.peer else set())
+        for mac in sorted(remote - local):
             to_tunnel = Match.of(metadata=(vni, CLASS_MASK), eth_dst=mac)
-            yield Flow("eth_dst", PRIORITY_SEGMENT, to_tunnel, cookie(vni), (Output(number),))
+            yield Flow("eth_dst", PRIORITY_SEGMENT, to_tunnel, cookie(vni), (exit.action,))
             # Split horizon: from one tunnel to a host behind another is never ours to carry.
             hairpin = Match.of(metadata=(vni | FROM_TUNNEL, CLASS_MASK), eth_dst=mac)
             yield Flow("eth_dst", PRIORITY_SEGMENT, hairpin, cookie(vni))
 
 
 def _flood_groups(
-    vni: int, ports: list[FabricPort], ofports: Mapping[str, int]
+    vni: int, ports: list[FabricPort], ofports: Mapping[str, int], exits: list[_Exit]
 ) -> tuple[Group, Group]:
     # OpenFlow never outputs a frame back to its ingress port unless told to (OFPP_IN_PORT,
-    # section 7.2.1), so one group serves every access port of the segment.
-    def outputs(kinds: set[str]) -> tuple[tuple[Action, ...], ...]:
-        numbers = sorted(ofports[p.name] for p in ports if p.kind in kinds)
-        return tuple((Output(n),) for n in numbers)
-
-    return (
-        Group(flood_group_id(vni, False), "all", outputs({"access", "tunnel"})),
-        Group(flood_group_id(vni, True), "all", outputs({"access"})),
+    # section 7.2.1), so one group serves every access port of the segment. A peer with
+    # several paths gets one copy, through its fast-failover group.
+    access = tuple(
+        (Output(n),) for n in sorted(ofports[p.name] for p in ports if p.kind == "access")
     )
+    tunnels = tuple((e.action,) for e in sorted(exits, key=_exit_order))
+    return (
+        Group(flood_group_id(vni, False), "all", access + tunnels),
+        Group(flood_group_id(vni, True), "all", access),
+    )
+
+
+def _exit_order(exit: _Exit) -> tuple[int, int]:
+    return (1, exit.action.group_id) if isinstance(exit.action, ToGroup) else (0, exit.action.port)
 
 
 def _flood(vni: int, groups: tuple[Group, ...]) -> Iterator[Flow]:
@@ -345,7 +410,8 @@ def diff(old: SwitchPlan, new: SwitchPlan) -> list[Message]:
     old_groups = {g.group_id: g for g in old.groups}
     new_groups = {g.group_id: g for g in new.groups}
     out: list[Message] = []
-    for gid, group in sorted(new_groups.items()):
+    # Fast-failover groups first: flood groups chain to them (and go first when deleted).
+    for gid, group in sorted(new_groups.items(), key=lambda kv: (kv[1].type != "ff", kv[0])):
         if gid not in old_groups:
             out.append(AddGroup(group))
         elif old_groups[gid] != group:
@@ -355,7 +421,11 @@ def diff(old: SwitchPlan, new: SwitchPlan) -> list[Message]:
     old_flows, new_keys = set(old.flows), {f.key for f in new.flows}
     out += [AddFlow(f) for f in new.flows if f not in old_flows]
     out += [DeleteFlow(f) for f in old.flows if f.key not in new_keys]
-    stale = [DeleteGroup(gid) for gid in sorted(old_groups) if gid not in new_groups]
+    stale = [
+        DeleteGroup(gid)
+        for gid, _ in sorted(old_groups.items(), key=lambda kv: (kv[1].type == "ff", kv[0]))
+        if gid not in new_groups
+    ]
     if stale:
         out += [Barrier(), *stale]
     return out

@@ -64,9 +64,12 @@ def up(
     keys = KeyStore(registry.file(state_dir / KEYS_DIR))
     keys.ensure_all(config.sites)
     plan = plan_of(config, lab_id, state_root)
-    progress(f"lab {plan.lab_id}: underlay and management networks")
+    progress(
+        f"lab {plan.lab_id}: underlay networks ({', '.join(u.name for u in plan.underlays)}) "
+        "and management network"
+    )
     for ns, bridge in (
-        (plan.underlay_netns, names.WAN_BRIDGE),
+        *((u.netns, names.WAN_BRIDGE) for u in plan.underlays),
         (plan.controller_netns, names.MGMT_BRIDGE),
     ):
         netns.ensure(registry.netns(ns))
@@ -87,10 +90,11 @@ def up(
         progress(f"lab {plan.lab_id}: host {host.label} {host.address.ip} mtu {host.mtu}")
         build_host(plan.site(host.site), host, registry)
     for site in plan.sites:
-        wg = site.dataplane.wireguard
+        wgs = site.dataplane.wireguard_interfaces
         progress(
-            f"lab {plan.lab_id}: site {site.name} WireGuard {wg.name} mtu {wg.mtu}, "
-            f"{len(tuple(site.dataplane.tunnels()))} VXLAN tunnels"
+            f"lab {plan.lab_id}: site {site.name} WireGuard "
+            + ", ".join(f"{wg.name} ({wg.underlay}) mtu {wg.mtu}" for wg in wgs)
+            + f", {len(tuple(site.dataplane.tunnels()))} VXLAN tunnels"
         )
         # After the hosts: apply_site guards every port of the switch, host ports included.
         build_dataplane(site, keys, registry)
@@ -167,21 +171,24 @@ def _listening(ns: str, port: int) -> bool:
 
 def build_site(plan: LabPlan, site: SitePlan, registry: Registry) -> None:
     netns.ensure(registry.netns(site.netns))
-    # Underlay: every site's WAN NIC on one Linux bridge, the lab's stand-in for the
-    # internet, with host routes to the other sites' underlay addresses.
-    netns.veth(
-        site.netns,
-        names.WAN_IF,
-        plan.underlay_netns,
-        names.uplink_port(site.name),
-        site.underlay_mtu,
-    )
-    netns.enslave(plan.underlay_netns, names.uplink_port(site.name), names.WAN_BRIDGE)
-    prefix = 32 if site.underlay.version == 4 else 128
-    netns.up(site.netns, names.WAN_IF, ipaddress.ip_interface(f"{site.underlay}/{prefix}"))
-    for peer in plan.sites:
-        if peer.name != site.name:
-            netns.route(site.netns, peer.underlay, names.WAN_IF)
+    # Underlay: per network the site is on, a WAN NIC on that network's Linux bridge (the
+    # lab's stand-in for one provider's network), with host routes to the other sites'
+    # addresses on it.
+    for network, address in site.underlays.items():
+        underlay = plan.underlay(network)
+        netns.veth(
+            site.netns,
+            underlay.site_if,
+            underlay.netns,
+            names.uplink_port(site.name),
+            site.underlay_mtu,
+        )
+        netns.enslave(underlay.netns, names.uplink_port(site.name), names.WAN_BRIDGE)
+        prefix = 32 if address.version == 4 else 128
+        netns.up(site.netns, underlay.site_if, ipaddress.ip_interface(f"{address}/{prefix}"))
+        for peer in plan.sites:
+            if peer.name != site.name and network in peer.underlays:
+                netns.route(site.netns, peer.underlays[network], underlay.site_if)
     # Management: a separate network to the controller's namespace.
     netns.veth(site.netns, names.MGMT_IF, plan.controller_netns, names.uplink_port(site.name), 1500)
     netns.enslave(plan.controller_netns, names.uplink_port(site.name), names.MGMT_BRIDGE)
@@ -205,7 +212,8 @@ def build_dataplane(site: SitePlan, keys: KeyStore, registry: Registry) -> None:
     tunnels plugged into the site switch. wireguard-go runs in the site's namespace (the
     teardown stops every process there); its UAPI socket lives outside, so it is recorded."""
     run_dir = registry.file(site.dir / "wireguard")
-    registry.file(wireguard.uapi_socket(site.dataplane.wireguard.name))
+    for wg in site.dataplane.wireguard_interfaces:
+        registry.file(wireguard.uapi_socket(wg.name))
     with switch.ovsdb(site) as db:
         apply_site(site.dataplane, netns=site.netns, keys=keys, run_dir=run_dir, switch=db)
 

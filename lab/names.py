@@ -56,8 +56,10 @@ def host_netns(lab_id: str, site: str, segment: str, number: int) -> str:
     return f"{lab_id}-{site}.{segment}.{number}"
 
 
-def underlay_netns(lab_id: str) -> str:
-    return f"{lab_id}.wan"
+def underlay_netns(lab_id: str, network: str | None = None) -> str:
+    """The namespace of an underlay network: `<lab>.wan` for a config's one unnamed
+    underlay, `<lab>.wan.<network>` for each named one."""
+    return f"{lab_id}.wan" if network is None else f"{lab_id}.wan.{network}"
 
 
 def controller_netns(lab_id: str) -> str:
@@ -71,10 +73,15 @@ def lab_netns(lab_id: str, namespaces: Iterable[str]) -> list[str]:
 
 # Interfaces inside the lab's namespaces.
 HOST_IF = "eth0"  # a host's one NIC
-WAN_IF = "wan"  # a site's underlay NIC
+WAN_IF = "wan"  # a site's underlay NIC (wan-<network> on each named underlay network)
 MGMT_IF = "mgmt"  # a site's management NIC, toward the controller
 WAN_BRIDGE = "wan"  # the Linux bridge that is the underlay "internet"
 MGMT_BRIDGE = "mgmt"  # the Linux bridge of the management network
+
+
+def wan_if(network: str | None = None) -> str:
+    """A site's NIC on an underlay network (`network` None: the config's one unnamed one)."""
+    return WAN_IF if network is None else check_ifname(f"{WAN_IF}-{network}")
 
 
 def access_port(segment: str, number: int) -> str:

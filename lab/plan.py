@@ -21,6 +21,16 @@ OPENFLOW_PORT = 6653  # IANA-assigned OpenFlow port
 
 
 @dataclass(frozen=True)
+class UnderlayPlan:
+    """One underlay network: a namespace whose Linux bridge joins every site on it, the
+    lab's stand-in for one provider's or ISP's network."""
+
+    name: str  # the config's network name
+    netns: str
+    site_if: str  # each site's NIC on this network
+
+
+@dataclass(frozen=True)
 class SitePlan:
     name: str
     index: int
@@ -29,7 +39,8 @@ class SitePlan:
     bridge: str
     datapath: str
     dpid: int
-    underlay: IPAddress
+    underlay: IPAddress  # the address on the site's most preferred network
+    underlays: dict[str, IPAddress]  # network -> address, in order of preference
     underlay_mtu: int
     mgmt: ipaddress.IPv4Interface
     # The bridge's plan for this site: WireGuard interface, VXLAN tunnels, inner MTUs.
@@ -56,11 +67,19 @@ class HostPlan:
 class LabPlan:
     lab_id: str
     state_dir: Path
-    underlay_netns: str
+    underlays: tuple[UnderlayPlan, ...]
     controller_netns: str
     controller: ipaddress.IPv4Interface
     sites: tuple[SitePlan, ...]
     hosts: tuple[HostPlan, ...]
+
+    @property
+    def underlay_netns(self) -> str:
+        """The namespace of the most preferred underlay network (the only one, usually)."""
+        return self.underlays[0].netns
+
+    def underlay(self, name: str) -> UnderlayPlan:
+        return next(u for u in self.underlays if u.name == name)
 
     def site(self, name: str) -> SitePlan:
         return next(s for s in self.sites if s.name == name)
@@ -76,7 +95,7 @@ class LabPlan:
     @property
     def namespaces(self) -> tuple[str, ...]:
         return (
-            self.underlay_netns,
+            *(u.netns for u in self.underlays),
             self.controller_netns,
             *(s.netns for s in self.sites),
             *(h.netns for h in self.hosts),
@@ -123,7 +142,8 @@ def plan_lab(
             bridge=site.switch.bridge,
             datapath=site.switch.datapath,
             dpid=i + 1,
-            underlay=site.underlay,
+            underlay=next(iter(config.addresses(name).values())),
+            underlays=config.addresses(name),
             underlay_mtu=site.underlay_mtu,
             mgmt=ipaddress.IPv4Interface(f"{mgmt_hosts[i + 1]}/{lab.management.prefixlen}"),
             dataplane=dataplanes[name],
@@ -133,7 +153,10 @@ def plan_lab(
     return LabPlan(
         lab_id=lab_id,
         state_dir=state_dir,
-        underlay_netns=names.underlay_netns(lab_id),
+        underlays=tuple(
+            UnderlayPlan(n, names.underlay_netns(lab_id, named), names.wan_if(named))
+            for n, named in ((n, n if config.underlays else None) for n in config.underlay_names())
+        ),
         controller_netns=names.controller_netns(lab_id),
         controller=ipaddress.IPv4Interface(f"{mgmt_hosts[0]}/{lab.management.prefixlen}"),
         sites=sites,

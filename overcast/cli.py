@@ -15,10 +15,18 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from overcast import __version__, exitcodes, log
-from overcast.config import InvalidConfig, L2Segment, L3Segment, OvercastConfig, load
+from overcast.config import (
+    InvalidConfig,
+    L2Segment,
+    L3Segment,
+    OvercastConfig,
+    load,
+    located_warnings,
+)
 
 PARTS = ("lab.cli", "controller.cli", "bridge.cli", "bgp_guard.cli", "gateway.cli")
 
@@ -71,7 +79,15 @@ def _validate(args: argparse.Namespace) -> int:
                 print(f"  {err.render(args.file)}", file=sys.stderr)
         return exitcodes.USAGE
     summary = summarize(config)
-    emit({"valid": True, "summary": summary}, args.json, _summary_text(args.file, summary))
+    # Valid, so the file was read once already: it is UTF-8 and small.
+    warned = located_warnings(config, Path(args.file).read_text(encoding="utf-8"))
+    text = _summary_text(args.file, summary)
+    if warned:
+        text += f"\n{len(warned)} warning(s):\n" + "\n".join(
+            f"  warning: {w.render(args.file)}" for w in warned
+        )
+    data = {"valid": True, "summary": summary, "warnings": [vars_of(w) for w in warned]}
+    emit(data, args.json, text)
     return exitcodes.OK
 
 
@@ -82,13 +98,21 @@ def vars_of(err: Any) -> dict[str, Any]:
 def summarize(config: OvercastConfig) -> dict[str, Any]:
     return {
         "sites": {
-            n: {"role": s.role, "underlay": str(s.underlay)} for n, s in config.sites.items()
+            n: {"role": s.role, "underlay": _underlay_summary(config, n)}
+            for n, s in config.sites.items()
         },
+        "underlays": config.underlay_names(),
         "providers": sorted(config.providers),
         "segments": {n: _segment_summary(s) for n, s in config.segments.items()},
         "guard_prefixes": len(config.guard.prefixes),
         "gateway_apps": len(config.gateway.apps) if config.gateway else 0,
     }
+
+
+def _underlay_summary(config: OvercastConfig, site: str) -> str | dict[str, str]:
+    if not config.underlays:
+        return str(config.sites[site].underlay)
+    return {n: str(a) for n, a in config.addresses(site).items()}
 
 
 def _segment_summary(seg: L2Segment | L3Segment) -> dict[str, Any]:
@@ -102,7 +126,10 @@ def _summary_text(path: str, summary: dict[str, Any]) -> str:
     lines = [f"{path}: valid"]
     lines.append(f"  sites: {len(summary['sites'])}")
     for name, site in summary["sites"].items():
-        lines.append(f"    {name:<10} {site['role']:<10} underlay {site['underlay']}")
+        underlay = site["underlay"]
+        if isinstance(underlay, dict):
+            underlay = ", ".join(f"{n} {a}" for n, a in underlay.items())
+        lines.append(f"    {name:<10} {site['role']:<10} underlay {underlay}")
     lines.append(f"  segments: {len(summary['segments'])}")
     for name, seg in summary["segments"].items():
         what = (

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pydantic
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from bgp_guard.config import GuardConfig
 from bridge.config import BridgeConfig
 from gateway.config import GatewayConfig
 from lab.config import LabConfig
-from overcast.model import Address, ConfigError, Model, Name, Prefix
+from overcast.model import ConfigError, IPAddress, Model, Name, Prefix, parse_underlay
 from overcast.yamlsrc import Document, dotted, parse
 
 VNI_MAX = 2**24 - 1  # RFC 7348 section 5: 24-bit VXLAN Network Identifier
@@ -33,9 +33,24 @@ class Switch(Model):
     datapath: Literal["netdev", "system"] = "netdev"
 
 
+# The one underlay network of a config without an `underlays:` section.
+DEFAULT_UNDERLAY = "underlay"
+MAX_UNDERLAYS = 8  # each adds a WireGuard interface and VXLAN port range per site
+MAX_FAILOVER_SITES = 127  # controller.pipeline.MAX_FAILOVER_PEER_INDEX + 1
+
+
+class Underlay(Model):
+    """A network the sites reach each other over: one ISP, carrier or cloud interconnect.
+    Sites on two of them get two paths, and a segment survives the loss of either."""
+
+    description: str = ""
+
+
 class Site(Model):
     role: Literal["enterprise", "provider"]
-    underlay: Address
+    # One address (the site is on the config's one underlay network) or, with `underlays:`,
+    # an address per named network: {isp-a: 192.0.2.1, isp-b: 198.51.100.1}.
+    underlay: Annotated[IPAddress | dict[str, IPAddress], BeforeValidator(parse_underlay)]
     provider: Name | None = None
     underlay_mtu: int = Field(1500, ge=1280, le=9216)
     wireguard_port: int = Field(51820, ge=1, le=65535)
@@ -70,6 +85,9 @@ Segment = Annotated[L2Segment | L3Segment, Field(discriminator="mode")]
 
 
 class OvercastConfig(Model):
+    # In order of preference: traffic takes the first network two sites share, and moves to
+    # the next only while that one is down (see bridge.failover).
+    underlays: dict[Name, Underlay] = Field({}, max_length=MAX_UNDERLAYS)
     sites: dict[Name, Site]
     providers: dict[Name, Provider] = {}
     segments: dict[Name, Segment] = {}
@@ -83,6 +101,22 @@ class OvercastConfig(Model):
 
     def segments_at(self, site: str) -> dict[str, L2Segment | L3Segment]:
         return {n: s for n, s in self.segments.items() if site in s.sites}
+
+    def underlay_names(self) -> list[str]:
+        """The underlay networks in order of preference."""
+        return list(self.underlays) or [DEFAULT_UNDERLAY]
+
+    def addresses(self, site: str) -> dict[str, IPAddress]:
+        """`site`'s address on each underlay network it is on, in order of preference."""
+        given = self.sites[site].underlay
+        if not isinstance(given, dict):
+            return {self.underlay_names()[0]: given}
+        return {n: given[n] for n in self.underlay_names() if n in given}
+
+    def shared_underlays(self, a: str, b: str) -> list[str]:
+        """The networks both sites are on, in order of preference: one path each."""
+        there = self.addresses(b)
+        return [n for n in self.addresses(a) if n in there]
 
 
 class InvalidConfig(Exception):
@@ -208,6 +242,12 @@ def _schema_error(err: Any, doc: Document) -> ConfigError:
     return ConfigError(dotted(loc), message, line, col)
 
 
+def located_warnings(config: OvercastConfig, text: str) -> list[ConfigError]:
+    """`warnings(config)` with line numbers from the config's text."""
+    doc = parse(text)
+    return [_locate(w, doc) for w in warnings(config)]
+
+
 def _locate(err: ConfigError, doc: Document) -> ConfigError:
     path = tuple(int(p) if p.isdigit() else p for p in err.path.split("."))
     line, col = doc.position(path)
@@ -230,15 +270,26 @@ def cross_check(config: OvercastConfig) -> list[ConfigError]:
 
 
 def _check_sites(config: OvercastConfig) -> Iterator[ConfigError]:
+    if len(config.underlays) > 1 and len(config.sites) > MAX_FAILOVER_SITES:
+        yield ConfigError(
+            "sites",
+            f"{len(config.sites)} sites; with several underlay networks at most "
+            f"{MAX_FAILOVER_SITES} (fast-failover group numbering); split the config",
+        )
     seen: dict[Any, str] = {}
     for name, site in config.sites.items():
-        if site.underlay in seen:
-            yield ConfigError(
-                f"sites.{name}.underlay",
-                f"{site.underlay} is already used by sites.{seen[site.underlay]}; "
-                "every site needs its own underlay address",
+        yield from _check_underlay(config, name)
+        for network, address in config.addresses(name).items():
+            where = f"sites.{name}.underlay" + (
+                f".{network}" if isinstance(site.underlay, dict) else ""
             )
-        seen.setdefault(site.underlay, name)
+            if address in seen:
+                yield ConfigError(
+                    where,
+                    f"{address} is already used by sites.{seen[address]}; every site needs "
+                    "its own underlay address",
+                )
+            seen.setdefault(address, name)
         if site.role == "provider":
             if site.provider is None:
                 if config.providers:
@@ -260,6 +311,28 @@ def _check_sites(config: OvercastConfig) -> Iterator[ConfigError]:
             )
 
 
+def _check_underlay(config: OvercastConfig, name: str) -> Iterator[ConfigError]:
+    given = config.sites[name].underlay
+    where = f"sites.{name}.underlay"
+    if not isinstance(given, dict):
+        if config.underlays:
+            first = next(iter(config.underlays))
+            yield ConfigError(
+                where,
+                f"with 'underlays:' defined, name the network of each address, e.g. "
+                f"underlay: {{{first}: {given}}}",
+            )
+        return
+    known = ", ".join(config.underlays) or "(none defined)"
+    for network in given:
+        if network not in config.underlays:
+            yield ConfigError(
+                f"{where}.{network}",
+                f"unknown underlay network {network!r}; define it under 'underlays:' (in "
+                f"order of preference) or use one of: {known}",
+            )
+
+
 def _check_segment_sites(config: OvercastConfig) -> Iterator[ConfigError]:
     for name, seg in config.segments.items():
         for i, site in enumerate(seg.sites):
@@ -278,6 +351,47 @@ def _check_segment_sites(config: OvercastConfig) -> Iterator[ConfigError]:
                 f"segments.{name}.sites",
                 "a segment joins at least two sites; list two or more",
             )
+        for a, b in _site_pairs(config, seg.sites):
+            if not config.shared_underlays(a, b):
+                yield ConfigError(
+                    f"segments.{name}.sites",
+                    f"sites {a} ({', '.join(config.addresses(a))}) and {b} "
+                    f"({', '.join(config.addresses(b))}) share no underlay network, so there "
+                    "is no path between them; give one an address on the other's network",
+                )
+
+
+def _site_pairs(config: OvercastConfig, sites: Iterable[str]) -> list[tuple[str, str]]:
+    known = [s for s in dict.fromkeys(sites) if s in config.sites and _underlay_ok(config, s)]
+    return list(itertools.combinations(known, 2))
+
+
+def _underlay_ok(config: OvercastConfig, site: str) -> bool:
+    # A site whose underlay is itself wrong has its own error; no path errors on top.
+    given = config.sites[site].underlay
+    if isinstance(given, dict):
+        return all(n in config.underlays for n in given)
+    return not config.underlays
+
+
+def warnings(config: OvercastConfig) -> list[ConfigError]:
+    """What is valid but probably not meant: with named underlays, a segment whose sites
+    share only one network has no second path, so no failover."""
+    if not config.underlays:
+        return []
+    out = []
+    for name, seg in config.segments.items():
+        for a, b in _site_pairs(config, seg.sites):
+            shared = config.shared_underlays(a, b)
+            if len(shared) == 1:
+                out.append(
+                    ConfigError(
+                        f"segments.{name}.sites",
+                        f"sites {a} and {b} share only underlay {shared[0]}: traffic between "
+                        "them has no failover path; give both an address on a second network",
+                    )
+                )
+    return out
 
 
 def _check_unique_vni(config: OvercastConfig) -> Iterator[ConfigError]:

@@ -85,5 +85,23 @@ def parse_prefix(value: Any) -> IPNetwork:
     raise ValueError(f"{text!r} has host bits set; write the prefix {loose}")
 
 
+def parse_underlay(value: Any) -> IPAddress | dict[str, IPAddress]:
+    """A site's underlay: one address, or a mapping of underlay network name -> address."""
+    if not isinstance(value, dict):
+        return _address(value)
+    if not value:
+        raise ValueError(
+            "no underlay networks given; write {NETWORK: ADDRESS, ...}, e.g. "
+            "{isp-a: 192.0.2.1, isp-b: 198.51.100.1}"
+        )
+    out: dict[str, IPAddress] = {}
+    for network, address in value.items():
+        try:
+            out[_name(str(network))] = _address(address)
+        except ValueError as exc:
+            raise ValueError(f"network {network}: {exc}") from None
+    return out
+
+
 Address = Annotated[IPAddress, BeforeValidator(_address)]
 Prefix = Annotated[IPNetwork, BeforeValidator(parse_prefix)]

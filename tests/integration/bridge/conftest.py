@@ -36,7 +36,8 @@ def lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lab]:
         for site, ns in lab.netns.items():
             sh("ip", "netns", "add", ns)
             in_ns(ns, "ip", "link", "set", "lo", "up")
-            in_ns(ns, "ip", "addr", "add", f"{config.sites[site].underlay}/32", "dev", "lo")
+            (address,) = config.addresses(site).values()
+            in_ns(ns, "ip", "addr", "add", f"{address}/32", "dev", "lo")
         # A veth per site pair; each end routes to the other's underlay address, with a
         # static neighbour entry (IPv6 neighbour discovery does not answer for addresses on lo).
         for a, b in itertools.combinations(config.sites, 2):
@@ -45,7 +46,9 @@ def lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lab]:
             for here, there in ((a, b), (b, a)):
                 ns, dev = lab.netns[here], f"u-{there}"
                 mac = links(lab.netns[there])[f"u-{here}"]["address"]
-                addr, peer = config.sites[here].underlay, config.sites[there].underlay
+                # These tests use single-underlay configs: one address per site.
+                (addr,) = config.addresses(here).values()
+                (peer,) = config.addresses(there).values()
                 in_ns(ns, "ip", "link", "set", dev, "up")
                 in_ns(
                     ns,

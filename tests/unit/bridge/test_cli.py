@@ -35,11 +35,18 @@ def test_keys_then_plan(config: str, tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["bridge", "plan", config, "--site", "hq", "--keys", keys, "--json"]) == 0
     out = capsys.readouterr().out
     plan = json.loads(out)
-    assert plan["wireguard"]["public_key"] == public["hq"]
-    assert plan["wireguard"]["peers"][0]["public_key"] == public["cloud"]
+    assert plan["wireguard_interfaces"][0]["public_key"] == public["hq"]
+    assert plan["wireguard_interfaces"][0]["peers"][0]["public_key"] == public["cloud"]
     assert plan["segments"][0]["inner_mtu"] == 1390
     assert plan["fabric_ports"] == [
-        {"name": "vx100-1", "kind": "tunnel", "segment": "finance", "macs": [], "peer": "cloud"}
+        {
+            "name": "vx100-1",
+            "kind": "tunnel",
+            "segment": "finance",
+            "macs": [],
+            "peer": "cloud",
+            "underlay": "underlay",
+        }
     ]
     private = (tmp_path / "keys" / "hq.key").read_text().strip()
     assert private not in out

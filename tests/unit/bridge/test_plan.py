@@ -165,10 +165,11 @@ def test_site_without_segments_has_no_peers(config: OvercastConfig) -> None:
 
 
 def test_fabric_ports(config: OvercastConfig) -> None:
+    u = "underlay"  # a config without `underlays:` has one network of this name
     assert plan(config, "hq").fabric_ports() == (
-        FabricPort(name="vx100-2", kind="tunnel", segment="finance", peer="cloud-a"),
-        FabricPort(name="vx100-3", kind="tunnel", segment="finance", peer="cloud-b"),
-        FabricPort(name="vx200-3", kind="tunnel", segment="hr", peer="cloud-b"),
+        FabricPort(name="vx100-2", kind="tunnel", segment="finance", peer="cloud-a", underlay=u),
+        FabricPort(name="vx100-3", kind="tunnel", segment="finance", peer="cloud-b", underlay=u),
+        FabricPort(name="vx200-3", kind="tunnel", segment="hr", peer="cloud-b", underlay=u),
     )
 
 
