@@ -134,6 +134,49 @@ class Ovsdb:
         iface = self._find("Interface", name)
         return _optional(iface.error) if iface is not None else None
 
+    def bfd_status(self, names: Sequence[str]) -> dict[str, dict[str, str]]:
+        """Interface.bfd_status of each named interface (state, remote_state, forwarding,
+        flap_count, ...) as ovs-vswitchd last reported it; {} for one without BFD."""
+        self._idl.run()
+        rows = {row.name: row for row in self._rows("Interface") if row.name in names}
+        return {n: dict(rows[n].bfd_status) if n in rows else {} for n in names}
+
+    def external_ids(self, name: str) -> dict[str, str]:
+        """Interface.external_ids of interface `name` ({} if it is absent)."""
+        self._idl.run()
+        iface = self._find("Interface", name)
+        return dict(iface.external_ids) if iface is not None else {}
+
+    def set_external_id(self, name: str, key: str, value: str | None) -> None:
+        """Set (or with None, remove) one external_ids key of interface `name`, if present."""
+
+        def change(txn: ovs.db.idl.Transaction) -> None:
+            iface = self._find("Interface", name)
+            if iface is None:
+                return
+            ids = dict(iface.external_ids)
+            if value is None:
+                ids.pop(key, None)
+            else:
+                ids[key] = value
+            _update(iface, "external_ids", ids)
+
+        self._transact(change, f"set external_ids:{key} of {name}")
+
+    def wait_for_change(self, timeout: float) -> None:
+        """Block until the database changes or `timeout` seconds pass."""
+        seqno = self._idl.change_seqno
+        deadline = time.monotonic() + timeout
+        while True:
+            self._idl.run()
+            remaining = deadline - time.monotonic()
+            if self._idl.change_seqno != seqno or remaining <= 0:
+                return
+            poller = ovs.poller.Poller()
+            self._idl.wait(poller)
+            poller.timer_wait(max(int(remaining * 1000), 1))
+            poller.block()
+
     def datapath_id(self, bridge: str) -> int | None:
         """The bridge's OpenFlow datapath id as ovs-vswitchd reports it."""
         self._idl.run()

@@ -1,0 +1,98 @@
+"""The hold-down: traffic returns to a better path only after it stayed up, never to a
+flapping one, and never at the cost of leaving a peer with no path."""
+
+from __future__ import annotations
+
+from bridge.failover import Bfd, HoldDown, Move, Path, PathGroup, path_groups
+from bridge.keys import generate_private_key, public_key_of
+from bridge.plan import plan_site
+from overcast.config import loads
+
+A, B = "vx100-1", "vx100-1-1"
+GROUP = PathGroup(
+    "finance",
+    "branch",
+    (Path(A, "finance", "branch", "isp-a"), Path(B, "finance", "branch", "isp-b")),
+)
+UP, DOWN = Bfd("up", "up"), Bfd("down", "down")
+
+
+def hold(seconds: float = 5.0) -> HoldDown:
+    return HoldDown((GROUP,), seconds)
+
+
+def test_path_groups_come_from_the_plan_in_preference_order() -> None:
+    config = loads("""
+underlays: {isp-a: {}, isp-b: {}}
+sites:
+  hq:     {role: enterprise, underlay: {isp-b: 198.51.100.1, isp-a: 192.0.2.1}}
+  branch: {role: enterprise, underlay: {isp-a: 192.0.2.2, isp-b: 198.51.100.2}}
+  cloud:  {role: provider, underlay: {isp-b: 198.51.100.3}}
+segments:
+  finance: {mode: l2, vni: 100, vlan: 10, sites: [hq, branch, cloud]}
+""")
+    keys = {s: public_key_of(generate_private_key()) for s in config.sites}
+    assert path_groups(plan_site(config, "hq", keys, prefix="oc")) == (GROUP,)  # cloud: one path
+
+
+def test_paths_up_at_start_are_used_at_once() -> None:
+    h = hold()
+    assert h.update(0, {A: UP, B: UP}) == []
+    assert h.roles({A: UP, B: UP}) == {A: "active", B: "standby"}
+    assert h.held == set()
+
+
+def test_failover_then_failback_only_after_the_hold_down() -> None:
+    h = hold()
+    h.update(0, {A: UP, B: UP})
+    assert h.update(1, {A: DOWN, B: UP}) == [Move("finance", "branch", A, B, failback=False)]
+    assert h.held == {A}  # down, and kept from the group when it returns
+    assert h.update(10, {A: UP, B: UP}) == []
+    assert h.roles({A: UP, B: UP}) == {A: "held", B: "active"}
+    assert h.next_release(10) == 15
+    assert h.update(14.9, {A: UP, B: UP}) == []
+    assert h.update(15, {A: UP, B: UP}) == [Move("finance", "branch", B, A, failback=True)]
+    assert h.held == set()
+
+
+def test_a_flapping_path_never_draws_traffic_back() -> None:
+    h = hold()
+    h.update(0, {A: UP, B: UP})
+    h.update(1, {A: DOWN, B: UP})
+    for t in range(10, 40, 3):  # up 2 s, down 1 s, over and over: never 5 s in a row
+        assert h.update(t, {A: UP, B: UP}) == []
+        assert h.update(t + 2, {A: DOWN, B: UP}) == []
+    assert h.update(40, {A: UP, B: UP}) == []
+    assert h.update(45, {A: UP, B: UP}) == [Move("finance", "branch", B, A, failback=True)]
+
+
+def test_a_held_path_is_released_at_once_when_the_other_dies() -> None:
+    h = hold()
+    h.update(0, {A: UP, B: UP})
+    h.update(1, {A: DOWN, B: UP})
+    h.update(10, {A: UP, B: UP})
+    assert h.update(11, {A: UP, B: DOWN}) == [Move("finance", "branch", B, A, failback=True)]
+    assert h.held == {B}
+
+
+def test_with_nothing_up_the_first_path_back_is_used_at_once() -> None:
+    h = hold()
+    h.update(0, {A: DOWN, B: DOWN})
+    assert h.held == set()  # holding is only ever in favour of another live path
+    assert h.update(5, {A: DOWN, B: UP}) == [Move("finance", "branch", None, B, failback=False)]
+    assert h.update(6, {A: UP, B: UP}) == []
+    assert h.held == {A}
+
+
+def test_a_bounce_between_two_reports_is_seen_by_the_flap_counter() -> None:
+    h = hold()
+    h.update(0, {A: UP, B: UP})
+    # A went down and up again between reports: OVS counted two forwarding changes.
+    assert h.update(1, {A: Bfd("up", "up", flap_count=2), B: UP}) == [
+        Move("finance", "branch", A, B, failback=False)
+    ]
+    assert h.held == {A}
+    assert h.update(6, {A: Bfd("up", "up", flap_count=2), B: UP})[0].failback
+    # Releasing a held port flips OVS's frozen flag once: that is not a flap.
+    assert h.update(7, {A: Bfd("up", "up", flap_count=3), B: UP}) == []
+    assert h.held == set()
