@@ -28,10 +28,10 @@ from bgp_guard.config import GuardConfig, MonitoredPrefix
 from bgp_guard.engine import Guard
 from bgp_guard.feeds.mrt import MrtFeed
 from bgp_guard.update import Prefix, Update
+from tests.shared import data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "tests" / "unit" / "bgp_guard" / "replay_ris" / "overcast.yaml"
-DATA = Path(os.environ.get("OVERCAST_SHARED_DATA", "/work/shared/data")) / "bgp"
 FILES = [
     "ris-updates.20160811.1600.gz",
     "ris-updates.20070211.0141.gz",
@@ -106,7 +106,7 @@ def rib_memory(count: int = 1_000_000, distinct_paths: int = 300_000) -> None:
 
 
 def main(argv: list[str]) -> int:
-    files = [Path(a) for a in argv] or [DATA / f for f in FILES]
+    files = [Path(a) for a in argv] or [data_dir("bgp") / f for f in FILES]
     print(
         f"{'file -> events (1 core)':42} {'updates':>9} {'events':>7} {'cpu s':>7} {'updates/s':>10}"
     )

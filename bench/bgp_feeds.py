@@ -8,7 +8,6 @@ Each file is read twice and the faster run is reported (the first run warms the 
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -16,8 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bgp_guard.feeds.mrt import MrtFeed
-
-DEFAULT_DATA = Path(os.environ.get("OVERCAST_SHARED_DATA", "/work/shared/data")) / "bgp"
+from tests.shared import data_dir
 
 
 def measure(path: Path) -> tuple[int, int, float]:
@@ -35,7 +33,7 @@ def measure(path: Path) -> tuple[int, int, float]:
 
 def main(argv: list[str]) -> int:
     files = [Path(a) for a in argv] or sorted(
-        p for p in DEFAULT_DATA.iterdir() if p.suffix in (".gz", ".bz2")
+        p for p in data_dir("bgp").iterdir() if p.suffix in (".gz", ".bz2")
     )
     print(
         f"{'file':42} {'records':>9} {'updates':>9} {'cpu s':>7} {'records/s':>10} {'updates/s':>10}"

@@ -28,12 +28,13 @@ from websockets.asyncio.server import ServerConnection, serve
 from bgp_guard.config import RisLiveWebsocket
 from bgp_guard.feeds.ris_live import decode
 from bgp_guard.feeds.ris_websocket import RisLiveClient
-
-SAMPLE = Path("/work/shared/data/bgp/ris-live-stream.json")
+from tests.shared import data_dir
 
 
 def frames(count: int) -> list[str]:
-    message: dict[str, Any] = json.loads(SAMPLE.read_text().splitlines()[0])
+    message: dict[str, Any] = json.loads(
+        (data_dir("bgp") / "ris-live-stream.json").read_text().splitlines()[0]
+    )
     out = []
     for i in range(count):
         message["data"]["announcements"][0]["prefixes"] = [f"10.{i >> 8 & 255}.{i & 255}.0/24"]

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import shared
+
 IN_CI = os.environ.get("CI") == "true"
 
 
@@ -31,23 +33,12 @@ def require_binaries(*names: str) -> None:
 
 
 def shared_data(name: str) -> Path:
-    """A folder of public sample data kept beside the repo, not in it (e.g. "bgp"):
-    $OVERCAST_SHARED_DATA/<name> if that is set, else shared/data/<name> in the folder that holds
-    the checkout, or in one above it (a worktree in wt/NAME finds the shared/ beside wt/).
-    Missing data fails with the fix, even outside CI: the tests that read it are not optional."""
-    if "OVERCAST_SHARED_DATA" in os.environ:
-        bases = [Path(os.environ["OVERCAST_SHARED_DATA"])]
-    else:
-        bases = [up / "shared" / "data" for up in Path(__file__).resolve().parents[1].parents]
-    for base in bases:
-        if (base / name).is_dir():
-            return base / name
-    where = bases[0] if len(bases) == 1 else "../shared/data beside the checkout"
-    pytest.fail(
-        f"no shared sample data '{name}' in {where}: put the project's shared/ folder beside "
-        "the checkout, or set OVERCAST_SHARED_DATA to its data/ folder",
-        pytrace=False,
-    )
+    """A folder of public sample data (e.g. "bgp"), found as tests/shared.py says. Missing data
+    fails with the fix, even outside CI: the tests that read it are not optional."""
+    try:
+        return shared.data_dir(name)
+    except LookupError as e:
+        pytest.fail(str(e), pytrace=False)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
