@@ -1,5 +1,8 @@
 """What the live feeds (BGP session, BMP) share: TCP servers and tasks on one asyncio loop,
-and a queue their Updates (and PeerDowns) come out of."""
+a queue their Updates (and PeerDowns) come out of, and the limits that keep one misbehaving
+client from taking the listener's memory: connections in all and per source address (past
+either, a new connection is closed at once and counted), and a bounded read buffer per
+connection (each feed also bounds the message it waits for)."""
 
 from __future__ import annotations
 
@@ -13,6 +16,11 @@ from bgp_guard.update import FeedItem, PeerDown, Update
 
 Handler = Coroutine[Any, Any, None]
 BACKLOG = 100  # asyncio.start_server's default
+# StreamReader limit: reading pauses once this much is buffered and unread (asyncio pauses at
+# twice the limit), so a client sending faster than we decode cannot grow the buffer.
+READ_LIMIT = 1 << 16
+MAX_CONNECTIONS = 64
+MAX_CONNECTIONS_PER_SOURCE = 2  # a router's new connection overlaps its old one briefly
 
 
 def tcp_listener(
@@ -39,8 +47,16 @@ def tcp_listener(
 
 
 class LiveFeed:
-    def __init__(self, kind: str) -> None:
+    def __init__(
+        self,
+        kind: str,
+        max_connections: int = MAX_CONNECTIONS,
+        max_connections_per_source: int = MAX_CONNECTIONS_PER_SOURCE,
+    ) -> None:
         self.stats = FeedStats(kind)
+        self.max_connections = max_connections
+        self.max_connections_per_source = max_connections_per_source
+        self._sources: dict[str, int] = {}  # open connections per source address
         self._queue: asyncio.Queue[FeedItem] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
         self._servers: list[asyncio.Server] = []
@@ -73,7 +89,9 @@ class LiveFeed:
     ) -> None:
         sock = tcp_listener(host, port, configure)
         try:
-            self._servers.append(await asyncio.start_server(self._accepted, sock=sock))
+            self._servers.append(
+                await asyncio.start_server(self._accepted, sock=sock, limit=READ_LIMIT)
+            )
         except BaseException:
             sock.close()
             raise
@@ -83,6 +101,21 @@ class LiveFeed:
         # close() closes the transport instead and waits for the handler.
         task = asyncio.current_task()
         assert task is not None
+        source = writer.get_extra_info("peername")[0]
+        open_here = self._sources.get(source, 0)
+        if len(self._writers) >= self.max_connections:
+            self.stats.refused(
+                "connection-limit", source, f"{self.max_connections} connections open"
+            )
+            writer.close()
+            return
+        if open_here >= self.max_connections_per_source:
+            self.stats.refused(
+                "source-limit", source, f"{open_here} connections open from this address"
+            )
+            writer.close()
+            return
+        self._sources[source] = open_here + 1
         self._handlers.add(task)
         self._writers.add(writer)
         try:
@@ -90,6 +123,9 @@ class LiveFeed:
         finally:
             self._writers.discard(writer)
             self._handlers.discard(task)
+            left = self._sources.pop(source) - 1
+            if left:
+                self._sources[source] = left
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         raise NotImplementedError

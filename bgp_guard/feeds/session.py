@@ -8,10 +8,11 @@ one more thing to supervise); os-ken's speaker needs eventlet's monkey-patching,
 mix with asyncio, and decodes every message a second time.
 
 What it does: IPv4 and IPv6 unicast (RFC 4760), 4-byte ASNs (RFC 6793), capabilities
-(RFC 5492), passive (listen) or active (connect, retrying), the FSM of RFC 4271 section 8 in
-its basic form (OpenSent -> OpenConfirm -> Established, hold and keepalive timers,
-NOTIFICATION on errors), TCP-MD5 per neighbour (RFC 2385, `tcp_md5.py`). It announces
-nothing. When a session ends, its routes are withdrawn (the Adj-RIB-In is gone, RFC 4271
+(RFC 5492), extended messages (RFC 8654), passive (listen) or active (connect, retrying), the
+FSM of RFC 4271 section 8 in its basic form (OpenSent -> OpenConfirm -> Established, hold and
+keepalive timers, NOTIFICATION on errors), RFC 7606 error handling (each outcome counted in
+`overcast_bgp_feed_error_handling_total`), TCP-MD5 per neighbour (RFC 2385, `tcp_md5.py`).
+It announces nothing. How each error is treated: `docs/bgp-session-errors.md`. When a session ends, its routes are withdrawn (the Adj-RIB-In is gone, RFC 4271
 section 8.2.2): the feed emits a `PeerDown` and the guard withdraws them, so detectors see the
 loss of visibility.
 
@@ -35,18 +36,36 @@ from bgp_guard.feeds.tcp_md5 import TcpMd5Error, TcpMd5Key, set_key
 from bgp_guard.update import PeerDown
 from bgp_guard.wire import (
     ADD_PATH_RECEIVE,
+    ADMINISTRATIVE_SHUTDOWN,
     AFI_IPV4,
     AFI_IPV6,
+    BAD_BGP_IDENTIFIER,
+    BAD_PEER_AS,
+    CEASE,
+    CONNECTION_COLLISION,
+    FSM_ERROR,
+    HEADER_ERROR,
     HEADER_LEN,
+    HOLD_TIMER_EXPIRED,
     KEEPALIVE,
+    MAX_EXTENDED_MESSAGE,
+    MAX_MESSAGE,
+    MESSAGE_NAMES,
     MSG_KEEPALIVE,
     MSG_NOTIFICATION,
     MSG_OPEN,
     MSG_UPDATE,
+    OPEN_ERROR,
     SAFI_UNICAST,
+    UNACCEPTABLE_HOLD_TIME,
+    UNSUPPORTED_PARAMETER,
+    UNSUPPORTED_VERSION,
+    UPDATE_ERROR,
     Notification,
     Open,
+    TreatAsWithdraw,
     WireError,
+    check_header,
     decode_header,
     decode_update,
 )
@@ -54,6 +73,9 @@ from bgp_guard.wire import (
 log = logging.getLogger("bgp_guard.feeds.session")
 
 FAMILIES = frozenset({(AFI_IPV4, SAFI_UNICAST), (AFI_IPV6, SAFI_UNICAST)})
+# Message types a session may carry: we advertise no ROUTE-REFRESH (RFC 2918), so a type 5
+# is as unknown as any other (RFC 4271 section 6.1, Bad Message Type).
+KNOWN_TYPES = frozenset(MESSAGE_NAMES)
 # RFC 4271 section 8: a large hold time while waiting for OPEN (suggested 4 minutes).
 OPEN_WAIT = 240.0
 READ_SIZE = 1 << 16
@@ -61,19 +83,21 @@ CONNECT_RETRY = 5.0  # seconds between active connection attempts (section 10 su
 # A SYN the neighbour drops (a TCP-MD5 password mismatch does that silently) would otherwise
 # wait for the kernel's ~2 minutes of SYN retries before the next attempt.
 CONNECT_TIMEOUT = 30.0
-
-# NOTIFICATION codes, RFC 4271 section 4.5 and 6.
-HEADER_ERROR, OPEN_ERROR, HOLD_TIMER_EXPIRED, FSM_ERROR, CEASE = 1, 2, 4, 5, 6
-BAD_PEER_AS, UNACCEPTABLE_HOLD_TIME = 2, 6
-CONNECTION_COLLISION = 7  # Cease subcode, RFC 4486 section 4
+# RFC 6608: which state an unexpected message arrived in.
+UNEXPECTED_IN_OPENSENT, UNEXPECTED_IN_OPENCONFIRM, UNEXPECTED_IN_ESTABLISHED = 1, 2, 3
 
 
 class SessionError(Exception):
-    """The session must end; `notification` is sent to the neighbour first when given."""
+    """The session must end; `notification` is sent to the neighbour first when given.
+    `malformed`: the neighbour sent something RFC 4271 or RFC 7606 resets the session for
+    (counted as `session-reset`), rather than, say, a NOTIFICATION or a silent hold time."""
 
-    def __init__(self, reason: str, notification: Notification | None = None) -> None:
+    def __init__(
+        self, reason: str, notification: Notification | None = None, malformed: bool = True
+    ) -> None:
         super().__init__(reason)
         self.notification = notification
+        self.malformed = malformed and notification is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +110,7 @@ class Established:
     asn4: bool
     families: frozenset[tuple[int, int]]
     add_path: frozenset[int]  # AFIs whose NLRI carry path identifiers, RFC 7911
+    max_length: int = MAX_MESSAGE  # 65,535 once both sides sent extended messages (RFC 8654)
 
 
 class BgpSpeaker(LiveFeed):
@@ -104,12 +129,22 @@ class BgpSpeaker(LiveFeed):
         if hold_time in (1, 2):
             raise ValueError("hold time must be 0 or at least 3 seconds (RFC 4271 section 4.2)")
         super().__init__("session")
-        # Offer to receive ADD-PATH (RFC 7911) so a neighbour can show us all its paths.
+        # Offer to receive ADD-PATH (RFC 7911) so a neighbour can show us all its paths, and
+        # messages up to 65,535 bytes (RFC 8654): a long AS path or many communities fit.
         add_path = tuple((afi, safi, ADD_PATH_RECEIVE) for afi, safi in sorted(FAMILIES))
-        self.open = Open(local_asn, hold_time, router_id, FAMILIES, asn4=True, add_path=add_path)
+        self.open = Open(
+            local_asn,
+            hold_time,
+            router_id,
+            FAMILIES,
+            asn4=True,
+            add_path=add_path,
+            extended_message=True,
+        )
         self.peers = peers
         self.passwords = dict(passwords or {})
         self.established: dict[str, Established] = {}
+        self._closing = False
 
     async def listen(self, host: str, port: int = 179) -> None:
         """Passive: accept sessions from the configured neighbours. Raises TcpMd5Error if a
@@ -188,23 +223,43 @@ class BgpSpeaker(LiveFeed):
             sock = None
             await asyncio.sleep(retry)  # ConnectRetryTimer, RFC 4271 section 8.2.2
 
+    async def close(self) -> None:
+        """Say goodbye to every Established neighbour (Cease, Administrative Shutdown, RFC
+        4486 section 4) before the connections close."""
+        self._closing = True
+        for writer in list(self._writers):
+            if writer.get_extra_info("peername")[0] in self.established:
+                with contextlib.suppress(OSError, RuntimeError):
+                    writer.write(Notification(CEASE, ADMINISTRATIVE_SHUTDOWN).encode())
+        await super().close()
+
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer_ip = writer.get_extra_info("peername")[0]
         session: Established | None = None
+        if self.peers is not None and peer_ip not in self.peers:
+            self.stats.refused("not-a-neighbour", peer_ip, "add it to guard.feeds.bgp.neighbours")
+            writer.close()
+            return
         try:
-            if self.peers is not None and peer_ip not in self.peers:
-                raise SessionError(f"{peer_ip} is not a configured neighbour")
             writer.write(self.open.encode())  # OpenSent
             session = await self._open_confirm(peer_ip, reader, writer)
             await self._established(session, reader, writer)
         except SessionError as exc:
-            log.warning("BGP session with %s closed: %s", peer_ip, exc)
+            self._ended(peer_ip, session, str(exc), exc.notification, exc.malformed)
             if exc.notification is not None:
                 with contextlib.suppress(OSError):
                     writer.write(exc.notification.encode())
                     await writer.drain()
         except (OSError, asyncio.IncompleteReadError) as exc:
-            log.warning("BGP session with %s lost: %s", peer_ip, exc or "connection closed")
+            if self._closing:
+                why = "closed by us: the guard is stopping" + (
+                    f"; sent {Notification(CEASE, ADMINISTRATIVE_SHUTDOWN)}" if session else ""
+                )
+            elif isinstance(exc, asyncio.IncompleteReadError):
+                why = "the neighbour closed the TCP connection without a NOTIFICATION"
+            else:
+                why = f"TCP connection lost: {exc.strerror or exc}"
+            self._ended(peer_ip, session, why, None, False)
         finally:
             writer.close()
             if session is not None:
@@ -214,40 +269,44 @@ class BgpSpeaker(LiveFeed):
                 self._emit_peer_down(PeerDown(time.time(), peer_ip, session.peer_asn, source))
             self.stats.flush()
 
+    def _ended(
+        self,
+        peer_ip: str,
+        session: Established | None,
+        why: str,
+        sent: Notification | None,
+        malformed: bool,
+    ) -> None:
+        """One log line for every end of a session, saying who ended it and why."""
+        who = f"{peer_ip} AS{session.peer_asn}" if session else peer_ip
+        state = "session" if session else "session attempt"
+        if sent is not None:
+            why = f"closed by us: {why}; sent {sent}"
+        if malformed:
+            self.stats.handled("session-reset", who, why, log=False)  # logged below
+        level = logging.INFO if self._closing else logging.WARNING
+        log.log(level, "BGP %s with %s ended: %s", state, who, why)
+
     async def _open_confirm(
         self, peer_ip: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> Established:
-        mtype, body = await self._read(reader, OPEN_WAIT)
-        if mtype == MSG_NOTIFICATION:
-            raise SessionError(f"neighbour sent {Notification.decode(body)} instead of OPEN")
+        mtype, body = await self._read(reader, OPEN_WAIT, UNEXPECTED_IN_OPENSENT)
         if mtype != MSG_OPEN:
-            raise SessionError(f"expected OPEN, got type {mtype}", Notification(FSM_ERROR))
-        try:
-            peer_open = Open.decode(body)
-        except WireError as exc:
-            raise SessionError(f"bad OPEN: {exc}", Notification(OPEN_ERROR)) from None
-        if peer_open.version != 4:
             raise SessionError(
-                f"BGP version {peer_open.version}", Notification(OPEN_ERROR, 1, b"\x00\x04")
+                f"expected OPEN, got {MESSAGE_NAMES[mtype]}",
+                Notification(FSM_ERROR, UNEXPECTED_IN_OPENSENT),
             )
-        expected = self.peers.get(peer_ip) if self.peers is not None else None
-        if expected is not None and peer_open.asn != expected:
-            raise SessionError(
-                f"neighbour says AS{peer_open.asn}, configured AS{expected}",
-                Notification(OPEN_ERROR, BAD_PEER_AS),
-            )
+        peer_open = self._check_open(peer_ip, body)
         hold = min(self.open.hold_time, peer_open.hold_time)
-        if hold in (1, 2):
-            raise SessionError(
-                f"hold time {hold}", Notification(OPEN_ERROR, UNACCEPTABLE_HOLD_TIME)
-            )
         writer.write(KEEPALIVE)  # OpenConfirm: wait for the neighbour's KEEPALIVE
-        mtype, body = await self._read(reader, hold or OPEN_WAIT)
-        if mtype == MSG_NOTIFICATION:
-            raise SessionError(f"neighbour sent {Notification.decode(body)} in OpenConfirm")
+        mtype, body = await self._read(reader, hold or OPEN_WAIT, UNEXPECTED_IN_OPENCONFIRM)
         if mtype != MSG_KEEPALIVE:
-            raise SessionError(f"expected KEEPALIVE, got type {mtype}", Notification(FSM_ERROR))
+            raise SessionError(
+                f"expected KEEPALIVE, got {MESSAGE_NAMES[mtype]}",
+                Notification(FSM_ERROR, UNEXPECTED_IN_OPENCONFIRM),
+            )
         families = (peer_open.families or {(AFI_IPV4, SAFI_UNICAST)}) & FAMILIES
+        extended = peer_open.extended_message and self.open.extended_message
         session = Established(
             peer_ip,
             peer_open.asn,
@@ -255,6 +314,7 @@ class BgpSpeaker(LiveFeed):
             peer_open.asn4,
             frozenset(families),
             peer_open.sends_path_ids_to(self.open),
+            MAX_EXTENDED_MESSAGE if extended else MAX_MESSAGE,
         )
         if peer_ip in self.established:
             # RFC 4271 section 6.8: one session per neighbour. Passive and active both
@@ -263,10 +323,45 @@ class BgpSpeaker(LiveFeed):
             raise SessionError(
                 "a session with this neighbour is already Established",
                 Notification(CEASE, CONNECTION_COLLISION),
+                malformed=False,
             )
         self.established[peer_ip] = session
         log.info("BGP session with %s AS%d established: %s", peer_ip, session.peer_asn, session)
         return session
+
+    def _check_open(self, peer_ip: str, body: bytes) -> Open:
+        """The neighbour's OPEN, checked as RFC 4271 section 6.2 says."""
+        try:
+            peer_open = Open.decode(body)
+        except WireError as exc:
+            raise SessionError(f"malformed OPEN: {exc}", Notification(OPEN_ERROR)) from None
+        if peer_open.version != 4:
+            raise SessionError(
+                f"BGP version {peer_open.version}",
+                Notification(OPEN_ERROR, UNSUPPORTED_VERSION, b"\x00\x04"),
+            )
+        expected = self.peers.get(peer_ip) if self.peers is not None else None
+        if expected is not None and peer_open.asn != expected:
+            raise SessionError(
+                f"neighbour says AS{peer_open.asn}, configured AS{expected}",
+                Notification(OPEN_ERROR, BAD_PEER_AS),
+            )
+        if peer_open.hold_time in (1, 2):
+            raise SessionError(
+                f"hold time {peer_open.hold_time}",
+                Notification(OPEN_ERROR, UNACCEPTABLE_HOLD_TIME),
+            )
+        # RFC 6286 section 2.2: any non-zero identifier (even ours, between two ASes).
+        if peer_open.router_id == "0.0.0.0":
+            raise SessionError(
+                "BGP identifier 0.0.0.0", Notification(OPEN_ERROR, BAD_BGP_IDENTIFIER)
+            )
+        if peer_open.unsupported_parameters:
+            raise SessionError(
+                f"optional parameter types {list(peer_open.unsupported_parameters)}",
+                Notification(OPEN_ERROR, UNSUPPORTED_PARAMETER),
+            )
+        return peer_open
 
     async def _established(
         self,
@@ -278,6 +373,7 @@ class BgpSpeaker(LiveFeed):
         TCP read rather than two per message keeps up with a full-table burst."""
         keepalive = asyncio.ensure_future(self._send_keepalives(session.hold_time, writer))
         buf = b""
+        max_length = session.max_length
         try:
             while True:
                 try:
@@ -286,7 +382,9 @@ class BgpSpeaker(LiveFeed):
                     )
                 except TimeoutError:
                     raise SessionError(
-                        "hold timer expired", Notification(HOLD_TIMER_EXPIRED)
+                        f"hold timer expired (no message for {session.hold_time} s)",
+                        Notification(HOLD_TIMER_EXPIRED),
+                        malformed=False,
                     ) from None
                 if not chunk:
                     raise asyncio.IncompleteReadError(buf, None)
@@ -294,9 +392,11 @@ class BgpSpeaker(LiveFeed):
                 off = 0
                 while len(buf) - off >= HEADER_LEN:
                     try:
-                        mtype, length = decode_header(buf, off)
+                        mtype, length = decode_header(buf, off, max_length)
+                        if mtype != MSG_UPDATE or length < 23:
+                            check_header(mtype, length, KNOWN_TYPES)
                     except WireError as exc:
-                        raise SessionError(str(exc), Notification(HEADER_ERROR)) from None
+                        raise _header_error(exc) from None
                     if off + length > len(buf):
                         break
                     self._message(session, mtype, buf, off + HEADER_LEN, off + length)
@@ -316,22 +416,64 @@ class BgpSpeaker(LiveFeed):
     ) -> None:
         stats = self.stats
         stats.records += 1
-        source = f"session:{session.peer_ip}"
         if mtype == MSG_UPDATE:
-            try:
-                msg = decode_update(buf, start, end, asn4=session.asn4, add_path=session.add_path)
-            except WireError as exc:
-                # RFC 7606 would treat-as-withdraw; a monitor keeps the session and reports
-                # the message instead of guessing which routes it meant.
-                stats.bad_record(f"{source} message #{stats.records}", exc)
-                return
-            for update in msg.updates(time.time(), session.peer_ip, session.peer_asn, source):
-                self._emit(update)
+            self._update(session, buf, start, end)
         elif mtype == MSG_NOTIFICATION:
-            raise SessionError(f"neighbour sent {Notification.decode(buf[start:end])}")
+            raise SessionError(
+                f"closed by the neighbour: {Notification.decode(buf[start:end])}",
+                malformed=False,
+            )
         elif mtype != MSG_KEEPALIVE:
             raise SessionError(
-                f"unexpected message type {mtype} when Established", Notification(FSM_ERROR)
+                f"unexpected {MESSAGE_NAMES[mtype]} when Established",
+                Notification(FSM_ERROR, UNEXPECTED_IN_ESTABLISHED),
+            )
+
+    def _update(self, session: Established, buf: bytes, start: int, end: int) -> None:
+        """One UPDATE, with RFC 7606 error handling: treat-as-withdraw and attribute discard
+        keep the session; what hides the routes (NLRI, MP_REACH_NLRI) resets it."""
+        source = f"session:{session.peer_ip}"
+        try:
+            msg = decode_update(
+                buf, start, end, asn4=session.asn4, add_path=session.add_path, mandatory=True
+            )
+        except TreatAsWithdraw as exc:
+            assert exc.message is not None
+            withdrawn = exc.message.withdrawals(
+                time.time(), session.peer_ip, session.peer_asn, source
+            )
+            self.stats.handled(
+                "treat-as-withdraw",
+                f"{session.peer_ip} AS{session.peer_asn}",
+                f"malformed UPDATE ({exc}), {len(withdrawn)} routes withdrawn",
+            )
+            for update in withdrawn:
+                self._emit(update)
+            return
+        except WireError as exc:
+            raise SessionError(
+                f"malformed UPDATE: {exc}", Notification(UPDATE_ERROR, exc.subcode, exc.data)
+            ) from None
+        attrs = msg.attrs
+        if attrs.discarded or attrs.other_families:
+            self._partly_used(session, msg.attrs.discarded, attrs.other_families)
+        for update in msg.updates(time.time(), session.peer_ip, session.peer_asn, source):
+            self._emit(update)
+
+    def _partly_used(
+        self,
+        session: Established,
+        discarded: tuple[tuple[int, str], ...],
+        other_families: tuple[tuple[int, int], ...],
+    ) -> None:
+        who = f"{session.peer_ip} AS{session.peer_asn}"
+        for _, why in discarded:
+            self.stats.handled("attribute-discard", who, f"{why}: attribute dropped (RFC 7606)")
+        for afi, safi in other_families:
+            # RFC 4760 section 6: only negotiated families are exchanged; routes of another
+            # cannot be read, so they are skipped and the rest of the UPDATE is used.
+            self.stats.handled(
+                "family-ignored", who, f"routes of AFI {afi} SAFI {safi}, never negotiated"
             )
 
     @staticmethod
@@ -343,14 +485,38 @@ class BgpSpeaker(LiveFeed):
             await writer.drain()
             await asyncio.sleep(hold_time / 3)
 
-    async def _read(self, reader: asyncio.StreamReader, timeout: float | None) -> tuple[int, bytes]:
+    async def _read(
+        self, reader: asyncio.StreamReader, timeout: float | None, state: int
+    ) -> tuple[int, bytes]:
+        """One message before Established (OPEN, KEEPALIVE): at most 4,096 bytes, since
+        extended messages are not negotiated yet. A NOTIFICATION ends the session."""
         try:
             header = await asyncio.wait_for(reader.readexactly(HEADER_LEN), timeout)
         except TimeoutError:
-            raise SessionError("hold timer expired", Notification(HOLD_TIMER_EXPIRED)) from None
+            raise SessionError(
+                f"hold timer expired (no message for {timeout:.0f} s)",
+                Notification(HOLD_TIMER_EXPIRED),
+                malformed=False,
+            ) from None
         try:
-            mtype, length = decode_header(header)
+            mtype, length = decode_header(header, 0, MAX_MESSAGE)
+            check_header(mtype, length, KNOWN_TYPES)
         except WireError as exc:
-            raise SessionError(str(exc), Notification(HEADER_ERROR)) from None
+            raise _header_error(exc) from None
         body = await reader.readexactly(length - HEADER_LEN)
+        if mtype == MSG_NOTIFICATION:
+            raise SessionError(
+                f"closed by the neighbour: {Notification.decode(body)}", malformed=False
+            )
+        if mtype == MSG_UPDATE:
+            raise SessionError(
+                "UPDATE before the session is Established", Notification(FSM_ERROR, state)
+            )
         return mtype, body
+
+
+def _header_error(exc: WireError) -> SessionError:
+    """RFC 4271 section 6.1: a Message Header Error NOTIFICATION, data as the error gives."""
+    return SessionError(
+        f"bad message header: {exc.reason}", Notification(HEADER_ERROR, exc.subcode, exc.data)
+    )

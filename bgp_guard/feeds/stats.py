@@ -32,13 +32,43 @@ _ERRORS = Counter(
     ["feed"],
     registry=REGISTRY,
 )
+_HANDLED = Counter(
+    "overcast_bgp_feed_error_handling",
+    "Malformed input a live BGP feed acted on, by action: treat-as-withdraw, "
+    "attribute-discard, session-reset (RFC 7606 section 2), family-ignored (an AFI/SAFI "
+    "that was not negotiated).",
+    ["feed", "action"],
+    registry=REGISTRY,
+)
+_REFUSED = Counter(
+    "overcast_bgp_feed_refused",
+    "Connections a live BGP feed refused or closed to protect itself, by reason.",
+    ["feed", "reason"],
+    registry=REGISTRY,
+)
+
+
+def worth_logging(count: int) -> bool:
+    """Log the first ten of a repeated problem, then only the 16th, 32nd, 64th...: a flood
+    of bad input must not become a flood of log lines (the counters have every one)."""
+    return count <= 10 or not count & (count - 1)
 
 
 class FeedStats:
     """Counts for one feed instance. Hot loops bump the plain ints; `flush()` pushes the
     increase since the last flush to Prometheus, so counting costs nothing per update."""
 
-    __slots__ = ("_flushed", "errors", "kind", "log", "peer_downs", "records", "updates")
+    __slots__ = (
+        "_flushed",
+        "actions",
+        "errors",
+        "kind",
+        "log",
+        "peer_downs",
+        "records",
+        "refusals",
+        "updates",
+    )
 
     def __init__(self, kind: str) -> None:
         self.kind = kind  # the Prometheus `feed` label: "mrt", "ris-live", "bmp", "session"
@@ -47,12 +77,34 @@ class FeedStats:
         self.peer_downs = 0
         self.errors = 0
         self._flushed = (0, 0, 0, 0)
+        self.actions: dict[str, int] = {}  # RFC 7606 outcomes and the like, by action
+        self.refusals: dict[str, int] = {}  # connections refused or closed, by reason
         self.log = logging.getLogger(f"bgp_guard.feeds.{kind}")
 
     def bad_record(self, where: str, problem: object) -> None:
         """Count and log one malformed record; `where` names the input and the position."""
         self.errors += 1
         self.log.warning("skipped malformed record at %s: %s", where, problem)
+
+    def handled(self, action: str, where: str, problem: object, log: bool = True) -> None:
+        """Count (at once: these are rare) and log one malformed input acted on."""
+        count = self.actions[action] = self.actions.get(action, 0) + 1
+        _HANDLED.labels(self.kind, action).inc()
+        if log and worth_logging(count):
+            self.log.warning("%s from %s: %s (%d so far)", action, where, problem, count)
+
+    def refused(self, reason: str, where: str, detail: str = "") -> None:
+        """Count and log one connection refused or closed for `reason`."""
+        count = self.refusals[reason] = self.refusals.get(reason, 0) + 1
+        _REFUSED.labels(self.kind, reason).inc()
+        if worth_logging(count):
+            self.log.warning(
+                "closed the connection from %s: %s%s (%d so far)",
+                where,
+                reason,
+                f"; {detail}" if detail else "",
+                count,
+            )
 
     def flush(self) -> None:
         records, updates, peer_downs, errors = self._flushed
@@ -68,4 +120,6 @@ class FeedStats:
             "updates": self.updates,
             "peer_downs": self.peer_downs,
             "errors": self.errors,
+            **self.actions,
+            **{f"refused {reason}": n for reason, n in self.refusals.items()},
         }

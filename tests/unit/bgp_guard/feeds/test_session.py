@@ -1,6 +1,8 @@
-"""The session FSM against a scripted neighbour on loopback: malformed UPDATEs are counted
-and skipped, a broken header ends the session with a NOTIFICATION, and the routes of a
-session that ends are withdrawn (as one PeerDown). Interop with real daemons: tests/integration/bgp_guard."""
+"""The session FSM against a scripted neighbour on loopback: malformed UPDATEs are treated as
+withdrawals (RFC 7606) and counted, a broken header ends the session with a NOTIFICATION,
+and the routes of a session that ends are withdrawn (as one PeerDown). Interop with real
+daemons: tests/integration/bgp_guard; the same bytes against `overcast guard watch`:
+tests/integration/bgp_guard/test_hostile_input.py."""
 
 from __future__ import annotations
 
@@ -79,7 +81,7 @@ def run(asn: int, then: list[bytes]) -> tuple[BgpSpeaker, list[FeedItem], Notifi
     return asyncio.run(asyncio.wait_for(scenario(), 20))
 
 
-def test_malformed_update_is_counted_and_the_session_goes_on() -> None:
+def test_malformed_updates_are_withdrawn_and_the_session_goes_on() -> None:
     broken_marker = b"\x00" * 16 + b"\x00\x13\x04"
     speaker, got, notification = run(
         PEER_ASN,
@@ -92,7 +94,8 @@ def test_malformed_update_is_counted_and_the_session_goes_on() -> None:
             broken_marker,
         ],
     )
-    assert notification == Notification(1, 0)  # message header error, RFC 4271 section 6.1
+    # RFC 4271 section 6.1: message header error, Connection Not Synchronized.
+    assert notification == Notification(1, 1)
     *updates, down = got
     announced = [(str(u.prefix), u.announce) for u in updates if isinstance(u, Update)]
     assert len(announced) == len(updates)
@@ -102,6 +105,8 @@ def test_malformed_update_is_counted_and_the_session_goes_on() -> None:
         ("198.51.100.128/25", True),
     ]
     assert ("2001:db8:100::/48", True) in announced
+    # RFC 7606 treat-as-withdraw: the route of the UPDATE with a bad LARGE_COMMUNITIES.
+    assert ("203.0.113.0/25", False) in announced
     large = [u.large_communities for u in updates if isinstance(u, Update)][-1]
     assert large == ((64496, 4294967295, 0), (4200000001, 100, 1))  # RFC 8092, from bird2
     # The session ended: everything still announced is gone (RFC 4271 section 8.2.2).
@@ -111,7 +116,8 @@ def test_malformed_update_is_counted_and_the_session_goes_on() -> None:
         PEER_ASN,
         "session:127.0.0.1",
     )
-    assert speaker.stats.errors == 2 and speaker.stats.peer_downs == 1
+    assert speaker.stats.actions == {"treat-as-withdraw": 2, "session-reset": 1}
+    assert speaker.stats.errors == 0 and speaker.stats.peer_downs == 1
     assert speaker.stats.records == 5  # the five UPDATEs that had a valid header
 
 

@@ -99,7 +99,14 @@ def test_notification_round_trip() -> None:
     raw = Notification(2, 2, b"\x01").encode()
     _, start, end = split_message(raw)
     assert Notification.decode(raw[start:end]) == Notification(2, 2, b"\x01")
-    assert str(Notification(6, 5)) == "NOTIFICATION 6/5"
+    assert str(Notification(6, 5)) == "NOTIFICATION 6/5 Cease, Connection Rejected"
+    shutdown = Notification(6, 2, b"\x0bmaintenance")  # RFC 9003 shutdown communication
+    assert str(shutdown) == 'NOTIFICATION 6/2 Cease, Administrative Shutdown: "maintenance"'
+    assert str(Notification(4, 0)) == "NOTIFICATION 4/0 Hold Timer Expired"
+    assert str(Notification(3, 1, b"\x01")) == (
+        "NOTIFICATION 3/1 UPDATE Message Error, Malformed Attribute List (data 01)"
+    )
+    assert Notification.decode(b"") == Notification(0, 0)  # never raises
 
 
 def test_add_path_negotiation() -> None:
