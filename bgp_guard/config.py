@@ -14,7 +14,7 @@ guard:
     bgp: {local_asn: 64511, router_id: 192.0.2.10, listen: 192.0.2.10,
           neighbours: {192.0.2.1: 64500,          # or, with a TCP-MD5 (RFC 2385) password:
                        192.0.2.2: {asn: 64501, password_file: bgp-192.0.2.2.password}}}
-    bmp: {listen: 127.0.0.1}
+    bmp: {listen: 127.0.0.1}                     # max_routers: 64, initiation_timeout: 30
     ris_live: {}                                 # RIPE RIS-live, our prefixes subscribed
 ```
 """
@@ -162,10 +162,20 @@ class BgpFeed(Model):
 
 
 class BmpFeed(Model):
-    """A BMP (RFC 7854) station: routers connect here and mirror their BGP peers' routes."""
+    """A BMP (RFC 7854) station: routers connect here and mirror their BGP peers' routes.
+    The limits keep one misbehaving client from taking the station's memory: past them a
+    connection is closed and counted in overcast_bgp_feed_refused_total."""
 
     listen: Address
     port: int = Field(11019, ge=1, le=65535)  # no IANA port; 11019 is the common choice
+    max_routers: int = Field(64, ge=1)  # connections in all
+    # per source address: a reconnecting router's new connection overlaps its old one
+    max_connections_per_router: int = Field(2, ge=1)
+    initiation_timeout: float = Field(30.0, gt=0)  # until the first message (RFC 7854 4.3)
+    message_timeout: float = Field(30.0, gt=0)  # for a message to arrive whole
+    # BMP has no keepalive and a quiet router may send nothing for hours: off by default
+    # (TCP keepalives still find a router that died).
+    idle_timeout: float | None = Field(None, gt=0)
 
 
 RIS_LIVE_URL = "wss://ris-live.ripe.net/v1/ws/?client=overcast"

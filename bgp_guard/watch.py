@@ -135,7 +135,14 @@ async def start_feeds(
                 local = None if bgp.local_address is None else str(bgp.local_address)
                 speaker.connect(str(neighbour), bgp.port, local_address=local)
         if config.bmp is not None:
-            bmp = BmpListener()
+            b = config.bmp
+            bmp = BmpListener(
+                b.max_routers,
+                b.max_connections_per_router,
+                b.initiation_timeout,
+                b.message_timeout,
+                b.idle_timeout,
+            )
             feeds.append(bmp)
             await bmp.listen(str(config.bmp.listen), config.bmp.port)
         if config.ris_live is not None:

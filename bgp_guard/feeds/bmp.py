@@ -11,7 +11,17 @@ skipped. Loc-RIB monitoring (RFC 9069) is attributed to the router's BGP identif
 
 A bad message is counted and logged with the router and its byte offset in the stream, and
 the feed goes on; a broken common header (wrong version or length) ends that router's
-connection, since the stream cannot be resynchronised. The router reconnects.
+connection, since the stream cannot be resynchronised. The router reconnects. A Route
+Monitoring UPDATE that RFC 7606 treats as withdraw withdraws its routes here too (the
+router's Adj-RIB-In no longer holds them).
+
+What one connection may cost is bounded: a message of at most `MAX_MESSAGE` bytes (twice
+the largest a router sends), which must arrive whole within `message_timeout` of its header;
+the first message (the Initiation, RFC 7854 section 4.3) within `initiation_timeout`, so a
+connection that never speaks BMP is closed; connections per source address and in all
+(`LiveFeed`). BMP has no keepalive, and a router with a quiet table may send nothing for
+hours, so silence after the Initiation is allowed (set `idle_timeout` to close such
+connections); TCP keepalives find a router that died.
 
     listener = BmpListener()
     await listener.listen("192.0.2.10", 11019)
@@ -21,16 +31,19 @@ connection, since the stream cannot be resynchronised. The router reconnects.
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 import time
 from dataclasses import dataclass, field
 
-from bgp_guard.feeds.live import LiveFeed
+from bgp_guard.feeds.live import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE, LiveFeed
 from bgp_guard.update import PeerDown
 from bgp_guard.wire import (
+    MAX_EXTENDED_MESSAGE,
     MSG_OPEN,
     MSG_UPDATE,
     Open,
+    TreatAsWithdraw,
     WireError,
     decode_update,
     ip_text,
@@ -47,7 +60,13 @@ PEER_TYPE_LOC_RIB = 3  # RFC 9069 section 4.1
 FLAG_IPV6, FLAG_POST_POLICY, FLAG_2_BYTE_AS, FLAG_ADJ_RIB_OUT = 0x80, 0x40, 0x20, 0x10
 # Information TLV types of Initiation/Termination, sections 4.3 and 4.4.
 INFO_TLVS = {0: "string", 1: "sysDescr", 2: "sysName"}
-MAX_MESSAGE = 1 << 20  # far above any BMP message (a BGP UPDATE is at most 64 KiB)
+# The largest message a router sends is a Route Monitoring with a 65,535-byte UPDATE (RFC
+# 8654): 65,583 bytes. Twice that leaves room for Information TLVs.
+MAX_MESSAGE = 2 * (COMMON_HEADER.size + PER_PEER_HEADER.size + MAX_EXTENDED_MESSAGE)
+INITIATION_TIMEOUT = 30.0
+MESSAGE_TIMEOUT = 30.0
+# TCP keepalive: idle seconds, interval, probes. A router that died is gone in two minutes.
+KEEPALIVE = (60, 10, 6)
 PeerKey = tuple[str, bytes, bool]  # peer address, distinguisher, post-policy
 
 
@@ -93,8 +112,18 @@ class _Router:
 
 
 class BmpListener(LiveFeed):
-    def __init__(self) -> None:
-        super().__init__("bmp")
+    def __init__(
+        self,
+        max_connections: int = MAX_CONNECTIONS,
+        max_connections_per_router: int = MAX_CONNECTIONS_PER_SOURCE,
+        initiation_timeout: float = INITIATION_TIMEOUT,
+        message_timeout: float = MESSAGE_TIMEOUT,
+        idle_timeout: float | None = None,
+    ) -> None:
+        super().__init__("bmp", max_connections, max_connections_per_router)
+        self.initiation_timeout = initiation_timeout
+        self.message_timeout = message_timeout
+        self.idle_timeout = idle_timeout
 
     async def listen(self, host: str, port: int = 11019) -> None:
         await self._serve(host, port)
@@ -103,18 +132,37 @@ class BmpListener(LiveFeed):
         router = _Router(writer.get_extra_info("peername")[0])
         log = self.stats.log
         log.info("BMP router %s connected", router.address)
+        _keepalive(writer.get_extra_info("socket"))
         offset = 0
+        wait: float | None = self.initiation_timeout
         try:
             while True:
-                header = await reader.readexactly(COMMON_HEADER.size)
+                try:
+                    header = await asyncio.wait_for(reader.readexactly(COMMON_HEADER.size), wait)
+                except TimeoutError:
+                    reason = "no-initiation" if offset == 0 else "idle"
+                    self.stats.refused(reason, router.address, f"nothing for {wait:.0f} s")
+                    return
                 version, length, mtype = COMMON_HEADER.unpack(header)
                 if version != BMP_VERSION or not COMMON_HEADER.size <= length <= MAX_MESSAGE:
                     self.stats.bad_record(
                         f"BMP router {router.address} byte {offset}",
-                        f"version {version}, length {length}: not BMP v3; closing",
+                        f"version {version}, length {length}: not BMP v3 (at most "
+                        f"{MAX_MESSAGE} bytes); closing",
                     )
                     return
-                body = await reader.readexactly(length - COMMON_HEADER.size)
+                try:
+                    body = await asyncio.wait_for(
+                        reader.readexactly(length - COMMON_HEADER.size), self.message_timeout
+                    )
+                except TimeoutError:
+                    self.stats.refused(
+                        "slow-message",
+                        router.address,
+                        f"a {length}-byte message did not arrive in {self.message_timeout:.0f} s",
+                    )
+                    return
+                wait = self.idle_timeout
                 self.stats.records += 1
                 try:
                     if mtype == TERMINATION:
@@ -126,7 +174,8 @@ class BmpListener(LiveFeed):
                     self.stats.bad_record(f"BMP router {router.address} byte {where}", exc.reason)
                 offset += length
         except (OSError, asyncio.IncompleteReadError) as exc:
-            log.info("BMP router %s disconnected: %s", router.address, exc or "closed")
+            why = "closed" if isinstance(exc, asyncio.IncompleteReadError) else exc.strerror
+            log.info("BMP router %s disconnected: %s", router.address, why or exc)
         finally:
             writer.close()
             # Without the router we cannot know what its peers still announce.
@@ -159,16 +208,26 @@ class BmpListener(LiveFeed):
         mtype, bgp_start, bgp_end = split_message(body, start)
         if mtype != MSG_UPDATE:
             raise WireError(f"Route Monitoring carries BGP message type {mtype}", start)
-        # The A flag: this UPDATE still has 2-byte AS_PATH (section 4.2).
-        msg = decode_update(
-            body,
-            bgp_start,
-            bgp_end,
-            asn4=not peer.flags & FLAG_2_BYTE_AS,
-            add_path=router.add_path.get(peer.key, False),
-        )
         router.asns[peer.key] = peer.peer_asn
-        for update in msg.updates(peer.time, peer.peer_ip, peer.peer_asn, router.source):
+        try:
+            # The A flag: this UPDATE still has 2-byte AS_PATH (section 4.2).
+            msg = decode_update(
+                body,
+                bgp_start,
+                bgp_end,
+                asn4=not peer.flags & FLAG_2_BYTE_AS,
+                add_path=router.add_path.get(peer.key, False),
+            )
+            updates = msg.updates(peer.time, peer.peer_ip, peer.peer_asn, router.source)
+        except TreatAsWithdraw as exc:
+            assert exc.message is not None
+            updates = exc.message.withdrawals(peer.time, peer.peer_ip, peer.peer_asn, router.source)
+            self.stats.handled(
+                "treat-as-withdraw",
+                f"BMP router {router.address} peer {peer.peer_ip}",
+                f"malformed UPDATE ({exc}), {len(updates)} routes withdrawn",
+            )
+        for update in updates:
             self._emit(update)
 
     def _peer_down(self, router: _Router, peer: PeerHeader) -> None:
@@ -184,6 +243,17 @@ class BmpListener(LiveFeed):
             peer.peer_asn,
         )
         self._emit_peer_down(PeerDown(peer.time, peer.peer_ip, peer.peer_asn, router.source))
+
+
+def _keepalive(sock: socket.socket | None) -> None:
+    """TCP keepalives on a router's connection, so that one that died is noticed."""
+    if sock is None:
+        return
+    idle, interval, count = KEEPALIVE
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
 
 
 def _peer_up_add_path(body: bytes) -> frozenset[int]:

@@ -12,7 +12,52 @@ What it does: IPv4 and IPv6 unicast (RFC 4760), 4-byte ASNs (RFC 6793), capabili
 FSM of RFC 4271 section 8 in its basic form (OpenSent -> OpenConfirm -> Established, hold and
 keepalive timers, NOTIFICATION on errors), RFC 7606 error handling (each outcome counted in
 `overcast_bgp_feed_error_handling_total`), TCP-MD5 per neighbour (RFC 2385, `tcp_md5.py`).
-It announces nothing. How each error is treated: `docs/bgp-session-errors.md`. When a session ends, its routes are withdrawn (the Adj-RIB-In is gone, RFC 4271
+It announces nothing.
+
+How each error a neighbour can make is treated (RFC 4271 section 6, RFC 7606; counted in
+`overcast_bgp_feed_error_handling_total{action}` and logged with the neighbour):
+
+  Header (6.1)       marker not all ones                   1/1 Connection Not Synchronized
+                     length < 19, > 4,096 (> 65,535 with   1/2 Bad Message Length, data =
+                     RFC 8654), OPEN < 29 or > 4,096,      the length field
+                     UPDATE < 23, NOTIFICATION < 21,
+                     KEEPALIVE != 19
+                     type not 1-4 (no ROUTE-REFRESH        1/3 Bad Message Type, data = type
+                     advertised)
+  OPEN (6.2)         version != 4                          2/1, data = 4
+                     ASN not the configured one            2/2 Bad Peer AS
+                     BGP identifier 0 (RFC 6286)           2/3 Bad BGP Identifier
+                     parameter other than capabilities     2/4 Unsupported Optional Parameter
+                     hold time 1 or 2                      2/6 Unacceptable Hold Time
+                     unparseable                           2/0
+  FSM (RFC 6608)     not OPEN in OpenSent, not KEEPALIVE   5/1, 5/2, 5/3
+                     in OpenConfirm, OPEN when Established
+  Hold timer         nothing for the hold time             4/0 Hold Timer Expired
+  Collision (6.8)    a second session with a neighbour     6/7 to the newer one
+  UPDATE (RFC 7606)  attribute flags conflict (3 c),       treat-as-withdraw: every route
+                     ORIGIN/NEXT_HOP/MED/LOCAL_PREF/       the UPDATE names is withdrawn,
+                     ORIGINATOR_ID length, COMMUNITIES/    the session stays
+                     CLUSTER_LIST/EXTENDED/LARGE_
+                     COMMUNITIES not a non-zero multiple,
+                     bad ORIGIN value, malformed AS_PATH
+                     (7.1-7.14), ORIGIN/AS_PATH/NEXT_HOP
+                     missing (3 d), attribute list cut
+                     short (4)
+                     ATOMIC_AGGREGATE, AGGREGATOR (7.6,    attribute discard
+                     7.7), AS4_PATH, AS4_AGGREGATOR (RFC
+                     6793 section 6), a repeated attribute
+                     (3 g)
+                     MP_REACH/MP_UNREACH of a family not   skipped (family-ignored), the
+                     negotiated (RFC 4760 section 6)       rest of the UPDATE is used
+                     NLRI or withdrawn routes malformed    session reset: 3/10 Invalid
+                     (5.3), MP attribute repeated (3 g) or Network Field, 3/1, 3/9; 3/2
+                     unreadable (7.11), lengths past the   Unrecognized Well-known
+                     message (4), unknown well-known type  Attribute
+  NOTIFICATION       from the neighbour, in any state      session ends, decoded in the log
+
+Not checked, on purpose: the first AS of the AS_PATH against the neighbour's (RFC 4271 6.3):
+route servers do not prepend theirs (RFC 7947 section 2.2.2.1), and a monitor wants to see
+such paths, not reset the session over them. When a session ends, its routes are withdrawn (the Adj-RIB-In is gone, RFC 4271
 section 8.2.2): the feed emits a `PeerDown` and the guard withdraws them, so detectors see the
 loss of visibility.
 
