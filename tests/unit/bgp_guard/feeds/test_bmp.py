@@ -133,7 +133,8 @@ def test_session_of_messages(caplog: pytest.LogCaptureFixture) -> None:
 
 def test_large_communities(caplog: pytest.LogCaptureFixture) -> None:
     """RFC 8092 large communities in Route Monitoring (UPDATEs bird2 sent); one with a bad
-    length is a counted bad record with its offset, and the next message still counts."""
+    length is treated as withdraw (RFC 7606: the router no longer holds that route), counted
+    and logged, and the next message still counts."""
     bad = peer_header() + golden("error_large_communities_length")
     stream = (
         bmp(PEER_UP, peer_up())
@@ -143,15 +144,16 @@ def test_large_communities(caplog: pytest.LogCaptureFixture) -> None:
     )
     with caplog.at_level(logging.WARNING, "bgp_guard.feeds.bmp"):
         listener, got = run(stream)
-    assert [(str(u.prefix), u.large_communities) for u in got if isinstance(u, Update)] == [
-        ("198.51.100.0/24", ((64496, 4294967295, 0), (4200000001, 100, 1))),
-        ("2001:db8:100::/48", ((4200000001, 6, 6),)),
+    updates = [
+        (str(u.prefix), u.announce, u.large_communities) for u in got if isinstance(u, Update)
     ]
-    assert listener.stats.errors == 1
-    offset = 6 + len(peer_up()) + 6 + len(peer_header()) + 43
-    assert f"byte {offset}: LARGE_COMMUNITIES of 8 bytes, not a non-zero multiple of 12" in (
-        caplog.text
-    )
+    assert updates == [
+        ("203.0.113.0/25", False, ()),
+        ("198.51.100.0/24", True, ((64496, 4294967295, 0), (4200000001, 100, 1))),
+        ("2001:db8:100::/48", True, ((4200000001, 6, 6),)),
+    ]
+    assert listener.stats.actions == {"treat-as-withdraw": 1}
+    assert "LARGE_COMMUNITIES of 8 bytes, not a non-zero multiple of 12" in caplog.text
 
 
 def test_add_path_negotiated_in_peer_up() -> None:
