@@ -15,7 +15,10 @@ links from an older plan are found and removed, and `remove_site` works after a 
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
+import shutil
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +27,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from bridge import portguard, wireguard
+from bridge import mss, portguard, wireguard
 from bridge.keys import KeyStore, KeyStoreError, public_key_of
-from bridge.netns import NETNS_DIR, ApplyError, require_netns
+from bridge.netns import NETNS_DIR, ApplyError, require_netns, run
 from bridge.plan import SitePlan, VxlanTunnel, WireGuardInterface
 
 if TYPE_CHECKING:
@@ -34,6 +37,11 @@ if TYPE_CHECKING:
 
 Backend = Literal["kernel", "wireguard-go"]
 _IFF_UP = 0x1
+# The routing protocol number our routes carry, so they are told from anyone else's and
+# stale ones are found: unassigned in iproute2's rt_protos (rtnetlink.h RTPROT_*).
+RTPROT_OVERCAST = 77
+_MAIN_TABLE = 254
+_FORWARDING = {4: "net.ipv4.ip_forward", 6: "net.ipv6.conf.all.forwarding"}
 
 
 @dataclass(frozen=True)
@@ -105,6 +113,9 @@ def apply_site(
         if not wireguard.matches(wireguard.show(netns, wg.name), wg, private_key):
             wireguard.set_config(netns, wg.name, wireguard.render(wg, private_key))
             changes.append(f"configured {wg.name}: {len(wg.peers)} peer(s), port {wg.listen_port}")
+    _ensure_forwarding(netns, {r.prefix.version for r in plan.routes}, changes)
+    with IPRoute(netns=netns, flags=0) as ipr:
+        _ensure_routes(ipr, plan, netns, changes)
     wg_names = {wg.name for wg in plan.wireguard_interfaces}
     wanted = {t.name: t for t in plan.tunnels()}
     with IPRoute(netns=netns, flags=0) as ipr:
@@ -128,6 +139,8 @@ def apply_site(
     with IPRoute(netns=netns, flags=0) as ipr:
         for t in wanted.values():
             _ensure_link_state(ipr, _index(ipr, t.name), t.name, t.mtu, alias, changes)
+    # Before the tunnels join the switch, so no SYN crosses unclamped.
+    mss.ensure_clamp(netns, plan, changes)
     if switch is not None:
         userspace = portguard.needs_guard(switch.datapath_type(plan.switch))
         # Guarded before they join the switch, so the kernel never sees a switched frame.
@@ -184,6 +197,8 @@ def remove_site(
                     _delete(ipr, name, netns, removed)
         # Last: until its ports are gone, a switch may still read them.
         portguard.remove_guard(netns, guard_table(plan.site), removed)
+        if shutil.which("nft") is not None:
+            mss.remove_clamp(netns, plan.site, removed)
     return tuple(removed)
 
 
@@ -237,6 +252,47 @@ def _ensure_address(
         except NetlinkError as exc:
             raise _error(exc, f"adding {want[0]}/{want[1]} to {wg.name}", netns) from None
         changes.append(f"added {want[0]}/{want[1]} to {wg.name}")
+
+
+# -- routed (L3) prefixes ------------------------------------------------------------------
+
+
+def _ensure_routes(ipr: IPRoute, plan: SitePlan, netns: str, changes: list[str]) -> None:
+    """Every prefix other sites announce routed into the WireGuard interface of its path
+    (AllowedIPs pick the peer); routes of ours the plan no longer has are removed,
+    wherever they point, so a prefix that moved to another site leaves nothing stale."""
+    want = {r.prefix: (r, _index(ipr, r.interface)) for r in plan.routes}
+    have: dict[ipaddress.IPv4Network | ipaddress.IPv6Network, int] = {}
+    for family in (socket.AF_INET, socket.AF_INET6):
+        for route in ipr.get_routes(family=family, table=_MAIN_TABLE):
+            if route["proto"] == RTPROT_OVERCAST:
+                net = ipaddress.ip_network(f"{route.get('RTA_DST')}/{route['dst_len']}")
+                have[net] = int(route.get("RTA_OIF") or 0)
+    for net, oif in have.items():
+        if net not in want or oif != want[net][1]:
+            ipr.route("del", dst=str(net), oif=oif, proto=RTPROT_OVERCAST)
+            changes.append(f"removed route {net}")
+            have[net] = 0
+    for net, (r, index) in want.items():
+        if have.get(net) == index:
+            continue
+        try:
+            ipr.route("add", dst=str(net), oif=index, proto=RTPROT_OVERCAST)
+        except NetlinkError as exc:
+            fix = "remove the route that is in the way (ip route) or the prefix from the config"
+            raise _error(exc, f"routing {net} into {r.interface}", netns, fix) from None
+        changes.append(f"routed {net} ({r.segment}) to {r.peer} via {r.interface}")
+
+
+def _ensure_forwarding(netns: str, families: set[int], changes: list[str]) -> None:
+    """A site that routes prefixes forwards between its LANs and the tunnel. Left on at
+    removal: the namespace's other routes may rely on it."""
+    for family in sorted(families):
+        key = _FORWARDING[family]
+        fix = "check that procps (sysctl) is installed and run as root"
+        if run(netns, ["sysctl", "-n", key], what=f"reading {key}", fix=fix).strip() != "1":
+            run(netns, ["sysctl", "-qw", f"{key}=1"], what=f"setting {key}", fix=fix)
+            changes.append(f"enabled IPv{family} forwarding ({key}=1)")
 
 
 # -- VXLAN tunnels -----------------------------------------------------------------------

@@ -19,6 +19,7 @@ _WIREGUARD_MESSAGE = 32
 _ETHERNET_HEADER = 14  # the inner frame's header travels inside VXLAN
 _VXLAN_HEADER = 8  # RFC 7348 section 5
 DOT1Q_TAG = 4  # IEEE 802.1Q
+IPV6_MIN_MTU = 1280  # RFC 8200 section 5: every link carrying IPv6
 
 
 def wireguard_overhead(underlay: IPVersion) -> int:

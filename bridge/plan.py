@@ -19,20 +19,26 @@ computes the same overlay addresses and VXLAN ports for a pair without talking t
   the first one's tunnels as they were.
 - A peer reached over two or more paths gets OVS BFD on each path's tunnel port
   (bridge.failover), which the controller's fast-failover groups watch.
+- Each L3 segment routes the prefixes other sites announce into the WireGuard interface of
+  the most preferred network shared with the announcing site; WireGuard's AllowedIPs pick
+  the peer (cryptokey routing).
+- TCP MSS is clamped per path (RFC 6691 section 2; `bridge.mss`): a routed prefix by the
+  narrower WireGuard MTU of its two ends, an L2 tunnel by its VXLAN MTU.
+- A revoked site is nobody's peer: its key, prefixes and tunnels leave every plan.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 
 from pydantic import Field
 
 from bridge import mtu
 from bridge.keys import KeyStoreError, check_public_key
 from controller.fabric import FabricPort
-from overcast.config import L2Segment, OvercastConfig
+from overcast.config import L2Segment, L3Segment, OvercastConfig
 from overcast.model import IPAddress, IPNetwork, Model
 
 IFNAMSIZ = 15  # Linux interface names: IFNAMSIZ (16) minus the terminating NUL
@@ -97,12 +103,26 @@ class SegmentAttachment(Model):
     tunnels: tuple[VxlanTunnel, ...]
 
 
+class RoutedPrefix(Model):
+    """A prefix another site announces on an L3 segment, routed into the WireGuard interface
+    toward `peer`, with TCP SYNs clamped to the narrower MTU of the two ends."""
+
+    segment: str
+    prefix: IPNetwork
+    peer: str
+    interface: str  # the WireGuard interface of the most preferred shared network
+    path_mtu: int  # the narrower WireGuard MTU of this site and `peer` on that network
+    mss: int  # RFC 6691 section 2, for the prefix's family
+
+
 class SitePlan(Model):
     site: str
     switch: str  # the site's OVS bridge, which the tunnel ports join
     # One per underlay network the site is on, in the config's order of preference.
     wireguard_interfaces: tuple[WireGuardInterface, ...] = Field(min_length=1)
     segments: tuple[SegmentAttachment, ...]
+    routes: tuple[RoutedPrefix, ...] = ()
+    announced: tuple[IPNetwork, ...] = ()  # what this site hosts on its L3 segments
 
     @property
     def wireguard(self) -> WireGuardInterface:
@@ -165,27 +185,43 @@ def vxlan_port(config: OvercastConfig, a: str, b: str, underlay: str | None = No
     return config.bridge.vxlan_port_base + k * pairs + j * (j - 1) // 2 + i
 
 
-def peers_of(config: OvercastConfig, site: str) -> list[str]:
-    """Every other site sharing a segment (L2 or L3) with `site`, in config order."""
+def peers_of(
+    config: OvercastConfig, site: str, revoked: Collection[str] = frozenset()
+) -> list[str]:
+    """Every other site sharing a segment (L2 or L3) with `site`, in config order, less
+    the `revoked` ones."""
     shared = {s for seg in config.segments_at(site).values() for s in seg.sites}
-    return [s for s in config.sites if s in shared and s != site]
+    return [s for s in config.sites if s in shared and s != site and s not in revoked]
 
 
 def plan_site(
-    config: OvercastConfig, site: str, public_keys: Mapping[str, str], *, prefix: str
+    config: OvercastConfig,
+    site: str,
+    public_keys: Mapping[str, str],
+    *,
+    prefix: str,
+    revoked: Collection[str] = frozenset(),
 ) -> SitePlan:
     """The data plane of `site`. `public_keys` maps site names to base64 public keys and
-    must hold this site and every peer; `prefix` starts the WireGuard interface name."""
+    must hold this site and every peer; `prefix` starts the WireGuard interface name.
+    `revoked` sites (`bridge.keys.KeyStore.revoked`) are left out as peers."""
     if site not in config.sites:
         raise PlanError(f"unknown site {site!r}; use one of: {', '.join(config.sites)}")
+    if site in revoked:
+        raise PlanError(
+            f"site {site!r} is revoked; give it a new key with "
+            f"'overcast bridge keys rotate CONFIG {site} --keys DIR' to bring it back"
+        )
     order = list(config.sites)
     networks = config.underlay_names()
     here = config.sites[site]
     bridge = config.bridge
-    peers = peers_of(config, site)
+    peers = peers_of(config, site, revoked)
     keys = {s: _public_key(public_keys, s) for s in (site, *peers)}
+    routes = _routes(config, site, peers, prefix)
     interfaces = tuple(
-        _wireguard(config, site, network, peers, keys, prefix) for network in config.addresses(site)
+        _wireguard(config, site, network, peers, keys, prefix, routes)
+        for network in config.addresses(site)
     )
     segments = []
     for seg_name, seg in config.segments_at(site).items():
@@ -237,7 +273,60 @@ def plan_site(
         switch=here.switch.bridge,
         wireguard_interfaces=interfaces,
         segments=tuple(segments),
+        routes=routes,
+        announced=tuple(
+            p
+            for seg in config.segments_at(site).values()
+            if isinstance(seg, L3Segment)
+            for p in seg.announce.get(site, ())
+        ),
     )
+
+
+def _wireguard_mtu(config: OvercastConfig, site: str, network: str) -> int:
+    return mtu.wireguard_mtu(
+        config.sites[site].underlay_mtu, config.addresses(site)[network].version
+    )
+
+
+def _routes(
+    config: OvercastConfig, site: str, peers: list[str], prefix: str
+) -> tuple[RoutedPrefix, ...]:
+    """The prefixes `peers` announce on the L3 segments `site` is in, each over the most
+    preferred network the two share."""
+    routes = []
+    for seg_name, seg in config.segments_at(site).items():
+        if not isinstance(seg, L3Segment):
+            continue
+        for peer, prefixes in seg.announce.items():
+            shared = config.shared_underlays(site, peer)
+            if peer not in peers or not shared:
+                continue
+            network = shared[0]
+            path = min(_wireguard_mtu(config, s, network) for s in (site, peer))
+            for net in prefixes:
+                if net.version == 6 and path < mtu.IPV6_MIN_MTU:
+                    raise PlanError(
+                        f"segments.{seg_name}: {net} is IPv6, but the path {site} - {peer} "
+                        f"has a WireGuard MTU of {path}, below IPv6's minimum of "
+                        f"{mtu.IPV6_MIN_MTU} (RFC 8200 section 5); raise the underlay_mtu "
+                        "of the narrower site"
+                    )
+                routes.append(
+                    RoutedPrefix(
+                        segment=seg_name,
+                        prefix=net,
+                        peer=peer,
+                        interface=wireguard_name(
+                            prefix,
+                            list(config.sites).index(site),
+                            config.underlay_names().index(network),
+                        ),
+                        path_mtu=path,
+                        mss=mtu.tcp_mss(path, net.version),
+                    )
+                )
+    return tuple(routes)
 
 
 def _wireguard(
@@ -247,9 +336,12 @@ def _wireguard(
     peers: list[str],
     keys: Mapping[str, str],
     prefix: str,
+    routes: tuple[RoutedPrefix, ...],
 ) -> WireGuardInterface:
-    """`site`'s WireGuard interface on `network`: every peer on that network is a peer."""
+    """`site`'s WireGuard interface on `network`: every peer on that network is a peer,
+    with the prefixes it announces if they are routed over this interface."""
     k = config.underlay_names().index(network)
+    name = wireguard_name(prefix, list(config.sites).index(site), k)
     here = config.sites[site]
     local = overlay_address(config, site, network)
     host_bits = 32 if local.version == 4 else 128
@@ -266,12 +358,13 @@ def _wireguard(
                 endpoint=f"{host}:{config.sites[peer].wireguard_port + k}",
                 allowed_ips=(
                     ipaddress.ip_network(f"{overlay_address(config, peer, network)}/{host_bits}"),
+                    *(r.prefix for r in routes if r.peer == peer and r.interface == name),
                 ),
                 persistent_keepalive=config.bridge.persistent_keepalive,
             )
         )
     return WireGuardInterface(
-        name=wireguard_name(prefix, list(config.sites).index(site), k),
+        name=name,
         underlay=network,
         public_key=keys[site],
         listen_port=here.wireguard_port + k,

@@ -74,11 +74,18 @@ class L2Segment(Model):
 
 
 class L3Segment(Model):
-    """Routed prefixes reachable from every listed site."""
+    """Routed prefixes reachable from every listed site.
+
+    `prefixes` is the segment's address space; `announce` says which site hosts which part
+    of it (site -> prefixes inside `prefixes`). Each site routes the prefixes the others
+    announce into its WireGuard tunnel, and WireGuard's AllowedIPs bind each prefix to the
+    peer that announced it. A site that announces nothing still reaches the others.
+    """
 
     mode: Literal["l3"]
     prefixes: tuple[Prefix, ...] = Field(min_length=1)
     sites: tuple[Name, ...]
+    announce: dict[Name, tuple[Prefix, ...]] = {}
 
 
 Segment = Annotated[L2Segment | L3Segment, Field(discriminator="mode")]
@@ -264,6 +271,7 @@ def cross_check(config: OvercastConfig) -> list[ConfigError]:
         *_check_unique_vni(config),
         *_check_vlans(config),
         *_check_prefix_overlap(config),
+        *_check_announcements(config),
         *config.guard.problems(),
         *config.bridge.problems(config),
     ]
@@ -434,3 +442,37 @@ def _check_prefix_overlap(config: OvercastConfig) -> Iterable[ConfigError]:
                         f"{prefix} overlaps {other} in {where}; L3 prefixes must not overlap",
                     )
             owned.append((net, f"segments.{name}"))
+
+
+def _check_announcements(config: OvercastConfig) -> Iterator[ConfigError]:
+    for name, seg in config.segments.items():
+        if not isinstance(seg, L3Segment):
+            continue
+        seen: list[tuple[Any, str]] = []
+        for site, prefixes in seg.announce.items():
+            if site not in seg.sites:
+                yield ConfigError(
+                    f"segments.{name}.announce.{site}",
+                    f"site {site!r} is not in this segment's sites; add it to "
+                    f"segments.{name}.sites or remove its announcement",
+                )
+            for i, prefix in enumerate(prefixes):
+                at = f"segments.{name}.announce.{site}.{i}"
+                if not any(
+                    prefix.version == p.version and prefix.subnet_of(p)  # type: ignore[arg-type]
+                    for p in seg.prefixes
+                ):
+                    yield ConfigError(
+                        at,
+                        f"{prefix} is outside the segment's prefixes "
+                        f"({', '.join(map(str, seg.prefixes))}); announce a part of them "
+                        "or add it to the segment's prefixes",
+                    )
+                for other, where in seen:
+                    if prefix.version == other.version and prefix.overlaps(other):
+                        yield ConfigError(
+                            at,
+                            f"{prefix} overlaps {other} announced by {where}; a prefix is "
+                            "hosted at one site only (move it, do not announce it twice)",
+                        )
+                seen.append((prefix, f"site {site}"))

@@ -43,8 +43,11 @@ def lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lab]:
         for a, b in itertools.combinations(config.sites, 2):
             sh("ip", "link", "add", f"u-{b}", "netns", lab.netns[a], "type", "veth",
                "peer", "name", f"u-{a}", "netns", lab.netns[b])  # fmt: skip
+            # The underlay link carries what the narrower site says it does.
+            link_mtu = min(config.sites[a].underlay_mtu, config.sites[b].underlay_mtu)
             for here, there in ((a, b), (b, a)):
                 ns, dev = lab.netns[here], f"u-{there}"
+                in_ns(ns, "ip", "link", "set", dev, "mtu", str(link_mtu))
                 mac = links(lab.netns[there])[f"u-{here}"]["address"]
                 # These tests use single-underlay configs: one address per site.
                 (addr,) = config.addresses(here).values()
