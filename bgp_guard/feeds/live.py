@@ -11,7 +11,7 @@ import socket
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
-from bgp_guard.feeds.stats import FeedStats
+from bgp_guard.feeds.stats import CONNECTIONS, FeedStats
 from bgp_guard.update import FeedItem, PeerDown, Update
 
 Handler = Coroutine[Any, Any, None]
@@ -118,9 +118,12 @@ class LiveFeed:
         self._sources[source] = open_here + 1
         self._handlers.add(task)
         self._writers.add(writer)
+        connections = CONNECTIONS.labels(self.stats.kind)
+        connections.inc()
         try:
             await self._connection(reader, writer)
         finally:
+            connections.dec()
             self._writers.discard(writer)
             self._handlers.discard(task)
             left = self._sources.pop(source) - 1

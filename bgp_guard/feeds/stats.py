@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from overcast.metrics import REGISTRY
 
@@ -44,6 +44,13 @@ _REFUSED = Counter(
     "overcast_bgp_feed_refused",
     "Connections a live BGP feed refused or closed to protect itself, by reason.",
     ["feed", "reason"],
+    registry=REGISTRY,
+)
+
+CONNECTIONS = Gauge(
+    "overcast_bgp_feed_connections",
+    "Connections a live BGP feed holds open now (sessions, BMP routers).",
+    ["feed"],
     registry=REGISTRY,
 )
 

@@ -88,6 +88,16 @@ class Guard:
             if matches(json.loads(line)):
                 return
 
+    def wait_metric(
+        self, name: str, holds: Callable[[float], bool], timeout: float = 15, **labels: str
+    ) -> float:
+        """The metric once `holds` is true of it (the guard works asynchronously)."""
+        deadline = time.monotonic() + timeout
+        while not holds(value := self.metric(name, **labels)):
+            assert time.monotonic() < deadline, f"{name} {labels} stuck at {value}"
+            time.sleep(0.05)
+        return value
+
     def rss_kib(self) -> int:
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
         return int(re.search(r"VmRSS:\s+(\d+)", status)[1])  # type: ignore[index]
@@ -377,6 +387,9 @@ def closed_by_guard(sock: socket.socket, within: float = 10) -> bool:
         return False
 
 
+CONNECTIONS = "overcast_bgp_feed_connections"
+
+
 def refused(guard: Guard, reason: str) -> float:
     return guard.metric("overcast_bgp_feed_refused_total", feed="bmp", reason=reason)
 
@@ -406,20 +419,31 @@ def test_bmp_memory_is_bounded_under_a_connection_flood(guard: Guard) -> None:
         with contextlib.suppress(OSError):
             sock.sendall(struct.pack(">BIB", 3, big, ROUTE_MONITORING) + bytes(big - 10_000))
         flood.append(sock)
-    refusals = refused(guard, "connection-limit") + refused(guard, "source-limit") - limit_before
-    assert refusals >= 200 - BMP_LIMIT
+    deadline = time.monotonic() + 15
+    while (
+        refusals := refused(guard, "connection-limit")
+        + refused(guard, "source-limit")
+        - limit_before
+    ) < 200 - BMP_LIMIT:
+        assert time.monotonic() < deadline, f"only {refusals} refused"
+        time.sleep(0.05)
+    held = guard.metric(CONNECTIONS, feed="bmp")
     grown = guard.rss_kib() - baseline
-    print(f"\nBMP flood: 200 connections, {refusals:.0f} refused, RSS +{grown / 1024:.1f} MiB")
+    print(f"\nBMP flood: 200 connections, {held:.0f} held, {refusals:.0f} refused, "
+          f"RSS +{grown / 1024:.1f} MiB")  # fmt: skip
+    assert (held, refusals) == (BMP_LIMIT, 200 - BMP_LIMIT)
     assert grown < 32 * 1024, f"RSS grew {grown} KiB"
     # Those let in never complete their message: closed after message_timeout.
     assert all(closed_by_guard(sock) for sock in flood)
     for sock in flood:
         sock.close()
+    guard.wait_metric(CONNECTIONS, lambda n: n == 0, feed="bmp")
     assert refused(guard, "slow-message") >= 1
     well_behaved_router_is_served(guard, "127.0.2.1")
 
 
 def test_bmp_idle_and_oversized_connections_are_closed(guard: Guard) -> None:
+    guard.wait_metric(CONNECTIONS, lambda n: n == 0, feed="bmp")
     idle_before = refused(guard, "no-initiation")
     errors_before = guard.metric("overcast_bgp_feed_errors_total", feed="bmp")
     idle = bmp_connect(guard, "127.0.2.2")
