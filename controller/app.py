@@ -12,6 +12,7 @@ address in os-ken's oslo config and starts `AppManager` in-process.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import socket
 import ssl
@@ -28,6 +29,7 @@ from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_3
 from prometheus_client import Counter, Gauge, Histogram
 
+from controller import ofguard
 from controller.fabric import Fabric
 from controller.ofwire import flow_from_ofp, group_from_ofp, named_ports, port_name, to_ofp
 from controller.openflow import Flow, Group, Message
@@ -154,8 +156,22 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
             self._forget(dp)
 
     def _connected(self, dp: Any) -> None:
+        address = _peer(dp)
+        older = self.strangers.get(dp.id) or getattr(self.switches.get(dp.id), "datapath", None)
+        if older is not None and older is not dp:
+            # One datapath id, two connections: the newest wins (as OVS and most
+            # controllers do), since the older one is most likely a switch that restarted
+            # before its old TCP connection timed out. Serving both would program one
+            # switch twice and leave the connection count wrong.
+            log.warning(
+                "switch dpid %#x connected again from %s; closing its older connection from %s",
+                dp.id,
+                address,
+                _peer(older),
+            )
+            self._forget(older, "replaced by a newer connection")
+            older.close()
         fabric_switch = self.settings.fabric.by_dpid(dp.id)
-        address = "{}:{}".format(*dp.address[:2]) if dp.address else "?"
         if fabric_switch is None:
             self.strangers[dp.id] = dp
             SWITCHES.labels("unknown").inc()
@@ -244,8 +260,14 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
                     sw.found_groups.append(group)
             self._received(sw, "groups", ev)
 
+    def _switch(self, ev: Any) -> _Switch | None:
+        """The switch a message came from, if that connection is still the one we serve."""
+        dp = ev.msg.datapath
+        sw = self.switches.get(dp.id)
+        return sw if sw is not None and sw.datapath is dp else None
+
     def _awaiting(self, ev: Any, part: str) -> _Switch | None:
-        sw = self.switches.get(ev.msg.datapath.id)
+        sw = self._switch(ev)
         return sw if sw is not None and part in sw.waiting else None
 
     def _received(self, sw: _Switch, part: str, ev: Any) -> None:
@@ -276,7 +298,7 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def _port_status(self, ev: Any) -> None:
-        sw = self.switches.get(ev.msg.datapath.id)
+        sw = self._switch(ev)
         if sw is None or sw.plan is None:
             return  # the port description reply still to come includes it
         ofp = sw.datapath.ofproto
@@ -333,7 +355,7 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def _barrier(self, ev: Any) -> None:
-        sw = self.switches.get(ev.msg.datapath.id)
+        sw = self._switch(ev)
         if sw is None or sw.barrier is None or sw.barrier[0] != ev.msg.xid:
             return
         _, kind, started = sw.barrier
@@ -354,7 +376,7 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def _error(self, ev: Any) -> None:
-        sw = self.switches.get(ev.msg.datapath.id)
+        sw = self._switch(ev)
         site = sw.site if sw else "unknown"
         if sw is not None:
             sw.errors += 1
@@ -421,6 +443,16 @@ class Controller:
     def start(self) -> None:
         """Listen and serve in the background; raises ControllerError if it cannot listen."""
         _check_listen(self.host, self.port)
+        if self.tls is None and not is_loopback(self.host):
+            log.warning(
+                "listening for switches on %s:%d over plain TCP: anyone who can reach it can "
+                "connect as a switch and read or disturb the network; outside a lab, give "
+                "--tls-cert, --tls-key and --tls-ca (mutual TLS)",
+                self.host,
+                self.port,
+            )
+        # Every message a switch sends is length-checked before os-ken parses it.
+        ofguard.install()
         cfg.CONF(args=[], project="os_ken", default_config_files=[])
         cfg.CONF.set_override("ofp_listen_host", self.host)
         if self.tls is None:
@@ -471,6 +503,20 @@ class Controller:
         if self._app is None:
             raise ControllerError("the controller is not running; start() it first")
         self._app.send_event(self._app.name, EventReload(Settings(config, fabric)))
+
+
+def _peer(dp: Any) -> str:
+    return "{}:{}".format(*dp.address[:2]) if dp.address else "?"
+
+
+def is_loopback(host: str) -> bool:
+    """True if `host` (an address, or "localhost") is reachable only from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_listen(host: str, port: int) -> None:
