@@ -17,6 +17,7 @@ import asyncio
 import json
 import ssl
 import threading
+import time
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
@@ -39,7 +40,7 @@ async def http(port: int, out: str, fail: int) -> None:
         if failing[0] > 0:
             failing[0] -= 1
             return web.Response(status=503, text="try later")
-        _append(out, {"path": request.path, "body": json.loads(body)})
+        _append(out, {"path": request.path, "received": time.time(), "body": json.loads(body)})
         return web.Response(text="ok")
 
     app = web.Application()
