@@ -226,6 +226,9 @@ class Feeds(Model):
     bgp: BgpFeed | None = None
     bmp: BmpFeed | None = None
     ris_live: RisLiveWebsocket | None = None
+    # A feed that delivers no update for this many seconds is a feed-silent event until
+    # it does (null: never). Pick it above the quietest normal gap of what you watch.
+    silent_after: float | None = Field(None, gt=0)
 
 
 class GuardConfig(Model):

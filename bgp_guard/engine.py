@@ -210,9 +210,18 @@ class Guard:
         """A live feed stopped reporting (`outage` says why) or is back (None): a `feed-down`
         condition event, so that the sinks say when the guard cannot see. The feed's routes
         are not withdrawn: nobody withdrew them."""
-        rationale = outage or f"{feed} is back; what it missed meanwhile is not replayed."
-        finding = Finding("feed-down", None, None, feed, rationale)
-        self.table.condition(finding, outage is not None, set(), now)
+        back = f"{feed} is back; what it missed meanwhile is not replayed."
+        return self.feed_health("feed-down", feed, outage, back, now)
+
+    def feed_health(
+        self, kind: str, subject: str, problem: str | None, recovered: str, now: float
+    ) -> list[dict[str, Any]]:
+        """A condition event about one of our own feeds: `kind` is feed-down (it cannot
+        see), feed-silent (no update past guard.feeds.silent_after) or peer-down (a BGP
+        session or a BMP router's peer left Established); `subject` names the feed or the
+        peer; `problem` says what is wrong, None when it is over (`recovered` says so)."""
+        finding = Finding(kind, None, None, subject, problem or recovered)
+        self.table.condition(finding, problem is not None, set(), now)
         return self.table.drain()
 
     def replace_vrps(self, vrps: VrpSet, now: float) -> list[dict[str, Any]]:

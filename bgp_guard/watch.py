@@ -4,8 +4,11 @@ when no update arrives and reloads the VRP file when it changes (rpki-client and
 rewrite it every few minutes), reporting the ROA changes that touch our prefixes and
 re-validating the routes already held that a changed ROA covers (`Guard.replace_vrps`); the
 ASPA file likewise (`Guard.replace_aspas`).
-The timer also asks each feed whether it can see (`LiveFeed.outage`): a RIS-live feed that
-lost its connection is a `feed-down` event until it is back.
+The timer also checks the feeds' health: a RIS-live feed that lost its connection
+(`LiveFeed.outage`) is a `feed-down` event until it is back; a BGP neighbour or a BMP
+router's peer whose session is down (`LiveFeed.peers_down`) is a `peer-down` event until it
+is Established again; a feed with no update for guard.feeds.silent_after seconds is a
+`feed-silent` event until the next one.
 
 With a `Notifier`, every transition also goes through the state file (dedup, thresholds,
 repeats: bgp_guard/notify.py) into the sinks' queues, which an `Outbox` task delivers
@@ -184,14 +187,41 @@ async def run(
             stats.latencies.append(lag)
             _LAG.observe(lag)
 
+    last_update = dict.fromkeys(feeds, clock())
+
     async def pump(feed: LiveFeed) -> None:
         async for update in feed.updates():
             stats.updates += 1
+            last_update[feed] = clock()
             events = guard.process(update)
             if events:
                 deliver(events, update.time)
 
     outages: dict[LiveFeed, str | None] = dict.fromkeys(feeds)
+    peers_down: dict[str, str] = {}
+    silent: set[LiveFeed] = set()
+    silent_after = guard.config.feeds.silent_after
+
+    def health(now: float) -> None:
+        down = {p: why for feed in feeds for p, why in feed.peers_down().items()}
+        for peer in peers_down.keys() - down.keys():
+            back = f"{peer} is Established again."
+            deliver(guard.feed_health("peer-down", peer, None, back, now), None)
+        for peer in down.keys() - peers_down.keys():
+            deliver(guard.feed_health("peer-down", peer, down[peer], "", now), None)
+        peers_down.clear()
+        peers_down.update(down)
+        if silent_after is None:
+            return
+        for feed, last in last_update.items():
+            quiet = now - last >= silent_after
+            if quiet == (feed in silent):
+                continue
+            kind = feed.stats.kind
+            why = f"{kind} delivered no update for {silent_after:g} s (guard.feeds.silent_after)."
+            back = f"{kind} delivers updates again."
+            deliver(guard.feed_health("feed-silent", kind, why if quiet else None, back, now), None)
+            (silent.add if quiet else silent.discard)(feed)
 
     async def timer() -> None:
         while not stop.is_set():
@@ -208,6 +238,7 @@ async def run(
                     if (outage is None) != (known is None):
                         outages[feed] = outage
                         deliver(guard.feed_outage(feed.stats.kind, outage, clock()), None)
+                health(clock())
                 vrps = None if vrp_file is None else vrp_file.reload()
                 if vrps is not None:
                     deliver(guard.replace_vrps(vrps, clock()), None)

@@ -181,7 +181,8 @@ class BmpListener(LiveFeed):
             # Without the router we cannot know what its peers still announce.
             now = time.time()
             for peer_ip, asn in {key[0]: asn for key, asn in router.asns.items()}.items():
-                self._emit_peer_down(PeerDown(now, peer_ip, asn, router.source))
+                down = PeerDown(now, peer_ip, asn, router.source)
+                self._emit_peer_down(down, _subject(router, peer_ip))
             self.stats.flush()
 
     def _message(self, router: _Router, mtype: int, body: bytes) -> None:
@@ -193,6 +194,7 @@ class BmpListener(LiveFeed):
             return  # statistics, route mirroring: no routes
         peer = decode_peer_header(body)
         if mtype == PEER_UP:
+            self._peer_up(_subject(router, peer.peer_ip))
             router.asns[peer.key] = peer.peer_asn
             router.add_path[peer.key] = _peer_up_add_path(body)
             self.stats.log.info(
@@ -242,7 +244,13 @@ class BmpListener(LiveFeed):
             peer.peer_ip,
             peer.peer_asn,
         )
-        self._emit_peer_down(PeerDown(peer.time, peer.peer_ip, peer.peer_asn, router.source))
+        down = PeerDown(peer.time, peer.peer_ip, peer.peer_asn, router.source)
+        self._emit_peer_down(down, _subject(router, peer.peer_ip))
+
+
+def _subject(router: _Router, peer_ip: str) -> str:
+    """How a peer-down event names a monitored router's peer."""
+    return f"BMP router {router.address} peer {peer_ip}"
 
 
 def _keepalive(sock: socket.socket | None) -> None:

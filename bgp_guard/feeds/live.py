@@ -58,6 +58,7 @@ class LiveFeed:
         self.max_connections_per_source = max_connections_per_source
         self._sources: dict[str, int] = {}  # open connections per source address
         self._queue: asyncio.Queue[FeedItem] = asyncio.Queue()
+        self._peers_down: dict[str, str] = {}  # peer (or router) -> why it is down
         self._tasks: set[asyncio.Task[None]] = set()
         self._servers: list[asyncio.Server] = []
         self._handlers: set[asyncio.Task[Any]] = set()  # accepted connections
@@ -72,6 +73,18 @@ class LiveFeed:
         """Why what this feed would report is unknown now, or None. A listening feed (BGP,
         BMP) has no such state: a quiet router is no outage, a lost session is a PeerDown."""
         return None
+
+    def peers_down(self) -> dict[str, str]:
+        """Peers (BGP neighbours, a BMP router's peers) whose session is down, each with
+        why; `guard watch` turns each into a peer-down event until `_peer_up` clears it."""
+        return dict(self._peers_down)
+
+    def _peer_up(self, subject: str) -> None:
+        self._peers_down.pop(subject, None)
+
+    def _peer_failed(self, subject: str, why: str) -> None:
+        """`subject` (e.g. "BGP neighbour 192.0.2.1") is down, or cannot be reached."""
+        self._peers_down[subject] = why
 
     async def close(self) -> None:
         """Stop listening, end every connection, flush the counters."""
@@ -142,8 +155,12 @@ class LiveFeed:
         self._queue.put_nowait(update)
         self.stats.updates += 1
 
-    def _emit_peer_down(self, down: PeerDown) -> None:
+    def _emit_peer_down(self, down: PeerDown, subject: str | None = None) -> None:
         """The peer's session is gone, and with it every route it announced: the guard
-        withdraws them all, so the feed need not remember what each peer announced."""
+        withdraws them all, so the feed need not remember what each peer announced. With a
+        `subject`, the peer counts as down (`peers_down`) until `_peer_up(subject)`."""
+        if subject is not None:  # our own peer, not a collector's (RIS-live)
+            why = f"{subject} (AS{down.peer_asn}) left Established; its routes are withdrawn."
+            self._peers_down.setdefault(subject, why)
         self._queue.put_nowait(down)
         self.stats.peer_downs += 1

@@ -145,6 +145,11 @@ class SessionError(Exception):
         self.malformed = malformed and notification is not None
 
 
+def neighbour(peer_ip: str) -> str:
+    """How a peer-down event names the neighbour."""
+    return f"BGP neighbour {peer_ip}"
+
+
 @dataclass(frozen=True, slots=True)
 class Established:
     """What was negotiated with one neighbour."""
@@ -311,7 +316,8 @@ class BgpSpeaker(LiveFeed):
                 if self.established.get(peer_ip) is session:
                     del self.established[peer_ip]
                 source = f"session:{peer_ip}"
-                self._emit_peer_down(PeerDown(time.time(), peer_ip, session.peer_asn, source))
+                down = PeerDown(time.time(), peer_ip, session.peer_asn, source)
+                self._emit_peer_down(down, neighbour(peer_ip))
             self.stats.flush()
 
     def _ended(
@@ -371,6 +377,7 @@ class BgpSpeaker(LiveFeed):
                 malformed=False,
             )
         self.established[peer_ip] = session
+        self._peer_up(neighbour(peer_ip))
         log.info("BGP session with %s AS%d established: %s", peer_ip, session.peer_asn, session)
         return session
 

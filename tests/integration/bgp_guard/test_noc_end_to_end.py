@@ -75,11 +75,11 @@ guard:
 
 
 @contextlib.contextmanager
-def guard_watch(netns: str, config: Path) -> Iterator[subprocess.Popen[str]]:
+def guard_watch(netns: str, config: Path, *flags: str) -> Iterator[subprocess.Popen[str]]:
     """`overcast guard watch` in `netns`; stopped with SIGINT, as by an operator."""
     proc = subprocess.Popen(
         ["ip", "netns", "exec", netns, sys.executable, "-m", "overcast", "guard", "watch",
-         "--config", str(config)],
+         "--config", str(config), *flags],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -104,6 +104,17 @@ def queued(state: Path, sink: str) -> int:
             "SELECT COUNT(*) FROM deliveries WHERE sink = ? AND delivered_at IS NULL", (sink,)
         ).fetchone()
     return int(n)
+
+
+# The stored-events gauge follows the state file once a second.
+STORED = 'overcast_bgp_guard_stored_events{state="withdrawn",type="subprefix-origin"} 1.0'
+
+
+def scrape(netns: str, want: str) -> str:
+    """guard watch's /metrics page, if it has `want` yet, else ""."""
+    get = "import urllib.request as u; print(u.urlopen('http://127.0.0.1:9179/metrics').read().decode())"
+    page = ns_run(netns, sys.executable, "-c", get)
+    return page if want in page else ""
 
 
 def changed_at(state: Path) -> float:
@@ -147,7 +158,7 @@ def test_a_hijack_reaches_every_sink_once_as_open_and_once_as_close(
             wait_for(lambda: queued(state, "hook") == 1, 30, "the webhook's open to be queued")
         # Restarted: gobgpd sends the route again, the engine says "ongoing" again.
         restarted = time.time()
-        with guard_watch(netns, config):
+        with guard_watch(netns, config, "--metrics-port", "9179"):
             wait_for(lambda: changed_at(state) > restarted, 30, "the route to be judged again")
             assert queued(state, "hook") == 1
             with receiver("http", str(HTTP), str(hooks), netns=netns):
@@ -156,6 +167,7 @@ def test_a_hijack_reaches_every_sink_once_as_open_and_once_as_close(
                 wait_for(lambda: len(records(hooks)) == 2, 30, "the webhook's close")
                 for path in (lines, mail, syslog):
                     wait_for(lambda p=path: len(records(p)) == 2, 30, f"the close in {path.name}")  # type: ignore[misc]
+                metrics = wait_for(lambda: scrape(netns, STORED), 10, "the stored-events gauge")
     key = f"subprefix-origin|{HIJACK}|{GOBGP_ASN}|203.0.113.0/24"
     assert notices(lines) == [("open", key), ("close", key)]
     assert [(r["notice"], r["subject"].split(":")[0], key in r["body"]) for r in records(mail)] == [
@@ -169,3 +181,12 @@ def test_a_hijack_reaches_every_sink_once_as_open_and_once_as_close(
     assert [(b["notice"], b["key"]) for b in bodies] == [("open", key), ("close", key)]
     assert bodies[0]["event"]["offending_as"] == GOBGP_ASN
     assert queued(state, "hook") == queued(state, "mail") == 0
+    # The restarted guard delivered the webhook's queued open and every sink's close.
+    for line in (
+        'overcast_bgp_guard_sink_deliveries_total{notice="open",sink="hook"} 1.0',
+        'overcast_bgp_guard_sink_deliveries_total{notice="close",sink="mail"} 1.0',
+        'overcast_bgp_guard_sink_queue_depth{sink="hook"} 0.0',
+        "overcast_bgp_guard_processing_lag_seconds_count 2.0",  # ongoing again, withdrawn
+    ):
+        assert line in metrics, metrics
+    assert 'overcast_bgp_guard_sink_failures_total{sink="hook"}' in metrics

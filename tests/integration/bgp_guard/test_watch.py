@@ -2,7 +2,8 @@
 one legitimate prefix and a burst of hijacking more-specifics of a monitored prefix over a
 live BGP session; the command prints one event per hijack as JSON lines, a withdrawal
 moves one to `withdrawn`, the session going down moves all the others there (gobgpd sends
-no withdrawals for that), and SIGINT ends it with exit 3 and its latency figures."""
+no withdrawals for that) and is a peer-down event until the session is back, and SIGINT
+ends it with exit 3 and its latency figures."""
 
 from __future__ import annotations
 
@@ -144,21 +145,37 @@ def test_watch_flags_hijacks_from_a_live_session(netns: str, tmp_path: Path) -> 
         assert (event["prefix"], event["state"]) == ("203.0.113.0/30", "withdrawn")
         ns_run(netns, *gobgp, "neighbor", US, "disable")  # Cease, no withdrawals
         withdrawn: set[str] = set()
+        peer_down: list[dict[str, Any]] = []
         deadline = time.monotonic() + 30
-        while len(withdrawn) < HIJACKS - 1:
+        while len(withdrawn) < HIJACKS - 1 or not peer_down:
             _, event = _next_event(lines, deadline)
             if event["type"] == "visibility-loss":  # 198.51.100.0/24: its only peer left
                 assert event["prefix"] == "198.51.100.0/24", event
                 continue
+            if event["type"] == "peer-down":  # the session itself, from the 1 s health check
+                peer_down.append(event)
+                continue
             assert (event["type"], event["state"]) == ("subprefix-origin", "withdrawn")
             withdrawn.add(event["prefix"])
         assert withdrawn == set(sent) - {"203.0.113.0/30"}
+        assert (peer_down[0]["about"], peer_down[0]["state"]) == (
+            f"BGP neighbour {THEM}",
+            "ongoing",
+        )
         scrape = f"import urllib.request as u; print(u.urlopen('http://127.0.0.1:{METRICS_PORT}/metrics').read().decode())"
         exposed = ns_run(netns, sys.executable, "-c", scrape)
         assert (
             f'overcast_bgp_guard_events_total{{state="ongoing",type="subprefix-origin"}} {HIJACKS}.0'
             in exposed
         ), exposed
+        ns_run(netns, *gobgp, "neighbor", US, "enable")
+        deadline = time.monotonic() + 30
+        while True:  # the session comes back: the routes again (ongoing), and recovery
+            _, event = _next_event(lines, deadline)
+            if event["type"] == "peer-down":
+                assert event["state"] == "resolved", event
+                assert event["rationale"] == f"BGP neighbour {THEM} is Established again."
+                break
     assert watch.returncode == exitcodes.ALERT, watch.stderr
     found = re.search(r"latency p50 ([\d.]+) ms, p99 ([\d.]+) ms", watch.stderr)
     assert found, watch.stderr

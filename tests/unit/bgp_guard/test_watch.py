@@ -14,7 +14,7 @@ from bgp_guard.engine import Guard
 from bgp_guard.feeds.live import LiveFeed
 from bgp_guard.rib import prefix_key
 from bgp_guard.rpki import load_vrps
-from bgp_guard.update import Prefix
+from bgp_guard.update import PeerDown, Prefix
 from bgp_guard.watch import VrpFile, run
 
 from .helpers import guard_config, update
@@ -152,3 +152,45 @@ def test_a_feed_outage_is_an_event_until_it_is_over() -> None:
     assert (up["type"], up["state"]) == ("feed-down", "resolved")
     assert up["rationale"] == "test is back; what it missed meanwhile is not replayed."
     assert guard.rib.holders(prefix_key(Prefix.parse("192.0.2.0/24")))  # still held
+
+
+def test_a_peer_down_and_a_silent_feed_are_events_until_they_recover() -> None:
+    """A BGP neighbour whose session ends is a peer-down event until it is Established
+    again; a feed with no update for silent_after seconds is feed-silent until the next."""
+    config = {"prefixes": {"192.0.2.0/24": {"origins": [64500]}}, "feeds": {"silent_after": 30}}
+    guard = Guard(guard_config(config))
+    sink = Collect()
+    now = [1000.0]
+
+    async def scenario() -> None:
+        feed = Blinkable()
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(run(guard, [feed], [sink], stop, clock=lambda: now[0]))
+        feed._emit_peer_down(PeerDown(999, "192.0.2.1", 64500), "BGP neighbour 192.0.2.1")
+        await wait_for(lambda: len(sink.events) == 1)
+        feed._peer_up("BGP neighbour 192.0.2.1")
+        await wait_for(lambda: len(sink.events) == 2)
+        now[0] = 1031.0  # the PeerDown was the last item, at 1000
+        await wait_for(lambda: len(sink.events) == 3)
+        feed._emit(update({"t": 1031, "prefix": "192.0.2.0/24", "path": [64510, 64500]}))
+        await wait_for(lambda: len(sink.events) == 4)
+        stop.set()
+        await task
+
+    asyncio.run(scenario())
+    down, up, silent, loud = sink.events
+    assert (down["type"], down["state"], down["about"]) == (
+        "peer-down",
+        "ongoing",
+        "BGP neighbour 192.0.2.1",
+    )
+    assert down["rationale"] == (
+        "BGP neighbour 192.0.2.1 (AS64500) left Established; its routes are withdrawn."
+    )
+    assert (up["state"], up["rationale"]) == (
+        "resolved",
+        "BGP neighbour 192.0.2.1 is Established again.",
+    )
+    assert (silent["type"], silent["state"], silent["about"]) == ("feed-silent", "ongoing", "test")
+    assert silent["rationale"] == "test delivered no update for 30 s (guard.feeds.silent_after)."
+    assert (loud["type"], loud["state"]) == ("feed-silent", "resolved")
