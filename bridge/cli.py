@@ -39,7 +39,7 @@ def register(sub: Any) -> None:
         ),
         epilog=(
             "examples:\n"
-            "  overcast bridge keys overcast.yaml --keys /etc/overcast/keys\n"
+            "  overcast bridge keys generate overcast.yaml --keys /etc/overcast/keys\n"
             "  overcast bridge plan overcast.yaml --site hq --keys /etc/overcast/keys\n"
             "  overcast bridge plan overcast.yaml --site hq --keys /etc/overcast/keys --json\n"
             "  overcast bridge up overcast.yaml --site hq --keys /etc/overcast/keys --netns hq\n"
@@ -50,21 +50,7 @@ def register(sub: Any) -> None:
     )
     cmds = bridge.add_subparsers(dest="bridge_command", metavar="BRIDGE_COMMAND", required=True)
 
-    p = cmds.add_parser(
-        "keys",
-        help="generate missing WireGuard key pairs and print the public keys",
-        description=(
-            "Make sure DIR holds a key pair for every site of CONFIG: <site>.key (the private "
-            "key, mode 0600, never printed) and <site>.pub. Existing keys are kept. Prints "
-            "each site's public key, which is what you may hand out."
-        ),
-        epilog="example:\n  overcast bridge keys overcast.yaml --keys /etc/overcast/keys --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("config", metavar="CONFIG", help="path to overcast.yaml")
-    _keys_flag(p)
-    add_json_flag(p)
-    p.set_defaults(handler=_keys)
+    _register_keys(cmds)
 
     p = cmds.add_parser(
         "plan",
@@ -150,6 +136,186 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=_status)
 
 
+def _register_keys(cmds: Any) -> None:
+    keys = cmds.add_parser(
+        "keys",
+        help="WireGuard keys over their life: generate, rotate, revoke, export",
+        description=(
+            "The enterprise's key directory (--keys) holds every site's key pair. A site "
+            "runs from its own directory holding its private key and its peers' public "
+            "keys only; rotate and revoke re-write those directories and change the running "
+            "interfaces of the sites given with --at."
+        ),
+        epilog=(
+            "examples:\n"
+            "  overcast bridge keys generate overcast.yaml --keys /etc/overcast/keys\n"
+            "  overcast bridge keys rotate overcast.yaml hq --keys /etc/overcast/keys \\\n"
+            "      --at hq=oc-hq:/etc/overcast/hq --at cloud-a=oc-cloud-a:/etc/overcast/cloud-a\n"
+            "  overcast bridge keys revoke overcast.yaml cloud-a --keys /etc/overcast/keys --at ...\n"
+            "  overcast bridge keys export overcast.yaml hq --keys /etc/overcast/keys > hq.conf"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = keys.add_subparsers(dest="keys_command", metavar="KEYS_COMMAND", required=True)
+
+    p = sub.add_parser(
+        "generate",
+        help="generate missing key pairs and print the public keys",
+        description=(
+            "Make sure DIR holds a key pair for every site of CONFIG: <site>.key (the private "
+            "key, mode 0600, never printed) and <site>.pub. Existing keys are kept, revoked "
+            "sites are skipped. Prints each site's public key, which is what you may hand out."
+        ),
+        epilog="example:\n  overcast bridge keys generate overcast.yaml --keys ./keys --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("config", metavar="CONFIG", help="path to overcast.yaml")
+    _keys_flag(p)
+    add_json_flag(p)
+    p.set_defaults(handler=_keys)
+
+    for name, what, detail in (
+        (
+            "rotate",
+            "give SITE a new key pair and move every running peer to it",
+            "Every peer given with --at first learns the new public key, then SITE switches "
+            "to its new private key while the peers move its AllowedIPs to the new key, all "
+            "at once, so traffic keeps flowing (a few packets may be lost in that instant). "
+            "Rotating a revoked site re-admits it. Without --at only the key directory "
+            "changes: provision the sites and run 'bridge up' at each.",
+        ),
+        (
+            "revoke",
+            "remove SITE's key from the enterprise and every running peer",
+            "SITE's key pair is deleted from DIR (SITE.revoked keeps its public key, so "
+            "nothing regenerates it) and removed from every peer given with --at: traffic "
+            "to SITE stops at once and its old key completes no handshake. SITE's own "
+            "directory is left alone. 'keys rotate' brings the site back with a new key.",
+        ),
+    ):
+        p = sub.add_parser(
+            name,
+            help=what,
+            description=detail,
+            epilog=(
+                f"example:\n  overcast bridge keys {name} overcast.yaml cloud-a --keys ./keys "
+                "--at hq=oc-hq:./hq-keys --at cloud-a=oc-cloud-a:./cloud-a-keys"
+            ),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.add_argument("config", metavar="CONFIG", help="path to overcast.yaml")
+        p.add_argument("site", metavar="SITE", help="the site whose key changes")
+        _keys_flag(p)
+        p.add_argument(
+            "--at",
+            metavar="SITE=NETNS:KEYDIR",
+            action="append",
+            default=[],
+            help=(
+                "a running site: its namespace and its own key directory (repeat per site; "
+                f"wireguard-go's files are in {RUN_ROOT}/NETNS)"
+            ),
+        )
+        p.add_argument(
+            "--prefix",
+            default=DEFAULT_PREFIX,
+            help=f"start of the WireGuard interface names (default {DEFAULT_PREFIX})",
+        )
+        add_json_flag(p)
+        p.set_defaults(handler=_rotate if name == "rotate" else _revoke)
+
+    p = sub.add_parser(
+        "export",
+        help="print SITE's WireGuard configuration as a wg-quick file",
+        description=(
+            "SITE's interface and peers as wg-quick(8) reads them (Address, ListenPort, MTU, "
+            "one [Peer] per peer with Endpoint, AllowedIPs and PersistentKeepalive), for "
+            "inspection or for a host without Overcast. The private key is left out unless "
+            "--with-private-key is given (then write it to a 0600 file, never to a ticket)."
+        ),
+        epilog="example:\n  overcast bridge keys export overcast.yaml hq --keys ./keys > hq.conf",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("config", metavar="CONFIG", help="path to overcast.yaml")
+    p.add_argument("site", metavar="SITE", help="the site to export")
+    _keys_flag(p)
+    p.add_argument(
+        "--prefix",
+        default=DEFAULT_PREFIX,
+        help=f"start of the WireGuard interface name (default {DEFAULT_PREFIX})",
+    )
+    p.add_argument(
+        "--with-private-key",
+        action="store_true",
+        help="include the site's private key (read from DIR)",
+    )
+    p.set_defaults(handler=_export)
+
+
+def _key_change(args: argparse.Namespace, revoke: bool) -> int:
+    from bridge import keylife
+    from bridge.keys import KeyStore, KeyStoreError
+    from bridge.plan import PlanError
+
+    config = load_config(args.config)
+    if args.site not in config.sites:
+        raise CommandError(
+            f"unknown site {args.site!r}; use one of: {', '.join(config.sites)}", exitcodes.USAGE
+        )
+    deployed = {}
+    for text in args.at:
+        try:
+            site, where = keylife.parse_deployed(text, RUN_ROOT)
+        except argparse.ArgumentTypeError as exc:
+            raise CommandError(f"--at {exc}", exitcodes.USAGE) from None
+        if site not in config.sites:
+            raise CommandError(
+                f"--at {text}: unknown site {site!r}; use one of: {', '.join(config.sites)}",
+                exitcodes.USAGE,
+            )
+        deployed[site] = where
+    if deployed:
+        _require_root(f"keys {'revoke' if revoke else 'rotate'} --at")
+    store = KeyStore(args.keys)
+    try:
+        action = keylife.revoke if revoke else keylife.rotate
+        done = action(config, args.site, store, deployed, prefix=args.prefix)
+    except (KeyStoreError, PlanError, ApplyError) as exc:
+        raise CommandError(str(exc)) from None
+    data = {
+        "site": done.site,
+        "old_public_key": done.old_public_key,
+        "new_public_key": done.new_public_key,
+        "changes": list(done.changes),
+    }
+    verb = "revoked" if revoke else "rotated"
+    lines = [f"site {done.site}: key {verb} ({done.old_public_key} -> {done.new_public_key})"]
+    lines += [f"  {c}" for c in done.changes] or ["  no running site given (--at)"]
+    emit(data, args.json, "\n".join(lines))
+    return exitcodes.OK
+
+
+def _rotate(args: argparse.Namespace) -> int:
+    return _key_change(args, revoke=False)
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    return _key_change(args, revoke=True)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from bridge import wireguard
+    from bridge.keys import KeyStoreError
+
+    plan, keys = _site_plan(args)
+    try:
+        private = keys.private_key(plan.site) if args.with_private_key else None
+    except KeyStoreError as exc:
+        raise CommandError(str(exc)) from None
+    print(wireguard.render_wg_quick(plan.wireguard, private), end="")
+    return exitcodes.OK
+
+
 def _site_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", metavar="CONFIG", help="path to overcast.yaml")
     parser.add_argument("--site", required=True, help="the site, e.g. hq")
@@ -222,8 +388,11 @@ def _site_plan(args: argparse.Namespace) -> tuple[SitePlan, KeyStore]:
         )
     store = KeyStore(args.keys)
     try:
-        keys = {s: store.public_key(s) for s in (args.site, *peers_of(config, args.site))}
-        return plan_site(config, args.site, keys, prefix=args.prefix), store
+        revoked = store.revoked()
+        peers = peers_of(config, args.site, revoked)
+        keys = {s: store.public_key(s) for s in (args.site, *peers) if s not in revoked}
+        plan = plan_site(config, args.site, keys, prefix=args.prefix, revoked=revoked)
+        return plan, store
     except KeyStoreError as exc:
         raise CommandError(str(exc)) from None
     except PlanError as exc:
@@ -443,4 +612,11 @@ def _text(plan: SitePlan) -> str:
                 f"    {t.name:<14} to {t.peer:<10} over {t.underlay:<10} "
                 f"{t.local} -> {t.remote} udp/{t.dstport}{bfd}"
             )
+    if plan.announced:
+        lines.append(f"  announces: {', '.join(map(str, plan.announced))}")
+    for r in plan.routes:
+        lines.append(
+            f"  route {r.prefix} ({r.segment}) to {r.peer} via {wg.name}, "
+            f"path MTU {r.path_mtu}, TCP MSS {r.mss}"
+        )
     return "\n".join(lines)

@@ -11,6 +11,11 @@ is distributed:
 
 Private keys stay in `<dir>/<site>.key` (mode 0600, directory 0700); they are never logged,
 printed or put on a command line (`wg` reads them from stdin or a file).
+
+Over a key's life: `rotate` replaces a site's pair (and re-admits a revoked site), `revoke`
+deletes it and leaves `<site>.revoked` (its last public key) so no command regenerates it,
+and `provision` writes a site's own key directory: its private key and its peers' public
+keys, nothing else.
 """
 
 from __future__ import annotations
@@ -75,6 +80,15 @@ def _key_text(data: bytes) -> str:
         return ""
 
 
+def _write_key(path: Path, text: str, mode: int) -> None:
+    tmp = path.with_name(f".{path.name}.new")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text + "\n")
+    tmp.replace(path)
+
+
 def _read_key(path: Path) -> str:
     try:
         return _key_text(path.read_bytes())
@@ -99,6 +113,11 @@ class KeyStore:
         path = self.private_key_file(site)
         if self.directory.exists() and not self.directory.is_dir():
             raise KeyStoreError(f"{self.directory} is not a directory; give a key directory")
+        if site in self.revoked():
+            raise KeyStoreError(
+                f"site {site!r} is revoked in {self.directory}; give it a new key with "
+                f"'overcast bridge keys rotate CONFIG {site} --keys {self.directory}'"
+            )
         if not path.exists():
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             private = generate_private_key()
@@ -113,8 +132,56 @@ class KeyStore:
         return self.public_key(site)
 
     def ensure_all(self, sites: Iterable[str]) -> dict[str, str]:
-        """Public keys of `sites`, generating pairs that do not exist yet."""
-        return {site: self.ensure(site) for site in sites}
+        """Public keys of `sites` (less the revoked ones), generating missing pairs."""
+        revoked = self.revoked()
+        return {site: self.ensure(site) for site in sites if site not in revoked}
+
+    def revoked(self) -> frozenset[str]:
+        """Sites whose key was revoked (and not rotated since)."""
+        if not self.directory.is_dir():
+            return frozenset()
+        return frozenset(p.stem for p in self.directory.glob("*.revoked"))
+
+    def rotate(self, site: str) -> tuple[str | None, str]:
+        """Replace `site`'s key pair with a new one; return (old public key or None, new).
+        A revoked site is re-admitted with the new key."""
+        old = None
+        if self.private_key_file(site).exists() or (self.directory / f"{site}.pub").exists():
+            old = self.public_key(site)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private = generate_private_key()
+        # Written aside and renamed over: a reader sees the old pair or the new, never half.
+        _write_key(self.private_key_file(site), private, 0o600)
+        _write_key(self.directory / f"{site}.pub", public_key_of(private), 0o644)
+        (self.directory / f"{site}.revoked").unlink(missing_ok=True)
+        return old, public_key_of(private)
+
+    def revoke(self, site: str) -> str:
+        """Delete `site`'s key pair and mark it revoked; return the revoked public key."""
+        revoked = self.directory / f"{site}.revoked"
+        if revoked.exists():
+            return _read_key(revoked)
+        public = self.public_key(site)
+        _write_key(revoked, public, 0o644)
+        self.private_key_file(site).unlink(missing_ok=True)
+        (self.directory / f"{site}.pub").unlink(missing_ok=True)
+        return public
+
+    def provision(self, site: str, peers: Iterable[str], directory: Path) -> KeyStore:
+        """Make `directory` hold what `site` needs and nothing more: its own private key
+        and its `peers`' public keys (other files of ours are removed)."""
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        wanted = {f"{site}.key": (self.private_key(site), 0o600)}
+        for peer in peers:
+            wanted[f"{peer}.pub"] = (self.public_key(peer), 0o644)
+        for path in (*directory.glob("*.key"), *directory.glob("*.pub")):
+            if path.name not in wanted:
+                path.unlink()
+        for name, (text, mode) in wanted.items():
+            path = directory / name
+            if not path.exists() or _key_text(path.read_bytes()) != text:
+                _write_key(path, text, mode)
+        return KeyStore(directory)
 
     def public_key(self, site: str) -> str:
         """From `<site>.pub` (all a site needs of its peers), else derived from `<site>.key`.
@@ -132,7 +199,7 @@ class KeyStore:
         except FileNotFoundError:
             raise KeyStoreError(
                 f"no key for site {site!r} in {self.directory}; generate it with "
-                f"'overcast bridge keys CONFIG --keys {self.directory}'"
+                f"'overcast bridge keys generate CONFIG --keys {self.directory}'"
             ) from None
         except OSError as exc:
             raise KeyStoreError(f"cannot read {path}: {exc.strerror}") from None

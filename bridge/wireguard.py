@@ -11,6 +11,7 @@ so another process (e.g. `overcast lab down` after a crash) can stop it.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import shutil
@@ -24,7 +25,7 @@ from pathlib import Path
 import wgconfig
 
 from bridge.netns import ApplyError, run, wait_for
-from bridge.plan import WireGuardInterface
+from bridge.plan import WireGuardInterface, WireGuardPeer
 
 # wireguard-go listens here; the directory is shared by every network namespace, which is
 # why interface names must be unique across the machine.
@@ -241,6 +242,28 @@ def render(wg: WireGuardInterface, private_key: str) -> str:
     return "\n".join(conf.lines) + "\n"
 
 
+def render_wg_quick(wg: WireGuardInterface, private_key: str | None) -> str:
+    """`wg` as a wg-quick(8) file, for inspection; the private key only if given."""
+    conf = wgconfig.WGConfig()
+    conf.add_attr(None, "Address", f"{wg.address}/{wg.prefixlen}")
+    conf.add_attr(None, "ListenPort", wg.listen_port)
+    conf.add_attr(None, "MTU", wg.mtu)
+    if private_key is not None:
+        conf.add_attr(None, "PrivateKey", private_key)
+    else:
+        conf.add_attr(
+            None, "# PrivateKey", "(left out; overcast bridge keys export --with-private-key)"
+        )
+    conf.add_attr(None, "# PublicKey", wg.public_key)
+    for peer in wg.peers:
+        conf.add_peer(peer.public_key, f"# {peer.site}")
+        conf.add_attr(peer.public_key, "Endpoint", peer.endpoint)
+        conf.add_attr(peer.public_key, "AllowedIPs", ", ".join(str(n) for n in peer.allowed_ips))
+        if peer.persistent_keepalive:
+            conf.add_attr(peer.public_key, "PersistentKeepalive", peer.persistent_keepalive)
+    return "\n".join(conf.lines) + "\n"
+
+
 def matches(status: InterfaceStatus, wg: WireGuardInterface, private_key: str) -> bool:
     """True if the live interface already is what `wg` describes.
 
@@ -259,3 +282,126 @@ def matches(status: InterfaceStatus, wg: WireGuardInterface, private_key: str) -
     return (
         status.private_key == private_key and status.listen_port == wg.listen_port and want == have
     )
+
+
+# -- live changes during key rotation --------------------------------------------------
+# `wg syncconf` costs a fork and an exec per interface. While a key is rotated, traffic
+# is lost from the moment one end switches keys until the other end accepts the new one,
+# so those few changes go straight to wireguard-go's UAPI socket (a few hundred
+# microseconds each; https://www.wireguard.com/xplatform/), or to `wg set` for the kernel
+# module, all started before any is waited for.
+
+
+@dataclass(frozen=True)
+class LiveChange:
+    """One change to a running interface: `uapi` lines for wireguard-go, `wg_set` the same
+    as `wg set` arguments (kernel module), `stdin` carries a private key if any."""
+
+    netns: str
+    name: str
+    uapi: tuple[str, ...]
+    wg_set: tuple[str, ...]
+    stdin: str | None = None
+
+
+def hex_key(key: str) -> str:
+    """A base64 WireGuard key as the UAPI writes it (lower-case hex)."""
+    return base64.b64decode(key).hex()
+
+
+def set_private_key(netns: str, name: str, private_key: str) -> LiveChange:
+    return LiveChange(
+        netns,
+        name,
+        (f"private_key={hex_key(private_key)}",),
+        ("private-key", "/dev/stdin"),
+        private_key,
+    )
+
+
+def add_peer(netns: str, name: str, peer: WireGuardPeer, allowed: bool) -> LiveChange:
+    """Add or update `peer`; with `allowed`, its AllowedIPs replace whatever it had."""
+    uapi = [f"public_key={hex_key(peer.public_key)}", f"endpoint={peer.endpoint}"]
+    wg_set = ["peer", peer.public_key, "endpoint", peer.endpoint]
+    if peer.persistent_keepalive:
+        uapi.append(f"persistent_keepalive_interval={peer.persistent_keepalive}")
+        wg_set += ["persistent-keepalive", str(peer.persistent_keepalive)]
+    if allowed:
+        uapi += ["replace_allowed_ips=true", *(f"allowed_ip={n}" for n in peer.allowed_ips)]
+        wg_set += ["allowed-ips", ",".join(str(n) for n in peer.allowed_ips)]
+    return LiveChange(netns, name, tuple(uapi), tuple(wg_set))
+
+
+def replace_peer(netns: str, name: str, old_key: str, peer: WireGuardPeer) -> LiveChange:
+    """Move AllowedIPs from the peer `old_key` to `peer` and remove the old one, in one go."""
+    add = add_peer(netns, name, peer, allowed=True)
+    return LiveChange(
+        netns,
+        name,
+        (*add.uapi, f"public_key={hex_key(old_key)}", "remove=true"),
+        (*add.wg_set, "peer", old_key, "remove"),
+    )
+
+
+def remove_peer(netns: str, name: str, key: str) -> LiveChange:
+    return LiveChange(
+        netns, name, (f"public_key={hex_key(key)}", "remove=true"), ("peer", key, "remove")
+    )
+
+
+def apply_live(changes: list[LiveChange]) -> None:
+    """Apply `changes` in order, as close together in time as the backends allow."""
+    sockets: list[tuple[LiveChange, socket.socket]] = []
+    procs: list[tuple[LiveChange, subprocess.Popen[str]]] = []
+    try:
+        # Connect first, so the changes themselves follow each other without delay.
+        for change in changes:
+            if uapi_answers(change.name):
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.connect(str(uapi_socket(change.name)))
+                sockets.append((change, sock))
+        by_change = {id(c): s for c, s in sockets}
+        for change in changes:
+            live = by_change.get(id(change))
+            if live is not None:
+                live.sendall(("set=1\n" + "".join(f"{x}\n" for x in change.uapi) + "\n").encode())
+                continue
+            proc = subprocess.Popen(
+                ["ip", "netns", "exec", change.netns, "wg", "set", change.name, *change.wg_set],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            procs.append((change, proc))
+            assert proc.stdin is not None
+            proc.stdin.write(change.stdin or "")
+            proc.stdin.close()
+        for change, sock in sockets:
+            answer = _read_answer(sock)
+            if answer != "errno=0":
+                raise ApplyError(
+                    f"changing {change.name} in namespace {change.netns} through its UAPI "
+                    f"socket failed ({answer}); check the peer keys and endpoints"
+                )
+        for change, proc in procs:
+            _, err = proc.communicate(timeout=10)
+            if proc.returncode != 0:
+                raise ApplyError(
+                    f"wg set {change.name} in namespace {change.netns} failed: {err.strip()}; "
+                    "check the peer keys and endpoints"
+                )
+    finally:
+        for _, sock in sockets:
+            sock.close()
+
+
+def _read_answer(sock: socket.socket) -> str:
+    data = b""
+    sock.settimeout(5.0)
+    while not data.endswith(b"\n\n"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode(errors="replace").strip()

@@ -27,7 +27,11 @@ from overcast.config import OvercastConfig
 Progress = Callable[[str], None]
 META_FILE = "lab.json"
 FABRIC_FILE = "fabric.json"  # controller.fabric.Fabric: what each site switch holds
-KEYS_DIR = "keys"  # the sites' WireGuard key pairs (bridge.keys.KeyStore)
+# The enterprise's key store (bridge.keys.KeyStore): every site's pair, as the enterprise
+# generates them. Each site runs from its own directory, sites/<site>/keys: its private key
+# and its peers' public keys only (KeyStore.provision), like a provider's host would.
+KEYS_DIR = "keys"
+SITE_KEYS_DIR = "keys"
 CONFIG_FILE = "overcast.yaml"  # the config the lab was built from, for the controller
 CONTROLLER_PID = "controller.pid"
 CONTROLLER_LOG = "controller.log"
@@ -209,13 +213,16 @@ def build_host(site: SitePlan, host: HostPlan, registry: Registry) -> None:
 
 def build_dataplane(site: SitePlan, keys: KeyStore, registry: Registry) -> None:
     """The bridge's WireGuard interface and VXLAN tunnels in the site's namespace, the
-    tunnels plugged into the site switch. wireguard-go runs in the site's namespace (the
+    tunnels plugged into the site switch, run from the site's own key directory (provisioned
+    from the enterprise store `keys`). wireguard-go runs in the site's namespace (the
     teardown stops every process there); its UAPI socket lives outside, so it is recorded."""
     run_dir = registry.file(site.dir / "wireguard")
+    peers = {p.site for wg in site.dataplane.wireguard_interfaces for p in wg.peers}
+    own = keys.provision(site.name, sorted(peers), registry.file(site.dir / SITE_KEYS_DIR))
     for wg in site.dataplane.wireguard_interfaces:
         registry.file(wireguard.uapi_socket(wg.name))
     with switch.ovsdb(site) as db:
-        apply_site(site.dataplane, netns=site.netns, keys=keys, run_dir=run_dir, switch=db)
+        apply_site(site.dataplane, netns=site.netns, keys=own, run_dir=run_dir, switch=db)
 
 
 # -- teardown ------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ internet) and at the hosts, and crafted frames are injected from a host's namesp
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import os
 import signal
 from collections.abc import Iterator
@@ -23,7 +25,8 @@ from scapy.layers.vxlan import VXLAN
 from scapy.packet import Packet, Raw
 
 from bridge import wireguard
-from lab import build, names, netns, traffic
+from bridge.keys import KeyStore
+from lab import build, names, netns, switch, traffic
 from lab.plan import STATE_ROOT, HostPlan, LabPlan, SitePlan
 from overcast.config import OvercastConfig, loads
 from tests.conftest import require_binaries
@@ -335,3 +338,46 @@ def test_a_site_without_wireguard_sends_nothing_in_clear_and_recovers(lab: Lab, 
     lab.up()
     assert netns.wait_until(lambda: ping(branch, hq, count=1).ok, 20.0, interval=0.2)
     assert ping(hq, branch).ok
+
+
+# -- what a provider holds -----------------------------------------------------------------
+
+
+def key_forms(private_key: str) -> list[bytes]:
+    """The ways a WireGuard private key can be written down: base64 (wg, our files), hex
+    (wireguard-go's UAPI) and the raw 32 bytes."""
+    raw = base64.b64decode(private_key)
+    return [private_key.encode(), raw.hex().encode(), raw]
+
+
+def test_a_provider_site_holds_no_enterprise_private_key(lab: Lab) -> None:
+    provider = lab.plan.site("cloud-a")
+    enterprise = KeyStore(lab.plan.state_dir / build.KEYS_DIR)
+    secrets = {s: key_forms(enterprise.private_key(s)) for s in ("hq", "branch")}
+    own = key_forms(enterprise.private_key("cloud-a"))
+
+    def holders(blobs: dict[str, bytes], forms: list[bytes]) -> list[str]:
+        return sorted(where for where, blob in blobs.items() if any(f in blob for f in forms))
+
+    # Everything the provider's site keeps on disk.
+    files = {str(p): p.read_bytes() for p in provider.dir.rglob("*") if p.is_file()}
+    own_keys = provider.dir / build.SITE_KEYS_DIR
+    assert sorted(p.name for p in own_keys.iterdir()) == ["branch.pub", "cloud-a.key", "hq.pub"]
+    # Every process in its namespace (wireguard-go, ovsdb-server, ovs-vswitchd): arguments
+    # and environment.
+    procs: dict[str, bytes] = {}
+    for pid in netns.pids_in(provider.netns):
+        for part in ("cmdline", "environ"):
+            with contextlib.suppress(OSError):
+                procs[f"/proc/{pid}/{part}"] = Path(f"/proc/{pid}/{part}").read_bytes()
+    assert len(procs) >= 6, procs.keys()
+    # Every row of its OVSDB.
+    dump = netns.run(
+        provider.netns, ["ovsdb-client", "dump", f"unix:{switch.db_socket(provider)}"]
+    ).encode()
+    assert b"Interface table" in dump
+    blobs = files | procs | {"ovsdb": dump}
+    for site, forms in secrets.items():
+        assert holders(blobs, forms) == [], f"{site}'s private key is at the provider"
+    # The scan does find a key where one is: the provider's own, in its own key file only.
+    assert holders(blobs, own) == [str(own_keys / "cloud-a.key")]

@@ -28,7 +28,7 @@ def config(tmp_path: Path) -> str:
 
 def test_keys_then_plan(config: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     keys = str(tmp_path / "keys")
-    assert main(["bridge", "keys", config, "--keys", keys, "--json"]) == exitcodes.OK
+    assert main(["bridge", "keys", "generate", config, "--keys", keys, "--json"]) == exitcodes.OK
     public = json.loads(capsys.readouterr().out)
     assert set(public) == {"hq", "cloud"}
 
@@ -61,8 +61,8 @@ def test_keys_then_plan(config: str, tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_plan_errors(config: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     keys = str(tmp_path / "keys")
     assert main(["bridge", "plan", config, "--site", "hq", "--keys", keys]) == exitcodes.FAILURE
-    assert "overcast bridge keys CONFIG --keys" in capsys.readouterr().err
-    main(["bridge", "keys", config, "--keys", keys])
+    assert "overcast bridge keys generate CONFIG --keys" in capsys.readouterr().err
+    main(["bridge", "keys", "generate", config, "--keys", keys])
     assert main(["bridge", "plan", config, "--site", "nope", "--keys", keys]) == exitcodes.USAGE
     assert "unknown site 'nope'; use one of: hq, cloud" in capsys.readouterr().err
     argv = ["bridge", "plan", config, "--site", "hq", "--keys", keys, "--prefix", "X"]
@@ -75,7 +75,7 @@ def test_binary_key_file_is_named_not_a_crash(
     config: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
 ) -> None:
     keys = tmp_path / "keys"
-    main(["bridge", "keys", config, "--keys", str(keys)])
+    main(["bridge", "keys", "generate", config, "--keys", str(keys)])
     (keys / "cloud.pub").unlink()
     (keys / name).write_bytes(b"\xff\xfe\x00 not a key")
     capsys.readouterr()
@@ -89,7 +89,7 @@ def test_binary_key_file_is_named_not_a_crash(
 def test_keys_dir_that_is_a_file(
     config: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["bridge", "keys", config, "--keys", config]) == exitcodes.FAILURE
+    assert main(["bridge", "keys", "generate", config, "--keys", config]) == exitcodes.FAILURE
     assert f"overcast: {config} is not a directory; give a key directory" in capsys.readouterr().err
 
 
@@ -102,7 +102,7 @@ def test_root_commands_say_they_need_root(
     command: str,
 ) -> None:
     keys = str(tmp_path / "keys")
-    main(["bridge", "keys", config, "--keys", keys])
+    main(["bridge", "keys", "generate", config, "--keys", keys])
     monkeypatch.setattr("os.geteuid", lambda: 1000)
     argv = ["bridge", command, config, "--site", "hq", "--keys", keys, "--netns", "hq"]
     assert main(argv) == exitcodes.FAILURE
@@ -113,7 +113,7 @@ def test_status_of_a_missing_namespace_says_to_bring_the_site_up(
     config: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     keys = str(tmp_path / "keys")
-    main(["bridge", "keys", config, "--keys", keys])
+    main(["bridge", "keys", "generate", config, "--keys", keys])
     monkeypatch.setattr("os.geteuid", lambda: 0)  # the namespace check needs no privilege
     argv = ["bridge", "status", config, "--site", "hq", "--keys", keys, "--netns", "ocnone0"]
     assert main(argv) == exitcodes.FAILURE
@@ -133,3 +133,54 @@ def test_netns_must_be_a_name(
     assert f"{netns!r} is not a namespace name; give the name `ip netns list` shows" in (
         capsys.readouterr().err
     )
+
+
+def test_keys_export_leaves_the_private_key_out_unless_asked(
+    config: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import wgconfig
+
+    keys = str(tmp_path / "keys")
+    main(["bridge", "keys", "generate", config, "--keys", keys])
+    public = (tmp_path / "keys" / "cloud.pub").read_text().strip()
+    private = (tmp_path / "keys" / "hq.key").read_text().strip()
+    capsys.readouterr()
+    assert main(["bridge", "keys", "export", config, "hq", "--keys", keys]) == exitcodes.OK
+    text = capsys.readouterr().out
+    assert private not in text
+    assert "# PrivateKey = (left out; overcast bridge keys export --with-private-key)" in text
+    path = tmp_path / "hq.conf"
+    path.write_text(text)
+    parsed = wgconfig.WGConfig(str(path))
+    parsed.read_file()
+    interface = {k: parsed.interface[k] for k in ("Address", "ListenPort", "MTU")}
+    assert interface == {"Address": "100.64.0.1/24", "ListenPort": 51820, "MTU": 1440}
+    assert "PrivateKey" not in parsed.interface
+    assert parsed.peers[public]["Endpoint"] == "198.51.100.1:51820"
+    assert parsed.peers[public]["AllowedIPs"] == "100.64.0.2/32"
+
+    argv = ["bridge", "keys", "export", config, "hq", "--keys", keys, "--with-private-key"]
+    assert main(argv) == exitcodes.OK
+    assert f"PrivateKey = {private}" in capsys.readouterr().out
+
+
+def test_keys_rotate_and_revoke_without_running_sites(
+    config: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = str(tmp_path / "keys")
+    main(["bridge", "keys", "generate", config, "--keys", keys, "--json"])
+    first = json.loads(capsys.readouterr().out)
+    assert main(["bridge", "keys", "rotate", config, "hq", "--keys", keys, "--json"]) == 0
+    rotated = json.loads(capsys.readouterr().out)
+    assert rotated["old_public_key"] == first["hq"] != rotated["new_public_key"]
+    assert main(["bridge", "keys", "revoke", config, "cloud", "--keys", keys]) == 0
+    assert "no running site given (--at)" in capsys.readouterr().out
+    # A revoked site is nobody's peer, and cannot be planned until rotated back in.
+    assert main(["bridge", "plan", config, "--site", "hq", "--keys", keys, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["wireguard_interfaces"][0]["peers"] == []
+    argv = ["bridge", "plan", config, "--site", "cloud", "--keys", keys]
+    assert main(argv) == exitcodes.USAGE
+    assert "site 'cloud' is revoked; give it a new key" in capsys.readouterr().err
+    argv = ["bridge", "keys", "rotate", config, "hq", "--keys", keys, "--at", "hq-no-netns"]
+    assert main(argv) == exitcodes.USAGE
+    assert "is not SITE=NETNS:KEYDIR" in capsys.readouterr().err

@@ -64,7 +64,7 @@ def test_store_refuses_keys_readable_by_others(tmp_path: Path) -> None:
 def test_missing_and_malformed_keys(tmp_path: Path) -> None:
     store = KeyStore(tmp_path)
     with pytest.raises(
-        KeyStoreError, match=r"no key for site 'hq'.*overcast bridge keys CONFIG --keys"
+        KeyStoreError, match=r"no key for site 'hq'.*overcast bridge keys generate CONFIG --keys"
     ):
         store.public_key("hq")
     fd = os.open(store.private_key_file("hq"), os.O_WRONLY | os.O_CREAT, 0o600)
@@ -90,3 +90,35 @@ def test_a_provider_site_needs_only_its_key_and_the_peers_public_keys(tmp_path: 
     (provider.directory / "bad.pub").write_text("not-a-key\n")
     with pytest.raises(KeyStoreError, match=r"public key in .*bad.pub is not a WireGuard key"):
         provider.public_key("bad")
+
+
+def test_rotate_revoke_and_provision(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "keys")
+    first = store.ensure_all(["hq", "cloud", "branch"])
+    old, new = store.rotate("hq")
+    assert old == first["hq"] != new == store.public_key("hq")
+    assert public_key_of(store.private_key("hq")) == new
+    assert stat.S_IMODE(store.private_key_file("hq").stat().st_mode) == 0o600
+
+    assert store.revoke("cloud") == first["cloud"]
+    assert store.revoked() == {"cloud"}
+    assert not store.private_key_file("cloud").exists()
+    assert store.ensure_all(["hq", "cloud"]) == {"hq": new}  # not regenerated
+    with pytest.raises(KeyStoreError, match=r"site 'cloud' is revoked.*keys rotate CONFIG cloud"):
+        store.ensure("cloud")
+    assert store.revoke("cloud") == first["cloud"]  # twice is fine
+
+    # A site's own directory: its private key and its peers' public keys, nothing else.
+    site = tmp_path / "sites" / "branch"
+    site.mkdir(parents=True)
+    (site / "stale.pub").write_text(first["cloud"] + "\n")
+    (site / "hq.key").write_text(store.private_key("hq") + "\n")
+    store.provision("branch", ["hq"], site)
+    assert sorted(p.name for p in site.iterdir()) == ["branch.key", "hq.pub"]
+    assert KeyStore(site).private_key("branch") == store.private_key("branch")
+    assert KeyStore(site).public_key("hq") == new
+
+    # Rotating a revoked site re-admits it with a new key.
+    old, again = store.rotate("cloud")
+    assert (old, store.revoked()) == (None, frozenset())
+    assert again not in (first["cloud"], None)
