@@ -147,4 +147,3 @@ def test_revoked_key_cannot_handshake_and_traffic_stops(lab: Lab, tmp_path: Path
         assert not lab.ping("cloud", hq)
     finally:
         lab.keys.rotate("cloud")  # re-admitted, so the fixture can plan its teardown
-
