@@ -408,6 +408,47 @@ def _roa_diff(args: argparse.Namespace) -> int:
     return exitcodes.ALERT if events else exitcodes.OK
 
 
+def _aspa_check(args: argparse.Namespace) -> int:
+    from bgp_guard import aspa_check, replay
+
+    config = load_guard_config(args.config)
+    if not config.own_asns:
+        raise CommandError(
+            f"{args.config}: guard.own_asns is empty; list our ASNs (e.g. own_asns: "
+            "{64500: {}}) so their ASPAs can be checked",
+            exitcodes.USAGE,
+        )
+    if not config.aspa.file:
+        raise CommandError(
+            f"{args.config}: guard.aspa.file is not set; name the rpki-client -j or "
+            "Routinator (--enable-aspa) output that holds our published ASPAs",
+            exitcodes.USAGE,
+        )
+    key = "guard.aspa.file"
+    try:
+        aspas = load_aspas(_relative(args.config, config.aspa.file))
+        key = "guard.asrel_file"
+        asrel = load_asrel(_relative(args.config, config.asrel_file)) if config.asrel_file else None
+    except InputError as exc:
+        raise CommandError(f"{args.config}: {key}: {exc}", exitcodes.USAGE) from None
+    try:
+        updates, stats = replay.merged(args.files)
+        seen = aspa_check.observe(updates, frozenset(config.own_asns))
+    except InputError as exc:
+        raise CommandError(str(exc), exitcodes.USAGE) from None
+    read = sum(s.updates for s in stats)
+    print(f"overcast: {read} updates read from {len(args.files)} file(s)", file=sys.stderr)
+    if not read:
+        raise CommandError(
+            f"no BGP data could be read from {', '.join(args.files)}; give MRT (plain, gzip or "
+            "bzip2) or RIS-live JSON-lines files",
+            exitcodes.USAGE,
+        )
+    reports = aspa_check.compare(seen, aspas, asrel)
+    emit(reports, args.json, aspa_check.render(reports))
+    return exitcodes.OK if all(r["ok"] for r in reports) else exitcodes.ALERT
+
+
 def _output_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--syslog",
@@ -425,7 +466,8 @@ def register(sub: Any) -> None:
             "Check BGP updates against the 'guard:' section of overcast.yaml: wrong origins "
             "and fake first hops (ARTEMIS E|0, E|1, S|0, S|1), squatting (Q|0), too-specific "
             "announcements, AS_SET origins, AS-path rules, RPKI invalids (RFC 6811), route "
-            "leaks (valley-free, CAIDA AS relationships), visibility loss, and new neighbours "
+            "leaks (valley-free, CAIDA AS relationships), ASPA-invalid paths "
+            "(draft-ietf-sidrops-aspa-verification), visibility loss, and new neighbours "
             "of our ASNs. Exit 3 when alerts fired."
         ),
         epilog=(
@@ -433,7 +475,8 @@ def register(sub: Any) -> None:
             "  overcast guard replay --config overcast.yaml updates.20160811.1600.gz\n"
             "  overcast guard watch --config overcast.yaml --json\n"
             "  overcast guard import-bgpalerter prefixes.yml >> overcast.yaml\n"
-            "  overcast guard roa-diff --config overcast.yaml vrps-old.json vrps.json"
+            "  overcast guard roa-diff --config overcast.yaml vrps-old.json vrps.json\n"
+            "  overcast guard aspa-check --config overcast.yaml bview.gz updates.*.gz"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -597,3 +640,27 @@ def register(sub: Any) -> None:
     p.add_argument("new", metavar="NEW", help="the later VRP file")
     add_json_flag(p)
     p.set_defaults(handler=_roa_diff)
+
+    p = cmds.add_parser(
+        "aspa-check",
+        help="our ASPAs against the providers our ASNs really use",
+        description=(
+            "Read BGP data (MRT updates or RIB dumps, or RIS-live JSON lines) and, for each "
+            "ASN under guard.own_asns, list the ASes that heard our routes from us (the AS "
+            "left of ours in a path) next to the providers our ASPA in guard.aspa.file lists:\n"
+            "  missing  an upstream carries our routes but is not in the ASPA: paths\n"
+            "           through it verify Invalid, so fix the ASPA before routers drop them\n"
+            "  stale    a provider in the ASPA carried none of our routes in the data\n"
+            "An AS whose own ASPA names ours is our customer, and one the CAIDA file "
+            "(guard.asrel_file) calls our peer or customer is not a provider; neither is "
+            "expected in the ASPA. Without a CAIDA file a peer shows as missing: leave it out. "
+            "Exit 0 if every ASPA matches, 3 if not, 2 for bad input.\n\n"
+            "example:\n"
+            "  overcast guard aspa-check --config overcast.yaml bview.gz updates.*.gz --json"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", required=True, metavar="C", help="overcast.yaml")
+    p.add_argument("files", nargs="+", metavar="FILE", help="MRT or RIS-live JSON-lines files")
+    add_json_flag(p)
+    p.set_defaults(handler=_aspa_check)
