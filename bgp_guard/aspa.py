@@ -122,11 +122,13 @@ def compress(as_path: tuple[PathElement, ...]) -> list[int] | None:
     """Section 5.2: the path with prepends collapsed, origin FIRST (AS(1) .. AS(N)); None if
     it holds an AS_SET."""
     out: list[int] = []
+    last: PathElement | None = None
     for element in reversed(as_path):
-        if type(element) is not int:
-            return None
-        if not out or out[-1] != element:
+        if element != last:
+            if type(element) is not int:
+                return None
             out.append(element)
+            last = element
     return out
 
 

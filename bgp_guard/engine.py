@@ -139,28 +139,28 @@ class Guard:
         """Route-leak (CAIDA) and ASPA findings, as one event where both see a leak. Beyond
         the monitored prefixes, ASPA runs as guard.aspa.scope says and the CAIDA check as
         leak_scope does."""
+        found = leaked = None
         if mon is not None:
-            about: str | None = str(mon.prefix)
-            leak_about = about
+            about: str | Prefix | None = str(mon.prefix)
+            if self.asrel is not None:
+                leaked = leak.check(update, self.asrel, str(mon.prefix))
         else:
             about = self._aspa_about(update)
-            leak_about = str(update.prefix) if self.config.leak_scope == "all" else None
-        found = None
+            if self.asrel is not None and self.config.leak_scope == "all":
+                leaked = leak.check(update, self.asrel, str(update.prefix))
         if self.aspa is not None and about is not None:
             found = self.aspa.check(
                 update.prefix, update.as_path, update.peer_ip, update.peer_asn, about
             )
-        leaked = None
-        if self.asrel is not None and leak_about is not None:
-            leaked = leak.check(update, self.asrel, leak_about)
         return aspa.merged(found, leaked)
 
-    def _aspa_about(self, update: Update) -> str | None:
-        """What of ours an ASPA finding on a route outside the monitored prefixes is about,
-        or None if guard.aspa.scope leaves the route unchecked."""
+    def _aspa_about(self, update: Update) -> str | Prefix | None:
+        """What of ours an ASPA finding on a route outside the monitored prefixes is about
+        (the prefix itself, formatted only if a finding needs it), or None if
+        guard.aspa.scope leaves the route unchecked."""
         scope = None if self.aspa is None else self.aspa.scope
         if scope == "all":
-            return str(update.prefix)
+            return update.prefix
         if scope == "ours" and self._own and not self._own.isdisjoint(update.as_path):
             return f"AS{next(a for a in update.as_path if a in self._own)}"
         return None
