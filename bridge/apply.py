@@ -205,16 +205,37 @@ def remove_site(
 # -- WireGuard interface -----------------------------------------------------------------
 
 
+def backend_of(name: str, kind: str | None) -> Backend | None:
+    """What serves WireGuard interface `name` (a link of `kind`): the kernel module, a
+    live wireguard-go, or nothing (None)."""
+    if kind == "wireguard":
+        return "kernel"
+    if kind == "tun" and wireguard.uapi_answers(name):
+        return "wireguard-go"
+    return None
+
+
+def wireguard_links(netns: str, names: Iterable[str]) -> dict[str, tuple[Backend | None, int]]:
+    """Each present link of `names` in `netns`: its backend and MTU."""
+    found = {}
+    with IPRoute(netns=netns, flags=0) as ipr:
+        for name in names:
+            link = _link(ipr, name)
+            if link is not None:
+                found[name] = (backend_of(name, _kind(link)), int(link.get("IFLA_MTU")))
+    return found
+
+
 def _ensure_wireguard_link(
     ipr: IPRoute, name: str, netns: str, run_dir: Path, changes: list[str]
 ) -> tuple[Backend, int | None]:
     link = _link(ipr, name)
     if link is not None:
         kind = _kind(link)
-        if kind == "wireguard":
-            return "kernel", None
-        if kind == "tun" and wireguard.uapi_answers(name):
-            return "wireguard-go", wireguard.wireguard_go_pid(name, run_dir)
+        backend = backend_of(name, kind)
+        if backend is not None:
+            pid = wireguard.wireguard_go_pid(name, run_dir) if backend == "wireguard-go" else None
+            return backend, pid
         raise ApplyError(
             f"namespace {netns} already has a link {name} ({kind or 'unknown kind'}) that is "
             f"not a live WireGuard interface; remove it (ip -n {netns} link del {name}) or "

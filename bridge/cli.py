@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import queue
+import signal
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.netns import ApplyError, require_netns
 from overcast import exitcodes
-from overcast.cli import CommandError, add_json_flag, emit, load_config
+from overcast.cli import CommandError, add_json_flag, emit, listen_address, load_config
 
 # Keys, netlink and OVSDB need cryptography, pyroute2 and OVS: the handlers import them when
 # they run, so that `overcast --help` and `validate` start without them.
 if TYPE_CHECKING:
+    from bridge.apply import AppliedSite
     from bridge.keys import KeyStore
     from bridge.plan import SitePlan
     from bridge.portguard import PortGuard
@@ -80,16 +84,41 @@ def register(sub: Any) -> None:
             "type system) get no IPv6 and, on a userspace (netdev) bridge, an nftables "
             "ingress drop (table overcast-bridge-SITE; needs nft), so the namespace's own "
             "kernel never handles a frame meant for the switch. Internal ports (the "
-            "bridge's own, a management interface) are the kernel's and are left alone."
+            "bridge's own, a management interface) are the kernel's and are left alone. "
+            "Routed (L3) prefixes other sites announce are routed into the tunnel, and TCP "
+            "MSS is clamped on every path into a tunnel (nftables table overcast-mss-SITE). "
+            "With --watch it keeps running: it converges again every --interval seconds "
+            "(repairing a killed wireguard-go, say) and serves each tunnel's figures as "
+            "Prometheus metrics on --metrics until SIGTERM or SIGINT; the data plane stays up "
+            "when it stops."
         ),
         epilog=(
-            "example:\n  overcast bridge up overcast.yaml --site hq --keys ./keys --netns hq "
-            "--ovsdb unix:/run/overcast/hq/db.sock"
+            "examples:\n  overcast bridge up overcast.yaml --site hq --keys ./keys --netns hq "
+            "--ovsdb unix:/run/overcast/hq/db.sock\n"
+            "  overcast bridge up overcast.yaml --site hq --keys ./keys --netns hq --watch "
+            "--metrics 127.0.0.1:9320"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _site_flags(p)
     _netns_flags(p, ovsdb=True)
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="keep running: converge every --interval seconds, serve --metrics",
+    )
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=30.0,
+        help="seconds between convergence runs with --watch (default 30)",
+    )
+    p.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        type=listen_address,
+        help="with --watch, serve Prometheus metrics on http://HOST:PORT/metrics",
+    )
     add_json_flag(p)
     p.set_defaults(handler=_up)
 
@@ -111,15 +140,21 @@ def register(sub: Any) -> None:
 
     p = cmds.add_parser(
         "status",
-        help="WireGuard peers of a site: handshake age and traffic (root)",
+        help="a site's tunnels: backend, path, handshake age, traffic, MTU (root)",
         description=(
-            "Show each peer of SITE as its WireGuard interface in NETNS sees it. With --ovsdb "
+            "Show each tunnel of SITE (one per peer and path, i.e. underlay network) as its "
+            "WireGuard interface in NETNS sees it: the backend serving the interface "
+            "(kernel module or wireguard-go, detected), the peer's live endpoint, the age of "
+            "the last handshake (down after 180 s without one), bytes received and sent, the "
+            "effective MTU (the interface's, capped by the peer's end) and the MTU of the L2 "
+            "(VXLAN) tunnels over it. The same figures are Prometheus metrics of 'up --watch "
+            "--metrics'. With --ovsdb "
             "also list every interface of the site's OVS bridge with its OVSDB type and "
             "whether the site's kernel is kept off it. On a userspace (netdev) bridge every "
             "port with a Linux device (type system: veths, NICs, the tunnels) must be "
             "guarded; internal and tap ports are the kernel's own interfaces on the switch "
             "and must not be. A port plugged in since the last 'up' is unguarded until the "
-            "next 'up'. Exit 0 if every peer has completed a handshake and every port is "
+            "next 'up'. Exit 0 if every tunnel had a handshake in the last 180 s and every port is "
             "as it should be, 1 if a tunnel is down, a switch port unguarded or a kernel "
             "port guarded."
         ),
@@ -417,18 +452,13 @@ def _require_root(command: str) -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from bridge.apply import apply_site
-    from controller.ovsdb import OvsdbError
-
+    if (args.metrics or args.interval != 30.0) and not args.watch:
+        raise CommandError("--metrics and --interval go with --watch; add it", exitcodes.USAGE)
+    if args.interval <= 0:
+        raise CommandError(f"--interval {args.interval:g}: give seconds > 0", exitcodes.USAGE)
     plan, keys = _site_plan(args)
     _require_root("up")
-    with _switch(args) as switch:
-        try:
-            applied = apply_site(
-                plan, netns=args.netns, keys=keys, run_dir=_run_dir(args), switch=switch
-            )
-        except (ApplyError, OvsdbError) as exc:
-            raise CommandError(str(exc)) from None
+    applied = _apply(args, plan, keys)
     data = {
         "site": applied.site,
         "netns": applied.netns,
@@ -440,7 +470,62 @@ def _up(args: argparse.Namespace) -> int:
     done = "\n".join(f"  {c}" for c in applied.changes) or "  nothing to change"
     text = f"site {applied.site} in {applied.netns} ({applied.backend}):\n{done}"
     emit(data, args.json, text)
+    if args.watch:
+        _watch(args, plan, keys)
     return exitcodes.OK
+
+
+def _apply(args: argparse.Namespace, plan: SitePlan, keys: KeyStore) -> AppliedSite:
+    from bridge.apply import apply_site
+    from controller.ovsdb import OvsdbError
+
+    with _switch(args) as switch:
+        try:
+            return apply_site(
+                plan, netns=args.netns, keys=keys, run_dir=_run_dir(args), switch=switch
+            )
+        except (ApplyError, OvsdbError) as exc:
+            raise CommandError(str(exc)) from None
+
+
+def _watch(args: argparse.Namespace, plan: SitePlan, keys: KeyStore) -> None:
+    """Converge every --interval seconds and serve metrics until SIGTERM or SIGINT."""
+    from bridge.metrics import TunnelCollector
+    from bridge.status import read_tunnels
+    from overcast import metrics
+
+    # SimpleQueue.put is reentrant, so a signal handler may call it (queue docs).
+    signals: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _: signals.put(signum))
+    if args.metrics:
+        collector = TunnelCollector(
+            plan.site, lambda: read_tunnels(plan, args.netns, int(time.time()))
+        )
+        metrics.REGISTRY.register(collector)
+        host, port = args.metrics
+        try:
+            metrics.serve(port, host)
+        except OSError as exc:
+            raise CommandError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from None
+        print(f"metrics on http://{host}:{port}/metrics", flush=True)
+    print(
+        f"watching site {plan.site} every {args.interval:g}s (SIGTERM or Ctrl-C stops)", flush=True
+    )
+    while True:
+        try:
+            signals.get(timeout=args.interval)
+            return
+        except queue.Empty:
+            pass
+        try:
+            changes = _apply(args, plan, keys).changes
+        except CommandError as exc:
+            # A failed run is reported and tried again: the watcher outlives a bad moment.
+            print(f"converging site {plan.site} failed: {exc}", file=sys.stderr, flush=True)
+            continue
+        for change in changes:
+            print(f"site {plan.site}: {change}", flush=True)
 
 
 def _down(args: argparse.Namespace) -> int:
@@ -460,8 +545,9 @@ def _down(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from bridge import wireguard
     from bridge.apply import port_guards
+    from bridge.status import read_tunnels
+    from bridge.status import render as render_tunnels
     from controller.ovsdb import OvsdbError
 
     plan, _ = _site_plan(args)
@@ -473,37 +559,11 @@ def _status(args: argparse.Namespace) -> int:
             f"network namespace {args.netns!r} does not exist: site {plan.site} is not up "
             f"there; bring it up with `overcast bridge up ... --netns {args.netns}`"
         ) from None
-    now = int(time.time())
-    peers = []
-    for wg in plan.wireguard_interfaces:
-        try:
-            live = wireguard.show(args.netns, wg.name)
-        except ApplyError as exc:
-            raise CommandError(f"{exc} (is the bridge up? overcast bridge up ...)") from None
-        for peer in wg.peers:
-            state = live.peers.get(peer.public_key)
-            handshake = state.latest_handshake if state else 0
-            peers.append(
-                {
-                    "site": peer.site,
-                    "interface": wg.name,
-                    "underlay": wg.underlay,
-                    "configured": state is not None,
-                    "endpoint": state.endpoint if state else None,
-                    "handshake_age_s": now - handshake if handshake else None,
-                    "rx_bytes": state.rx_bytes if state else 0,
-                    "tx_bytes": state.tx_bytes if state else 0,
-                }
-            )
+    rows = read_tunnels(plan, args.netns, int(time.time()))
+    peers = [r.as_dict() for r in rows]
     interfaces = [wg.name for wg in plan.wireguard_interfaces]
-    lines = [f"site {plan.site}: {', '.join(interfaces)} in {args.netns}, {len(peers)} peer(s)"]
-    for p in peers:
-        age = "never" if p["handshake_age_s"] is None else f"{p['handshake_age_s']}s ago"
-        what = "not configured" if not p["configured"] else f"handshake {age}"
-        lines.append(
-            f"  {p['site']:<10} {p['underlay']:<10} {p['endpoint'] or '-':<22} {what:<22} "
-            f"rx {p['rx_bytes']} tx {p['tx_bytes']}"
-        )
+    lines = [f"site {plan.site}: {', '.join(interfaces)} in {args.netns}, {len(rows)} tunnel(s)"]
+    lines += render_tunnels(rows)
     data: dict[str, Any] = {
         "site": plan.site,
         "interface": interfaces[0],
@@ -524,7 +584,7 @@ def _status(args: argparse.Namespace) -> int:
     # A peer that has never completed a handshake is a tunnel that is down; an unguarded
     # switch port lets a host reach the site's kernel, and a guarded kernel port cuts the
     # kernel off the switch (bridge.portguard).
-    tunnels_up = all(p["handshake_age_s"] is not None for p in peers)
+    tunnels_up = all(r.up for r in rows)
     guards_right = all(g.wanted == g.guarded for g in guards)
     return exitcodes.OK if tunnels_up and guards_right else exitcodes.FAILURE
 

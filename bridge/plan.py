@@ -55,6 +55,9 @@ class WireGuardPeer(Model):
     endpoint: str  # "192.0.2.2:51820" or "[2001:db8::2]:51820", as wg(8) writes it
     allowed_ips: tuple[IPNetwork, ...]
     persistent_keepalive: int
+    # The narrower WireGuard MTU of the two ends on this network: the largest IP packet the
+    # tunnel carries both ways (shown by `bridge status` as the tunnel's effective MTU).
+    path_mtu: int = 0
 
 
 class WireGuardInterface(Model):
@@ -361,6 +364,9 @@ def _wireguard(
                     *(r.prefix for r in routes if r.peer == peer and r.interface == name),
                 ),
                 persistent_keepalive=config.bridge.persistent_keepalive,
+                path_mtu=min(
+                    _wireguard_mtu(config, site, network), _wireguard_mtu(config, peer, network)
+                ),
             )
         )
     return WireGuardInterface(

@@ -67,6 +67,17 @@ def port_number(text: str) -> int:
     return int(text)
 
 
+def listen_address(text: str) -> tuple[str, int]:
+    """argparse type for HOST:PORT (IPv6 in brackets): a bad one is a usage error (exit 2)."""
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: write HOST:PORT, e.g. 127.0.0.1:9320 or [2001:db8::1]:9320"
+        )
+    return host, int(port)
+
+
 def _validate(args: argparse.Namespace) -> int:
     try:
         config = load(args.file)
@@ -119,7 +130,10 @@ def _segment_summary(seg: L2Segment | L3Segment) -> dict[str, Any]:
     out: dict[str, Any] = {"mode": seg.mode, "sites": list(seg.sites)}
     if isinstance(seg, L2Segment):
         return out | {"vni": seg.vni, "vlan": seg.vlan}
-    return out | {"prefixes": [str(p) for p in seg.prefixes]}
+    return out | {
+        "prefixes": [str(p) for p in seg.prefixes],
+        "announce": {site: [str(p) for p in ps] for site, ps in seg.announce.items()},
+    }
 
 
 def _summary_text(path: str, summary: dict[str, Any]) -> str:
