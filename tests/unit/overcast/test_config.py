@@ -257,6 +257,7 @@ def test_cli_json_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         "mode": "l3",
         "sites": ["hq", "branch", "cloud-a"],
         "prefixes": ["10.20.0.0/16"],
+        "announce": {},
     }
 
 
