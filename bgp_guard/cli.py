@@ -122,7 +122,8 @@ def _replay(args: argparse.Namespace) -> int:
     print(
         f"overcast: {summary['updates']} updates from {len(args.files)} file(s) in "
         f"{elapsed:.2f}s ({summary['updates'] / max(elapsed, 1e-9):,.0f}/s), "
-        f"{errors} bad record(s), {summary['peer_downs']} peer session(s) down, "
+        f"{errors} bad record(s), {summary['stale']} stale update(s) dropped, "
+        f"{summary['peer_downs']} peer session(s) down, "
         f"{summary['rib_routes']} routes from "
         f"{summary['peers']} peers; events: "
         + (", ".join(f"{n} {state}" for state, n in sorted(summary["events"].items())) or "none"),

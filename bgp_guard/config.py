@@ -76,7 +76,10 @@ class PathRule(Model):
 
 
 class MonitoredPrefix(Model):
-    origins: tuple[ASN, ...] = ()
+    # "any": watch the prefix for more-specifics and squatting without naming its origins;
+    # whoever originates the exact prefix is legitimate, and so is a more-specific from an
+    # AS that originates the exact prefix at the time.
+    origins: tuple[ASN, ...] | Literal["any"] = ()
     upstreams: tuple[ASN, ...] = ()  # neighbours allowed next to the origin; empty: any
     # False: we hold the prefix but never announce it; any announcement is squatting (Q|0).
     announced: bool = True
@@ -84,14 +87,18 @@ class MonitoredPrefix(Model):
     ignore_more_specifics: bool = False
     ignore: bool = False  # carve this sub-prefix out of a monitored one (BGPalerter `ignore`)
     path_rules: tuple[PathRule, ...] = ()
+    # No-export style scope: the origin's direct neighbours may carry it, nobody beyond
+    # them (the route must not reach a third AS).
+    neighbours_only: bool = False
     description: str = ""
 
     @model_validator(mode="after")
     def _origins_when_announced(self) -> MonitoredPrefix:
         if self.announced and not self.ignore and not self.origins:
             raise ValueError(
-                "list the ASNs that originate this prefix (origins: [64500]), or set "
-                "'announced: false' if it must never be announced"
+                "list the ASNs that originate this prefix (origins: [64500]), write "
+                "'origins: any' to watch only for more-specifics, or set 'announced: false' "
+                "if it must never be announced"
             )
         if not self.announced and self.origins:
             raise ValueError("an unannounced prefix has no origins; remove 'origins'")

@@ -8,6 +8,12 @@ A `PeerDown` withdraws every route of that peer at once: the events its routes c
 released and the monitored prefixes it carried count it as withdrawn (visibility). MRT files
 record a dropped session only as a STATE_CHANGE, never as withdrawals.
 
+Order: an update older (by its own timestamp) than the last one applied for the same peer
+and prefix under a monitored prefix is dropped and counted (`stale`,
+overcast_bgp_guard_stale_updates_total): merged collectors and RIS-live can deliver late,
+and applying it would undo newer state. Visibility counts only routes our policy calls
+legitimate: a peer whose route to a monitored prefix is hijacked no longer carries ours.
+
 New VRPs (`replace_vrps`) re-validate the routes already held, but only those a changed VRP
 covers: RFC 6811 section 2 decides a route's validity from its covering VRPs alone. The
 prefixes announced under each monitored prefix are kept for this, so the cost follows the
@@ -23,18 +29,30 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
+from prometheus_client import Counter
+
 from bgp_guard import monitored
 from bgp_guard.aspa import AspaSet, changed_customers
 from bgp_guard.asrel import AsRelationships
 from bgp_guard.config import GuardConfig
-from bgp_guard.detect import aspa, hijack, leak, neighbours, path, roa, rov, visibility
+from bgp_guard.detect import aspa, hijack, leak, neighbours, path, roa, rov, scope, visibility
 from bgp_guard.events import Event, EventTable, Finding, Key
 from bgp_guard.monitored import Monitored
 from bgp_guard.rib import Path, Rib, key_prefix, prefix_key
 from bgp_guard.rpki import RoaChange, VrpSet, diff
 from bgp_guard.update import FeedItem, PathElement, PeerDown, Prefix, Update
+from overcast.metrics import REGISTRY
 
 TICK = 1.0  # seconds of feed time between checks for events to resolve
+# Findings by which our policy rejects a route to our exact prefix: such a route does not
+# count for visibility. An AS_SET origin is not among them: it cannot be judged either way.
+ILLEGITIMATE = frozenset(("exact-origin", "exact-upstream", "squat", "beyond-neighbours"))
+_STALE = Counter(
+    "overcast_bgp_guard_stale_updates",
+    "Updates dropped because the same peer had already said something newer (by the "
+    "updates' own timestamps) about the same monitored prefix.",
+    registry=REGISTRY,
+)
 COMPACT_SLACK = 100_000  # unused interned paths tolerated before a compaction
 
 
@@ -63,6 +81,10 @@ class Guard:
         # re-validation on a VRP reload. Pruned then, when no peer holds a key any more.
         self._held: dict[Prefix, set[int]] = {m.prefix: set() for m in self.monitored_list}
         self._next_tick = float("-inf")
+        # When each route under a monitored prefix last changed (feed time), to drop an
+        # update older than that: the order of what a peer said is kept per prefix.
+        self._applied: dict[tuple[int, int], float] = {}
+        self.stale = 0
 
     def governing(self, update: Update) -> Monitored | None:
         """The most specific monitored prefix covering the update, unless it opts out."""
@@ -95,15 +117,22 @@ class Guard:
         if self.aspa is not None and slot == len(self._slot_asn):  # a new slot
             self._slot_asn.append(update.peer_asn)
         key = prefix_key(update.prefix)
+        route = (slot, key)
+        applied = self._applied
+        if applied and now < applied.get(route, now):
+            # Older than what this peer last said about this prefix (merged collectors,
+            # RIS-live reordering): the newer state stands, this one is dropped.
+            self.stale += 1
+            _STALE.inc()
+            return table.drain() if table.emitted else []
         if not rib.apply(slot, key, update.as_path if update.announce else None):
             return table.drain() if table.emitted else []
-        route = (slot, key)
         if table.by_route:
             table.release(route, now)
         mon = self.governing(update) if self.monitored else None
         findings: list[Finding] = []
-        if mon is not None and mon.prefix.length == update.prefix.length:
-            self._visibility_of(update.prefix, key, slot, update.peer_ip, update.announce, now)
+        if mon is not None:
+            applied[route] = now
         if update.announce:
             if mon is not None:
                 self._held[mon.prefix].add(key)
@@ -114,6 +143,11 @@ class Guard:
                 findings += neighbours.check(update, self.config.own_asns)
             for finding in findings:
                 table.observe(finding, route, update.peer_ip, now, update.as_path)
+        if mon is not None and mon.prefix.length == update.prefix.length:
+            # Only a route our policy calls legitimate makes the prefix visible: a peer
+            # whose route to it is hijacked no longer carries ours.
+            legit = update.announce and not any(f.kind in ILLEGITIMATE for f in findings)
+            self._visibility_of(update.prefix, key, slot, update.peer_ip, legit, now)
         return table.drain() if table.emitted else []
 
     def _about_ours(self, update: Update, mon: Monitored) -> list[Finding]:
@@ -121,7 +155,8 @@ class Guard:
         out = [
             found
             for found in (
-                hijack.check(update, mon),
+                hijack.check(update, mon, lambda: self._exact_origins(mon)),
+                scope.check(update, mon) if mon.neighbours_only else None,
                 None
                 if self.vrps is None
                 else rov.check(
@@ -134,6 +169,10 @@ class Guard:
         if mon.path_checks:
             out += path.check(update, mon.path_checks, about)
         return out
+
+    def _exact_origins(self, mon: Monitored) -> frozenset[PathElement]:
+        """The origins of the routes held to `mon`'s exact prefix (for `origins: any`)."""
+        return frozenset(path[-1] for _, path in self.rib.holders(prefix_key(mon.prefix)))
 
     def _path_checks(self, update: Update, mon: Monitored | None) -> list[Finding]:
         """Route-leak (CAIDA) and ASPA findings, as one event where both see a leak. Beyond
@@ -347,6 +386,7 @@ class Guard:
         return {
             "updates": self.updates,
             "peer_downs": self.peer_downs,
+            "stale": self.stale,
             "rib_routes": len(self.rib),
             "rib_paths": self.rib.distinct_paths,
             "peers": len(set(self.rib.peers)),

@@ -13,25 +13,29 @@ from bgp_guard.update import Prefix
 @dataclass(frozen=True, slots=True)
 class Monitored:
     prefix: Prefix
-    origins: frozenset[int]
+    origins: frozenset[int]  # empty with any_origin
     upstreams: frozenset[int]  # empty: any neighbour is fine
     announced: bool
     max_length: int
     ignore_more_specifics: bool
     ignore: bool
     path_checks: tuple[PathCheck, ...]
+    any_origin: bool = False  # origins: any
+    neighbours_only: bool = False
 
     @classmethod
     def from_config(cls, prefix: Prefix, spec: MonitoredPrefix) -> Monitored:
         return cls(
             prefix=prefix,
-            origins=frozenset(spec.origins),
+            origins=frozenset(() if spec.origins == "any" else spec.origins),
             upstreams=frozenset(spec.upstreams),
             announced=spec.announced,
             max_length=prefix.length if spec.max_length is None else spec.max_length,
             ignore_more_specifics=spec.ignore_more_specifics,
             ignore=spec.ignore,
             path_checks=tuple(PathCheck.from_rule(r) for r in spec.path_rules),
+            any_origin=spec.origins == "any",
+            neighbours_only=spec.neighbours_only,
         )
 
 

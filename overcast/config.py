@@ -235,10 +235,14 @@ def _schema_error(err: Any, doc: Document) -> ConfigError:
         message = "required key is missing; add it"
     elif kind == "extra_forbidden":
         message = f"unknown key {loc[-1]!r}; remove it or fix its spelling"
-    elif kind == "union_tag_not_found":
+    elif kind == "union_tag_not_found" and err["ctx"]["discriminator"] == "'mode'":
         message = "segment needs 'mode: l2' (with vni, vlan) or 'mode: l3' (with prefixes)"
+    elif kind == "union_tag_not_found":
+        message = f"{err['ctx']['discriminator']} is missing; add it"
     elif kind == "union_tag_invalid":
-        message = f"mode {err['input'].get('mode')!r} is not known; use 'l2' or 'l3'"
+        ctx = err["ctx"]
+        known = " or ".join(str(ctx["expected_tags"]).rsplit(", ", 1))
+        message = f"{ctx['discriminator'].strip(chr(39))} {ctx['tag']!r} is not known; use {known}"
     elif kind in ("dict_type", "model_type"):
         message = f"must be a mapping ('name: value' entries), not {err['input']!r}"
     elif kind == "value_error":

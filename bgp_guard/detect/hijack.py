@@ -6,9 +6,15 @@ more-specific of one.
 - Q|0 a prefix we hold but never announce appears (squatting)
 - too-specific: the right origin announces a more-specific longer than `max_length`
 - as-set-origin: the origin is an AS_SET, which no check can attribute (RFC 6472)
+
+A prefix monitored with `origins: any` has no named origins: any origin is legitimate for
+the exact prefix, and a more-specific is S|0 unless its origin also originates the exact
+prefix at the time (`exact_origins`, from the routes held).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from bgp_guard.events import Finding
 from bgp_guard.monitored import Monitored
@@ -28,7 +34,11 @@ def _names(asns: frozenset[int]) -> str:
     return ", ".join(f"AS{a}" for a in sorted(asns))
 
 
-def check(update: Update, mon: Monitored) -> Finding | None:
+def check(
+    update: Update,
+    mon: Monitored,
+    exact_origins: Callable[[], frozenset[PathElement]] = frozenset,
+) -> Finding | None:
     if not update.as_path:
         return None  # a route from the collector's own AS: nobody to blame
     prefix, origin = update.prefix, update.as_path[-1]
@@ -52,7 +62,20 @@ def check(update: Update, mon: Monitored) -> Finding | None:
             about,
             f"AS{origin} announces {prefix}{of} which we hold but never announce.",
         )
-    if origin not in mon.origins:
+    if mon.any_origin:
+        if not exact:
+            seen = exact_origins()
+            if origin not in seen:
+                now = _names(frozenset(a for a in seen if isinstance(a, int))) or "nobody"
+                return Finding(
+                    "subprefix-origin",
+                    prefix,
+                    origin,
+                    about,
+                    f"AS{origin} originates {prefix}{of} which is monitored for "
+                    f"more-specifics; {mon.prefix} itself is originated by {now} now.",
+                )
+    elif origin not in mon.origins:
         return Finding(
             "exact-origin" if exact else "subprefix-origin",
             prefix,

@@ -39,7 +39,14 @@ guard:
 @pytest.mark.parametrize(
     ("guard_yaml", "fix"),
     [
-        ("  prefixes: {192.0.2.0/24: {}}", "list the ASNs that originate this prefix"),
+        ("  prefixes: {192.0.2.0/24: {}}", "write 'origins: any' to watch only for more-specifics"),
+        ("  prefixes: {192.0.2.0/24: {origins: anyone}}", "'any'"),
+        ("  prefixes: {192.0.2.0/24: {announced: false, origins: any}}", "remove 'origins'"),
+        ("  sinks: {x: {type: webhook, url: 'ftp://h/'}}", "is not an http(s) URL"),
+        ("  sinks: {x: {type: email, host: h, sender: a@b, to: [c@d], username: u}}", "give both 'username' and 'password_file'"),
+        ("  sinks: {x: {type: pager}}", "'jsonl', 'syslog', 'email' or 'webhook'"),
+        ("  sinks: {x: {type: syslog, address: 'nohost'}}", "is not host:port"),
+        ("  feeds: {silent_after: 0}", "greater than 0"),
         ("  prefixes: {192.0.2.0/24: {announced: false, origins: [1]}}", "remove 'origins'"),
         ("  prefixes: {192.0.2.0/24: {origins: [ASX]}}", "write it like 64500 or AS64500"),
         ("  prefixes: {192.0.2.0/24: {origins: [4294967296]}}", "write it like 64500"),
