@@ -74,7 +74,11 @@ def run(stream: bytes) -> tuple[BmpListener, list[FeedItem]]:
         writer.write(stream)
         await writer.drain()
         writer.close()
-        while (listener.stats.records == 0 and listener.stats.errors == 0) or listener._tasks:
+        while (
+            (listener.stats.records == 0 and listener.stats.errors == 0)
+            or listener._tasks
+            or listener._handlers
+        ):
             await asyncio.sleep(0.01)  # until the router's connection was handled to its end
         got = [listener._queue.get_nowait() for _ in range(listener._queue.qsize())]
         await listener.close()
