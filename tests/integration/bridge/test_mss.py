@@ -21,6 +21,7 @@ import pytest
 from bridge import mss
 from bridge.apply import apply_site, remove_site
 from controller.ovsdb import Ovsdb
+from overcast.config import loads
 from tests.conftest import require_binaries
 from tests.integration.bridge.sites import Lab, eventually, in_ns, sh
 from tests.integration.controller.netns import OvsSwitch
@@ -256,3 +257,38 @@ def _site(lab: Lab, ns: str) -> str:
 
 def _ping(ns: str, address: str) -> bool:
     return in_ns(ns, "ping", "-n", "-c", "1", "-W", "1", address, check=False).returncode == 0
+
+
+@pytest.mark.parametrize("lab", [config(1500)], ids=["1500"], indirect=True)
+def test_a_moved_prefix_converges_with_nothing_stale(lab: Lab) -> None:
+    for site in lab.netns:
+        apply_site(lab.plan(site), netns=lab.netns[site], keys=lab.keys, run_dir=lab.run_dir)
+    # cloud's 10.20.2.0/24 moves to hq; cloud announces 10.20.3.0/24 instead.
+    moved = loads(
+        config(1500)
+        .replace("hq: [10.20.1.0/24", "hq: [10.20.1.0/24, 10.20.2.0/24")
+        .replace("cloud: [10.20.2.0/24", "cloud: [10.20.3.0/24")
+    )
+    plans = {site: lab.plan(site, moved) for site in lab.netns}
+    changes = {
+        site: apply_site(plan, netns=lab.netns[site], keys=lab.keys, run_dir=lab.run_dir).changes
+        for site, plan in plans.items()
+    }
+    wg = {site: plan.wireguard.name for site, plan in plans.items()}
+    assert "removed route 10.20.2.0/24" in changes["hq"]
+    assert f"routed 10.20.3.0/24 (apps) to cloud via {wg['hq']}" in changes["hq"]
+    assert f"routed 10.20.2.0/24 (apps) to hq via {wg['cloud']}" in changes["cloud"]
+
+    def routes(site: str) -> set[str]:
+        shown = in_ns(lab.netns[site], "ip", "-j", "route", "show", "proto", "77").stdout
+        return {f"{r['dst']} {r['dev']}" for r in json.loads(shown)}
+
+    assert routes("hq") == {f"10.20.3.0/24 {wg['hq']}"}
+    assert routes("cloud") == {f"10.20.1.0/24 {wg['cloud']}", f"10.20.2.0/24 {wg['cloud']}"}
+    allowed = in_ns(lab.netns["hq"], "wg", "show", wg["hq"], "allowed-ips").stdout
+    assert "10.20.2.0/24" not in allowed and "10.20.3.0/24" in allowed
+    clamps = in_ns(lab.netns["hq"], "nft", "list", "table", "inet", mss.clamp_table("hq")).stdout
+    assert "10.20.3.0/24" in clamps and "10.20.2.0/24" not in clamps
+    for site, plan in plans.items():
+        again = apply_site(plan, netns=lab.netns[site], keys=lab.keys, run_dir=lab.run_dir)
+        assert again.changes == ()
