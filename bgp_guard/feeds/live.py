@@ -20,6 +20,7 @@ BACKLOG = 100  # asyncio.start_server's default
 # twice the limit), so a client sending faster than we decode cannot grow the buffer.
 READ_LIMIT = 1 << 16
 MAX_CONNECTIONS = 64
+PUBLISH_EVERY = 1.0  # seconds between pushes of the feed's counters to Prometheus
 MAX_CONNECTIONS_PER_SOURCE = 2  # a router's new connection overlaps its old one briefly
 
 
@@ -57,6 +58,7 @@ class LiveFeed:
         self.max_connections = max_connections
         self.max_connections_per_source = max_connections_per_source
         self._sources: dict[str, int] = {}  # open connections per source address
+        self._publishing = False
         self._queue: asyncio.Queue[FeedItem] = asyncio.Queue()
         self._peers_down: dict[str, str] = {}  # peer (or router) -> why it is down
         self._tasks: set[asyncio.Task[None]] = set()
@@ -100,6 +102,7 @@ class LiveFeed:
     async def _serve(
         self, host: str, port: int, configure: Callable[[socket.socket], None] | None = None
     ) -> None:
+        self._publish_counters()
         sock = tcp_listener(host, port, configure)
         try:
             self._servers.append(
@@ -145,6 +148,20 @@ class LiveFeed:
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         raise NotImplementedError
+
+    def _publish_counters(self) -> None:
+        """Push the counters to Prometheus every PUBLISH_EVERY seconds while the feed runs,
+        so they move while a router is connected, not only when it leaves."""
+        if self._publishing:
+            return
+        self._publishing = True
+
+        async def publish() -> None:
+            while True:
+                await asyncio.sleep(PUBLISH_EVERY)
+                self.stats.flush()
+
+        self._spawn(publish())
 
     def _spawn(self, coro: Handler) -> None:
         task = asyncio.ensure_future(coro)

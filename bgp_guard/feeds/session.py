@@ -77,6 +77,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from bgp_guard.feeds.live import LiveFeed
+from bgp_guard.feeds.stats import worth_logging
 from bgp_guard.feeds.tcp_md5 import TcpMd5Error, TcpMd5Key, set_key
 from bgp_guard.update import PeerDown
 from bgp_guard.wire import (
@@ -219,6 +220,7 @@ class BgpSpeaker(LiveFeed):
         The first socket is made here, so a password the kernel refuses (TcpMd5Error) or a
         local address it cannot bind (OSError) is raised at once."""
         first = self._active_socket(host, local_address)
+        self._publish_counters()
         self._spawn(self._keep_connected(first, host, port, local_address, retry))
 
     def _active_socket(self, host: str, local_address: str | None) -> socket.socket:
@@ -246,6 +248,7 @@ class BgpSpeaker(LiveFeed):
         retry: float,
     ) -> None:
         loop = asyncio.get_running_loop()
+        failures = 0
         while True:
             try:
                 sock = sock or self._active_socket(host, local_address)
@@ -254,21 +257,23 @@ class BgpSpeaker(LiveFeed):
             except (OSError, TimeoutError, TcpMd5Error) as exc:
                 if sock is not None:
                     sock.close()
-                # A password mismatch makes the neighbour drop our SYNs: a timeout.
-                silent = isinstance(exc, TimeoutError) and host in self.passwords
-                hint = "; check the TCP-MD5 password on both routers" if silent else ""
-                log.info(
-                    "BGP connect to %s port %d failed: %s%s; retrying",
-                    host,
-                    port,
-                    exc or "timed out",
-                    hint,
-                )
+                failures += 1
+                if worth_logging(failures):
+                    log.warning(
+                        "BGP neighbour %s port %d unreachable: %s; retrying every %g s "
+                        "(%d attempts failed)",
+                        host,
+                        port,
+                        connect_failure(exc, host in self.passwords),
+                        retry,
+                        failures,
+                    )
             except BaseException:
                 if sock is not None:
                     sock.close()
                 raise
             else:
+                failures = 0
                 await self._connection(reader, writer)
             sock = None
             await asyncio.sleep(retry)  # ConnectRetryTimer, RFC 4271 section 8.2.2
@@ -565,6 +570,20 @@ class BgpSpeaker(LiveFeed):
                 "UPDATE before the session is Established", Notification(FSM_ERROR, state)
             )
         return mtype, body
+
+
+def connect_failure(exc: BaseException, signed: bool) -> str:
+    """Why a connection to a neighbour failed, in words that point at the fix."""
+    if isinstance(exc, TimeoutError):
+        why = f"no answer within {CONNECT_TIMEOUT:g} s"
+        if signed:  # a password mismatch makes the neighbour drop our SYNs, silently
+            return f"{why}; check the TCP-MD5 password on both routers"
+        return f"{why}; check the address, the route to it and any firewall"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused: BGP is not listening there, or not for our address"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
 
 
 def _header_error(exc: WireError) -> SessionError:

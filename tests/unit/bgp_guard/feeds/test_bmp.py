@@ -74,11 +74,7 @@ def run(stream: bytes) -> tuple[BmpListener, list[FeedItem]]:
         writer.write(stream)
         await writer.drain()
         writer.close()
-        while (
-            (listener.stats.records == 0 and listener.stats.errors == 0)
-            or listener._tasks
-            or listener._handlers
-        ):
+        while (listener.stats.records == 0 and listener.stats.errors == 0) or listener._handlers:
             await asyncio.sleep(0.01)  # until the router's connection was handled to its end
         got = [listener._queue.get_nowait() for _ in range(listener._queue.qsize())]
         await listener.close()
@@ -207,3 +203,32 @@ def test_any_message_body_raises_only_wire_error(mtype: int, tail: bytes) -> Non
     for body in (tail, peer_header() + tail):
         with contextlib.suppress(WireError):
             listener._message(_Router("192.0.2.9"), mtype, body)
+
+
+def test_counters_reach_prometheus_while_the_router_is_connected() -> None:
+    """Issue 16: the feed="bmp" series move while a router stays connected."""
+    from overcast.metrics import REGISTRY
+
+    def records() -> float:
+        value = REGISTRY.get_sample_value("overcast_bgp_feed_records_total", {"feed": "bmp"})
+        return value or 0.0
+
+    async def scenario() -> float:
+        listener = BmpListener()
+        await listener.listen("127.0.0.1", 0)
+        port = listener._servers[0].sockets[0].getsockname()[1]
+        before = records()
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(bmp(INITIATION, b"") + bmp(PEER_UP, peer_up()))
+        await writer.drain()
+        try:
+            for _ in range(100):  # published within a second or so, the router still there
+                if records() >= before + 2:
+                    break
+                await asyncio.sleep(0.05)
+            return records() - before
+        finally:
+            writer.close()
+            await listener.close()
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 10)) == 2

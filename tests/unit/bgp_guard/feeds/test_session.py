@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import socket
 from pathlib import Path
 
-from bgp_guard.feeds.session import BgpSpeaker
+import pytest
+
+from bgp_guard.feeds.session import BgpSpeaker, connect_failure
 from bgp_guard.update import FeedItem, PeerDown, Update
 from bgp_guard.wire import (
     HEADER_LEN,
@@ -158,3 +162,26 @@ def test_second_session_with_the_same_neighbour_is_refused() -> None:
     assert [(str(u.prefix), u.announce) for u in got if isinstance(u, Update)] == [
         ("203.0.113.0/24", False)
     ]
+
+
+def test_an_unreachable_neighbour_is_a_warning_with_the_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 16: a refused or unanswered connection says why, at WARNING."""
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    async def scenario() -> None:
+        speaker = BgpSpeaker(65010, "192.0.2.10", peers={"127.0.0.1": PEER_ASN})
+        speaker.connect("127.0.0.1", port, retry=0.05)
+        while "2 attempts failed" not in caplog.text:
+            await asyncio.sleep(0.01)
+        await speaker.close()
+
+    with caplog.at_level(logging.WARNING, "bgp_guard.feeds.session"):
+        asyncio.run(asyncio.wait_for(scenario(), 10))
+    assert f"BGP neighbour 127.0.0.1 port {port} unreachable: connection refused" in caplog.text
+    assert connect_failure(TimeoutError(), signed=True).endswith(
+        "check the TCP-MD5 password on both routers"
+    )
