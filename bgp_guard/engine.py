@@ -40,7 +40,15 @@ from bgp_guard.events import Event, EventTable, Finding, Key
 from bgp_guard.monitored import Monitored
 from bgp_guard.rib import Path, Rib, key_prefix, prefix_key
 from bgp_guard.rpki import RoaChange, VrpSet, diff
-from bgp_guard.update import FeedItem, PathElement, PeerDown, Prefix, Update
+from bgp_guard.update import (
+    EndOfRib,
+    FeedItem,
+    PathElement,
+    PeerDown,
+    PeerRestarting,
+    Prefix,
+    Update,
+)
 from overcast.metrics import REGISTRY
 
 TICK = 1.0  # seconds of feed time between checks for events to resolve
@@ -98,10 +106,10 @@ class Guard:
         return mon
 
     def process(self, update: FeedItem) -> list[dict[str, Any]]:
-        """Feed one update (or PeerDown); returns the event transitions it caused (usually
+        """Feed one update (or peer event); returns the event transitions it caused (usually
         none)."""
-        if type(update) is PeerDown:  # cheaper than isinstance; PeerDown is final
-            return self._peer_down(update)
+        if type(update) is not Update:  # cheaper than isinstance
+            return self._peer_event(update)
         self.updates += 1
         now = update.time
         table = self.table
@@ -204,19 +212,30 @@ class Guard:
             return f"AS{next(a for a in update.as_path if a in self._own)}"
         return None
 
-    def _peer_down(self, down: PeerDown) -> list[dict[str, Any]]:
-        """Withdraw all of the peer's routes, as if an Update had withdrawn each one."""
-        self.peer_downs += 1
-        now = down.time
+    def _peer_event(self, item: FeedItem) -> list[dict[str, Any]]:
+        """A PeerDown withdraws all of the peer's routes, as if an Update had withdrawn each
+        one. A graceful restart (RFC 4724) withdraws nothing: the routes are marked stale,
+        and only those still stale at the peer's End-of-RIB are withdrawn."""
+        if isinstance(item, PeerRestarting):
+            self.rib.mark_stale(item.peer_ip)
+            return []
+        if isinstance(item, PeerDown):
+            self.peer_downs += 1
+            gone = self.rib.drop_peer(item.peer_ip)
+        elif isinstance(item, EndOfRib):
+            gone = self.rib.sweep_stale(item.peer_ip, item.version)
+        else:
+            raise TypeError(f"not a peer event: {item!r}")
+        now = item.time
         table = self.table
         table.tick(now)
         watched = self._visibility
-        for slot, routes in self.rib.drop_peer(down.peer_ip):
+        for slot, routes in gone:
             for key in routes:
                 if table.by_route:
                     table.release((slot, key), now)
                 if key in watched:
-                    self._visibility_of(key_prefix(key), key, slot, down.peer_ip, False, now)
+                    self._visibility_of(key_prefix(key), key, slot, item.peer_ip, False, now)
         return table.drain()
 
     def _visibility_of(

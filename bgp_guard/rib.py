@@ -31,6 +31,8 @@ class Rib:
         self.peers: list[str] = []  # slot -> peer address
         self._routes: list[dict[int, Path]] = []
         self._paths: dict[Path, Path] = {}
+        # Routes held over a peer's graceful restart, per slot: not announced again yet.
+        self._stale: dict[int, set[int]] = {}
 
     def slot(self, peer_ip: str, path_id: int | None) -> int:
         slot = self._slots.get((peer_ip, path_id))
@@ -43,6 +45,10 @@ class Rib:
     def apply(self, slot: int, key: int, as_path: Path | None) -> bool:
         """Install (`as_path`) or withdraw (None) a route; False if nothing changed."""
         routes = self._routes[slot]
+        if self._stale:
+            stale = self._stale.get(slot)
+            if stale:
+                stale.discard(key)
         if as_path is None:
             return routes.pop(key, None) is not None
         as_path = self._paths.setdefault(as_path, as_path)
@@ -56,10 +62,40 @@ class Rib:
         removed, per slot."""
         dropped = []
         for slot, peer in enumerate(self.peers):
-            if peer == peer_ip and self._routes[slot]:
-                dropped.append((slot, self._routes[slot]))
-                self._routes[slot] = {}
+            if peer == peer_ip:
+                self._stale.pop(slot, None)
+                if self._routes[slot]:
+                    dropped.append((slot, self._routes[slot]))
+                    self._routes[slot] = {}
         return dropped
+
+    def mark_stale(self, peer_ip: str) -> int:
+        """Every route `peer_ip` holds now is stale until announced again (graceful restart,
+        RFC 4724 section 4.2); returns how many."""
+        marked = 0
+        for slot, peer in enumerate(self.peers):
+            if peer == peer_ip and self._routes[slot]:
+                self._stale.setdefault(slot, set()).update(self._routes[slot])
+                marked += len(self._routes[slot])
+        return marked
+
+    def sweep_stale(
+        self, peer_ip: str, version: int | None = None
+    ) -> list[tuple[int, dict[int, Path]]]:
+        """Withdraw `peer_ip`'s routes still stale (of IPv`version` only, if given); returns
+        them per slot, as drop_peer does."""
+        swept = []
+        for slot, peer in enumerate(self.peers):
+            stale = self._stale.get(slot) if peer == peer_ip else None
+            if not stale:
+                continue
+            keys = [k for k in stale if version is None or (k & 1) == (version == 6)]
+            routes = self._routes[slot]
+            swept.append((slot, {k: routes.pop(k) for k in keys if k in routes}))
+            stale.difference_update(keys)
+            if not stale:
+                del self._stale[slot]
+        return swept
 
     def compact(self) -> None:
         """Forget interned paths no route uses any more. Interning never frees a path on

@@ -78,5 +78,33 @@ class PeerDown:
     source: str = ""  # feed that saw it, as in Update
 
 
-# What a feed yields: mostly Updates, now and then a PeerDown.
-FeedItem = Update | PeerDown
+@final
+@dataclass(frozen=True, slots=True)
+class PeerRestarting:
+    """A peer's session ended, but the peer will be back (graceful restart, RFC 4724, and
+    long-lived graceful restart, RFC 9494): its routes stay, marked stale, until it sends
+    End-of-RIB (`EndOfRib`), or are withdrawn by a `PeerDown` if it does not return in time.
+    A routine router restart thus withdraws nothing."""
+
+    time: float
+    peer_ip: str
+    peer_asn: int
+    source: str = ""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class EndOfRib:
+    """The restarted peer has sent all its routes of IPv`version` again (None: of every
+    family): the ones still stale, which it no longer announces, are withdrawn (RFC 4724
+    section 4.2)."""
+
+    time: float
+    peer_ip: str
+    peer_asn: int
+    source: str = ""
+    version: int | None = None
+
+
+# What a feed yields: mostly Updates, now and then a peer event.
+FeedItem = Update | PeerDown | PeerRestarting | EndOfRib

@@ -126,7 +126,7 @@ UNACCEPTABLE_HOLD_TIME = 6
 MALFORMED_ATTRIBUTE_LIST, UNRECOGNIZED_WELL_KNOWN, MISSING_WELL_KNOWN = 1, 2, 3
 ATTRIBUTE_FLAGS_ERROR, ATTRIBUTE_LENGTH_ERROR, INVALID_ORIGIN = 4, 5, 6
 INVALID_NEXT_HOP, OPTIONAL_ATTRIBUTE_ERROR, INVALID_NETWORK_FIELD, MALFORMED_AS_PATH = 8, 9, 10, 11
-ADMINISTRATIVE_SHUTDOWN, ADMINISTRATIVE_RESET, CONNECTION_COLLISION = 2, 4, 7
+ADMINISTRATIVE_SHUTDOWN, ADMINISTRATIVE_RESET, CONNECTION_COLLISION, HARD_RESET = 2, 4, 7, 9
 NOTIFICATION_NAMES: dict[int, tuple[str, dict[int, str]]] = {
     HEADER_ERROR: (
         "Message Header Error",
@@ -768,14 +768,74 @@ def encode_message(mtype: int, body: bytes = b"") -> bytes:
 
 KEEPALIVE = encode_message(MSG_KEEPALIVE)  # RFC 4271 section 4.4: the header alone
 
+
+def end_of_rib(afi: int, safi: int = SAFI_UNICAST) -> bytes:
+    """The End-of-RIB marker of a family (RFC 4724 section 2): an empty UPDATE for IPv4
+    unicast, else an UPDATE holding only an empty MP_UNREACH_NLRI."""
+    if (afi, safi) == (AFI_IPV4, SAFI_UNICAST):
+        return encode_message(MSG_UPDATE, bytes(4))
+    attr = struct.pack(">BBBHB", FLAG_OPTIONAL, ATTR_MP_UNREACH_NLRI, 3, afi, safi)
+    return encode_message(MSG_UPDATE, struct.pack(">HH", 0, len(attr)) + attr)
+
+
+def end_of_rib_afi(msg: UpdateMessage, data: bytes, off: int, end: int) -> int | None:
+    """The AFI whose End-of-RIB the decoded UPDATE `msg` (body `data[off:end]`) is, or
+    None if it is not one."""
+    a = msg.attrs
+    if msg.withdrawn or msg.announced or a.mp_reach or a.mp_unreach:
+        return None
+    if end - off == 4:
+        return AFI_IPV4
+    if a.present != 1 << ATTR_MP_UNREACH_NLRI or a.other_families:
+        return None
+    head = 4 if data[off + 4] & FLAG_EXTENDED_LENGTH else 3
+    afi: int = _U16.unpack_from(data, off + 4 + head)[0]
+    return afi
+
+
 # OPEN optional parameter 2 carries capabilities (RFC 5492 section 4).
 PARAM_CAPABILITIES = 2
 CAP_MULTIPROTOCOL = 1  # RFC 4760 section 8
 CAP_EXTENDED_MESSAGE = 6  # RFC 8654 section 3
+CAP_GRACEFUL_RESTART = 64  # RFC 4724 section 3
+CAP_LONG_LIVED_GR = 71  # RFC 9494 section 3
+# Restart Flags, the top bits of the capability's first byte: R (restarted, RFC 4724) and N
+# (graceful restart also after a NOTIFICATION, RFC 8538 section 2). The per-family F bit:
+# forwarding state kept.
+GR_RESTARTED, GR_NOTIFICATION, GR_FORWARDING = 0x80, 0x40, 0x80
 CAP_AS4 = 65  # RFC 6793 section 3
 CAP_ADD_PATH = 69  # RFC 7911 section 4
 ADD_PATH_RECEIVE, ADD_PATH_SEND = 1, 2  # bits of its Send/Receive field
 AS_TRANS = 23456  # RFC 6793 section 9: the 2-byte stand-in for a 4-byte ASN
+
+
+@dataclass(frozen=True, slots=True)
+class GracefulRestart:
+    """The graceful restart capability (RFC 4724 section 3): how long the speaker's routes
+    should be kept while it restarts, and for which families ((AFI, SAFI, flags); none: it
+    only helps others restart). `notification`: the N bit of RFC 8538."""
+
+    restart_time: int = 0  # seconds, 12 bits
+    restarted: bool = False
+    notification: bool = False
+    families: tuple[tuple[int, int, int], ...] = ()
+
+    def encode(self) -> bytes:
+        flags = (GR_RESTARTED if self.restarted else 0) | (
+            GR_NOTIFICATION if self.notification else 0
+        )
+        head = _U16.pack(flags << 8 | min(self.restart_time, 0xFFF))
+        return head + b"".join(struct.pack(">HBB", *f) for f in self.families)
+
+    @classmethod
+    def decode(cls, value: bytes) -> GracefulRestart:
+        (head,) = _U16.unpack_from(value)
+        return cls(
+            head & 0xFFF,
+            bool(head >> 8 & GR_RESTARTED),
+            bool(head >> 8 & GR_NOTIFICATION),
+            tuple(struct.iter_unpack(">HBB", value[2:])),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -791,6 +851,9 @@ class Open:
     # ADD-PATH, RFC 7911 section 4: (AFI, SAFI, Send/Receive bits) per family.
     add_path: tuple[tuple[int, int, int], ...] = ()
     extended_message: bool = False  # RFC 8654: messages up to 65,535 bytes
+    graceful_restart: GracefulRestart | None = None  # RFC 4724 / RFC 8538
+    # RFC 9494: (AFI, SAFI, flags, long-lived stale time) per family; None: not advertised
+    long_lived: tuple[tuple[int, int, int, int], ...] | None = None
     # Optional parameter types other than capabilities (RFC 4271 section 6.2: an error).
     unsupported_parameters: tuple[int, ...] = ()
 
@@ -813,6 +876,15 @@ class Open:
             caps += struct.pack(">BB", CAP_ADD_PATH, len(value)) + value
         if self.extended_message:
             caps += struct.pack(">BB", CAP_EXTENDED_MESSAGE, 0)
+        if self.graceful_restart is not None:
+            value = self.graceful_restart.encode()
+            caps += struct.pack(">BB", CAP_GRACEFUL_RESTART, len(value)) + value
+        if self.long_lived is not None:
+            value = b"".join(
+                struct.pack(">HBB", afi, safi, flags) + stale.to_bytes(3, "big")
+                for afi, safi, flags, stale in self.long_lived
+            )
+            caps += struct.pack(">BB", CAP_LONG_LIVED_GR, len(value)) + value
         params = struct.pack(">BB", PARAM_CAPABILITIES, len(caps)) + caps if caps else b""
         two_byte_asn = self.asn if self.asn < 65536 else AS_TRANS
         body = struct.pack(
@@ -842,6 +914,8 @@ class Open:
         add_path: list[tuple[int, int, int]] = []
         unsupported: list[int] = []
         asn4 = extended = False
+        graceful: GracefulRestart | None = None
+        long_lived: tuple[tuple[int, int, int, int], ...] | None = None
         while off < end:
             if off + 1 + width > end:
                 raise WireError("truncated OPEN optional parameter", off)
@@ -870,6 +944,14 @@ class Open:
                     add_path.extend(struct.iter_unpack(">HBB", value))
                 elif code == CAP_EXTENDED_MESSAGE:
                     extended = True
+                elif code == CAP_GRACEFUL_RESTART and clen >= 2 and clen % 4 == 2:
+                    graceful = GracefulRestart.decode(value)
+                elif code == CAP_LONG_LIVED_GR and clen % 7 == 0:
+                    long_lived = tuple(
+                        (afi, safi, flags, int.from_bytes(value[i + 4 : i + 7], "big"))
+                        for i in range(0, clen, 7)
+                        for afi, safi, flags in [struct.unpack_from(">HBB", value, i)]
+                    )
                 cap += 2 + clen
             off = pend
         return cls(
@@ -881,6 +963,8 @@ class Open:
             version,
             tuple(add_path),
             extended,
+            graceful,
+            long_lived,
             tuple(unsupported),
         )
 

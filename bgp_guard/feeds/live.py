@@ -172,6 +172,10 @@ class LiveFeed:
         self._queue.put_nowait(update)
         self.stats.updates += 1
 
+    def _emit_event(self, item: FeedItem) -> None:
+        """A peer event other than PeerDown (graceful restart, End-of-RIB)."""
+        self._queue.put_nowait(item)
+
     def _emit_peer_down(self, down: PeerDown, subject: str | None = None) -> None:
         """The peer's session is gone, and with it every route it announced: the guard
         withdraws them all, so the feed need not remember what each peer announced. With a

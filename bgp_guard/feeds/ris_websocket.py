@@ -49,7 +49,7 @@ from websockets.frames import CloseCode
 from bgp_guard.config import GuardConfig, RisLiveWebsocket
 from bgp_guard.feeds.live import LiveFeed
 from bgp_guard.feeds.ris_live import ServerError, decode
-from bgp_guard.update import PeerDown, Prefix
+from bgp_guard.update import PeerDown, Prefix, Update
 from overcast.metrics import REGISTRY
 
 KIND = "ris-live"
@@ -270,10 +270,10 @@ class RisLiveClient(LiveFeed):
                 stats.bad_record(f"{self.config.url} frame {self._frames}", exc)
                 continue
             for item in items:
-                if isinstance(item, PeerDown):
-                    self._emit_peer_down(item)
-                else:
+                if type(item) is Update:
                     self._emit(item)
+                elif isinstance(item, PeerDown):
+                    self._emit_peer_down(item)
             now = self.clock()
             if now - flushed >= 1.0:  # Prometheus sees the counters within a second
                 stats.flush()

@@ -79,7 +79,7 @@ from dataclasses import dataclass
 from bgp_guard.feeds.live import LiveFeed
 from bgp_guard.feeds.stats import worth_logging
 from bgp_guard.feeds.tcp_md5 import TcpMd5Error, TcpMd5Key, set_key
-from bgp_guard.update import PeerDown
+from bgp_guard.update import EndOfRib, PeerDown, PeerRestarting
 from bgp_guard.wire import (
     ADD_PATH_RECEIVE,
     ADMINISTRATIVE_SHUTDOWN,
@@ -90,6 +90,7 @@ from bgp_guard.wire import (
     CEASE,
     CONNECTION_COLLISION,
     FSM_ERROR,
+    HARD_RESET,
     HEADER_ERROR,
     HEADER_LEN,
     HOLD_TIMER_EXPIRED,
@@ -107,6 +108,7 @@ from bgp_guard.wire import (
     UNSUPPORTED_PARAMETER,
     UNSUPPORTED_VERSION,
     UPDATE_ERROR,
+    GracefulRestart,
     Notification,
     Open,
     TreatAsWithdraw,
@@ -114,6 +116,8 @@ from bgp_guard.wire import (
     check_header,
     decode_header,
     decode_update,
+    end_of_rib,
+    end_of_rib_afi,
 )
 
 log = logging.getLogger("bgp_guard.feeds.session")
@@ -129,6 +133,11 @@ CONNECT_RETRY = 5.0  # seconds between active connection attempts (section 10 su
 # A SYN the neighbour drops (a TCP-MD5 password mismatch does that silently) would otherwise
 # wait for the kernel's ~2 minutes of SYN retries before the next attempt.
 CONNECT_TIMEOUT = 30.0
+# Our own restart time (RFC 4724 section 3): we announce nothing, so it only says we help.
+RESTART_TIME = 120
+# How long a restarted neighbour may take to send End-of-RIB before its routes that are
+# still stale are withdrawn (FRR's and Cisco's stale-path time).
+STALE_PATH_TIME = 360.0
 # RFC 6608: which state an unexpected message arrived in.
 UNEXPECTED_IN_OPENSENT, UNEXPECTED_IN_OPENCONFIRM, UNEXPECTED_IN_ESTABLISHED = 1, 2, 3
 
@@ -139,11 +148,16 @@ class SessionError(Exception):
     (counted as `session-reset`), rather than, say, a NOTIFICATION or a silent hold time."""
 
     def __init__(
-        self, reason: str, notification: Notification | None = None, malformed: bool = True
+        self,
+        reason: str,
+        notification: Notification | None = None,
+        malformed: bool = True,
+        received: Notification | None = None,
     ) -> None:
         super().__init__(reason)
         self.notification = notification
         self.malformed = malformed and notification is not None
+        self.received = received  # the neighbour's NOTIFICATION that ended the session
 
 
 def neighbour(peer_ip: str) -> str:
@@ -162,6 +176,30 @@ class Established:
     families: frozenset[tuple[int, int]]
     add_path: frozenset[int]  # AFIs whose NLRI carry path identifiers, RFC 7911
     max_length: int = MAX_MESSAGE  # 65,535 once both sides sent extended messages (RFC 8654)
+    # Graceful restart as the neighbour offered it: the IP versions whose routes it asks us
+    # to keep while it restarts, for how long (RFC 4724 restart time, then the RFC 9494
+    # long-lived stale time), and whether a NOTIFICATION also starts one (RFC 8538).
+    restart_versions: frozenset[int] = frozenset()
+    restart_time: int = 0
+    long_lived_time: int = 0
+    notification_restart: bool = False
+
+    @property
+    def versions(self) -> frozenset[int]:
+        return frozenset(_VERSION[afi] for afi, _ in self.families)
+
+
+_VERSION = {AFI_IPV4: 4, AFI_IPV6: 6}
+
+
+@dataclass(slots=True)
+class _Restart:
+    """A neighbour in graceful restart: its routes are held stale until `timer` fires (then
+    withdrawn) or it sends End-of-RIB for each of `awaiting` once back."""
+
+    peer_asn: int
+    timer: asyncio.TimerHandle
+    awaiting: set[int]  # IP versions whose End-of-RIB is still due
 
 
 class BgpSpeaker(LiveFeed):
@@ -183,6 +221,8 @@ class BgpSpeaker(LiveFeed):
         # Offer to receive ADD-PATH (RFC 7911) so a neighbour can show us all its paths, and
         # messages up to 65,535 bytes (RFC 8654): a long AS path or many communities fit.
         add_path = tuple((afi, safi, ADD_PATH_RECEIVE) for afi, safi in sorted(FAMILIES))
+        # Graceful restart (RFC 4724) as a receiving speaker only: no families of our own to
+        # keep, the N bit (RFC 8538), and long-lived graceful restart (RFC 9494) likewise.
         self.open = Open(
             local_asn,
             hold_time,
@@ -191,10 +231,13 @@ class BgpSpeaker(LiveFeed):
             asn4=True,
             add_path=add_path,
             extended_message=True,
+            graceful_restart=GracefulRestart(RESTART_TIME, notification=True),
+            long_lived=(),
         )
         self.peers = peers
         self.passwords = dict(passwords or {})
         self.established: dict[str, Established] = {}
+        self._restarting: dict[str, _Restart] = {}
         self._closing = False
 
     async def listen(self, host: str, port: int = 179) -> None:
@@ -282,6 +325,8 @@ class BgpSpeaker(LiveFeed):
         """Say goodbye to every Established neighbour (Cease, Administrative Shutdown, RFC
         4486 section 4) before the connections close."""
         self._closing = True
+        for restart in self._restarting.values():
+            restart.timer.cancel()
         for writer in list(self._writers):
             if writer.get_extra_info("peername")[0] in self.established:
                 with contextlib.suppress(OSError, RuntimeError):
@@ -295,11 +340,13 @@ class BgpSpeaker(LiveFeed):
             self.stats.refused("not-a-neighbour", peer_ip, "add it to guard.feeds.bgp.neighbours")
             writer.close()
             return
+        exchanged: Notification | None = None  # sent or received as the session ended
         try:
             writer.write(self.open.encode())  # OpenSent
             session = await self._open_confirm(peer_ip, reader, writer)
             await self._established(session, reader, writer)
         except SessionError as exc:
+            exchanged = exc.notification or exc.received
             self._ended(peer_ip, session, str(exc), exc.notification, exc.malformed)
             if exc.notification is not None:
                 with contextlib.suppress(OSError):
@@ -320,10 +367,100 @@ class BgpSpeaker(LiveFeed):
             if session is not None:
                 if self.established.get(peer_ip) is session:
                     del self.established[peer_ip]
-                source = f"session:{peer_ip}"
-                down = PeerDown(time.time(), peer_ip, session.peer_asn, source)
-                self._emit_peer_down(down, neighbour(peer_ip))
+                if not self._closing and _restarts(session, exchanged):
+                    self._restart_begins(session)
+                else:
+                    source = f"session:{peer_ip}"
+                    down = PeerDown(time.time(), peer_ip, session.peer_asn, source)
+                    self._emit_peer_down(down, neighbour(peer_ip))
             self.stats.flush()
+
+    def _restart_begins(self, session: Established) -> None:
+        """The session is gone but the neighbour asked for graceful restart: keep its routes
+        (stale) for the restart time plus the long-lived stale time. Those of a family it
+        did not ask to keep go now (RFC 4724 section 4.2)."""
+        peer_ip, now = session.peer_ip, time.time()
+        source = f"session:{peer_ip}"
+        previous = self._restarting.pop(peer_ip, None)
+        if previous is not None:
+            previous.timer.cancel()
+        self._emit_event(PeerRestarting(now, peer_ip, session.peer_asn, source))
+        for version in sorted(session.versions - session.restart_versions):
+            self._emit_event(EndOfRib(now, peer_ip, session.peer_asn, source, version))
+        hold = session.restart_time + session.long_lived_time
+        timer = asyncio.get_running_loop().call_later(hold, self._restart_expired, peer_ip)
+        self._restarting[peer_ip] = _Restart(session.peer_asn, timer, set())
+        self._peer_failed(
+            neighbour(peer_ip),
+            f"{neighbour(peer_ip)} (AS{session.peer_asn}) is restarting (graceful restart): "
+            f"its routes are kept, marked stale, for up to {hold} s; nothing is withdrawn "
+            "unless it does not come back.",
+        )
+        log.warning(
+            "BGP neighbour %s AS%d is restarting (graceful restart, RFC 4724%s): its routes "
+            "are kept, marked stale, for up to %d s until it is back and sends End-of-RIB",
+            peer_ip,
+            session.peer_asn,
+            ", long-lived RFC 9494" if session.long_lived_time else "",
+            hold,
+        )
+
+    def _restart_expired(self, peer_ip: str) -> None:
+        restart = self._restarting.pop(peer_ip)
+        back = peer_ip in self.established
+        log.warning(
+            "BGP neighbour %s AS%d %s: its routes still stale are withdrawn",
+            peer_ip,
+            restart.peer_asn,
+            "sent no End-of-RIB in time" if back else "did not come back in time",
+        )
+        source = f"session:{peer_ip}"
+        if back:  # only what it did not announce again
+            self._emit_event(EndOfRib(time.time(), peer_ip, restart.peer_asn, source))
+            return
+        self._peer_failed(
+            neighbour(peer_ip),
+            f"{neighbour(peer_ip)} (AS{restart.peer_asn}) did not come back from its graceful "
+            "restart in time; its routes are withdrawn.",
+        )
+        down = PeerDown(time.time(), peer_ip, restart.peer_asn, source)
+        self._emit_peer_down(down, neighbour(peer_ip))
+
+    def _restart_resumes(self, session: Established, graceful: bool) -> None:
+        """A restarting neighbour is Established again: wait for its End-of-RIB (RFC 4724
+        section 4.2), or drop its stale routes at once if it no longer offers graceful
+        restart."""
+        restart = self._restarting.get(session.peer_ip)
+        if restart is None:
+            return
+        restart.timer.cancel()
+        if not graceful:
+            del self._restarting[session.peer_ip]
+            source = f"session:{session.peer_ip}"
+            self._emit_event(EndOfRib(time.time(), session.peer_ip, session.peer_asn, source))
+            return
+        restart.awaiting = set(session.versions)
+        restart.timer = asyncio.get_running_loop().call_later(
+            STALE_PATH_TIME, self._restart_expired, session.peer_ip
+        )
+
+    def _end_of_rib(self, session: Established, afi: int) -> None:
+        restart = self._restarting.get(session.peer_ip)
+        version = _VERSION.get(afi)
+        if restart is None or version is None:
+            return
+        source = f"session:{session.peer_ip}"
+        self._emit_event(EndOfRib(time.time(), session.peer_ip, session.peer_asn, source, version))
+        restart.awaiting.discard(version)
+        if not restart.awaiting:
+            restart.timer.cancel()
+            del self._restarting[session.peer_ip]
+            log.info(
+                "BGP neighbour %s AS%d finished its graceful restart (End-of-RIB); routes it "
+                "did not announce again are withdrawn",
+                session.peer_ip,
+                session.peer_asn,
+            )
 
     def _ended(
         self,
@@ -363,6 +500,9 @@ class BgpSpeaker(LiveFeed):
             )
         families = (peer_open.families or {(AFI_IPV4, SAFI_UNICAST)}) & FAMILIES
         extended = peer_open.extended_message and self.open.extended_message
+        gr, llgr = peer_open.graceful_restart, peer_open.long_lived or ()
+        kept = {(a, s) for a, s, _ in gr.families} if gr else set()
+        long_lived = {(a, s): stale for a, s, _, stale in llgr if stale} if gr else {}
         session = Established(
             peer_ip,
             peer_open.asn,
@@ -371,6 +511,12 @@ class BgpSpeaker(LiveFeed):
             frozenset(families),
             peer_open.sends_path_ids_to(self.open),
             MAX_EXTENDED_MESSAGE if extended else MAX_MESSAGE,
+            restart_versions=frozenset(
+                _VERSION[a] for a, s in (kept | long_lived.keys()) & families
+            ),
+            restart_time=gr.restart_time if gr else 0,
+            long_lived_time=max((long_lived[f] for f in families if f in long_lived), default=0),
+            notification_restart=bool(gr and gr.notification),
         )
         if peer_ip in self.established:
             # RFC 4271 section 6.8: one session per neighbour. Passive and active both
@@ -383,6 +529,7 @@ class BgpSpeaker(LiveFeed):
             )
         self.established[peer_ip] = session
         self._peer_up(neighbour(peer_ip))
+        self._restart_resumes(session, gr is not None)
         log.info("BGP session with %s AS%d established: %s", peer_ip, session.peer_asn, session)
         return session
 
@@ -428,6 +575,9 @@ class BgpSpeaker(LiveFeed):
     ) -> None:
         """Read whatever has arrived and decode every whole message in it: one await per
         TCP read rather than two per message keeps up with a full-table burst."""
+        # We have nothing to announce: say so at once, so that a restarting neighbour need
+        # not wait for us (RFC 4724 section 2).
+        writer.write(b"".join(end_of_rib(afi, safi) for afi, safi in sorted(session.families)))
         keepalive = asyncio.ensure_future(self._send_keepalives(session.hold_time, writer))
         buf = b""
         max_length = session.max_length
@@ -476,9 +626,9 @@ class BgpSpeaker(LiveFeed):
         if mtype == MSG_UPDATE:
             self._update(session, buf, start, end)
         elif mtype == MSG_NOTIFICATION:
+            received = Notification.decode(buf[start:end])
             raise SessionError(
-                f"closed by the neighbour: {Notification.decode(buf[start:end])}",
-                malformed=False,
+                f"closed by the neighbour: {received}", malformed=False, received=received
             )
         elif mtype != MSG_KEEPALIVE:
             raise SessionError(
@@ -512,6 +662,10 @@ class BgpSpeaker(LiveFeed):
                 f"malformed UPDATE: {exc}", Notification(UPDATE_ERROR, exc.subcode, exc.data)
             ) from None
         attrs = msg.attrs
+        if not msg.announced and not attrs.mp_reach and self._restarting:
+            afi = end_of_rib_afi(msg, buf, start, end)
+            if afi is not None:
+                self._end_of_rib(session, afi)
         if attrs.discarded or attrs.other_families:
             self._partly_used(session, msg.attrs.discarded, attrs.other_families)
         for update in msg.updates(time.time(), session.peer_ip, session.peer_asn, source):
@@ -584,6 +738,18 @@ def connect_failure(exc: BaseException, signed: bool) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__
+
+
+def _restarts(session: Established, exchanged: Notification | None) -> bool:
+    """Whether the end of `session` is a graceful restart: the neighbour offered to keep
+    routes, and the session ended without a NOTIFICATION (RFC 4724), or with one other than
+    Hard Reset when both sides set the N bit (RFC 8538 section 4)."""
+    if not session.restart_versions:
+        return False
+    if exchanged is None:
+        return True
+    hard_reset = exchanged.code == CEASE and exchanged.subcode == HARD_RESET
+    return session.notification_restart and not hard_reset
 
 
 def _header_error(exc: WireError) -> SessionError:
