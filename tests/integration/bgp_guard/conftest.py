@@ -113,7 +113,7 @@ async def collect(
 
     async def read() -> None:
         async for update in feed.updates():
-            if isinstance(update, PeerDown):
+            if not isinstance(update, Update):  # PeerDown, graceful restart, End-of-RIB
                 raise AssertionError(f"{update} while waiting for {sorted(want - seen.keys())}")
             seen[(str(update.prefix), update.announce)] = update
             if want <= seen.keys():
@@ -241,3 +241,57 @@ async def peer_down(feed: LiveFeed, peer_ip: str, timeout: float = 40) -> PeerDo
         return await asyncio.wait_for(read(), timeout)
     except TimeoutError:
         raise AssertionError(f"no PeerDown for {peer_ip} within {timeout} s") from None
+
+
+# FRR's bgpd (Debian `frr`), run alone: no zebra (-Z), no kernel routes, root (-S).
+FRR_ASN = 4200000003
+BGPD = "/usr/lib/frr/bgpd"
+
+
+def frr(
+    tmp_path: Path,
+    local: str,
+    neighbour: str,
+    neighbour_asn: int,
+    neighbour_options: str = "",
+    router_options: str = "",
+    networks4: tuple[str, ...] = ("198.51.100.0/24",),
+    extra: str = "",
+    modules: tuple[str, ...] = (),
+) -> tuple[list[str], list[str]]:
+    """bgpd's argv, listening on `local`, with one multihop eBGP session to `neighbour`
+    (`neighbour_options`, e.g. "password s3cret" or "passive", apply to it) originating
+    `networks4` and 2001:db8:3::/48; `router_options` go under `router bgp` (graceful
+    restart), `extra` after it (BMP targets). Also the vtysh command for its socket."""
+    conf = tmp_path / "bgpd.conf"
+    options = "".join(
+        f" neighbor {neighbour} {o.strip()}\n" for o in neighbour_options.split(";") if o.strip()
+    )
+    conf.write_text(f"""frr defaults traditional
+hostname frr
+log stdout informational
+router bgp {FRR_ASN}
+ bgp router-id 192.0.2.3
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+{router_options}
+ neighbor {neighbour} remote-as {neighbour_asn}
+ neighbor {neighbour} ebgp-multihop 2
+ neighbor {neighbour} update-source {local}
+ neighbor {neighbour} timers 3 9
+ neighbor {neighbour} timers connect 1
+{options}
+ address-family ipv4 unicast
+{"".join(f"  network {n}{chr(10)}" for n in networks4)}
+ exit-address-family
+ address-family ipv6 unicast
+  neighbor {neighbour} activate
+  network 2001:db8:3::/48
+ exit-address-family
+{extra}
+""")  # fmt: skip
+    argv = [BGPD, "-Z", "-S", "-f", str(conf), "-i", str(tmp_path / "bgpd.pid"),
+            "--vty_socket", str(tmp_path), "-l", local, "--log", "stdout"]  # fmt: skip
+    for module in modules:
+        argv += ["-M", module]
+    return argv, ["vtysh", "--vty_socket", str(tmp_path)]

@@ -9,7 +9,7 @@ from bgp_guard.asrel import load_asrel
 from bgp_guard.engine import Guard
 from bgp_guard.prefixindex import PrefixIndex
 from bgp_guard.rib import Rib, key_prefix, prefix_key
-from bgp_guard.update import PeerDown, Prefix
+from bgp_guard.update import EndOfRib, PeerDown, PeerRestarting, Prefix
 
 from .helpers import guard_config, update
 
@@ -199,3 +199,26 @@ def test_peer_down_withdraws_every_route_of_that_peer_only() -> None:
         ("exact-origin", "withdrawn", 6.0),
     ]
     assert len(guard.rib) == 0 and guard.updates == 4
+
+
+def test_graceful_restart_withdraws_only_what_is_not_announced_again() -> None:
+    """RFC 4724: a restarting peer's routes stay (stale, no event moves); at its End-of-RIB
+    the ones it did not announce again are withdrawn, per IP version."""
+    guard = Guard(guard_config(OURS))
+    a = ("198.51.100.1", 64510)
+    for prefix in ("192.0.2.0/24", "192.0.2.0/25"):
+        guard.process(update({"t": 1, "peer": "a", "prefix": prefix, "path": [64510, 65066]}))
+    ongoing = {k: e.state for k, e in guard.table.events.items()}
+    assert guard.process(PeerRestarting(2.0, *a)) == []
+    # Back: the /24 again (nothing changes), the /25 not.
+    assert guard.process(update({"t": 3, "prefix": "192.0.2.0/24", "path": [64510, 65066]})) == []
+    assert guard.process(EndOfRib(4.0, *a, version=6)) == []  # not the family of the /25
+    assert {k: e.state for k, e in guard.table.events.items()} == ongoing
+    out = guard.process(EndOfRib(5.0, *a, version=4))
+    assert [(e["prefix"], e["state"]) for e in out] == [("192.0.2.0/25", "withdrawn")]
+    assert len(guard.rib) == 1 and guard.summary()["peer_downs"] == 0
+    # A peer that never comes back: the PeerDown takes the stale routes too.
+    guard.process(PeerRestarting(6.0, *a))
+    out = guard.process(PeerDown(7.0, *a))
+    assert ("192.0.2.0/24", "withdrawn") in [(e["prefix"], e["state"]) for e in out]
+    assert len(guard.rib) == 0

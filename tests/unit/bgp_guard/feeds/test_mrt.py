@@ -54,7 +54,7 @@ def split(feed: MrtFeed) -> tuple[list[Update], list[PeerDown]]:
     for item in feed:
         if isinstance(item, PeerDown):
             downs.append(item)
-        else:
+        elif isinstance(item, Update):
             updates.append(item)
     return updates, downs
 

@@ -11,19 +11,24 @@ import json
 import logging
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bgp_guard.feeds.session import BgpSpeaker, connect_failure
-from bgp_guard.update import FeedItem, PeerDown, Update
+from bgp_guard.update import EndOfRib, FeedItem, PeerDown, PeerRestarting, Update
 from bgp_guard.wire import (
     HEADER_LEN,
     KEEPALIVE,
+    MSG_KEEPALIVE,
     MSG_NOTIFICATION,
     MSG_OPEN,
+    MSG_UPDATE,
+    GracefulRestart,
     Notification,
     Open,
     decode_header,
+    encode_message,
 )
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -185,3 +190,56 @@ def test_an_unreachable_neighbour_is_a_warning_with_the_reason(
     assert connect_failure(TimeoutError(), signed=True).endswith(
         "check the TCP-MD5 password on both routers"
     )
+
+
+async def gr_session(port: int, gr: GracefulRestart | None) -> tuple[Any, Any]:
+    """A session as AS PEER_ASN offering graceful restart `gr` for IPv4 unicast."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    hello = Open(PEER_ASN, 9, "192.0.2.1", frozenset({(1, 1)}), True, graceful_restart=gr)
+    writer.write(hello.encode() + KEEPALIVE)
+    mtype, body = await read_message(reader)
+    assert mtype == MSG_OPEN and Open.decode(body).graceful_restart is not None
+    # KEEPALIVE, then our End-of-RIB for IPv4 unicast (RFC 4724 section 2).
+    assert await read_message(reader) == (MSG_KEEPALIVE, b"")
+    assert await read_message(reader) == (MSG_UPDATE, bytes(4))
+    return reader, writer
+
+
+def test_graceful_restart_of_a_crafted_neighbour() -> None:
+    """TCP lost: restarting (no PeerDown); back with End-of-RIB: EndOfRib. Cease with the N
+    bit (RFC 8538): restarting; Hard Reset, or no N bit: PeerDown. Not back within its restart
+    time: PeerDown."""
+
+    async def next_item(speaker: BgpSpeaker) -> FeedItem:
+        return await asyncio.wait_for(anext(speaker.updates()), 5)
+
+    async def scenario() -> None:
+        speaker = BgpSpeaker(65010, "192.0.2.10", peers={"127.0.0.1": PEER_ASN}, hold_time=9)
+        await speaker.listen("127.0.0.1", 0)
+        port = speaker._servers[0].sockets[0].getsockname()[1]
+        n_bit = GracefulRestart(5, notification=True, families=((1, 1, 0x80),))
+        try:
+            _, writer = await gr_session(port, n_bit)
+            writer.close()
+            assert isinstance(await next_item(speaker), PeerRestarting)
+            _, writer = await gr_session(port, n_bit)
+            writer.write(golden("ipv4_as4_set_communities") + encode_message(MSG_UPDATE, bytes(4)))
+            while not isinstance(item := await next_item(speaker), EndOfRib):
+                assert isinstance(item, Update)
+            assert (item.peer_ip, item.version) == ("127.0.0.1", 4)
+            writer.write(Notification(6, 2).encode())  # Cease: with N, a restart too
+            assert isinstance(await next_item(speaker), PeerRestarting)
+            _, writer = await gr_session(port, n_bit)
+            writer.write(Notification(6, 9).encode())  # Hard Reset
+            assert isinstance(await next_item(speaker), PeerDown)
+            _, writer = await gr_session(port, GracefulRestart(1, families=((1, 1, 0),)))
+            writer.write(Notification(6, 2).encode())  # no N bit: RFC 4724 alone
+            assert isinstance(await next_item(speaker), PeerDown)
+            _, writer = await gr_session(port, GracefulRestart(1, families=((1, 1, 0),)))
+            writer.close()
+            assert isinstance(await next_item(speaker), PeerRestarting)
+            assert isinstance(await next_item(speaker), PeerDown)  # after its 1 s
+        finally:
+            await speaker.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 20))
