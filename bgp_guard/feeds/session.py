@@ -292,6 +292,7 @@ class BgpSpeaker(LiveFeed):
     ) -> None:
         loop = asyncio.get_running_loop()
         failures = 0
+        down_since = 0.0
         while True:
             try:
                 sock = sock or self._active_socket(host, local_address)
@@ -301,13 +302,19 @@ class BgpSpeaker(LiveFeed):
                 if sock is not None:
                     sock.close()
                 failures += 1
+                now = time.monotonic()
+                down_since = down_since or now
+                why = connect_failure(exc, host in self.passwords)
+                if now - down_since >= (self.open.hold_time or OPEN_WAIT):
+                    # Down for a hold time: a peer-down event until it is Established.
+                    self._peer_failed(neighbour(host), f"{neighbour(host)} unreachable: {why}")
                 if worth_logging(failures):
                     log.warning(
                         "BGP neighbour %s port %d unreachable: %s; retrying every %g s "
                         "(%d attempts failed)",
                         host,
                         port,
-                        connect_failure(exc, host in self.passwords),
+                        why,
                         retry,
                         failures,
                     )
@@ -316,7 +323,7 @@ class BgpSpeaker(LiveFeed):
                     sock.close()
                 raise
             else:
-                failures = 0
+                failures, down_since = 0, 0.0
                 await self._connection(reader, writer)
             sock = None
             await asyncio.sleep(retry)  # ConnectRetryTimer, RFC 4271 section 8.2.2

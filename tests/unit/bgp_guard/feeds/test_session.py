@@ -172,16 +172,24 @@ def test_second_session_with_the_same_neighbour_is_refused() -> None:
 def test_an_unreachable_neighbour_is_a_warning_with_the_reason(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Issue 16: a refused or unanswered connection says why, at WARNING."""
+    """Issue 16: a refused or unanswered connection says why, at WARNING, and once it has
+    lasted a hold time the neighbour is down (a peer-down event in guard watch)."""
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
 
     async def scenario() -> None:
-        speaker = BgpSpeaker(65010, "192.0.2.10", peers={"127.0.0.1": PEER_ASN})
+        speaker = BgpSpeaker(65010, "192.0.2.10", peers={"127.0.0.1": PEER_ASN}, hold_time=3)
         speaker.connect("127.0.0.1", port, retry=0.05)
         while "2 attempts failed" not in caplog.text:
             await asyncio.sleep(0.01)
+        assert speaker.peers_down() == {}  # not yet: down for less than a hold time
+        while not speaker.peers_down():
+            await asyncio.sleep(0.05)
+        assert speaker.peers_down() == {
+            "BGP neighbour 127.0.0.1": "BGP neighbour 127.0.0.1 unreachable: connection "
+            "refused: BGP is not listening there, or not for our address"
+        }
         await speaker.close()
 
     with caplog.at_level(logging.WARNING, "bgp_guard.feeds.session"):
