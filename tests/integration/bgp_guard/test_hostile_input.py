@@ -68,11 +68,13 @@ class Guard:
     stderr: Path
     lines: queue.Queue[str] = field(default_factory=queue.Queue)
 
-    def metric(self, name: str, **labels: str) -> float:
-        text = urllib.request.urlopen(
-            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
-        ).read()
-        for line in text.decode().splitlines():
+    def scrape(self) -> str:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        return str(urllib.request.urlopen(url, timeout=5).read().decode())
+
+    def metric(self, name: str, scraped: str | None = None, **labels: str) -> float:
+        text = self.scrape() if scraped is None else scraped
+        for line in text.splitlines():
             found = re.fullmatch(rf"{name}\{{(.*)\}} (\S+)", line)
             if found and all(f'{k}="{v}"' in found[1] for k, v in labels.items()):
                 return float(found[2])
@@ -388,6 +390,8 @@ def closed_by_guard(sock: socket.socket, within: float = 10) -> bool:
 
 
 CONNECTIONS = "overcast_bgp_feed_connections"
+REFUSED = "overcast_bgp_feed_refused_total"
+LIMITS = ("connection-limit", "source-limit")
 
 
 def refused(guard: Guard, reason: str) -> float:
@@ -411,7 +415,16 @@ def test_bmp_memory_is_bounded_under_a_connection_flood(guard: Guard) -> None:
     limits they are closed at once; the others hold at most one bounded message each. The
     guard's memory stays flat, and a real router is served afterwards."""
     baseline = guard.rss_kib()
-    limit_before = refused(guard, "connection-limit") + refused(guard, "source-limit")
+
+    def counts(scraped: str) -> tuple[float, float, float]:
+        """Connections held now, refused at the door, closed mid-message (slow-message)."""
+        return (
+            guard.metric(CONNECTIONS, scraped, feed="bmp"),
+            sum(guard.metric(REFUSED, scraped, feed="bmp", reason=r) for r in LIMITS),
+            guard.metric(REFUSED, scraped, feed="bmp", reason="slow-message"),
+        )
+
+    _, refused_before, slow_before = counts(guard.scrape())
     big = 120_000  # under MAX_MESSAGE; a 1 MiB header is refused outright (next test)
     flood = []
     for i in range(200):
@@ -419,19 +432,22 @@ def test_bmp_memory_is_bounded_under_a_connection_flood(guard: Guard) -> None:
         with contextlib.suppress(OSError):
             sock.sendall(struct.pack(">BIB", 3, big, ROUTE_MONITORING) + bytes(big - 10_000))
         flood.append(sock)
+        if i % 20 == 19:
+            assert counts(guard.scrape())[0] <= BMP_LIMIT
+    # Every connection accounted for: held, refused, or (on a loaded machine, where the
+    # flood outlasts message_timeout) already closed as too slow.
     deadline = time.monotonic() + 15
-    while (
-        refusals := refused(guard, "connection-limit")
-        + refused(guard, "source-limit")
-        - limit_before
-    ) < 200 - BMP_LIMIT:
-        assert time.monotonic() < deadline, f"only {refusals} refused"
+    while True:
+        held, refusals, slow = counts(guard.scrape())
+        refusals, slow = refusals - refused_before, slow - slow_before
+        if held + refusals + slow == 200:
+            break
+        assert time.monotonic() < deadline, (held, refusals, slow)
         time.sleep(0.05)
-    held = guard.metric(CONNECTIONS, feed="bmp")
     grown = guard.rss_kib() - baseline
     print(f"\nBMP flood: 200 connections, {held:.0f} held, {refusals:.0f} refused, "
-          f"RSS +{grown / 1024:.1f} MiB")  # fmt: skip
-    assert (held, refusals) == (BMP_LIMIT, 200 - BMP_LIMIT)
+          f"{slow:.0f} closed as slow, RSS +{grown / 1024:.1f} MiB")  # fmt: skip
+    assert held <= BMP_LIMIT and refusals >= 200 - 2 * BMP_LIMIT
     assert grown < 32 * 1024, f"RSS grew {grown} KiB"
     # Those let in never complete their message: closed after message_timeout.
     assert all(closed_by_guard(sock) for sock in flood)
