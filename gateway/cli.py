@@ -14,7 +14,7 @@ import secrets
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from gateway.config import GatewayConfig
 from overcast import exitcodes
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from gateway.app import Gateway
+    from gateway.server import ServerConfig
     from gateway.tls import CertFiles
 
 WORKER_CONFIG = "OVERCAST_GATEWAY_CONFIG"
@@ -111,16 +112,18 @@ def _tls(files: CertFiles, cas: tuple[Path, ...], *_: object) -> ssl.SSLContext:
     return server_context(files, cas)
 
 
-def uvicorn_config(app: Gateway | str, config: GatewayConfig, files: CertFiles) -> uvicorn.Config:
+def uvicorn_config(app: Gateway | str, config: GatewayConfig, files: CertFiles) -> ServerConfig:
     """`app` is the gateway, or with several workers the import path of `worker_app`."""
-    import uvicorn
-
-    from gateway.server import TlsHttpProtocol, TlsWebSocketProtocol
+    from gateway.server import ServerConfig, TlsHttpProtocol, TlsWebSocketProtocol
 
     cas = tuple(app.client_ca for app in config.apps.values() if app.client_ca is not None)
     host, _, port = config.listen.rpartition(":")
-    return uvicorn.Config(
+    return ServerConfig(
         app,
+        limits=config.limits,
+        # A partial, not a lambda: worker processes receive the config pickled. The
+        # protocol does the handshake itself, timed (gateway.server).
+        tls=functools.partial(_tls, files, cas),
         factory=isinstance(app, str),
         workers=config.workers,
         host=host.strip("[]"),
@@ -129,8 +132,6 @@ def uvicorn_config(app: Gateway | str, config: GatewayConfig, files: CertFiles) 
         http=TlsHttpProtocol,
         ws=TlsWebSocketProtocol,
         lifespan="on",
-        # A partial, not a lambda: worker processes receive the config pickled.
-        ssl_context_factory=functools.partial(_tls, files, cas),
         # The gateway resolves X-Forwarded-For itself, from trusted_proxies only.
         proxy_headers=False,
         server_header=False,
@@ -188,6 +189,7 @@ def _serve(args: argparse.Namespace) -> int:
         files = certificate(config, datetime.datetime.now(datetime.UTC))
         uv = server(gateway, files)
         uv.config.load()
+        cast("ServerConfig", uv.config).tls_context()  # a bad certificate fails here, not later
     except OSError as exc:
         # A file the config names (secret, keys, certificates, dev CA directory).
         where = f"{exc.filename}: " if exc.filename else ""

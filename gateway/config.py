@@ -8,6 +8,7 @@ gateway:
   listen: 0.0.0.0:443
   metrics_listen: 127.0.0.1:9464      # a separate listener; never the public one
   tls: {cert: /etc/overcast/gw.pem, key: /etc/overcast/gw.key}
+  limits: {request_head_timeout: 10, keep_alive_timeout: 5, max_connections: 4096}
   apps:
     crm:
       host: crm.corp.example          # default: <app>.<gateway host>
@@ -81,6 +82,24 @@ class Tls(Model):
         if (self.cert is None) != (self.key is None):
             raise ValueError("give both tls.cert and tls.key, or neither (dev CA mode)")
         return self
+
+
+class Limits(Model):
+    """How long the gateway waits on a client and how many it holds at once (per process),
+    so slow or idle clients cannot hold its memory and file descriptors (issue 17).
+
+    The names follow nginx's: ssl_handshake_timeout, client_header_timeout (the whole
+    request head, from its first byte or from the connection's start),
+    client_body_timeout (between two reads of the body, not the whole body),
+    keepalive_timeout (idle between requests) and worker_connections."""
+
+    tls_handshake_timeout: float = Field(10.0, gt=0, le=60)
+    request_head_timeout: float = Field(10.0, gt=0, le=300)
+    request_body_timeout: float = Field(30.0, gt=0, le=3600)
+    keep_alive_timeout: float = Field(5.0, gt=0, le=3600)
+    # Past this many open client connections (TLS handshakes included) a new one is
+    # closed at once, before any TLS work, and counted.
+    max_connections: int = Field(4096, ge=1, le=1_000_000)
 
 
 class App(Model):
@@ -172,6 +191,7 @@ class GatewayConfig(Model):
     # Processes serving the public listener; more than one needs session_store.
     workers: int = Field(1, ge=1, le=64)
     assertion_lifetime: int = Field(60, ge=5, le=60)
+    limits: Limits = Limits()
     # Proxies whose X-Forwarded-For is believed; nobody else's.
     trusted_proxies: tuple[Prefix, ...] = ()
     apps: dict[str, App] = {}
