@@ -18,7 +18,6 @@ from bgp_guard.errors import InputError
 from bgp_guard.rpki import VrpSet, load_vrps
 from bgp_guard.sinks import Sink
 from bgp_guard.sinks.jsonl import JsonLines
-from bgp_guard.sinks.syslog import Syslog
 from bgp_guard.sinks.text import Text, render
 from overcast import exitcodes
 from overcast.cli import CommandError, add_json_flag, emit, load_config, port_number
@@ -150,6 +149,8 @@ def _replay(args: argparse.Namespace) -> int:
 def _sinks(args: argparse.Namespace) -> list[Sink]:
     sinks: list[Sink] = [JsonLines(sys.stdout) if args.json else Text(sys.stdout)]
     if args.syslog:
+        from bgp_guard.sinks.syslog import Syslog  # asyncio with it: not on replay's start-up
+
         try:
             sinks.append(Syslog(args.syslog))
         except (ValueError, OSError) as exc:

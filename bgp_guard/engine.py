@@ -159,7 +159,7 @@ class Guard:
         return table.drain() if table.emitted else []
 
     def _about_ours(self, update: Update, mon: Monitored) -> list[Finding]:
-        about = str(mon.prefix)
+        about = mon.name
         out = [
             found
             for found in (
@@ -188,9 +188,9 @@ class Guard:
         leak_scope does."""
         found = leaked = None
         if mon is not None:
-            about: str | Prefix | None = str(mon.prefix)
+            about: str | Prefix | None = mon.name
             if self.asrel is not None:
-                leaked = leak.check(update, self.asrel, str(mon.prefix))
+                leaked = leak.check(update, self.asrel, mon.name)
         else:
             about = self._aspa_about(update)
             if self.asrel is not None and self.config.leak_scope == "all":
@@ -320,7 +320,7 @@ class Guard:
         if not holders:
             self._held[mon.prefix].discard(key)  # withdrawn by every peer since
             return
-        prefix, about, table = key_prefix(key), str(mon.prefix), self.table
+        prefix, about, table = key_prefix(key), mon.name, self.table
         # Validity depends on prefix and origin only: decided once per origin, not per peer.
         decided: dict[PathElement, Finding | None] = {}
         restated: dict[Key, Finding] = {}

@@ -21,6 +21,7 @@ class Monitored:
     ignore: bool
     path_checks: tuple[PathCheck, ...]
     any_origin: bool = False  # origins: any
+    name: str = ""  # str(prefix), made once: every finding about this prefix names it
     neighbours_only: bool = False
 
     @classmethod
@@ -36,6 +37,7 @@ class Monitored:
             path_checks=tuple(PathCheck.from_rule(r) for r in spec.path_rules),
             any_origin=spec.origins == "any",
             neighbours_only=spec.neighbours_only,
+            name=str(prefix),
         )
 
 

@@ -44,7 +44,7 @@ def check(
     prefix, origin = update.prefix, update.as_path[-1]
     exact = prefix.length == mon.prefix.length
     of = "" if exact else f", a more-specific of {mon.prefix},"
-    about = str(mon.prefix)
+    about = mon.name
     if isinstance(origin, frozenset):
         return Finding(
             "as-set-origin",

@@ -34,7 +34,7 @@ def check(update: Update, mon: Monitored) -> Finding | None:
         "beyond-neighbours",
         update.prefix,
         passer,
-        str(mon.prefix),
+        mon.name,
         f"{update.prefix} must stay with AS{origin}'s direct neighbours (neighbours_only), "
         f"but AS{passer} passed it on to {beyond} (path {path}).",
     )

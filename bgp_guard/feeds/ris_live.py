@@ -13,10 +13,11 @@ websocket client (`ris_websocket`) as for files.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from bgp_guard.feeds.stats import FeedStats
 from bgp_guard.update import FeedItem, PathElement, PeerDown, Prefix, Update
@@ -36,6 +37,8 @@ class ServerError(BadMessage):
 def _path(raw: Any) -> tuple[PathElement, ...]:
     if not isinstance(raw, list):
         raise BadMessage("'path' is not a list")
+    if all(type(a) is int for a in raw) and (not raw or (min(raw) >= 0 and max(raw) < 2**32)):
+        return tuple(raw)  # the common case, checked in C: plain ASNs in range
     path: list[PathElement] = []
     for element in raw:
         if isinstance(element, list):  # AS_SET
@@ -74,6 +77,24 @@ def _list(data: dict[str, Any], key: str) -> list[Any]:
     return value
 
 
+def _communities(raw: list[Any]) -> tuple[tuple[int, int], ...]:
+    try:  # the common case first: pairs of ints in 0..65535, checked without a call each
+        pairs = tuple([(hi, lo) for hi, lo in raw])
+        if all(type(x) is int and 0 <= x <= 0xFFFF for pair in pairs for x in pair):
+            return pairs
+    except (TypeError, ValueError):
+        pass
+    out = []
+    for pair in raw:  # then the first bad one, named
+        if not (isinstance(pair, list) and len(pair) == 2):
+            raise BadMessage(f"community {pair!r} is not a pair")
+        hi, lo = _asn(pair[0]), _asn(pair[1])
+        if hi > 0xFFFF or lo > 0xFFFF:
+            raise BadMessage(f"community {pair!r} has a part above 65535")
+        out.append((hi, lo))
+    return tuple(out)
+
+
 def _peer(data: dict[str, Any]) -> tuple[float, str, int]:
     """Time, peer address and peer ASN of one `ris_message`'s `data` object."""
     kind = data.get("type")
@@ -103,14 +124,7 @@ def updates_of(data: dict[str, Any], source: str = SOURCE) -> list[Update]:
     if not announcements:
         return out
     as_path = _path(data.get("path", []))
-    communities = []
-    for pair in _list(data, "community"):
-        if not (isinstance(pair, list) and len(pair) == 2):
-            raise BadMessage(f"community {pair!r} is not a pair")
-        hi, lo = _asn(pair[0]), _asn(pair[1])
-        if hi > 0xFFFF or lo > 0xFFFF:
-            raise BadMessage(f"community {pair!r} has a part above 65535")
-        communities.append((hi, lo))
+    communities = _communities(_list(data, "community"))
     for announcement in announcements:
         if not isinstance(announcement, dict):
             raise BadMessage("an announcement is not an object")
@@ -123,7 +137,7 @@ def updates_of(data: dict[str, Any], source: str = SOURCE) -> list[Update]:
                 _prefix(p),
                 True,
                 as_path,
-                tuple(communities),
+                communities,
                 str(next_hop) if next_hop is not None else None,
                 source,
             )
@@ -135,7 +149,7 @@ def updates_of(data: dict[str, Any], source: str = SOURCE) -> list[Update]:
 def decode(message: str | bytes) -> Sequence[FeedItem]:
     """The Updates (or PeerDown) of one RIS-live message, a JSON text; raises BadMessage,
     ServerError (a `ris_error`), another ValueError or UnicodeDecodeError if it is bad."""
-    parsed = json.loads(message)
+    parsed = orjson.loads(message)  # about 3x json's speed; its errors are ValueErrors
     if not isinstance(parsed, dict):
         raise BadMessage("line is not a JSON object")
     data = parsed.get("data")
