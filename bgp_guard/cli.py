@@ -212,7 +212,20 @@ def _watch(args: argparse.Namespace) -> int:
         print(f"overcast: watching {len(live)} feed(s); stop with Ctrl-C", file=sys.stderr)
         outbox = Outbox(store, transports, retries)
         notifier = Notifier(store, list(transports), config.notify, time.time(), outbox.wake)
+        page = None
         try:
+            if args.status_port:
+                from bgp_guard import status
+
+                board = status.StatusBoard(store, live)
+                try:
+                    page = await status.serve(board, args.status_port, stop)
+                except OSError as exc:
+                    raise CommandError(f"--status-port {args.status_port}: {exc}") from None
+                print(
+                    f"overcast: status page on http://127.0.0.1:{args.status_port}/",
+                    file=sys.stderr,
+                )
             return await watch.run(
                 guard,
                 live,
@@ -224,6 +237,8 @@ def _watch(args: argparse.Namespace) -> int:
                 outbox=outbox,
             )
         finally:
+            if page is not None:
+                await page.cleanup()
             await asyncio.gather(*(f.close() for f in live))
 
     from bgp_guard.notify import Notifier
@@ -554,6 +569,15 @@ def register(sub: Any) -> None:
         type=port_number,
         metavar="PORT",
         help="serve Prometheus metrics (feed counters, events) on http://127.0.0.1:PORT/metrics",
+    )
+    p.add_argument(
+        "--status-port",
+        type=port_number,
+        metavar="PORT",
+        help=(
+            "serve the status page (ongoing and recent events, feed health; live, no "
+            "reload) on http://127.0.0.1:PORT/, its data as JSON at /api/status"
+        ),
     )
     _output_flags(p)
     p.set_defaults(handler=_watch)
