@@ -17,10 +17,10 @@ from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controller.fabric import Fabric, FabricPort, SiteSwitch
 from controller.fakeoftable import FakeSwitch
 from controller.pipeline import diff, plan_switch, program
 from overcast.config import OvercastConfig, loads
+from overcast.fabric import Fabric, FabricPort, SiteSwitch
 
 T = TypeVar("T")
 SIZES = ((3, 2, 2), (10, 10, 10), (20, 50, 10))  # sites, segments, hosts per site+segment

@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controller.fabric import Fabric, FabricPort, SiteSwitch
 from controller.ovsdb import Ovsdb
+from overcast.fabric import Fabric, FabricPort, SiteSwitch
 from tests.integration.controller.netns import (
     ControllerProcess,
     Namespaces,

@@ -37,8 +37,8 @@ from pydantic import Field
 
 from bridge import mtu
 from bridge.keys import KeyStoreError, check_public_key
-from controller.fabric import FabricPort
 from overcast.config import L2Segment, L3Segment, OvercastConfig
+from overcast.fabric import FabricPort
 from overcast.model import IPAddress, IPNetwork, Model
 
 IFNAMSIZ = 15  # Linux interface names: IFNAMSIZ (16) minus the terminating NUL
@@ -215,8 +215,6 @@ def plan_site(
             f"site {site!r} is revoked; give it a new key with "
             f"'overcast bridge keys rotate CONFIG {site} --keys DIR' to bring it back"
         )
-    order = list(config.sites)
-    networks = config.underlay_names()
     here = config.sites[site]
     bridge = config.bridge
     peers = peers_of(config, site, revoked)
@@ -238,27 +236,21 @@ def plan_site(
         )
         local_version = overlay_address(config, site).version
         inner = mtu.inner_mtu(path_mtu, local_version, dot1q_inside=bridge.inner_vlan_tag)
-        tunnels = []
-        for peer in peers:
-            if peer not in seg.sites:
-                continue
-            paths = config.shared_underlays(site, peer)
-            for network in paths:
-                k = networks.index(network)
-                tunnels.append(
-                    VxlanTunnel(
-                        name=vxlan_name(seg.vni, order.index(peer), k),
-                        segment=seg_name,
-                        peer=peer,
-                        underlay=network,
-                        vni=seg.vni,
-                        local=overlay_address(config, site, network),
-                        remote=overlay_address(config, peer, network),
-                        dstport=vxlan_port(config, site, peer, network),
-                        mtu=inner,
-                        bfd=bridge.failover.bfd_settings() if len(paths) > 1 else {},
-                    )
-                )
+        tunnels = [
+            VxlanTunnel(
+                name=name,
+                segment=seg_name,
+                peer=peer,
+                underlay=network,
+                vni=seg.vni,
+                local=overlay_address(config, site, network),
+                remote=overlay_address(config, peer, network),
+                dstport=vxlan_port(config, site, peer, network),
+                mtu=inner,
+                bfd=bridge.failover.bfd_settings() if paths > 1 else {},
+            )
+            for name, peer, network, paths in _tunnel_paths(config, site, seg, peers)
+        ]
         segments.append(
             SegmentAttachment(
                 segment=seg_name,
@@ -284,6 +276,34 @@ def plan_site(
             for p in seg.announce.get(site, ())
         ),
     )
+
+
+def _tunnel_paths(
+    config: OvercastConfig, site: str, seg: L2Segment, peers: list[str]
+) -> Iterator[tuple[str, str, str, int]]:
+    """(device name, peer, underlay network, the peer's number of paths) of each VXLAN
+    tunnel of `seg` from `site` toward `peers`."""
+    order, networks = list(config.sites), config.underlay_names()
+    for peer in (p for p in peers if p in seg.sites):
+        paths = config.shared_underlays(site, peer)
+        for network in paths:
+            name = vxlan_name(seg.vni, order.index(peer), networks.index(network))
+            yield name, peer, network, len(paths)
+
+
+def tunnel_ports(config: OvercastConfig, site: str) -> tuple[FabricPort, ...]:
+    """The tunnel ports `plan_site` puts on `site`'s switch, from the config alone (no keys
+    needed), for the controller."""
+    out = []
+    for seg_name, seg in config.segments_at(site).items():
+        if isinstance(seg, L2Segment):
+            for name, peer, network, _ in _tunnel_paths(config, site, seg, peers_of(config, site)):
+                out.append(
+                    FabricPort(
+                        name=name, kind="tunnel", segment=seg_name, peer=peer, underlay=network
+                    )
+                )
+    return tuple(out)
 
 
 def _wireguard_mtu(config: OvercastConfig, site: str, network: str) -> int:

@@ -1,6 +1,6 @@
 """OpenFlow control: config + fabric -> flows on every site's Open vSwitch.
 
-fabric.py       the contract with the data plane: what each site switch holds
+fabric.py       derive each site switch's ports (overcast.fabric) from config, bridge plan, OVSDB
 pipeline.py     pure: tables as data, plan_switch() -> groups and flows, diff()
 openflow.py     the immutable messages the pipeline emits (no os-ken objects)
 fakeoftable.py  a model OpenFlow 1.3 switch: apply messages, ask where a frame goes

@@ -30,11 +30,21 @@ from os_ken.ofproto import ofproto_v1_3
 from prometheus_client import Counter, Gauge, Histogram
 
 from controller import ofguard
-from controller.fabric import Fabric
+from controller.learning import MacTable, static_hosts
 from controller.ofwire import flow_from_ofp, group_from_ofp, named_ports, port_name, to_ofp
 from controller.openflow import Flow, Group, Message
-from controller.pipeline import FabricError, SwitchPlan, diff, plan_switch, program
+from controller.pipeline import (
+    LEARNED,
+    SEGMENT_MASK,
+    TABLE_ID,
+    FabricError,
+    SwitchPlan,
+    diff,
+    plan_switch,
+    program,
+)
 from overcast.config import OvercastConfig
+from overcast.fabric import Fabric, FabricPort
 from overcast.metrics import REGISTRY
 
 log = logging.getLogger(__name__)
@@ -84,6 +94,35 @@ PLANNED_FLOWS = Gauge(
 )
 
 
+PACKET_INS = Counter(
+    "overcast_controller_packet_ins_total",
+    "Packet-ins switches sent, by reason (no_match: the learn table's miss, an unknown source MAC)",
+    ["reason"],
+    registry=REGISTRY,
+)
+LEARNED_MACS = Gauge(
+    "overcast_controller_learned_macs",
+    "MACs learned and installed at every site of their segment, by segment",
+    ["segment"],
+    registry=REGISTRY,
+)
+MAC_EVENTS = Counter(
+    "overcast_controller_mac_events_total",
+    "MAC table events: learned, moved, expired, refused (a configured host's MAC seen "
+    "elsewhere), known (a packet-in for a MAC already learned there)",
+    ["event"],
+    registry=REGISTRY,
+)
+TABLE_LIMITS = Counter(
+    "overcast_controller_table_limit_hits_total",
+    "Times a port stopped learning for a while: port_full, segment_full (MAC table limits) "
+    "or rate (packet-ins per port per second)",
+    ["limit"],
+    registry=REGISTRY,
+)
+_PACKET_IN_REASONS = {0: "no_match", 1: "action", 2: "invalid_ttl"}  # OpenFlow 1.3 7.4.1
+
+
 class ControllerError(Exception):
     """The controller cannot start; the message says why and what to do."""
 
@@ -121,6 +160,10 @@ class EventAudit(event.EventBase):  # type: ignore[misc]
     """Time to compare every switch with its plan."""
 
 
+class EventTick(event.EventBase):  # type: ignore[misc]
+    """A second has passed: end learning hold-downs that are over."""
+
+
 class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
 
@@ -132,12 +175,19 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
         self.audit_interval = audit_interval
         self.switches: dict[int, _Switch] = {}
         self.strangers: dict[int, Any] = {}  # connected, but not in the fabric
+        self.macs = MacTable(overcast.config.controller.learning, _static(overcast.fabric))
 
     def start(self) -> Any:
         thread = super().start()
         if self.audit_interval > 0:
             hub.spawn(self._audit_clock)
+        hub.spawn(self._tick_clock)
         return thread
+
+    def _tick_clock(self) -> None:
+        while True:
+            hub.sleep(1.0)
+            self.send_event(self.name, EventTick())
 
     def _audit_clock(self) -> None:
         # Only ticks here; the audit itself runs in the app's event thread like all else.
@@ -218,6 +268,14 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
     @set_ev_cls(EventReload)  # type: ignore[untyped-decorator]
     def _reload(self, ev: EventReload) -> None:
         self.settings = ev.settings
+        # Learned MACs stay where their port is still a learning access port of their segment.
+        self.macs.limits = ev.settings.config.controller.learning
+        self.macs.static = _static(ev.settings.fabric)
+        learning = _learning_ports(ev.settings.fabric)
+        for key, host in list(self.macs.hosts.items()):
+            if (host.site, host.port, host.segment) not in learning or key in self.macs.static:
+                del self.macs.hosts[key]
+        self._count_macs()
         for dp in [*self.strangers.values(), *(s.datapath for s in self.switches.values())]:
             sw = self.switches.get(dp.id)
             now = self.settings.fabric.by_dpid(dp.id)
@@ -307,6 +365,12 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
         ofports = dict(sw.ofports)
         if ev.msg.reason == ofp.OFPPR_DELETE:
             ofports.pop(name, None)
+            gone = self.macs.forget_port(sw.site, name)
+            if gone:
+                log.info("switch %s: port %s left; forgetting %d MACs", sw.site, name, len(gone))
+                self._count_macs()
+                for segment in {h.segment for h in gone}:
+                    self._replan_segment(segment, but=sw)
         elif desc.port_no <= ofp.OFPP_MAX:
             ofports[name] = desc.port_no
         if ofports != sw.ofports:
@@ -314,9 +378,123 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
             sw.ofports = ofports
             self._program(sw)
 
+    # -- learning -----------------------------------------------------------------------
+
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
+    def _packet_in(self, ev: Any) -> None:
+        msg = ev.msg
+        PACKET_INS.labels(_PACKET_IN_REASONS.get(msg.reason, str(msg.reason))).inc()
+        sw = self._switch(ev)
+        if sw is None or sw.plan is None or len(msg.data) < 14:
+            return
+        in_port = msg.match.get("in_port")
+        name = next((n for n, number in sw.ofports.items() if number == in_port), None)
+        port = _learning_ports(self.settings.fabric).get((sw.site, name or "", ""))
+        if name is None or port is None:
+            return
+        src = ":".join(f"{b:02x}" for b in bytes(msg.data[6:12]))
+        if int(src[:2], 16) & 1:
+            return  # a group address is never a source (IEEE 802)
+        now = time.monotonic()
+        if not self.macs.admit(sw.site, name, now):
+            TABLE_LIMITS.labels("rate").inc()
+            log.warning(
+                "switch %s port %s: more than %d packet-ins a second; it forwards without "
+                "learning for %ds",
+                sw.site,
+                name,
+                self.macs.limits.packet_ins_per_port,
+                self.macs.limits.hold_down,
+            )
+            self._program(sw)
+            return
+        outcome, old = self.macs.learn(port.segment, src, sw.site, name, now)
+        MAC_EVENTS.labels("refused" if outcome == "static" else outcome).inc()
+        if outcome in ("learned", "moved"):
+            was = f" (was at {old.site} port {old.port})" if old is not None else ""
+            log.info("learned %s in %s at %s port %s%s", src, port.segment, sw.site, name, was)
+            self._count_macs()
+            self._replan_segment(port.segment)
+        elif outcome in ("port_full", "segment_full"):
+            TABLE_LIMITS.labels(outcome).inc()
+            limits = self.macs.limits
+            log.warning(
+                "switch %s port %s: MAC table limit hit (%s: %d per port, %d per segment); "
+                "not learning %s, the port forwards without learning for %ds",
+                sw.site,
+                name,
+                outcome,
+                limits.max_macs_per_port,
+                limits.max_macs_per_segment,
+                src,
+                limits.hold_down,
+            )
+            self._program(sw)
+        elif outcome == "static":
+            log.warning(
+                "switch %s port %s: %s is a configured host's MAC elsewhere; not learned",
+                sw.site,
+                name,
+                src,
+            )
+
+    @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
+    def _flow_removed(self, ev: Any) -> None:
+        msg = ev.msg
+        sw = self._switch(ev)
+        ofp = msg.datapath.ofproto
+        if (
+            sw is None
+            or msg.reason != ofp.OFPRR_IDLE_TIMEOUT
+            or msg.table_id != TABLE_ID["learn"]
+            or not msg.cookie & LEARNED
+        ):
+            return
+        segment = self._segment_of_vni(msg.cookie & SEGMENT_MASK)
+        in_port, mac = msg.match.get("in_port"), msg.match.get("eth_src")
+        name = next((n for n, number in sw.ofports.items() if number == in_port), None)
+        if segment is None or name is None or mac is None:
+            return
+        host = self.macs.forget(segment, str(mac), sw.site, name)
+        if host is not None:
+            MAC_EVENTS.labels("expired").inc()
+            log.info("%s in %s idle at %s port %s; forgotten", mac, segment, sw.site, name)
+            self._count_macs()
+            self._replan_segment(segment)
+
+    @set_ev_cls(EventTick)  # type: ignore[untyped-decorator]
+    def _tick(self, ev: EventTick) -> None:
+        for site, port in self.macs.release(time.monotonic()):
+            log.info("switch %s port %s learns again", site, port)
+            for sw in self.switches.values():
+                if sw.site == site and sw.plan is not None:
+                    self._program(sw)
+
+    def _replan_segment(self, segment: str, but: _Switch | None = None) -> None:
+        seg = self.settings.config.l2_segments().get(segment)
+        for sw in self.switches.values():
+            if seg is not None and sw.site in seg.sites and sw.plan is not None and sw is not but:
+                self._program(sw)
+
+    def _segment_of_vni(self, vni: int) -> str | None:
+        return next(
+            (n for n, s in self.settings.config.l2_segments().items() if s.vni == vni), None
+        )
+
+    def _count_macs(self) -> None:
+        for segment in self.settings.config.l2_segments():
+            LEARNED_MACS.labels(segment).set(self.macs.count(segment))
+
     def _program(self, sw: _Switch) -> None:
         try:
-            plan = plan_switch(self.settings.config, self.settings.fabric, sw.site, sw.ofports)
+            plan = plan_switch(
+                self.settings.config,
+                self.settings.fabric,
+                sw.site,
+                sw.ofports,
+                self.macs.hosts.values(),
+                self.macs.held_ports(sw.site),
+            )
         except FabricError as exc:  # checked before it gets here; only a bug does
             log.error("switch %s: cannot plan: %s", sw.site, exc)
             return
@@ -503,6 +681,25 @@ class Controller:
         if self._app is None:
             raise ControllerError("the controller is not running; start() it first")
         self._app.send_event(self._app.name, EventReload(Settings(config, fabric)))
+
+
+def _static(fabric: Fabric) -> dict[tuple[str, str], tuple[str, str]]:
+    """(segment, MAC) -> (site, port) of every configured or tagged host."""
+    return static_hosts(
+        (s.site, [(p.name, p.segment, p.macs) for p in s.ports if p.kind == "access"])
+        for s in fabric.switches.values()
+    )
+
+
+def _learning_ports(fabric: Fabric) -> dict[tuple[str, str, str], FabricPort]:
+    """(site, port, segment) and (site, port, "") -> each access port that learns."""
+    out: dict[tuple[str, str, str], FabricPort] = {}
+    for switch in fabric.switches.values():
+        for port in switch.ports:
+            if port.kind == "access" and not port.macs:
+                out[(switch.site, port.name, port.segment)] = port
+                out[(switch.site, port.name, "")] = port
+    return out
 
 
 def _peer(dp: Any) -> str:

@@ -6,19 +6,21 @@ import argparse
 import logging
 import queue
 import signal
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from controller.fabric import Fabric
 from controller.pipeline import PIPELINE, SwitchPlan, check_fabric, plan_switch
 from overcast import exitcodes
 from overcast.cli import CommandError, add_json_flag, emit, load_config
 from overcast.config import OvercastConfig
+from overcast.fabric import Fabric
 
 if TYPE_CHECKING:
     from controller.app import Controller
+    from controller.fabric import Discovered
 
 DEFAULT_LISTEN = "0.0.0.0:6653"  # 6653: the IANA port for OpenFlow
 
@@ -28,16 +30,18 @@ def register(sub: Any) -> None:
         "controller",
         help="the OpenFlow controller that programs every site's switch",
         description=(
-            "The controller turns overcast.yaml plus a fabric file (which ports each site's "
-            "switch has: host access ports and VXLAN tunnels, per segment) into OpenFlow 1.3 "
-            "flows: segments are isolated, known MACs are forwarded directly, broadcast is "
-            "flooded with split horizon, and anything else is dropped. No NORMAL action."
+            "The controller turns overcast.yaml into OpenFlow 1.3 flows on every site's "
+            "switch. It derives each switch's ports itself: access ports from the config "
+            "(sites.SITE.switch.access, by interface name) and from OVSDB (ports tagged "
+            "external_ids:overcast-segment=NAME), tunnel ports from the bridge plan. Segments "
+            "are isolated, MACs are learned and installed at every site of their segment, "
+            "broadcast is flooded with split horizon, anything else is dropped. No NORMAL."
         ),
         epilog=(
             "examples:\n"
-            "  overcast controller plan --config overcast.yaml --fabric fabric.json --site hq\n"
-            "  overcast controller run --config overcast.yaml --fabric fabric.json "
-            "--listen 192.0.2.10:6653"
+            "  overcast controller plan --config overcast.yaml --site hq\n"
+            "  overcast controller run --config overcast.yaml --listen 192.0.2.10:6653 \\\n"
+            "      --tls-cert ctl.pem --tls-key ctl.key --tls-ca ca.pem"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -50,14 +54,14 @@ def register(sub: Any) -> None:
         help="listen for switches and program them (runs until SIGTERM/Ctrl-C)",
         description=(
             "Listen for OpenFlow 1.3 switches on --listen. When a switch whose datapath id "
-            "is in the fabric connects, its ports are read, the plan is computed and "
-            "installed; port changes are re-planned and only the difference is sent. "
-            "Switches not in the fabric are logged and left empty. SIGHUP re-reads the "
-            "config and fabric and re-plans every switch. Exits 0 on SIGTERM."
+            "is a site's connects, its ports are read, the plan is computed and installed; "
+            "port changes (OpenFlow or OVSDB) are re-planned and only the difference is "
+            "sent. Unknown switches are logged and left empty. SIGHUP re-reads the config "
+            "and re-plans every switch. Use TLS outside a lab. Exits 0 on SIGTERM."
         ),
         epilog=(
             "examples:\n"
-            "  overcast -v controller run --config overcast.yaml --fabric fabric.json \\\n"
+            "  overcast -v controller run --config overcast.yaml \\\n"
             "      --listen 192.0.2.10:6653 --metrics 127.0.0.1:9310\n"
             "  overcast controller run ... --tls-cert ctl.pem --tls-key ctl.key --tls-ca ca.pem"
         ),
@@ -83,6 +87,14 @@ def register(sub: Any) -> None:
         help="compare every switch with its plan this often and undo drift such as "
         "hand-added flows (default 30; 0 turns it off)",
     )
+    p.add_argument(
+        "--ovsdb",
+        action="append",
+        default=[],
+        metavar="SITE=REMOTE",
+        help="read SITE's ports from this OVSDB (unix:/path/db.sock or tcp:HOST:PORT); "
+        "overrides sites.SITE.switch.ovsdb (repeatable)",
+    )
     tls = p.add_argument_group(
         "TLS", "mutual TLS on the OpenFlow channel (switch targets then read ssl:HOST:PORT)"
     )
@@ -95,14 +107,14 @@ def register(sub: Any) -> None:
         "plan",
         help="print the flows and groups one site's switch would get (dry run)",
         description=(
-            "Compute the plan for --site without any switch. Port numbers come from "
-            "--ofport NAME=NUMBER; ports not given are numbered 1, 2, ... in fabric order. "
-            "Exit 2 if the config or fabric is invalid."
+            "Compute the plan for --site from the config alone, without any switch. Port "
+            "numbers come from --ofport NAME=NUMBER; ports not given are numbered 1, 2, ... "
+            "in order (config access ports, then tunnels). Exit 2 if the config is invalid."
         ),
         epilog=(
             "examples:\n"
-            "  overcast controller plan --config overcast.yaml --fabric fabric.json --site hq\n"
-            "  overcast controller plan ... --site hq --ofport h1=5 --json"
+            "  overcast controller plan --config overcast.yaml --site hq\n"
+            "  overcast controller plan ... --site hq --ofport eth1=5 --json"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -123,9 +135,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, metavar="FILE", help="path to overcast.yaml")
     p.add_argument(
         "--fabric",
-        required=True,
         metavar="FILE",
-        help="fabric JSON: {switches: {SITE: {site, bridge, dpid, ports: [...]}}}",
+        help="use this fabric JSON instead of deriving it ({switches: {SITE: {site, "
+        "bridge, dpid, ports: [...]}}}); for tests and odd set-ups",
     )
 
 
@@ -179,6 +191,7 @@ def _host_port(value: str, flag: str) -> tuple[str, int]:
 
 def _run(args: argparse.Namespace) -> int:
     from controller.app import Controller, ControllerError, Tls
+    from controller.discovery import Discovery
     from overcast import metrics
 
     if args.audit < 0:
@@ -191,7 +204,8 @@ def _run(args: argparse.Namespace) -> int:
         )
     tls = Tls(*tls_files) if all(tls_files) else None
     config = load_config(args.config)
-    fabric = load_fabric(args.fabric, config)
+    overrides = dict(_site_value(v, "--ovsdb", config) for v in args.ovsdb)
+    source = FabricSource(config, load_fabric(args.fabric, config) if args.fabric else None)
     host, port = _host_port(args.listen, "--listen")
     # Connections and programming are the controller's normal output: show them by default.
     logger = logging.getLogger("controller")
@@ -207,33 +221,98 @@ def _run(args: argparse.Namespace) -> int:
             metrics.serve(m_port, m_host)
         except OSError as exc:
             raise CommandError(f"cannot serve metrics on {args.metrics}: {exc.strerror}") from None
-    controller = Controller(config, fabric, host, port, tls, args.audit)
+    controller = Controller(config, source.fabric(), host, port, tls, args.audit)
     try:
         controller.start()
     except ControllerError as exc:
         raise CommandError(str(exc)) from None
+    remotes: dict[str, tuple[str, str]] = {}
+    for site, where in config.sites.items():
+        remote = overrides.get(site) or where.switch.ovsdb
+        if remote:
+            remotes[site] = (remote, where.switch.bridge)
+    discovery = Discovery(remotes, lambda site, seen: source.discovered(controller, site, seen))
+    discovery.start()
     while signals.get() == signal.SIGHUP:
-        _reload(controller, args)
+        source.reload(controller, args)
+    discovery.stop()
     logger.info("controller stopping (signal)")
     return exitcodes.OK
 
 
-def _reload(controller: Controller, args: argparse.Namespace) -> None:
-    """SIGHUP: read config and fabric again; on any problem keep running the old ones."""
-    logger = logging.getLogger("controller")
-    try:
-        config = load_config(args.config)
-        fabric = load_fabric(args.fabric, config)
-    except CommandError as exc:
-        logger.error("reload failed, keeping the running config and fabric: %s", exc)
-        return
-    logger.info("reloading %s and %s", args.config, args.fabric)
-    controller.reload(config, fabric)
+class FabricSource:
+    """The running config and fabric: derived from the config and what OVSDB reports
+    (`controller.fabric.derive`), unless a fabric file overrides it. Called from the main
+    thread (SIGHUP) and the OVSDB watchers, so it locks."""
+
+    def __init__(self, config: OvercastConfig, override: Fabric | None) -> None:
+        self.config, self.override = config, override
+        self.seen: dict[str, Discovered] = {}
+        self.lock = threading.Lock()
+
+    def fabric(self) -> Fabric:
+        from controller.fabric import derive  # the bridge plan behind it is heavy to import
+
+        return self.override or derive(self.config, self.seen)
+
+    def discovered(self, controller: Controller, site: str, seen: Discovered) -> None:
+        from controller.fabric import tag_problems
+
+        logger = logging.getLogger("controller")
+        for problem in tag_problems(self.config, site, seen):
+            logger.warning("%s", problem)
+        with self.lock:
+            self.seen[site] = seen
+            self._apply(controller)
+        logger.info(
+            "site %s: OVSDB reports dpid %s and %d tagged ports",
+            site,
+            f"{seen.dpid:#x}" if seen.dpid else "(no bridge yet)",
+            len(seen.tags),
+        )
+
+    def reload(self, controller: Controller, args: argparse.Namespace) -> None:
+        """SIGHUP: read the config (and fabric file) again; on a problem keep the old ones."""
+        logger = logging.getLogger("controller")
+        try:
+            config = load_config(args.config)
+            override = load_fabric(args.fabric, config) if args.fabric else None
+        except CommandError as exc:
+            logger.error("reload failed, keeping the running config: %s", exc)
+            return
+        logger.info("reloading %s", args.config)
+        with self.lock:
+            self.config, self.override = config, override
+            self._apply(controller)
+
+    def _apply(self, controller: Controller) -> None:
+        fabric = self.fabric()
+        problems = check_fabric(self.config, fabric)
+        if problems:
+            logging.getLogger("controller").error(
+                "the derived fabric does not fit the config, keeping the old one: %s",
+                "; ".join(problems),
+            )
+            return
+        controller.reload(self.config, fabric)
+
+
+def _site_value(value: str, flag: str, config: OvercastConfig) -> tuple[str, str]:
+    site, _, remote = value.partition("=")
+    if site not in config.sites or not remote:
+        raise CommandError(
+            f"{flag} {value!r}: write SITE=REMOTE with a site of the config "
+            f"({', '.join(config.sites)}), e.g. hq=unix:/var/run/openvswitch/db.sock",
+            exitcodes.USAGE,
+        )
+    return site, remote
 
 
 def _plan(args: argparse.Namespace) -> int:
+    from controller.fabric import derive
+
     config = load_config(args.config)
-    fabric = load_fabric(args.fabric, config)
+    fabric = load_fabric(args.fabric, config) if args.fabric else derive(config)
     switch = next((s for s in fabric.switches.values() if s.site == args.site), None)
     if switch is None:
         known = ", ".join(sorted(s.site for s in fabric.switches.values())) or "none"

@@ -31,9 +31,12 @@ from controller.openflow import (
     Message,
     ModifyGroup,
     Output,
+    ToController,
     ToGroup,
 )
 from controller.pipeline import PIPELINE, Table
+
+CONTROLLER = 0xFFFFFFFD  # OFPP_CONTROLLER: a trace that includes it raised a packet-in
 
 
 class OpenFlowError(Exception):
@@ -53,6 +56,7 @@ class Frame:
 class Trace:
     flows: tuple[Flow, ...]
     ports: frozenset[int]  # empty: dropped
+    to_controller: bool = False  # a packet-in was sent
 
 
 class FakeSwitch:
@@ -153,7 +157,9 @@ class FakeSwitch:
                 fields["metadata"] = (current & ~mask) | (value & mask)
             table = flow.goto
         out.discard(frame.in_port)
-        return Trace(tuple(hits), frozenset(out))
+        punted = CONTROLLER in out
+        out.discard(CONTROLLER)
+        return Trace(tuple(hits), frozenset(out), punted)
 
     def _lookup(self, table: str, fields: dict[str, int | str]) -> Flow | None:
         candidates = [
@@ -173,6 +179,9 @@ class FakeSwitch:
         for action in actions:
             if isinstance(action, Output):
                 ports.add(action.port)
+                continue
+            if isinstance(action, ToController):
+                ports.add(CONTROLLER)
                 continue
             group = self.groups[action.group_id]
             if group.type == "ff":

@@ -23,6 +23,7 @@ from controller.openflow import (
     Message,
     ModifyGroup,
     Output,
+    ToController,
     ToGroup,
 )
 from controller.pipeline import PIPELINE, TABLE_ID
@@ -43,6 +44,8 @@ def to_ofp(dp: Any, msg: Message) -> Any:
                 priority=flow.priority,
                 match=parser.OFPMatch(**dict(flow.match.fields)),
                 instructions=_instructions(dp, flow),
+                idle_timeout=flow.idle_timeout,
+                flags=ofp.OFPFF_SEND_FLOW_REM if flow.notify_removed else 0,
             )
         case DeleteFlow(flow):
             return parser.OFPFlowMod(
@@ -75,13 +78,16 @@ def to_ofp(dp: Any, msg: Message) -> Any:
 
 
 def _actions(dp: Any, actions: tuple[Action, ...]) -> list[Any]:
-    parser = dp.ofproto_parser
-    return [
-        parser.OFPActionOutput(a.port)
-        if isinstance(a, Output)
-        else parser.OFPActionGroup(a.group_id)
-        for a in actions
-    ]
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    out = []
+    for a in actions:
+        if isinstance(a, Output):
+            out.append(parser.OFPActionOutput(a.port))
+        elif isinstance(a, ToController):
+            out.append(parser.OFPActionOutput(ofp.OFPP_CONTROLLER, a.max_len))
+        else:
+            out.append(parser.OFPActionGroup(a.group_id))
+    return out
 
 
 def _instructions(dp: Any, flow: Flow) -> list[Any]:
@@ -134,7 +140,9 @@ def flow_from_ofp(dp: Any, stats: Any) -> Flow | None:
     if table is None or actions is None:
         return None
     match = Match.of(**{k: tuple(v) if isinstance(v, list) else v for k, v in stats.match.items()})
-    return Flow(table, stats.priority, match, stats.cookie, actions, metadata, goto)
+    notify = bool((stats.flags or 0) & ofp.OFPFF_SEND_FLOW_REM)
+    idle = stats.idle_timeout or 0
+    return Flow(table, stats.priority, match, stats.cookie, actions, metadata, goto, idle, notify)
 
 
 def group_from_ofp(dp: Any, desc: Any) -> Group | None:
@@ -158,6 +166,8 @@ def _actions_from_ofp(dp: Any, actions: list[Any]) -> tuple[Action, ...] | None:
         # Reserved ports (NORMAL, FLOOD, CONTROLLER, ...) are above OFPP_MAX: never ours.
         if isinstance(action, parser.OFPActionOutput) and action.port <= ofp.OFPP_MAX:
             out.append(Output(action.port))
+        elif isinstance(action, parser.OFPActionOutput) and action.port == ofp.OFPP_CONTROLLER:
+            out.append(ToController(action.max_len))
         elif isinstance(action, parser.OFPActionGroup):
             out.append(ToGroup(action.group_id))
         else:

@@ -49,7 +49,18 @@ class ToGroup:
         return f"group:{self.group_id}"
 
 
-Action = Output | ToGroup
+@dataclass(frozen=True, order=True)
+class ToController:
+    """Output to the controller as a packet-in, the frame's first `max_len` bytes
+    (OFPP_CONTROLLER, section 7.2.5): enough for the Ethernet, ARP and ND headers."""
+
+    max_len: int = 128
+
+    def __str__(self) -> str:
+        return f"controller:{self.max_len}"
+
+
+Action = Output | ToGroup | ToController
 
 
 @dataclass(frozen=True, order=True)
@@ -67,6 +78,10 @@ class Flow:
     actions: tuple[Action, ...] = ()
     write_metadata: tuple[int, int] | None = None
     goto: str | None = None
+    # Seconds without a matching frame before the switch removes the entry (0: never),
+    # and whether it then tells the controller (OFPFF_SEND_FLOW_REM, section 6.5).
+    idle_timeout: int = 0
+    notify_removed: bool = False
 
     @property
     def key(self) -> tuple[str, int, Match]:
@@ -79,6 +94,10 @@ class Flow:
         if self.goto is not None:
             parts.append(f"goto:{self.goto}")
         does = ",".join(parts) or "drop"
+        if self.idle_timeout:
+            does += f" idle_timeout={self.idle_timeout}" + (
+                " notify" if self.notify_removed else ""
+            )
         return (
             f"table={self.table} priority={self.priority} cookie={self.cookie:#x} "
             f"{self.match} -> {does}"

@@ -147,6 +147,16 @@ class Ovsdb:
         iface = self._find("Interface", name)
         return dict(iface.external_ids) if iface is not None else {}
 
+    def tagged(self, bridge: str, key: str) -> dict[str, str]:
+        """Interfaces on `bridge` whose external_ids hold `key`: name -> its value."""
+        self._idl.run()
+        return {
+            iface.name: iface.external_ids[key]
+            for port in self._bridge_or_fail(bridge).ports
+            for iface in port.interfaces
+            if key in iface.external_ids
+        }
+
     def set_external_id(self, name: str, key: str, value: str | None) -> None:
         """Set (or with None, remove) one external_ids key of interface `name`, if present."""
 

@@ -27,10 +27,10 @@ path are accepted, so both ends need not agree on which path is active.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from controller.fabric import Fabric, FabricPort, SiteSwitch
+from controller.learning import Host
 from controller.openflow import (
     Action,
     AddFlow,
@@ -46,9 +46,11 @@ from controller.openflow import (
     Message,
     ModifyGroup,
     Output,
+    ToController,
     ToGroup,
 )
 from overcast.config import L2Segment, OvercastConfig
+from overcast.fabric import Fabric, FabricPort, SiteSwitch
 
 
 @dataclass(frozen=True)
@@ -57,12 +59,14 @@ class Table:
     table_id: int
     miss: str  # "drop" or the name of the table unmatched frames continue in
     purpose: str
+    punt: bool = False  # unmatched frames also go to the controller (a packet-in)
 
 
 PIPELINE = (
     Table("classify", 0, "drop", "which segment a frame belongs to, by ingress port"),
-    Table("eth_dst", 1, "flood", "unicast to a MAC known to be in the segment"),
-    Table("flood", 2, "drop", "broadcast, multicast, unknown unicast with split horizon"),
+    Table("learn", 1, "eth_dst", "source MACs learned at this switch's access ports", punt=True),
+    Table("eth_dst", 2, "flood", "unicast to a MAC known to be in the segment"),
+    Table("flood", 3, "drop", "broadcast, multicast, unknown unicast with split horizon"),
 )
 TABLE_ID = {t.name: t.table_id for t in PIPELINE}
 
@@ -73,7 +77,9 @@ CLASS_MASK = SEGMENT_MASK | FROM_TUNNEL
 
 # Every Overcast flow carries "OC" in the top cookie bits and its segment's VNI in the low
 # ones (0 for pipeline-wide flows), so flows of one segment can be found on the switch.
+# Flows for learned MACs carry LEARNED too: they come and go with the hosts.
 COOKIE_BASE = 0x4F43 << 48
+LEARNED = 1 << 32
 
 # OpenFlow 1.3 section 7.2.3.8: vlan_vid OFPVID_NONE matches only frames without a VLAN tag.
 # RFC 7348 section 6.1: a decapsulated frame with an inner VLAN tag SHOULD be discarded
@@ -81,6 +87,7 @@ COOKIE_BASE = 0x4F43 << 48
 OFPVID_NONE = 0x0000
 
 PRIORITY_MISS = 0
+PRIORITY_HELD = 50  # a port in hold-down forwards without learning
 PRIORITY_SEGMENT = 100
 PRIORITY_FILTER = 200
 
@@ -109,8 +116,8 @@ class SwitchPlan:
     unresolved: tuple[str, ...] = ()
 
 
-def cookie(vni: int = 0) -> int:
-    return COOKIE_BASE | vni
+def cookie(vni: int = 0, learned: bool = False) -> int:
+    return COOKIE_BASE | (LEARNED if learned else 0) | vni
 
 
 def flood_group_id(vni: int, from_tunnel: bool) -> int:
@@ -205,9 +212,15 @@ def _check_macs(fabric: Fabric) -> Iterator[str]:
 
 
 def plan_switch(
-    config: OvercastConfig, fabric: Fabric, site: str, ofports: Mapping[str, int]
+    config: OvercastConfig,
+    fabric: Fabric,
+    site: str,
+    ofports: Mapping[str, int],
+    learned: Iterable[Host] = (),
+    held: Collection[str] = frozenset(),
 ) -> SwitchPlan:
-    """The groups and flows for `site`'s switch, given its ports' OpenFlow numbers.
+    """The groups and flows for `site`'s switch, given its ports' OpenFlow numbers, the
+    MACs learned at every site, and this site's ports in learning hold-down.
 
     Raises FabricError if the fabric contradicts the config.
     """
@@ -225,15 +238,22 @@ def plan_switch(
         by_segment.setdefault(port.segment, []).append(port)
 
     hosts = _hosts(fabric)
+    by_host_segment: dict[str, list[Host]] = {}
+    for host in learned:
+        by_host_segment.setdefault(host.segment, []).append(host)
     groups: list[Group] = []
     flows: list[Flow] = [*_pipeline_flows()]
+    idle = config.controller.learning.idle_timeout
     for name in sorted(by_segment):
         vni = segments[name].vni
         seg_ports = by_segment[name]
         exits = _exits(config, vni, seg_ports, ofports)
         failover = [e.group for e in exits if e.group is not None]
         flows += _classify(vni, seg_ports, ofports, config.bridge.inner_vlan_tag)
+        flows += _held(vni, seg_ports, ofports, held)
         flows += _unicast(vni, seg_ports, ofports, exits, hosts)
+        for host in by_host_segment.get(name, ()):
+            flows += host_flows(vni, site, seg_ports, ofports, exits, host, idle)
         seg_groups = _flood_groups(vni, seg_ports, ofports, exits)
         groups += [*failover, *seg_groups]
         flows += _flood(vni, seg_groups)
@@ -247,7 +267,7 @@ class _Exit:
     fast-failover group over its paths."""
 
     ports: tuple[FabricPort, ...]
-    action: Action
+    action: Output | ToGroup
     group: Group | None = None
 
 
@@ -297,7 +317,10 @@ def _switch_of(fabric: Fabric, site: str) -> SiteSwitch | None:
 def _pipeline_flows() -> Iterator[Flow]:
     for table in PIPELINE:
         goto = None if table.miss == "drop" else table.miss
-        yield Flow(table.name, PRIORITY_MISS, Match(), cookie(), goto=goto)
+        # An unknown source is told to the controller (one packet-in) and forwarded
+        # anyway, so a host's first frame is not lost while it is learned.
+        punt: tuple[Action, ...] = (ToController(),) if table.punt else ()
+        yield Flow(table.name, PRIORITY_MISS, Match(), cookie(), punt, goto=goto)
     yield Flow("classify", PRIORITY_FILTER, Match.of(eth_dst=RESERVED_MACS), cookie())
 
 
@@ -316,6 +339,9 @@ def _classify(
             if locked
             else [Match.of(in_port=number, **untagged)]
         )
+        # Other access ports learn their hosts' source MACs; tunnels never do (a MAC
+        # behind a tunnel was learned at its own site and installed here already).
+        learns = port.kind == "access" and not port.macs
         for match in matches:
             yield Flow(
                 "classify",
@@ -323,8 +349,56 @@ def _classify(
                 match,
                 cookie(vni),
                 write_metadata=(tag, CLASS_MASK),
-                goto="eth_dst",
+                goto="learn" if learns else "eth_dst",
             )
+
+
+def _held(
+    vni: int, ports: list[FabricPort], ofports: Mapping[str, int], held: Collection[str]
+) -> Iterator[Flow]:
+    for port in ports:
+        if port.name in held and port.kind == "access" and not port.macs:
+            match = Match.of(in_port=ofports[port.name])
+            yield Flow("learn", PRIORITY_HELD, match, cookie(vni), goto="eth_dst")
+
+
+def host_flows(
+    vni: int,
+    site: str,
+    ports: list[FabricPort],
+    ofports: Mapping[str, int],
+    exits: list[_Exit],
+    host: Host,
+    idle_timeout: int,
+) -> Iterator[Flow]:
+    """The flows one learned MAC puts on `site`'s switch (its segment's ports there)."""
+    learned = cookie(vni, learned=True)
+    if host.site == site:
+        port = next((p for p in ports if p.name == host.port), None)
+        if port is None:
+            return  # its port is not (yet) on the switch
+        number = ofports[port.name]
+        # The source entry: known, so no packet-in; idle, so the switch expires it and says so.
+        yield Flow(
+            "learn",
+            PRIORITY_SEGMENT,
+            Match.of(in_port=number, eth_src=host.mac),
+            learned,
+            goto="eth_dst",
+            idle_timeout=idle_timeout,
+            notify_removed=True,
+        )
+        to_host = Match.of(metadata=(vni, SEGMENT_MASK), eth_dst=host.mac)
+        yield Flow("eth_dst", PRIORITY_SEGMENT, to_host, learned, (Output(number),))
+        return
+    exit = next((e for e in exits if any(p.peer == host.site for p in e.ports)), None)
+    if exit is None:
+        return  # no tunnel toward its site (yet): it is flooded
+    to_tunnel = Match.of(metadata=(vni, CLASS_MASK), eth_dst=host.mac)
+    yield Flow("eth_dst", PRIORITY_SEGMENT, to_tunnel, learned, (exit.action,))
+    # Split horizon: from one tunnel to a host behind another is never ours to carry.
+    hairpin = Match.of(metadata=(vni | FROM_TUNNEL, CLASS_MASK), eth_dst=host.mac)
+    yield Flow("eth_dst", PRIORITY_SEGMENT, hairpin, learned)
 
 
 def _hosts(fabric: Fabric) -> dict[tuple[str, str], set[str]]:

@@ -20,13 +20,12 @@ from bridge import wireguard
 from bridge.apply import apply_site
 from bridge.keys import KeyStore
 from lab import names, netns, switch
-from lab.plan import OPENFLOW_PORT, STATE_ROOT, HostPlan, LabPlan, SitePlan, fabric, plan_lab
+from lab.plan import OPENFLOW_PORT, STATE_ROOT, HostPlan, LabPlan, SitePlan, plan_lab
 from lab.registry import REGISTRY_FILE, Registry, teardown_order
 from overcast.config import OvercastConfig
 
 Progress = Callable[[str], None]
 META_FILE = "lab.json"
-FABRIC_FILE = "fabric.json"  # controller.fabric.Fabric: what each site switch holds
 # The enterprise's key store (bridge.keys.KeyStore): every site's pair, as the enterprise
 # generates them. Each site runs from its own directory, sites/<site>/keys: its private key
 # and its peers' public keys only (KeyStore.provision), like a provider's host would.
@@ -82,7 +81,6 @@ def up(
     # The controller starts before the switches exist, so each connects on its first try
     # (OVS backs off up to 8 s between attempts) and is programmed as its ports appear.
     registry.file(state_dir / CONFIG_FILE).write_text(config_text)
-    registry.file(state_dir / FABRIC_FILE).write_text(fabric(plan).model_dump_json(indent=2))
     progress(
         f"lab {plan.lab_id}: controller on {plan.controller_target} (netns {plan.controller_netns})"
     )
@@ -137,7 +135,8 @@ def start_controller(plan: LabPlan, registry: Registry) -> None:
         *("ip", "netns", "exec", plan.controller_netns),
         *(sys.executable, "-m", "overcast", "controller", "run"),
         *("--config", str(plan.state_dir / CONFIG_FILE)),
-        *("--fabric", str(plan.state_dir / FABRIC_FILE)),
+        # The controller derives each switch's ports from the config and these databases.
+        *(f"--ovsdb={s.name}=unix:{switch.db_socket(s)}" for s in plan.sites),
         *("--listen", f"{plan.controller.ip}:{OPENFLOW_PORT}"),
     ]
     # Our own package, wherever it is imported from (a checkout or an installed copy).
@@ -208,7 +207,7 @@ def build_host(site: SitePlan, host: HostPlan, registry: Registry) -> None:
     netns.up(site.netns, host.port)
     for ns, ifname in ((host.netns, names.HOST_IF), (site.netns, host.port)):
         netns.tx_checksum_off(ns, ifname)
-    switch.ensure_port(site, host.port)
+    switch.ensure_port(site, host.port, host.segment, host.mac)
 
 
 def build_dataplane(site: SitePlan, keys: KeyStore, registry: Registry) -> None:

@@ -3,12 +3,14 @@ pipeline what each switch should hold and compares it with what the switch repor
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-from controller.pipeline import plan_switch
+from controller.fabric import derive
+from controller.pipeline import LEARNED, plan_switch
 from lab import netns, switch
 from lab.build import CONTROLLER_LOG
-from lab.plan import LabPlan, fabric
+from lab.plan import LabPlan, discovered
 from overcast.config import OvercastConfig
 
 
@@ -26,7 +28,7 @@ class SwitchState:
 
 
 def states(config: OvercastConfig, plan: LabPlan) -> list[SwitchState]:
-    fab = fabric(plan)
+    fab = derive(config, discovered(plan))
     out = []
     for site in plan.sites:
         with switch.ovsdb(site) as db:
@@ -38,7 +40,8 @@ def states(config: OvercastConfig, plan: LabPlan) -> list[SwitchState]:
             SwitchState(
                 site=site.name,
                 connected=connected == "true",
-                flows=sum(1 for line in dump.splitlines() if "actions=" in line),
+                # Learned MACs come and go with the hosts; the rest is the config's.
+                flows=sum(1 for line in dump.splitlines() if _configured(line)),
                 planned=len(want.flows),
                 unresolved=want.unresolved,
             )
@@ -71,3 +74,9 @@ def wait_programmed(
             f"see {plan.state_dir / CONTROLLER_LOG}"
         )
     return last
+
+
+def _configured(line: str) -> bool:
+    """A dump-flows line of a flow that is not for a learned MAC."""
+    match = re.search(r"cookie=(0x[0-9a-f]+)", line)
+    return "actions=" in line and not (match and int(match.group(1), 16) & LEARNED)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bridge import plan as bridge_plan
-from controller.fabric import Fabric, FabricPort, SiteSwitch
+from controller.fabric import Discovered
 from lab import names
 from overcast.config import OvercastConfig
 from overcast.model import IPAddress
@@ -141,7 +141,7 @@ def plan_lab(
             dir=state_dir / "sites" / name,
             bridge=site.switch.bridge,
             datapath=site.switch.datapath,
-            dpid=i + 1,
+            dpid=config.dpid(name),
             underlay=next(iter(config.addresses(name).values())),
             underlays=config.addresses(name),
             underlay_mtu=site.underlay_mtu,
@@ -213,23 +213,14 @@ def host_mac(lab_id: str, segment_index: int, site_index: int, number: int) -> s
     return ":".join(f"{o:02x}" for o in octets)
 
 
-def fabric(plan: LabPlan) -> Fabric:
-    """What every site switch holds, for the controller: access ports with the MACs of the
-    hosts behind them, and the bridge's tunnel ports."""
-    return Fabric(
-        switches={
-            site.name: SiteSwitch(
-                site=site.name,
-                bridge=site.bridge,
-                dpid=site.dpid,
-                ports=(
-                    *(
-                        FabricPort(name=h.port, kind="access", segment=h.segment, macs=(h.mac,))
-                        for h in plan.hosts_at(site.name)
-                    ),
-                    *site.dataplane.fabric_ports(),
-                ),
-            )
-            for site in plan.sites
-        }
-    )
+def discovered(plan: LabPlan) -> dict[str, Discovered]:
+    """What the controller reads from each site's OVSDB once the lab is built: the bridge's
+    datapath id and each host port tagged with its segment and its host's MAC."""
+    return {
+        site.name: Discovered(
+            site.dpid,
+            {h.port: h.segment for h in plan.hosts_at(site.name)},
+            {h.port: h.mac for h in plan.hosts_at(site.name)},
+        )
+        for site in plan.sites
+    }

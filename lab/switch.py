@@ -8,6 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from controller.fabric import MAC_TAG, SEGMENT_TAG
 from controller.ovsdb import Ovsdb
 from lab import netns
 from lab.plan import LabPlan, SitePlan
@@ -144,6 +145,10 @@ def ensure_bridge(lab: LabPlan, site: SitePlan) -> None:
         )
 
 
-def ensure_port(site: SitePlan, port: str) -> None:
+def ensure_port(site: SitePlan, port: str, segment: str, mac: str) -> None:
+    """A host's port, tagged as a hypervisor tags a VM's: the controller reads its segment
+    and the host's MAC from OVSDB (controller.fabric), so the lab writes no fabric."""
     with ovsdb(site) as db:
         db.ensure_port(site.bridge, port)
+        db.set_external_id(port, SEGMENT_TAG, segment)
+        db.set_external_id(port, MAC_TAG, mac)

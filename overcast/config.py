@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pydantic
-from pydantic import BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 
 from bgp_guard.config import GuardConfig
 from bridge.config import BridgeConfig
+from controller.config import ControllerConfig, check_mac
 from gateway.config import GatewayConfig
 from lab.config import LabConfig
 from overcast.model import ConfigError, IPAddress, Model, Name, Prefix, parse_underlay
@@ -25,12 +26,32 @@ from overcast.yamlsrc import Document, dotted, parse
 VNI_MAX = 2**24 - 1  # RFC 7348 section 5: 24-bit VXLAN Network Identifier
 
 
+def _access_port(value: Any) -> Any:
+    return {"segment": value} if isinstance(value, str) else value
+
+
+class AccessPort(Model):
+    """A switch port facing hosts (untagged), in one segment. `hosts`: MACs known to sit
+    behind it; they are forwarded to without learning, and the port admits only them."""
+
+    segment: Name
+    hosts: tuple[Annotated[str, AfterValidator(check_mac)], ...] = ()
+
+
 class Switch(Model):
     """The site's Open vSwitch bridge."""
 
     bridge: Name = "br-overcast"
     # "netdev" is the userspace datapath: it needs no kernel module (see ARCHITECTURE.md).
     datapath: Literal["netdev", "system"] = "netdev"
+    # The bridge's OpenFlow datapath id; default: the site's position in `sites:` plus one.
+    dpid: int | None = Field(None, ge=1, le=2**64 - 1)
+    # Where the controller reads the bridge's ports (OVSDB, RFC 7047), e.g.
+    # "unix:/var/run/openvswitch/db.sock" or "tcp:192.0.2.10:6640". A port whose Interface
+    # has external_ids:overcast-segment=NAME (set by a hypervisor hook) joins that segment.
+    ovsdb: str | None = None
+    # Interface name -> its segment ("eth1: finance") or {segment, hosts: [MAC, ...]}.
+    access: dict[str, Annotated[AccessPort, BeforeValidator(_access_port)]] = {}
 
 
 # The one underlay network of a config without an `underlays:` section.
@@ -102,6 +123,11 @@ class OvercastConfig(Model):
     gateway: GatewayConfig | None = None
     lab: LabConfig = LabConfig()
     bridge: BridgeConfig = BridgeConfig()
+    controller: ControllerConfig = ControllerConfig()
+
+    def dpid(self, site: str) -> int:
+        """The OpenFlow datapath id of `site`'s bridge."""
+        return self.sites[site].switch.dpid or list(self.sites).index(site) + 1
 
     def l2_segments(self) -> dict[str, L2Segment]:
         return {n: s for n, s in self.segments.items() if isinstance(s, L2Segment)}
@@ -272,6 +298,8 @@ def cross_check(config: OvercastConfig) -> list[ConfigError]:
     return [
         *_check_sites(config),
         *_check_segment_sites(config),
+        *_check_switches(config),
+        *config.controller.problems(config.l2_segments()),
         *_check_unique_vni(config),
         *_check_vlans(config),
         *_check_prefix_overlap(config),
@@ -480,3 +508,45 @@ def _check_announcements(config: OvercastConfig) -> Iterator[ConfigError]:
                             "hosted at one site only (move it, do not announce it twice)",
                         )
                 seen.append((prefix, f"site {site}"))
+
+
+IFNAMSIZ = 15  # Linux interface names: 16 bytes with the terminating NUL
+
+
+def _check_switches(config: OvercastConfig) -> Iterator[ConfigError]:
+    dpids: dict[int, str] = {}
+    l2 = config.l2_segments()
+    for name, site in config.sites.items():
+        dpid = config.dpid(name)
+        if dpid in dpids:
+            yield ConfigError(
+                f"sites.{name}.switch.dpid",
+                f"datapath id {dpid} is already sites.{dpids[dpid]}'s; give every switch its own",
+            )
+        dpids.setdefault(dpid, name)
+        owner: dict[tuple[str, str], str] = {}
+        for port, access in site.switch.access.items():
+            at = f"sites.{name}.switch.access.{port}"
+            if len(port) > IFNAMSIZ or not port or "/" in port or port.strip() != port:
+                yield ConfigError(at, f"{port!r} is not an interface name (1-15 characters)")
+            seg = l2.get(access.segment)
+            if seg is None:
+                known = ", ".join(sorted(l2)) or "none"
+                yield ConfigError(
+                    f"{at}.segment",
+                    f"no L2 segment {access.segment!r}; access ports join one of: {known}",
+                )
+            elif name not in seg.sites:
+                yield ConfigError(
+                    f"{at}.segment",
+                    f"site {name!r} is not in segment {access.segment!r}; add it to "
+                    f"segments.{access.segment}.sites or pick another segment",
+                )
+            for mac in access.hosts:
+                if (access.segment, mac) in owner:
+                    yield ConfigError(
+                        f"{at}.hosts",
+                        f"{mac} is already listed at port {owner[(access.segment, mac)]!r}; "
+                        "a MAC sits at one port",
+                    )
+                owner.setdefault((access.segment, mac), port)

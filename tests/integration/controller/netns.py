@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from controller.fabric import Fabric
+from overcast.fabric import Fabric
 
 SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.fabric import Fabric, FabricPort, SiteSwitch
 from controller.ovsdb import Ovsdb
+from overcast.fabric import Fabric, FabricPort, SiteSwitch
 from tests.conftest import require_binaries
 from tests.integration.controller.netns import (
     ControllerProcess,

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.fabric import Fabric
 from lab import build, netns, switch
-from lab.plan import STATE_ROOT, fabric
+from lab.plan import STATE_ROOT
 from lab.registry import REGISTRY_FILE, Registry
 from overcast.config import loads
 from tests.conftest import require_binaries
@@ -82,9 +81,12 @@ def test_sites_run_their_own_ovs_and_hosts_are_wired(lab_id: str) -> None:
     netns.run(branch.netns, ["ping", "-c1", "-W2", str(plan.controller.ip)])
     assert netns.run(branch.netns, ["cat", "/sys/class/net/wan/mtu"]).strip() == "1400"
 
-    # The controller's input: what each switch holds, as JSON.
-    written = Fabric.model_validate_json((plan.state_dir / build.FABRIC_FILE).read_text())
-    assert written == fabric(plan)
+    # No fabric file: the controller reads each host port's segment and MAC from OVSDB.
+    assert not list(plan.state_dir.glob("*fabric*"))
+    with switch.ovsdb(hq) as db:
+        host = plan.hosts_at("hq")[0]
+        tags = db.external_ids(host.port)
+        assert (tags["overcast-segment"], tags["attached-mac"]) == (host.segment, host.mac)
 
     # Up again: nothing new is created and the daemons are the same processes.
     before = (

@@ -11,8 +11,8 @@ import wgconfig
 from bridge import wireguard
 from bridge.keys import generate_private_key, public_key_of
 from bridge.plan import PlanError, SitePlan, plan_site, vxlan_port
-from controller.fabric import FabricPort
 from overcast.config import OvercastConfig, loads
+from overcast.fabric import FabricPort
 
 CONFIG = """\
 sites:

@@ -6,8 +6,8 @@ they carry. Tunnel ports follow the bridge's naming: one per (segment, peer site
 
 from __future__ import annotations
 
-from controller.fabric import Fabric, FabricPort, SiteSwitch
 from overcast.config import OvercastConfig, loads
+from overcast.fabric import Fabric, FabricPort, SiteSwitch
 
 CONFIG = """
 sites:

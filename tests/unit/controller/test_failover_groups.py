@@ -8,12 +8,12 @@ import pytest
 from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
 from os_ken.ofproto.ofproto_protocol import ProtocolDesc
 
-from controller.fabric import Fabric, FabricPort, SiteSwitch
 from controller.fakeoftable import FakeSwitch
 from controller.ofwire import group_from_ofp, to_ofp
 from controller.openflow import AddGroup
 from controller.pipeline import SwitchPlan, diff, failover_group_id, plan_switch, program
 from overcast.config import loads
+from overcast.fabric import Fabric, FabricPort, SiteSwitch
 
 CONFIG = loads("""
 underlays:

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.fabric import Fabric, FabricPort, SiteSwitch
 from controller.fakeoftable import FakeSwitch
 from controller.pipeline import plan_switch, program
 from overcast.config import OvercastConfig, loads
+from overcast.fabric import Fabric, FabricPort, SiteSwitch
 
 BROADCAST, UNKNOWN, STRANGER = "ff:ff:ff:ff:ff:ff", "02:99:99:99:99:99", "02:77:77:77:77:77"
 

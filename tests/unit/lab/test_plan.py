@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 
 from bridge.keys import generate_private_key, public_key_of
-from lab.plan import LabPlan, PlanError, fabric, host_mac, plan_lab
+from controller.fabric import derive
+from lab.plan import LabPlan, PlanError, discovered, host_mac, plan_lab
 from overcast.config import InvalidConfig, OvercastConfig, load, loads
 
 DEMO = Path(__file__).parents[3] / "lab" / "demo.yaml"
@@ -70,9 +71,9 @@ def test_host_macs_are_local_unicast_and_differ_per_lab() -> None:
     assert mac != host_mac("oc9999", 0, 1, 2)
 
 
-def test_fabric_lists_access_ports_with_host_macs_and_tunnels(demo: OvercastConfig) -> None:
+def test_the_fabric_the_controller_derives_lists_hosts_and_tunnels(demo: OvercastConfig) -> None:
     lab = make_plan(demo)
-    fab = fabric(lab)
+    fab = derive(demo, discovered(lab))  # what the lab's OVSDB tags tell the controller
     assert set(fab.switches) == {"hq", "branch", "cloud-a"}
     hq = fab.switches["hq"]
     assert hq.dpid == 1 and hq.bridge == "br-overcast"

@@ -1,0 +1,131 @@
+"""The `controller:` section of overcast.yaml: MAC learning limits, the ARP/ND proxy, ACLs.
+
+    controller:
+      learning: {idle_timeout: 300, max_macs_per_port: 64, max_macs_per_segment: 4096}
+      arp_proxy: true
+      acls:
+        finance:
+          default: allow            # stated explicitly: what a frame no rule matches gets
+          rules:
+            - {action: deny, ip_proto: tcp, tcp_dst: 23}
+            - {action: allow, ipv4_src: 192.0.2.0/24}
+
+Access ports (which switch port of which site is in which segment) are per site, under
+`sites.<site>.switch.access`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from overcast.model import ConfigError, Model, Prefix
+
+_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
+def check_mac(value: str) -> str:
+    """A host's MAC written as 02:00:00:00:00:01: unicast (IEEE 802: bit 0 of octet 0 clear)."""
+    mac = str(value).strip().lower()
+    if not _MAC_RE.match(mac):
+        raise ValueError(f"{value!r} is not a MAC address; write it like 02:00:00:00:00:01")
+    if int(mac[:2], 16) & 1:
+        raise ValueError(f"{mac} is a group (multicast) address; hosts have unicast MACs")
+    return mac
+
+
+class Learning(Model):
+    """Source-MAC learning on access ports (ports with static hosts do not learn)."""
+
+    # A host silent this long is forgotten at every site (OpenFlow idle timeout, seconds).
+    idle_timeout: int = Field(300, ge=10, le=65535)
+    # Table limits: a host (or a MAC flood) cannot exhaust the switches' tables.
+    max_macs_per_port: int = Field(64, ge=1, le=65536)
+    max_macs_per_segment: int = Field(4096, ge=1, le=1_000_000)
+    # Packet-ins a port may cause per second; past it the port forwards without learning
+    # for `hold_down` seconds (the switch stops asking).
+    packet_ins_per_port: int = Field(50, ge=1, le=100_000)
+    hold_down: int = Field(10, ge=1, le=3600)
+
+
+Protocol = Literal["tcp", "udp", "icmp", "icmpv6"]
+IP_PROTO = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
+
+
+class AclRule(Model):
+    """One rule: every field given must match (L2-L4); first match wins."""
+
+    action: Literal["allow", "deny"]
+    eth_src: str | None = None
+    eth_dst: str | None = None
+    eth_type: int | None = Field(None, ge=0x600, le=0xFFFF)
+    ip_src: Prefix | None = None
+    ip_dst: Prefix | None = None
+    ip_proto: Protocol | None = None
+    src_port: int | None = Field(None, ge=0, le=65535)
+    dst_port: int | None = Field(None, ge=0, le=65535)
+
+    @field_validator("eth_src", "eth_dst")
+    @classmethod
+    def _mac(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        mac = str(value).strip().lower()
+        if not _MAC_RE.match(mac):
+            raise ValueError(f"{value!r} is not a MAC address; write it like 02:00:00:00:00:01")
+        return mac
+
+    @model_validator(mode="after")
+    def _layers(self) -> AclRule:
+        if (self.src_port is not None or self.dst_port is not None) and self.ip_proto not in (
+            "tcp",
+            "udp",
+        ):
+            raise ValueError("src_port/dst_port need ip_proto: tcp or udp")
+        family = {p.version for p in (self.ip_src, self.ip_dst) if p is not None}
+        if len(family) > 1:
+            raise ValueError("ip_src and ip_dst must be of one family (IPv4 or IPv6)")
+        if (self.ip_proto == "icmp" and family == {6}) or (
+            self.ip_proto == "icmpv6" and family == {4}
+        ):
+            raise ValueError(f"ip_proto {self.ip_proto} does not fit the addresses' family")
+        return self
+
+    def ip_version(self) -> int | None:
+        """4 or 6 if the rule is about IP (and which), else None."""
+        for prefix in (self.ip_src, self.ip_dst):
+            if prefix is not None:
+                return prefix.version
+        if self.ip_proto == "icmpv6":
+            return 6
+        if self.ip_proto is not None:
+            return 4
+        return None
+
+
+class SegmentAcl(Model):
+    default: Literal["allow", "deny"]
+    rules: tuple[AclRule, ...] = ()
+
+
+class ControllerConfig(Model):
+    learning: Learning = Learning()
+    # Answer ARP requests and IPv6 neighbour solicitations for hosts the controller knows
+    # (RFC 826, RFC 4861 section 7.2.4) so those broadcasts stop crossing the WAN.
+    arp_proxy: bool = True
+    acls: dict[str, SegmentAcl] = {}
+
+    def problems(self, l2_segments: dict[str, Any]) -> list[ConfigError]:
+        out = []
+        for name in self.acls:
+            if name not in l2_segments:
+                known = ", ".join(sorted(l2_segments)) or "none"
+                out.append(
+                    ConfigError(
+                        f"controller.acls.{name}",
+                        f"no L2 segment {name!r}; ACLs are per L2 segment: {known}",
+                    )
+                )
+        return out
