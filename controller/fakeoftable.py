@@ -130,7 +130,12 @@ class FakeSwitch:
         self, in_port: int, eth_dst: str, eth_src: str = "02:00:00:00:00:ff"
     ) -> frozenset[int]:
         """The ports a frame entering at `in_port` leaves by (empty: dropped)."""
-        return self.trace(Frame(in_port, eth_dst.lower(), eth_src.lower())).ports
+        return self.trace_frame(in_port, eth_dst, eth_src).ports
+
+    def trace_frame(self, in_port: int, eth_dst: str, eth_src: str = "02:00:00:00:00:ff") -> Trace:
+        """What an untagged IPv4 frame entering at `in_port` hits, where it leaves, and
+        whether it raised a packet-in."""
+        return self.trace(Frame(in_port, eth_dst.lower(), eth_src.lower()))
 
     def trace(self, frame: Frame) -> Trace:
         """The flows `frame` hits, table by table, and the ports it leaves by."""

@@ -167,14 +167,18 @@ class ControllerProcess:
 
 @contextmanager
 def controller(
-    netns: str, config: str, fabric: Fabric, workdir: Path, listen: str, *extra: str
+    netns: str, config: str, fabric: Fabric | None, workdir: Path, listen: str, *extra: str
 ) -> Iterator[ControllerProcess]:
-    """`overcast controller run` in `netns`, killed on exit; yields once it listens."""
+    """`overcast controller run` in `netns`, killed on exit; yields once it listens. With
+    no `fabric` the controller derives it (config, OVSDB given by --ovsdb in `extra`)."""
     (workdir / "overcast.yaml").write_text(config)
-    (workdir / "fabric.json").write_text(fabric.model_dump_json(indent=2))
+    given: list[str] = []
+    if fabric is not None:
+        (workdir / "fabric.json").write_text(fabric.model_dump_json(indent=2))
+        given = ["--fabric", str(workdir / "fabric.json")]
     argv = [
         *("ip", "netns", "exec", netns, sys.executable, "-m", "overcast", "controller", "run"),
-        *("--config", str(workdir / "overcast.yaml"), "--fabric", str(workdir / "fabric.json")),
+        *("--config", str(workdir / "overcast.yaml"), *given),
         *("--listen", listen, *extra),
     ]
     with (workdir / "controller.log").open("wb") as out:

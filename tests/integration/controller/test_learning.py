@@ -1,0 +1,203 @@
+"""Issue #10 on real switches: no fabric file, learning distributed to every site, and no
+packet-ins in steady state.
+
+Three userspace OVS, each in its own namespace, in a full mesh of veth "tunnels" named as
+the bridge plan names VXLAN ports (vx<vni>-<peer index>), so the controller derives the
+whole fabric: access ports from the config (hq, branch) and from an OVSDB tag (cloud's
+port, added while the controller runs, as a hypervisor adds a VM's port). Hosts have MACs
+that are in no config.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import combinations
+
+import pytest
+
+from controller.ovsdb import Ovsdb
+from tests.conftest import require_binaries
+from tests.integration.controller.netns import (
+    ControllerProcess,
+    Namespaces,
+    OvsSwitch,
+    controller,
+    ping,
+    sh,
+    unique_prefix,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
+
+SITES = ("hq", "branch", "cloud")
+HOST_PORT = "hfin"
+METRICS = "127.0.0.1:9312"
+
+
+def _config(bridge: str) -> str:
+    switch = f"bridge: {bridge}, access: {{{HOST_PORT}: finance}}"
+    return f"""
+sites:
+  hq:     {{role: enterprise, underlay: 192.0.2.1, switch: {{{switch}}}}}
+  branch: {{role: enterprise, underlay: 192.0.2.2, switch: {{{switch}}}}}
+  cloud:  {{role: provider,   underlay: 192.0.2.3, switch: {{bridge: {bridge}}}}}
+segments:
+  finance: {{mode: l2, vni: 100, vlan: 10, sites: [hq, branch, cloud]}}
+"""
+
+
+def mac(i: int) -> str:  # in no config: learned
+    return f"02:00:00:00:0a:{i + 1:02x}"
+
+
+def address(i: int) -> str:
+    return f"192.0.2.{21 + i}"
+
+
+@dataclass
+class Mesh:
+    switches: dict[str, OvsSwitch]
+    bridge: str
+    hosts: dict[str, str]  # site -> host namespace
+    ctl: ControllerProcess
+    namespaces: Namespaces
+    prefix: str
+
+    def tx(self, site: str, port: str) -> int:
+        dump = self.switches[site].ofctl("dump-ports", self.bridge, port)
+        found = re.search(r"tx pkts=(\d+)", dump)
+        assert found, dump
+        return int(found.group(1))
+
+    def metric(self, name: str) -> float:
+        script = f"import urllib.request; print(urllib.request.urlopen('http://{METRICS}/metrics').read().decode())"
+        text = sh(sys.executable, "-c", script, netns=self.ctl.netns)
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
+def tunnel(site: str, peer: str) -> str:
+    return f"vx100-{SITES.index(peer)}"
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    require_binaries("ovsdb-server", "ovs-vswitchd", "ovsdb-tool", "ovs-ofctl", "ethtool", "ping")
+    prefix, namespaces = unique_prefix(), Namespaces()
+    switches: dict[str, OvsSwitch] = {}
+    try:
+        ctl_ns = namespaces.add(f"{prefix}-ctl")
+        for site in SITES:
+            switches[site] = OvsSwitch(namespaces.add(f"{prefix}-{site}"))
+        bridge = f"{prefix}br"
+        for a, b in combinations(SITES, 2):
+            namespaces.veth(tunnel(a, b), switches[a].netns, tunnel(b, a), switches[b].netns)
+        hosts = {}
+        ovsdb = []
+        for i, site in enumerate(SITES):
+            sw = switches[site]
+            namespaces.veth(f"{prefix}m{i}", sw.netns, f"{prefix}c{i}", ctl_ns)
+            sh(
+                "ip",
+                "addr",
+                "add",
+                f"198.51.100.{4 * i + 2}/30",
+                "dev",
+                f"{prefix}m{i}",
+                netns=sw.netns,
+            )
+            sh(
+                "ip",
+                "addr",
+                "add",
+                f"198.51.100.{4 * i + 1}/30",
+                "dev",
+                f"{prefix}c{i}",
+                netns=ctl_ns,
+            )
+            with Ovsdb(sw.remote) as db:
+                # A datapath id the config does not give: the controller reads it from OVSDB.
+                db.ensure_bridge(bridge, dpid=0xD000 + i)
+                for peer in SITES:
+                    if peer != site:
+                        db.ensure_port(bridge, tunnel(site, peer))
+                if site != "cloud":
+                    hosts[site] = namespaces.host(
+                        f"{prefix}-h{i}", sw.netns, HOST_PORT, mac(i), f"{address(i)}/24"
+                    )
+                    db.ensure_port(bridge, HOST_PORT)
+            ovsdb.append(f"--ovsdb={site}={sw.remote}")
+        workdir = tmp_path_factory.mktemp("learning")
+        extra = ("--metrics", METRICS, "--audit", "1", *ovsdb)
+        with controller(ctl_ns, _config(bridge), None, workdir, "0.0.0.0:6653", *extra) as ctl:
+            for i, site in enumerate(SITES):
+                with Ovsdb(switches[site].remote) as db:
+                    target = f"tcp:198.51.100.{4 * i + 1}:6653"
+                    db.ensure_bridge(bridge, dpid=0xD000 + i, controllers=[target])
+            ctl.wait_log("programmed (full)", "every switch to be programmed", count=len(SITES))
+            yield Mesh(switches, bridge, hosts, ctl, namespaces, prefix)
+            log = ctl.log.read_text()
+            assert "Traceback" not in log and "drifted" not in log, log
+    finally:
+        for sw in switches.values():
+            sw.close()
+        namespaces.close()
+
+
+def test_a_port_tagged_in_ovsdb_later_is_picked_up_without_a_restart(mesh: Mesh) -> None:
+    cloud = mesh.switches["cloud"]
+    port = f"{mesh.prefix}vm"
+    mesh.hosts["cloud"] = mesh.namespaces.host(
+        f"{mesh.prefix}-h2", cloud.netns, port, mac(2), f"{address(2)}/24"
+    )
+    with Ovsdb(cloud.remote) as db:
+        db.ensure_port(mesh.bridge, port)
+        db.set_external_id(port, "overcast-segment", "finance")
+    wait_for(
+        lambda: f"in_port={port}" in cloud.ofctl("dump-flows", mesh.bridge, "--names"),
+        "the tagged port to be programmed",
+    )
+    assert ping(mesh.hosts["cloud"], address(0)), mesh.ctl.log.read_text()
+
+
+def test_unicast_to_a_learned_host_crosses_exactly_one_tunnel(mesh: Mesh) -> None:
+    hq, branch = mesh.hosts["hq"], mesh.hosts["branch"]
+    # Static neighbours: every frame below is unicast (no ARP broadcasts to muddy counts).
+    sh("ip", "neigh", "replace", address(1), "lladdr", mac(1), "dev", "eth0", netns=hq)
+    sh("ip", "neigh", "replace", address(0), "lladdr", mac(0), "dev", "eth0", netns=branch)
+    # Each host's first frame: it is learned, at its site and everywhere else.
+    ping(branch, address(0), count=1)
+    wait_for(
+        lambda: mac(0) in mesh.switches["branch"].ofctl("dump-flows", mesh.bridge),
+        "hq's host to be installed at branch",
+    )
+    wait_for(
+        lambda: mac(1) in mesh.switches["hq"].ofctl("dump-flows", mesh.bridge),
+        "branch's host to be installed at hq",
+    )
+    wait_for(
+        lambda: mac(1) in mesh.switches["cloud"].ofctl("dump-flows", mesh.bridge),
+        "branch's host to be installed at cloud",
+    )
+    before = {
+        "to branch": mesh.tx("hq", tunnel("hq", "branch")),
+        "to cloud": mesh.tx("hq", tunnel("hq", "cloud")),
+        "cloud's host": mesh.tx("cloud", f"{mesh.prefix}vm"),
+        "packet-ins": mesh.metric("overcast_controller_packet_ins_total"),
+    }
+    assert ping(hq, address(1), count=10)
+    after = {
+        "to branch": mesh.tx("hq", tunnel("hq", "branch")),
+        "to cloud": mesh.tx("hq", tunnel("hq", "cloud")),
+        "cloud's host": mesh.tx("cloud", f"{mesh.prefix}vm"),
+        "packet-ins": mesh.metric("overcast_controller_packet_ins_total"),
+    }
+    assert after["to branch"] - before["to branch"] >= 10
+    assert after["to cloud"] == before["to cloud"], "unicast crossed the tunnel to cloud"
+    assert after["cloud's host"] == before["cloud's host"], "unicast reached cloud's host"
+    # Steady state: every host is known, so the switches asked the controller nothing.
+    assert after["packet-ins"] == before["packet-ins"]
+    assert mesh.metric('overcast_controller_learned_macs{segment="finance"}') >= 2
