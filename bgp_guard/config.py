@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
+from bgp_guard import communities
 from bgp_guard.sinks.config import Notify, SinkConfig
 from overcast.model import Address, ConfigError, Model, Prefix
 
@@ -75,6 +76,14 @@ class PathRule(Model):
         return self
 
 
+def _community(value: str) -> str:
+    communities.parse(value)  # ValueError names the fix
+    return value
+
+
+CommunityText = Annotated[str, AfterValidator(_community)]
+
+
 class MonitoredPrefix(Model):
     # "any": watch the prefix for more-specifics and squatting without naming its origins;
     # whoever originates the exact prefix is legitimate, and so is a more-specific from an
@@ -90,6 +99,9 @@ class MonitoredPrefix(Model):
     # No-export style scope: the origin's direct neighbours may carry it, nobody beyond
     # them (the route must not reach a third AS).
     neighbours_only: bool = False
+    # A route to the prefix (or a more-specific) carrying one of these is an event:
+    # "BLACKHOLE", "NO_EXPORT", "64500:666", large "64500:1:2".
+    flag_communities: tuple[CommunityText, ...] = ()
     description: str = ""
 
     @model_validator(mode="after")

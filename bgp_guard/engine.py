@@ -35,7 +35,18 @@ from bgp_guard import monitored
 from bgp_guard.aspa import AspaSet, changed_customers
 from bgp_guard.asrel import AsRelationships
 from bgp_guard.config import GuardConfig
-from bgp_guard.detect import aspa, hijack, leak, neighbours, path, roa, rov, scope, visibility
+from bgp_guard.detect import (
+    aspa,
+    community,
+    hijack,
+    leak,
+    neighbours,
+    path,
+    roa,
+    rov,
+    scope,
+    visibility,
+)
 from bgp_guard.events import Event, EventTable, Finding, Key
 from bgp_guard.monitored import Monitored
 from bgp_guard.rib import Path, Rib, key_prefix, prefix_key
@@ -150,7 +161,15 @@ class Guard:
             if self._own and not self._own.isdisjoint(update.as_path):
                 findings += neighbours.check(update, self.config.own_asns)
             for finding in findings:
-                table.observe(finding, route, update.peer_ip, now, update.as_path)
+                table.observe(
+                    finding,
+                    route,
+                    update.peer_ip,
+                    now,
+                    update.as_path,
+                    update.communities,
+                    update.large_communities,
+                )
         if mon is not None and mon.prefix.length == update.prefix.length:
             # Only a route our policy calls legitimate makes the prefix visible: a peer
             # whose route to it is hijacked no longer carries ours.
@@ -165,6 +184,9 @@ class Guard:
             for found in (
                 hijack.check(update, mon, lambda: self._exact_origins(mon)),
                 scope.check(update, mon) if mon.neighbours_only else None,
+                community.check(update, mon)
+                if mon.flag_communities or mon.flag_large_communities
+                else None,
                 None
                 if self.vrps is None
                 else rov.check(

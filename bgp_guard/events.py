@@ -19,6 +19,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from bgp_guard.communities import Community, LargeCommunity
 from bgp_guard.update import PathElement, Prefix
 from overcast.metrics import REGISTRY
 
@@ -67,10 +68,14 @@ class Event:
     carriers: set[Route] = field(default_factory=set)  # routes that carry it now
     example_path: tuple[PathElement, ...] = ()
     changed_at: float = 0.0
+    # The communities of the route that raised it (none known for routes re-validated
+    # after a VRP or ASPA reload: the RIB keeps paths only).
+    example_communities: tuple[Community, ...] = ()
+    example_large_communities: tuple[LargeCommunity, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         f = self.finding
-        return {
+        out = {
             "type": f.kind,
             "artemis": ARTEMIS.get(f.kind),
             "state": self.state,
@@ -87,6 +92,13 @@ class Event:
                 sorted(e) if isinstance(e, frozenset) else e for e in self.example_path
             ],
         }
+        # The route's communities, when it had any (RFC 1997, RFC 8092).
+        if self.example_communities:
+            out["communities"] = [f"{a}:{b}" for a, b in self.example_communities]
+        if self.example_large_communities:
+            large = self.example_large_communities
+            out["large_communities"] = [f"{a}:{b}:{c}" for a, b, c in large]
+        return out
 
 
 class EventTable:
@@ -115,11 +127,20 @@ class EventTable:
         peer: str,
         now: float,
         as_path: tuple[PathElement, ...],
+        communities: tuple[Community, ...] = (),
+        large_communities: tuple[LargeCommunity, ...] = (),
     ) -> None:
         """A route that `finding` applies to was announced."""
         event = self.events.get(finding.key)
         if event is None:
-            event = self.events[finding.key] = Event(finding, now, now, example_path=as_path)
+            event = self.events[finding.key] = Event(
+                finding,
+                now,
+                now,
+                example_path=as_path,
+                example_communities=communities,
+                example_large_communities=large_communities,
+            )
         elif self._idle:
             self._idle.pop(finding.key, None)
         event.last_seen = now
@@ -132,6 +153,8 @@ class EventTable:
         elif event.state == "withdrawn":
             event.finding = finding
             event.example_path = as_path
+            event.example_communities = communities
+            event.example_large_communities = large_communities
             self._emit(event, "ongoing", now)
 
     def release(self, route: Route, now: float) -> None:

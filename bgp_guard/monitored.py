@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bgp_guard import communities
+from bgp_guard.communities import Community, LargeCommunity
 from bgp_guard.config import GuardConfig, MonitoredPrefix
 from bgp_guard.detect.path import PathCheck
 from bgp_guard.prefixindex import PrefixIndex
@@ -23,9 +25,12 @@ class Monitored:
     any_origin: bool = False  # origins: any
     name: str = ""  # str(prefix), made once: every finding about this prefix names it
     neighbours_only: bool = False
+    flag_communities: frozenset[Community] = frozenset()
+    flag_large_communities: frozenset[LargeCommunity] = frozenset()
 
     @classmethod
     def from_config(cls, prefix: Prefix, spec: MonitoredPrefix) -> Monitored:
+        flagged = [communities.parse(c) for c in spec.flag_communities]
         return cls(
             prefix=prefix,
             origins=frozenset(() if spec.origins == "any" else spec.origins),
@@ -38,6 +43,8 @@ class Monitored:
             any_origin=spec.origins == "any",
             neighbours_only=spec.neighbours_only,
             name=str(prefix),
+            flag_communities=frozenset(c for c in flagged if len(c) == 2),
+            flag_large_communities=frozenset(c for c in flagged if len(c) == 3),
         )
 
 

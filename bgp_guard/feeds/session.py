@@ -364,8 +364,10 @@ class BgpSpeaker(LiveFeed):
                 why = "closed by us: the guard is stopping" + (
                     f"; sent {Notification(CEASE, ADMINISTRATIVE_SHUTDOWN)}" if session else ""
                 )
-            elif isinstance(exc, asyncio.IncompleteReadError):
+            elif isinstance(exc, asyncio.IncompleteReadError | BrokenPipeError):
                 why = "the neighbour closed the TCP connection without a NOTIFICATION"
+            elif isinstance(exc, ConnectionResetError):
+                why = "the neighbour reset the TCP connection, without a NOTIFICATION"
             else:
                 why = f"TCP connection lost: {exc.strerror or exc}"
             self._ended(peer_ip, session, why, None, False)

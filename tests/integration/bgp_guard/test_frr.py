@@ -21,6 +21,7 @@ from bgp_guard.feeds.bmp import BmpListener
 from bgp_guard.feeds.live import LiveFeed
 from bgp_guard.feeds.session import BgpSpeaker
 from bgp_guard.feeds.tcp_md5 import TcpMd5Key
+from bgp_guard.sinks.text import render
 from bgp_guard.update import EndOfRib, FeedItem, PeerDown, PeerRestarting
 from tests.conftest import require_binaries
 from tests.integration.bgp_guard.conftest import (
@@ -204,7 +205,10 @@ def test_frr_graceful_restart_withdraws_nothing(netns: str, tmp_path: Path) -> N
                 await pump.until(lambda: pump.states() == dict.fromkeys(HIJACKS, "ongoing"))
                 assert speaker.established[THEM].restart_versions == {4, 6}
                 ongoing = len(pump.events)
-            # bgpd stopped: FRR says Cease; with the N bit (RFC 8538) a graceful restart.
+            # bgpd stopped: FRR says Cease; with the N bit (RFC 8538) a graceful restart,
+            # which the peer-down event (guard watch) names as one.
+            await pump.until(lambda: any(isinstance(i, PeerRestarting) for i in pump.peer_items))
+            restarting_said = list(speaker.peers_down().values())
             with daemon(netns, argv_after, after / "bgpd.log"):
                 await pump.until(lambda: any(isinstance(i, EndOfRib) and i.version == 4
                                              for i in pump.peer_items))  # fmt: skip
@@ -215,10 +219,46 @@ def test_frr_graceful_restart_withdraws_nothing(netns: str, tmp_path: Path) -> N
                 assert pump.states() == {HIJACKS[0]: "ongoing", HIJACKS[1]: "withdrawn"}
                 assert not any(isinstance(i, PeerDown) for i in pump.peer_items)
                 assert isinstance(pump.peer_items[0], PeerRestarting)
+                assert "is restarting" in restarting_said[0]
             # A real loss: bgpd gone for longer than its restart time (6 s).
             await pump.until(lambda: any(isinstance(i, PeerDown) for i in pump.peer_items))
             assert pump.states()[HIJACKS[0]] == "withdrawn"
         finally:
             await speaker.close()
+
+    run_in_netns(netns, scenario)
+
+
+def test_frr_blackhole_community_is_flagged(netns: str, tmp_path: Path) -> None:
+    """FRR tags a more-specific of our prefix with BLACKHOLE (RFC 7999) and a large
+    community: the events carry both, and flag_communities raises a `community` event."""
+    require_frr()
+    tags = (
+        "route-map BH permit 10\n set community blackhole\n set large-community 4200000003:8092:1\n"
+    )
+    argv, _ = frr(
+        tmp_path, THEM, US, OUR_ASN, networks4=("203.0.113.128/25 route-map BH",), extra=tags
+    )
+    config = GuardConfig.model_validate(
+        {"prefixes": {"203.0.113.0/24": {"origins": [64500], "flag_communities": ["BLACKHOLE"]}}}
+    )
+    guard = Guard(config)
+
+    async def scenario() -> None:
+        speaker = BgpSpeaker(OUR_ASN, US, peers={THEM: FRR_ASN}, hold_time=9)
+        await speaker.listen(US)
+        pump = Pump(speaker, guard)
+        try:
+            with daemon(netns, argv, tmp_path / "bgpd.log"):
+                await pump.until(
+                    lambda: {e["type"] for e in pump.events} >= {"community", "subprefix-origin"}
+                )
+        finally:
+            await speaker.close()
+        flagged = next(e for e in pump.events if e["type"] == "community")
+        assert "65535:666" in flagged["communities"]
+        assert flagged["large_communities"] == ["4200000003:8092:1"]
+        assert flagged["offending_as"] == FRR_ASN and "(not ours)" in flagged["rationale"]
+        assert "65535:666 (BLACKHOLE)" in render(flagged)
 
     run_in_netns(netns, scenario)

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+from pydantic import ValidationError
+
+from bgp_guard import communities
 from bgp_guard.asrel import load_asrel
 from bgp_guard.engine import Guard
 from bgp_guard.prefixindex import PrefixIndex
 from bgp_guard.rib import Rib, key_prefix, prefix_key
-from bgp_guard.update import EndOfRib, PeerDown, PeerRestarting, Prefix
+from bgp_guard.sinks.text import render
+from bgp_guard.update import EndOfRib, PeerDown, PeerRestarting, Prefix, Update
 
 from .helpers import guard_config, update
 
@@ -222,3 +227,45 @@ def test_graceful_restart_withdraws_only_what_is_not_announced_again() -> None:
     out = guard.process(PeerDown(7.0, *a))
     assert ("192.0.2.0/24", "withdrawn") in [(e["prefix"], e["state"]) for e in out]
     assert len(guard.rib) == 0
+
+
+def test_flagged_community_and_communities_in_events() -> None:
+    """Issue 16: events carry the route's communities; a listed community (BLACKHOLE,
+    RFC 7999) on our prefix is an event of its own, named in JSON and text."""
+    config = guard_config(
+        {"prefixes": {"192.0.2.0/24": {"origins": [64500], "flag_communities": ["BLACKHOLE"]}}}
+    )
+    guard = Guard(config)
+    blackhole = Update(
+        1.0,
+        "198.51.100.1",
+        64510,
+        Prefix.parse("192.0.2.0/32"),
+        True,
+        (64510, 65066),
+        ((65535, 666), (64510, 1)),
+        large_communities=((64510, 8092, 1),),
+    )
+    events = {e["type"]: e for e in guard.process(blackhole)}
+    flagged = events["community"]
+    assert flagged["offending_as"] == 65066
+    assert "carries 65535:666 (BLACKHOLE)" in flagged["rationale"]
+    assert "origin AS65066 (not ours)" in flagged["rationale"]
+    for event in events.values():  # the sub-prefix hijack too
+        assert event["communities"] == ["65535:666", "64510:1"]
+        assert event["large_communities"] == ["64510:8092:1"]
+    line = render(flagged)
+    assert line.endswith("Communities: 65535:666 (BLACKHOLE) 64510:1 64510:8092:1.")
+    plain = update({"t": 2, "peer": "b", "prefix": "192.0.2.0/24", "path": [64511, 64500]})
+    assert guard.process(plain) == []  # ours, no community: nothing to say
+
+
+def test_flag_communities_are_checked_in_the_config() -> None:
+    with pytest.raises(ValidationError, match="'BLACKHOLD' is not a community"):
+        guard_config(
+            {"prefixes": {"192.0.2.0/24": {"origins": [1], "flag_communities": ["BLACKHOLD"]}}}
+        )
+    assert communities.parse("no-export") == (65535, 65281)
+    assert communities.parse("64500:1:2") == (64500, 1, 2)
+    with pytest.raises(ValueError, match="up to 65535"):
+        communities.parse("70000:1")

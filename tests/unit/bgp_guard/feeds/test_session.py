@@ -251,3 +251,50 @@ def test_graceful_restart_of_a_crafted_neighbour() -> None:
             await speaker.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 20))
+
+
+def test_every_session_end_says_who_ended_it_and_why(caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 16: no more "0 bytes read on a total of undefined expected bytes"."""
+
+    async def established(port: int, hold: int = 9) -> tuple[Any, Any]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(Open(PEER_ASN, hold, "192.0.2.1", frozenset({(1, 1)}), True).encode())
+        writer.write(KEEPALIVE)
+        await read_message(reader)  # OPEN
+        return reader, writer
+
+    async def ended(count: int) -> None:
+        while caplog.text.count(" ended: ") < count:
+            await asyncio.sleep(0.01)
+
+    async def scenario() -> None:
+        speaker = BgpSpeaker(65010, "192.0.2.10", peers={"127.0.0.1": PEER_ASN}, hold_time=9)
+        await speaker.listen("127.0.0.1", 0)
+        port = speaker._servers[0].sockets[0].getsockname()[1]
+        _, writer = await established(port)
+        writer.write(Notification(6, 2, b"\x0bmaintenance").encode())
+        await ended(1)
+        _, writer = await established(port)
+        writer.close()
+        await ended(2)
+        _, writer = await established(port, hold=3)  # then silence
+        await ended(3)
+        reader, writer = await established(port)
+        await asyncio.sleep(0.1)
+        await speaker.close()
+        while (await read_message(reader))[0] != MSG_NOTIFICATION:
+            pass
+        writer.close()
+
+    with caplog.at_level(logging.INFO, "bgp_guard.feeds.session"):
+        asyncio.run(asyncio.wait_for(scenario(), 20))
+    who = f"BGP session with 127.0.0.1 AS{PEER_ASN} ended: "
+    for why in (
+        'closed by the neighbour: NOTIFICATION 6/2 Cease, Administrative Shutdown: "maintenance"',
+        "the neighbour closed the TCP connection without a NOTIFICATION",
+        "closed by us: hold timer expired (no message for 3 s); sent NOTIFICATION 4/0 Hold "
+        "Timer Expired",
+        "closed by us: the guard is stopping; sent NOTIFICATION 6/2 Cease, Administrative Shutdown",
+    ):
+        assert who + why in caplog.text
+    assert "undefined expected bytes" not in caplog.text
