@@ -21,7 +21,7 @@ def check(update: Update, mon: Monitored) -> Finding | None:
         "community",
         update.prefix,
         origin if isinstance(origin, int) else None,
-        str(mon.prefix),
+        mon.name,
         f"{update.prefix} from AS{update.peer_asn} ({update.peer_ip}) carries "
         f"{', '.join(flagged)}, listed in flag_communities for {mon.prefix}; origin "
         f"AS{origin} ({whose}).",
