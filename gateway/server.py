@@ -345,10 +345,18 @@ class TlsHttpProtocol(HttpToolsProtocol):
     def handle_websocket_upgrade(self) -> None:
         # The WebSocket protocol takes over the connection itself, unbatched and untimed.
         self._busy()
-        self._unset_keepalive_if_required()
         self._batched.flush()
         self.transport = self._batched.transport
         super().handle_websocket_upgrade()
+        # This protocol hears no more of the connection: its end is the WebSocket's.
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
+        websocket = self.transport.get_protocol()
+        if isinstance(websocket, TlsWebSocketProtocol):
+            websocket.on_lost = self._give_back
+        else:
+            self._give_back()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -528,11 +536,19 @@ class TlsHttpProtocol(HttpToolsProtocol):
 
 
 class TlsWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's websockets protocol plus the ASGI TLS extension."""
+    """uvicorn's websockets protocol plus the ASGI TLS extension, and the end of the
+    connection reported to the HTTP protocol it took over from (`on_lost`)."""
+
+    on_lost: Callable[[], None] | None = None  # the HTTP protocol's, for the connection count
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._tls: dict[object, object] = {"client_cert_chain": peer_chain(transport)}
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.on_lost is not None:
+            self.on_lost()
 
     async def run_asgi(self) -> None:
         self.scope["extensions"]["tls"] = self._tls
