@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
+import queue
 import socket
 import ssl
 import threading
@@ -29,10 +30,10 @@ from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_3
 from prometheus_client import Counter, Gauge, Histogram
 
-from controller import ofguard
+from controller import ofguard, views
 from controller.learning import MacTable, static_hosts
 from controller.ofwire import flow_from_ofp, group_from_ofp, named_ports, port_name, to_ofp
-from controller.openflow import Flow, Group, Message
+from controller.openflow import Flow, Group, Match, Message
 from controller.pipeline import (
     LEARNED,
     SEGMENT_MASK,
@@ -146,6 +147,10 @@ class _Switch:
     # The barrier that closes the last programming: (xid, kind, when its first message went).
     barrier: tuple[int, str, float] | None = None
     errors: int = 0
+    # Packets each flow entry matched, from the last flow stats (connect or audit).
+    found_packets: dict[tuple[str, int, Match], int] = field(default_factory=dict)
+    packets: dict[tuple[str, int, Match], int] = field(default_factory=dict)
+    counted_at: float | None = None  # time.time() of `packets`
 
 
 class EventReload(event.EventBase):  # type: ignore[misc]
@@ -158,6 +163,14 @@ class EventReload(event.EventBase):  # type: ignore[misc]
 
 class EventAudit(event.EventBase):  # type: ignore[misc]
     """Time to compare every switch with its plan."""
+
+
+class EventView(event.EventBase):  # type: ignore[misc]
+    """The API asks for a view (`controller.api`); the answer goes into `reply`."""
+
+    def __init__(self, name: str, query: dict[str, str], reply: queue.SimpleQueue[Any]) -> None:
+        super().__init__()
+        self.name, self.query, self.reply = name, query, reply
 
 
 class EventTick(event.EventBase):  # type: ignore[misc]
@@ -242,6 +255,7 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
         dp = sw.datapath
         ofp, parser = dp.ofproto, dp.ofproto_parser
         sw.waiting, sw.found_flows, sw.found_groups, sw.foreign = set(parts), [], [], False
+        sw.found_packets = {}
         if "ports" in parts:
             dp.send_msg(parser.OFPPortDescStatsRequest(dp, 0))
         dp.send_msg(parser.OFPFlowStatsRequest(dp, table_id=ofp.OFPTT_ALL))
@@ -305,6 +319,7 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
                 sw.foreign |= flow is None
                 if flow is not None:
                     sw.found_flows.append(flow)
+                    sw.found_packets[flow.key] = stats.packet_count
             self._received(sw, "flows", ev)
 
     @set_ev_cls(ofp_event.EventOFPGroupDescStatsReply, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
@@ -332,6 +347,8 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
         if ev.msg.flags & sw.datapath.ofproto.OFPMPF_REPLY_MORE:
             return  # the rest of a multipart reply is on its way (OpenFlow 1.3 section 7.3.5)
         sw.waiting.discard(part)
+        if part == "flows":
+            sw.packets, sw.counted_at = sw.found_packets, time.time()
         if sw.waiting:
             return
         if sw.plan is None:
@@ -461,6 +478,39 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
             log.info("%s in %s idle at %s port %s; forgotten", mac, segment, sw.site, name)
             self._count_macs()
             self._replan_segment(segment)
+
+    @set_ev_cls(EventView)  # type: ignore[untyped-decorator]
+    def _view(self, ev: EventView) -> None:
+        try:
+            ev.reply.put(views.VIEWS[ev.name](self._state(), ev.query))
+        except Exception as exc:  # a KeyError is a 404; the API thread re-raises it
+            ev.reply.put(exc)
+
+    def _state(self) -> views.State:
+        now = time.monotonic()
+        return views.State(
+            config=self.settings.config,
+            fabric=self.settings.fabric,
+            switches=[
+                views.SwitchState(
+                    site=sw.site,
+                    dpid=dpid,
+                    address=_peer(sw.datapath),
+                    connected_s=now - sw.connected_at,
+                    programmed=sw.plan is not None and sw.barrier is None,
+                    ofports=dict(sw.ofports),
+                    unresolved=sw.plan.unresolved if sw.plan else (),
+                    flows=sw.plan.flows if sw.plan else (),
+                    packets=dict(sw.packets),
+                    counted_at=sw.counted_at,
+                )
+                for dpid, sw in sorted(self.switches.items())
+            ],
+            strangers=[(dpid, _peer(dp)) for dpid, dp in sorted(self.strangers.items())],
+            hosts=list(self.macs.hosts.values()),
+            held=sorted(self.macs.holds),
+            now=now,
+        )
 
     @set_ev_cls(EventTick)  # type: ignore[untyped-decorator]
     def _tick(self, ev: EventTick) -> None:
@@ -675,6 +725,20 @@ class Controller:
             self.port,
             "TCP" if self.tls is None else "mutual TLS",
         )
+
+    def ask(self, name: str, query: dict[str, str]) -> Any:
+        """A view for the API, taken in the app's own thread; raises what the view raised."""
+        if self._app is None:
+            raise ControllerError("the controller is not running; start() it first")
+        reply: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._app.send_event(self._app.name, EventView(name, query, reply))
+        try:
+            answer = reply.get(timeout=5.0)
+        except queue.Empty:
+            raise TimeoutError from None
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
     def reload(self, config: OvercastConfig, fabric: Fabric) -> None:
         """Re-plan every connected switch for a new config and fabric (checked by the caller)."""

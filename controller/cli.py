@@ -80,6 +80,12 @@ def register(sub: Any) -> None:
         help="serve Prometheus metrics on http://HOST:PORT/metrics",
     )
     p.add_argument(
+        "--api",
+        metavar="HOST:PORT",
+        help="serve the read-only JSON API (switches, segments, MACs, flows, ACL hits) on "
+        "http://HOST:PORT/; keep it on loopback or a management network",
+    )
+    p.add_argument(
         "--audit",
         type=float,
         default=30.0,
@@ -226,6 +232,15 @@ def _run(args: argparse.Namespace) -> int:
         controller.start()
     except ControllerError as exc:
         raise CommandError(str(exc)) from None
+    if args.api:
+        from controller import api
+
+        a_host, a_port = _host_port(args.api, "--api")
+        try:
+            api.serve(a_host, a_port, controller.ask)
+        except OSError as exc:
+            raise CommandError(f"cannot serve the API on {args.api}: {exc.strerror}") from None
+        logger.info("read-only API on http://%s/", args.api)
     remotes: dict[str, tuple[str, str]] = {}
     for site, where in config.sites.items():
         remote = overrides.get(site) or where.switch.ovsdb

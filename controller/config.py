@@ -66,6 +66,8 @@ class AclRule(Model):
     ip_proto: Protocol | None = None
     src_port: int | None = Field(None, ge=0, le=65535)
     dst_port: int | None = Field(None, ge=0, le=65535)
+    # Also match the reply direction (source and destination fields swapped).
+    both_ways: bool = False
 
     @field_validator("eth_src", "eth_dst")
     @classmethod
@@ -94,15 +96,12 @@ class AclRule(Model):
         return self
 
     def ip_version(self) -> int | None:
-        """4 or 6 if the rule is about IP (and which), else None."""
+        """4 or 6 if the rule is about one IP family (by its addresses or ICMP type), else
+        None: a rule on TCP or UDP ports alone covers both."""
         for prefix in (self.ip_src, self.ip_dst):
             if prefix is not None:
                 return prefix.version
-        if self.ip_proto == "icmpv6":
-            return 6
-        if self.ip_proto is not None:
-            return 4
-        return None
+        return {"icmp": 4, "icmpv6": 6}.get(self.ip_proto or "")
 
 
 class SegmentAcl(Model):

@@ -13,6 +13,8 @@ frame is never output to its ingress port (section 7.2.1); a table miss with no 
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -50,6 +52,8 @@ class Frame:
     eth_src: str = "02:00:00:00:00:ff"
     eth_type: int = 0x0800
     vlan_vid: int = 0  # OFPVID_NONE: untagged; a tagged frame has 0x1000 | VID
+    # More header fields by OXM name: ipv4_src="192.0.2.1", ip_proto=6, tcp_dst=23, ...
+    more: tuple[tuple[str, int | str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -132,10 +136,18 @@ class FakeSwitch:
         """The ports a frame entering at `in_port` leaves by (empty: dropped)."""
         return self.trace_frame(in_port, eth_dst, eth_src).ports
 
-    def trace_frame(self, in_port: int, eth_dst: str, eth_src: str = "02:00:00:00:00:ff") -> Trace:
-        """What an untagged IPv4 frame entering at `in_port` hits, where it leaves, and
-        whether it raised a packet-in."""
-        return self.trace(Frame(in_port, eth_dst.lower(), eth_src.lower()))
+    def trace_frame(
+        self,
+        in_port: int,
+        eth_dst: str,
+        eth_src: str = "02:00:00:00:00:ff",
+        eth_type: int = 0x0800,
+        **more: int | str,
+    ) -> Trace:
+        """What an untagged frame entering at `in_port` hits, where it leaves, and whether
+        it raised a packet-in. `more`: header fields by OXM name (ipv4_src, tcp_dst, ...)."""
+        frame = Frame(in_port, eth_dst.lower(), eth_src.lower(), eth_type, more=tuple(more.items()))
+        return self.trace(frame)
 
     def trace(self, frame: Frame) -> Trace:
         """The flows `frame` hits, table by table, and the ports it leaves by."""
@@ -146,6 +158,7 @@ class FakeSwitch:
             "eth_type": frame.eth_type,
             "vlan_vid": frame.vlan_vid,
             "metadata": 0,
+            **dict(frame.more),
         }
         hits: list[Flow] = []
         out: set[int] = set()
@@ -213,4 +226,12 @@ def _matches(have: int | str | None, want: FieldValue) -> bool:
 
 
 def _int(value: int | str) -> int:
-    return int(value.replace(":", ""), 16) if isinstance(value, str) else value
+    """A field value as a number: MACs and IP addresses (masks too) are written as text."""
+    if not isinstance(value, str):
+        return value
+    if _MAC.match(value):
+        return int(value.replace(":", ""), 16)
+    return int(ipaddress.ip_address(value))
+
+
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")

@@ -29,7 +29,9 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
+from controller.config import IP_PROTO, AclRule, SegmentAcl
 from controller.learning import Host
 from controller.openflow import (
     Action,
@@ -40,6 +42,7 @@ from controller.openflow import (
     ClearGroups,
     DeleteFlow,
     DeleteGroup,
+    FieldValue,
     Flow,
     Group,
     Match,
@@ -51,6 +54,7 @@ from controller.openflow import (
 )
 from overcast.config import L2Segment, OvercastConfig
 from overcast.fabric import Fabric, FabricPort, SiteSwitch
+from overcast.model import IPNetwork
 
 
 @dataclass(frozen=True)
@@ -64,9 +68,10 @@ class Table:
 
 PIPELINE = (
     Table("classify", 0, "drop", "which segment a frame belongs to, by ingress port"),
-    Table("learn", 1, "eth_dst", "source MACs learned at this switch's access ports", punt=True),
-    Table("eth_dst", 2, "flood", "unicast to a MAC known to be in the segment"),
-    Table("flood", 3, "drop", "broadcast, multicast, unknown unicast with split horizon"),
+    Table("learn", 1, "acl", "source MACs learned at this switch's access ports", punt=True),
+    Table("acl", 2, "eth_dst", "the segment's ACL: first matching rule, else its default"),
+    Table("eth_dst", 3, "flood", "unicast to a MAC known to be in the segment"),
+    Table("flood", 4, "drop", "broadcast, multicast, unknown unicast with split horizon"),
 )
 TABLE_ID = {t.name: t.table_id for t in PIPELINE}
 
@@ -87,7 +92,9 @@ LEARNED = 1 << 32
 OFPVID_NONE = 0x0000
 
 PRIORITY_MISS = 0
+PRIORITY_ACL_DEFAULT = 10  # a segment's ACL default, below all its rules
 PRIORITY_HELD = 50  # a port in hold-down forwards without learning
+PRIORITY_ACL_FIRST = 1000  # rule i of a segment's ACL: PRIORITY_ACL_FIRST - i (first wins)
 PRIORITY_SEGMENT = 100
 PRIORITY_FILTER = 200
 
@@ -250,6 +257,8 @@ def plan_switch(
         exits = _exits(config, vni, seg_ports, ofports)
         failover = [e.group for e in exits if e.group is not None]
         flows += _classify(vni, seg_ports, ofports, config.bridge.inner_vlan_tag)
+        if name in config.controller.acls:
+            flows += acl_flows(vni, config.controller.acls[name])
         flows += _held(vni, seg_ports, ofports, held)
         flows += _unicast(vni, seg_ports, ofports, exits, hosts)
         for host in by_host_segment.get(name, ()):
@@ -349,8 +358,80 @@ def _classify(
                 match,
                 cookie(vni),
                 write_metadata=(tag, CLASS_MASK),
-                goto="learn" if learns else "eth_dst",
+                goto="learn" if learns else "acl",
             )
+
+
+def acl_flows(vni: int, acl: SegmentAcl) -> Iterator[Flow]:
+    """A segment's ACL as flows: rule i at PRIORITY_ACL_FIRST - i, so the first matching
+    rule wins, then the default. It sees every frame of the segment, from hosts and from
+    tunnels, so each direction of a conversation is checked; `both_ways` rules also
+    match the reply direction."""
+    segment = {"metadata": (vni, SEGMENT_MASK)}
+    for i, rule in enumerate(acl.rules):
+        goto = "eth_dst" if rule.action == "allow" else None
+        for fields in acl_matches(rule):
+            match = Match.of(**segment, **fields)
+            yield Flow("acl", PRIORITY_ACL_FIRST - i, match, cookie(vni), goto=goto)
+    goto = "eth_dst" if acl.default == "allow" else None
+    yield Flow("acl", PRIORITY_ACL_DEFAULT, Match.of(**segment), cookie(vni), goto=goto)
+
+
+def acl_rule_of(flow: Flow, vni: int) -> int | Literal["default"] | None:
+    """Which rule of segment `vni`'s ACL `flow` is (its index, or "default"), if any."""
+    if flow.table != "acl" or flow.cookie != cookie(vni) or flow.priority == PRIORITY_MISS:
+        return None
+    if flow.priority == PRIORITY_ACL_DEFAULT:
+        return "default"
+    return PRIORITY_ACL_FIRST - flow.priority
+
+
+def acl_matches(rule: AclRule) -> list[dict[str, FieldValue]]:
+    """The OXM fields of a rule (OpenFlow 1.3 section 7.2.3.6: IP fields need eth_type,
+    ports need ip_proto), one set per IP family it covers, and mirrored if `both_ways`."""
+    base: dict[str, FieldValue] = {}
+    if rule.eth_type is not None:
+        base["eth_type"] = rule.eth_type
+    version = rule.ip_version()
+    needs_ip = rule.ip_proto is not None or rule.ip_src is not None or rule.ip_dst is not None
+    families = [version] if version else ([4, 6] if needs_ip else [0])
+    out = []
+    for family in families:
+        fields = dict(base)
+        if family:
+            fields["eth_type"] = 0x0800 if family == 4 else 0x86DD
+            ip = f"ipv{family}"
+            for side, prefix in (("src", rule.ip_src), ("dst", rule.ip_dst)):
+                if prefix is not None:
+                    fields[f"{ip}_{side}"] = _prefix(prefix)
+            if rule.ip_proto is not None:
+                fields["ip_proto"] = IP_PROTO[rule.ip_proto]
+        l4 = rule.ip_proto if rule.ip_proto in ("tcp", "udp") else None
+        for side, port in (("src", rule.src_port), ("dst", rule.dst_port)):
+            if port is not None and l4 is not None:
+                fields[f"{l4}_{side}"] = port
+        for side, mac in (("src", rule.eth_src), ("dst", rule.eth_dst)):
+            if mac is not None:
+                fields[f"eth_{side}"] = mac
+        out.append(fields)
+        if rule.both_ways:
+            mirror = {_swap(k): v for k, v in fields.items()}
+            if mirror != fields:
+                out.append(mirror)
+    return out
+
+
+def _swap(name: str) -> str:
+    for a, b in (("_src", "_dst"), ("_dst", "_src")):
+        if name.endswith(a):
+            return name[: -len(a)] + b
+    return name
+
+
+def _prefix(prefix: IPNetwork) -> FieldValue:
+    if prefix.prefixlen == prefix.max_prefixlen:
+        return str(prefix.network_address)
+    return (str(prefix.network_address), str(prefix.netmask))
 
 
 def _held(
@@ -359,7 +440,7 @@ def _held(
     for port in ports:
         if port.name in held and port.kind == "access" and not port.macs:
             match = Match.of(in_port=ofports[port.name])
-            yield Flow("learn", PRIORITY_HELD, match, cookie(vni), goto="eth_dst")
+            yield Flow("learn", PRIORITY_HELD, match, cookie(vni), goto="acl")
 
 
 def host_flows(
@@ -384,7 +465,7 @@ def host_flows(
             PRIORITY_SEGMENT,
             Match.of(in_port=number, eth_src=host.mac),
             learned,
-            goto="eth_dst",
+            goto="acl",
             idle_timeout=idle_timeout,
             notify_removed=True,
         )

@@ -10,11 +10,14 @@ that are in no config.
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import combinations
+from typing import Any
 
 import pytest
 
@@ -35,7 +38,7 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 
 SITES = ("hq", "branch", "cloud")
 HOST_PORT = "hfin"
-METRICS = "127.0.0.1:9312"
+METRICS, API = "127.0.0.1:9312", "127.0.0.1:9313"
 
 
 def _config(bridge: str) -> str:
@@ -47,6 +50,11 @@ sites:
   cloud:  {{role: provider,   underlay: 192.0.2.3, switch: {{bridge: {bridge}}}}}
 segments:
   finance: {{mode: l2, vni: 100, vlan: 10, sites: [hq, branch, cloud]}}
+controller:
+  acls:
+    finance:
+      default: allow
+      rules: [{{action: deny, ip_proto: tcp, dst_port: 23}}]
 """
 
 
@@ -72,6 +80,16 @@ class Mesh:
         found = re.search(r"tx pkts=(\d+)", dump)
         assert found, dump
         return int(found.group(1))
+
+    def api(self, path: str, method: str = "GET") -> tuple[int, Any]:
+        script = (
+            "import json, sys, urllib.request, urllib.error\n"
+            f"req = urllib.request.Request('http://{API}{path}', method='{method}')\n"
+            "try:\n    r = urllib.request.urlopen(req); print(r.status); print(r.read().decode())\n"
+            "except urllib.error.HTTPError as e:\n    print(e.code); print(e.read().decode())\n"
+        )
+        status, _, body = sh(sys.executable, "-c", script, netns=self.ctl.netns).partition("\n")
+        return int(status), json.loads(body)
 
     def metric(self, name: str) -> float:
         script = f"import urllib.request; print(urllib.request.urlopen('http://{METRICS}/metrics').read().decode())"
@@ -131,7 +149,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
                     db.ensure_port(bridge, HOST_PORT)
             ovsdb.append(f"--ovsdb={site}={sw.remote}")
         workdir = tmp_path_factory.mktemp("learning")
-        extra = ("--metrics", METRICS, "--audit", "1", *ovsdb)
+        extra = ("--metrics", METRICS, "--api", API, "--audit", "1", *ovsdb)
         with controller(ctl_ns, _config(bridge), None, workdir, "0.0.0.0:6653", *extra) as ctl:
             for i, site in enumerate(SITES):
                 with Ovsdb(switches[site].remote) as db:
@@ -201,3 +219,64 @@ def test_unicast_to_a_learned_host_crosses_exactly_one_tunnel(mesh: Mesh) -> Non
     # Steady state: every host is known, so the switches asked the controller nothing.
     assert after["packet-ins"] == before["packet-ins"]
     assert mesh.metric('overcast_controller_learned_macs{segment="finance"}') >= 2
+
+
+SERVER = """
+import socket, threading
+def serve(port):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port)); s.listen()
+    while True:
+        c, _ = s.accept(); c.sendall(b"hello"); c.close()
+for p in (23, 24):
+    threading.Thread(target=serve, args=(p,), daemon=True).start()
+threading.Event().wait(120)
+"""
+
+
+def _connects(netns: str, address: str, port: int) -> bool:
+    script = (
+        "import socket\n"
+        f"s = socket.create_connection(({address!r}, {port}), timeout=2)\n"
+        "print(s.recv(5).decode())"
+    )
+    argv = ["ip", "netns", "exec", netns, sys.executable, "-c", script]
+    return (
+        subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout.strip() == "hello"
+    )
+
+
+def test_the_segment_acl_holds_on_the_wire_and_the_api_counts_it(mesh: Mesh) -> None:
+    hq, branch = mesh.hosts["hq"], mesh.hosts["branch"]
+    server = subprocess.Popen(["ip", "netns", "exec", hq, sys.executable, "-c", SERVER])
+    try:
+        wait_for(lambda: _connects(branch, address(0), 24), "the test server to answer on 24")
+        assert not _connects(branch, address(0), 23), "the ACL let telnet through"
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+
+    def denied() -> int:
+        status, body = mesh.api("/acls")
+        assert status == 200
+        return sum(body["segments"]["finance"]["rules"][0]["packets"].values())
+
+    wait_for(lambda: denied() >= 1, "the deny rule's hits to show in the API (audit: 1 s)")
+    status, switches = mesh.api("/switches")
+    assert status == 200
+    assert {s["site"]: (s["connected"], s["programmed"]) for s in switches} == {
+        site: (True, True) for site in SITES
+    }
+    status, macs = mesh.api("/macs")
+    learned = {(m["mac"], m["site"]) for m in macs if m["kind"] == "learned"}
+    assert {(mac(0), "hq"), (mac(1), "branch")} <= learned
+    assert all(m["age_seconds"] >= 0 for m in macs if m["kind"] == "learned")
+    status, flows = mesh.api("/flows")
+    assert flows["hq"]["acl"] == 4  # deny for IPv4 and IPv6, the default, the table miss
+    status, one = mesh.api("/flows?site=hq")
+    assert any("table=acl" in f["flow"] for f in one["flows"])
+    status, segments = mesh.api("/segments")
+    assert segments[0]["name"] == "finance" and segments[0]["acl_default"] == "allow"
+    assert mesh.api("/flows?site=nowhere")[0] == 404
+    assert mesh.api("/nothing")[0] == 404
+    assert mesh.api("/macs", method="POST")[0] == 405

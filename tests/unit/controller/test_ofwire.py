@@ -50,7 +50,7 @@ def test_flow_fields_survive_the_translation() -> None:
     assert mod.match["in_port"] == HQ_PORTS["vx100-1"]
     kinds = [type(i).__name__ for i in mod.instructions]
     assert kinds == ["OFPInstructionWriteMetadata", "OFPInstructionGotoTable"]
-    assert mod.instructions[1].table_id == TABLE_ID["eth_dst"]
+    assert mod.instructions[1].table_id == TABLE_ID["acl"]
     # Nothing anywhere outputs to NORMAL (or FLOOD): forwarding is ours alone.
     reserved = {ofproto_v1_3.OFPP_NORMAL, ofproto_v1_3.OFPP_FLOOD, ofproto_v1_3.OFPP_ALL}
     for flow in plan.flows:
