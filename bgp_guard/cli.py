@@ -4,6 +4,7 @@ prefixes, compare VRP files."""
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -256,6 +257,61 @@ def _watch(args: argparse.Namespace) -> int:
     )
     print(f"overcast: {stats.updates} updates, {stats.events} events{latency}", file=sys.stderr)
     return exitcodes.ALERT if stats.events else exitcodes.OK
+
+
+def _publish(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from bgp_guard import replay
+    from bgp_guard.scale import jetstream
+
+    config = load_guard_config(args.config)
+    require_monitoring(config, args.config)
+    try:
+        items, _ = replay.merged(args.files)
+    except InputError as exc:
+        raise CommandError(str(exc), exitcodes.USAGE) from None
+    started = time.perf_counter()
+    try:
+        sent = asyncio.run(jetstream.publish(args.nats, config, items))
+    except (OSError, TimeoutError) as exc:
+        raise CommandError(f"--nats {args.nats}: {exc or 'no answer'}") from None
+    elapsed = time.perf_counter() - started
+    print(
+        f"overcast: published {sent} updates in {elapsed:.2f}s ({sent / max(elapsed, 1e-9):,.0f}/s)",
+        file=sys.stderr,
+    )
+    return exitcodes.OK
+
+
+def _worker(args: argparse.Namespace) -> int:
+    import asyncio
+    import socket
+
+    from bgp_guard.scale import jetstream
+
+    config = load_guard_config(args.config)
+    require_monitoring(config, args.config)
+    name = args.name or f"{socket.gethostname()}-{os.getpid()}"
+    worker = jetstream.Worker(args.nats, config, name)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        print(f"overcast: worker {name} on {args.nats}; stop with Ctrl-C", file=sys.stderr)
+        await worker.run(stop)
+
+    try:
+        asyncio.run(run())
+    except (OSError, TimeoutError) as exc:
+        raise CommandError(f"--nats {args.nats}: {exc or 'no answer'}") from None
+    print(
+        f"overcast: worker {name}: {worker.processed} updates, {worker.alerts} alerts published",
+        file=sys.stderr,
+    )
+    return exitcodes.OK
 
 
 def _state_path(config_path: str, guard: GuardConfig) -> Path:
@@ -618,6 +674,43 @@ def register(sub: Any) -> None:
             )  # fmt: skip
             p.set_defaults(handler=_silence)
         add_json_flag(p)
+
+    p = cmds.add_parser(
+        "publish",
+        help="publish BGP data files to NATS JetStream for guard workers",
+        description=(
+            "Scale-out collector: read MRT or RIS-live files (as replay does) and publish "
+            "every update under a monitored prefix to NATS JetStream, subject "
+            "bgp.updates.<shard> (one shard per monitored prefix, 16 in all), in batches. "
+            "Workers ('guard worker') decide them.\n\nexample:\n"
+            "  overcast guard publish --config overcast.yaml --nats nats://127.0.0.1:4222 "
+            "updates.gz"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", required=True, metavar="C", help="overcast.yaml")
+    p.add_argument("--nats", required=True, metavar="URL", help="nats://host:port")
+    p.add_argument("files", nargs="+", metavar="FILE", help="MRT or RIS-live JSON-lines files")
+    p.set_defaults(handler=_publish)
+
+    p = cmds.add_parser(
+        "worker",
+        help="decide a share of the monitored prefixes from NATS JetStream",
+        description=(
+            "Scale-out detector: hold a fair share of the 16 shards (a NATS KV bucket keeps "
+            "who holds what; a worker that stops renewing for 3 s loses its shards), replay "
+            "each shard from its first update and follow it, and publish every alert to "
+            "bgp.alerts with a Nats-Msg-Id, so JetStream keeps each alert once even when a "
+            "shard is replayed by the worker that took it over. Runs until SIGINT/SIGTERM."
+            "\n\nexample:\n"
+            "  overcast guard worker --config overcast.yaml --nats nats://127.0.0.1:4222 --name w1"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", required=True, metavar="C", help="overcast.yaml")
+    p.add_argument("--nats", required=True, metavar="URL", help="nats://host:port")
+    p.add_argument("--name", metavar="NAME", help="this worker's name (default: host-pid)")
+    p.set_defaults(handler=_worker)
 
     p = cmds.add_parser(
         "events",
