@@ -317,6 +317,8 @@ def _key_change(args: argparse.Namespace, revoke: bool) -> int:
         done = action(config, args.site, store, deployed, prefix=args.prefix)
     except (KeyStoreError, PlanError, ApplyError) as exc:
         raise CommandError(str(exc)) from None
+    except OSError as exc:
+        raise CommandError(f"cannot change keys: {exc.filename}: {exc.strerror}") from None
     data = {
         "site": done.site,
         "old_public_key": done.old_public_key,

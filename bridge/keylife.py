@@ -31,8 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bridge import wireguard
-from bridge.apply import apply_site
+from bridge.apply import apply_site, wireguard_links
 from bridge.keys import KeyStore
+from bridge.netns import ApplyError, require_netns
 from bridge.plan import SitePlan, peers_of, plan_site
 from overcast.config import OvercastConfig
 
@@ -87,7 +88,8 @@ def rotate(
 ) -> KeyChange:
     """Give `site` a new key pair and move every deployed site to it (module docstring)."""
     live = [s for s in deployed if s != site]
-    before = plans(config, enterprise, list(deployed), prefix) if site in deployed else {}
+    before = plans(config, enterprise, list(deployed), prefix)
+    _check_running(before, deployed)
     old, new = enterprise.rotate(site)
     provision(config, enterprise, deployed)
     after = plans(config, enterprise, list(deployed), prefix)
@@ -125,6 +127,7 @@ def revoke(
     prefix: str,
 ) -> KeyChange:
     """Remove `site`'s key from the enterprise store and every deployed peer."""
+    _check_running(plans(config, enterprise, [s for s in deployed if s != site], prefix), deployed)
     old = enterprise.revoke(site)
     provision(config, enterprise, deployed)
     after = plans(config, enterprise, [s for s in deployed if s != site], prefix)
@@ -138,6 +141,22 @@ def revoke(
         ]
     )
     return KeyChange(site, old, None, tuple(_converge(after, deployed)))
+
+
+def _check_running(running: Mapping[str, SitePlan], deployed: Mapping[str, Deployed]) -> None:
+    """Every site said to run does, before any key changes: no half-made rotation."""
+    for site, plan in running.items():
+        where = deployed[site]
+        require_netns(where.netns)
+        names = [wg.name for wg in plan.wireguard_interfaces]
+        links = wireguard_links(where.netns, names)
+        missing = [n for n in names if links.get(n, (None, 0))[0] is None]
+        if missing:
+            raise ApplyError(
+                f"site {site} does not run in namespace {where.netns} (no live WireGuard "
+                f"interface {', '.join(missing)}); bring it up first or leave it out of "
+                "--at; no key was changed"
+            )
 
 
 def _converge(after: Mapping[str, SitePlan], deployed: Mapping[str, Deployed]) -> list[str]:

@@ -184,3 +184,17 @@ def test_keys_rotate_and_revoke_without_running_sites(
     argv = ["bridge", "keys", "rotate", config, "hq", "--keys", keys, "--at", "hq-no-netns"]
     assert main(argv) == exitcodes.USAGE
     assert "is not SITE=NETNS:KEYDIR" in capsys.readouterr().err
+
+
+def test_keys_rotate_at_a_site_that_does_not_run_changes_no_key(
+    config: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = tmp_path / "keys"
+    main(["bridge", "keys", "generate", config, "--keys", str(keys)])
+    before = (keys / "hq.pub").read_text()
+    monkeypatch.setattr("os.geteuid", lambda: 0)  # the namespace check needs no privilege
+    argv = ["bridge", "keys", "rotate", config, "hq", "--keys", str(keys),
+            "--at", f"hq=ocnone0:{tmp_path / 'hq'}"]  # fmt: skip
+    assert main(argv) == exitcodes.FAILURE
+    assert "network namespace 'ocnone0' does not exist" in capsys.readouterr().err
+    assert (keys / "hq.pub").read_text() == before
