@@ -186,7 +186,8 @@ def _alive(pid: int) -> bool:
         with open(f"/proc/{pid}/stat", encoding="ascii") as f:
             # A zombie has exited; it only waits for its parent to reap it.
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
+    # ESRCH: it exited between the open and the read.
+    except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
 
 
