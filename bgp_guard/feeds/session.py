@@ -239,6 +239,7 @@ class BgpSpeaker(LiveFeed):
         self.established: dict[str, Established] = {}
         self._restarting: dict[str, _Restart] = {}
         self._closing = False
+        self.connect_timeout = CONNECT_TIMEOUT
 
     async def listen(self, host: str, port: int = 179) -> None:
         """Passive: accept sessions from the configured neighbours. Raises TcpMd5Error if a
@@ -296,7 +297,7 @@ class BgpSpeaker(LiveFeed):
         while True:
             try:
                 sock = sock or self._active_socket(host, local_address)
-                await asyncio.wait_for(loop.sock_connect(sock, (host, port)), CONNECT_TIMEOUT)
+                await asyncio.wait_for(loop.sock_connect(sock, (host, port)), self.connect_timeout)
                 reader, writer = await asyncio.open_connection(sock=sock)
             except (OSError, TimeoutError, TcpMd5Error) as exc:
                 if sock is not None:
@@ -304,7 +305,7 @@ class BgpSpeaker(LiveFeed):
                 failures += 1
                 now = time.monotonic()
                 down_since = down_since or now
-                why = connect_failure(exc, host in self.passwords)
+                why = connect_failure(exc, host in self.passwords, self.connect_timeout)
                 if now - down_since >= (self.open.hold_time or OPEN_WAIT):
                     # Down for a hold time: a peer-down event until it is Established.
                     self._peer_failed(neighbour(host), f"{neighbour(host)} unreachable: {why}")
@@ -735,10 +736,10 @@ class BgpSpeaker(LiveFeed):
         return mtype, body
 
 
-def connect_failure(exc: BaseException, signed: bool) -> str:
+def connect_failure(exc: BaseException, signed: bool, timeout: float = CONNECT_TIMEOUT) -> str:
     """Why a connection to a neighbour failed, in words that point at the fix."""
     if isinstance(exc, TimeoutError):
-        why = f"no answer within {CONNECT_TIMEOUT:g} s"
+        why = f"no answer within {timeout:g} s"
         if signed:  # a password mismatch makes the neighbour drop our SYNs, silently
             return f"{why}; check the TCP-MD5 password on both routers"
         return f"{why}; check the address, the route to it and any firewall"

@@ -8,6 +8,7 @@ router that does not come back is still withdrawn when its restart time runs out
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -262,3 +263,31 @@ def test_frr_blackhole_community_is_flagged(netns: str, tmp_path: Path) -> None:
         assert "65535:666 (BLACKHOLE)" in render(flagged)
 
     run_in_netns(netns, scenario)
+
+
+def test_a_wrong_md5_password_is_a_warning_and_a_peer_down(
+    netns: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 16: FRR drops our SYNs (the password is wrong) without a word; we say so at
+    WARNING, pointing at the password, and after a hold time the neighbour is down."""
+    require_frr()
+    argv, _ = frr(tmp_path, THEM, US, OUR_ASN, f"password {PASSWORD}; passive")
+
+    async def scenario() -> dict[str, str]:
+        wrong = {THEM: TcpMd5Key(b"not-the-password", "test")}
+        speaker = BgpSpeaker(OUR_ASN, US, peers={THEM: FRR_ASN}, hold_time=3, passwords=wrong)
+        speaker.connect_timeout = 1.0
+        with daemon(netns, argv, tmp_path / "bgpd.log"):
+            speaker.connect(THEM, local_address=US, retry=0.2)
+            try:
+                while not speaker.peers_down():
+                    await asyncio.sleep(0.1)
+                return speaker.peers_down()
+            finally:
+                await speaker.close()
+
+    with caplog.at_level(logging.WARNING, "bgp_guard.feeds.session"):
+        down = run_in_netns(netns, scenario)
+    hint = "no answer within 1 s; check the TCP-MD5 password on both routers"
+    assert f"BGP neighbour {THEM} port 179 unreachable: {hint}" in caplog.text
+    assert down == {f"BGP neighbour {THEM}": f"BGP neighbour {THEM} unreachable: {hint}"}

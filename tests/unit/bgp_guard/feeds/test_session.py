@@ -298,3 +298,39 @@ def test_every_session_end_says_who_ended_it_and_why(caplog: pytest.LogCaptureFi
     ):
         assert who + why in caplog.text
     assert "undefined expected bytes" not in caplog.text
+
+
+def test_long_lived_graceful_restart_keeps_routes_past_the_restart_time(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """RFC 9494: restart time 0 but a long-lived stale time of 1 s: the routes stay for
+    that second, then go."""
+
+    async def scenario() -> list[FeedItem]:
+        speaker = BgpSpeaker(65010, "192.0.2.10", peers={"127.0.0.1": PEER_ASN}, hold_time=9)
+        await speaker.listen("127.0.0.1", 0)
+        port = speaker._servers[0].sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        hello = Open(
+            PEER_ASN,
+            9,
+            "192.0.2.1",
+            frozenset({(1, 1)}),
+            True,
+            graceful_restart=GracefulRestart(0, families=((1, 1, 0x80),)),
+            long_lived=((1, 1, 0x80, 1),),
+        )
+        writer.write(hello.encode() + KEEPALIVE)
+        assert Open.decode((await read_message(reader))[1]).long_lived == ()
+        await read_message(reader)  # KEEPALIVE
+        writer.close()
+        try:
+            return [await asyncio.wait_for(anext(speaker.updates()), 5) for _ in range(2)]
+        finally:
+            await speaker.close()
+
+    with caplog.at_level(logging.WARNING, "bgp_guard.feeds.session"):
+        restarting, down = asyncio.run(asyncio.wait_for(scenario(), 10))
+    assert isinstance(restarting, PeerRestarting) and isinstance(down, PeerDown)
+    assert down.time - restarting.time >= 0.9
+    assert "long-lived RFC 9494" in caplog.text
