@@ -387,6 +387,7 @@ def decode_attributes(
     present = 0
     # MRT RIB dumps are not wire messages: writers such as bird2 store NEXT_HOP with flags 0.
     category = 0 if rib_entry else _OPTIONAL_TRANSITIVE
+    rules = _RULES[asn4, rib_entry]
     while off < end:
         flags = data[off]
         at = off
@@ -423,8 +424,8 @@ def decode_attributes(
             attrs.discarded += ((code, "repeated"),)
             continue
         present |= 1 << code
-        expected = ATTR_FLAGS.get(code)
-        if expected is None:
+        rule = rules.get(code)
+        if rule is None:
             if not flags & FLAG_OPTIONAL:  # RFC 4271 section 6.3; RFC 7606 keeps it
                 raise WireError(
                     f"unrecognized well-known attribute type {code}",
@@ -433,23 +434,14 @@ def decode_attributes(
                     data[at:stop],
                 )
             continue  # an optional attribute we do not use
+        expected, exact, unit = rule
         problem = None
-        if flags & category != expected & category:
-            problem = f"flags 0x{flags:02x} (optional/transitive bits should be 0x{expected:02x})"
-            subcode = ATTRIBUTE_FLAGS_ERROR
-        else:
-            want = _ATTR_LENGTH.get(code)
-            if want is None and code == ATTR_AGGREGATOR:
-                want = 8 if asn4 else 6
-            unit = _ATTR_UNIT.get(code)
-            if (want is not None and length != want) or (
-                unit is not None and (not length or length % unit)
-            ):
-                expect = (
-                    f"expected {want}" if unit is None else f"not a non-zero multiple of {unit}"
-                )
-                problem = f"of {length} bytes, {expect}"
-                subcode = ATTRIBUTE_LENGTH_ERROR
+        if (
+            flags & category != expected
+            or (exact >= 0 and length != exact)
+            or (unit and (not length or length % unit))
+        ):
+            problem, subcode = _attribute_problem(flags, length, expected, exact, unit)
         if problem is None or code in _MP_ATTRS:
             # MP attributes are read even with wrong flags: their routes are what a
             # treat-as-withdraw withdraws. Their own errors raise WireError.
@@ -471,8 +463,9 @@ def decode_attributes(
                     _decode_mp_unreach(data, start, stop, attrs, add_path)
                 elif code == ATTR_AS4_PATH:
                     if asn4:  # RFC 6793 section 6: a NEW speaker's AS4_PATH is discarded
-                        raise WireError("AS4_PATH from a 4-byte ASN speaker", at)
-                    as4_path = decode_as_path(data, start, stop, True)
+                        attrs.discarded += ((code, "AS4_PATH from a 4-byte ASN speaker"),)
+                    else:
+                        as4_path = decode_as_path(data, start, stop, True)
                 elif code == ATTR_LARGE_COMMUNITIES:
                     # RFC 8092 section 3: global administrator, local data 1 and 2.
                     values = struct.unpack_from(f">{length // 4}I", data, start)
@@ -499,6 +492,33 @@ def decode_attributes(
         malformed.attrs = attrs
         raise malformed
     return attrs
+
+
+def _attribute_rules(asn4: bool, rib_entry: bool) -> dict[int, tuple[int, int, int]]:
+    """Per known attribute type: the Optional/Transitive bits it must carry (none checked in
+    an MRT RIB entry), its exact length (-1: any) and the unit its length is a non-zero
+    multiple of (0: any)."""
+    rules = {}
+    for code, flags in ATTR_FLAGS.items():
+        exact = _ATTR_LENGTH.get(code, -1)
+        if code == ATTR_AGGREGATOR:
+            exact = 8 if asn4 else 6
+        rules[code] = (0 if rib_entry else flags, exact, _ATTR_UNIT.get(code, 0))
+    return rules
+
+
+_RULES = {(a, r): _attribute_rules(a, r) for a in (False, True) for r in (False, True)}
+
+
+def _attribute_problem(
+    flags: int, length: int, expected: int, exact: int, unit: int
+) -> tuple[str, int]:
+    """What is wrong with an attribute `_RULES` refused, and the NOTIFICATION subcode."""
+    if flags & _OPTIONAL_TRANSITIVE != expected:
+        why = f"flags 0x{flags:02x} (optional/transitive bits should be 0x{expected:02x})"
+        return why, ATTRIBUTE_FLAGS_ERROR
+    expect = f"expected {exact}" if exact >= 0 else f"not a non-zero multiple of {unit}"
+    return f"of {length} bytes, {expect}", ATTRIBUTE_LENGTH_ERROR
 
 
 # The NOTIFICATION subcode for a malformed attribute value, RFC 4271 section 6.3.
