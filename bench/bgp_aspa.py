@@ -9,7 +9,10 @@ CAIDA relationships, own-ASN checks), and CPU time of one process is measured (b
 
 - off:       no ASPA file;
 - monitored: ASPA on for the monitored prefixes (the default scope);
-- all:       ASPA on for every announcement (scope: all), the worst case.
+- all:       ASPA on for every announcement (scope: all), the worst case;
+
+then, with every route of the replay held (scope: all), an ASPA reload (`replace_aspas`)
+that changes one customer AS (the one on most paths), and one that changes them all.
 
 No ASPA data from 2007-2016 exists, so the ASPAs are made from the files themselves (seed
 1): every AS seen in a path publishes, with probability 1/2, the ASes seen right before it
@@ -72,7 +75,7 @@ def with_scope(config: GuardConfig, scope: str) -> GuardConfig:
     return config.model_copy(update={"aspa": AspaSettings(scope=scope)})
 
 
-def run(items: list[FeedItem], mode: str, aspas: AspaSet) -> tuple[float, int, Counter[str]]:
+def run(items: list[FeedItem], mode: str, aspas: AspaSet) -> tuple[float, int, Counter[str], Guard]:
     best, events = float("inf"), Counter[str]()
     base = build_guard(str(CONFIG))
     for _ in range(2):
@@ -86,7 +89,26 @@ def run(items: list[FeedItem], mode: str, aspas: AspaSet) -> tuple[float, int, C
             for event in guard.process(item):
                 events[event["type"]] += 1
         best = min(best, time.process_time() - start)
-    return best, guard.updates, events
+    return best, guard.updates, events, guard
+
+
+def reloads(guard: Guard, aspas: AspaSet) -> None:
+    """Time ASPA reloads on a guard holding the whole replay's routes."""
+    on_paths: Counter[int] = Counter()
+    customers = aspas.customers()
+    for _, _, as_path in guard.rib.items():
+        on_paths.update(customers.intersection(as_path))
+    busiest = on_paths.most_common(1)[0][0]
+    rest = [Aspa(c, p, v) for v in (4, 6) for c, p in aspas.table(v).items() if c != busiest]
+    changes = [
+        (f"AS{busiest} changes (on {on_paths[busiest]:,} routes)", AspaSet([*rest])),
+        ("every ASPA changes", AspaSet(Aspa(c, NONE) for c in aspas.customers())),
+    ]
+    print(f"ASPA reload, {len(guard.rib):,} routes held:")
+    for label, new in changes:
+        start = time.process_time()
+        events = guard.replace_aspas(new, 0.0)
+        print(f"  {label}: {time.process_time() - start:.2f} s cpu, {len(events):,} transitions")
 
 
 def outcomes(items: list[FeedItem], aspas: AspaSet) -> Counter[str]:
@@ -116,13 +138,14 @@ def main(argv: list[str]) -> int:
     print(f"{'ASPA':12} {'cpu s':>7} {'updates/s':>10} {'vs off':>7}  aspa-invalid events")
     baseline = 0.0
     for mode in ("off", "monitored", "all"):
-        seconds, updates, events = run(items, mode, aspas)
+        seconds, updates, events, guard = run(items, mode, aspas)
         rate = updates / seconds
         baseline = baseline or rate
         print(
             f"{mode:12} {seconds:7.2f} {rate:10,.0f} {rate / baseline:7.0%}  "
             f"{events['aspa-invalid']:,}"
         )
+    reloads(guard, aspas)
     return 0
 
 

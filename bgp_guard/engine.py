@@ -88,6 +88,10 @@ class Guard:
         self.asrel = asrel
         self.aspa = None if aspas is None else aspa.AspaCheck(config, aspas)
         self._slot_asn: list[int] = []  # peer AS per RIB slot, for re-verifying paths
+        # Whether routes outside the monitored prefixes get path checks at all.
+        self._beyond_monitored = (asrel is not None and config.leak_scope == "all") or (
+            aspas is not None and config.aspa.scope != "monitored"
+        )
         self.monitored_list = monitored.entries(config)
         self.monitored = monitored.index(self.monitored_list)
         self.table = EventTable(config.min_peers, config.resolve_after)
@@ -156,7 +160,7 @@ class Guard:
             if mon is not None:
                 self._held[mon.prefix].add(key)
                 findings += self._about_ours(update, mon)
-            elif self.aspa is not None or self.asrel is not None:
+            elif self._beyond_monitored:
                 findings += self._path_checks(update, None)
             if self._own and not self._own.isdisjoint(update.as_path):
                 findings += neighbours.check(update, self.config.own_asns)
@@ -377,6 +381,7 @@ class Guard:
         if self.aspa is None:
             self.aspa = aspa.AspaCheck(self.config, aspas)
             self._slot_asn = [0] * len(self.rib.peers)  # unknown: verified without step 2
+            self._beyond_monitored |= self.config.aspa.scope != "monitored"
             changed = aspas.customers()
         else:
             changed = changed_customers(self.aspa.aspas, aspas)
