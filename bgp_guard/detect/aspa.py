@@ -12,11 +12,20 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from prometheus_client import Gauge
+
 from bgp_guard.aspa import AspaSet, Outcome, Procedure, Verdict, verify
 from bgp_guard.config import GuardConfig, Relationship
 from bgp_guard.detect.path import path_text
 from bgp_guard.events import Finding
 from bgp_guard.update import PathElement, Prefix
+from overcast.metrics import REGISTRY
+
+_CUSTOMERS = Gauge(
+    "overcast_bgp_guard_aspa_customers",
+    "Customer ASes with an ASPA in the ASPA file the guard verifies with (after reloads).",
+    registry=REGISTRY,
+)
 
 KIND = "aspa-invalid"
 # The event types a change of ASPAs re-decides (an ASPA verdict can absorb a route leak).
@@ -63,6 +72,7 @@ class AspaCheck:
     @aspas.setter
     def aspas(self, aspas: AspaSet) -> None:
         self._aspas = aspas
+        _CUSTOMERS.set(len(aspas))
         self._cache = {(p, v): {} for p in Procedure for v in (4, 6)}
 
     def check(

@@ -24,6 +24,7 @@ from bgp_guard.asrel import AsRelationships
 from bgp_guard.engine import Guard
 from bgp_guard.errors import InputError
 from bgp_guard.watch import DataFile
+from overcast.metrics import REGISTRY
 from overcast.model import ConfigError
 
 from .helpers import guard_config, update
@@ -183,6 +184,9 @@ def test_reload_raises_and_resolves_only_what_changed() -> None:
     assert [(e["type"], e["state"], e["offending_as"]) for e in events] == [
         ("aspa-invalid", "ongoing", 37282)
     ]
+    assert (
+        REGISTRY.get_sample_value("overcast_bgp_guard_aspa_customers") == 4
+    )  # AS64500: 2 ASPAs, 1 AS
     assert guard.replace_aspas(ASPAS, 110.0) == []  # nothing changed: nothing re-verified
     # AS4809 adds AS37282 as a provider: the leak is a legitimate path now.
     events = guard.replace_aspas(AspaSet([*_all(ASPAS), Aspa(4809, frozenset({37282}))]), 120.0)
