@@ -385,7 +385,10 @@ def apply_live(changes: list[LiveChange]) -> None:
                     f"socket failed ({answer}); check the peer keys and endpoints"
                 )
         for change, proc in procs:
-            _, err = proc.communicate(timeout=10)
+            # Its stdin is closed already, which communicate() would try to flush.
+            assert proc.stderr is not None
+            err = proc.stderr.read()
+            proc.wait(timeout=10)
             if proc.returncode != 0:
                 raise ApplyError(
                     f"wg set {change.name} in namespace {change.netns} failed: {err.strip()}; "

@@ -122,3 +122,14 @@ def test_rotate_revoke_and_provision(tmp_path: Path) -> None:
     old, again = store.rotate("cloud")
     assert (old, store.revoked()) == (None, frozenset())
     assert again not in (first["cloud"], None)
+
+
+def test_live_key_change_through_wg_set_names_the_failure() -> None:
+    """Without a wireguard-go socket the change goes through `wg set` (the kernel module's
+    way); one that fails is an ApplyError naming the interface, not a crash."""
+    from bridge import wireguard
+    from bridge.netns import ApplyError
+
+    change = wireguard.set_private_key("ocnone0", "ocnone0wg0", generate_private_key())
+    with pytest.raises(ApplyError, match="wg set ocnone0wg0 in namespace ocnone0 failed"):
+        wireguard.apply_live([change])
