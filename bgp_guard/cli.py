@@ -565,7 +565,7 @@ def register(sub: Any) -> None:
             "event transition (ongoing, withdrawn, resolved) with the rationale for it. "
             "A peer whose session leaves Established (an MRT STATE_CHANGE, a RIS-live "
             "RIS_PEER_STATE 'down') withdraws all its routes, as the collector did. "
-            "vrp_file, asrel_file and bgpalerter_file are read relative to the config "
+            "vrp_file, asrel_file, aspa.file and bgpalerter_file are read relative to the config "
             "file. A summary goes to stderr. Exit 3 if any alert fired; else 2 if a file held "
             "no readable BGP data, 0 if none.\n\n"
             "examples:\n"
