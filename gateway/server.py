@@ -89,6 +89,12 @@ HEAP_TRIMS = Counter(
     "Times the memory of closed connections was given back to the system (HeapTrim)",
     registry=REGISTRY,
 )
+HEAP_UNTRIMMED = Gauge(
+    "overcast_gateway_closed_untrimmed",
+    "Client connections closed since their memory was last given back (HeapTrim)",
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
 _TIMED_OUT = {p: CLIENT_TIMEOUTS.labels(p) for p in ("tls_handshake", "head", "body", "idle")}
 
 
@@ -101,12 +107,13 @@ class HeapTrim:
     the cycle collector ran (a connection's protocol, parser and transport form cycles, and
     `cli.quiet_collector` makes the full collection rare), yet RSS stayed, because glibc
     keeps freed heap pages for reuse. gc.collect() and malloc_trim(0) together brought it
-    to 91 MB. So once `some` connections have closed, both run when the closing has been
-    quiet for a second, or after every `wave` closes while it goes on; at most once every
-    `interval` seconds."""
+    to 91 MB. So after connections have closed, both run when the closing has been quiet
+    for a second, or after every `wave` closes while it goes on; at most once every
+    `interval` seconds (a few milliseconds each: the collector skips the frozen startup
+    objects)."""
 
-    def __init__(self, some: int = 100, wave: int = 1000, interval: float = 10.0) -> None:
-        self.some, self.wave, self.interval = some, wave, interval
+    def __init__(self, wave: int = 1000, interval: float = 10.0) -> None:
+        self.wave, self.interval = wave, interval
         self.closed = 0
         self.last_close = self.last_trim = float("-inf")
         self.pending: asyncio.TimerHandle | None = None
@@ -116,8 +123,9 @@ class HeapTrim:
 
     def connection_closed(self, loop: asyncio.AbstractEventLoop) -> None:
         self.closed += 1
+        HEAP_UNTRIMMED.inc()
         self.last_close = loop.time()
-        if self.pending is None and self.closed >= self.some:
+        if self.pending is None:
             self.pending = loop.call_later(1.0, self._due, loop)
 
     def _due(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -133,6 +141,7 @@ class HeapTrim:
         if self._malloc_trim is not None:
             self._malloc_trim(0)
         HEAP_TRIMS.inc()
+        HEAP_UNTRIMMED.set(0)
 
 
 HEAP = HeapTrim()
@@ -144,9 +153,12 @@ class ConnectionSlots:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.open = 0
+        self.refused = 0
 
     def take(self) -> bool:
         if self.open >= self.limit:
+            self.refused += 1
+            CLIENTS_REFUSED.inc()
             return False
         self.open += 1
         CLIENT_CONNECTIONS.inc()
@@ -262,11 +274,13 @@ class TlsHttpProtocol(HttpToolsProtocol):
         self._slots: ConnectionSlots | None = getattr(config, "slots", None)
         self._made = False  # uvicorn's connection_made ran (after TLS, if any)
         if self._slots is not None and not self._slots.take():
+            if self._slots.refused % 1000 == 1:  # the first, then one line per thousand
+                log.warning(
+                    "refused %d connection(s) so far: %d are open (max_connections)",
+                    self._slots.refused,
+                    self.limits.max_connections,
+                )
             self._slots = None  # nothing to give back
-            CLIENTS_REFUSED.inc()
-            log.warning(
-                "refused a connection: %d are open (max_connections)", self.limits.max_connections
-            )
             transport.abort()
             return
         tls = config.tls_context() if isinstance(config, ServerConfig) else None
