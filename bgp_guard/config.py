@@ -4,7 +4,8 @@
 guard:
   own_asns: {64500: {upstreams: [64501, 64502]}}
   prefixes:
-    192.0.2.0/24: {origins: [64500], upstreams: [64501, 64502], max_length: 24}
+    192.0.2.0/24: {origins: [64500], upstreams: [64501, 64502], max_length: 24,
+                   flag_communities: [BLACKHOLE]}   # RFC 7999 on our prefix: an event
     198.51.100.0/24: {announced: false}          # held, never announced: squatting if seen
   min_peers: 2
   vrp_file: vrps.json                            # rpki-client or Routinator JSON

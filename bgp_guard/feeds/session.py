@@ -11,8 +11,11 @@ What it does: IPv4 and IPv6 unicast (RFC 4760), 4-byte ASNs (RFC 6793), capabili
 (RFC 5492), extended messages (RFC 8654), passive (listen) or active (connect, retrying), the
 FSM of RFC 4271 section 8 in its basic form (OpenSent -> OpenConfirm -> Established, hold and
 keepalive timers, NOTIFICATION on errors), RFC 7606 error handling (each outcome counted in
-`overcast_bgp_feed_error_handling_total`), TCP-MD5 per neighbour (RFC 2385, `tcp_md5.py`).
-It announces nothing.
+`overcast_bgp_feed_error_handling_total`), TCP-MD5 per neighbour (RFC 2385, `tcp_md5.py`),
+graceful restart as a receiving speaker (RFC 4724, the N bit of RFC 8538, long-lived RFC
+9494): a restarting neighbour's routes are held stale (`PeerRestarting`) and only those it
+does not announce again before End-of-RIB are withdrawn (`EndOfRib`), so a planned router
+restart moves no event. It announces nothing, and sends End-of-RIB at once.
 
 How each error a neighbour can make is treated (RFC 4271 section 6, RFC 7606; counted in
 `overcast_bgp_feed_error_handling_total{action}` and logged with the neighbour):
