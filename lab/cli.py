@@ -57,7 +57,8 @@ def register(sub: Any) -> None:
             "until every switch holds the flows the controller plans for it. The lab id is "
             "derived from the config's path unless --id is given, so running `up` again on "
             "the same file checks and completes (or repairs) the same lab instead of building "
-            "a second one."
+            "a second one. Ctrl-C while it builds removes the lab again. It ends with a "
+            "ping to try between two hosts of one segment."
         ),
         epilog="example:\n  overcast lab up overcast.yaml --id oc1234",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -113,6 +114,26 @@ def register(sub: Any) -> None:
     add_json_flag(p)
     p.set_defaults(handler=_demo)
 
+    p = cmds.add_parser(
+        "scenario",
+        help="run a named scenario that proves one promise on a lab of its own",
+        description=(
+            "Each scenario builds the lab it needs (with a fresh lab id), acts, checks, prints "
+            "a pass/fail summary with its figures, and removes the lab again, also when a "
+            "check fails or you press Ctrl-C. Only scenarios that really run are listed. "
+            "Exit 0 if every check passed, 1 if any failed, 2 for an unknown scenario."
+        ),
+        epilog=(
+            "examples:\n  overcast lab scenario --list\n  overcast lab scenario stretch --json"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("name", metavar="NAME", nargs="?", help="the scenario to run (see --list)")
+    p.add_argument("--list", action="store_true", help="list the scenarios and what each proves")
+    p.add_argument("--id", dest="lab_id", help="lab id to use instead of a random one")
+    add_json_flag(p)
+    p.set_defaults(handler=_scenario)
+
 
 def _lab_id(text: str) -> str:
     try:
@@ -127,22 +148,23 @@ def _require_root() -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from lab import build, flows
+    from lab import build, flows, hint, interrupt
     from lab.plan import STATE_ROOT, PlanError
 
     config = load_config(args.config)
     lab_id = _lab_id(args.lab_id) if args.lab_id else names.lab_id_for(args.config)
     _require_root()
     try:
-        plan = build.up(
-            config,
-            lab_id,
-            str(Path(args.config).resolve()),
-            Path(args.config).read_text(),
-            progress,
-        )
-        progress(f"lab {lab_id}: waiting for the controller to program every switch")
-        flows.wait_programmed(config, plan)
+        with interrupt.removed_on_interrupt(STATE_ROOT / lab_id, progress):
+            plan = build.up(
+                config,
+                lab_id,
+                str(Path(args.config).resolve()),
+                Path(args.config).read_text(),
+                progress,
+            )
+            progress(f"lab {lab_id}: waiting for the controller to program every switch")
+            flows.wait_programmed(config, plan)
     except build.LabConflict as exc:
         raise CommandError(str(exc)) from None
     except PlanError as exc:
@@ -165,9 +187,7 @@ def _up(args: argparse.Namespace) -> int:
     ]
     lines = [f"lab {lab_id} is up: {len(plan.sites)} sites, {len(plan.hosts)} hosts"]
     lines += [f"  {h['host']:<22} {h['address']:<16} netns {h['netns']}" for h in hosts]
-    if len(plan.hosts) > 1:
-        a, b = plan.hosts[0], plan.hosts[-1]
-        lines.append(f"try: ip netns exec {a.netns} ping {b.address.ip}")
+    lines += hint.first_steps(plan)
     lines.append(f"remove it with: overcast lab down {lab_id}")
     emit(build.state_of(plan.state_dir).as_dict() | {"hosts": hosts}, args.json, "\n".join(lines))
     return exitcodes.OK
@@ -289,3 +309,31 @@ def _demo(args: argparse.Namespace) -> int:
     ]
     emit(report.as_dict() | {"kept": args.keep}, args.json, "\n".join(lines))
     return exitcodes.OK if report.ok else exitcodes.FAILURE
+
+
+def _scenario(args: argparse.Namespace) -> int:
+    from lab import scenarios
+
+    known = scenarios.registry()
+    if args.list:
+        if args.name:
+            raise CommandError("give a NAME or --list, not both", exitcodes.USAGE)
+        emit(
+            {"scenarios": [{"name": s.name, "promise": s.promise} for s in known.values()]},
+            args.json,
+            "\n".join(f"{s.name:<10} {s.promise}" for s in known.values()),
+        )
+        return exitcodes.OK
+    if not args.name:
+        raise CommandError("name a scenario, or list them with --list", exitcodes.USAGE)
+    if args.name not in known:
+        raise CommandError(
+            f"no scenario {args.name!r}; there are: {', '.join(known)} "
+            "(`overcast lab scenario --list`)",
+            exitcodes.USAGE,
+        )
+    lab_id = _lab_id(args.lab_id) if args.lab_id else None
+    _require_root()
+    result = scenarios.run(known[args.name], lab_id, progress)
+    emit(result.as_dict(), args.json, result.summary())
+    return exitcodes.OK if result.ok else exitcodes.FAILURE

@@ -1,0 +1,103 @@
+"""First steps and scenarios on real labs: the ping `lab up` suggests works, the `stretch`
+scenario passes twice in a row on the same lab id (so its teardown left nothing in the way),
+and Ctrl-C in the middle of `lab up` removes everything the build had made."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lab.plan import STATE_ROOT
+from lab.registry import Registry
+from tests.conftest import require_binaries
+from tests.integration.lab.conftest import ROOT, leftovers, overcast
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
+
+STRETCH = ROOT / "lab" / "scenarios" / "stretch.yaml"
+DAEMONS = ("ovsdb-server", "ovs-vswitchd", "wireguard-go", "wg", "ping", "ethtool", "ss")
+
+
+def _hint(stdout: str, prefix: str) -> str:
+    (line,) = [line for line in stdout.splitlines() if line.startswith(prefix)]
+    return line
+
+
+def test_up_suggests_a_ping_that_works_and_a_look_at_isolation(lab_id: str, tmp_path: Path) -> None:
+    require_binaries(*DAEMONS)
+    config = tmp_path / "overcast.yaml"
+    config.write_text(STRETCH.read_text())
+    up = overcast("lab", "up", str(config), "--id", lab_id, timeout=150)
+    assert up.returncode == 0, up.stderr[-2000:]
+    # "try: ip netns exec NS ping -c 3 ADDR   (hq/finance-1 -> branch/finance-1, ...)"
+    command = _hint(up.stdout, "try: ").removeprefix("try: ").split("   (")[0]
+    assert command.startswith("ip netns exec ") and " ping -c 3 " in command
+    ping = subprocess.run(command.split(), capture_output=True, text=True, timeout=30)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    assert "3 received" in ping.stdout
+    # The isolation hint's ping fails, as it says it will.
+    isolation = _hint(up.stdout, "isolation: ").split("`")[1]
+    fails = subprocess.run(isolation.split(), capture_output=True, text=True, timeout=30)
+    assert fails.returncode != 0, fails.stdout
+
+    down = overcast("lab", "down", lab_id, timeout=150)
+    assert down.returncode == 0, down.stderr
+    assert leftovers(lab_id) == []
+
+
+def test_stretch_passes_twice_in_a_row_and_leaves_nothing(lab_id: str) -> None:
+    require_binaries(*DAEMONS, "iperf3")
+    for run in (1, 2):
+        scenario = overcast("lab", "scenario", "stretch", "--id", lab_id, "--json", timeout=240)
+        assert scenario.returncode == 0, f"run {run}: {scenario.stdout}{scenario.stderr[-2000:]}"
+        result = json.loads(scenario.stdout)
+        assert result["ok"] and result["error"] is None and result["lab_id"] == lab_id
+        checks = {c["name"]: c for c in result["checks"]}
+        # Each segment across the two sites: ping and TCP; each cross-segment pair: isolated.
+        pings = [c for n, c in checks.items() if n.startswith("ping ")]
+        tcp = [c for n, c in checks.items() if n.startswith("TCP ")]
+        isolated = [c for n, c in checks.items() if n.startswith("isolation ")]
+        assert len(pings) == len(tcp) == 2 and len(isolated) == 4
+        assert all(c["figures"]["received"] == c["figures"]["sent"] == 5 for c in pings)
+        assert all(c["figures"]["bits_per_second"] > 1e6 for c in tcp)
+        assert all(c["figures"]["received"] == 0 < c["figures"]["sent"] for c in isolated)
+        assert leftovers(lab_id) == [], f"run {run} left things behind"
+
+
+def test_ctrl_c_in_the_middle_of_up_removes_the_lab(lab_id: str, tmp_path: Path) -> None:
+    require_binaries(*DAEMONS)
+    config = tmp_path / "overcast.yaml"
+    config.write_text(STRETCH.read_text())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "overcast", "lab", "up", str(config), "--id", lab_id],
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Interrupt it mid-build: once the first site's ovs-vswitchd is recorded, with the
+        # controller running and namespaces made, and the second site still to come.
+        registry = Registry(STATE_ROOT / lab_id)
+        deadline = time.monotonic() + 60
+        while not any(e.program == "ovs-vswitchd" for e in registry.entries()):
+            assert proc.poll() is None, "lab up finished before it could be interrupted"
+            assert time.monotonic() < deadline, "lab up made no progress"
+            time.sleep(0.01)
+        assert leftovers(lab_id), "nothing built yet: the test would prove nothing"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted, removing everything it built" in err
+    assert leftovers(lab_id) == []

@@ -1,0 +1,52 @@
+import json
+
+import pytest
+
+from lab import scenarios
+from lab.scenarios import Check, Result
+from overcast.cli import main
+
+
+def test_only_built_scenarios_are_registered_and_their_labs_load() -> None:
+    known = scenarios.registry()
+    assert list(known) == ["stretch"]
+    config, _ = known["stretch"].config()
+    assert set(config.l2_segments()) == {"finance", "guest"}
+
+
+def test_a_result_passes_only_with_checks_all_passing_and_no_error() -> None:
+    good = Check("ping a -> b", True, "5/5 replies", {"received": 5})
+    bad = Check("isolation a -x- c", False, "5/5 replies")
+    assert Result("stretch", "oc1234", (good,)).ok
+    assert not Result("stretch", "oc1234", (good, bad)).ok
+    assert not Result("stretch", "oc1234", ()).ok
+    failed = Result("stretch", "oc1234", (good,), error="site hq: ovs-vswitchd did not start")
+    assert not failed.ok
+    text = failed.summary()
+    assert "pass  ping a -> b: 5/5 replies" in text and "error: site hq" in text
+    assert text.endswith("result: FAIL (1/1 checks)")
+    assert Result("stretch", "oc1234", (good, bad)).as_dict()["checks"][1]["ok"] is False
+
+
+def test_list_says_what_each_scenario_proves(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["lab", "scenario", "--list", "--json"]) == 0
+    (only,) = json.loads(capsys.readouterr().out)["scenarios"]
+    assert only["name"] == "stretch" and "segments" in only["promise"]
+    assert main(["lab", "scenario", "--list"]) == 0
+    assert capsys.readouterr().out.startswith("stretch ")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["hijack"], "no scenario 'hijack'; there are: stretch"),
+        (["stretch", "--list"], "not both"),
+        ([], "name a scenario"),
+        (["stretch", "--id", "BAD"], "'BAD' is not a lab id"),
+    ],
+)
+def test_bad_scenario_arguments_are_usage_errors(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["lab", "scenario", *argv]) == 2
+    assert message in capsys.readouterr().err
