@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import queue
 import signal
@@ -169,6 +170,43 @@ def register(sub: Any) -> None:
     _ovsdb_flag(p)
     add_json_flag(p)
     p.set_defaults(handler=_status)
+
+    p = cmds.add_parser(
+        "watch",
+        help="hold traffic off a recovered path until it has stayed up (failback hold-down)",
+        description=(
+            "Run beside SITE's switch: follow the BFD session of every path to a peer that "
+            "has two or more (one per shared underlay network), and keep a path that was "
+            "down out of its fast-failover group (ovs-appctl bfd/set-forwarding PORT false) "
+            "until it has been up for bridge.failover.hold_down_s without a break. Failover "
+            "itself needs neither this nor the controller: the switch's fast-failover group "
+            "and BFD do it alone; without this, failback is immediate. A path is never held "
+            "while it is the peer's only usable one. With --metrics, serves path state, "
+            "failovers and failbacks counted and seconds since the last failover. Runs until "
+            "SIGTERM or Ctrl-C."
+        ),
+        epilog=(
+            "example:\n  overcast bridge watch overcast.yaml --site hq --keys ./keys "
+            "--ovsdb unix:/run/openvswitch/db.sock --ovs-rundir /run/openvswitch "
+            "--metrics 127.0.0.1:9312"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _site_flags(p)
+    p.add_argument("--ovsdb", required=True, metavar="REMOTE", help="the site's ovsdb-server")
+    p.add_argument(
+        "--ovs-rundir",
+        type=Path,
+        default=Path("/var/run/openvswitch"),
+        help="ovs-vswitchd's run directory, holding its pid file and control socket "
+        "(default /var/run/openvswitch)",
+    )
+    p.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics",
+    )
+    p.set_defaults(handler=_watch_paths)
 
 
 def _register_keys(cmds: Any) -> None:
@@ -550,6 +588,7 @@ def _status(args: argparse.Namespace) -> int:
     from bridge.apply import port_guards
     from bridge.status import read_tunnels
     from bridge.status import render as render_tunnels
+    from bridge.watch import path_report
     from controller.ovsdb import OvsdbError
 
     plan, _ = _site_plan(args)
@@ -578,17 +617,35 @@ def _status(args: argparse.Namespace) -> int:
             try:
                 guards = port_guards(plan, netns=args.netns, switch=switch)
                 datapath = switch.datapath_type(plan.switch)
+                data["paths"] = path_report(plan, switch)
             except (ApplyError, OvsdbError) as exc:
                 raise CommandError(str(exc)) from None
             data |= _guard_data(plan.switch, datapath, guards)
             lines += _guard_text(plan.switch, datapath, guards)
+            lines += _path_text(data["paths"])
     emit(data, args.json, "\n".join(lines))
     # A peer that has never completed a handshake is a tunnel that is down; an unguarded
     # switch port lets a host reach the site's kernel, and a guarded kernel port cuts the
     # kernel off the switch (bridge.portguard).
     tunnels_up = all(r.up for r in rows)
     guards_right = all(g.wanted == g.guarded for g in guards)
-    return exitcodes.OK if tunnels_up and guards_right else exitcodes.FAILURE
+    # A peer's path that is down is a tunnel that is down, even while another carries it.
+    paths_up = all(p["state"] == "up" for g in data.get("paths", []) for p in g["paths"])
+    return exitcodes.OK if tunnels_up and guards_right and paths_up else exitcodes.FAILURE
+
+
+def _path_text(groups: list[dict[str, Any]]) -> list[str]:
+    if not groups:
+        return []
+    lines = ["  paths (fast failover, first listed is preferred):"]
+    for g in groups:
+        lines.append(f"    {g['segment']} to {g['peer']}:")
+        for p in g["paths"]:
+            bfd = f"BFD {p['bfd']} (remote {p['bfd_remote']}), {p['flaps']} flaps"
+            lines.append(
+                f"      {p['port']:<14} {p['underlay']:<10} {p['state']:<5} {p['role']:<8} {bfd}"
+            )
+    return lines
 
 
 def _guard_data(bridge: str, datapath: str, guards: tuple[PortGuard, ...]) -> dict[str, Any]:
@@ -630,6 +687,47 @@ def _guard_text(bridge: str, datapath: str, guards: tuple[PortGuard, ...]) -> li
             state = "left to the kernel" if g.port.role is Role.KERNEL else "nothing to guard"
         lines.append(f"    {g.port.name:<15} {g.port.type:<9} {g.port.role:<12} {state}")
     return lines
+
+
+def _watch_paths(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from bridge.watch import PathWatch, VswitchdControl, WatchError
+    from controller.cli import host_port
+    from controller.ovsdb import OvsdbError
+    from overcast import metrics
+
+    config = load_config(args.config)
+    plan, _ = _site_plan(args)
+    if args.metrics:
+        host, port = host_port(args.metrics, "--metrics")
+        try:
+            metrics.serve(port, host)
+        except OSError as exc:
+            raise CommandError(f"cannot serve metrics on {args.metrics}: {exc.strerror}") from None
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    hold = config.bridge.failover.hold_down_s
+    watch = PathWatch(
+        plan, hold_down_s=hold, ovsdb=args.ovsdb, vswitchd=VswitchdControl(args.ovs_rundir)
+    )
+    logger = logging.getLogger("bridge")
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)  # failovers and failbacks are this command's output
+    logger.info(
+        "site %s: watching %d paths to %d peers, hold-down %gs",
+        plan.site,
+        len(watch.ports),
+        len(watch.hold.groups),
+        hold,
+    )
+    try:
+        watch.run(stop)
+    except (WatchError, OvsdbError) as exc:
+        raise CommandError(str(exc)) from None
+    return exitcodes.OK
 
 
 def _run_dir(args: argparse.Namespace) -> Path:

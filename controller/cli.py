@@ -184,7 +184,7 @@ def load_fabric(path: str, config: OvercastConfig) -> Fabric:
     return fabric
 
 
-def _host_port(value: str, flag: str) -> tuple[str, int]:
+def host_port(value: str, flag: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     host = host.strip("[]")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -212,7 +212,7 @@ def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     overrides = dict(_site_value(v, "--ovsdb", config) for v in args.ovsdb)
     source = FabricSource(config, load_fabric(args.fabric, config) if args.fabric else None)
-    host, port = _host_port(args.listen, "--listen")
+    host, port = host_port(args.listen, "--listen")
     # Connections and programming are the controller's normal output: show them by default.
     logger = logging.getLogger("controller")
     if logger.getEffectiveLevel() > logging.INFO:
@@ -222,7 +222,7 @@ def _run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda signum, _: signals.put(signum))
     if args.metrics:
-        m_host, m_port = _host_port(args.metrics, "--metrics")
+        m_host, m_port = host_port(args.metrics, "--metrics")
         try:
             metrics.serve(m_port, m_host)
         except OSError as exc:
@@ -235,7 +235,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.api:
         from controller import api
 
-        a_host, a_port = _host_port(args.api, "--api")
+        a_host, a_port = host_port(args.api, "--api")
         try:
             api.serve(a_host, a_port, controller.ask)
         except OSError as exc:

@@ -18,6 +18,7 @@ from typing import Any
 
 from bridge import wireguard
 from bridge.apply import apply_site
+from bridge.failover import path_groups
 from bridge.keys import KeyStore
 from lab import names, netns, switch
 from lab.plan import OPENFLOW_PORT, STATE_ROOT, HostPlan, LabPlan, SitePlan, plan_lab
@@ -34,6 +35,9 @@ SITE_KEYS_DIR = "keys"
 CONFIG_FILE = "overcast.yaml"  # the config the lab was built from, for the controller
 CONTROLLER_PID = "controller.pid"
 CONTROLLER_LOG = "controller.log"
+WATCH_PID = "watch.pid"  # per site, in the site's dir
+WATCH_LOG = "watch.log"
+WATCH_METRICS_PORT = 9312  # on the site namespace's loopback
 # The controller is this same Python running `overcast controller run`.
 CONTROLLER_PROGRAM = Path(sys.executable).name
 
@@ -100,6 +104,7 @@ def up(
         )
         # After the hosts: apply_site guards every port of the switch, host ports included.
         build_dataplane(site, keys, registry)
+        start_watch(plan, site, registry)
     return plan
 
 
@@ -126,19 +131,63 @@ def _claim(state_dir: Path, registry: Registry, source: str, digest: str) -> Non
 def start_controller(plan: LabPlan, registry: Registry) -> None:
     """Our os-ken controller (`overcast controller run`) in the controller's namespace,
     listening on the management network; it outlives this process, like the switches."""
-    pidfile = plan.state_dir / CONTROLLER_PID
+    _start_overcast(
+        registry,
+        plan.controller_netns,
+        plan.state_dir / CONTROLLER_PID,
+        plan.state_dir / CONTROLLER_LOG,
+        [
+            *("controller", "run"),
+            *("--config", str(plan.state_dir / CONFIG_FILE)),
+            # The controller derives each switch's ports from the config and these databases.
+            *(f"--ovsdb={s.name}=unix:{switch.db_socket(s)}" for s in plan.sites),
+            *("--listen", f"{plan.controller.ip}:{OPENFLOW_PORT}"),
+        ],
+        OPENFLOW_PORT,
+        "the controller",
+    )
+
+
+def start_watch(plan: LabPlan, site: SitePlan, registry: Registry) -> None:
+    """The site's path watcher (`overcast bridge watch`: the failback hold-down and path
+    metrics on 127.0.0.1:WATCH_METRICS_PORT) in the site's namespace, if the site has a
+    peer over more than one path."""
+    if not path_groups(site.dataplane):
+        return
+    _start_overcast(
+        registry,
+        site.netns,
+        site.dir / WATCH_PID,
+        site.dir / WATCH_LOG,
+        [
+            *("bridge", "watch", str(plan.state_dir / CONFIG_FILE)),
+            *("--site", site.name, "--keys", str(plan.state_dir / KEYS_DIR)),
+            *("--prefix", plan.lab_id),
+            *("--ovsdb", f"unix:{switch.db_socket(site)}"),
+            *("--ovs-rundir", str(switch.run_dir(site))),
+            *("--metrics", f"127.0.0.1:{WATCH_METRICS_PORT}"),
+        ],
+        WATCH_METRICS_PORT,
+        f"the path watcher of site {site.name}",
+    )
+
+
+def _start_overcast(
+    registry: Registry,
+    ns: str,
+    pidfile: Path,
+    logfile: Path,
+    command: list[str],
+    port: int,
+    what: str,
+) -> None:
+    """`overcast COMMAND...` (this same Python) as a daemon in namespace `ns`; returns
+    once it listens on TCP `port` there."""
     if netns.pid_from(pidfile, CONTROLLER_PROGRAM) is not None:
         return
     registry.process(pidfile, CONTROLLER_PROGRAM)
-    log = registry.file(plan.state_dir / CONTROLLER_LOG)
-    argv = [
-        *("ip", "netns", "exec", plan.controller_netns),
-        *(sys.executable, "-m", "overcast", "controller", "run"),
-        *("--config", str(plan.state_dir / CONFIG_FILE)),
-        # The controller derives each switch's ports from the config and these databases.
-        *(f"--ovsdb={s.name}=unix:{switch.db_socket(s)}" for s in plan.sites),
-        *("--listen", f"{plan.controller.ip}:{OPENFLOW_PORT}"),
-    ]
+    log = registry.file(logfile)
+    argv = ["ip", "netns", "exec", ns, sys.executable, "-m", "overcast", *command]
     # Our own package, wherever it is imported from (a checkout or an installed copy).
     root = str(Path(__file__).absolute().parents[1])
     env = os.environ | {
@@ -154,17 +203,14 @@ def start_controller(plan: LabPlan, registry: Registry) -> None:
             start_new_session=True,  # a Ctrl-C at the terminal must not stop the lab
         )
     pidfile.write_text(f"{proc.pid}\n")
-    # `ip netns exec` execs the controller, so the pid is the controller's.
+    # `ip netns exec` execs the program, so the pid is its own.
     if (
-        not netns.wait_until(
-            lambda: proc.poll() is not None or _listening(plan.controller_netns, OPENFLOW_PORT),
-            30.0,
-        )
+        not netns.wait_until(lambda: proc.poll() is not None or _listening(ns, port), 30.0)
         or proc.poll() is not None
     ):
         tail = log.read_text(errors="replace").strip().splitlines()[-3:]
         raise netns.LabCommandError(
-            f"the controller did not start (see {log}): {' / '.join(tail) or 'no output'}"
+            f"{what} did not start (see {log}): {' / '.join(tail) or 'no output'}"
         )
 
 

@@ -165,6 +165,9 @@ def _up(args: argparse.Namespace) -> int:
             )
             progress(f"lab {lab_id}: waiting for the controller to program every switch")
             flows.wait_programmed(config, plan)
+            if config.underlays:
+                progress(f"lab {lab_id}: waiting for every path's BFD session")
+                flows.wait_paths_up(plan)
     except build.LabConflict as exc:
         raise CommandError(str(exc)) from None
     except PlanError as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from bridge.failover import all_paths, path_groups
 from controller.fabric import derive
 from controller.pipeline import LEARNED, plan_switch
 from lab import netns, switch
@@ -80,3 +81,33 @@ def _configured(line: str) -> bool:
     """A dump-flows line of a flow that is not for a learned MAC."""
     match = re.search(r"cookie=(0x[0-9a-f]+)", line)
     return "actions=" in line and not (match and int(match.group(1), 16) & LEARNED)
+
+
+def paths_down(plan: LabPlan) -> list[str]:
+    """Every path (a tunnel port of a peer with several) whose BFD session is not up, as
+    `site/port`."""
+    down = []
+    for site in plan.sites:
+        ports = [p.port for p in all_paths(path_groups(site.dataplane))]
+        if not ports:
+            continue
+        with switch.ovsdb(site) as db:
+            status = db.bfd_status(ports)
+        down += [f"{site.name}/{p}" for p in ports if status[p].get("state") != "up"]
+    return down
+
+
+def wait_paths_up(plan: LabPlan, timeout: float = 60.0) -> None:
+    """Poll until every path's BFD session is up: until then a fast-failover group has no
+    live bucket toward that peer and drops its traffic (fail closed)."""
+    last: list[str] = []
+
+    def done() -> bool:
+        nonlocal last
+        last = paths_down(plan)
+        return not last
+
+    if not netns.wait_until(done, timeout, interval=0.2):
+        raise netns.LabCommandError(
+            f"paths still down after {timeout:g}s (BFD not up): {', '.join(last)}"
+        )

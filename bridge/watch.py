@@ -1,0 +1,243 @@
+"""The site's path watcher: applies `bridge.failover`'s hold-down to the switch and counts
+failovers. It runs beside the site's switch, never in the controller.
+
+It follows every path's BFD session through OVSDB (ovs-vswitchd writes Interface.
+bfd_status as sessions change; the watcher blocks on the database's change notifications,
+so it reacts within milliseconds), holds a path with `ovs-appctl bfd/set-forwarding PORT
+false` over ovs-vswitchd's control socket, and releases it with `... normal`. A held path
+is marked `external_ids:overcast-hold-down=held` on its interface, which is how
+`overcast bridge status` tells a held path from a standby one.
+
+    watch = PathWatch(plan, hold_down_s=5.0, ovsdb="unix:/run/ovs/db.sock",
+                      vswitchd=VswitchdControl(Path("/run/openvswitch")))
+    watch.run(stop_event)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from bridge.failover import Bfd, HoldDown, Move, all_paths, path_groups, roles
+from bridge.plan import SitePlan
+from controller.ovsdb import Ovsdb
+from overcast.metrics import REGISTRY
+
+log = logging.getLogger(__name__)
+
+HOLD_KEY = "overcast-hold-down"  # Interface.external_ids key marking a held path
+WAKE_S = 1.0  # re-read at least this often, in case a change notification was missed
+LABELS = ["site", "segment", "peer", "underlay", "port"]
+
+PATH_UP = Gauge(
+    "overcast_bridge_path_up", "1 if the path's BFD session is up", LABELS, registry=REGISTRY
+)
+PATH_ROLE = Gauge(
+    "overcast_bridge_path_role",
+    "1 for the path's current role: active (carries traffic), standby, held (hold-down), down",
+    [*LABELS, "role"],
+    registry=REGISTRY,
+)
+FAILOVERS = Counter(
+    "overcast_bridge_failovers_total",
+    "Times traffic toward a peer moved to a less preferred path (or lost every path)",
+    ["site", "segment", "peer"],
+    registry=REGISTRY,
+)
+FAILBACKS = Counter(
+    "overcast_bridge_failbacks_total",
+    "Times traffic toward a peer returned to a more preferred path after the hold-down",
+    ["site", "segment", "peer"],
+    registry=REGISTRY,
+)
+
+
+class _SinceLastFailover(Collector):
+    """overcast_bridge_seconds_since_last_failover, computed when scraped."""
+
+    def __init__(self) -> None:
+        self.last: dict[tuple[str, str, str], float] = {}
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "overcast_bridge_seconds_since_last_failover",
+            "Seconds since traffic toward a peer last moved off its active path",
+            labels=["site", "segment", "peer"],
+        )
+        now = time.monotonic()
+        for labels, when in sorted(self.last.items()):
+            family.add_metric(list(labels), now - when)
+        yield family
+
+
+SINCE_LAST_FAILOVER = _SinceLastFailover()
+REGISTRY.register(SINCE_LAST_FAILOVER)
+
+
+class WatchError(Exception):
+    """The watcher cannot reach the switch; the message names what and the fix."""
+
+
+class VswitchdControl:
+    """ovs-vswitchd's unixctl socket (`ovs-appctl -t`), found from its run directory."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self._client: Any = None  # ovs.unixctl.client.UnixctlClient (untyped)
+
+    def socket(self) -> Path:
+        pidfile = self.run_dir / "ovs-vswitchd.pid"
+        try:
+            pid = int(pidfile.read_text().strip())
+        except (OSError, ValueError):
+            raise WatchError(
+                f"no ovs-vswitchd pid file in {self.run_dir}; give the switch's run directory "
+                "(OVS_RUNDIR, /var/run/openvswitch by default)"
+            ) from None
+        return self.run_dir / f"ovs-vswitchd.{pid}.ctl"
+
+    def set_forwarding(self, port: str, mode: str) -> bool:
+        """`ovs-appctl bfd/set-forwarding PORT false|normal`. False if ovs-vswitchd refused
+        (a port whose BFD session it has not set up yet); reconnects once if the socket
+        fails (ovs-vswitchd restarted), then raises WatchError."""
+        import ovs.unixctl.client
+
+        for attempt in (1, 2):
+            if self._client is None:
+                error, client = ovs.unixctl.client.UnixctlClient.create(str(self.socket()))
+                if error:
+                    raise WatchError(
+                        f"cannot reach ovs-vswitchd at {self.socket()}: {os.strerror(error)}; "
+                        "is it running, and is --ovs-rundir its run directory?"
+                    )
+                self._client = client
+            error, refused, _ = self._client.transact("bfd/set-forwarding", [port, mode])
+            if not error:
+                if refused is not None:
+                    log.warning(
+                        "ovs-vswitchd refused bfd/set-forwarding %s %s: %s", port, mode, refused
+                    )
+                return refused is None
+            self.close()
+            if attempt == 2:
+                raise WatchError(f"lost ovs-vswitchd at {self.socket()}: {os.strerror(error)}")
+        return False
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def bfd_of(status: dict[str, str]) -> Bfd:
+    try:
+        flaps = int(status.get("flap_count", "0"))
+    except ValueError:
+        flaps = 0
+    return Bfd(status.get("state", ""), status.get("remote_state", ""), flaps)
+
+
+class PathWatch:
+    def __init__(
+        self, plan: SitePlan, *, hold_down_s: float, ovsdb: str, vswitchd: VswitchdControl
+    ) -> None:
+        self.plan = plan
+        self.hold = HoldDown(path_groups(plan), hold_down_s)
+        self.ovsdb = ovsdb
+        self.vswitchd = vswitchd
+        self.ports = [p.port for p in all_paths(self.hold.groups)]
+        self.applied: dict[str, bool] = {}  # port -> held, as last told to ovs-vswitchd
+
+    def run(self, stop: threading.Event) -> None:
+        with Ovsdb(self.ovsdb, wait_for_vswitchd=False) as db:
+            # Clear what a previous watcher may have left held, then decide afresh.
+            for port in self.ports:
+                self._set(db, port, held=False, force=True)
+            while not stop.is_set():
+                self.step(db, time.monotonic())
+                due = self.hold.next_release(time.monotonic())
+                wait = WAKE_S if due is None else min(WAKE_S, max(due - time.monotonic(), 0))
+                db.wait_for_change(wait)
+        self.vswitchd.close()
+
+    def step(self, db: Ovsdb, now: float) -> list[Move]:
+        bfd = {port: bfd_of(status) for port, status in db.bfd_status(self.ports).items()}
+        moves = self.hold.update(now, bfd)
+        for port in self.ports:
+            self._set(db, port, held=port in self.hold.held)
+        for move in moves:
+            self._count(move, now)
+        self._export(bfd)
+        return moves
+
+    def _set(self, db: Ovsdb, port: str, *, held: bool, force: bool = False) -> None:
+        if not force and self.applied.get(port) == held:
+            return
+        if not self.vswitchd.set_forwarding(port, "false" if held else "normal"):
+            self.applied.pop(port, None)  # try again at the next step
+            return
+        self.applied[port] = held
+        db.set_external_id(port, HOLD_KEY, "held" if held else None)
+
+    def _count(self, move: Move, now: float) -> None:
+        labels = (self.plan.site, move.segment, move.peer)
+        what = "failback" if move.failback else "failover"
+        log.info(
+            "site %s segment %s to %s: %s from %s to %s",
+            *labels,
+            what,
+            move.before or "no path",
+            move.after or "no path",
+        )
+        if move.failback:
+            FAILBACKS.labels(*labels).inc()
+        elif move.before is not None:
+            FAILOVERS.labels(*labels).inc()
+            SINCE_LAST_FAILOVER.last[labels] = now
+
+    def _export(self, bfd: dict[str, Bfd]) -> None:
+        roles = self.hold.roles(bfd)
+        for path in all_paths(self.hold.groups):
+            labels = (self.plan.site, path.segment, path.peer, path.underlay, path.port)
+            PATH_UP.labels(*labels).set(1 if bfd[path.port].up else 0)
+            for role in ("active", "standby", "held", "down"):
+                PATH_ROLE.labels(*labels, role).set(1 if roles[path.port] == role else 0)
+
+
+def path_report(plan: SitePlan, db: Ovsdb) -> list[dict[str, Any]]:
+    """Every multi-path peer of the site with each path's BFD state and role, as the switch
+    and the watcher (its hold-down marks) have it now: what `bridge status` shows."""
+    groups = path_groups(plan)
+    ports = [p.port for p in all_paths(groups)]
+    status = db.bfd_status(ports)
+    bfd = {port: bfd_of(s) for port, s in status.items()}
+    held = {port for port in ports if db.external_ids(port).get(HOLD_KEY) == "held"}
+    role = roles(groups, bfd, held)
+    return [
+        {
+            "segment": g.segment,
+            "peer": g.peer,
+            "paths": [
+                {
+                    "port": p.port,
+                    "underlay": p.underlay,
+                    "state": "up" if bfd[p.port].up else "down",
+                    "bfd": bfd[p.port].state or "unknown",
+                    "bfd_remote": bfd[p.port].remote_state or "unknown",
+                    "flaps": bfd[p.port].flap_count,
+                    "role": role[p.port],
+                }
+                for p in g.paths
+            ],
+        }
+        for g in groups
+    ]

@@ -1,0 +1,71 @@
+"""Faults on one site's access to one underlay network, the way a provider fails.
+
+Each fault acts in the underlay network's own namespace (the provider's side), on the
+port facing the site, and `clear` undoes exactly it. All three leave the site's own
+interfaces, addresses and routes alone, so nothing at the site knows of the fault but BFD.
+
+- `link`: the access link goes down (carrier lost at the site, as when a fibre is cut).
+- `blackhole`: the provider silently drops everything to and from the site (an nftables
+  bridge-family drop in its network), as a routing blackhole or a bad ACL does.
+- `loss`: 100 % loss on the link in both directions. netem (`loss 100%`) when the kernel
+  has it; otherwise a pfifo queue of zero packets, which drops every packet at enqueue,
+  the same place netem drops (this machine kind's kernel is built without sch_netem).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from lab import names, netns
+from lab.plan import LabPlan
+
+Fault = Literal["link", "blackhole", "loss"]
+FAULTS: tuple[Fault, ...] = ("link", "blackhole", "loss")
+TABLE = "overcast-fault"
+
+
+def inject(plan: LabPlan, site: str, underlay: str, fault: Fault) -> None:
+    """Break `site`'s access to `underlay` with `fault`."""
+    ns, port, site_if = _where(plan, site, underlay)
+    if fault == "link":
+        netns.run(ns, ["ip", "link", "set", port, "down"])
+    elif fault == "blackhole":
+        rules = (
+            f"table bridge {TABLE}-{port} {{\n"
+            "  chain forward {\n"
+            "    type filter hook forward priority 0; policy accept;\n"
+            f'    iifname "{port}" drop\n'
+            f'    oifname "{port}" drop\n'
+            "  }\n"
+            "}\n"
+        )
+        netns.run(ns, ["nft", "-f", "-"], stdin=rules)
+    else:
+        for where, dev in ((ns, port), (plan.site(site).netns, site_if)):
+            _drop_all(where, dev)
+
+
+def clear(plan: LabPlan, site: str, underlay: str, fault: Fault) -> None:
+    """Undo `inject(plan, site, underlay, fault)`; clearing a fault not there is fine."""
+    ns, port, site_if = _where(plan, site, underlay)
+    if fault == "link":
+        netns.run(ns, ["ip", "link", "set", port, "up"])
+    elif fault == "blackhole":
+        netns.run(ns, ["nft", "delete", "table", "bridge", f"{TABLE}-{port}"], check=False)
+    else:
+        for where, dev in ((ns, port), (plan.site(site).netns, site_if)):
+            netns.run(where, ["tc", "qdisc", "del", "dev", dev, "root"], check=False)
+
+
+def _where(plan: LabPlan, site: str, underlay: str) -> tuple[str, str, str]:
+    net = plan.underlay(underlay)
+    if underlay not in plan.site(site).underlays:
+        raise netns.LabCommandError(f"site {site} is not on underlay {underlay}")
+    return net.netns, names.uplink_port(site), net.site_if
+
+
+def _drop_all(ns: str, dev: str) -> None:
+    try:
+        netns.run(ns, ["tc", "qdisc", "replace", "dev", dev, "root", "netem", "loss", "100%"])
+    except netns.LabCommandError:  # no sch_netem in this kernel
+        netns.run(ns, ["tc", "qdisc", "replace", "dev", dev, "root", "pfifo", "limit", "0"])
