@@ -99,7 +99,7 @@ class HoldDown:
     up_since: dict[str, float] = field(default_factory=dict)
     flaps: dict[str, int] = field(default_factory=dict)
     active: dict[tuple[str, str], str | None] = field(default_factory=dict)
-    started: bool = False
+    seen_up: set[str] = field(default_factory=set)  # ports that have been up at least once
 
     def update(self, now: float, bfd: Mapping[str, Bfd]) -> list[Move]:
         """Take the latest BFD report of every port at time `now`; return the moves of
@@ -110,7 +110,6 @@ class HoldDown:
         for group in self.groups:
             for path in group.paths:
                 self._decide(now, group, path.port, bfd)
-        self.started = True
         moves = []
         for group in self.groups:
             key = (group.segment, group.peer)
@@ -133,10 +132,16 @@ class HoldDown:
         self.flaps[port] = max(expected, state.flap_count)
         if not state.up:
             self.up_since.pop(port, None)
+        elif port not in self.seen_up:
+            # Up for the first time (at start, or a path being brought up): nothing failed,
+            # so nothing to wait for.
+            self.up_since[port] = now - self.hold_down_s
         elif port not in self.up_since or (flapped and port not in self.held):
-            # Up at start: established, usable at once. Up later, or down and up again
-            # between two reports (the flap counter moved): the wait starts now.
-            self.up_since[port] = now - self.hold_down_s if not self.started else now
+            # Back after a failure, or down and up again between two reports (the flap
+            # counter moved): the wait starts now.
+            self.up_since[port] = now
+        if state.up:
+            self.seen_up.add(port)
 
     def _decide(self, now: float, group: PathGroup, port: str, bfd: Mapping[str, Bfd]) -> None:
         others = any(p.port != port and self._usable(p.port, bfd) for p in group.paths)

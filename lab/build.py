@@ -104,6 +104,7 @@ def up(
         )
         # After the hosts: apply_site guards every port of the switch, host ports included.
         build_dataplane(site, keys, registry)
+        prioritise(site)
         start_watch(plan, site, registry)
     return plan
 
@@ -169,6 +170,8 @@ def start_watch(plan: LabPlan, site: SitePlan, registry: Registry) -> None:
         ],
         WATCH_METRICS_PORT,
         f"the path watcher of site {site.name}",
+        # Beside the data plane: it must hold a path before BFD brings it back up.
+        ("nice", "-n", str(DATAPLANE_NICE)),
     )
 
 
@@ -180,14 +183,15 @@ def _start_overcast(
     command: list[str],
     port: int,
     what: str,
+    priority: tuple[str, ...] = (),
 ) -> None:
-    """`overcast COMMAND...` (this same Python) as a daemon in namespace `ns`; returns
-    once it listens on TCP `port` there."""
+    """`overcast COMMAND...` (this same Python) as a daemon in namespace `ns`, prefixed
+    with `priority` (e.g. `nice -n -10`); returns once it listens on TCP `port` there."""
     if netns.pid_from(pidfile, CONTROLLER_PROGRAM) is not None:
         return
     registry.process(pidfile, CONTROLLER_PROGRAM)
     log = registry.file(logfile)
-    argv = ["ip", "netns", "exec", ns, sys.executable, "-m", "overcast", *command]
+    argv = ["ip", "netns", "exec", ns, *priority, sys.executable, "-m", "overcast", *command]
     # Our own package, wherever it is imported from (a checkout or an installed copy).
     root = str(Path(__file__).absolute().parents[1])
     env = os.environ | {
@@ -244,6 +248,28 @@ def build_site(plan: LabPlan, site: SitePlan, registry: Registry) -> None:
     netns.up(site.netns, names.MGMT_IF, site.mgmt)
     switch.start(site, registry)
     switch.ensure_bridge(plan, site)
+
+
+# The data plane's daemons run at the priority ovs-ctl gives ovs-vswitchd by default
+# (--ovs-vswitchd-priority=-10): BFD's 50 ms packets must not wait behind a busy machine's
+# other work, or a healthy path is declared dead. wireguard-go gets the same, as the
+# kernel's WireGuard would run in softirq context ahead of any process.
+DATAPLANE_DAEMONS = ("ovs-vswitchd", "wireguard-go")
+DATAPLANE_NICE = -10
+
+
+def prioritise(site: SitePlan) -> None:
+    """Renice every thread of the site's data-plane daemons (threads have their own nice
+    value on Linux; threads they start later inherit it)."""
+    for pid in netns.pids_in(site.netns):
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            if comm not in DATAPLANE_DAEMONS:
+                continue
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                os.setpriority(os.PRIO_PROCESS, int(task.name), DATAPLANE_NICE)
+        except (OSError, ValueError):
+            continue  # it exited meanwhile
 
 
 def build_host(site: SitePlan, host: HostPlan, registry: Registry) -> None:

@@ -14,6 +14,8 @@ interfaces, addresses and routes alone, so nothing at the site knows of the faul
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 from lab import names, netns
@@ -41,8 +43,7 @@ def inject(plan: LabPlan, site: str, underlay: str, fault: Fault) -> None:
         )
         netns.run(ns, ["nft", "-f", "-"], stdin=rules)
     else:
-        for where, dev in ((ns, port), (plan.site(site).netns, site_if)):
-            _drop_all(where, dev)
+        _both_ends(plan, site, ns, port, site_if, _drop_all)
 
 
 def clear(plan: LabPlan, site: str, underlay: str, fault: Fault) -> None:
@@ -53,8 +54,7 @@ def clear(plan: LabPlan, site: str, underlay: str, fault: Fault) -> None:
     elif fault == "blackhole":
         netns.run(ns, ["nft", "delete", "table", "bridge", f"{TABLE}-{port}"], check=False)
     else:
-        for where, dev in ((ns, port), (plan.site(site).netns, site_if)):
-            netns.run(where, ["tc", "qdisc", "del", "dev", dev, "root"], check=False)
+        _both_ends(plan, site, ns, port, site_if, _no_qdisc)
 
 
 def _where(plan: LabPlan, site: str, underlay: str) -> tuple[str, str, str]:
@@ -62,6 +62,21 @@ def _where(plan: LabPlan, site: str, underlay: str) -> tuple[str, str, str]:
     if underlay not in plan.site(site).underlays:
         raise netns.LabCommandError(f"site {site} is not on underlay {underlay}")
     return net.netns, names.uplink_port(site), net.site_if
+
+
+def _both_ends(
+    plan: LabPlan, site: str, ns: str, port: str, site_if: str, do: Callable[[str, str], None]
+) -> None:
+    """`do` on both ends of the link at once, so neither direction heals (or breaks) a
+    second before the other (`ip netns exec` takes that long on a busy machine)."""
+    ends = ((ns, port), (plan.site(site).netns, site_if))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for done in [pool.submit(do, where, dev) for where, dev in ends]:
+            done.result()
+
+
+def _no_qdisc(ns: str, dev: str) -> None:
+    netns.run(ns, ["tc", "qdisc", "del", "dev", dev, "root"], check=False)
 
 
 def _drop_all(ns: str, dev: str) -> None:

@@ -75,9 +75,19 @@ def test_a_held_path_is_released_at_once_when_the_other_dies() -> None:
     assert h.held == {B}
 
 
+def test_a_path_coming_up_for_the_first_time_is_not_held() -> None:
+    h = hold()
+    h.update(0, {A: DOWN, B: DOWN})  # a site being brought up: no session up yet
+    assert h.update(5, {A: DOWN, B: UP}) == [Move("finance", "branch", None, B, failback=False)]
+    # Nothing failed: the preferred path is used as soon as it first comes up.
+    assert h.update(6, {A: UP, B: UP}) == [Move("finance", "branch", B, A, failback=True)]
+    assert h.held == set()
+
+
 def test_with_nothing_up_the_first_path_back_is_used_at_once() -> None:
     h = hold()
-    h.update(0, {A: DOWN, B: DOWN})
+    h.update(0, {A: UP, B: UP})
+    h.update(1, {A: DOWN, B: DOWN})
     assert h.held == set()  # holding is only ever in favour of another live path
     assert h.update(5, {A: DOWN, B: UP}) == [Move("finance", "branch", None, B, failback=False)]
     assert h.update(6, {A: UP, B: UP}) == []
