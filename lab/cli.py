@@ -100,10 +100,14 @@ def register(sub: Any) -> None:
         description=(
             "Build a lab from the built-in config: two enterprise sites (hq, branch) and one "
             "provider site (cloud-a), with the L2 segment 'finance' stretched across all "
-            "three in VXLAN inside WireGuard. Each site's OVS is programmed only by our "
-            "controller. Waits until every switch holds its planned flows, pings between "
-            "hosts at different sites, runs iperf3 (TCP) between them, prints the results "
-            "and removes the lab (keep it with --keep). Exit 1 if any check fails."
+            "three in VXLAN inside WireGuard, over two underlay networks (isp-a, preferred, "
+            "and isp-b). Each site's OVS is programmed only by our controller. Waits until "
+            "every switch holds its planned flows and every path's BFD session is up, pings "
+            "between hosts at different sites, runs iperf3 (TCP) between them, then fails "
+            "isp-a under a 1 ms probe stream from hq to branch and brings it back, printing "
+            "the gap in each direction of the move (failback waits out the hold-down). "
+            "Removes the lab (keep it with --keep). Exit 1 if any check fails or the "
+            "failover gap exceeds 300 ms."
         ),
         epilog="examples:\n  overcast lab demo\n  overcast lab demo --keep --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -292,8 +296,11 @@ def _demo(args: argparse.Namespace) -> int:
         progress(f"lab {lab_id}: waiting for the controller to program every switch")
         for state in flows.wait_programmed(config, plan):
             progress(f"lab {lab_id}: switch {state.site} holds its {state.flows} planned flows")
+        if config.underlays:
+            progress(f"lab {lab_id}: waiting for every path's BFD session")
+            flows.wait_paths_up(plan)
         progress(f"lab {lab_id}: traffic between hosts at different sites")
-        report = demo.run(plan, args.seconds)
+        report = demo.run(plan, config, args.seconds)
     except Exception as exc:
         raise CommandError(f"demo failed: {exc}") from exc
     finally:
@@ -305,6 +312,7 @@ def _demo(args: argparse.Namespace) -> int:
         f"{', '.join(map(str, mtus))} (computed by the bridge plan)",
         *(f"  {p}" for p in report.pings),
         *(f"  {t}" for t in report.throughput),
+        *([f"  {report.provider_failure}"] if report.provider_failure else []),
         f"result: {'ok' if report.ok else 'FAILED'}",
         f"lab kept: remove it with `overcast lab down {lab_id}`"
         if args.keep

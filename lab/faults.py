@@ -57,6 +57,15 @@ def clear(plan: LabPlan, site: str, underlay: str, fault: Fault) -> None:
         _both_ends(plan, site, ns, port, site_if, _no_qdisc)
 
 
+def provider_down(plan: LabPlan, underlay: str) -> None:
+    """The whole underlay network fails: its bridge (every site's access to it) goes down."""
+    netns.run(plan.underlay(underlay).netns, ["ip", "link", "set", names.WAN_BRIDGE, "down"])
+
+
+def provider_up(plan: LabPlan, underlay: str) -> None:
+    netns.run(plan.underlay(underlay).netns, ["ip", "link", "set", names.WAN_BRIDGE, "up"])
+
+
 def _where(plan: LabPlan, site: str, underlay: str) -> tuple[str, str, str]:
     net = plan.underlay(underlay)
     if underlay not in plan.site(site).underlays:

@@ -50,7 +50,9 @@ def test_hosts_use_the_bridge_plans_inner_mtu(demo: OvercastConfig) -> None:
     # 1500 underlay - 60 WireGuard over IPv4 - 50 VXLAN (bridge.mtu)
     assert {h.mtu for h in lab.hosts} == {1390}
     narrow = loads(
-        DEMO.read_text().replace("underlay: 192.0.2.2}", "underlay: 192.0.2.2, underlay_mtu: 1400}")
+        DEMO.read_text().replace(
+            "isp-b: 198.51.100.2}}", "isp-b: 198.51.100.2}, underlay_mtu: 1400}"
+        )
     )
     assert {h.mtu for h in make_plan(narrow).hosts} == {1290}
 
@@ -71,6 +73,18 @@ def test_host_macs_are_local_unicast_and_differ_per_lab() -> None:
     assert mac != host_mac("oc9999", 0, 1, 2)
 
 
+def test_one_underlay_namespace_per_network(demo: OvercastConfig) -> None:
+    lab = make_plan(demo)
+    assert [(u.name, u.netns, u.site_if) for u in lab.underlays] == [
+        ("isp-a", "oc1234.wan.isp-a", "wan-isp-a"),
+        ("isp-b", "oc1234.wan.isp-b", "wan-isp-b"),
+    ]
+    assert {n: str(a) for n, a in lab.site("branch").underlays.items()} == {
+        "isp-a": "192.0.2.2",
+        "isp-b": "198.51.100.2",
+    }
+
+
 def test_the_fabric_the_controller_derives_lists_hosts_and_tunnels(demo: OvercastConfig) -> None:
     lab = make_plan(demo)
     fab = derive(demo, discovered(lab))  # what the lab's OVSDB tags tell the controller
@@ -82,7 +96,11 @@ def test_the_fabric_the_controller_derives_lists_hosts_and_tunnels(demo: Overcas
         ("finance-1", "finance", (lab.hosts_at("hq")[0].mac,))
     ]
     tunnels = [p for p in hq.ports if p.kind == "tunnel"]
-    assert len(tunnels) == 2 and {p.segment for p in tunnels} == {"finance"}
+    # Two peers over two underlay networks: one tunnel per path.
+    assert len(tunnels) == 4 and {p.segment for p in tunnels} == {"finance"}
+    assert {(p.peer, p.underlay) for p in tunnels} == {
+        (peer, net) for peer in ("branch", "cloud-a") for net in ("isp-a", "isp-b")
+    }
     # Every tunnel port is a device the bridge plan creates at that site.
     assert {p.name for p in tunnels} == {t.name for t in lab.site("hq").dataplane.tunnels()}
 
