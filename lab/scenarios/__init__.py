@@ -73,7 +73,7 @@ class Scenario:
     name: str
     promise: str  # one line: what passing proves
     config_file: str  # the lab it builds, shipped next to this module
-    act: Callable[[LabPlan, Progress], list[Check]]
+    act: Callable[[OvercastConfig, LabPlan, Progress], list[Check]]
 
     def config(self) -> tuple[OvercastConfig, str]:
         text = resources.files(__name__).joinpath(self.config_file).read_text(encoding="utf-8")
@@ -99,7 +99,7 @@ def run(scenario: Scenario, lab_id: str | None = None, progress: Progress = _qui
         plan = build.up(config, lab_id, f"scenario {scenario.name}", text, progress)
         progress(f"lab {lab_id}: waiting for the controller to program every switch")
         flows.wait_programmed(config, plan)
-        checks = scenario.act(plan, progress)
+        checks = scenario.act(config, plan, progress)
     except Exception as exc:
         error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     finally:

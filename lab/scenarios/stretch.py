@@ -1,13 +1,13 @@
 """`stretch`: L2 segments stretched across sites carry ping and TCP between their hosts,
-and hosts of different segments never reach each other.
+hosts of different segments never reach each other, and the LANs behind an L3 segment's
+announced prefixes reach each other across sites (routed into WireGuard) but not the L2
+segments' hosts.
 
 Hosts of two segments sit in different subnets, so a plain ping between them fails for want
 of a route and proves nothing. Before probing isolation the scenario gives both hosts an
 on-link route to the other's subnet: their ARP requests then go out on their own segment,
-and only the switches (programmed by our controller) stand between them.
-
-L3 segments are not part of it yet: the bridge routes announced prefixes, but the lab builds
-no hosts for them."""
+and only the switches (programmed by our controller) stand between them. (On one shared L2
+the same probe gets its replies: Linux answers ARP for any sender.)"""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ import itertools
 
 from lab import netns, traffic
 from lab.plan import HostPlan, LabPlan
-from lab.scenarios import Check, Progress, Scenario
+from lab.scenarios import Check, Progress, Scenario, routed
+from overcast.config import OvercastConfig
+from overcast.model import IPAddress
 
 PINGS = 5
 TCP_SECONDS = 1
@@ -37,34 +39,37 @@ def _on_link(host: HostPlan, other: HostPlan) -> None:
     netns.run(host.netns, ["ip", "route", "replace", str(other.address.network), "dev", "eth0"])
 
 
-def act(plan: LabPlan, progress: Progress) -> list[Check]:
+def _ping(a_netns: str, a: str, b: str, target: IPAddress) -> Check:
+    p = traffic.ping(a_netns, target, a, b, count=PINGS)
+    return Check(
+        f"ping {a} -> {b}",
+        p.ok,
+        f"{p.received}/{p.sent} replies"
+        + (f", avg {p.rtt_avg_ms:.2f} ms" if p.rtt_avg_ms is not None else ""),
+        {"sent": p.sent, "received": p.received, "rtt_avg_ms": p.rtt_avg_ms},
+    )
+
+
+def _tcp(a_netns: str, a: str, b_netns: str, b: str, target: IPAddress) -> Check:
+    try:
+        t = traffic.iperf3(b_netns, target, a_netns, a, b, TCP_SECONDS)
+    except netns.LabCommandError as exc:
+        return Check(f"TCP {a} -> {b}", False, str(exc))
+    return Check(
+        f"TCP {a} -> {b}",
+        t.bits_per_second > 0,
+        f"{t.bits_per_second / 1e6:.0f} Mbit/s, {t.retransmits} retransmits "
+        f"(iperf3, {TCP_SECONDS} s)",
+        {"bits_per_second": t.bits_per_second, "retransmits": t.retransmits},
+    )
+
+
+def act(config: OvercastConfig, plan: LabPlan, progress: Progress) -> list[Check]:
     checks = []
     for a, b in _cross_site(plan):
         progress(f"stretch: ping and TCP {a.label} -> {b.label}")
-        p = traffic.ping(a.netns, b.address.ip, a.label, b.label, count=PINGS)
-        checks.append(
-            Check(
-                f"ping {a.label} -> {b.label}",
-                p.ok,
-                f"{p.received}/{p.sent} replies"
-                + (f", avg {p.rtt_avg_ms:.2f} ms" if p.rtt_avg_ms is not None else ""),
-                {"sent": p.sent, "received": p.received, "rtt_avg_ms": p.rtt_avg_ms},
-            )
-        )
-        try:
-            t = traffic.iperf3(b.netns, b.address.ip, a.netns, a.label, b.label, TCP_SECONDS)
-        except netns.LabCommandError as exc:
-            checks.append(Check(f"TCP {a.label} -> {b.label}", False, str(exc)))
-        else:
-            checks.append(
-                Check(
-                    f"TCP {a.label} -> {b.label}",
-                    t.bits_per_second > 0,
-                    f"{t.bits_per_second / 1e6:.0f} Mbit/s, {t.retransmits} retransmits "
-                    f"(iperf3, {TCP_SECONDS} s)",
-                    {"bits_per_second": t.bits_per_second, "retransmits": t.retransmits},
-                )
-            )
+        checks.append(_ping(a.netns, a.label, b.label, b.address.ip))
+        checks.append(_tcp(a.netns, a.label, b.netns, b.label, b.address.ip))
     for a, b in _other_segment(plan):
         progress(f"stretch: isolation {a.label} -x- {b.label}")
         _on_link(a, b)
@@ -79,6 +84,27 @@ def act(plan: LabPlan, progress: Progress) -> list[Check]:
                 {"sent": p.sent, "received": p.received},
             )
         )
+    lans = routed.plan_lan_hosts(config, plan)
+    for lan in lans:
+        progress(f"stretch: LAN host {lan.label} {lan.address} behind {lan.site}")
+        routed.build(plan, lan)
+    for x, y in itertools.permutations(lans, 2):
+        if x.segment == y.segment and x.site != y.site:
+            progress(f"stretch: routed ping and TCP {x.label} -> {y.label}")
+            checks.append(_ping(x.netns, x.label, y.label, y.address.ip))
+            checks.append(_tcp(x.netns, x.label, y.netns, y.label, y.address.ip))
+    # A routed LAN has a default route, yet no L2 segment's host is reachable from it.
+    for lan in lans[:1]:
+        for host in (h for h in plan.hosts if h.site != lan.site):
+            p = traffic.ping(lan.netns, host.address.ip, lan.label, host.label, count=PINGS)
+            checks.append(
+                Check(
+                    f"isolation {lan.label} -x- {host.label}",
+                    p.received == 0,
+                    f"{p.received}/{p.sent} replies (routed LAN to an L2 segment)",
+                    {"sent": p.sent, "received": p.received},
+                )
+            )
     return checks
 
 

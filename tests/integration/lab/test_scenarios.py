@@ -1,5 +1,5 @@
 """First steps and scenarios on real labs: the ping `lab up` suggests works, the `stretch`
-scenario passes twice in a row on the same lab id (so its teardown left nothing in the way),
+scenario (L2 and L3) passes twice in a row on the same lab id (so its teardown left nothing in the way),
 and Ctrl-C in the middle of `lab up` removes everything the build had made."""
 
 from __future__ import annotations
@@ -60,11 +60,13 @@ def test_stretch_passes_twice_in_a_row_and_leaves_nothing(lab_id: str) -> None:
         result = json.loads(scenario.stdout)
         assert result["ok"] and result["error"] is None and result["lab_id"] == lab_id
         checks = {c["name"]: c for c in result["checks"]}
-        # Each segment across the two sites: ping and TCP; each cross-segment pair: isolated.
+        # Each L2 segment across the two sites, and the routed LANs both ways: ping and TCP.
+        # Each pair of hosts of two L2 segments, and the routed LAN to each L2 host: isolated.
         pings = [c for n, c in checks.items() if n.startswith("ping ")]
         tcp = [c for n, c in checks.items() if n.startswith("TCP ")]
         isolated = [c for n, c in checks.items() if n.startswith("isolation ")]
-        assert len(pings) == len(tcp) == 2 and len(isolated) == 4
+        assert len(pings) == len(tcp) == 4 and len(isolated) == 6
+        assert "ping hq/apps-lan -> branch/apps-lan" in checks
         assert all(c["figures"]["received"] == c["figures"]["sent"] == 5 for c in pings)
         assert all(c["figures"]["bits_per_second"] > 1e6 for c in tcp)
         assert all(c["figures"]["received"] == 0 < c["figures"]["sent"] for c in isolated)

@@ -3,8 +3,9 @@ import json
 import pytest
 
 from lab import scenarios
-from lab.scenarios import Check, Result
+from lab.scenarios import Check, Result, routed
 from overcast.cli import main
+from tests.unit.lab.test_plan import make_plan
 
 
 def test_only_built_scenarios_are_registered_and_their_labs_load() -> None:
@@ -12,6 +13,17 @@ def test_only_built_scenarios_are_registered_and_their_labs_load() -> None:
     assert list(known) == ["stretch"]
     config, _ = known["stretch"].config()
     assert set(config.l2_segments()) == {"finance", "guest"}
+    assert set(config.segments) == {"finance", "guest", "apps"}
+
+
+def test_routed_lan_hosts_sit_in_each_sites_announced_prefix() -> None:
+    config, _ = scenarios.registry()["stretch"].config()
+    plan = make_plan(config, "oc1234")
+    hq, branch = routed.plan_lan_hosts(config, plan)
+    assert (hq.site, str(hq.address), str(hq.gateway)) == ("hq", "10.20.1.10/24", "10.20.1.1/24")
+    assert (branch.site, str(branch.address)) == ("branch", "10.20.2.10/24")
+    # Named like the lab's hosts, so the lab's teardown finds them by name too.
+    assert hq.netns == "oc1234-hq.apps.1" and hq.port == "lan-apps"
 
 
 def test_a_result_passes_only_with_checks_all_passing_and_no_error() -> None:
