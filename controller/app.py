@@ -19,7 +19,7 @@ import socket
 import ssl
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from os_ken import cfg
@@ -31,9 +31,9 @@ from os_ken.ofproto import ofproto_v1_3
 from prometheus_client import Counter, Gauge, Histogram
 
 from controller import ofguard, views
-from controller.learning import MacTable, static_hosts
+from controller.learning import Host, MacTable, static_hosts
 from controller.ofwire import flow_from_ofp, group_from_ofp, named_ports, port_name, to_ofp
-from controller.openflow import Flow, Group, Match, Message
+from controller.openflow import AddFlow, DeleteFlow, Flow, Group, Match, Message
 from controller.pipeline import (
     LEARNED,
     SEGMENT_MASK,
@@ -41,6 +41,7 @@ from controller.pipeline import (
     FabricError,
     SwitchPlan,
     diff,
+    learn_delta,
     plan_switch,
     program,
 )
@@ -286,9 +287,12 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
         self.macs.limits = ev.settings.config.controller.learning
         self.macs.static = _static(ev.settings.fabric)
         learning = _learning_ports(ev.settings.fabric)
-        for key, host in list(self.macs.hosts.items()):
-            if (host.site, host.port, host.segment) not in learning or key in self.macs.static:
-                del self.macs.hosts[key]
+        self.macs.drop(
+            lambda h: (
+                (h.site, h.port, h.segment) in learning
+                and (h.segment, h.mac) not in self.macs.static
+            )
+        )
         self._count_macs()
         for dp in [*self.strangers.values(), *(s.datapath for s in self.switches.values())]:
             sw = self.switches.get(dp.id)
@@ -430,8 +434,8 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
         if outcome in ("learned", "moved"):
             was = f" (was at {old.site} port {old.port})" if old is not None else ""
             log.info("learned %s in %s at %s port %s%s", src, port.segment, sw.site, name, was)
-            self._count_macs()
-            self._replan_segment(port.segment)
+            self._count_macs(port.segment)
+            self._apply_host(port.segment, self.macs.hosts[(port.segment, src)], old)
         elif outcome in ("port_full", "segment_full"):
             TABLE_LIMITS.labels(outcome).inc()
             limits = self.macs.limits
@@ -476,8 +480,26 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
         if host is not None:
             MAC_EVENTS.labels("expired").inc()
             log.info("%s in %s idle at %s port %s; forgotten", mac, segment, sw.site, name)
-            self._count_macs()
-            self._replan_segment(segment)
+            self._count_macs(segment)
+            self._apply_host(segment, None, host)
+
+    def _apply_host(self, segment: str, host: Host | None, old: Host | None) -> None:
+        """One MAC learned, moved or forgotten: send each switch of its segment just the
+        flows that change (learn_delta), and keep each plan what plan_switch would give."""
+        seg = self.settings.config.l2_segments().get(segment)
+        for sw in self.switches.values():
+            if seg is None or sw.site not in seg.sites or sw.plan is None:
+                continue
+            add, gone = learn_delta(
+                self.settings.config, self.settings.fabric, sw.site, sw.ofports, host, old
+            )
+            if not add and not gone:
+                continue
+            keys = {f.key for f in add} | {f.key for f in gone}
+            flows = tuple(f for f in sw.plan.flows if f.key not in keys) + tuple(add)
+            sw.plan = replace(sw.plan, flows=flows)
+            PLANNED_FLOWS.labels(sw.site).set(len(flows))
+            self._send(sw, [*(AddFlow(f) for f in add), *(DeleteFlow(f) for f in gone)], "learn")
 
     @set_ev_cls(EventView)  # type: ignore[untyped-decorator]
     def _view(self, ev: EventView) -> None:
@@ -531,8 +553,8 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
             (n for n, s in self.settings.config.l2_segments().items() if s.vni == vni), None
         )
 
-    def _count_macs(self) -> None:
-        for segment in self.settings.config.l2_segments():
+    def _count_macs(self, only: str | None = None) -> None:
+        for segment in [only] if only else self.settings.config.l2_segments():
             LEARNED_MACS.labels(segment).set(self.macs.count(segment))
 
     def _program(self, sw: _Switch) -> None:
@@ -594,7 +616,9 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
         if sw.errors:
             log.error("switch %s: programming (%s) done with %d errors", sw.site, kind, sw.errors)
         else:
-            log.info(
+            # One per learned MAC: worth a line only when debugging.
+            log.log(
+                logging.DEBUG if kind == "learn" else logging.INFO,
                 "switch %s programmed (%s) in %.1f ms, %.1f ms after it connected",
                 sw.site,
                 kind,

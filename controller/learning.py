@@ -19,7 +19,7 @@ site, so no BGP is needed to spread it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -54,6 +54,9 @@ class MacTable:
     # (site, port) -> when its hold-down ends; a held port forwards without learning.
     holds: dict[tuple[str, str], float] = field(default_factory=dict)
     _budgets: dict[tuple[str, str], _Budget] = field(default_factory=dict)
+    # Hosts per (site, port) and per segment, kept with `hosts` so limits cost O(1).
+    _at_port: dict[tuple[str, str], int] = field(default_factory=dict)
+    _in_segment: dict[str, int] = field(default_factory=dict)
 
     def admit(self, site: str, port: str, now: float) -> bool:
         """One packet-in from `port`: within its rate (a token bucket of one second's
@@ -88,33 +91,49 @@ class MacTable:
         old = self.hosts.get(key)
         if old is not None and (old.site, old.port) == (site, port):
             return "known", old
-        at_port = sum(1 for h in self.hosts.values() if (h.site, h.port) == (site, port))
-        if at_port >= self.limits.max_macs_per_port:
+        if self._at_port.get((site, port), 0) >= self.limits.max_macs_per_port:
             self.hold(site, port, now)
             return "port_full", None
         if old is None and self.count(segment) >= self.limits.max_macs_per_segment:
             self.hold(site, port, now)
             return "segment_full", None
-        self.hosts[key] = Host(segment, mac, site, port, now)
+        if old is not None:
+            self._drop(old)
+        self._add(Host(segment, mac, site, port, now))
         return ("moved", old) if old is not None else ("learned", None)
+
+    def _add(self, host: Host) -> None:
+        self.hosts[(host.segment, host.mac)] = host
+        self._at_port[(host.site, host.port)] = self._at_port.get((host.site, host.port), 0) + 1
+        self._in_segment[host.segment] = self._in_segment.get(host.segment, 0) + 1
+
+    def _drop(self, host: Host) -> None:
+        del self.hosts[(host.segment, host.mac)]
+        self._at_port[(host.site, host.port)] -= 1
+        self._in_segment[host.segment] -= 1
+
+    def drop(self, keep: Callable[[Host], bool]) -> None:
+        """Forget every host `keep` says no to (after a reload)."""
+        for host in [h for h in self.hosts.values() if not keep(h)]:
+            self._drop(host)
 
     def forget(self, segment: str, mac: str, site: str, port: str) -> Host | None:
         """The switch at `site` expired `mac` at `port`: forget it, unless it has moved."""
         host = self.hosts.get((segment, mac))
         if host is None or (host.site, host.port) != (site, port):
             return None
-        del self.hosts[(segment, mac)]
+        self._drop(host)
         return host
 
     def forget_port(self, site: str, port: str) -> list[Host]:
         """A port left the fabric: everything learned behind it goes."""
         gone = [h for h in self.hosts.values() if (h.site, h.port) == (site, port)]
         for host in gone:
-            del self.hosts[(host.segment, host.mac)]
+            self._drop(host)
         return gone
 
     def count(self, segment: str) -> int:
-        return sum(1 for h in self.hosts.values() if h.segment == segment)
+        return self._in_segment.get(segment, 0)
 
     def held_ports(self, site: str) -> set[str]:
         return {port for (s, port) in self.holds if s == site}

@@ -315,6 +315,38 @@ def _rank(preference: list[str], underlay: str | None) -> int:
     return preference.index(underlay) if underlay in preference else len(preference)
 
 
+def learn_delta(
+    config: OvercastConfig,
+    fabric: Fabric,
+    site: str,
+    ofports: Mapping[str, int],
+    host: Host | None,
+    old: Host | None = None,
+) -> tuple[list[Flow], list[Flow]]:
+    """The flows to add and to remove on `site`'s switch when `host` is learned (moved
+    from `old`), or when `old` is forgotten (`host` None): exactly what plan_switch would
+    change, without planning the whole switch again for every packet-in."""
+    either = host or old
+    switch = _switch_of(fabric, site)
+    if either is None or switch is None or either.segment not in config.l2_segments():
+        return [], []
+    segment = either.segment
+    vni = config.l2_segments()[segment].vni
+    ports = [p for p in switch.ports if p.segment == segment and p.name in ofports]
+    if not ports:
+        return [], []
+    exits = _exits(config, vni, ports, ofports)
+    idle = config.controller.learning.idle_timeout
+    add = list(host_flows(vni, site, ports, ofports, exits, host, idle)) if host else []
+    keys = {f.key for f in add}
+    gone = (
+        [f for f in host_flows(vni, site, ports, ofports, exits, old, idle) if f.key not in keys]
+        if old
+        else []
+    )
+    return add, gone
+
+
 def _flow_order(flow: Flow) -> tuple[int, int, str]:
     return (TABLE_ID[flow.table], -flow.priority, str(flow.match))
 

@@ -7,7 +7,8 @@ from controller.config import Learning
 from controller.fabric import derive
 from controller.fakeoftable import FakeSwitch
 from controller.learning import Host, MacTable
-from controller.pipeline import PRIORITY_HELD, plan_switch, program
+from controller.openflow import Flow
+from controller.pipeline import PRIORITY_HELD, learn_delta, plan_switch, program
 from overcast.config import OvercastConfig, loads
 
 CONFIG = """
@@ -120,3 +121,35 @@ def test_a_configured_hosts_mac_is_never_learned_elsewhere() -> None:
     table = MacTable(Learning(), static={("finance", A): ("hq", "eth1")})
     assert table.learn("finance", A, "branch", "eth1", 0.0) == ("static", None)
     assert table.count("finance") == 0
+
+
+def test_the_per_packet_in_delta_keeps_each_plan_what_a_full_plan_gives() -> None:
+    config = _config()
+    fabric = derive(config)
+    table = MacTable(Learning())
+    events = [
+        ("finance", A, "branch", "eth1"),
+        ("finance", B, "hq", "eth1"),
+        ("finance", A, "hq", "eth2"),  # a move
+        ("finance", "02:00:00:00:0c:01", "cloud", "eth1"),
+    ]
+    plans = {site: plan_switch(config, fabric, site, ports) for site, ports in PORTS.items()}
+    # Flows by identity (table, priority, match), as on a switch: an add replaces.
+    flows = {site: {f.key: f for f in plan.flows} for site, plan in plans.items()}
+
+    def apply(at: str, add: list[Flow], gone: list[Flow]) -> None:
+        for f in gone:
+            flows[at].pop(f.key, None)
+        flows[at].update((f.key, f) for f in add)
+
+    for now, (segment, mac, site, port) in enumerate(events):
+        _, old = table.learn(segment, mac, site, port, float(now))
+        host = table.hosts[(segment, mac)]
+        for at, ports in PORTS.items():
+            apply(at, *learn_delta(config, fabric, at, ports, host, old))
+    expired = table.forget("finance", B, "hq", "eth1")
+    for at, ports in PORTS.items():
+        apply(at, *learn_delta(config, fabric, at, ports, None, expired))
+    for at, ports in PORTS.items():
+        full = plan_switch(config, fabric, at, ports, list(table.hosts.values()))
+        assert set(flows[at].values()) == set(full.flows), at
