@@ -1,8 +1,7 @@
-"""The `controller:` section of overcast.yaml: MAC learning limits, the ARP/ND proxy, ACLs.
+"""The `controller:` section of overcast.yaml: MAC learning limits and ACLs.
 
     controller:
       learning: {idle_timeout: 300, max_macs_per_port: 64, max_macs_per_segment: 4096}
-      arp_proxy: true
       acls:
         finance:
           default: allow            # stated explicitly: what a frame no rule matches gets
@@ -111,9 +110,6 @@ class SegmentAcl(Model):
 
 class ControllerConfig(Model):
     learning: Learning = Learning()
-    # Answer ARP requests and IPv6 neighbour solicitations for hosts the controller knows
-    # (RFC 826, RFC 4861 section 7.2.4) so those broadcasts stop crossing the WAN.
-    arp_proxy: bool = True
     acls: dict[str, SegmentAcl] = {}
 
     def problems(self, l2_segments: dict[str, Any]) -> list[ConfigError]:
