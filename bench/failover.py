@@ -114,9 +114,10 @@ def main() -> int:
                 print(f"  {i + 1}/{args.failovers} {kind}", file=sys.stderr)
             time.sleep(0.5)
         sites.close()
-        for fault, broken, healed, returned in marks:
+        ends = [m[1] for m in marks[1:]] + [float("inf")]  # each window ends at the next fault
+        for (fault, broken, healed, returned), end in zip(marks, ends, strict=True):
             out = probes.worst(since=broken, until=healed)
-            ret = probes.worst(since=healed, until=returned + 0.4)
+            ret = probes.worst(since=healed, until=min(returned + 0.4, end))
             runs.append(
                 {
                     "fault": fault,

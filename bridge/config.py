@@ -26,9 +26,10 @@ class Failover(Model):
 
     # OVS BFD (RFC 5880) on each path's tunnel port: min_tx = min_rx = this, and OVS's fixed
     # detect multiplier of 3, so a dead path is declared down 3 intervals after its last
-    # packet. 50 ms: a gap of about 150-200 ms in the userspace datapath with wireguard-go,
-    # where a 1-core-busy machine already delays single BFD packets by tens of ms (shorter
-    # intervals then declare healthy paths dead). RFC 5880 section 6.8.3 slows a session
+    # packet. 50 ms: gaps of about 130-250 ms with the userspace datapath and wireguard-go
+    # (bench/failover.py), under the 300 ms target, while a busy machine already sends
+    # single BFD packets 100-200 ms late at times: shorter intervals would declare healthy
+    # paths dead more often. RFC 5880 section 6.8.3 slows a session
     # that is not up to one packet a second, which costs nothing here: it only delays
     # failback, which the hold-down delays anyway.
     bfd_interval_ms: int = Field(50, ge=10, le=10_000)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,7 +33,7 @@ from lab.probe import ProbeStream
 from overcast.config import OvercastConfig, loads
 from tests.conftest import require_binaries
 from tests.integration.lab.conftest import leftovers, overcast
-from tests.integration.lab.packets import Capture
+from tests.integration.lab.packets import Capture, inside
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(420)]
 
@@ -387,3 +388,12 @@ def test_a_flapping_path_does_not_draw_traffic_back(lab: Lab) -> None:
     assert roles == {PRIMARY: "active", BACKUP: "standby"}
     assert [p for f in frames if (p := not_wireguard(lab, f))] == []
     assert flows.paths_down(plan) == []
+    # hq's watcher counted it all (its metrics listen on the site namespace's loopback).
+    with inside(plan.site("hq").netns):
+        url = f"http://127.0.0.1:{build.WATCH_METRICS_PORT}/metrics"
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
+    active = r'overcast_bridge_path_role\{[^}]*port="vx100-1"[^}]*role="active"[^}]*\} 1\.0'
+    assert re.search(active, text), text[-2000:]
+    failovers = re.search(r'overcast_bridge_failovers_total\{[^}]*peer="branch"[^}]*\} (\S+)', text)
+    assert failovers and float(failovers.group(1)) >= 1, text[-2000:]
+    assert re.search(r"overcast_bridge_seconds_since_last_failover\{[^}]*\} \d", text)
