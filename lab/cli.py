@@ -107,7 +107,7 @@ def register(sub: Any) -> None:
             "isp-a under a 1 ms probe stream from hq to branch and brings it back, printing "
             "the gap in each direction of the move (failback waits out the hold-down). "
             "Removes the lab (keep it with --keep). Exit 1 if any check fails or the "
-            "failover gap exceeds 300 ms."
+            "probe stream does not recover (a gap over the 300 ms target is flagged)."
         ),
         epilog="examples:\n  overcast lab demo\n  overcast lab demo --keep --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,

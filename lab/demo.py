@@ -42,10 +42,13 @@ class ProviderFailure:
     hold_down_s: float
     failover: probe.Outage | None  # None: not one probe lost
     failback: probe.Outage | None
+    recovered: bool  # probes were answered again after the failure and after the return
 
     @property
     def ok(self) -> bool:
-        return self.failover is None or self.failover.gap_ms <= TARGET_GAP_MS
+        """The pair kept (or got back) its connectivity. The gap is shown against the
+        target, not judged here: bench/failover.py measures it properly."""
+        return self.recovered
 
     def as_dict(self) -> dict[str, Any]:
         def gap(o: probe.Outage | None) -> dict[str, float]:
@@ -58,12 +61,16 @@ class ProviderFailure:
             "hold_down_s": self.hold_down_s,
             "failover": gap(self.failover),
             "failback": gap(self.failback),
+            "target_gap_ms": TARGET_GAP_MS,
             "ok": self.ok,
         }
 
     def __str__(self) -> str:
         def gap(o: probe.Outage | None) -> str:
-            return f"gap {o.gap_ms:.0f} ms, {o.lost} probes lost" if o else "no probe lost"
+            if o is None:
+                return "no probe lost"
+            over = "" if o.gap_ms <= TARGET_GAP_MS else f" (over the {TARGET_GAP_MS:.0f} ms target)"
+            return f"gap {o.gap_ms:.0f} ms{over}, {o.lost} probes lost"
 
         return (
             f"provider {self.underlay} fails, probes every 1 ms {self.source} -> {self.target}: "
@@ -131,6 +138,8 @@ def provider_failure(
         # BFD's first packets after a failure come a second apart (RFC 5880 section 6.8.3),
         # then the hold-down: traffic is back on the preferred path well within this.
         time.sleep(hold + 4.0)
+        back = time.monotonic()
+    last = probes.last_answered()
     return ProviderFailure(
         underlay,
         source.label,
@@ -138,4 +147,5 @@ def provider_failure(
         hold,
         probes.worst(since=broken, until=healed),
         probes.worst(since=healed),
+        recovered=last is not None and last >= back - 1.0,
     )
