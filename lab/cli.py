@@ -74,7 +74,8 @@ def register(sub: Any) -> None:
         description=(
             "Stop the lab's processes and remove its namespaces, sockets and files, using the "
             "registry it wrote while building (so this also works after a crash). With no "
-            "argument, removes the only lab there is."
+            "argument, removes the only lab there is. --all also removes namespaces named "
+            "like a lab's whose state dir is gone."
         ),
         epilog="examples:\n  overcast lab down oc1234\n  overcast lab down --all",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -201,7 +202,7 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
-    from lab import build
+    from lab import build, netns
     from lab.plan import STATE_ROOT
 
     if args.all and args.lab_id:
@@ -212,7 +213,11 @@ def _down(args: argparse.Namespace) -> int:
     if lab_id:
         # Removing a lab that is already gone is fine: down is a desired state.
         targets = [STATE_ROOT / lab_id]
-    elif args.all or len(labs) <= 1:
+    elif args.all:
+        # Namespaces of labs whose state dir is gone too: down finds them by name.
+        orphans = set(names.lab_ids_of(netns.all_names())) - {p.name for p in labs}
+        targets = labs + [STATE_ROOT / o for o in sorted(orphans)]
+    elif len(labs) <= 1:
         targets = labs
     else:
         raise CommandError(

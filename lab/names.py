@@ -71,6 +71,15 @@ def lab_netns(lab_id: str, namespaces: Iterable[str]) -> list[str]:
     return [n for n in namespaces if n.startswith((f"{lab_id}-", f"{lab_id}."))]
 
 
+_LAB_NETNS_RE = re.compile(r"^(oc[a-z0-9]{4})[-.]")
+
+
+def lab_ids_of(namespaces: Iterable[str]) -> list[str]:
+    """The lab ids that namespaces named like a lab's carry: what `lab down --all` removes
+    even when a crash (or a hand) took the lab's state dir away."""
+    return sorted({m.group(1) for n in namespaces if (m := _LAB_NETNS_RE.match(n))})
+
+
 # Interfaces inside the lab's namespaces.
 HOST_IF = "eth0"  # a host's one NIC
 WAN_IF = "wan"  # a site's underlay NIC (wan-<network> on each named underlay network)

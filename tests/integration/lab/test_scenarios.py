@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,9 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
+from pyroute2 import netns
 
+from lab import build, names
 from lab.plan import STATE_ROOT
 from lab.registry import Registry
+from overcast.config import loads
 from tests.conftest import require_binaries
 from tests.integration.lab.conftest import ROOT, leftovers, overcast
 
@@ -102,4 +106,18 @@ def test_ctrl_c_in_the_middle_of_up_removes_the_lab(lab_id: str, tmp_path: Path)
             proc.wait()
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted, removing everything it built" in err
+    assert leftovers(lab_id) == []
+
+
+def test_a_lab_whose_state_dir_is_gone_is_found_by_its_namespaces(lab_id: str) -> None:
+    # What `lab down --all` does for namespaces no state dir accounts for (running --all
+    # here would remove the labs of other test runs on this machine).
+    require_binaries(*DAEMONS)
+    text = STRETCH.read_text()
+    plan = build.up(loads(text), lab_id, "test", text)
+    shutil.rmtree(plan.state_dir)
+    assert lab_id not in {p.name for p in build.lab_dirs()}
+    assert lab_id in names.lab_ids_of(netns.listnetns())
+    assert leftovers(lab_id), "nothing left to find: the test would prove nothing"
+    build.down(STATE_ROOT / lab_id)
     assert leftovers(lab_id) == []

@@ -43,3 +43,10 @@ def test_a_labs_namespaces_are_found_by_name() -> None:
         ["oc1234-hq", "oc1234.wan", "oc1234-hq.fin.1", "oc12345-hq", "oc1234", "xoc1234-hq"],
     )
     assert found == ["oc1234-hq", "oc1234.wan", "oc1234-hq.fin.1"]
+
+
+def test_lab_ids_are_read_from_namespace_names_for_down_all() -> None:
+    found = names.lab_ids_of(
+        ["ocab12-hq", "ocab12.wan", "oczz99.ctl", "ocab12-hq.finance.1", "other", "ocab1-x", "oc"]
+    )
+    assert found == ["ocab12", "oczz99"]
