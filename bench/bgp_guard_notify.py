@@ -16,22 +16,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ipaddress
-import secrets
 import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.integration.bgp_guard.conftest import (
     GOBGP_ASN,
-    NETNS_ADDRESSES,
     daemon,
     gobgpd,
     gobgpd_neighbour,
+    loopback_netns,
     ns_run,
 )
 from tests.integration.bgp_guard.sinkparts import REPO, receiver, records, wait_for
@@ -50,24 +48,11 @@ guard:
 """
 
 
-@contextlib.contextmanager
-def namespace() -> Iterator[str]:
-    name = f"ocnotify{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        for address in NETNS_ADDRESSES:
-            subprocess.run(["ip", "-n", name, "addr", "add", address, "dev", "lo"], check=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hijacks", type=int, default=200)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, namespace() as netns:
+    with tempfile.TemporaryDirectory() as tmp, loopback_netns("ocnotify") as netns:
         tmp_path = Path(tmp)
         config, hooks = tmp_path / "overcast.yaml", tmp_path / "hooks.jsonl"
         config.write_text(CONFIG)

@@ -31,9 +31,10 @@ NETNS_ADDRESSES = ("192.0.2.1/32", "192.0.2.2/32", "192.0.2.10/32")
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-@pytest.fixture
-def netns() -> Iterator[str]:
-    name = f"ocbgp{os.getpid() % 10000}{secrets.token_hex(2)}"
+@contextlib.contextmanager
+def loopback_netns(prefix: str) -> Iterator[str]:
+    """A namespace of our own with NETNS_ADDRESSES on its loopback (tests and bench/)."""
+    name = f"{prefix}{os.getpid() % 10000}{secrets.token_hex(2)}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
         subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
@@ -42,6 +43,12 @@ def netns() -> Iterator[str]:
         yield name
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    with loopback_netns("ocbgp") as name:
+        yield name
 
 
 def run_in_netns(name: str, scenario: Callable[[], Awaitable[T]], timeout: float = 90) -> T:
