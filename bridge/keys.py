@@ -156,6 +156,15 @@ class KeyStore:
         (self.directory / f"{site}.revoked").unlink(missing_ok=True)
         return old, public_key_of(private)
 
+    def install_public(self, site: str, public: str) -> None:
+        """Keep only `site`'s public key: its private key was sealed to the site's TPM and
+        never stored here (attest/verifier.py). Re-admits a revoked site."""
+        check_public_key(public, f"public key of site {site!r}")
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _write_key(self.directory / f"{site}.pub", public, 0o644)
+        self.private_key_file(site).unlink(missing_ok=True)
+        (self.directory / f"{site}.revoked").unlink(missing_ok=True)
+
     def revoke(self, site: str) -> str:
         """Delete `site`'s key pair and mark it revoked; return the revoked public key."""
         revoked = self.directory / f"{site}.revoked"
@@ -167,15 +176,18 @@ class KeyStore:
         (self.directory / f"{site}.pub").unlink(missing_ok=True)
         return public
 
-    def provision(self, site: str, peers: Iterable[str], directory: Path) -> KeyStore:
+    def provision(
+        self, site: str, peers: Iterable[str], directory: Path, *, own_key: bool = True
+    ) -> KeyStore:
         """Make `directory` hold what `site` needs and nothing more: its own private key
-        and its `peers`' public keys (other files of ours are removed)."""
+        and its `peers`' public keys (other files of ours are removed). Without `own_key`
+        the site's private key is not ours to write (its TPM delivered it) and is kept."""
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        wanted = {f"{site}.key": (self.private_key(site), 0o600)}
+        wanted = {f"{site}.key": (self.private_key(site), 0o600)} if own_key else {}
         for peer in peers:
             wanted[f"{peer}.pub"] = (self.public_key(peer), 0o644)
         for path in (*directory.glob("*.key"), *directory.glob("*.pub")):
-            if path.name not in wanted:
+            if path.name not in wanted and path.name != f"{site}.key":
                 path.unlink()
         for name, (text, mode) in wanted.items():
             path = directory / name

@@ -28,7 +28,7 @@ from overcast.config import (
     located_warnings,
 )
 
-PARTS = ("lab.cli", "controller.cli", "bridge.cli", "bgp_guard.cli", "gateway.cli")
+PARTS = ("lab.cli", "controller.cli", "bridge.cli", "bgp_guard.cli", "gateway.cli", "attest.cli")
 
 Handler = Callable[[argparse.Namespace], int]
 

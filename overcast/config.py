@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import AfterValidator, BeforeValidator, Field
 
+from attest.config import AttestConfig
 from bgp_guard.config import GuardConfig
 from bridge.config import BridgeConfig
 from controller.config import ControllerConfig, check_mac
@@ -124,6 +125,8 @@ class OvercastConfig(Model):
     lab: LabConfig = LabConfig()
     bridge: BridgeConfig = BridgeConfig()
     controller: ControllerConfig = ControllerConfig()
+    # Attested join (attest/): absent, no site has to prove its state to get its tunnels.
+    attest: AttestConfig | None = None
 
     def dpid(self, site: str) -> int:
         """The OpenFlow datapath id of `site`'s bridge."""
@@ -306,6 +309,7 @@ def cross_check(config: OvercastConfig) -> list[ConfigError]:
         *_check_announcements(config),
         *config.guard.problems(),
         *config.bridge.problems(config),
+        *(config.attest.problems(list(config.sites)) if config.attest else ()),
     ]
 
 

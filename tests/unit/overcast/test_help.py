@@ -31,6 +31,7 @@ def test_every_part_is_there() -> None:
         "bridge",
         "guard",
         "gateway",
+        "attest",
     }
 
 
