@@ -32,6 +32,7 @@ META_FILE = "lab.json"
 # and its peers' public keys only (KeyStore.provision), like a provider's host would.
 KEYS_DIR = "keys"
 SITE_KEYS_DIR = "keys"
+WIREGUARD_RUN_DIR = "wireguard"  # per site, in the site's dir: wireguard-go's PID and log
 CONFIG_FILE = "overcast.yaml"  # the config the lab was built from, for the controller
 CONTROLLER_PID = "controller.pid"
 CONTROLLER_LOG = "controller.log"
@@ -287,7 +288,7 @@ def build_dataplane(site: SitePlan, keys: KeyStore, registry: Registry) -> None:
     tunnels plugged into the site switch, run from the site's own key directory (provisioned
     from the enterprise store `keys`). wireguard-go runs in the site's namespace (the
     teardown stops every process there); its UAPI socket lives outside, so it is recorded."""
-    run_dir = registry.file(site.dir / "wireguard")
+    run_dir = registry.file(site.dir / WIREGUARD_RUN_DIR)
     peers = {p.site for wg in site.dataplane.wireguard_interfaces for p in wg.peers}
     own = keys.provision(site.name, sorted(peers), registry.file(site.dir / SITE_KEYS_DIR))
     for wg in site.dataplane.wireguard_interfaces:

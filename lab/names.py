@@ -66,6 +66,11 @@ def controller_netns(lab_id: str) -> str:
     return f"{lab_id}.ctl"
 
 
+def sso_netns(lab_id: str) -> str:
+    """Where the `sso` scenario runs its OpenID provider, gateway and app, on loopback."""
+    return f"{lab_id}.sso"
+
+
 def lab_netns(lab_id: str, namespaces: Iterable[str]) -> list[str]:
     """The namespaces among `namespaces` that belong to lab `lab_id`, by their names."""
     return [n for n in namespaces if n.startswith((f"{lab_id}-", f"{lab_id}."))]

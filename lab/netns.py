@@ -9,7 +9,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from pyroute2 import NetNS, netns
@@ -27,6 +27,19 @@ class LabCommandError(RuntimeError):
 def all_names() -> list[str]:
     names: list[str] = netns.listnetns()
     return names
+
+
+@contextlib.contextmanager
+def inside(ns: str) -> Iterator[None]:
+    """Run this thread in network namespace `ns`, then return to where it was: sockets
+    opened meanwhile stay in `ns` (setns(2)), and can be used from anywhere afterwards."""
+    saved = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        netns.setns(ns, flags=0)
+        yield
+    finally:
+        netns.setns(saved)
+        os.close(saved)
 
 
 def exists(name: str) -> bool:

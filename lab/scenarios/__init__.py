@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from lab import build, flows, interrupt, names
 from lab.plan import STATE_ROOT, LabPlan
+from lab.registry import Registry
 from overcast.config import OvercastConfig, loads
 
 Progress = Callable[[str], None]
@@ -80,31 +82,50 @@ class Scenario:
         return loads(text, source=f"scenario {self.name}"), text
 
 
-def registry() -> dict[str, Scenario]:
+@dataclass(frozen=True)
+class SitelessScenario:
+    """A scenario that needs no bridge sites (the gateway's sign-in, say). Its act gets the
+    lab's state dir and records in that lab's registry every namespace it makes, so the
+    same teardown removes them (processes inside go with their namespace)."""
+
+    name: str
+    promise: str
+    act: Callable[[Path, Progress], list[Check]]
+
+
+def registry() -> dict[str, Scenario | SitelessScenario]:
     """Every scenario that is built, by name."""
-    from lab.scenarios import stretch
+    from lab.scenarios import rotate, sso, stretch
 
-    return {s.name: s for s in (stretch.SCENARIO,)}
+    return {s.name: s for s in (stretch.SCENARIO, rotate.SCENARIO, sso.SCENARIO)}
 
 
-def run(scenario: Scenario, lab_id: str | None = None, progress: Progress = _quiet) -> Result:
+def run(
+    scenario: Scenario | SitelessScenario, lab_id: str | None = None, progress: Progress = _quiet
+) -> Result:
     """Build the scenario's lab, run its checks, and remove the lab whatever happens (the
     `finally` also runs on KeyboardInterrupt; `overcast lab down --all` covers a kill -9)."""
     lab_id = lab_id or names.new_lab_id()
-    config, text = scenario.config()
+    state_dir = STATE_ROOT / lab_id
     checks: list[Check] = []
     error = None
     try:
-        progress(f"scenario {scenario.name}: building lab {lab_id}")
-        plan = build.up(config, lab_id, f"scenario {scenario.name}", text, progress)
-        progress(f"lab {lab_id}: waiting for the controller to program every switch")
-        flows.wait_programmed(config, plan)
-        checks = scenario.act(config, plan, progress)
+        if isinstance(scenario, SitelessScenario):
+            progress(f"scenario {scenario.name}: lab {lab_id} (no sites)")
+            Registry(state_dir).open()
+            checks = scenario.act(state_dir, progress)
+        else:
+            config, text = scenario.config()
+            progress(f"scenario {scenario.name}: building lab {lab_id}")
+            plan = build.up(config, lab_id, f"scenario {scenario.name}", text, progress)
+            progress(f"lab {lab_id}: waiting for the controller to program every switch")
+            flows.wait_programmed(config, plan)
+            checks = scenario.act(config, plan, progress)
     except Exception as exc:
         error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     finally:
         # Also on Ctrl-C; a second one must not cut the removal short.
         progress(f"scenario {scenario.name}: removing lab {lab_id}")
         with interrupt.sigint_ignored():
-            build.down(STATE_ROOT / lab_id, progress)
+            build.down(state_dir, progress)
     return Result(scenario.name, lab_id, tuple(checks), error)

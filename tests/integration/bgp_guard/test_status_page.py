@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
+from lab.idp import JS, NODE
 from tests.conftest import require, require_binaries
 from tests.integration.bgp_guard.conftest import GOBGP_ASN, daemon, gobgpd, gobgpd_neighbour, ns_run
 from tests.integration.bgp_guard.sinkparts import wait_for
 from tests.integration.bgp_guard.test_noc_end_to_end import US, guard_watch
-from tests.integration.gateway.sso_peers import JS, NODE, require_js
+from tests.integration.gateway.sso_peers import require_js
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
 

@@ -15,7 +15,6 @@ import asyncio
 import datetime
 import json
 import os
-import platform
 import re
 import select
 import socket
@@ -37,15 +36,9 @@ from gateway import tls
 from gateway.app import Gateway, build
 from gateway.cli import server
 from gateway.config import GatewayConfig
+from lab.idp import JS, NODE
 from tests.conftest import require
 
-JS = Path(__file__).resolve().parents[2] / "js"
-# The peers run on the Node pinned in tests/js (Node 22 LTS from the npm registry), never on
-# the `node` of PATH: Debian 12's is 18, which current oidc-provider and playwright refuse.
-# npm installs only the node-linux-<cpu> package that fits this machine (its os/cpu fields);
-# its binary is used directly, as Debian's npm 9 links no node_modules/.bin/node.
-NODE_CPU = {"x86_64": "x64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
-NODE = JS / "node_modules" / f"node-linux-{NODE_CPU}" / "bin" / "node"
 CLIENT_ID = "overcast-gateway"
 CLIENT_SECRET = "test-client-secret-0123456789"
 GATEWAY_HOST = "127.0.0.1"

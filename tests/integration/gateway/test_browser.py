@@ -21,12 +21,11 @@ from cryptography.hazmat.primitives import serialization
 
 from gateway.assertion import HEADER
 from gateway.session import COOKIE
+from lab.idp import JS, NODE
 from tests.conftest import require
 from tests.integration.gateway.sso_peers import (
     APP_HOST,
     GATEWAY_HOST,
-    JS,
-    NODE,
     USERS,
     Served,
     cli_gateway,

@@ -10,32 +10,21 @@ ports hand every frame to a packet socket anyway) and frames are sent as bytes.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from pyroute2 import netns
 from scapy.arch.linux import L2ListenSocket, L2Socket
 from scapy.packet import Packet
 from scapy.sendrecv import AsyncSniffer
 
+from lab.netns import inside
+
+__all__ = ["Capture", "inside", "send_frames"]
+
 # A capture is complete once no packet has arrived for this long (the traffic it waits for
 # has already finished, so only stragglers are in flight).
 QUIET = 0.3
-
-
-@contextlib.contextmanager
-def inside(ns: str) -> Iterator[None]:
-    """Run this thread in network namespace `ns`, then return to where it was."""
-    saved = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        netns.setns(ns, flags=0)
-        yield
-    finally:
-        netns.setns(saved)
-        os.close(saved)
 
 
 class Capture:

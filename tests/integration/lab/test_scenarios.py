@@ -1,6 +1,7 @@
 """First steps and scenarios on real labs: the ping `lab up` suggests works, the `stretch`
 scenario (L2 and L3) passes twice in a row on the same lab id (so its teardown left nothing in the way),
-and Ctrl-C in the middle of `lab up` removes everything the build had made."""
+`rotate` and `sso` pass and leave nothing, and Ctrl-C in the middle of `lab up` removes
+everything the build had made."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from lab.plan import STATE_ROOT
 from lab.registry import Registry
 from overcast.config import loads
 from tests.conftest import require_binaries
+from tests.integration.gateway.sso_peers import require_js
 from tests.integration.lab.conftest import ROOT, leftovers, overcast
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
@@ -120,4 +122,48 @@ def test_a_lab_whose_state_dir_is_gone_is_found_by_its_namespaces(lab_id: str) -
     assert lab_id in names.lab_ids_of(netns.listnetns())
     assert leftovers(lab_id), "nothing left to find: the test would prove nothing"
     build.down(STATE_ROOT / lab_id)
+    assert leftovers(lab_id) == []
+
+
+def test_rotate_keeps_traffic_flowing_and_leaves_nothing(lab_id: str) -> None:
+    require_binaries(*DAEMONS)
+    scenario = overcast("lab", "scenario", "rotate", "--id", lab_id, "--json", timeout=240)
+    assert scenario.returncode == 0, f"{scenario.stdout}{scenario.stderr[-2000:]}"
+    result = json.loads(scenario.stdout)
+    assert result["ok"] and result["error"] is None and result["lab_id"] == lab_id
+    checks = {c["name"]: c for c in result["checks"]}
+    probes = checks["probes hq/finance-1 -> branch/finance-1 across the rotation"]["figures"]
+    assert probes["answered_before"] > 0 and probes["answered_after"] > 0
+    assert probes["gap_ms"] <= probes["max_gap_ms"] and 0 <= probes["lost"] < probes["sent"]
+    keys = checks["hq runs on its new key"]["figures"]
+    assert keys["old_public_key"] != keys["new_public_key"]
+    for peer in ("branch", "cloud-a"):
+        seen = checks[f"{peer} handshakes with hq's new key, old key gone"]["figures"]
+        assert seen["handshake_age_s"] is not None and not seen["old_key_present"]
+    tap = checks["nothing crossed hq's underlay in clear"]["figures"]
+    # The tap saw the probes (both ways, inside WireGuard) and the new key's handshake.
+    assert tap["in_clear"] == 0 and tap["wireguard"]["transport"] >= probes["sent"]
+    assert tap["wireguard"]["initiation"] >= 1
+    assert leftovers(lab_id) == []
+
+
+def test_sso_signs_one_user_in_refuses_the_other_and_leaves_nothing(lab_id: str) -> None:
+    require_js("oidc-provider")
+    scenario = overcast("lab", "scenario", "sso", "--id", lab_id, "--json", timeout=180)
+    assert scenario.returncode == 0, f"{scenario.stdout}{scenario.stderr[-2000:]}"
+    result = json.loads(scenario.stdout)
+    assert result["ok"] and result["error"] is None
+    checks = {c["name"]: c for c in result["checks"]}
+    assert checks["alice signs in to crm"]["figures"]["status"] == 200
+    identity = checks["crm verified alice's identity"]["figures"]
+    assert (identity["sub"], identity["groups"], identity["aud"]) == ("alice", ["sales"], "crm")
+    refused = checks["bob is refused"]
+    assert refused["figures"]["status"] == 403
+    # The reason the page shows is the decision line's.
+    assert "no allow rule matched" in refused["figures"]["reason"]
+    assert refused["figures"]["reason"] in refused["detail"]
+    logged = checks["the gateway logged each decision"]["figures"]
+    assert logged["refused"]["sub"] == "bob" and logged["refused"]["allowed"] is False
+    assert logged["allowed"]["sub"] == "alice" and logged["allowed"]["app"] == "crm"
+    assert checks["crm never saw bob"]["figures"]["users"] == ["alice"]
     assert leftovers(lab_id) == []

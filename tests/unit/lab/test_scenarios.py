@@ -3,27 +3,42 @@ import json
 import pytest
 
 from lab import scenarios
-from lab.scenarios import Check, Result, routed
+from lab.scenarios import Check, Result, Scenario, rotate, routed, stretch
 from overcast.cli import main
 from tests.unit.lab.test_plan import make_plan
 
 
 def test_only_built_scenarios_are_registered_and_their_labs_load() -> None:
     known = scenarios.registry()
-    assert list(known) == ["stretch"]
-    config, _ = known["stretch"].config()
+    assert {"stretch", "rotate", "sso"} <= set(known)
+    for scenario in known.values():
+        if isinstance(scenario, Scenario):
+            scenario.config()
+    config, _ = stretch.SCENARIO.config()
     assert set(config.l2_segments()) == {"finance", "guest"}
     assert set(config.segments) == {"finance", "guest", "apps"}
 
 
 def test_routed_lan_hosts_sit_in_each_sites_announced_prefix() -> None:
-    config, _ = scenarios.registry()["stretch"].config()
+    config, _ = stretch.SCENARIO.config()
     plan = make_plan(config, "oc1234")
     hq, branch = routed.plan_lan_hosts(config, plan)
     assert (hq.site, str(hq.address), str(hq.gateway)) == ("hq", "10.20.1.10/24", "10.20.1.1/24")
     assert (branch.site, str(branch.address)) == ("branch", "10.20.2.10/24")
     # Named like the lab's hosts, so the lab's teardown finds them by name too.
     assert hq.netns == "oc1234-hq.apps.1" and hq.port == "lan-apps"
+
+
+def test_rotate_runs_each_site_from_its_own_key_directory() -> None:
+    config, _ = rotate.SCENARIO.config()
+    plan = make_plan(config, "oc1234")
+    where = rotate.deployed(plan)
+    assert set(where) == {"hq", "branch", "cloud-a"}
+    hq = plan.site("hq")
+    assert where["hq"].netns == hq.netns == "oc1234-hq"
+    assert where["hq"].keys == hq.dir / "keys" and where["hq"].run_dir == hq.dir / "wireguard"
+    # The probe stream's two ends share the segment the key rotation must not interrupt.
+    assert plan.hosts_at("hq")[0].segment == plan.hosts_at("branch")[0].segment
 
 
 def test_a_result_passes_only_with_checks_all_passing_and_no_error() -> None:
@@ -42,8 +57,9 @@ def test_a_result_passes_only_with_checks_all_passing_and_no_error() -> None:
 
 def test_list_says_what_each_scenario_proves(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["lab", "scenario", "--list", "--json"]) == 0
-    (only,) = json.loads(capsys.readouterr().out)["scenarios"]
-    assert only["name"] == "stretch" and "segments" in only["promise"]
+    listed = {s["name"]: s["promise"] for s in json.loads(capsys.readouterr().out)["scenarios"]}
+    assert "segments" in listed["stretch"] and "rotates" in listed["rotate"]
+    assert "signs in" in listed["sso"]
     assert main(["lab", "scenario", "--list"]) == 0
     assert capsys.readouterr().out.startswith("stretch ")
 
