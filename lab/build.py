@@ -66,12 +66,7 @@ def up(
     """Build sites, hosts, underlay and management network for `config`; return the plan.
     `source` and `config_text` identify the config, so a second `up` of other content under
     the same lab id is refused instead of half-merged."""
-    state_dir = state_root / lab_id
-    registry = Registry(state_dir)
-    _claim(state_dir, registry, source, fingerprint(config_text))
-    keys = KeyStore(registry.file(state_dir / KEYS_DIR))
-    keys.ensure_all(config.sites)
-    plan = plan_of(config, lab_id, state_root)
+    plan, registry, keys = prepare(config, lab_id, source, config_text, state_root)
     progress(
         f"lab {plan.lab_id}: underlay networks ({', '.join(u.name for u in plan.underlays)}) "
         "and management network"
@@ -85,7 +80,6 @@ def up(
     netns.up(plan.controller_netns, names.MGMT_BRIDGE, plan.controller)
     # The controller starts before the switches exist, so each connects on its first try
     # (OVS backs off up to 8 s between attempts) and is programmed as its ports appear.
-    registry.file(state_dir / CONFIG_FILE).write_text(config_text)
     progress(
         f"lab {plan.lab_id}: controller on {plan.controller_target} (netns {plan.controller_netns})"
     )
@@ -108,6 +102,24 @@ def up(
         prioritise(site)
         start_watch(plan, site, registry)
     return plan
+
+
+def prepare(
+    config: OvercastConfig,
+    lab_id: str,
+    source: str,
+    config_text: str,
+    state_root: Path = STATE_ROOT,
+) -> tuple[LabPlan, Registry, KeyStore]:
+    """Claim the lab's state dir, make every site's key pair and keep the config for the
+    controller; return the plan, the registry and the enterprise's key store."""
+    state_dir = state_root / lab_id
+    registry = Registry(state_dir)
+    _claim(state_dir, registry, source, fingerprint(config_text))
+    keys = KeyStore(registry.file(state_dir / KEYS_DIR))
+    keys.ensure_all(config.sites)
+    registry.file(state_dir / CONFIG_FILE).write_text(config_text)
+    return plan_of(config, lab_id, state_root), registry, keys
 
 
 def plan_of(config: OvercastConfig, lab_id: str, state_root: Path = STATE_ROOT) -> LabPlan:
@@ -238,6 +250,15 @@ def build_site(plan: LabPlan, site: SitePlan, registry: Registry) -> None:
             site.underlay_mtu,
         )
         netns.enslave(underlay.netns, names.uplink_port(site.name), names.WAN_BRIDGE)
+    site_network(plan, site, registry)
+
+
+def site_network(plan: LabPlan, site: SitePlan, registry: Registry) -> None:
+    """On a site whose WAN NICs exist: their addresses and the host routes to the other
+    sites' addresses on each, the management link to the controller, and the site's
+    switch."""
+    for network, address in site.underlays.items():
+        underlay = plan.underlay(network)
         prefix = 32 if address.version == 4 else 128
         netns.up(site.netns, underlay.site_if, ipaddress.ip_interface(f"{address}/{prefix}"))
         for peer in plan.sites:
@@ -277,9 +298,15 @@ def build_host(site: SitePlan, host: HostPlan, registry: Registry) -> None:
     netns.ensure(registry.netns(host.netns))
     netns.veth(site.netns, host.port, host.netns, names.HOST_IF, host.mtu)
     netns.up(host.netns, names.HOST_IF, host.address, mac=host.mac)
+    netns.tx_checksum_off(host.netns, names.HOST_IF)
+    attach_host(site, host)
+
+
+def attach_host(site: SitePlan, host: HostPlan) -> None:
+    """The site's end of a host's link (which exists): up, checksummed in software, and a
+    port of the site switch tagged with the host's segment and MAC."""
     netns.up(site.netns, host.port)
-    for ns, ifname in ((host.netns, names.HOST_IF), (site.netns, host.port)):
-        netns.tx_checksum_off(ns, ifname)
+    netns.tx_checksum_off(site.netns, host.port)
     switch.ensure_port(site, host.port, host.segment, host.mac)
 
 

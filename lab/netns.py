@@ -51,6 +51,13 @@ def ensure(name: str) -> None:
         netns.create(name)
 
 
+def attach(name: str, pid: int) -> None:
+    """Name the network namespace process `pid` lives in (`ip netns attach`), so the lab's
+    code reaches a namespace someone else made (a Mininet node's) like its own."""
+    if not exists(name):
+        run(None, ["ip", "netns", "attach", name, str(pid)])
+
+
 def run(
     ns: str | None,
     argv: Sequence[str],

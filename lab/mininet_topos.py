@@ -1,0 +1,40 @@
+"""Overcast for Mininet's `mn`:
+
+    sudo mn --custom lab/mininet_topos.py --topo overcast,sites=3,segments=2,hosts=1 \\
+        --controller overcast
+    sudo mn --custom lab/mininet_topos.py --topo overcast,config=overcast.yaml --controller overcast
+
+Sites are OVS switches (userspace datapath) our os-ken controller programs, joined by
+WireGuard over two shaped provider networks; `pingall` passes within each segment and fails
+between segments. The network and everything it made go away when mn exits. The same
+network from Python: `lab.mininet_net.overcast_net()`.
+"""
+
+import inspect
+import os
+import sys
+from pathlib import Path
+
+if "lab" not in sys.modules:  # read by mn's --custom, not imported as lab.mininet_topos
+    # mn runs this file with exec(), without __file__; the code knows where it came from.
+    _here = Path(inspect.getframeinfo(inspect.currentframe()).filename)  # type: ignore[arg-type]
+    _root = _here.resolve().parents[1]
+    sys.path.insert(0, str(_root))
+    try:
+        import lab.mininet_net
+    except ImportError as _missing:
+        # Debian's mn runs on /usr/bin/python3, which has Mininet but not Overcast's
+        # dependencies: run mn again on the checkout's .venv (./dev makes it), which has both.
+        _venv = _root / ".venv"
+        if sys.prefix == str(_venv) or not (_venv / "bin" / "python").exists():
+            raise SystemExit(
+                f"{_here}: cannot import Overcast ({_missing}); create {_venv} with "
+                "`./dev test` (or python3 -m venv .venv && .venv/bin/pip install -e .)"
+            ) from None
+        os.execv(_venv / "bin" / "python", [str(_venv / "bin" / "python"), *sys.argv])
+
+from lab.mininet_net import OvercastController, OvercastTopo  # noqa: E402
+
+# What mn's --custom reads: `--topo overcast,...` and `--controller overcast`.
+topos = {"overcast": OvercastTopo}
+controllers = {"overcast": OvercastController}
