@@ -240,7 +240,7 @@ def build_site(plan: LabPlan, site: SitePlan, registry: Registry) -> None:
     # Underlay: per network the site is on, a WAN NIC on that network's Linux bridge (the
     # lab's stand-in for one provider's network), with host routes to the other sites'
     # addresses on it.
-    for network, address in site.underlays.items():
+    for network in site.underlays:
         underlay = plan.underlay(network)
         netns.veth(
             site.netns,

@@ -160,7 +160,7 @@ class OvercastTopo(Topo):  # type: ignore[misc]
     """`--topo overcast,sites=3,segments=2,hosts=1` or `--topo overcast,config=overcast.yaml`
     (`lab_id=oc1234` to pick the lab id; default: a new one)."""
 
-    def build(  # type: ignore[override]
+    def build(
         self,
         sites: int = 2,
         segments: int = 2,
@@ -194,11 +194,16 @@ class OvercastTopo(Topo):  # type: ignore[misc]
         base = max(s.dpid for s in plan.sites)
         for k, underlay in enumerate(plan.underlays):
             self.addSwitch(
-                underlay.name, cls=ProviderNetwork, lab=lab, underlay=underlay.name,
+                underlay.name,
+                cls=ProviderNetwork,
+                lab=lab,
+                underlay=underlay.name,
                 dpid=f"{base + k + 1:x}",
-            )  # fmt: skip
+            )
         for site in plan.sites:
-            self.addSwitch(site.name, cls=OvercastSite, lab=lab, site=site.name, dpid=f"{site.dpid:x}")
+            self.addSwitch(
+                site.name, cls=OvercastSite, lab=lab, site=site.name, dpid=f"{site.dpid:x}"
+            )
             for k, network in enumerate(n.name for n in plan.underlays):
                 if network in site.underlays:
                     self.addLink(
@@ -222,9 +227,12 @@ class OvercastTopo(Topo):  # type: ignore[misc]
             )
             # TCULink: checksums in software on both ends (a userspace switch port).
             self.addLink(
-                host_name(host), host.site, intfName1=names.HOST_IF, intfName2=host.port,
+                host_name(host),
+                host.site,
+                intfName1=names.HOST_IF,
+                intfName2=host.port,
                 cls=TCULink,
-            )  # fmt: skip
+            )
 
 
 class _ShapedIntf(TCIntf):  # type: ignore[misc]
@@ -241,9 +249,15 @@ class ProviderLink(TCLink):  # type: ignore[misc]
     def __init__(self, node1: Node, node2: Node, **params: Any) -> None:
         ends = {k: params.pop(k) for k in list(params) if k[:-1] in ("port", "intfName", "addr")}
         Link.__init__(
-            self, node1, node2, cls1=_ShapedIntf, cls2=_ShapedIntf, params1=params,
-            params2=params, **ends,
-        )  # fmt: skip
+            self,
+            node1,
+            node2,
+            cls1=_ShapedIntf,
+            cls2=_ShapedIntf,
+            params1=params,
+            params2=params,
+            **ends,
+        )
 
 
 class SegmentHost(Host):  # type: ignore[misc]
@@ -269,7 +283,7 @@ class _LabNode(Switch):  # type: ignore[misc]
     def name_namespace(self, ns: str) -> None:
         netns.attach(self.lab.registry.netns(ns), self.pid)
 
-    def stop(self, deleteIntfs: bool = True) -> None:  # noqa: N803 (Mininet's name)
+    def stop(self, deleteIntfs: bool = True) -> None:
         """Nothing to stop here: `OvercastLab.down` removes the namespace and its daemons."""
 
 
@@ -320,7 +334,7 @@ class OvercastSite(_LabNode):
         build.start_watch(lab.plan, site, lab.registry)
 
     @classmethod
-    def batchStartup(cls, switches: Sequence[OvercastSite]) -> Sequence[OvercastSite]:  # noqa: N802
+    def batchStartup(cls, switches: Sequence[OvercastSite]) -> Sequence[OvercastSite]:
         """Once every site has started: wait for the processes still starting, until the
         controller has programmed every switch and every path's BFD session is up, so the
         first ping finds a network."""
@@ -353,7 +367,7 @@ class OvercastController(Controller):  # type: ignore[misc]
         super().__init__(name, inNamespace=True, **params)
         self.lab: OvercastLab | None = None
 
-    def checkListening(self) -> None:  # noqa: N802 (Mininet's name)
+    def checkListening(self) -> None:
         """A fresh namespace: nothing else can listen there."""
 
     def start(self) -> None:

@@ -21,7 +21,7 @@ if "lab" not in sys.modules:  # read by mn's --custom, not imported as lab.minin
     _root = _here.resolve().parents[1]
     sys.path.insert(0, str(_root))
     try:
-        import lab.mininet_net
+        import lab.mininet_net  # noqa: F401 (can Overcast be imported here?)
     except ImportError as _missing:
         # Debian's mn runs on /usr/bin/python3, which has Mininet but not Overcast's
         # dependencies: run mn again on the checkout's .venv (./dev makes it), which has both.
@@ -33,7 +33,7 @@ if "lab" not in sys.modules:  # read by mn's --custom, not imported as lab.minin
             ) from None
         os.execv(_venv / "bin" / "python", [str(_venv / "bin" / "python"), *sys.argv])
 
-from lab.mininet_net import OvercastController, OvercastTopo  # noqa: E402
+from lab.mininet_net import OvercastController, OvercastTopo
 
 # What mn's --custom reads: `--topo overcast,...` and `--controller overcast`.
 topos = {"overcast": OvercastTopo}
