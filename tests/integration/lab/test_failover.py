@@ -20,8 +20,6 @@ from pathlib import Path
 
 import pytest
 from scapy.layers.inet import IP, UDP
-from scapy.layers.inet6 import IPv6
-from scapy.layers.l2 import ARP
 from scapy.packet import Packet
 
 from bridge.watch import HOLD_KEY, path_report
@@ -32,6 +30,7 @@ from lab.plan import STATE_ROOT, LabPlan
 from lab.probe import ProbeStream
 from overcast.config import OvercastConfig, loads
 from tests.conftest import require_binaries
+from tests.integration.lab import packets
 from tests.integration.lab.conftest import leftovers, overcast
 from tests.integration.lab.packets import Capture, inside
 
@@ -191,27 +190,7 @@ def bfd_up_logged(plan: LabPlan, site: str, port: str, since: float) -> float | 
 
 
 def not_wireguard(lab: Lab, frame: Packet) -> str | None:
-    """Why `frame` must not be on an underlay; None for WireGuard between the sites' ports
-    (and ARP or IPv6 link-local plumbing)."""
-    addresses = {str(a) for s in lab.plan.sites for a in s.underlays.values()}
-    ports = {wg.listen_port for s in lab.plan.sites for wg in s.dataplane.wireguard_interfaces}
-    if ARP in frame:
-        return None if {frame[ARP].psrc, frame[ARP].pdst} <= addresses else f"ARP {frame!r}"
-    if IPv6 in frame:
-        ok = frame[IPv6].nh in (0, 58) and frame[IPv6].src.startswith(("fe80:", "::"))
-        return None if ok else f"IPv6 {frame!r}"
-    if IP not in frame or UDP not in frame:
-        return f"not UDP over IP: {frame!r}"
-    if not {frame[IP].src, frame[IP].dst} <= addresses:
-        return f"between addresses that are not the sites': {frame!r}"
-    if frame[UDP].sport not in ports or frame[UDP].dport not in ports:
-        return f"UDP that is not between WireGuard ports: {frame!r}"
-    payload = bytes(frame[UDP].payload)
-    if len(payload) < 32 or payload[0] not in (1, 2, 3, 4) or payload[1:4] != b"\0\0\0":
-        return f"UDP that is not a WireGuard message: {payload[:16].hex()}"
-    if MARKER in bytes(frame):
-        return f"the probe marker in clear: {frame!r}"
-    return None
+    return packets.not_wireguard(lab.plan, frame, MARKER)
 
 
 def probes_on(
