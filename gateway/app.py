@@ -31,7 +31,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import asdict, dataclass
 from json.encoder import encode_basestring_ascii as _js
-from typing import Any, TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 from urllib.parse import parse_qsl
 
 import httpx
@@ -65,6 +66,9 @@ from gateway.session import (
 from gateway.session_sync import SessionSync
 from gateway.tls import ClientCA, cert_details, client_context
 from overcast.metrics import REGISTRY
+
+if TYPE_CHECKING:
+    from gateway.sso import SsoHost
 
 Scope = MutableMapping[str, Any]
 Message = dict[str, Any]
@@ -222,6 +226,15 @@ def _js_or_null(text: str | None) -> str:
     return "null" if text is None else _js(text)
 
 
+class Routed(Protocol):
+    """What a decision line names: a proxy route, or a SaaS app (gateway.sso.Target)."""
+
+    @property
+    def app(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+
+
 class DecisionLog:
     """Policy decisions and logouts as JSON lines, one per event, with their reason.
 
@@ -256,7 +269,7 @@ class DecisionLog:
 
     def decision(
         self,
-        route: Route,
+        route: Routed,
         method: str,
         path: str,
         ip: str,
@@ -324,6 +337,7 @@ class Gateway:
         # Per session object (a refresh or a new cookie makes a new one): built once.
         self._identities: dict[str, tuple[Session, Identity]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self.sso: SsoHost | None = None  # set by build()
 
     @property
     def ready(self) -> bool:
@@ -382,6 +396,9 @@ class Gateway:
             return await self._refuse(send, websocket, located)
         host, path = located
         if host not in self.app_hosts:
+            if self._sso_path(websocket, host, path):
+                assert self.sso is not None
+                return await (await self.sso.handle(scope, receive, path)).send(send)
             return await self._refuse(send, websocket, await self.own(scope, path, receive))
         if path.startswith(RESERVED_PREFIX):
             return await self._refuse(send, websocket, await self.sign_in_out(scope, host, path))
@@ -389,6 +406,11 @@ class Gateway:
         if route is None:
             return await self._refuse(send, websocket, page(404, "Not found", "no app here"))
         await self.app_request(scope, receive, send, route, host, path)
+
+    def _sso_path(self, websocket: bool, host: str, path: str) -> bool:
+        """A path of the portal or the identity providers (gateway.sso) on our own host."""
+        own = path == BACKCHANNEL or not self.sso or not self.sso.handles(path)
+        return not websocket and host == self.config.host and not own
 
     def express(self, scope: Scope) -> Forward | None:
         """Steps 1-7 for the common request, decided without awaiting anything: an HTTP
@@ -527,7 +549,7 @@ class Gateway:
         session = self.new_session(tokens, now)
         LOGINS.labels("ok").inc()
         target = safe_redirect(login.return_to, [host]) or "/"
-        return redirect(target, clear, self._session_cookie(session, now))
+        return redirect(target, clear, self._session_cookie(session, now, host))
 
     def _login(self, cookies: str) -> LoginRequest | None:
         raw = self.codec.keys.unseal(LOGIN_COOKIE, cookie_value(cookies, LOGIN_COOKIE) or "")
@@ -554,8 +576,10 @@ class Gateway:
             access_token=tokens.access_token,
         )
 
-    def _session_cookie(self, session: Session, now: int) -> tuple[bytes, bytes]:
-        value = set_cookie(COOKIE, self.codec.seal(session), session.expires_at - now)
+    def _session_cookie(self, session: Session, now: int, host: str = "") -> tuple[bytes, bytes]:
+        # The gateway's own host is a SAML IdP: see gateway.sso for why SameSite=None.
+        same_site = "None" if host == self.config.host else "Lax"
+        value = set_cookie(COOKIE, self.codec.seal(session), session.expires_at - now, same_site)
         return (b"set-cookie", value.encode())
 
     def logout(self, host: str, cookies: str) -> Reply:
@@ -768,6 +792,22 @@ async def _read_form(receive: Receive) -> dict[str, str] | None:
         return None
 
 
+async def _read_pairs(receive: Receive) -> list[tuple[str, str]] | None:
+    """A urlencoded body's fields in order, repeats kept (an empty body has none)."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if len(body) > MAX_FORM:
+            return None
+        if not message.get("more_body"):
+            break
+    try:
+        return parse_qsl(body.decode("ascii"), keep_blank_values=True)
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
 def _refresh_at(tokens: Tokens, now: int) -> int:
     """Refresh a little before the access token expires (a quarter of it, at most 10 s)."""
     return tokens.expires_at - min(REFRESH_EARLY, max(0, tokens.expires_at - now) // 4)
@@ -812,7 +852,53 @@ def build(
         if config.session_store is not None:
             sync = SessionSync(config.session_store, codec.store)
             sync.attach()
-        return Gateway(config, rp, codec, signer, proxy, clock, DecisionLog(decisions), sync)
+        gateway = Gateway(config, rp, codec, signer, proxy, clock, DecisionLog(decisions), sync)
+        gateway.sso = sso_host(gateway, clock)
+        return gateway
     except (KeyRingError, AssertionKeyError, OSError, UnicodeDecodeError, ValueError) as exc:
+        # IdpKeyError and SAML metadata errors are ValueErrors naming the file too.
         # ClientCA.load raises ValueError naming the bundle; ssl errors are OSErrors.
         raise SetupError(str(exc)) from None
+
+
+def sso_host(gateway: Gateway, clock: Callable[[], float]) -> SsoHost:
+    """The portal, and the SAML IdP and OpenID provider when saas apps need them."""
+    from gateway import idp_key
+    from gateway.op import Client, OpenIdProvider
+    from gateway.saml_endpoints import METADATA
+    from gateway.sso import SsoHost
+
+    config = gateway.config
+    if not config.saas:
+        return SsoHost(gateway, None, None)
+    now = datetime.datetime.fromtimestamp(clock(), datetime.UTC)
+    key = idp_key.load(config.idp, config.host, now)
+    base = config.url(config.host, "").rstrip("/")
+    clients = {}
+    sps = {}
+    for name, app in config.saas.items():
+        if app.oidc is not None:
+            secret_file = app.oidc.client_secret_file
+            secret = secret_file.read_text(encoding="utf-8").strip() if secret_file else None
+            clients[app.oidc.client_id] = Client(name, app.oidc, secret)
+        if app.saml is not None:
+            sps[name] = (app.saml, _sp_metadata(name, app.saml.metadata, app.saml.metadata_ca))
+    lifetime = config.idp.assertion_lifetime
+    saml = None
+    if sps:
+        from gateway.saml_idp import SamlIdp  # pysaml2: seconds to import, only when needed
+
+        saml = SamlIdp(base + METADATA, base, key, sps, lifetime, clock)
+    provider = OpenIdProvider(base, key, clients, lifetime, clock) if clients else None
+    return SsoHost(gateway, provider, saml)
+
+
+def _sp_metadata(app: str, source: str, ca: Path | None) -> str:
+    if "://" not in source:
+        return Path(source).read_text(encoding="utf-8")
+    try:
+        response = httpx.get(source, verify=client_context(ca), timeout=10.0)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise SetupError(f"saas.{app}.saml.metadata: cannot fetch {source}: {exc}") from None
+    return response.text

@@ -15,6 +15,14 @@ gateway:
       upstream: https://crm.saas.example
       allow: {groups: [sales]}
       strip_headers: [X-Employee-Id, "X-Acme-*"]   # more headers the upstream trusts
+  saas:                               # apps it signs users in to as SAML IdP / OpenID provider
+    hr:
+      saml: {metadata: /etc/overcast/hr-sp.xml, name_id: email, attributes: {mail: email}}
+      allow: {groups: [hr]}
+    tickets:
+      oidc: {client_id: tickets, redirect_uris: [https://tickets.example/cb]}
+      launch: https://tickets.example/
+      allow: {authenticated: true}
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from __future__ import annotations
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
@@ -102,7 +110,24 @@ class Limits(Model):
     max_connections: int = Field(4096, ge=1, le=1_000_000)
 
 
-class App(Model):
+class Guarded(Model):
+    """Who may use an app, in gateway.policy's language: deny wins, no allow means nobody."""
+
+    allow: Any = None
+    deny: Any = None
+
+    @cached_property
+    def policy(self) -> Policy:
+        rules = {"allow": self.allow, "deny": self.deny}
+        return Policy.parse({k: v for k, v in rules.items() if v is not None})
+
+    @model_validator(mode="after")
+    def _policy(self) -> Guarded:
+        _ = self.policy  # parse at load time, so a bad rule is reported with the config path
+        return self
+
+
+class App(Guarded):
     """One app behind the gateway: where users reach it and where the gateway forwards."""
 
     host: str = ""
@@ -119,19 +144,6 @@ class App(Model):
     # the proxies in gateway.identity_headers: names, or prefixes ending in '*'. Matched in
     # any case and with '_' for '-', as the built-in ones are.
     strip_headers: tuple[str, ...] = ()
-    # Who may reach the app, in gateway.policy's language: deny wins, no allow means nobody.
-    allow: Any = None
-    deny: Any = None
-
-    @cached_property
-    def policy(self) -> Policy:
-        rules = {"allow": self.allow, "deny": self.deny}
-        return Policy.parse({k: v for k, v in rules.items() if v is not None})
-
-    @model_validator(mode="after")
-    def _policy(self) -> App:
-        _ = self.policy  # parse at load time, so a bad rule is reported with the config path
-        return self
 
     @field_validator("strip_headers")
     @classmethod
@@ -166,6 +178,128 @@ class App(Model):
         return value
 
 
+# Claims of the enterprise IdP's ID token an app may be given (gateway.identity_of reads them).
+_CLAIM = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,63}")
+
+
+def _claim_map(value: dict[str, str], what: str) -> dict[str, str]:
+    for name, claim in value.items():
+        if not _CLAIM.fullmatch(claim):
+            raise ValueError(
+                f"{what} {name!r} maps to {claim!r}, which is not a claim name; name a claim of "
+                "the enterprise IdP's ID token, e.g. email, name or groups"
+            )
+    return value
+
+
+class SamlSp(Model):
+    """A SaaS app that signs users in with SAML 2.0: the gateway is its identity provider."""
+
+    # The SP's metadata (entityID, ACS URLs, signing certificate): a file, or an https URL
+    # fetched when the gateway starts.
+    metadata: str
+    metadata_ca: Path | None = None
+    # email: the verified email (urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress);
+    # persistent: an opaque id stable per user and SP that no two SPs share (SAML Core 8.3.7).
+    name_id: Literal["email", "persistent"] = "email"
+    # SAML attribute name -> claim of the enterprise IdP, e.g. {mail: email, memberOf: groups}.
+    attributes: dict[str, str] = {}
+    # Refuse unsigned AuthnRequests even if the SP's metadata does not ask for signing.
+    require_signed_requests: bool = False
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, value: str) -> str:
+        if "://" in value:
+            return _https_url(value, "SP metadata URL")
+        if not Path(value).is_file():
+            raise ValueError(
+                f"SP metadata file {value!r} does not exist; save the SaaS vendor's SAML "
+                "metadata XML there, or give its https:// URL"
+            )
+        return value
+
+    @field_validator("attributes")
+    @classmethod
+    def _attributes(cls, value: dict[str, str]) -> dict[str, str]:
+        return _claim_map(value, "attribute")
+
+
+class OidcClient(Model):
+    """A SaaS app that signs users in with OpenID Connect: the gateway is its provider."""
+
+    client_id: str = Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")
+    # Confidential client's secret, from a file; without one the client is public (PKCE only).
+    client_secret_file: Path | None = None
+    # Compared exactly, character by character (OAuth 2.0 Security BCP, RFC 9700 2.1).
+    redirect_uris: tuple[str, ...] = Field(min_length=1)
+    # ID token claim -> claim of the enterprise IdP.
+    claims: dict[str, str] = {"email": "email", "email_verified": "email_verified", "name": "name"}
+
+    @field_validator("redirect_uris")
+    @classmethod
+    def _redirects(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for uri in value:
+            _https_url(uri, "redirect URI")
+            if "#" in uri:
+                raise ValueError(f"{uri!r} has a fragment; RFC 6749 3.1.2 forbids one")
+        return value
+
+    @field_validator("claims")
+    @classmethod
+    def _claims(cls, value: dict[str, str]) -> dict[str, str]:
+        reserved = sorted(set(value) & {"iss", "aud", "exp", "iat", "nonce", "auth_time", "sub"})
+        if reserved:
+            raise ValueError(f"claim {reserved[0]!r} is set by the gateway itself; map another")
+        return _claim_map(value, "claim")
+
+
+class SaasApp(Guarded):
+    """An app the gateway cannot proxy: it signs users in to it with SAML or OpenID Connect."""
+
+    saml: SamlSp | None = None
+    oidc: OidcClient | None = None
+    # Where the portal sends the user: the app's sign-in page. Default for SAML: an
+    # IdP-initiated sign-in; for OIDC it must be given (only the app can start its flow).
+    launch: str | None = None
+
+    @field_validator("launch")
+    @classmethod
+    def _launch(cls, value: str | None) -> str | None:
+        return None if value is None else _https_url(value, "launch URL")
+
+    @model_validator(mode="after")
+    def _protocol(self) -> SaasApp:
+        if (self.saml is None) == (self.oidc is None):
+            raise ValueError("give exactly one of saml: or oidc: (the protocol the app speaks)")
+        if self.oidc is not None and self.launch is None:
+            raise ValueError(
+                "an oidc app needs launch: the URL of its sign-in page (only the app can "
+                "start an OpenID Connect sign-in), e.g. https://tickets.example/login"
+            )
+        return self
+
+
+class Idp(Model):
+    """The gateway as identity provider (SAML IdP and OpenID provider) for the saas apps.
+
+    One RSA key signs SAML responses and assertions (RSA-SHA256) and ID tokens (RS256);
+    its certificate is in the IdP metadata. Without key_file, a key and self-signed
+    certificate are made once in dev_dir and kept (SPs pin the certificate)."""
+
+    key_file: Path | None = None
+    cert_file: Path | None = None
+    dev_dir: Path = Path(".overcast/gateway-idp")
+    # Lifetime of a SAML assertion (NotOnOrAfter) and of an ID token, in seconds.
+    assertion_lifetime: int = Field(300, ge=30, le=600)
+
+    @model_validator(mode="after")
+    def _pair(self) -> Idp:
+        if (self.key_file is None) != (self.cert_file is None):
+            raise ValueError("give both idp.key_file and idp.cert_file, or neither (dev mode)")
+        return self
+
+
 class GatewayConfig(Model):
     issuer: str
     client_id: str = "overcast-gateway"
@@ -195,6 +329,9 @@ class GatewayConfig(Model):
     # Proxies whose X-Forwarded-For is believed; nobody else's.
     trusted_proxies: tuple[Prefix, ...] = ()
     apps: dict[str, App] = {}
+    # Apps it signs users in to as their SAML IdP or OpenID provider (gateway.saml, .op).
+    saas: dict[str, SaasApp] = {}
+    idp: Idp = Idp()
 
     @field_validator("issuer")
     @classmethod
@@ -243,7 +380,28 @@ class GatewayConfig(Model):
                     "give one another host or path_prefix"
                 )
             seen[key] = name
+        self._check_saas()
         return self
+
+    def _check_saas(self) -> None:
+        both = sorted(set(self.apps) & set(self.saas))
+        if both:
+            raise ValueError(f"{both[0]!r} is both in apps and saas; give each app one name")
+        if self.saas and self.workers > 1:
+            raise ValueError(
+                "saas apps need workers: 1: authorization codes and seen SAML request ids "
+                "are kept in the serving process"
+            )
+        clients: dict[str, str] = {}
+        for name, app in self.saas.items():
+            if app.oidc is None:
+                continue
+            if app.oidc.client_id in clients:
+                raise ValueError(
+                    f"saas.{name} and saas.{clients[app.oidc.client_id]} share client_id "
+                    f"{app.oidc.client_id!r}; give each its own"
+                )
+            clients[app.oidc.client_id] = name
 
     def app_host(self, name: str) -> str:
         return self.apps[name].host or f"{name}.{self.host}"

@@ -305,9 +305,9 @@ class SessionCodec:
         return self.store.get(ref) if isinstance(ref, str) else Session.from_dict(data)
 
 
-def set_cookie(name: str, value: str, max_age: int) -> str:
+def set_cookie(name: str, value: str, max_age: int, same_site: str = "Lax") -> str:
     """A Set-Cookie value with the `__Host-` rules (RFC 6265bis section 4.1.3.2)."""
-    return f"{name}={value}; Path=/; Max-Age={max_age}; Secure; HttpOnly; SameSite=Lax"
+    return f"{name}={value}; Path=/; Max-Age={max_age}; Secure; HttpOnly; SameSite={same_site}"
 
 
 def clear_cookie(name: str) -> str:

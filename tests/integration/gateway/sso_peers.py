@@ -109,6 +109,8 @@ def identity_provider(
     require_js("oidc-provider")
     files = tls.dev_ca(tmp / "ca", [GATEWAY_HOST, APP_HOST], now_utc())
     apps = [f"https://{APP_HOST}:{port}" for port in (gateway_port, *more_ports)]
+    # The gateway's own host signs users in too: its portal and identity providers.
+    apps.append(f"https://{GATEWAY_HOST}:{gateway_port}")
     config = {
         "cert": str(files.cert),
         "key": str(files.key),
@@ -426,7 +428,7 @@ def cli_gateway(
             return False
 
     try:
-        until(ready, 30, "overcast gateway serve to be ready")
+        until(ready, 60, "overcast gateway serve to be ready")
         yield served
     finally:
         proc.terminate()

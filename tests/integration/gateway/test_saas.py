@@ -1,0 +1,222 @@
+"""Single sign-on to SaaS apps the gateway cannot proxy, against real SPs from Debian.
+
+`overcast gateway serve` is the SAML IdP and OpenID provider; Apache mod_auth_mellon (SAML
+SP) and mod_auth_openidc (OIDC RP) stand in for SaaS; npm oidc-provider is the enterprise
+IdP; Chromium signs in once and opens both SPs and a proxied app. One set of daemons for
+the module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import httpx
+import pytest
+
+from tests.conftest import require
+from tests.integration.gateway.saas_peers import (
+    OIDC_CLIENT,
+    OIDC_SECRET,
+    Sps,
+    apache,
+    sp_dir,
+)
+from tests.integration.gateway.sso_peers import (
+    APP_HOST,
+    GATEWAY_HOST,
+    JS,
+    NODE,
+    USERS,
+    Served,
+    cli_gateway,
+    free_port,
+    identity_provider,
+    require_js,
+    sign_in,
+    upstream_app,
+)
+from tests.integration.gateway.test_browser import CHROMIUM, spki_hash
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(240)]
+
+
+@dataclass
+class World:
+    served: Served
+    sps: Sps
+    tmp: Path
+
+    @property
+    def portal(self) -> str:
+        return f"https://{GATEWAY_HOST}:{self.served.port}/"
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(verify=self.served.trust(), timeout=20)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    tmp = tmp_path_factory.mktemp("saas")
+    port = free_port()
+    with sp_dir(tmp) as sps, identity_provider(tmp, port) as issuer, upstream_app(tmp) as upstream:
+        (tmp / "tickets-secret").write_text(OIDC_SECRET)
+        saas = {
+            "hr": {
+                "saml": {
+                    "metadata": str(sps.mellon_metadata),
+                    "attributes": {"mail": "email", "memberOf": "groups"},
+                },
+                "allow": {"groups": "sales"},
+            },
+            "tickets": {
+                "oidc": {
+                    "client_id": OIDC_CLIENT,
+                    "client_secret_file": str(tmp / "tickets-secret"),
+                    "redirect_uris": [sps.openidc_redirect],
+                },
+                "launch": sps.openidc_app,
+                "allow": {"groups": {"any": ["sales", "eng"]}},
+            },
+        }
+        settings = {"saas": saas, "idp": {"dev_dir": str(tmp / "idp")}}
+        with cli_gateway(tmp, issuer, port, upstream, **settings) as served:
+            ca = tmp / "ca"
+            url = f"https://{GATEWAY_HOST}:{port}"
+            with apache(sps, url, ca / "server.pem", ca / "server.key", ca / "ca.pem"):
+                yield World(served, sps, tmp)
+
+
+def browser(world: World, user: str, apps: dict[str, str], after: list[str]) -> dict:  # type: ignore[type-arg]
+    require(os.access(CHROMIUM, os.X_OK), f"{CHROMIUM} missing (apt-get install chromium)")
+    require_js("playwright-core")
+    job = world.tmp / f"job-{user}.json"
+    job.write_text(
+        json.dumps(
+            {
+                "portal": world.portal,
+                "user": user,
+                "password": USERS[user]["password"],
+                "spki": spki_hash(world.tmp / "ca" / "server.pem"),
+                "apps": apps,
+                "after_logout": after,
+            }
+        )
+    )
+    run = subprocess.run(
+        [str(NODE), str(JS / "saas_login.mjs"), str(job)],
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    assert run.returncode == 0, (
+        run.stderr[-3000:] + (world.sps.dir / "error.log").read_text()[-3000:]
+    )
+    result: dict = json.loads(run.stdout.splitlines()[-1])  # type: ignore[type-arg]
+    return result
+
+
+def test_one_sign_in_opens_saml_oidc_and_proxied_apps(world: World) -> None:
+    crm = f"https://{APP_HOST}:{world.served.port}/reports"
+    apps = {"hr": world.sps.mellon_app, "tickets": world.sps.openidc_app, "crm": crm}
+    result = browser(world, "alice", apps, after=[world.sps.mellon_app])
+    assert sorted(link["id"] for link in result["portal"]) == ["app-crm", "app-hr", "app-tickets"]
+
+    hr = result["apps"]["hr"]
+    assert hr["url"] == world.sps.mellon_app and not hr["sign_in_form"], hr
+    assert "nameid=alice@corp.example" in hr["text"] and "groups=sales" in hr["text"], hr
+    assert "mail=alice@corp.example" in hr["text"]
+    tickets = result["apps"]["tickets"]
+    assert tickets["url"] == world.sps.openidc_app and not tickets["sign_in_form"], tickets
+    assert "email=alice@corp.example" in tickets["text"] and "name=alice" in tickets["text"]
+    proxied = result["apps"]["crm"]
+    assert proxied["url"] == crm and json.loads(proxied["text"])["path"] == "/reports"
+
+    # Signing out at the portal ended the SAML SP's session too (single logout): the SP
+    # sends the browser back through the gateway to the enterprise IdP's sign-in form.
+    assert result["signed_out"].endswith("/.overcast/signed-out")
+    assert result["after_logout"][world.sps.mellon_app]["sign_in_form"]
+    assert "GET /mellon/logout?SAMLRequest=" in world.sps.access_log()
+
+    decisions = [d for d in world.served.decisions() if d["event"] == "decision"]
+    for app in ("hr", "tickets"):
+        assert any(d["app"] == app and d["allowed"] and d["sub"] == "alice" for d in decisions)
+
+
+def test_user_outside_the_policy_is_refused_and_the_sp_gets_nothing(world: World) -> None:
+    before = world.sps.access_log().count("POST /mellon/postResponse")
+    with world.client() as client:
+        refused = sign_in(client, world.sps.mellon_app, "bob")
+        assert refused.status_code == 403 and "no allow rule matched" in refused.text
+        assert urlsplit(str(refused.url)).port == world.served.port
+        # bob may use tickets: the portal lists only that one.
+        portal = client.get(world.portal)
+        assert 'id="app-tickets"' in portal.text and 'id="app-hr"' not in portal.text
+    assert world.sps.access_log().count("POST /mellon/postResponse") == before
+    assert any(
+        d["app"] == "hr" and not d["allowed"] and d["sub"] == "bob"
+        for d in world.served.decisions()
+        if d["event"] == "decision"
+    )
+
+
+def test_bad_saml_requests_are_refused(world: World) -> None:
+    with world.client() as client:
+        sign_in(client, world.portal, "alice")
+        # mellon signs its AuthnRequests (HTTP-Redirect: the signature is in the query).
+        sso = _to_gateway(client, world.sps.mellon_app, world.served.port)
+        query = dict(parse_qsl(urlsplit(sso).query))
+        assert {"SAMLRequest", "SigAlg", "Signature"} <= set(query)
+        base = sso.split("?", 1)[0]
+
+        unsigned = {k: v for k, v in query.items() if k not in ("SigAlg", "Signature")}
+        answer = client.get(f"{base}?{urlencode(unsigned)}")
+        assert answer.status_code == 400 and "must sign" in answer.text
+
+        forged = query | {"Signature": "A" + query["Signature"][1:]}
+        answer = client.get(f"{base}?{urlencode(forged)}")
+        assert answer.status_code == 400 and "must sign" in answer.text
+
+        first = client.get(sso)
+        assert first.status_code == 200 and 'name="SAMLResponse"' in first.text
+        again = client.get(sso)
+        assert again.status_code == 400 and "answered before" in again.text
+
+
+def test_oidc_redirect_uri_must_match_exactly(world: World) -> None:
+    with world.client() as client:
+        sign_in(client, world.portal, "alice")
+        query = {
+            "response_type": "code",
+            "client_id": OIDC_CLIENT,
+            "scope": "openid email",
+            "state": "s",
+            "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+            "code_challenge_method": "S256",
+        }
+        url = f"{world.portal}.overcast/oidc/authorize"
+        for bad in (world.sps.openidc_redirect + "x", world.sps.openidc_redirect + "?a=b"):
+            answer = client.get(url, params=query | {"redirect_uri": bad})
+            assert answer.status_code == 400 and "location" not in answer.headers, bad
+        ok = client.get(url, params=query | {"redirect_uri": world.sps.openidc_redirect})
+        assert ok.status_code == 302
+        assert ok.headers["location"].startswith(world.sps.openidc_redirect + "?code=")
+        no_pkce = {k: v for k, v in query.items() if not k.startswith("code_challenge")}
+        refused = client.get(url, params=no_pkce | {"redirect_uri": world.sps.openidc_redirect})
+        assert "error=invalid_request" in refused.headers.get("location", "")
+
+
+def _to_gateway(client: httpx.Client, url: str, port: int) -> str:
+    """Follow the SP's redirects up to the first one into the gateway: that URL."""
+    for _ in range(5):
+        answer = client.get(url)
+        assert answer.status_code in (302, 303), answer.text[:300]
+        url = str(answer.url.join(answer.headers["location"]))
+        if urlsplit(url).port == port:
+            return url
+    raise AssertionError(f"{url} never led to the gateway")
