@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import httpx
 import pytest
 
+from lab.idp import JS, NODE
 from tests.conftest import require
 from tests.integration.gateway.saas_peers import (
     OIDC_CLIENT,
@@ -30,8 +31,6 @@ from tests.integration.gateway.saas_peers import (
 from tests.integration.gateway.sso_peers import (
     APP_HOST,
     GATEWAY_HOST,
-    JS,
-    NODE,
     USERS,
     Served,
     cli_gateway,
