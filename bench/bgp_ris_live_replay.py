@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bgp_guard.feeds.mrt import MrtFeed
 from bgp_guard.update import Update
 from tests.shared import data_dir
+from tests.unit.bgp_guard.helpers import ris_live_messages
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = "ris-updates.20160811.1600.gz"
@@ -40,36 +41,7 @@ SOURCE = "ris-updates.20160811.1600.gz"
 
 def ris_messages(count: int) -> tuple[list[dict[str, Any]], list[Update]]:
     """RIS-live messages grouped from the MRT file's Updates, and the Updates."""
-    messages: list[dict[str, Any]] = []
-    seen: list[Update] = []
-    current: dict[str, Any] | None = None
-    group: tuple[Any, ...] | None = None
-    for update in MrtFeed(data_dir("bgp") / SOURCE):
-        if not isinstance(update, Update):
-            continue
-        key = (update.time, update.peer_ip, update.as_path if update.announce else None)
-        if key != group or current is None:
-            if len(messages) == count:
-                break
-            group = key
-            current = {
-                "timestamp": update.time, "peer": update.peer_ip,
-                "peer_asn": str(update.peer_asn), "host": "rrc00", "type": "UPDATE",
-                "id": f"{update.peer_ip}-{update.time}-{len(messages)}",
-            }  # fmt: skip
-            messages.append({"type": "ris_message", "data": current})
-        seen.append(update)
-        prefix = str(update.prefix)
-        if update.announce:
-            current["path"] = [sorted(e) if isinstance(e, frozenset) else e for e in update.as_path]
-            current["origin"] = "igp"
-            current["community"] = [list(c) for c in update.communities]
-            hop = update.next_hop or update.peer_ip
-            current.setdefault("announcements", [{"next_hop": hop, "prefixes": []}])
-            current["announcements"][0]["prefixes"].append(prefix)
-        else:
-            current.setdefault("withdrawals", []).append(prefix)
-    return messages, seen
+    return ris_live_messages(MrtFeed(data_dir("bgp") / SOURCE), count)
 
 
 def config(updates: list[Update], count: int) -> str:
@@ -119,7 +91,7 @@ def main() -> None:
         f"best {n / min(totals):,.0f} msg/s ({statistics.median(totals) * 1e3:.0f} ms per run)\n"
         f"  including start-up, per CPU second (what a loaded machine cannot hide): median "
         f"{n / statistics.median(cpus):,.0f} msg/s, best {n / min(cpus):,.0f} msg/s\n"
-        f"  processing only (the command's own figure, updates/s): median "
+        f"  processing only (the command's own figure, records/s): median "
         f"{statistics.median(rates):,.0f}, best {max(rates):,.0f}\n"
         f"  load average while measuring: {os.getloadavg()[0]:.1f}"
     )

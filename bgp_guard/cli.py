@@ -98,7 +98,7 @@ def _replay(args: argparse.Namespace) -> int:
     guard = build_guard(args.config)
     sinks = _sinks(args)
     try:
-        updates, stats = replay.merged(args.files)
+        updates, stats = replay.merged(args.files, guard.wanted())
     except InputError as exc:
         raise CommandError(str(exc), exitcodes.USAGE) from None
     fired = 0
@@ -119,10 +119,13 @@ def _replay(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     summary = guard.summary()
     errors = sum(s.errors for s in stats)
+    records = sum(s.records for s in stats)
+    skipped = sum(s.skipped for s in stats)
     print(
-        f"overcast: {summary['updates']} updates from {len(args.files)} file(s) in "
-        f"{elapsed:.2f}s ({summary['updates'] / max(elapsed, 1e-9):,.0f}/s), "
-        f"{errors} bad record(s), {summary['stale']} stale update(s) dropped, "
+        f"overcast: {records} records from {len(args.files)} file(s) in {elapsed:.2f}s "
+        f"({records / max(elapsed, 1e-9):,.0f}/s), {summary['updates']} updates checked"
+        + (f" ({skipped} records about no monitored prefix skipped unread)" if skipped else "")
+        + f", {errors} bad record(s), {summary['stale']} stale update(s) dropped, "
         f"{summary['peer_downs']} peer session(s) down, "
         f"{summary['rib_routes']} routes from "
         f"{summary['peers']} peers; events: "

@@ -25,7 +25,7 @@ provider set changed: section 5.3 of the ASPA draft asks only the customers on t
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -99,6 +99,10 @@ class Guard:
         self.updates = 0
         self.peer_downs = 0
         self._own = frozenset(config.own_asns)
+        # Whether a route outside the monitored prefixes can ever matter: a path check on it
+        # now, or an ASPA reload later (replace_aspas re-verifies every held route then). If
+        # not, such an update is counted and dropped before the RIB: most of a full feed.
+        self._keep_all = self._beyond_monitored or config.aspa.scope != "monitored"
         self._visibility: dict[int, visibility.Visibility] = {}
         # Prefix keys announced under each monitored prefix (the one governing them), for
         # re-validation on a VRP reload. Pruned then, when no peer holds a key any more.
@@ -135,6 +139,9 @@ class Guard:
             # An empty AS_PATH comes over iBGP and means the peer's own AS originated the
             # route (RFC 4271 section 5.1.2); judge it as such, not as "no origin".
             update = replace(update, as_path=(update.peer_asn,))
+        mon = self.governing(update) if self.monitored else None
+        if mon is None and not self._keep_all and not self._ours(update):
+            return table.drain() if table.emitted else []
         rib = self.rib
         slot = rib.slot(update.peer_ip, update.path_id)
         if self.aspa is not None and slot == len(self._slot_asn):  # a new slot
@@ -152,7 +159,6 @@ class Guard:
             return table.drain() if table.emitted else []
         if table.by_route:
             table.release(route, now)
-        mon = self.governing(update) if self.monitored else None
         findings: list[Finding] = []
         if mon is not None:
             applied[route] = now
@@ -162,7 +168,7 @@ class Guard:
                 findings += self._about_ours(update, mon)
             elif self._beyond_monitored:
                 findings += self._path_checks(update, None)
-            if self._own and not self._own.isdisjoint(update.as_path):
+            if self._ours(update):
                 findings += neighbours.check(update, self.config.own_asns)
             for finding in findings:
                 table.observe(
@@ -180,6 +186,23 @@ class Guard:
             legit = update.announce and not any(f.kind in ILLEGITIMATE for f in findings)
             self._visibility_of(update.prefix, key, slot, update.peer_ip, legit, now)
         return table.drain() if table.emitted else []
+
+    def wanted(self) -> Callable[[Prefix], bool] | None:
+        """For feeds that can skip a message before decoding it: whether an update to a
+        prefix can matter to this guard. None when any route can (path checks beyond the
+        monitored prefixes, or our own ASNs on any path)."""
+        if self._keep_all or self._own:
+            return None
+        longest = self.monitored.longest
+        return lambda prefix: longest(prefix) is not None
+
+    def _ours(self, update: Update) -> bool:
+        """Whether one of our own ASNs is on the update's path (a withdrawal has none: it
+        must reach the RIB if the route it withdraws got there)."""
+        own = self._own
+        if not own:
+            return False
+        return not update.announce or not own.isdisjoint(update.as_path)
 
     def _about_ours(self, update: Update, mon: Monitored) -> list[Finding]:
         about = mon.name

@@ -9,32 +9,36 @@ time order, as MRT files from collectors are.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from operator import attrgetter
 
 from bgp_guard.errors import InputError
 from bgp_guard.feeds.mrt import MrtFeed
 from bgp_guard.feeds.ris_live import RisLiveFeed
 from bgp_guard.feeds.stats import FeedStats
-from bgp_guard.update import FeedItem
+from bgp_guard.update import FeedItem, Prefix
 
 Feed = Iterable[FeedItem]
 
 
-def open_feed(path: str) -> tuple[Feed, FeedStats]:
+def open_feed(path: str, wanted: Callable[[Prefix], bool] | None = None) -> tuple[Feed, FeedStats]:
+    """One file's feed; `wanted` (`Guard.wanted`) lets a RIS-live file skip, unread, the
+    messages about nothing the guard watches."""
     try:
         with open(path, "rb") as f:
             head = f.read(64).lstrip()
     except OSError as exc:
         raise InputError(f"{path}: {exc.strerror}; give MRT or RIS-live JSON-lines files") from None
     feed: MrtFeed | RisLiveFeed
-    feed = RisLiveFeed.from_file(path) if head.startswith(b"{") else MrtFeed(path)
+    feed = RisLiveFeed.from_file(path, wanted) if head.startswith(b"{") else MrtFeed(path)
     return feed, feed.stats
 
 
-def merged(paths: Sequence[str]) -> tuple[Iterator[FeedItem], list[FeedStats]]:
+def merged(
+    paths: Sequence[str], wanted: Callable[[Prefix], bool] | None = None
+) -> tuple[Iterator[FeedItem], list[FeedStats]]:
     """All updates (and PeerDowns) of `paths` in time order, and each file's feed counters."""
-    feeds = [open_feed(p) for p in paths]
+    feeds = [open_feed(p, wanted) for p in paths]
     if len(feeds) == 1:
         return iter(feeds[0][0]), [feeds[0][1]]
     stream = heapq.merge(*(f for f, _ in feeds), key=attrgetter("time"))

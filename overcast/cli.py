@@ -28,7 +28,15 @@ from overcast.config import (
     located_warnings,
 )
 
-PARTS = ("lab.cli", "controller.cli", "bridge.cli", "bgp_guard.cli", "gateway.cli", "attest.cli")
+# Each part's command and the module that registers it.
+PARTS = {
+    "lab": "lab.cli",
+    "controller": "controller.cli",
+    "bridge": "bridge.cli",
+    "guard": "bgp_guard.cli",
+    "gateway": "gateway.cli",
+    "attest": "attest.cli",
+}
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -158,7 +166,14 @@ def _summary_text(path: str, summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _named_part(argv: Sequence[str]) -> str | None:
+    """The part command `argv` runs, if any: only that part is then imported, so that
+    `overcast guard replay` does not start by loading the controller and the gateway."""
+    command = next((a for a in argv if not a.startswith("-")), None)
+    return command if command in PARTS else None
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="overcast",
         description=(
@@ -198,8 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_json_flag(p)
     p.set_defaults(handler=_validate)
 
-    for module in PARTS:
-        if importlib.util.find_spec(module) is not None:
+    named = _named_part(argv)
+    for command, module in PARTS.items():
+        if named in (None, command) and importlib.util.find_spec(module) is not None:
             importlib.import_module(module).register(sub)
     return parser
 
@@ -209,7 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # something an operator can act on.
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="eventlet")
     warnings.filterwarnings("ignore", message="Eventlet is deprecated")
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     log.setup(args.verbose, args.log_json)
     handler: Handler = args.handler

@@ -74,6 +74,7 @@ class FeedStats:
         "peer_downs",
         "records",
         "refusals",
+        "skipped",
         "updates",
     )
 
@@ -83,6 +84,7 @@ class FeedStats:
         self.updates = 0
         self.peer_downs = 0
         self.errors = 0
+        self.skipped = 0  # records left unread: a filter saw nothing in them worth decoding
         self._flushed = (0, 0, 0, 0)
         self.actions: dict[str, int] = {}  # RFC 7606 outcomes and the like, by action
         self.refusals: dict[str, int] = {}  # connections refused or closed, by reason
@@ -127,6 +129,7 @@ class FeedStats:
             "updates": self.updates,
             "peer_downs": self.peer_downs,
             "errors": self.errors,
+            **({"skipped": self.skipped} if self.skipped else {}),
             **self.actions,
             **{f"refused {reason}": n for reason, n in self.refusals.items()},
         }

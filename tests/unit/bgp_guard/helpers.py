@@ -3,6 +3,7 @@ cases use."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from bgp_guard.config import GuardConfig
@@ -39,3 +40,40 @@ def item(spec: dict[str, Any]) -> FeedItem:
 
 def guard_config(section: dict[str, Any]) -> GuardConfig:
     return GuardConfig.model_validate(section)
+
+
+def ris_live_messages(
+    items: Iterable[FeedItem], count: int
+) -> tuple[list[dict[str, Any]], list[Update]]:
+    """Up to `count` RIS-live `ris_message`s made from real Updates (those of one MRT UPDATE
+    grouped into one message, as the websocket sends them), and the Updates they hold."""
+    messages: list[dict[str, Any]] = []
+    seen: list[Update] = []
+    current: dict[str, Any] = {}
+    group: tuple[Any, ...] | None = None
+    for update in items:
+        if not isinstance(update, Update):
+            continue
+        key = (update.time, update.peer_ip, update.as_path if update.announce else None)
+        if key != group:
+            if len(messages) == count:
+                break
+            group = key
+            current = {
+                "timestamp": update.time, "peer": update.peer_ip,
+                "peer_asn": str(update.peer_asn), "host": "rrc00", "type": "UPDATE",
+                "id": f"{update.peer_ip}-{update.time}-{len(messages)}",
+            }  # fmt: skip
+            messages.append({"type": "ris_message", "data": current})
+        seen.append(update)
+        prefix = str(update.prefix)
+        if update.announce:
+            current["path"] = [sorted(e) if isinstance(e, frozenset) else e for e in update.as_path]
+            current["origin"] = "igp"
+            current["community"] = [list(c) for c in update.communities]
+            hop = update.next_hop or update.peer_ip
+            current.setdefault("announcements", [{"next_hop": hop, "prefixes": []}])
+            current["announcements"][0]["prefixes"].append(prefix)
+        else:
+            current.setdefault("withdrawals", []).append(prefix)
+    return messages, seen

@@ -100,7 +100,14 @@ def test_unmonitored_updates_fire_nothing() -> None:
     guard = Guard(guard_config(OURS))
     for t in range(100):
         assert guard.process(update({"t": t, "prefix": f"10.{t}.0.0/16", "path": [1, 2, 3]})) == []
-    assert guard.summary()["rib_routes"] == 100
+    # Nothing could make them matter (no path checks beyond ours, no own ASNs, ASPA scope
+    # "monitored"): not even held.
+    assert guard.summary()["rib_routes"] == 0 and guard.wanted() is not None
+    # An ASPA file loaded later re-verifies every held route under scope "all": then they are.
+    keep = Guard(guard_config({**OURS, "aspa": {"scope": "all"}}))
+    for t in range(100):
+        keep.process(update({"t": t, "prefix": f"10.{t}.0.0/16", "path": [1, 2, 3]}))
+    assert keep.summary()["rib_routes"] == 100 and keep.wanted() is None
 
 
 def test_rib_compaction_forgets_unused_paths() -> None:
@@ -193,7 +200,7 @@ def test_peer_down_withdraws_every_route_of_that_peer_only() -> None:
         guard.process(update({"t": 1, "peer": "a", "path_id": path_id, **hijack}))
     guard.process(update({"t": 1, "peer": "a", "prefix": "203.0.113.0/24", "path": [64510]}))
     guard.process(update({"t": 1, "peer": "b", **hijack}))
-    assert len(guard.rib) == 4
+    assert len(guard.rib) == 3  # 203.0.113.0/24 is none of ours: not held
     a_down = PeerDown(5.0, "198.51.100.1", 64510, "mrt:test")
     assert guard.process(a_down) == []  # peer b still carries the hijack
     assert len(guard.rib) == 1 and guard.summary()["peer_downs"] == 1

@@ -126,4 +126,44 @@ def test_ris_live_json_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         268481,
     )
     err = capsys.readouterr().err
-    assert "1 updates from 1 file(s)" in err and "2 bad record(s)" in err
+    assert "7 records from 1 file(s)" in err and "2 bad record(s)" in err
+
+
+def test_ris_live_lines_about_nothing_watched_are_skipped_unread_with_the_same_events() -> None:
+    """The real RIS file as RIS-live lines, through the guard with and without the feed's
+    prefix filter (`Guard.wanted`): the same events, most lines never decoded."""
+    from bgp_guard.engine import Guard
+    from bgp_guard.feeds.mrt import MrtFeed
+    from bgp_guard.feeds.ris_live import RisLiveFeed
+    from tests.unit.bgp_guard.helpers import guard_config, ris_live_messages
+
+    messages, _ = ris_live_messages(
+        MrtFeed(shared_data("bgp") / "ris-updates.20160811.1600.gz"), 8000
+    )
+    lines = [json.dumps(m).encode() for m in messages]
+    # The replay_ris prefixes, without own ASNs and AS relationships: those make every
+    # route matter, and the guard then asks for no filter.
+    config = guard_config(
+        {
+            "min_peers": 2,
+            "prefixes": {
+                "202.134.167.0/24": {"origins": [18196], "upstreams": [4755]},
+                "72.249.0.0/17": {"origins": [30496]},
+                "88.216.48.0/21": {"announced": False},
+                "195.128.159.0/24": {"origins": [56636]},
+            },
+        }
+    )
+
+    def run(filtered: bool) -> tuple[list[tuple[Any, ...]], RisLiveFeed]:
+        guard = Guard(config)
+        feed = RisLiveFeed(lines, wanted=guard.wanted() if filtered else None)
+        events = [e for item in feed for e in guard.process(item)] + guard.finish(2e9)
+        return [(e["type"], e["state"], e["prefix"], e.get("offending_as")) for e in events], feed
+
+    plain, everything = run(False)
+    fast, filtered = run(True)
+    assert fast == plain and len(plain) > 3
+    assert everything.stats.skipped == 0
+    assert filtered.stats.skipped > len(lines) * 0.9
+    assert filtered.stats.records == everything.stats.records == len(lines)

@@ -42,3 +42,20 @@ def test_help_has_a_description_and_an_example(path: tuple[str, ...]) -> None:
     # The top level points at the first command to run instead of listing examples.
     examples = [line for line in text.splitlines() if line.strip().startswith("overcast ")]
     assert examples or "Start with: overcast" in text, f"overcast {' '.join(path)}: no example"
+
+
+def test_a_part_command_loads_only_that_part() -> None:
+    """`overcast guard ...` starts without importing the other parts' commands (start-up
+    time is most of a short replay)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from overcast.cli import main\n"
+        "try: main(['-v', 'guard', '--help'])\n"
+        "except SystemExit: pass\n"
+        "print(sorted(m for m in ('lab.cli', 'controller.cli', 'bridge.cli', 'gateway.cli', "
+        "'bgp_guard.cli') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines()[-1] == "['bgp_guard.cli']"

@@ -123,3 +123,28 @@ def test_bad_lines_are_counted_logged_and_skipped(caplog: pytest.LogCaptureFixtu
     }
     for number in range(2, 2 + len(BAD_LINES)):
         assert f"test-stream line {number}:" in caplog.text
+
+
+def test_a_filter_skips_unread_only_updates_about_nothing_wanted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ours = Prefix.parse("192.0.2.0/24")
+    lines = [
+        message(path=[64496, 64500], announcements=[{"next_hop": "192.0.2.1", "prefixes": ["198.51.100.0/24"]}]),
+        message(withdrawals=["198.51.100.0/24", "192.0.2.128/25"]),  # one of them is wanted
+        message(path=[64496], announcements=[{"next_hop": "192.0.2.1", "prefixes": ["10.0.0.0/33"]}]),
+        json.dumps({"type": "ris_message", "data": {"type": "RIS_PEER_STATE", "state": "down",
+                    "timestamp": 2.0, "peer": "192.0.2.1", "peer_asn": "64496"}}),
+    ]  # fmt: skip
+    feed = RisLiveFeed([line.encode() for line in lines], wanted=ours.covers)
+    items = list(feed)
+    assert [(type(i).__name__, str(getattr(i, "prefix", ""))) for i in items] == [
+        ("Update", "198.51.100.0/24"),  # a wanted line is decoded whole
+        ("Update", "192.0.2.128/25"),
+        ("PeerDown", ""),
+    ]
+    # the unparsable prefix was not skipped: decoding reported it
+    assert feed.stats.as_dict() == {
+        "records": 4, "updates": 2, "peer_downs": 1, "errors": 1, "skipped": 1,
+    }  # fmt: skip
+    assert "10.0.0.0/33" in caplog.text
