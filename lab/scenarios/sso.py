@@ -32,6 +32,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,77 +77,66 @@ def sign_in_story(state_dir: Path, progress: Progress) -> list[Check]:
     `state_dir`; alice signs in and reaches crm, bob signs in and is refused. Everything
     it started is stopped and its namespace removed before it returns."""
     node, script = idp.locate()
-    ns = Registry(state_dir).netns(names.sso_netns(state_dir.name))
-    work = Registry(state_dir).file(state_dir / SSO_DIR)
+    registry = Registry(state_dir)
+    ns = registry.netns(names.sso_netns(state_dir.name))
+    work = registry.file(state_dir / SSO_DIR)
     work.mkdir(mode=0o700, parents=True, exist_ok=True)
     netns.ensure(ns)
-    procs: list[subprocess.Popen[bytes]] = []
     try:
         netns.up_loopback(ns)
         passwords = {user: secrets.token_urlsafe(12) for user in USERS}
-        tls = _dev_ca(work)
-        progress(f"sso: OpenID provider (oidc-provider on Node 22) in {ns}")
-        issuer = json.loads(
-            _start(
-                procs,
-                ns,
-                [str(node), str(script), str(_idp_config(work, tls, passwords))],
-                work / "idp.log",
-                "the OpenID provider",
-                {"NODE_EXTRA_CA_CERTS": str(tls / "ca.pem")},
-            )
-        )["issuer"]
-        gateway = f"https://{GATEWAY_HOST}:{GATEWAY_PORT}"
-        progress(f"sso: app {APP} at https://{GATEWAY_HOST}:{APP_PORT} (reached via the gateway)")
-        _start(
-            procs,
-            ns,
-            [
-                sys.executable,
-                "-m",
-                "lab.whoami",
-                "--listen",
-                f"{GATEWAY_HOST}:{APP_PORT}",
-                "--cert",
-                str(tls / "server.pem"),
-                "--key",
-                str(tls / "server.key"),
-                "--gateway",
-                gateway,
-                "--gateway-ca",
-                str(tls / "ca.pem"),
-                "--app",
-                APP,
-            ],
-            work / "whoami.log",
-            f"the app {APP}",
-        )
-        progress(f"sso: gateway at {gateway}, {APP} at https://{APP_HOST}:{GATEWAY_PORT}/")
-        config = _gateway_config(work, tls, issuer)
-        _start(
-            procs,
-            ns,
-            [sys.executable, "-m", "overcast", "gateway", "serve", str(config)],
-            work / "gateway.log",
-            "the gateway",
-            ready=None,
-        )
-        with inside(ns):
-            _wait_ready(procs[-1], work / "gateway.log", tls / "ca.pem")
+        with _peers(ns, work, [str(node), str(script)], passwords, progress) as ca, inside(ns):
             visits = {}
             for user in USERS:
                 progress(f"sso: {user} opens https://{APP_HOST}:{GATEWAY_PORT}/ and signs in")
-                visits[user] = _sign_in(user, passwords[user], tls / "ca.pem")
+                visits[user] = _sign_in(user, passwords[user], ca)
         decisions = _decisions(work / "gateway.log", len(USERS))
         seen = _lines(work / "whoami.log")
     finally:
-        _stop(procs)
         netns.kill_all([ns])
         netns.remove(ns)
     return _checks(visits, decisions, seen)
 
 
 # -- the peers -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _peers(
+    ns: str, work: Path, idp_argv: list[str], passwords: dict[str, str], progress: Progress
+) -> Iterator[Path]:
+    """The provider, the app and the gateway running in `ns`, until the `with` ends;
+    yields the CA that signs all three."""
+    tls = _dev_ca(work)
+    gateway = f"https://{GATEWAY_HOST}:{GATEWAY_PORT}"
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        progress(f"sso: OpenID provider (oidc-provider on Node 22) in {ns}")
+        idp_config = _idp_config(work, tls, passwords)
+        line = _start(
+            procs,
+            ns,
+            [*idp_argv, str(idp_config)],
+            work / "idp.log",
+            "the OpenID provider",
+            env={"NODE_EXTRA_CA_CERTS": str(tls / "ca.pem")},
+        )
+        progress(f"sso: app {APP} at https://{GATEWAY_HOST}:{APP_PORT}, reached via the gateway")
+        app = [
+            *(sys.executable, "-m", "lab.whoami", "--listen", f"{GATEWAY_HOST}:{APP_PORT}"),
+            *("--cert", str(tls / "server.pem"), "--key", str(tls / "server.key")),
+            *("--gateway", gateway, "--gateway-ca", str(tls / "ca.pem"), "--app", APP),
+        ]
+        _start(procs, ns, app, work / "whoami.log", f"the app {APP}")
+        progress(f"sso: gateway at {gateway}, {APP} at https://{APP_HOST}:{GATEWAY_PORT}/")
+        config = _gateway_config(work, tls, json.loads(line)["issuer"])
+        serve = [sys.executable, "-m", "overcast", "gateway", "serve", str(config)]
+        _start(procs, ns, serve, work / "gateway.log", "the gateway", ready=None)
+        with inside(ns):
+            _wait_ready(procs[-1], work / "gateway.log", tls / "ca.pem")
+        yield tls / "ca.pem"
+    finally:
+        _stop(procs)
 
 
 def _dev_ca(work: Path) -> Path:
@@ -234,6 +224,7 @@ def _start(
     argv: list[str],
     log: Path,
     what: str,
+    *,
     env: dict[str, str] | None = None,
     ready: float | None = START_TIMEOUT,
 ) -> str:

@@ -147,8 +147,33 @@ def test_rotate_keeps_traffic_flowing_and_leaves_nothing(lab_id: str) -> None:
     assert leftovers(lab_id) == []
 
 
-def test_sso_signs_one_user_in_refuses_the_other_and_leaves_nothing(lab_id: str) -> None:
+def test_sso_interrupted_leaves_nothing_then_signs_one_user_in_and_refuses_the_other(
+    lab_id: str,
+) -> None:
     require_js("oidc-provider")
+    # Ctrl-C once the provider, the app and the gateway all run: nothing is left.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "overcast", "lab", "scenario", "sso", "--id", lab_id],
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "sso: gateway at" in line:
+                break
+        assert proc.poll() is None and leftovers(lab_id), "nothing running to interrupt"
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    assert leftovers(lab_id) == []
+
     scenario = overcast("lab", "scenario", "sso", "--id", lab_id, "--json", timeout=180)
     assert scenario.returncode == 0, f"{scenario.stdout}{scenario.stderr[-2000:]}"
     result = json.loads(scenario.stdout)
