@@ -23,6 +23,7 @@ import atexit
 import contextlib
 import re
 import subprocess
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from mininet.link import Link, TCIntf, TCLink, TCULink
-from mininet.log import info, warn
+from mininet.log import info
 from mininet.net import Mininet
 from mininet.node import Controller, Host, Node, Switch
 from mininet.topo import Topo
@@ -58,11 +59,19 @@ class LinkShape:
     loss: float  # percent
 
     def params(self, netem: bool) -> dict[str, Any]:
-        """TCLink's parameters; delay and loss only where the kernel has netem."""
-        out: dict[str, Any] = {"bw": self.bw}
-        if netem:
-            out |= {"delay": f"{self.delay_ms:g}ms"} | ({"loss": self.loss} if self.loss else {})
-        return out
+        """TCLink's parameters. Without netem, delay and loss are the provider network's
+        (`lab.wan_emulator`), which forwards frames as it reads them: the senders fill in
+        their checksums (txo off)."""
+        if not netem:
+            return {"bw": self.bw, "txo": False}
+        return {"bw": self.bw, "delay": f"{self.delay_ms:g}ms"} | (
+            {"loss": self.loss} if self.loss else {}
+        )
+
+    def path(self) -> tuple[float, float]:
+        """One-way delay (ms) and loss (percent) between two sites: a frame leaves by two
+        shaped link ends (its site's and the provider's toward the other site)."""
+        return 2 * self.delay_ms, 100 * (1 - (1 - self.loss / 100) ** 2)
 
 
 # The preferred provider is fast and clean; the second is slower, narrower and lossy, so a
@@ -187,9 +196,9 @@ class OvercastTopo(Topo):  # type: ignore[misc]
             )
         netem = netem_available()
         if not netem:
-            warn(
-                "*** This kernel has no netem qdisc (sch_netem): provider links get their "
-                "bandwidth (HTB) but no delay or loss\n"
+            info(
+                "*** This kernel has no netem qdisc (sch_netem): each provider network's "
+                "delay and loss come from lab.wan_emulator, its bandwidth from HTB\n"
             )
         base = max(s.dpid for s in plan.sites)
         for k, underlay in enumerate(plan.underlays):
@@ -198,6 +207,7 @@ class OvercastTopo(Topo):  # type: ignore[misc]
                 cls=ProviderNetwork,
                 lab=lab,
                 underlay=underlay.name,
+                emulate=None if netem else shape_of(k),
                 dpid=f"{base + k + 1:x}",
             )
         for site in plan.sites:
@@ -288,19 +298,48 @@ class _LabNode(Switch):  # type: ignore[misc]
 
 
 class ProviderNetwork(_LabNode):
-    """One provider's network: a Linux bridge joining every site's access link."""
+    """One provider's network joining every site's access link: a Linux bridge, or, on a
+    kernel without netem, `lab.wan_emulator` with the provider's delay and loss."""
 
-    def __init__(self, name: str, lab: OvercastLab, underlay: str, **params: Any) -> None:
+    def __init__(
+        self,
+        name: str,
+        lab: OvercastLab,
+        underlay: str,
+        emulate: LinkShape | None = None,
+        **params: Any,
+    ) -> None:
         super().__init__(name, lab, **params)
         self.underlay = lab.plan.underlay(underlay)
+        self.emulate = emulate
 
     def start(self, controllers: Sequence[Controller]) -> None:
         ns = self.underlay.netns
         self.name_namespace(ns)
-        netns.bridge(ns, names.WAN_BRIDGE)
-        for intf in self.intfNames():
-            if intf != "lo":
+        ports = [i for i in self.intfNames() if i != "lo"]
+        if self.emulate is None:
+            netns.bridge(ns, names.WAN_BRIDGE)
+            for intf in ports:
                 netns.enslave(ns, intf, names.WAN_BRIDGE)
+            return
+        for intf in ports:
+            netns.up(ns, intf)
+        delay_ms, loss = self.emulate.path()
+        state = self.lab.plan.state_dir
+        pidfile = self.lab.registry.process(state / f"{self.name}.pid", build.CONTROLLER_PROGRAM)
+        log = self.lab.registry.file(state / f"{self.name}.log")
+        argv = [sys.executable, "-m", "lab.wan_emulator", *ports]
+        argv += [f"--delay-ms={delay_ms:g}", f"--loss={loss:.4g}"]
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                # Beside the data plane's daemons: BFD's packets cross it.
+                ["ip", "netns", "exec", ns, "nice", "-n", str(build.DATAPLANE_NICE), *argv],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        pidfile.write_text(f"{proc.pid}\n")
 
 
 class OvercastSite(_LabNode):

@@ -17,7 +17,7 @@ import pytest
 from scapy.layers.inet import UDP
 
 from lab import build, flows, names, netns, switch
-from lab.mininet_net import generated_config, host_name
+from lab.mininet_net import generated_config, host_name, shape_of
 from lab.plan import STATE_ROOT, LabPlan
 from overcast.config import OvercastConfig, loads
 from tests.conftest import require_binaries
@@ -120,6 +120,29 @@ def test_sites_are_userspace_switches_our_controller_programs(net: Network) -> N
     # Everything our pipeline plans is on every switch, and every path is up (mn waited).
     assert all(s.programmed for s in flows.states(net.config, net.plan))
     assert flows.paths_down(net.plan) == []
+
+
+def test_the_two_provider_networks_differ(net: Network) -> None:
+    """Each provider's links have its bandwidth (HTB) and its delay (netem, or
+    lab.wan_emulator on a kernel without it): pings between two sites' underlay addresses
+    take at least the provider's round trip."""
+    s1, s2 = net.plan.sites[:2]
+    rtt = {}
+    for k, underlay in enumerate(net.plan.underlays):
+        shape = shape_of(k)
+        classes = netns.run(s1.netns, ["tc", "class", "show", "dev", underlay.site_if])
+        assert f"rate {shape.bw:g}Mbit" in classes
+        out = netns.run(
+            s1.netns,
+            ["ping", "-c5", "-i0.2", "-W2", str(s2.underlays[underlay.name])],
+            check=False,
+        )
+        match = re.search(r"= ([\d.]+)/", out)
+        assert match, out
+        rtt[underlay.name] = float(match.group(1))
+        one_way_ms, _ = shape.path()
+        assert rtt[underlay.name] >= 2 * one_way_ms, out
+    assert rtt["isp-b"] > rtt["isp-a"]
 
 
 def test_pingall_passes_within_segments_and_fails_between_over_wireguard_only(
