@@ -140,6 +140,24 @@ class OvercastLab:
     starting: list[Future[None]] = field(default_factory=list)
     _pool: ThreadPoolExecutor = field(default_factory=ThreadPoolExecutor)
 
+    _controller_started: bool = False
+
+    def start_controller(self, pid: int | None = None) -> None:
+        """Our controller, on the management network, in the namespace of process `pid`
+        (a Mininet node's) or in one of its own. Once."""
+        if self._controller_started:
+            return
+        self._controller_started = True
+        plan, ns = self.plan, self.plan.controller_netns
+        if pid is None:
+            netns.ensure(self.registry.netns(ns))
+        else:
+            netns.attach(self.registry.netns(ns), pid)
+        netns.bridge(ns, names.MGMT_BRIDGE)
+        netns.up(ns, names.MGMT_BRIDGE, plan.controller)
+        # The switches retry their connection until it listens.
+        self.meanwhile(build.start_controller, plan, self.registry)
+
     def meanwhile(self, start: Callable[..., None], *args: Any) -> None:
         self.starting.append(self._pool.submit(start, *args))
 
@@ -352,13 +370,13 @@ class OvercastSite(_LabNode):
 
     def start(self, controllers: Sequence[Controller]) -> None:
         lab, site = self.lab, self.site
+        # Our controller whatever mn was given: as the `--controller overcast` node if there
+        # is one (it shows in mn's `nodes`), else in a namespace of its own.
         ours = [c for c in controllers if isinstance(c, OvercastController)]
-        if not ours:
-            raise ValueError(
-                f"site {site.name} needs our controller: run mn with --controller overcast "
-                "(the --custom file defines it), or build the network with overcast_net()"
-            )
-        ours[0].serve(lab)
+        if ours:
+            ours[0].serve(lab)
+        else:
+            lab.start_controller()
         self.name_namespace(site.netns)
         # Sites are built side by side: most of the time goes to daemons starting up.
         lab.meanwhile(self._build)
@@ -418,13 +436,8 @@ class OvercastController(Controller):  # type: ignore[misc]
         if self.lab is not None:
             raise ValueError(f"controller {self.name} already serves lab {self.lab.plan.lab_id}")
         self.lab = lab
-        plan = lab.plan
-        netns.attach(lab.registry.netns(plan.controller_netns), self.pid)
-        netns.bridge(plan.controller_netns, names.MGMT_BRIDGE)
-        netns.up(plan.controller_netns, names.MGMT_BRIDGE, plan.controller)
-        self.ip = str(plan.controller.ip)
-        # The switches retry their connection until it listens.
-        lab.meanwhile(build.start_controller, plan, lab.registry)
+        lab.start_controller(self.pid)
+        self.ip = str(lab.plan.controller.ip)
 
     def stop(self, *args: Any, **kwargs: Any) -> None:
         """The controller process goes with the lab (`OvercastLab.down`)."""

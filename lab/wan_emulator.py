@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 ETH_P_ALL = 0x0003  # linux/if_ether.h: every protocol
 PACKET_OUTGOING = 4  # linux/if_packet.h: a frame this host sent (our own, seen again)
 MAX_FRAME = 65535
+SOCKET_BUFFER = 4 << 20  # bytes; the kernel caps it at net.core.rmem_max
 # A switch's usual MAC ageing time (IEEE 802.1D section 7.9.2 recommends 300 s).
 MAC_AGEING_S = 300.0
 
@@ -79,6 +80,8 @@ def run(interfaces: Sequence[str], delay_s: float, loss: float) -> None:
     for name in interfaces:
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         sock.bind((name, 0))
+        # Room for a burst while the other ports are served (the default drops TCP's).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
         sock.setblocking(False)
         socks.append(sock)
     schedule = Schedule(range(len(socks)), delay_s, loss)
