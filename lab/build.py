@@ -145,7 +145,7 @@ def _claim(state_dir: Path, registry: Registry, source: str, digest: str) -> Non
 def start_controller(plan: LabPlan, registry: Registry) -> None:
     """Our os-ken controller (`overcast controller run`) in the controller's namespace,
     listening on the management network; it outlives this process, like the switches."""
-    _start_overcast(
+    start_overcast(
         registry,
         plan.controller_netns,
         plan.state_dir / CONTROLLER_PID,
@@ -168,7 +168,7 @@ def start_watch(plan: LabPlan, site: SitePlan, registry: Registry) -> None:
     peer over more than one path."""
     if not path_groups(site.dataplane):
         return
-    _start_overcast(
+    start_overcast(
         registry,
         site.netns,
         site.dir / WATCH_PID,
@@ -188,7 +188,7 @@ def start_watch(plan: LabPlan, site: SitePlan, registry: Registry) -> None:
     )
 
 
-def _start_overcast(
+def start_overcast(
     registry: Registry,
     ns: str,
     pidfile: Path,
@@ -197,11 +197,14 @@ def _start_overcast(
     port: int,
     what: str,
     priority: tuple[str, ...] = (),
-) -> None:
+    wait: bool = True,
+) -> Callable[[], None]:
     """`overcast COMMAND...` (this same Python) as a daemon in namespace `ns`, prefixed
-    with `priority` (e.g. `nice -n -10`); returns once it listens on TCP `port` there."""
+    with `priority` (e.g. `nice -n -10`); returns once it listens on TCP `port` there, or
+    with `wait=False` at once, with the function that waits for that (meanwhile the caller
+    builds what does not need it: Python's start-up takes seconds on a busy machine)."""
     if netns.pid_from(pidfile, CONTROLLER_PROGRAM) is not None:
-        return
+        return lambda: None
     registry.process(pidfile, CONTROLLER_PROGRAM)
     log = registry.file(logfile)
     argv = ["ip", "netns", "exec", ns, *priority, sys.executable, "-m", "overcast", *command]
@@ -220,15 +223,21 @@ def _start_overcast(
             start_new_session=True,  # a Ctrl-C at the terminal must not stop the lab
         )
     pidfile.write_text(f"{proc.pid}\n")
-    # `ip netns exec` execs the program, so the pid is its own.
-    if (
-        not netns.wait_until(lambda: proc.poll() is not None or _listening(ns, port), 30.0)
-        or proc.poll() is not None
-    ):
-        tail = log.read_text(errors="replace").strip().splitlines()[-3:]
-        raise netns.LabCommandError(
-            f"{what} did not start (see {log}): {' / '.join(tail) or 'no output'}"
-        )
+
+    def started() -> None:
+        # `ip netns exec` execs the program, so the pid is its own.
+        if (
+            not netns.wait_until(lambda: proc.poll() is not None or _listening(ns, port), 30.0)
+            or proc.poll() is not None
+        ):
+            tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+            raise netns.LabCommandError(
+                f"{what} did not start (see {log}): {' / '.join(tail) or 'no output'}"
+            )
+
+    if wait:
+        started()
+    return started
 
 
 def _listening(ns: str, port: int) -> bool:

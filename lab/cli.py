@@ -159,6 +159,7 @@ def _up(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     lab_id = _lab_id(args.lab_id) if args.lab_id else names.lab_id_for(args.config)
     _require_root()
+    interrupt.redeliver_lost_interrupts()
     try:
         with interrupt.removed_on_interrupt(STATE_ROOT / lab_id, progress):
             plan = build.up(
@@ -280,6 +281,8 @@ def _switches(state_dir: Path) -> tuple[list[SwitchState], str | None]:
     """Each site switch's controller connection and flows, or why they cannot be read."""
     from lab import build, flows
 
+    if not (state_dir / build.CONFIG_FILE).exists():
+        return [], None  # a lab without sites (sso, hijack, leak) has no switches
     try:
         config = load(state_dir / build.CONFIG_FILE)
         return flows.states(config, build.plan_of(config, state_dir.name)), None
@@ -328,7 +331,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _scenario(args: argparse.Namespace) -> int:
-    from lab import scenarios
+    from lab import interrupt, scenarios
 
     known = scenarios.registry()
     if args.list:
@@ -350,6 +353,7 @@ def _scenario(args: argparse.Namespace) -> int:
         )
     lab_id = _lab_id(args.lab_id) if args.lab_id else None
     _require_root()
+    interrupt.redeliver_lost_interrupts()
     result = scenarios.run(known[args.name], lab_id, progress)
     emit(result.as_dict(), args.json, result.summary())
     return exitcodes.OK if result.ok else exitcodes.FAILURE

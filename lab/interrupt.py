@@ -6,7 +6,10 @@ leave the lab half-removed (the removal takes seconds; SIGTERM still stops it, a
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +18,28 @@ from lab import build
 
 def _quiet(_: str) -> None:
     pass
+
+
+RESEND_AFTER = 0.05  # seconds: a callback's rest is far shorter
+
+
+def redeliver_lost_interrupts() -> None:
+    """Make a Ctrl-C that Python would drop stop the build after all. Python runs its
+    SIGINT handler between bytecodes, so it can land inside a callback whose exceptions are
+    only printed ("Exception ignored in ..."), e.g. logging's at-fork hook while pyroute2
+    forks into a namespace; the build would go on as if no key was pressed. Such a lost
+    KeyboardInterrupt comes back as a new SIGINT, sent from a timer thread a moment later,
+    so that it lands once the callback has returned (signal.raise_signal would run the
+    handler inside it again); should it be lost again, this hook sends the next one."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable: sys.UnraisableHookArgs) -> None:
+        if issubclass(unraisable.exc_type, KeyboardInterrupt):
+            threading.Timer(RESEND_AFTER, os.kill, (os.getpid(), signal.SIGINT)).start()
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
 
 
 @contextlib.contextmanager

@@ -71,6 +71,21 @@ def sso_netns(lab_id: str) -> str:
     return f"{lab_id}.sso"
 
 
+def peering_netns(lab_id: str) -> str:
+    """The namespace of a BGP lab's peering LAN (lab.bgp), where every router meets."""
+    return f"{lab_id}.peering"
+
+
+def router_netns(lab_id: str, asn: int) -> str:
+    """A BGP router's namespace, named after its AS: `<lab>.as64500`."""
+    return f"{lab_id}.as{asn}"
+
+
+def guard_netns(lab_id: str) -> str:
+    """The namespace our BGP guard (`overcast guard watch`) runs in."""
+    return f"{lab_id}.guard"
+
+
 def lab_netns(lab_id: str, namespaces: Iterable[str]) -> list[str]:
     """The namespaces among `namespaces` that belong to lab `lab_id`, by their names."""
     return [n for n in namespaces if n.startswith((f"{lab_id}-", f"{lab_id}."))]
@@ -91,6 +106,8 @@ WAN_IF = "wan"  # a site's underlay NIC (wan-<network> on each named underlay ne
 MGMT_IF = "mgmt"  # a site's management NIC, toward the controller
 WAN_BRIDGE = "wan"  # the Linux bridge that is the underlay "internet"
 MGMT_BRIDGE = "mgmt"  # the Linux bridge of the management network
+PEERING_BRIDGE = "peering"  # the Linux bridge of a BGP lab's peering LAN
+PEERING_IF = "lan"  # a BGP router's (and the guard's) NIC on the peering LAN
 
 
 def wan_if(network: str | None = None) -> str:

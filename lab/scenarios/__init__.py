@@ -95,9 +95,10 @@ class SitelessScenario:
 
 def registry() -> dict[str, Scenario | SitelessScenario]:
     """Every scenario that is built, by name."""
-    from lab.scenarios import rotate, sso, stretch
+    from lab.scenarios import hijack, leak, rotate, sso, stretch
 
-    return {s.name: s for s in (stretch.SCENARIO, rotate.SCENARIO, sso.SCENARIO)}
+    built = (stretch.SCENARIO, rotate.SCENARIO, sso.SCENARIO, hijack.SCENARIO, leak.SCENARIO)
+    return {s.name: s for s in built}
 
 
 def run(

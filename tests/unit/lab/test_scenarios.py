@@ -10,7 +10,7 @@ from tests.unit.lab.test_plan import make_plan
 
 def test_only_built_scenarios_are_registered_and_their_labs_load() -> None:
     known = scenarios.registry()
-    assert {"stretch", "rotate", "sso"} <= set(known)
+    assert {"stretch", "rotate", "sso", "hijack", "leak"} <= set(known)
     for scenario in known.values():
         if isinstance(scenario, Scenario):
             scenario.config()
@@ -60,6 +60,8 @@ def test_list_says_what_each_scenario_proves(capsys: pytest.CaptureFixture[str])
     listed = {s["name"]: s["promise"] for s in json.loads(capsys.readouterr().out)["scenarios"]}
     assert "segments" in listed["stretch"] and "rotates" in listed["rotate"]
     assert "signs in" in listed["sso"]
+    assert "hijack alert" in listed["hijack"]
+    assert "leaker" in listed["leak"]
     assert main(["lab", "scenario", "--list"]) == 0
     assert capsys.readouterr().out.startswith("stretch ")
 
@@ -67,7 +69,7 @@ def test_list_says_what_each_scenario_proves(capsys: pytest.CaptureFixture[str])
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["hijack"], "no scenario 'hijack'; there are: stretch"),
+        (["rotate-all"], "no scenario 'rotate-all'; there are: stretch, rotate, sso, hijack, leak"),
         (["stretch", "--list"], "not both"),
         ([], "name a scenario"),
         (["stretch", "--id", "BAD"], "'BAD' is not a lab id"),
