@@ -1,19 +1,35 @@
-"""The demo: traffic between hosts at different sites of a built lab, through each site's
-OVS (programmed only by our controller), VXLAN and WireGuard."""
+"""The demo: the whole story on the built-in config, step by step, into one report.
+
+Two enterprise sites (hq, branch) and two cloud sites at two vendors (cloud-a, cloud-b)
+share one stretched Ethernet segment over two carriers (isp-a, isp-b). The story builds the
+lab, carries traffic between every pair of sites, fails a carrier under a 1 ms probe stream
+and measures the gap, raises a BGP hijack alert, and signs a user in through the SSO
+gateway, then removes the lab. Each step returns checks with their figures
+(lab.scenarios.Check). A step whose part is not built yet is reported as not run, never
+faked. Everything said along the way is kept with its time for the report's timeline
+(lab.demo_report)."""
 
 from __future__ import annotations
 
-import itertools
+import os
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
-from lab import faults, probe, traffic
-from lab.plan import HostPlan, LabPlan
+from lab import build, demo_steps, flows, interrupt, names, netns, pathlog
+from lab.plan import STATE_ROOT, HostPlan, LabPlan
+from lab.scenarios import Check, Progress
 from overcast.config import OvercastConfig, loads
 
 BUILT_IN = "demo.yaml"
+Status = Literal["passed", "failed", "not run"]
+
+
+def _quiet(_: str) -> None:
+    pass
 
 
 def built_in() -> tuple[OvercastConfig, str]:
@@ -22,130 +38,250 @@ def built_in() -> tuple[OvercastConfig, str]:
     return loads(text, source=f"built-in {BUILT_IN}"), text
 
 
-def cross_site_pairs(plan: LabPlan) -> list[tuple[HostPlan, HostPlan]]:
-    """Every pair of hosts on one segment at different sites."""
-    return [
-        (a, b)
-        for a, b in itertools.combinations(plan.hosts, 2)
-        if a.segment == b.segment and a.site != b.site
-    ]
+# -- what a run keeps --------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class ProviderFailure:
-    """The most preferred underlay network fails while a 1 ms probe stream runs between
-    two sites, then comes back: how long the pair was unheard from each time."""
-
-    underlay: str
-    source: str
-    target: str
-    hold_down_s: float
-    failover: probe.Outage | None  # None: not one probe lost
-    failback: probe.Outage | None
-    recovered: bool  # probes were answered again after the failure and after the return
-
-    @property
-    def ok(self) -> bool:
-        """The pair kept (or got back) its connectivity. The gap is shown against the
-        target, not judged here: bench/failover.py measures it properly."""
-        return self.recovered
+class Event:
+    at_s: float  # seconds since the story began
+    step: str
+    text: str
 
     def as_dict(self) -> dict[str, Any]:
-        def gap(o: probe.Outage | None) -> dict[str, float]:
-            return {"gap_ms": round(o.gap_ms, 1), "lost": o.lost} if o else {"gap_ms": 0, "lost": 0}
+        return {"at_s": round(self.at_s, 2), "step": self.step, "text": self.text}
 
+
+@dataclass(frozen=True)
+class StepResult:
+    name: str
+    title: str
+    status: Status
+    started_s: float
+    ended_s: float
+    checks: tuple[Check, ...] = ()
+    note: str = ""  # why it failed before its checks, or why it did not run
+
+    def as_dict(self) -> dict[str, Any]:
         return {
-            "underlay": self.underlay,
-            "source": self.source,
-            "target": self.target,
-            "hold_down_s": self.hold_down_s,
-            "failover": gap(self.failover),
-            "failback": gap(self.failback),
-            "target_gap_ms": TARGET_GAP_MS,
-            "ok": self.ok,
+            "name": self.name,
+            "title": self.title,
+            "status": self.status,
+            "started_s": round(self.started_s, 2),
+            "seconds": round(self.ended_s - self.started_s, 2),
+            "note": self.note,
+            "checks": [c.as_dict() for c in self.checks],
         }
 
-    def __str__(self) -> str:
-        def gap(o: probe.Outage | None) -> str:
-            if o is None:
-                return "no probe lost"
-            over = "" if o.gap_ms <= TARGET_GAP_MS else f" (over the {TARGET_GAP_MS:.0f} ms target)"
-            return f"gap {o.gap_ms:.0f} ms{over}, {o.lost} probes lost"
-
-        return (
-            f"provider {self.underlay} fails, probes every 1 ms {self.source} -> {self.target}: "
-            f"{gap(self.failover)}\n  {self.underlay} back: traffic returns after the "
-            f"{self.hold_down_s:g} s hold-down, {gap(self.failback)}"
-        )
-
-
-TARGET_GAP_MS = 300.0  # issue 8: a failover leaves a site pair without a path at most this
-
 
 @dataclass(frozen=True)
-class Report:
+class DemoRun:
     lab_id: str
-    pings: tuple[traffic.PingResult, ...]
-    throughput: tuple[traffic.Throughput, ...]
-    provider_failure: ProviderFailure | None = None
+    config: OvercastConfig
+    config_text: str
+    started_at: datetime
+    seconds: float
+    steps: tuple[StepResult, ...]
+    events: tuple[Event, ...]
+    hosts: tuple[HostPlan, ...]
+    paths_end: pathlog.Snapshot | None  # each path's role when the steps were done
+    paths_detour: pathlog.Snapshot | None  # most traffic off its preferred carrier
+    load: tuple[float, float, float]  # the machine's load average when it ended
+    kept: bool
 
     @property
     def ok(self) -> bool:
-        return (
-            all(p.ok for p in self.pings)
-            and all(t.bits_per_second > 0 for t in self.throughput)
-            and (self.provider_failure is None or self.provider_failure.ok)
-        )
+        """Every step that ran passed (steps not run are named in the report)."""
+        return all(s.status != "failed" for s in self.steps)
 
     def as_dict(self) -> dict[str, Any]:
-        failure = self.provider_failure
         return {
             "lab_id": self.lab_id,
             "ok": self.ok,
-            "pings": [p.as_dict() for p in self.pings],
-            "throughput": [t.as_dict() for t in self.throughput],
-            "provider_failure": failure.as_dict() if failure else None,
+            "started_at": self.started_at.isoformat(timespec="seconds"),
+            "seconds": round(self.seconds, 1),
+            "load_average": self.load,
+            "kept": self.kept,
+            "steps": [s.as_dict() for s in self.steps],
+            "not_run": [s.name for s in self.steps if s.status == "not run"],
+            "hosts": [
+                {"host": h.label, "address": str(h.address), "mtu": h.mtu} for h in self.hosts
+            ],
+            "paths_end": self.paths_end.as_dict() if self.paths_end else None,
+            "paths_detour": self.paths_detour.as_dict() if self.paths_detour else None,
+            "events": [e.as_dict() for e in self.events],
         }
 
 
-def run(plan: LabPlan, config: OvercastConfig, seconds: int = 3) -> Report:
-    """Ping every cross-site pair, then one iperf3 TCP run per pair; with two or more
-    underlay networks, fail the preferred one under a probe stream and bring it back."""
-    pairs = cross_site_pairs(plan)
-    pings = tuple(
-        traffic.ping(a.netns, b.address.ip, a.label, f"{b.label} ({b.address.ip})")
-        for a, b in pairs
-    )
-    throughput = tuple(
-        traffic.iperf3(b.netns, b.address.ip, a.netns, a.label, b.label, seconds) for a, b in pairs
-    )
-    failure = provider_failure(plan, config, *pairs[0]) if len(plan.underlays) > 1 else None
-    return Report(plan.lab_id, pings, throughput, failure)
+# -- telling it --------------------------------------------------------------------------
 
 
-def provider_failure(
-    plan: LabPlan, config: OvercastConfig, source: HostPlan, target: HostPlan
-) -> ProviderFailure:
-    underlay = plan.underlays[0].name
-    hold = config.bridge.failover.hold_down_s
-    with probe.ProbeStream(source.netns, target.netns, target.address.ip) as probes:
-        time.sleep(1.0)
-        broken = time.monotonic()
-        faults.provider_down(plan, underlay)
-        time.sleep(2.0)
-        healed = time.monotonic()
-        faults.provider_up(plan, underlay)
-        # BFD's first packets after a failure come a second apart (RFC 5880 section 6.8.3),
-        # then the hold-down: traffic is back on the preferred path well within this.
-        time.sleep(hold + 4.0)
-        back = time.monotonic()
-    last = probes.last_answered()
-    return ProviderFailure(
-        underlay,
-        source.label,
-        target.label,
-        hold,
-        probes.worst(since=broken, until=healed),
-        probes.worst(since=healed),
-        recovered=last is not None and last >= back - 1.0,
+@dataclass
+class Story:
+    """Runs steps, tells what happens as it happens (`echo`) and keeps it, timed."""
+
+    echo: Progress = _quiet
+    t0: float = field(default_factory=time.monotonic)
+    step: str = ""
+    events: list[Event] = field(default_factory=list)
+    results: list[StepResult] = field(default_factory=list)
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def __call__(self, line: str) -> None:
+        at = self.now()
+        self.events.append(Event(at, self.step, line))
+        self.echo(f"[{at:6.1f}s] {line}")
+
+    def run(self, name: str, title: str, act: Callable[[], list[Check]]) -> StepResult:
+        self.step = name
+        self(f"step {name}: {title}")
+        started = self.now()
+        try:
+            checks, note = tuple(act()), ""
+        except Exception as exc:
+            checks, note = (), str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        ok = bool(checks) and not note and all(c.ok for c in checks)
+        for c in checks:
+            self(f"{'pass' if c.ok else 'FAIL'}  {c.name}: {c.detail}")
+        if note:
+            self(f"FAIL  {name}: {note}")
+        return self._keep(
+            StepResult(name, title, "passed" if ok else "failed", started, self.now(), checks, note)
+        )
+
+    def not_run(self, name: str, title: str, why: str) -> StepResult:
+        self.step = name
+        self(f"step {name}: not run: {why}")
+        at = self.now()
+        return self._keep(StepResult(name, title, "not run", at, at, note=why))
+
+    def _keep(self, result: StepResult) -> StepResult:
+        self.results.append(result)
+        return result
+
+
+def run(
+    config: OvercastConfig,
+    config_text: str,
+    lab_id: str,
+    *,
+    seconds: int = 2,
+    keep: bool = False,
+    progress: Progress = _quiet,
+) -> DemoRun:
+    """Build the lab, run every step of the story on it, and (unless `keep`) remove it,
+    also when a step fails or on Ctrl-C (then nothing is reported: the interrupt goes on)."""
+    story = Story(progress)
+    started_at = datetime.now(UTC)
+    plan: list[LabPlan] = []
+    end = detour = None
+    try:
+        built = story.run(
+            "build",
+            "sites, switches programmed by our controller, tunnels with BFD on every path",
+            lambda: _build(config, config_text, lab_id, story, plan),
+        )
+        if built.status == "passed":
+            with pathlog.PathLog(plan[0], story.t0, story) as paths:
+                for step in demo_steps.steps(seconds):
+                    if step.act is None:
+                        story.not_run(step.name, step.title, step.missing)
+                    else:
+                        story.run(step.name, step.title, _bound(step.act, config, plan[0], story))
+                # The picture's end state: give a path back from a failure its hold-down.
+                story.step = "end"
+                if not paths.settle(config.bridge.failover.hold_down_s + 10):
+                    story("the end state: not every peer is back on its preferred underlay")
+                end, detour = paths.now(), paths.detour()
+        else:
+            for step in demo_steps.steps(seconds):
+                story.not_run(step.name, step.title, "the lab did not build")
+    finally:
+        if not keep:
+            with interrupt.sigint_ignored():
+                story.run(
+                    "teardown",
+                    "remove the lab and everything it made",
+                    lambda: _down(lab_id, story),
+                )
+    return DemoRun(
+        lab_id=lab_id,
+        config=config,
+        config_text=config_text,
+        started_at=started_at,
+        seconds=story.now(),
+        steps=tuple(story.results),
+        events=tuple(story.events),
+        hosts=plan[0].hosts if plan else (),
+        paths_end=end,
+        paths_detour=detour,
+        load=os.getloadavg(),
+        kept=keep,
     )
+
+
+def _bound(
+    act: demo_steps.Act, config: OvercastConfig, plan: LabPlan, story: Story
+) -> Callable[[], list[Check]]:
+    return lambda: act(config, plan, story)
+
+
+def _build(
+    config: OvercastConfig, text: str, lab_id: str, story: Story, out: list[LabPlan]
+) -> list[Check]:
+    t = time.monotonic()
+    plan = build.up(config, lab_id, f"built-in {BUILT_IN}", text, story)
+    out.append(plan)
+    built = time.monotonic() - t
+    story(f"lab {lab_id}: waiting for the controller to program every switch")
+    checks = [
+        Check(
+            f"switch {s.site} programmed",
+            s.programmed,
+            f"{s.flows}/{s.planned} planned flows from our controller",
+            {"flows": s.flows, "planned": s.planned},
+        )
+        for s in flows.wait_programmed(config, plan)
+    ]
+    paths = sum(1 for site in plan.sites for _ in site.dataplane.tunnels())
+    if config.underlays:
+        story(f"lab {lab_id}: waiting for every path's BFD session")
+        flows.wait_paths_up(plan)
+        checks.append(
+            Check("BFD up on every path", True, f"{paths} tunnel ports, BFD up", {"tunnels": paths})
+        )
+    mtus = sorted({h.mtu for h in plan.hosts})
+    checks.append(
+        Check(
+            "lab built",
+            True,
+            f"{len(plan.sites)} sites, {len(plan.hosts)} hosts at MTU {', '.join(map(str, mtus))} "
+            f"(computed by the bridge plan), built in {built:.1f} s",
+            {
+                "sites": len(plan.sites),
+                "hosts": len(plan.hosts),
+                "host_mtu": mtus[0],
+                "build_s": round(built, 1),
+            },
+        )
+    )
+    return checks
+
+
+def _down(lab_id: str, story: Story) -> list[Check]:
+    t = time.monotonic()
+    build.down(STATE_ROOT / lab_id, story)
+    took = time.monotonic() - t
+    left = names.lab_netns(lab_id, netns.all_names())
+    left += [str(STATE_ROOT / lab_id)] if (STATE_ROOT / lab_id).exists() else []
+    return [
+        Check(
+            "lab removed",
+            not left,
+            f"processes, namespaces and files gone in {took:.1f} s"
+            if not left
+            else f"still there: {', '.join(left)}",
+            {"teardown_s": round(took, 1)},
+        )
+    ]

@@ -39,7 +39,7 @@ def _on_link(host: HostPlan, other: HostPlan) -> None:
     netns.run(host.netns, ["ip", "route", "replace", str(other.address.network), "dev", "eth0"])
 
 
-def _ping(a_netns: str, a: str, b: str, target: IPAddress) -> Check:
+def ping_check(a_netns: str, a: str, b: str, target: IPAddress) -> Check:
     p = traffic.ping(a_netns, target, a, b, count=PINGS)
     return Check(
         f"ping {a} -> {b}",
@@ -50,16 +50,17 @@ def _ping(a_netns: str, a: str, b: str, target: IPAddress) -> Check:
     )
 
 
-def _tcp(a_netns: str, a: str, b_netns: str, b: str, target: IPAddress) -> Check:
+def tcp_check(
+    a_netns: str, a: str, b_netns: str, b: str, target: IPAddress, seconds: int = TCP_SECONDS
+) -> Check:
     try:
-        t = traffic.iperf3(b_netns, target, a_netns, a, b, TCP_SECONDS)
+        t = traffic.iperf3(b_netns, target, a_netns, a, b, seconds)
     except netns.LabCommandError as exc:
         return Check(f"TCP {a} -> {b}", False, str(exc))
     return Check(
         f"TCP {a} -> {b}",
         t.bits_per_second > 0,
-        f"{t.bits_per_second / 1e6:.0f} Mbit/s, {t.retransmits} retransmits "
-        f"(iperf3, {TCP_SECONDS} s)",
+        f"{t.bits_per_second / 1e6:.0f} Mbit/s, {t.retransmits} retransmits (iperf3, {seconds} s)",
         {"bits_per_second": t.bits_per_second, "retransmits": t.retransmits},
     )
 
@@ -68,8 +69,8 @@ def act(config: OvercastConfig, plan: LabPlan, progress: Progress) -> list[Check
     checks = []
     for a, b in _cross_site(plan):
         progress(f"stretch: ping and TCP {a.label} -> {b.label}")
-        checks.append(_ping(a.netns, a.label, b.label, b.address.ip))
-        checks.append(_tcp(a.netns, a.label, b.netns, b.label, b.address.ip))
+        checks.append(ping_check(a.netns, a.label, b.label, b.address.ip))
+        checks.append(tcp_check(a.netns, a.label, b.netns, b.label, b.address.ip))
     for a, b in _other_segment(plan):
         progress(f"stretch: isolation {a.label} -x- {b.label}")
         _on_link(a, b)
@@ -91,8 +92,8 @@ def act(config: OvercastConfig, plan: LabPlan, progress: Progress) -> list[Check
     for x, y in itertools.permutations(lans, 2):
         if x.segment == y.segment and x.site != y.site:
             progress(f"stretch: routed ping and TCP {x.label} -> {y.label}")
-            checks.append(_ping(x.netns, x.label, y.label, y.address.ip))
-            checks.append(_tcp(x.netns, x.label, y.netns, y.label, y.address.ip))
+            checks.append(ping_check(x.netns, x.label, y.label, y.address.ip))
+            checks.append(tcp_check(x.netns, x.label, y.netns, y.label, y.address.ip))
     # A routed LAN has a default route, yet no L2 segment's host is reachable from it.
     for lan in lans[:1]:
         for host in (h for h in plan.hosts if h.site != lan.site):

@@ -1,35 +1,68 @@
-"""The first end-to-end slice: the built-in demo lab (two enterprise sites, one provider
-site, one L2 segment stretched across all three with VXLAN inside wireguard-go), forwarded
-only by our controller. Built and checked through the real CLI, then torn down to nothing."""
+"""The demo end to end: the built-in lab (two enterprise sites, two cloud sites at two vendors,
+one L2 segment stretched across all four with VXLAN inside wireguard-go, over two carriers),
+forwarded only by our controller, run through the real CLI: every step of the story, then
+the lab checked while kept, torn down to nothing, and the HTML report rendered by headless
+Chromium to a PNG whose pixels and whose page's elements are checked."""
 
 from __future__ import annotations
 
 import json
+import os
+import struct
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from controller.pipeline import COOKIE_BASE
-from lab import build, demo, switch
-from tests.conftest import require_binaries
+from lab import build, demo, scenarios, switch
+from tests.conftest import require, require_binaries
+from tests.integration.gateway.sso_peers import JS, NODE, require_js
 from tests.integration.lab.conftest import leftovers, overcast
 
-pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.root, pytest.mark.timeout(480)]
+
+SITES = ["hq", "branch", "cloud-a", "cloud-b"]
+PAIRS = 6  # every pair of the four sites
 
 
-def test_demo_carries_ping_and_tcp_between_sites_and_leaves_nothing(lab_id: str) -> None:
+def test_demo_tells_the_story_reports_it_and_leaves_nothing(lab_id: str, tmp_path: Path) -> None:
     require_binaries(
         "ovsdb-server", "ovs-vswitchd", "wireguard-go", "wg", "iperf3", "ping", "ethtool", "ss"
     )
-    run = overcast("lab", "demo", "--id", lab_id, "--keep", "--json", "--seconds", "1", timeout=150)
-    assert run.returncode == 0, run.stderr[-2000:]
+    require(
+        os.access("/usr/bin/chromium", os.X_OK),
+        "/usr/bin/chromium missing (apt-get install chromium)",
+    )
+    require_js("playwright-core")
+    html = tmp_path / "report.html"
+    run = overcast(
+        *("lab", "demo", "--id", lab_id, "--keep", "--json", "--seconds", "1"),
+        *("--report", str(html)),
+        timeout=420,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout)
-    assert report["ok"] and report["lab_id"] == lab_id
-    # hq, branch and cloud-a: every pair of sites, both ping and TCP.
-    assert len(report["pings"]) == 3
-    assert all(p["received"] == p["sent"] == 5 for p in report["pings"])
-    assert len(report["throughput"]) == 3
-    assert all(t["bits_per_second"] > 1e6 for t in report["throughput"])
+    assert report["ok"] and report["lab_id"] == lab_id and report["report"] == str(html)
+    steps = {s["name"]: s for s in report["steps"]}
+    # A step whose part is built runs and passes; one that is not is said not to have run.
+    built = scenarios.registry()
+    want = {"build": "passed", "traffic": "passed", "failover": "passed"}
+    want |= {n: "passed" if n in built else "not run" for n in ("hijack", "sso")}
+    assert {n: s["status"] for n, s in steps.items()} == want
+    assert report["not_run"] == [n for n, s in want.items() if s == "not run"]
+    # Every pair of sites, both ping and TCP.
+    traffic = steps["traffic"]["checks"]
+    pings = [c["figures"] for c in traffic if c["name"].startswith("ping")]
+    rates = [c["figures"]["bits_per_second"] for c in traffic if c["name"].startswith("TCP")]
+    assert len(pings) == PAIRS and all(p["received"] == p["sent"] == 5 for p in pings)
+    assert len(rates) == PAIRS and all(r > 1e6 for r in rates)
+    # The carrier failure was measured: a gap (or none) for the failover and the failback.
+    assert all("gap_ms" in c["figures"] for c in steps["failover"]["checks"])
+    # Traffic moved to the other carrier and back, as the switches did it.
+    assert report["paths_detour"] is not None
+    assert any(e["text"].startswith("paths: isp-a -> isp-b") for e in report["events"])
 
     # Forwarding comes only from our controller: every flow carries its cookie, none uses
     # NORMAL, and the tunnels really are wireguard-go (no kernel module here).
@@ -50,9 +83,55 @@ def test_demo_carries_ping_and_tcp_between_sites_and_leaves_nothing(lab_id: str)
     status = overcast("lab", "status", lab_id, "--json", timeout=150)
     assert status.returncode == 0, status.stdout + status.stderr
     (lab,) = json.loads(status.stdout)["labs"]
-    assert lab["healthy"] and [s["site"] for s in lab["switches"]] == ["hq", "branch", "cloud-a"]
+    assert lab["healthy"] and [s["site"] for s in lab["switches"]] == SITES
     assert all(s["connected"] and s["programmed"] for s in lab["switches"])
 
     down = overcast("lab", "down", lab_id, timeout=150)
     assert down.returncode == 0, down.stderr
     assert leftovers(lab_id) == []
+
+    page = render(html, tmp_path / "report.png")
+    assert page["external"] == []  # self-contained: it asked for nothing but itself
+    assert page["verdict"] == {"text": "PASS", "ok": "true"}
+    assert [(s["name"], s["status"]) for s in page["steps"]] == list(want.items())
+    assert [(b["step"], b["status"]) for b in page["bars"]] == list(want.items())
+    assert sorted(page["sites"]) == sorted(SITES)
+    assert sorted(page["providers"]) == ["vendor-a", "vendor-b"]
+    assert page["segments"] == ["finance"] * 4
+    tunnels = page["tunnels"]
+    assert len(tunnels) == PAIRS * 2
+    assert {t["underlay"] for t in tunnels} == {"isp-a", "isp-b"}
+    assert {t["role"] for t in tunnels} <= {"active", "standby", "held", "down"}
+    assert "active" in {t["role"] for t in tunnels}
+    assert "active" in page["detour"] and page["moves"] >= 2
+    assert page["checks"] and "false" not in page["checks"]
+    # The PNG: the size the page has, not blank, the picture drawn where the page put it.
+    png = page["png"]
+    assert png_size(tmp_path / "report.png") == (png["width"], png["height"])
+    topology = page["boxes"]["topology"]
+    assert png["width"] >= 1000 and png["height"] >= topology["y"] + topology["height"]
+    assert png["whole"]["colours"] > 200 and png["whole"]["ink"] > 0.03
+    assert png["topology"]["colours"] > 100 and png["topology"]["ink"] > 0.03
+    assert page["boxes"]["timeline"] and page["boxes"]["story"]
+
+
+def render(html: Path, png: Path) -> dict[str, Any]:
+    """The report in headless Chromium (tests/js/demo_report.mjs): what its page shows."""
+    done = subprocess.run(
+        [str(NODE), str(JS / "demo_report.mjs"), str(html), str(png)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    page: dict[str, Any] = json.loads(done.stdout)
+    return page
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """Width and height from a PNG's IHDR chunk (RFC 2083 section 4.1.1)."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", f"{path} is no PNG"
+    width, height = struct.unpack("!II", data[16:24])
+    return width, height

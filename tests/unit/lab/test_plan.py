@@ -32,15 +32,16 @@ def test_every_name_carries_the_lab_id(demo: OvercastConfig) -> None:
         "oc1234wg0",
         "oc1234wg1",
         "oc1234wg2",
+        "oc1234wg3",
     ]
 
 
 def test_sites_get_distinct_dpids_and_management_addresses(demo: OvercastConfig) -> None:
     lab = make_plan(demo)
-    assert [s.name for s in lab.sites] == ["hq", "branch", "cloud-a"]
-    assert len({s.dpid for s in lab.sites}) == 3
+    assert [s.name for s in lab.sites] == ["hq", "branch", "cloud-a", "cloud-b"]
+    assert len({s.dpid for s in lab.sites}) == 4
     mgmt = {s.mgmt for s in lab.sites} | {lab.controller}
-    assert len(mgmt) == 4
+    assert len(mgmt) == 5
     assert all(m.network == ipaddress.ip_network("198.18.0.0/24") for m in mgmt)
     assert lab.controller_target == "tcp:198.18.0.1:6653"
 
@@ -59,9 +60,9 @@ def test_hosts_use_the_bridge_plans_inner_mtu(demo: OvercastConfig) -> None:
 
 def test_hosts_get_unique_addresses_and_macs(demo: OvercastConfig) -> None:
     lab = make_plan(demo)
-    assert len(lab.hosts) == 3
-    assert len({h.address for h in lab.hosts}) == 3
-    assert len({h.mac for h in lab.hosts}) == 3
+    assert len(lab.hosts) == 4
+    assert len({h.address for h in lab.hosts}) == 4
+    assert len({h.mac for h in lab.hosts}) == 4
     assert all(h.address.network == ipaddress.ip_network("198.19.0.0/24") for h in lab.hosts)
     assert [h.port for h in lab.hosts_at("hq")] == ["finance-1"]
 
@@ -88,7 +89,7 @@ def test_one_underlay_namespace_per_network(demo: OvercastConfig) -> None:
 def test_the_fabric_the_controller_derives_lists_hosts_and_tunnels(demo: OvercastConfig) -> None:
     lab = make_plan(demo)
     fab = derive(demo, discovered(lab))  # what the lab's OVSDB tags tell the controller
-    assert set(fab.switches) == {"hq", "branch", "cloud-a"}
+    assert set(fab.switches) == {"hq", "branch", "cloud-a", "cloud-b"}
     hq = fab.switches["hq"]
     assert hq.dpid == 1 and hq.bridge == "br-overcast"
     access = [p for p in hq.ports if p.kind == "access"]
@@ -96,10 +97,10 @@ def test_the_fabric_the_controller_derives_lists_hosts_and_tunnels(demo: Overcas
         ("finance-1", "finance", (lab.hosts_at("hq")[0].mac,))
     ]
     tunnels = [p for p in hq.ports if p.kind == "tunnel"]
-    # Two peers over two underlay networks: one tunnel per path.
-    assert len(tunnels) == 4 and {p.segment for p in tunnels} == {"finance"}
+    # Three peers over two underlay networks: one tunnel per path.
+    assert len(tunnels) == 6 and {p.segment for p in tunnels} == {"finance"}
     assert {(p.peer, p.underlay) for p in tunnels} == {
-        (peer, net) for peer in ("branch", "cloud-a") for net in ("isp-a", "isp-b")
+        (peer, net) for peer in ("branch", "cloud-a", "cloud-b") for net in ("isp-a", "isp-b")
     }
     # Every tunnel port is a device the bridge plan creates at that site.
     assert {p.name for p in tunnels} == {t.name for t in lab.site("hq").dataplane.tunnels()}

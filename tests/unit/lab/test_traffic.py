@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from bridge.keys import generate_private_key, public_key_of
-from lab import demo
+from lab import demo, demo_steps
 from lab.flows import SwitchState
 from lab.netns import LabCommandError
 from lab.plan import plan_lab
@@ -67,14 +67,20 @@ def test_demo_checks_every_cross_site_pair() -> None:
     config, _ = demo.built_in()
     assert config == load(Path(demo.__file__).with_name(demo.BUILT_IN))
     keys = {site: public_key_of(generate_private_key()) for site in config.sites}
-    pairs = demo.cross_site_pairs(plan_lab(config, "oc1234", keys))
+    pairs = demo_steps.cross_site_pairs(plan_lab(config, "oc1234", keys))
     assert [(a.site, b.site) for a, b in pairs] == [
         ("hq", "branch"),
         ("hq", "cloud-a"),
+        ("hq", "cloud-b"),
         ("branch", "cloud-a"),
+        ("branch", "cloud-b"),
+        ("cloud-a", "cloud-b"),
     ]
     roles = {config.sites[s].role for s in config.sites}
     assert roles == {"enterprise", "provider"}
+    # Two enterprise sites, two cloud vendors, two carriers.
+    assert {config.sites[s].provider for s in config.sites} == {None, "vendor-a", "vendor-b"}
+    assert len(config.underlays) == 2
 
 
 def test_a_switch_is_programmed_only_when_connected_complete_and_matching() -> None:
