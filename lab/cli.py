@@ -322,7 +322,7 @@ def _demo(args: argparse.Namespace) -> int:
         f"lab {lab_id}: {len(config.sites)} sites, {len(run.hosts)} hosts",
         *(f"  {s.name:<9} {s.status:<8} {demo_report.headline(s)}" for s in run.steps),
         f"result: {'ok' if run.ok else 'FAILED'}"
-        + (f" ({len(not_run)} steps not run: {', '.join(not_run)})" if not_run else "")
+        + (f" (not run: {', '.join(not_run)})" if not_run else "")
         + f", {run.seconds:.0f} s in all",
         f"lab kept: remove it with `overcast lab down {lab_id}`"
         if args.keep

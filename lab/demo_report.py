@@ -119,13 +119,22 @@ def headline(step: StepResult) -> str:
         c.figures["bits_per_second"] / 1e6 for c in step.checks if "bits_per_second" in c.figures
     ]
     gaps = [
-        f"{c.name}: {c.figures['gap_ms']:.0f} ms gap" for c in step.checks if "gap_ms" in c.figures
+        f"{c.name}: "
+        + (
+            f"{c.figures['gap_ms']:.0f} ms gap"
+            if c.figures["gap_ms"] or c.figures.get("lost")
+            else "no probe lost"
+        )
+        for c in step.checks
+        if "gap_ms" in c.figures
     ]
     if rates:
         return f"{passed}; TCP {min(rates):.0f} to {max(rates):.0f} Mbit/s{took}"
     if gaps:
         return f"{passed}; {'; '.join(gaps)}{took}"
-    return f"{passed}; {step.checks[-1].detail}{took}" if step.checks else passed
+    if step.name in ("build", "teardown"):
+        return f"{passed}; {step.checks[-1].detail}{took}"
+    return f"{passed}: {'; '.join(c.name for c in step.checks)}{took}"
 
 
 # -- the topology -------------------------------------------------------------------------
@@ -144,7 +153,7 @@ def _topology_figures(run: DemoRun) -> str:
     if run.paths_detour:
         at = run.paths_detour.at_s
         out.append(
-            f"<figure>{_topology(run, run.paths_detour, 'topology-detour')}<figcaption>"
+            f"<figure>{_topology(run, run.paths_detour, 'topology-detour', services=False)}<figcaption>"
             f"During the carrier failure, {at:.1f} s into the story: traffic on the other "
             "carrier.</figcaption></figure>"
         )
@@ -166,7 +175,7 @@ def _pair_role(snap: Snapshot | None, a: str, b: str, underlay: str) -> tuple[st
     return "unknown", said
 
 
-def _topology(run: DemoRun, snap: Snapshot | None, svg_id: str) -> str:
+def _topology(run: DemoRun, snap: Snapshot | None, svg_id: str, services: bool = True) -> str:
     config = run.config
     sites = list(config.sites)
     left = [s for s in sites if config.sites[s].role == "enterprise"]
@@ -176,7 +185,8 @@ def _topology(run: DemoRun, snap: Snapshot | None, svg_id: str) -> str:
     bw, bh = 176, 84  # site box
     width, top = 820, 40
     rows = max(len(left), len(right), 1)
-    height = top + rows * 150 + 40
+    below = top + rows * 150 + 10  # the guard and the gateway, below the sites
+    height = below + (SERVICE_H + 40 if services else 20)
     pos: dict[str, tuple[float, float]] = {}
     for column, x in ((left, 150), (right, width - 150)):
         for i, name in enumerate(column):
@@ -216,6 +226,10 @@ def _topology(run: DemoRun, snap: Snapshot | None, svg_id: str) -> str:
                 out.append(_tunnel(pos[a], pos[b], offset, role, u, underlays.index(u), a, b, said))
     for name in sites:
         out.append(_site(run, name, pos[name], bw, bh, segments))
+    if services:
+        steps = {s.name: s for s in run.steps}
+        for (step, label), x0 in zip(SERVICES, (20.0, width / 2 + 10), strict=True):
+            out.append(_service(steps.get(step), step, label, x0, below, width / 2 - 30))
     out.append(_legend(underlays, config, segments, height, width))
     out.append("</svg>")
     return "".join(out)
@@ -307,6 +321,52 @@ def _site(
         )
     out.append("</g>")
     return "".join(out)
+
+
+SERVICES = (("hijack", "BGP guard"), ("sso", "SSO gateway"))
+SERVICE_H = 92
+MARKS = {True: "\u2713", False: "\u2717"}  # check mark, ballot x
+
+
+def _service(step: StepResult | None, name: str, label: str, x: float, y: float, w: float) -> str:
+    """A box for a part beside the bridge (the guard, the gateway): what its step found.
+    A passed check that names an alert is an alert raised, drawn as one."""
+    status = step.status if step else "not run"
+    colour = STATUS_COLOURS[status]
+    lines: list[tuple[str, str, str]] = []  # text, colour, class
+    if step is None or status == "not run":
+        lines.append((f"not run: {step.note if step else 'no such step'}", "#6b7280", "line"))
+    elif step.note:
+        lines.append((step.note, "#b91c1c", "line"))
+    for c in step.checks if step else ():
+        alert = c.ok and "alert" in c.name.lower()
+        lines.append(
+            (
+                f"{MARKS[c.ok]} {c.name}",
+                "#b91c1c" if alert or not c.ok else "#111827",
+                "line alert" if alert else "line",
+            )
+        )
+    shown = lines[:4]
+    if len(lines) > 4:
+        shown.append((f"... and {len(lines) - 4} more", "#4b5563", "line"))
+    text = "".join(
+        f'<text class="{cls}" x="{x + 12}" y="{y + 40 + i * 13}" font-size="11" fill="{fill}">'
+        f"{escape(_clip(line, int(w / 6.2)))}</text>"
+        for i, (line, fill, cls) in enumerate(shown)
+    )
+    return (
+        f'<g class="service" data-step="{escape(name)}" data-status="{status}">'
+        f'<rect x="{x}" y="{y}" width="{w}" height="{SERVICE_H}" rx="8" fill="#fff" '
+        f'stroke="{colour}" stroke-width="1.5"/>'
+        f'<text x="{x + 12}" y="{y + 20}" font-size="14" font-weight="700">{escape(label)}</text>'
+        f'<text x="{x + w - 12}" y="{y + 20}" font-size="11" text-anchor="end" fill="{colour}">'
+        f"{escape(name)} step: {status}</text>{text}</g>"
+    )
+
+
+def _clip(text: str, chars: int) -> str:
+    return text if len(text) <= chars else text[: chars - 1] + "\u2026"
 
 
 def _legend(

@@ -40,14 +40,18 @@ def cross_site_pairs(plan: LabPlan) -> list[tuple[HostPlan, HostPlan]]:
 
 def steps(seconds: int) -> list[Step]:
     built = scenarios.registry()
-    failover = built["failover"].act if "failover" in built else provider_failure
     return [
         Step(
             "traffic",
             "ping and TCP between hosts at every pair of sites",
             partial(traffic, seconds=seconds),
         ),
-        Step("failover", "a carrier fails under a 1 ms probe stream, then comes back", failover),
+        _scenario(
+            built,
+            "failover",
+            "a carrier fails under a 1 ms probe stream, then comes back",
+            provider_failure,
+        ),
         _scenario(
             built,
             "hijack",
@@ -61,9 +65,22 @@ def steps(seconds: int) -> list[Step]:
     ]
 
 
-def _scenario(built: dict[str, scenarios.Scenario], name: str, title: str) -> Step:
-    if name in built:
-        return Step(name, title, built[name].act)
+def _scenario(
+    built: dict[str, scenarios.Scenario | scenarios.SitelessScenario],
+    name: str,
+    title: str,
+    until_built: Act | None = None,
+) -> Step:
+    """The scenario `name` as a step on the demo's lab (one without sites of its own gets
+    the lab's state dir, where it records what it makes, so the teardown removes it)."""
+    scenario = built.get(name)
+    if isinstance(scenario, scenarios.SitelessScenario):
+        siteless = scenario.act
+        return Step(name, title, lambda config, plan, progress: siteless(plan.state_dir, progress))
+    if scenario is not None:
+        return Step(name, title, scenario.act)
+    if until_built is not None:
+        return Step(name, title, until_built)
     return Step(name, title, None, f"lab/scenarios/{name}.py (issue 14) is not built yet")
 
 

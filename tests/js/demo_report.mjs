@@ -45,6 +45,12 @@ try {
       pair: e.dataset.pair, underlay: e.dataset.underlay, role: e.dataset.role,
     }))),
     detour: await all('#topology-detour g.tunnel', (els) => els.map((e) => e.dataset.role)),
+    services: await all('#topology g.service', (els) => els.map((e) => ({
+      step: e.dataset.step,
+      status: e.dataset.status,
+      lines: [...e.querySelectorAll('text.line')].map((t) => t.textContent),
+      alerts: e.querySelectorAll('text.alert').length,
+    }))),
     bars: await all('#timeline g.bar', (els) => els.map((e) => ({ step: e.dataset.step, status: e.dataset.status }))),
     moves: await all('#timeline g.move', (els) => els.length),
     checks: await all('table.checks tr.check', (els) => els.map((e) => e.dataset.ok)),

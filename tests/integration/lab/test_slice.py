@@ -17,8 +17,9 @@ import pytest
 
 from controller.pipeline import COOKIE_BASE
 from lab import build, demo, scenarios, switch
+from lab.idp import JS, NODE
 from tests.conftest import require, require_binaries
-from tests.integration.gateway.sso_peers import JS, NODE, require_js
+from tests.integration.gateway.sso_peers import require_js
 from tests.integration.lab.conftest import leftovers, overcast
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(480)]
@@ -104,6 +105,11 @@ def test_demo_tells_the_story_reports_it_and_leaves_nothing(lab_id: str, tmp_pat
     assert {t["role"] for t in tunnels} <= {"active", "standby", "held", "down"}
     assert "active" in {t["role"] for t in tunnels}
     assert "active" in page["detour"] and page["moves"] >= 2
+    # The guard and the gateway beside the bridge, with what their steps found.
+    services = {s["step"]: s for s in page["services"]}
+    assert {n: s["status"] for n, s in services.items()} == {n: want[n] for n in ("hijack", "sso")}
+    if want["sso"] == "passed":
+        assert any("alice signs in" in line for line in services["sso"]["lines"])
     assert page["checks"] and "false" not in page["checks"]
     # The PNG: the size the page has, not blank, the picture drawn where the page put it.
     png = page["png"]

@@ -183,6 +183,15 @@ def test_the_picture_has_every_site_provider_segment_and_tunnel_in_its_role() ->
     }
 
 
+def test_the_guard_and_the_gateway_show_what_their_steps_found() -> None:
+    doc = parse(demo_report.render(sample_run()))
+    services = {a["data-step"]: a["data-status"] for a in doc.having("g", **{"class": "service"})}
+    assert services == {"hijack": "not run", "sso": "failed"}
+    assert not doc.having("text", **{"class": "line alert"})
+    doc = parse(demo_report.render(sample_run(hijack_ran=True)))
+    assert len(doc.having("text", **{"class": "line alert"})) == 1  # the check named "alert"
+
+
 def test_moves_between_carriers_are_grouped_and_on_the_timeline() -> None:
     run = sample_run()
     assert run.paths_detour is not None and run.paths_end is not None
