@@ -17,10 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
+from pathlib import Path
 from typing import Any, Literal
 
 from lab import build, demo_steps, flows, interrupt, names, netns, pathlog
 from lab.plan import STATE_ROOT, HostPlan, LabPlan
+from lab.registry import Entry, Registry
 from lab.scenarios import Check, Progress
 from overcast.config import OvercastConfig, loads
 
@@ -224,7 +226,23 @@ def run(
 def _bound(
     act: demo_steps.Act, config: OvercastConfig, plan: LabPlan, story: Story
 ) -> Callable[[], list[Check]]:
-    return lambda: act(config, plan, story)
+    def step() -> list[Check]:
+        before = set(Registry(plan.state_dir).entries())
+        try:
+            return act(config, plan, story)
+        finally:
+            _forget_removed(plan.state_dir, before)
+
+    return step
+
+
+def _forget_removed(state_dir: Path, before: set[Entry]) -> None:
+    """Namespaces a step made and removed again itself (the sso step's, say) are not part
+    of the lab it leaves: forgotten, or `lab status` would call them missing."""
+    registry = Registry(state_dir)
+    for entry in registry.entries():
+        if entry.kind == "netns" and entry not in before and not netns.exists(entry.name):
+            registry.forget(entry)
 
 
 def _build(

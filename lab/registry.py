@@ -3,7 +3,9 @@
 The registry is an append-only JSON-lines file in the lab's state dir, flushed to disk
 before the lab creates the namespace, process or file it names. After a crash (even
 `kill -9` of the lab process) `overcast lab down` reads it and removes everything; entries
-for things that were never created are harmless. Teardown order is a pure function of the
+for things that were never created are harmless. Something a lab made and removed again
+itself (a scenario's own namespace, say) is forgotten by a line written *after* the removal,
+so a crash in between only leaves an entry for a thing that is gone. Teardown order is a pure function of the
 entries: stop processes, then delete namespaces (which takes their interfaces along), then
 files and directories, newest first.
 """
@@ -45,13 +47,8 @@ class Registry:
             self.record(Entry("path", str(self.state_dir)))
 
     def record(self, entry: Entry) -> None:
-        if entry in self.entries():
-            return
-        line = json.dumps(asdict(entry), sort_keys=True) + "\n"
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        if entry not in self.entries():
+            self._append(asdict(entry))
 
     def netns(self, name: str) -> str:
         self.record(Entry("netns", name))
@@ -65,6 +62,17 @@ class Registry:
         self.record(Entry("path", str(path)))
         return path
 
+    def forget(self, entry: Entry) -> None:
+        """`entry`'s thing was removed again on purpose: the lab no longer has it."""
+        if entry in self.entries():
+            self._append(asdict(entry) | {"removed": True})
+
+    def _append(self, doc: dict[str, object]) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(doc, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
     def entries(self) -> list[Entry]:
         try:
             lines = self.path.read_text(encoding="utf-8").splitlines()
@@ -74,8 +82,9 @@ class Registry:
 
 
 def parse(lines: Iterable[str]) -> list[Entry]:
-    """Entries from registry lines. A line torn by a crash mid-write is skipped: the thing
-    it named was not created yet (the entry is always written first)."""
+    """Entries from registry lines, less those forgotten since. A line torn by a crash
+    mid-write is skipped: the thing it named was not created yet (the entry is always
+    written first), or it was removed already (a removal is written after)."""
     out: list[Entry] = []
     for line in lines:
         try:
@@ -83,7 +92,12 @@ def parse(lines: Iterable[str]) -> list[Entry]:
             entry = Entry(doc["kind"], doc["name"], doc.get("program", ""))
         except (ValueError, KeyError, TypeError):
             continue
-        if entry.kind in _ORDER and entry not in out:
+        if entry.kind not in _ORDER:
+            continue
+        if doc.get("removed") is True:
+            if entry in out:
+                out.remove(entry)
+        elif entry not in out:
             out.append(entry)
     return out
 

@@ -17,6 +17,22 @@ def test_entries_are_on_disk_in_creation_order(tmp_path: Path) -> None:
     ]
 
 
+def test_a_thing_removed_on_purpose_is_forgotten_and_may_be_made_again(tmp_path: Path) -> None:
+    reg = Registry(tmp_path / "oc1234")
+    reg.open()
+    reg.netns("oc1234.sso")
+    reg.netns("oc1234-hq")
+    reg.forget(Entry("netns", "oc1234.sso"))
+    reg.forget(Entry("netns", "oc1234.never"))  # not there: nothing written
+    assert Registry(tmp_path / "oc1234").entries() == [
+        Entry("path", str(tmp_path / "oc1234")),
+        Entry("netns", "oc1234-hq"),
+    ]
+    reg.netns("oc1234.sso")  # made again: recorded again, before it is made
+    assert reg.entries()[-1] == Entry("netns", "oc1234.sso")
+    assert len(reg.path.read_text().splitlines()) == 5
+
+
 def test_a_torn_last_line_is_skipped() -> None:
     lines = ['{"kind": "netns", "name": "oc1234-a", "program": ""}', '{"kind": "netns", "na']
     assert parse(lines) == [Entry("netns", "oc1234-a")]
