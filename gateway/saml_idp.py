@@ -35,7 +35,7 @@ from saml2.config import IdPConfig
 from saml2.metadata import create_metadata_string
 from saml2.saml import (
     AUTHN_PASSWORD_PROTECTED,
-    NAME_FORMAT_URI,
+    NAME_FORMAT_BASIC,
     NAMEID_FORMAT_EMAILADDRESS,
     NAMEID_FORMAT_PERSISTENT,
     NameID,
@@ -156,7 +156,7 @@ class SamlIdp:
                         "policy": {
                             "default": {
                                 "lifetime": {"seconds": self.lifetime},
-                                "name_form": NAME_FORMAT_URI,
+                                "name_form": NAME_FORMAT_BASIC,
                                 "sign_response": True,
                                 "sign_assertion": True,
                             }
@@ -166,9 +166,11 @@ class SamlIdp:
             }
         )
         # Attribute names go out exactly as the app's mapping spells them (the SP looks
-        # for those), not translated to the OIDs of pysaml2's built-in maps.
+        # for those), with NameFormat basic (SAML Core 8.2.2), not translated to the OIDs
+        # of pysaml2's built-in maps.
+        names = {name for settings, _ in self.sps.values() for name in settings.attributes}
         literal = AttributeConverter()
-        literal.from_dict({"identifier": NAME_FORMAT_URI, "to": {}, "fro": {}})
+        literal.from_dict({"identifier": NAME_FORMAT_BASIC, "to": {n: n for n in names}, "fro": {}})
         config.attribute_converters = [literal]
         return config
 

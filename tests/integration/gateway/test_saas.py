@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -73,6 +74,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 },
                 "allow": {"groups": "sales"},
             },
+            "wiki": {
+                "saml": {
+                    "metadata": str(sps.shib_metadata),
+                    "name_id": "persistent",
+                    "attributes": {"mail": "email"},
+                },
+                "allow": {"groups": "sales"},
+            },
             "tickets": {
                 "oidc": {
                     "client_id": OIDC_CLIENT,
@@ -114,7 +123,7 @@ def browser(world: World, user: str, apps: dict[str, str], after: list[str]) -> 
         timeout=150,
     )
     assert run.returncode == 0, (
-        run.stderr[-3000:] + (world.sps.dir / "error.log").read_text()[-3000:]
+        run.stderr[-3000:] + (world.sps.dir / "sso-error.log").read_text()[-3000:]
     )
     result: dict = json.loads(run.stdout.splitlines()[-1])  # type: ignore[type-arg]
     return result
@@ -122,14 +131,21 @@ def browser(world: World, user: str, apps: dict[str, str], after: list[str]) -> 
 
 def test_one_sign_in_opens_saml_oidc_and_proxied_apps(world: World) -> None:
     crm = f"https://{APP_HOST}:{world.served.port}/reports"
-    apps = {"hr": world.sps.mellon_app, "tickets": world.sps.openidc_app, "crm": crm}
-    result = browser(world, "alice", apps, after=[world.sps.mellon_app])
-    assert sorted(link["id"] for link in result["portal"]) == ["app-crm", "app-hr", "app-tickets"]
+    sps = world.sps
+    apps = {"hr": sps.mellon_app, "wiki": sps.shib_app, "tickets": sps.openidc_app, "crm": crm}
+    result = browser(world, "alice", apps, after=[sps.mellon_app, sps.shib_app])
+    links = sorted(link["id"] for link in result["portal"])
+    assert links == ["app-crm", "app-hr", "app-tickets", "app-wiki"]
 
     hr = result["apps"]["hr"]
     assert hr["url"] == world.sps.mellon_app and not hr["sign_in_form"], hr
     assert "nameid=alice@corp.example" in hr["text"] and "groups=sales" in hr["text"], hr
     assert "mail=alice@corp.example" in hr["text"]
+    wiki = result["apps"]["wiki"]
+    assert wiki["url"] == sps.shib_app and not wiki["sign_in_form"], wiki
+    # A persistent NameID: an opaque pseudonym for this SP, never the email.
+    pseudonym = re.search(r"shib_user=([0-9a-f]{64})\b", wiki["text"])
+    assert pseudonym is not None and "shib_mail=alice@corp.example" in wiki["text"], wiki
     tickets = result["apps"]["tickets"]
     assert tickets["url"] == world.sps.openidc_app and not tickets["sign_in_form"], tickets
     assert "email=alice@corp.example" in tickets["text"] and "name=alice" in tickets["text"]
@@ -139,8 +155,11 @@ def test_one_sign_in_opens_saml_oidc_and_proxied_apps(world: World) -> None:
     # Signing out at the portal ended the SAML SP's session too (single logout): the SP
     # sends the browser back through the gateway to the enterprise IdP's sign-in form.
     assert result["signed_out"].endswith("/.overcast/signed-out")
-    assert result["after_logout"][world.sps.mellon_app]["sign_in_form"]
-    assert "GET /mellon/logout?SAMLRequest=" in world.sps.access_log()
+    for app in (sps.mellon_app, sps.shib_app):
+        assert result["after_logout"][app]["sign_in_form"], app
+    log = sps.access_log()
+    assert "GET /mellon/logout?SAMLRequest=" in log
+    assert "GET /Shibboleth.sso/SLO/Redirect?SAMLRequest=" in log
 
     decisions = [d for d in world.served.decisions() if d["event"] == "decision"]
     for app in ("hr", "tickets"):
