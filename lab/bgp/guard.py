@@ -46,13 +46,14 @@ def wait_notice(
     wanted: Callable[[dict[str, Any]], bool],
     since: float,
     timeout: float = 20.0,
+    after: int = 0,
 ) -> Arrival | None:
-    """The first notice `wanted` accepts, polled every 20 ms, with the seconds from
-    `since` (time.monotonic()) to its arrival; None after `timeout`."""
+    """The first notice `wanted` accepts past the first `after` ones, polled every 20 ms,
+    with the seconds from `since` (time.monotonic()) to its arrival; None after `timeout`."""
     found: list[dict[str, Any]] = []
 
     def arrived() -> bool:
-        found.extend(n for n in notices(plan) if wanted(n))
+        found.extend(n for n in notices(plan)[after:] if wanted(n))
         return bool(found)
 
     if not netns.wait_until(arrived, timeout, interval=0.02):

@@ -85,17 +85,20 @@ def run(plan: BgpLabPlan, incident: Incident, progress: Progress) -> Outcome:
     def of_type(notice: str) -> Callable[[dict[str, Any]], bool]:
         return lambda n: n["notice"] == notice and n["event"]["type"] == incident.event_type
 
+    before = len(guard.notices(plan))  # an earlier incident's notices (bench/, a re-run)
     progress(f"{incident.what}")
     since = time.monotonic()
     incident.start()
-    opened = guard.wait_notice(plan, of_type("open"), since, NOTICE_TIMEOUT)
+    opened = guard.wait_notice(plan, of_type("open"), since, NOTICE_TIMEOUT, before)
     ongoing = guard.status(plan)["ongoing"] if opened else []
     progress(f"{incident.undo}")
     since = time.monotonic()
     incident.end()
-    closed = guard.wait_notice(plan, of_type("close"), since, NOTICE_TIMEOUT) if opened else None
+    closed = (
+        guard.wait_notice(plan, of_type("close"), since, NOTICE_TIMEOUT, before) if opened else None
+    )
     key = opened.notice["key"] if opened else None
-    about = [n for n in guard.notices(plan) if n["key"] == key]
+    about = [n for n in guard.notices(plan)[before:] if n["key"] == key]
     return Outcome(opened, closed, ongoing, about)
 
 

@@ -64,19 +64,25 @@ def _alert(outcome: common.Outcome) -> Check:
     )
 
 
-def checks(plan: BgpLabPlan, progress: Progress) -> list[Check]:
-    """The scenario's checks on a built hijack lab."""
-    out = common.baseline(plan)
+def incident(plan: BgpLabPlan) -> common.Incident:
+    """What the scenario stages on a built hijack lab, and how it is undone (the bench,
+    bench/lab_bgp_alerts.py, repeats it)."""
     attacker = plan.router("attacker")
-    incident = common.Incident(
+    return common.Incident(
         what=f"{attacker.label} announces {HIJACKED}, a more-specific of {OUR_PREFIX}",
         undo=f"{attacker.label} withdraws {HIJACKED}",
         event_type="subprefix-origin",
         start=lambda: bird.announce_held(attacker, True),
         end=lambda: bird.announce_held(attacker, False),
     )
-    outcome = common.run(plan, incident, progress)
-    return out + common.checks(incident, outcome, _alert, "hijack alert")
+
+
+def checks(plan: BgpLabPlan, progress: Progress) -> list[Check]:
+    """The scenario's checks on a built hijack lab."""
+    out = common.baseline(plan)
+    staged = incident(plan)
+    outcome = common.run(plan, staged, progress)
+    return out + common.checks(staged, outcome, _alert, "hijack alert")
 
 
 def hijack_story(state_dir: Path, progress: Progress) -> list[Check]:

@@ -63,19 +63,25 @@ def _alert(outcome: common.Outcome) -> Check:
     )
 
 
-def checks(plan: BgpLabPlan, progress: Progress) -> list[Check]:
-    """The scenario's checks on a built leak lab."""
-    out = common.baseline(plan)
+def incident(plan: BgpLabPlan) -> common.Incident:
+    """What the scenario stages on a built leak lab, and how it is undone (the bench,
+    bench/lab_bgp_alerts.py, repeats it)."""
     customer = plan.router("customer")
-    incident = common.Incident(
+    return common.Incident(
         what=f"{customer.label} exports everything to provider-b (birdc configure)",
         undo=f"{customer.label} puts its export filter back (birdc configure)",
         event_type="route-leak",
         start=lambda: bird.reconfigure(customer, leaking=True),
         end=lambda: bird.reconfigure(customer, leaking=False),
     )
-    outcome = common.run(plan, incident, progress)
-    return out + common.checks(incident, outcome, _alert, "leak alert names the leaker")
+
+
+def checks(plan: BgpLabPlan, progress: Progress) -> list[Check]:
+    """The scenario's checks on a built leak lab."""
+    out = common.baseline(plan)
+    staged = incident(plan)
+    outcome = common.run(plan, staged, progress)
+    return out + common.checks(staged, outcome, _alert, "leak alert names the leaker")
 
 
 def leak_story(state_dir: Path, progress: Progress) -> list[Check]:
