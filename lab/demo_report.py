@@ -324,13 +324,25 @@ def _site(
 
 
 SERVICES = (("hijack", "BGP guard"), ("sso", "SSO gateway"))
-SERVICE_H = 92
+SERVICE_H = 112
+SERVICE_LINES = 5
 MARKS = {True: "\u2713", False: "\u2717"}  # check mark, ballot x
+ALERT_MARK = "\u26a0"  # warning sign
+
+
+def raised_alert(check: Check) -> bool:
+    """A check that an alert was raised (the guard's notice names who did it)."""
+    return check.ok and check.name.endswith(" alert") and "offending_as" in check.figures
+
+
+def _alert_line(check: Check) -> str:
+    f = check.figures
+    return f"{ALERT_MARK} {check.name}: {f.get('prefix')} by AS{f.get('offending_as')}"
 
 
 def _service(step: StepResult | None, name: str, label: str, x: float, y: float, w: float) -> str:
-    """A box for a part beside the bridge (the guard, the gateway): what its step found.
-    A passed check that names an alert is an alert raised, drawn as one."""
+    """A box for a part beside the bridge (the guard, the gateway): what its step found,
+    alerts raised first."""
     status = step.status if step else "not run"
     colour = STATUS_COLOURS[status]
     lines: list[tuple[str, str, str]] = []  # text, colour, class
@@ -338,18 +350,16 @@ def _service(step: StepResult | None, name: str, label: str, x: float, y: float,
         lines.append((f"not run: {step.note if step else 'no such step'}", "#6b7280", "line"))
     elif step.note:
         lines.append((step.note, "#b91c1c", "line"))
-    for c in step.checks if step else ():
-        alert = c.ok and "alert" in c.name.lower()
-        lines.append(
-            (
-                f"{MARKS[c.ok]} {c.name}",
-                "#b91c1c" if alert or not c.ok else "#111827",
-                "line alert" if alert else "line",
-            )
-        )
-    shown = lines[:4]
-    if len(lines) > 4:
-        shown.append((f"... and {len(lines) - 4} more", "#4b5563", "line"))
+    checks = step.checks if step else ()
+    lines += [(_alert_line(c), "#b91c1c", "line alert") for c in checks if raised_alert(c)]
+    lines += [
+        (f"{MARKS[c.ok]} {c.name}", "#111827" if c.ok else "#b91c1c", "line")
+        for c in checks
+        if not raised_alert(c)
+    ]
+    shown = lines[:SERVICE_LINES]
+    if len(lines) > SERVICE_LINES:
+        shown[-1] = (f"... and {len(lines) - SERVICE_LINES + 1} more", "#4b5563", "line")
     text = "".join(
         f'<text class="{cls}" x="{x + 12}" y="{y + 40 + i * 13}" font-size="11" fill="{fill}">'
         f"{escape(_clip(line, int(w / 6.2)))}</text>"

@@ -108,6 +108,9 @@ def test_demo_tells_the_story_reports_it_and_leaves_nothing(lab_id: str, tmp_pat
     # The guard and the gateway beside the bridge, with what their steps found.
     services = {s["step"]: s for s in page["services"]}
     assert {n: s["status"] for n, s in services.items()} == {n: want[n] for n in ("hijack", "sso")}
+    if want["hijack"] == "passed":
+        assert services["hijack"]["alerts"] == 1
+        assert any("203.0.113.128/25 by AS64511" in line for line in services["hijack"]["lines"])
     if want["sso"] == "passed":
         assert any("alice signs in" in line for line in services["sso"]["lines"])
     assert page["checks"] and "false" not in page["checks"]

@@ -75,7 +75,20 @@ def sample_run(*, hijack_ran: bool = False) -> DemoRun:
         )
         if not hijack_ran
         else StepResult(
-            "hijack", "hijack", "passed", 75.0, 80.0, (Check("alert", True, "raised"),)
+            "hijack",
+            "hijack",
+            "passed",
+            75.0,
+            80.0,
+            (
+                Check("no alert for legitimate routes", True, "0 notices", {"notices": 0}),
+                Check(
+                    "hijack alert",
+                    True,
+                    "open 0.10 s after the announcement",
+                    {"prefix": "203.0.113.128/25", "offending_as": 64511},
+                ),
+            ),
         ),
         StepResult("sso", "a user signs in", "failed", 75.0, 76.0, note="the IdP did not start"),
     ]
@@ -189,7 +202,11 @@ def test_the_guard_and_the_gateway_show_what_their_steps_found() -> None:
     assert services == {"hijack": "not run", "sso": "failed"}
     assert not doc.having("text", **{"class": "line alert"})
     doc = parse(demo_report.render(sample_run(hijack_ran=True)))
-    assert len(doc.having("text", **{"class": "line alert"})) == 1  # the check named "alert"
+    # The alert raised, not the check that there was none before it.
+    assert len(doc.having("text", **{"class": "line alert"})) == 1
+    assert "\u26a0 hijack alert: 203.0.113.128/25 by AS64511" in demo_report.render(
+        sample_run(hijack_ran=True)
+    )
 
 
 def test_moves_between_carriers_are_grouped_and_on_the_timeline() -> None:
