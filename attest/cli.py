@@ -37,7 +37,7 @@ def register(sub: Any) -> None:
             "  overcast attest policy overcast.yaml                      # known-good digests\n"
             "  overcast attest agent overcast.yaml --site cloud-a --tpm device:/dev/tpmrm0 \\\n"
             "      --listen 198.18.0.3:8890 --keys /etc/overcast/keys --site-config site.json\n"
-            "  overcast attest enrol overcast.yaml cloud-a --agent http://198.18.0.3:8890 --state /var/lib/overcast/attest\n"
+            "  overcast attest enrol overcast.yaml --agent cloud-a=http://198.18.0.3:8890 --state /var/lib/overcast/attest\n"
             "  overcast attest verify overcast.yaml --agent cloud-a=http://198.18.0.3:8890 \\\n"
             "      --state /var/lib/overcast/attest --keys /etc/overcast/keys --metrics 127.0.0.1:9320\n"
             "  overcast attest status --state /var/lib/overcast/attest --json"
@@ -98,22 +98,22 @@ def register(sub: Any) -> None:
         "enrol",
         help="register a site's TPM (EK and AK) with the enterprise, once",
         description=(
-            "Ask SITE's agent for its endorsement and attestation keys, check the AK is a "
+            "Ask each SITE's agent for its endorsement and attestation keys, check the AK is a "
             "restricted signing key fixed to its TPM, and prove it lives in the TPM that owns "
             "the EK (credential activation: MakeCredential here, ActivateCredential there). "
-            "Exit 0 when enrolled, 1 when refused (with the reason)."
+            "Exit 0 when every site is enrolled, 1 when any is refused (with the reason)."
         ),
         epilog=(
-            "example:\n  overcast attest enrol overcast.yaml cloud-a --agent http://198.18.0.3:8890 "
+            "example:\n  overcast attest enrol overcast.yaml --agent cloud-a=http://198.18.0.3:8890 "
             "--state /var/lib/overcast/attest"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("config", metavar="CONFIG", help="path to overcast.yaml")
-    p.add_argument("site", metavar="SITE")
     p.add_argument(
-        "--agent", required=True, metavar="URL", help="the site's agent, http://HOST:PORT"
-    )
+        "--agent", action="append", default=[], required=True, metavar="SITE=URL",
+        help="a site's agent, http://HOST:PORT (repeat to enrol several sites)",
+    )  # fmt: skip
     _state_flag(p)
     add_json_flag(p)
     p.set_defaults(handler=_enrol)
@@ -274,23 +274,26 @@ def _enrol(args: argparse.Namespace) -> int:
     from attest.verifier import enrol
     from attest.verify import Refused, ak_name
 
-    load_config(args.config)
-    try:
-        identity = enrol(args.site, args.agent, args.state)
-    except Refused as exc:
-        emit(
-            {"site": args.site, "enrolled": False, "reason": exc.reason},
-            args.json,
-            f"{args.site}: not enrolled: {exc.reason}",
-        )
-        return exitcodes.FAILURE
-    name = ak_name(identity.ak_public).hex()
-    emit(
-        {"site": args.site, "enrolled": True, "ak_name": name},
-        args.json,
-        f"{args.site}: enrolled (AK name {name})",
+    config = load_config(args.config)
+    agents = _pairs(args.agent, "--agent")
+    unknown = sorted(set(agents) - set(config.sites))
+    if unknown:
+        raise CommandError(f"--agent: unknown site(s) {', '.join(unknown)}", exitcodes.USAGE)
+    results: dict[str, dict[str, Any]] = {}
+    for site, url in agents.items():
+        try:
+            identity = enrol(site, url, args.state)
+            results[site] = {"enrolled": True, "ak_name": ak_name(identity.ak_public).hex()}
+        except Refused as exc:
+            results[site] = {"enrolled": False, "reason": exc.reason}
+    text = "\n".join(
+        f"{s}: enrolled (AK name {r['ak_name']})"
+        if r["enrolled"]
+        else f"{s}: not enrolled: {r['reason']}"
+        for s, r in results.items()
     )
-    return exitcodes.OK
+    emit(results, args.json, text)
+    return exitcodes.OK if all(r["enrolled"] for r in results.values()) else exitcodes.FAILURE
 
 
 def _verify(args: argparse.Namespace) -> int:

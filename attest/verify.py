@@ -129,7 +129,7 @@ def check_quote(
     if identity is None:
         raise Refused(
             "unenrolled",
-            f"site {site} is not enrolled; run 'overcast attest enrol CONFIG {site} --agent URL'",
+            f"site {site} is not enrolled; run 'overcast attest enrol CONFIG --agent {site}=URL'",
         )
     tpm_util, objects = _keylime()
     from cryptography.hazmat.primitives import serialization

@@ -6,8 +6,9 @@ say so. A site outside the admitted set is treated like a revoked one (`plan_sit
 built only once it is admitted: its private key came from its TPM, so its key directory
 gets only its peers' public keys from the enterprise (`KeyStore.provision(own_key=False)`).
 
-Cutting a site off removes it from every admitted peer's WireGuard interface first, all
-together, then converges each site (tunnels, routes, switch ports).
+Cutting a site off removes it from every admitted peer's WireGuard interface, and every
+peer from its own if it still runs, all together first; then each admitted site is
+converged (tunnels, routes, switch ports).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from bridge.apply import apply_site
 from bridge.keylife import Deployed
 from bridge.keys import KeyStore
 from bridge.netns import ApplyError
-from bridge.plan import SitePlan, peers_of, plan_site
+from bridge.plan import SitePlan, peers_of, plan_site, wireguard_name
 from controller.ovsdb import Ovsdb
 from overcast.config import OvercastConfig
 
@@ -50,30 +51,33 @@ def converge(
     """Make the deployed sites' data planes admit exactly `admitted`; return the changes.
     `ovsdb` (site -> OVSDB remote) lets tunnels join and leave the site switches."""
     wanted = plans(config, keys, admitted, prefix)
-    # Cut first: at each admitted site, any peer key the plan no longer has goes at once.
+    # Cut first, all sites together: at each admitted site any peer key the plan no longer
+    # has, at a deployed site that is not admitted every peer.
     cuts = []
-    for site, plan in wanted.items():
-        if site not in deployed:
-            continue
-        for wg in plan.wireguard_interfaces:
+    for site, where in deployed.items():
+        keep = (
+            {p.public_key for wg in wanted[site].wireguard_interfaces for p in wg.peers}
+            if site in wanted
+            else set()
+        )
+        for name in _interfaces(config, site, prefix):
             try:
-                status = wireguard.show(deployed[site].netns, wg.name)
+                status = wireguard.show(where.netns, name)
             except ApplyError:
                 continue  # not built yet: apply_site below builds it with the right peers
-            keep = {p.public_key for p in wg.peers}
             cuts += [
-                wireguard.remove_peer(deployed[site].netns, wg.name, key)
+                wireguard.remove_peer(where.netns, name, key)
                 for key in status.peers
                 if key not in keep
             ]
     wireguard.apply_live(cuts)
-    changes = [f"removed {len(cuts)} peer(s) no longer admitted"] if cuts else []
+    changes = [f"removed {len(cuts)} peer(s) of sites not admitted"] if cuts else []
     for site, plan in wanted.items():
-        where = deployed.get(site)
-        if where is None:
+        if site not in deployed:
             continue
+        at = deployed[site]
         keys.provision(
-            site, peers_of(config, site, set(config.sites) - set(wanted)), where.keys, own_key=False
+            site, peers_of(config, site, set(config.sites) - set(wanted)), at.keys, own_key=False
         )
         with ExitStack() as stack:
             switch = None
@@ -81,10 +85,16 @@ def converge(
                 switch = stack.enter_context(Ovsdb(ovsdb[site]))
             applied = apply_site(
                 plan,
-                netns=where.netns,
-                keys=KeyStore(where.keys),
-                run_dir=where.run_dir,
+                netns=at.netns,
+                keys=KeyStore(at.keys),
+                run_dir=at.run_dir,
                 switch=switch,
             )
         changes += [f"{site}: {c}" for c in applied.changes]
     return changes
+
+
+def _interfaces(config: OvercastConfig, site: str, prefix: str) -> list[str]:
+    """`site`'s WireGuard interface names, one per underlay network it is on."""
+    index, networks = list(config.sites).index(site), config.underlay_names()
+    return [wireguard_name(prefix, index, networks.index(n)) for n in config.addresses(site)]

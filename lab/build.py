@@ -20,6 +20,7 @@ from bridge import wireguard
 from bridge.apply import apply_site
 from bridge.failover import path_groups
 from bridge.keys import KeyStore
+from lab import attest as lab_attest
 from lab import names, netns, switch
 from lab.plan import OPENFLOW_PORT, STATE_ROOT, HostPlan, LabPlan, SitePlan, plan_lab
 from lab.registry import REGISTRY_FILE, Registry, teardown_order
@@ -33,6 +34,9 @@ META_FILE = "lab.json"
 KEYS_DIR = "keys"
 SITE_KEYS_DIR = "keys"
 WIREGUARD_RUN_DIR = "wireguard"  # per site, in the site's dir: wireguard-go's PID and log
+# Stands in for the public key of an attested site not admitted yet (32 zero bytes): the
+# lab's layout is planned with it, never a data plane.
+NOT_ADMITTED_KEY = "A" * 43 + "="
 CONFIG_FILE = "overcast.yaml"  # the config the lab was built from, for the controller
 CONTROLLER_PID = "controller.pid"
 CONTROLLER_LOG = "controller.log"
@@ -67,6 +71,7 @@ def up(
     `source` and `config_text` identify the config, so a second `up` of other content under
     the same lab id is refused instead of half-merged."""
     plan, registry, keys = prepare(config, lab_id, source, config_text, state_root)
+    attested = attested_sites(config)
     progress(
         f"lab {plan.lab_id}: underlay networks ({', '.join(u.name for u in plan.underlays)}) "
         "and management network"
@@ -91,6 +96,8 @@ def up(
         progress(f"lab {plan.lab_id}: host {host.label} {host.address.ip} mtu {host.mtu}")
         build_host(plan.site(host.site), host, registry)
     for site in plan.sites:
+        if site.name in attested:
+            continue
         wgs = site.dataplane.wireguard_interfaces
         progress(
             f"lab {plan.lab_id}: site {site.name} WireGuard "
@@ -99,6 +106,17 @@ def up(
         )
         # After the hosts: apply_site guards every port of the switch, host ports included.
         build_dataplane(site, keys, registry)
+    if attested:
+        lab_attest.up(
+            config,
+            plan,
+            attested,
+            registry,
+            _start_overcast,
+            plan.state_dir / CONFIG_FILE,
+            progress,
+        )
+    for site in plan.sites:
         prioritise(site)
         start_watch(plan, site, registry)
     return plan
@@ -117,15 +135,31 @@ def prepare(
     registry = Registry(state_dir)
     _claim(state_dir, registry, source, fingerprint(config_text))
     keys = KeyStore(registry.file(state_dir / KEYS_DIR))
-    keys.ensure_all(config.sites)
+    # An attested site's key pair is made when it is admitted, its private key sealed to
+    # its TPM (lab/attest.py); the others' now.
+    attested = attested_sites(config)
+    keys.ensure_all(s for s in config.sites if s not in attested)
     registry.file(state_dir / CONFIG_FILE).write_text(config_text)
     return plan_of(config, lab_id, state_root), registry, keys
 
 
+def attested_sites(config: OvercastConfig) -> list[str]:
+    return config.attest.required(list(config.sites)) if config.attest else []
+
+
 def plan_of(config: OvercastConfig, lab_id: str, state_root: Path = STATE_ROOT) -> LabPlan:
-    """The plan of a lab that exists: planned again with its sites' public keys."""
+    """The plan of a lab that exists: planned again with its sites' public keys. An
+    attested site that is not admitted has none (its tunnels do not exist); its layout
+    does not depend on it, so it is planned with a stand-in."""
     keys = KeyStore(state_root / lab_id / KEYS_DIR)
-    return plan_lab(config, lab_id, {s: keys.public_key(s) for s in config.sites}, state_root)
+    attested = attested_sites(config)
+
+    def public(site: str) -> str:
+        if site in attested and not (keys.directory / f"{site}.pub").exists():
+            return NOT_ADMITTED_KEY
+        return keys.public_key(site)
+
+    return plan_lab(config, lab_id, {s: public(s) for s in config.sites}, state_root)
 
 
 def _claim(state_dir: Path, registry: Registry, source: str, digest: str) -> None:
