@@ -46,7 +46,7 @@ POLICY_FILE = "attest-policy.json"
 ADMISSION_TIMEOUT_S = 90.0
 
 Progress = Callable[[str], None]
-Starter = Callable[..., None]
+Starter = Callable[..., object]  # lab.build.start_overcast
 
 
 def site_root(site: SitePlan) -> Path:

@@ -112,7 +112,7 @@ def up(
             plan,
             attested,
             registry,
-            _start_overcast,
+            start_overcast,
             plan.state_dir / CONFIG_FILE,
             progress,
         )

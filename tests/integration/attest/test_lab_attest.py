@@ -181,7 +181,7 @@ def test_replaced_binary_cuts_the_site_off_and_a_clean_restart_readmits_it(lab: 
     with Capture(mgmt) as capture:
         lab_attest.start_tpm(cloud_a, registry)
         lab_attest.start_agent(
-            lab.plan, cloud_a, registry, build._start_overcast, lab.plan.state_dir / "overcast.yaml"
+            lab.plan, cloud_a, registry, build.start_overcast, lab.plan.state_dir / "overcast.yaml"
         )
         assert netns.wait_until(lambda: lab.state("cloud-a") == "admitted", 6 * INTERVAL)
         frames = capture.finish()

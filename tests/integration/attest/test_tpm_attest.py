@@ -187,3 +187,26 @@ def test_replaced_binary_fails_the_policy_and_cuts_the_site_off(
     binary.write_bytes(b"wireguard-go build 1\n" * 100)
     assert v.run_once()[SITE].state == "cut_off"
     assert Event(15, CONFIG_EVENT, policy.config_digest) in site.agent.events
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "error"),
+    [
+        ("/quote", {"nonce": "zz"}, "nonce must be 8-32 bytes in hex"),
+        ("/quote", {}, "nonce must be 8-32 bytes in hex"),
+        ("/key", {"credential": "not base64!"}, "credential is not base64"),
+        (
+            "/enrol",
+            {"credential": base64.b64encode(b"junk").decode()},
+            "activating the credential failed",
+        ),
+        ("/nowhere", {}, "no POST /nowhere"),
+    ],
+)
+def test_agent_refuses_bad_requests_with_a_reason(
+    sites: tuple[Site, Site], path: str, body: dict[str, str], error: str
+) -> None:
+    site, _ = sites
+    with pytest.raises(Refused) as exc:
+        verifier.call(site.url, path, body)
+    assert exc.value.check == "unreachable" and error in exc.value.reason
