@@ -43,6 +43,7 @@ from attest.verify import (
     check_quote,
     enrolment_proof,
     make_credential,
+    not_enrolled,
 )
 from bridge.keys import KeyStore, generate_private_key, public_key_of
 
@@ -172,7 +173,7 @@ def attest(site: str, url: str, identity: Identity | None, policy: Policy) -> st
     """One challenge: a fresh nonce, the site's quote and log, checked. Returns the PCR
     value; raises Refused."""
     if identity is None:
-        check_quote(site, None, b"", Quote(b"", b"", b""), [], policy)
+        raise not_enrolled(site)  # no quote asked for: nothing could be checked
     nonce = os.urandom(NONCE_BYTES)
     answer = call(url, "/quote", {"nonce": nonce.hex()})
     quote = Quote(_bytes(answer, "message"), _bytes(answer, "signature"), _bytes(answer, "pcrs"))
@@ -230,8 +231,9 @@ class Verifier:
         identity = self.enrolments.get(site)
         started = time.monotonic()
         try:
+            if identity is None:
+                raise not_enrolled(site)
             pcr = attest(site, self.agents[site], identity, self.policies[site])
-            assert identity is not None
             if before.state != "admitted":
                 deliver_key(site, self.agents[site], identity, self.keys)
             after = SiteStatus(site, "admitted", "quote verified", "", now, now, pcr)

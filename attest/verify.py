@@ -18,15 +18,14 @@ import hmac
 import logging
 import struct
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Literal
 
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 
 from attest import eventlog
-from attest.eventlog import Event
 from attest.policy import Policy, violations
 from attest.tpm import Identity, Quote
 
@@ -117,23 +116,26 @@ class Verified:
     events: int
 
 
+def not_enrolled(site: str) -> Refused:
+    return Refused(
+        "unenrolled",
+        f"site {site} is not enrolled; run 'overcast attest enrol CONFIG --agent {site}=URL'",
+    )
+
+
 def check_quote(
     site: str,
     identity: Identity | None,
     nonce: bytes,
     quote: Quote,
-    events: Sequence[Event] | Any,
+    events: Any,
     policy: Policy,
 ) -> Verified:
-    """Accept the quote and its event log, or raise Refused with the reason."""
+    """Accept the quote and its event log (as the site sent it: a JSON list, checked by
+    `eventlog.parse`), or raise Refused with the reason."""
     if identity is None:
-        raise Refused(
-            "unenrolled",
-            f"site {site} is not enrolled; run 'overcast attest enrol CONFIG --agent {site}=URL'",
-        )
+        raise not_enrolled(site)
     tpm_util, objects = _keylime()
-    from cryptography.hazmat.primitives import serialization
-
     ak_pem = objects.pubkey_from_tpm2b_public(identity.ak_public).public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
