@@ -133,3 +133,28 @@ def test_lab_down_all_finds_a_bgp_labs_namespaces_by_name() -> None:
     assert sorted(names.lab_netns("oc1234", [*plan.namespaces, "oc9999.guard"])) == sorted(
         plan.namespaces
     )
+
+
+# birdc's answers, as bird 2.0.12 (Debian 12) gave them in the leak lab.
+PROTOCOLS = """BIRD 2.0.12 ready.
+Name       Proto      Table      State  Since         Info
+device1    Device     ---        up     10:24:17.239
+ours       BGP        ---        up     10:24:18.041  Established
+customer   BGP        ---        start  10:24:21.328  Active        Socket: Connection refused
+guard      BGP        ---        up     10:24:20.479  Established
+"""
+EXPORTED = """BIRD 2.0.12 ready.
+Table master4:
+198.51.100.0/24      unicast [customer 10:24:21.368] * (100) [AS64510i]
+\tvia 192.0.2.4 on lan
+203.0.113.0/24       unicast [ours 10:24:18.065] * (100) [AS64500i]
+\tvia 192.0.2.1 on lan
+"""
+
+
+def test_birdc_answers_are_read_per_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    router = plan_bgp_lab(leak.TOPOLOGY, "oc1234", ROOT).router("provider-a")
+    answers = {("show", "protocols"): PROTOCOLS, ("show", "route", "export", "guard"): EXPORTED}
+    monkeypatch.setattr(bird, "birdc", lambda _, *command: answers[command])
+    assert bird.established(router) == {"ours": True, "customer": False, "guard": True}
+    assert bird.exported(router, "guard") == nets("198.51.100.0/24", "203.0.113.0/24")
