@@ -431,7 +431,7 @@ def _timeline(run: DemoRun) -> str:
     label_w, width, row = 100, 900, 30
     span = width - label_w - 20
     rows = [s.name for s in run.steps] + ["paths"]
-    height = 30 + row * len(rows) + 24
+    height = 30 + row * len(rows) + 40  # and a line for the moves' labels
 
     def x(t: float) -> float:
         return label_w + span * min(max(t, 0.0), total) / total
@@ -477,6 +477,7 @@ def _timeline(run: DemoRun) -> str:
     out.append(f'<text x="8" y="{y + 15}" font-size="12">paths</text>')
     underlays = list(run.config.underlays)
     labelled = -1e9  # where the last label went: moves come in bursts, label the first
+    labels = []  # drawn after every dot, so no dot covers one
     for e in run.events:
         move = MOVE.match(e.text)
         if move:
@@ -486,17 +487,17 @@ def _timeline(run: DemoRun) -> str:
                 if to in underlays
                 else "#dc2626"
             )
-            label = ""
-            if x(e.at_s) - labelled > 70:
-                labelled = x(e.at_s)
-                label = (
-                    f'<text x="{x(e.at_s) + 7:.1f}" y="{y + 15}" font-size="11">'
-                    f"to {escape(to)}</text>"
-                )
             out.append(
                 f'<g class="move"><title>{e.at_s:.1f} s {escape(e.text)}</title>'
-                f'<circle cx="{x(e.at_s):.1f}" cy="{y + 11}" r="5" fill="{fill}"/>{label}</g>'
+                f'<circle cx="{x(e.at_s):.1f}" cy="{y + 11}" r="5" fill="{fill}"/></g>'
             )
+            if x(e.at_s) - labelled > 70:
+                labelled = x(e.at_s)
+                labels.append(
+                    f'<text x="{x(e.at_s) + 2:.1f}" y="{y + 30}" font-size="11" '
+                    f'stroke="#fff" stroke-width="3" paint-order="stroke">to {escape(to)}</text>'
+                )
+    out += labels
     out.append("</svg>")
     table = "".join(
         f"<tr><td>{e.at_s:.1f} s</td><td>{escape(e.step)}</td><td>{escape(e.text)}</td></tr>"
