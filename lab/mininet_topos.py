@@ -26,11 +26,12 @@ if "lab" not in sys.modules:  # read by mn's --custom, not imported as lab.minin
         # Debian's mn runs on /usr/bin/python3, which has Mininet but not Overcast's
         # dependencies: run mn again on the checkout's .venv (./dev makes it), which has both.
         _venv = _root / ".venv"
-        if sys.prefix == str(_venv) or not (_venv / "bin" / "python").exists():
+        if os.environ.get("OVERCAST_MN_ON_VENV") or not (_venv / "bin" / "python").exists():
             raise SystemExit(
                 f"{_here}: cannot import Overcast ({_missing}); create {_venv} with "
                 "`./dev test` (or python3 -m venv .venv && .venv/bin/pip install -e .)"
             ) from None
+        os.environ["OVERCAST_MN_ON_VENV"] = "1"  # once: a .venv that fails too ends here
         os.execv(_venv / "bin" / "python", [str(_venv / "bin" / "python"), *sys.argv])
 
 from lab.mininet_net import OvercastController, OvercastTopo
