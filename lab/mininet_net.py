@@ -46,6 +46,7 @@ from overcast.config import OvercastConfig, load, loads
 PROVIDERS = ("isp-a", "isp-b")
 MAX_SITES = 8
 MAX_SEGMENTS = 8
+BFD_INTERVAL_MS = 200
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,10 @@ def generated_config(sites: int = 2, segments: int = 2, hosts: int = 1) -> str:
         for k in range(1, segments + 1)
     ]
     lines.append(f"lab: {{hosts_per_segment: {hosts}}}")
+    # BFD every 200 ms (a dead path is seen in 600 ms): a provider network in userspace
+    # (lab.wan_emulator) on a busy machine delays single packets by 100 ms and more at times,
+    # and the default 50 ms would take healthy paths down.
+    lines.append(f"bridge: {{failover: {{bfd_interval_ms: {BFD_INTERVAL_MS}}}}}")
     return "\n".join(lines) + "\n"
 
 

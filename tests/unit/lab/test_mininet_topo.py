@@ -23,6 +23,7 @@ def test_generated_config_puts_every_site_on_both_providers_and_every_segment() 
         "seg2": ("s1", "s2", "s3"),
     }
     assert config.lab.hosts_per_segment == 2
+    assert config.bridge.failover.bfd_interval_ms == 200
 
 
 @pytest.mark.parametrize(
