@@ -283,6 +283,8 @@ def _ensure_routes(ipr: IPRoute, plan: SitePlan, netns: str, changes: list[str])
     (AllowedIPs pick the peer); routes of ours the plan no longer has are removed,
     wherever they point, so a prefix that moved to another site leaves nothing stale."""
     want = {r.prefix: (r, _index(ipr, r.interface)) for r in plan.routes}
+    # A route the path watcher moved to another of the prefix's paths is where it belongs.
+    movable = {r.prefix: {_index(ipr, i) for i in r.interfaces} for r in plan.routes}
     have: dict[ipaddress.IPv4Network | ipaddress.IPv6Network, int] = {}
     for family in (socket.AF_INET, socket.AF_INET6):
         for route in ipr.get_routes(family=family, table=_MAIN_TABLE):
@@ -290,7 +292,9 @@ def _ensure_routes(ipr: IPRoute, plan: SitePlan, netns: str, changes: list[str])
                 net = ipaddress.ip_network(f"{route.get('RTA_DST')}/{route['dst_len']}")
                 have[net] = int(route.get("RTA_OIF") or 0)
     for net, oif in have.items():
-        if net not in want or oif != want[net][1]:
+        if net in want and oif in movable[net]:
+            have[net] = want[net][1]  # leave it be
+        elif net not in want or oif != want[net][1]:
             ipr.route("del", dst=str(net), oif=oif, proto=RTPROT_OVERCAST)
             changes.append(f"removed route {net}")
             have[net] = 0

@@ -54,7 +54,11 @@ class Clamp:
 
 
 def routed_clamps(plan: SitePlan) -> tuple[Clamp, ...]:
-    return tuple(Clamp(r.interface, r.prefix.version, r.mss, str(r.prefix)) for r in plan.routes)
+    return tuple(
+        Clamp(interface, r.prefix.version, r.mss, str(r.prefix))
+        for r in plan.routes
+        for interface in r.interfaces or (r.interface,)
+    )
 
 
 def stretched_clamps(plan: SitePlan) -> tuple[Clamp, ...]:

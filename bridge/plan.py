@@ -21,7 +21,8 @@ computes the same overlay addresses and VXLAN ports for a pair without talking t
   (bridge.failover), which the controller's fast-failover groups watch.
 - Each L3 segment routes the prefixes other sites announce into the WireGuard interface of
   the most preferred network shared with the announcing site; WireGuard's AllowedIPs pick
-  the peer (cryptokey routing).
+  the peer (cryptokey routing). The prefix is in the peer's AllowedIPs on every network the
+  two share, so the site's path watcher can move the route with the peer's active path.
 - TCP MSS is clamped per path (RFC 6691 section 2; `bridge.mss`): a routed prefix by the
   narrower WireGuard MTU of its two ends, an L2 tunnel by its VXLAN MTU.
 - A revoked site is nobody's peer: its key, prefixes and tunnels leave every plan.
@@ -114,8 +115,18 @@ class RoutedPrefix(Model):
     prefix: IPNetwork
     peer: str
     interface: str  # the WireGuard interface of the most preferred shared network
-    path_mtu: int  # the narrower WireGuard MTU of this site and `peer` on that network
+    # Every network the two share, preferred first, and this site's WireGuard interface on
+    # each: the prefix rides each one's AllowedIPs, so it can move to any of them
+    # (bridge.watch moves it with the peer's active path).
+    underlays: tuple[str, ...] = ()
+    interfaces: tuple[str, ...] = ()
+    path_mtu: int  # the narrowest WireGuard MTU of this site and `peer` on those networks
     mss: int  # RFC 6691 section 2, for the prefix's family
+
+    def interface_on(self, underlay: str) -> str | None:
+        """This site's WireGuard interface carrying the prefix over `underlay`."""
+        pairs = dict(zip(self.underlays, self.interfaces, strict=True))
+        return pairs.get(underlay)
 
 
 class SitePlan(Model):
@@ -325,8 +336,12 @@ def _routes(
             shared = config.shared_underlays(site, peer)
             if peer not in peers or not shared:
                 continue
-            network = shared[0]
-            path = min(_wireguard_mtu(config, s, network) for s in (site, peer))
+            # Every shared network may carry it (failover), so clamp for the narrowest.
+            path = min(_wireguard_mtu(config, s, n) for s in (site, peer) for n in shared)
+            index = list(config.sites).index(site)
+            interfaces = tuple(
+                wireguard_name(prefix, index, config.underlay_names().index(n)) for n in shared
+            )
             for net in prefixes:
                 if net.version == 6 and path < mtu.IPV6_MIN_MTU:
                     raise PlanError(
@@ -340,11 +355,9 @@ def _routes(
                         segment=seg_name,
                         prefix=net,
                         peer=peer,
-                        interface=wireguard_name(
-                            prefix,
-                            list(config.sites).index(site),
-                            config.underlay_names().index(network),
-                        ),
+                        interface=interfaces[0],
+                        underlays=tuple(shared),
+                        interfaces=interfaces,
                         path_mtu=path,
                         mss=mtu.tcp_mss(path, net.version),
                     )
@@ -381,7 +394,7 @@ def _wireguard(
                 endpoint=f"{host}:{config.sites[peer].wireguard_port + k}",
                 allowed_ips=(
                     ipaddress.ip_network(f"{overlay_address(config, peer, network)}/{host_bits}"),
-                    *(r.prefix for r in routes if r.peer == peer and r.interface == name),
+                    *(r.prefix for r in routes if r.peer == peer and name in r.interfaces),
                 ),
                 persistent_keepalive=config.bridge.persistent_keepalive,
                 path_mtu=min(

@@ -1,6 +1,13 @@
 """The site's path watcher: applies `bridge.failover`'s hold-down to the switch and counts
 failovers. It runs beside the site's switch, never in the controller.
 
+Routed (L3) segments follow the same paths: the watcher routes each prefix a peer
+announces into the WireGuard interface of the network that carries the peer's traffic
+on the switch (its L2 group's active path), so a routed segment fails over and back with
+the same BFD sessions and hold-down. With no path usable the route stays where it is.
+Unlike the switch's own failover this one needs the watcher (like a router's BFD daemon
+moving its static routes); a route moves within milliseconds of the OVSDB report.
+
 It follows every path's BFD session through OVSDB (ovs-vswitchd writes Interface.
 bfd_status as sessions change; the watcher blocks on the database's change notifications,
 so it reacts within milliseconds), holds a path with `ovs-appctl bfd/set-forwarding PORT
@@ -19,7 +26,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +34,11 @@ from prometheus_client import Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from bridge.failover import Bfd, HoldDown, Move, all_paths, path_groups, roles
+from bridge.failover import Bfd, HoldDown, Move, Role, all_paths, path_groups, roles
 from bridge.plan import SitePlan
 from controller.ovsdb import Ovsdb
 from overcast.metrics import REGISTRY
+from overcast.model import IPNetwork
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +93,29 @@ REGISTRY.register(SINCE_LAST_FAILOVER)
 
 class WatchError(Exception):
     """The watcher cannot reach the switch; the message names what and the fix."""
+
+
+class Router:
+    """The site namespace's main routing table (this process runs in the site's namespace)."""
+
+    def replace(self, prefix: IPNetwork, interface: str) -> bool:
+        """Route `prefix` into `interface` (ours: RTPROT_OVERCAST); False if it is gone."""
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        from bridge.apply import RTPROT_OVERCAST
+
+        with IPRoute() as ipr:
+            index = ipr.link_lookup(ifname=interface)
+            if not index:
+                log.warning("cannot route %s via %s: no such interface", prefix, interface)
+                return False
+            try:
+                ipr.route("replace", dst=str(prefix), oif=index[0], proto=RTPROT_OVERCAST)
+            except NetlinkError as exc:
+                log.warning("cannot route %s via %s: %s", prefix, interface, exc)
+                return False
+        return True
 
 
 class VswitchdControl:
@@ -148,14 +179,24 @@ def bfd_of(status: dict[str, str]) -> Bfd:
 
 class PathWatch:
     def __init__(
-        self, plan: SitePlan, *, hold_down_s: float, ovsdb: str, vswitchd: VswitchdControl
+        self,
+        plan: SitePlan,
+        *,
+        hold_down_s: float,
+        ovsdb: str,
+        vswitchd: VswitchdControl,
+        router: Router | None = None,
     ) -> None:
         self.plan = plan
+        self.router = router or Router()
         self.hold = HoldDown(path_groups(plan), hold_down_s)
         self.ovsdb = ovsdb
         self.vswitchd = vswitchd
         self.ports = [p.port for p in all_paths(self.hold.groups)]
         self.applied: dict[str, bool] = {}  # port -> held, as last told to ovs-vswitchd
+        # Routed prefixes that can move (announced by a peer reached over several networks).
+        self.routes = tuple(r for r in plan.routes if len(r.interfaces) > 1)
+        self.routed: dict[str, str] = {}  # prefix -> the WireGuard interface it is routed into
 
     def run(self, stop: threading.Event) -> None:
         with Ovsdb(self.ovsdb, wait_for_vswitchd=False) as db:
@@ -176,8 +217,34 @@ class PathWatch:
             self._set(db, port, held=port in self.hold.held)
         for move in moves:
             self._count(move, now)
+        if self.routes:
+            self._route(self.hold.roles(bfd))
         self._export(bfd)
         return moves
+
+    def _route(self, role: Mapping[str, Role]) -> None:
+        """Each movable prefix into the WireGuard interface of its peer's active path."""
+        active: dict[str, str] = {}  # peer -> underlay of its active path (first group)
+        for group in self.hold.groups:
+            for path in group.paths:
+                if role.get(path.port) == "active":
+                    active.setdefault(group.peer, path.underlay)
+        for r in self.routes:
+            underlay = active.get(r.peer)
+            interface = r.interface_on(underlay) if underlay else None
+            if interface is None or self.routed.get(str(r.prefix)) == interface:
+                continue  # no path usable: leave the route where it is
+            if self.router.replace(r.prefix, interface):
+                log.info(
+                    "site %s segment %s: %s (%s) routed via %s (%s)",
+                    self.plan.site,
+                    r.segment,
+                    r.prefix,
+                    r.peer,
+                    interface,
+                    underlay,
+                )
+                self.routed[str(r.prefix)] = interface
 
     def _set(self, db: Ovsdb, port: str, *, held: bool, force: bool = False) -> None:
         if not force and self.applied.get(port) == held:

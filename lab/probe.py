@@ -37,6 +37,12 @@ if TYPE_CHECKING:  # the probe processes start faster without pydantic
 PROBE_PORT = 7  # the echo service's port (RFC 862), inside the lab's own host namespace
 _HEADER = struct.Struct("!Q")  # sequence number
 LINGER = 0.3  # after the last probe, how long the sender waits for late replies
+FLOWING = "flowing"  # what the sender prints once its first probe is answered
+START_TIMEOUT = 30.0  # for the first reply (a busy machine starts Python slowly)
+
+
+class ProbeError(RuntimeError):
+    """The probe stream could not start; the message names the pair."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,17 @@ class ProbeStream:
                 env=env,
             )
         )
+        # Return only once probes flow both ways, so whatever the caller does next (break
+        # a path, say) happens under the stream, however slowly the processes started.
+        sender = self._procs[1]
+        assert sender.stdout is not None
+        ready, _, _ = select.select([sender.stdout], [], [], START_TIMEOUT)
+        if not ready or sender.stdout.readline().strip() != FLOWING:
+            self.stop()
+            raise ProbeError(
+                f"probe stream {self.source_ns} -> {self.target} (netns {self.target_ns}): "
+                f"no reply within {START_TIMEOUT:g}s; is there a path between them?"
+            )
 
     def stop(self) -> None:
         """Stop sending and collect what the sender saw (it waits LINGER for late replies)."""
@@ -115,6 +132,7 @@ class ProbeStream:
         out, _ = sender.communicate(timeout=30)
         echo.terminate()
         echo.wait(timeout=10)
+        out = out.removeprefix(FLOWING + "\n")  # if start() gave up before reading it
         result = json.loads(out or '{"sent": [], "answered": {}}')
         self.sent = result["sent"]
         self.answered = {int(k): v for k, v in result["answered"].items()}
@@ -202,6 +220,8 @@ def _send(address: str, interval: float, size: int, marker: bytes) -> None:
                 except (BlockingIOError, ConnectionRefusedError):
                     break
                 if len(data) >= _HEADER.size:
+                    if not answered:
+                        print(FLOWING, flush=True)
                     answered.setdefault(_HEADER.unpack_from(data)[0], time.monotonic())
     json.dump({"sent": sent, "answered": answered}, sys.stdout)
 

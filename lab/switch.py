@@ -87,6 +87,9 @@ def start(site: SitePlan, registry: Registry) -> None:
                 "--detach",
             ],
         )
+        # Every BFD state change in the log (OVS rate-limits them to 20 a minute): a lab is
+        # where one reads how a path failed and came back.
+        _run(site, ["ovs-appctl", "-t", "ovs-vswitchd", "vlog/disable-rate-limit", "bfd"])
 
 
 def _run(site: SitePlan, argv: list[str]) -> None:

@@ -83,8 +83,10 @@ def iperf3(
     source: str,
     label: str,
     seconds: int = 3,
+    bitrate: str | None = None,
 ) -> Throughput:
-    """One TCP iperf3 run from `client_ns` to a one-shot server on `server` in `server_ns`."""
+    """One TCP iperf3 run from `client_ns` to a one-shot server on `server` in `server_ns`,
+    at most `bitrate` (iperf3's `-b`, e.g. "20M") if given."""
     proc = subprocess.Popen(
         ["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1", "-B", str(server)],
         stdin=subprocess.DEVNULL,
@@ -103,7 +105,10 @@ def iperf3(
             raise netns.LabCommandError(f"iperf3 server in {server_ns} did not start")
         out = netns.run(
             client_ns,
-            ["iperf3", "-c", str(server), "-t", str(seconds), "--json"],
+            [
+                *("iperf3", "-c", str(server), "-t", str(seconds), "--json"),
+                *(("-b", bitrate) if bitrate else ()),
+            ],
             timeout=seconds + 30,
             check=False,
         )

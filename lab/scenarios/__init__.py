@@ -95,9 +95,16 @@ class SitelessScenario:
 
 def registry() -> dict[str, Scenario | SitelessScenario]:
     """Every scenario that is built, by name."""
-    from lab.scenarios import hijack, leak, rotate, sso, stretch
+    from lab.scenarios import failover, hijack, leak, rotate, sso, stretch
 
-    built = (stretch.SCENARIO, rotate.SCENARIO, sso.SCENARIO, hijack.SCENARIO, leak.SCENARIO)
+    built = (
+        stretch.SCENARIO,
+        failover.SCENARIO,
+        rotate.SCENARIO,
+        sso.SCENARIO,
+        hijack.SCENARIO,
+        leak.SCENARIO,
+    )
     return {s.name: s for s in built}
 
 

@@ -192,3 +192,24 @@ def test_sso_interrupted_leaves_nothing_then_signs_one_user_in_and_refuses_the_o
     assert logged["allowed"]["sub"] == "alice" and logged["allowed"]["app"] == "crm"
     assert checks["crm never saw bob"]["figures"]["users"] == ["alice"]
     assert leftovers(lab_id) == []
+
+
+def test_failover_moves_traffic_and_returns_it_after_the_hold_down(lab_id: str) -> None:
+    require_binaries(*DAEMONS, "iperf3", "nft")
+    scenario = overcast("lab", "scenario", "failover", "--id", lab_id, "--json", timeout=300)
+    assert scenario.returncode == 0, f"{scenario.stdout}{scenario.stderr[-2000:]}"
+    result = json.loads(scenario.stdout)
+    assert result["ok"] and result["error"] is None and result["lab_id"] == lab_id
+    checks = {c["name"].split(":")[0]: c["figures"] for c in result["checks"]}
+    failover, failback = checks["failover"], checks["failback"]
+    assert 0 < failover["gap_ms"] <= failover["target_ms"] and failover["lost"] > 0
+    assert (failover["underlay"], failover["backup"]) == ("isp-a", "isp-b")
+    assert failback["gap_ms"] <= failback["target_ms"]
+    returned = checks["failback after the hold-down"]
+    assert returned["failback_after_s"] >= returned["hold_down_s"] - 0.5
+    assert checks["traffic on isp-b during the fault"]["roles"] == {
+        "isp-a": "down",
+        "isp-b": "active",
+    }
+    assert checks["TCP hq/finance-1 -> branch/finance-1 through the failover"]["bits_per_second"]
+    assert leftovers(lab_id) == []

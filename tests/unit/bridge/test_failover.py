@@ -3,9 +3,14 @@ flapping one, and never at the cost of leaving a peer with no path."""
 
 from __future__ import annotations
 
+import ipaddress
+from pathlib import Path as FilePath
+
+from bridge import mss
 from bridge.failover import Bfd, HoldDown, Move, Path, PathGroup, path_groups
 from bridge.keys import generate_private_key, public_key_of
-from bridge.plan import plan_site
+from bridge.plan import SitePlan, plan_site
+from bridge.watch import PathWatch, VswitchdControl
 from overcast.config import loads
 
 A, B = "vx100-1", "vx100-1-1"
@@ -106,3 +111,71 @@ def test_a_bounce_between_two_reports_is_seen_by_the_flap_counter() -> None:
     # Releasing a held port flips OVS's frozen flag once: that is not a flap.
     assert h.update(7, {A: Bfd("up", "up", flap_count=3), B: UP}) == []
     assert h.held == set()
+
+
+ROUTED = """
+underlays: {isp-a: {}, isp-b: {}}
+sites:
+  hq:     {role: enterprise, underlay: {isp-a: 192.0.2.1, isp-b: 198.51.100.1}}
+  branch: {role: enterprise, underlay: {isp-a: 192.0.2.2, isp-b: 198.51.100.2}, underlay_mtu: 1460}
+segments:
+  finance: {mode: l2, vni: 100, vlan: 10, sites: [hq, branch]}
+  apps:
+    mode: l3
+    prefixes: [10.20.0.0/16]
+    sites: [hq, branch]
+    announce: {hq: [10.20.1.0/24], branch: [10.20.2.0/24]}
+"""
+
+
+def routed_plan() -> SitePlan:
+    config = loads(ROUTED)
+    keys = {s: public_key_of(generate_private_key()) for s in config.sites}
+    return plan_site(config, "hq", keys, prefix="oc")
+
+
+def test_a_routed_prefix_rides_every_shared_network() -> None:
+    hq = routed_plan()
+    (route,) = hq.routes
+    assert (str(route.prefix), route.interface) == ("10.20.2.0/24", "ocwg0")
+    assert route.underlays == ("isp-a", "isp-b") and route.interfaces == ("ocwg0", "ocwg0-1")
+    assert route.interface_on("isp-b") == "ocwg0-1"
+    # Either network's tunnel may carry it, so each has it in branch's AllowedIPs, and the
+    # MSS clamp is on both interfaces.
+    for wg in hq.wireguard_interfaces:
+        (peer,) = wg.peers
+        assert ipaddress.ip_network("10.20.2.0/24") in peer.allowed_ips
+    assert {c.device for c in mss.routed_clamps(hq)} == {"ocwg0", "ocwg0-1"}
+
+
+class Routes:
+    """A stand-in for the site's routing table: what the watcher asked for."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def replace(self, prefix: object, interface: str) -> bool:
+        self.calls.append((str(prefix), interface))
+        return True
+
+
+def test_routed_prefixes_follow_the_peers_active_path() -> None:
+    routes = Routes()
+    watch = PathWatch(
+        routed_plan(),
+        hold_down_s=5.0,
+        ovsdb="unix:/nonexistent",
+        vswitchd=VswitchdControl(FilePath("/nonexistent")),
+        router=routes,  # type: ignore[arg-type]
+    )
+    watch._route({A: "active", B: "standby"})
+    watch._route({A: "active", B: "standby"})  # nothing changed: nothing done
+    watch._route({A: "down", B: "active"})  # failover
+    watch._route({A: "down", B: "down"})  # no path at all: the route stays
+    watch._route({A: "held", B: "active"})
+    watch._route({A: "active", B: "standby"})  # failback after the hold-down
+    assert routes.calls == [
+        ("10.20.2.0/24", "ocwg0"),
+        ("10.20.2.0/24", "ocwg0-1"),
+        ("10.20.2.0/24", "ocwg0"),
+    ]
