@@ -17,9 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,7 @@ from bridge.failover import path_groups
 from bridge.watch import path_report
 from lab import build, faults, flows, names, netns, switch
 from lab.plan import STATE_ROOT, LabPlan
-from lab.probe import ProbeStream
+from lab.probe import Outage, ProbeStream
 from overcast.config import loads
 
 CONFIG = """
@@ -68,6 +70,37 @@ class Sites:
     def close(self) -> None:
         for db in self.dbs.values():
             db.close()
+
+
+_BFD_CHANGE = re.compile(
+    r"^(\S+)\|.*\|bfd.*\|INFO\|(\S+): BFD state change: (\w+->\w+) \"[^\"]*\"->\"([^\"]*)\""
+)
+
+
+def bfd_changes(plan: LabPlan, offset: float) -> list[tuple[float, str]]:
+    """Every BFD state change both switches logged (the lab turns OVS's rate limit off),
+    as (monotonic time, "site port from->to (diagnostic)"); `offset` is wall - monotonic."""
+    out = []
+    for site in ("hq", "branch"):
+        log = plan.site(site).dir / "log" / "ovs-vswitchd.log"
+        for line in log.read_text(errors="replace").splitlines():
+            if m := _BFD_CHANGE.match(line):
+                wall = datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+                out.append(
+                    (wall.timestamp() - offset, f"{site} {m.group(2)} {m.group(3)} ({m.group(4)})")
+                )
+    return sorted(out)
+
+
+def during(changes: list[tuple[float, str]], outage: Outage | None) -> list[str]:
+    """The BFD changes from 0.3 s before an outage to its end: what it coincided with."""
+    if outage is None:
+        return []
+    return [
+        f"{what} at {at - outage.last_before:+.2f}s"
+        for at, what in changes
+        if outage.last_before - 0.3 <= at <= outage.first_after
+    ]
 
 
 def summary(values: list[float]) -> str:
@@ -114,6 +147,7 @@ def main() -> int:
                 print(f"  {i + 1}/{args.failovers} {kind}", file=sys.stderr)
             time.sleep(0.5)
         sites.close()
+        changes = bfd_changes(plan, time.time() - time.monotonic())
         ends = [m[1] for m in marks[1:]] + [float("inf")]  # each window ends at the next fault
         for (fault, broken, healed, returned), end in zip(marks, ends, strict=True):
             out = probes.worst(since=broken, until=healed)
@@ -126,6 +160,9 @@ def main() -> int:
                     "failback_gap_ms": round(ret.gap_ms, 1) if ret else 0.0,
                     "failback_lost": ret.lost if ret else 0,
                     "failback_after_s": round(returned - healed, 2),
+                    # What a failback's loss coincided with: a BFD session going down that
+                    # no fault of ours caused (a busy machine delays BFD packets).
+                    "failback_bfd_changes": during(changes, ret),
                 }
             )
     finally:
@@ -159,6 +196,8 @@ def main() -> int:
             f"({r['failover_lost']:>3} lost)   failback gap {r['failback_gap_ms']:6.1f} ms "
             f"({r['failback_lost']:>3} lost) {r['failback_after_s']:5.1f} s after healing"
         )
+        if r["failback_lost"]:
+            print(f"     failback loss coincided with: {'; '.join(r['failback_bfd_changes'])}")
     print(f"failover gap ms: {summary(over)};  probes lost: {summary(lost)}")
     print(f"failback gap ms: {summary(back)}")
     for each in faults.FAULTS:
