@@ -11,4 +11,9 @@ BINDING_HTTP_POST = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"
 
 
 class SamlRefused(Exception):
-    """A SAML message the IdP will not answer; the text says why (safe to show)."""
+    """A SAML message the IdP will not answer; the text says why (safe to show), `kind`
+    is the short label it is counted under."""
+
+    def __init__(self, kind: str, text: str) -> None:
+        super().__init__(text)
+        self.kind = kind

@@ -185,7 +185,7 @@ class SamlIdp:
         """Check an AuthnRequest from the SSO endpoint; SamlRefused says why not."""
         message = query.get("SAMLRequest")
         if not message:
-            raise SamlRefused("no SAMLRequest: open this page from the app's sign-in")
+            raise SamlRefused("malformed", "no SAMLRequest: open this page from the app's sign-in")
         relay_state = query.get("RelayState", "")
         redirect = {
             "relay_state": query.get("RelayState"),
@@ -196,25 +196,30 @@ class SamlIdp:
         try:
             parsed = self.lenient.parse_authn_request(message, binding, **extra)
         except Exception as exc:  # pysaml2 raises many types; all mean "refused"
-            raise SamlRefused(f"AuthnRequest refused: {_why(exc)}") from None
+            raise SamlRefused("malformed", f"AuthnRequest refused: {_why(exc)}") from None
         if parsed is None:
-            raise SamlRefused("AuthnRequest refused: not a SAML AuthnRequest")
+            raise SamlRefused("malformed", "AuthnRequest refused: not a SAML AuthnRequest")
         issuer = parsed.message.issuer.text.strip() if parsed.message.issuer is not None else ""
         sp = self.by_entity.get(issuer)
         if sp is None:
-            raise SamlRefused(f"AuthnRequest from {issuer!r}, which is no app of this gateway")
+            raise SamlRefused(
+                "unknown_sp", f"AuthnRequest from {issuer!r}, which is no app of this gateway"
+            )
         if sp.must_sign:
             try:
                 parsed = self.strict.parse_authn_request(message, binding, **extra)
             except Exception as exc:
-                raise SamlRefused(f"{sp.app} must sign its AuthnRequests: {_why(exc)}") from None
+                raise SamlRefused(
+                    "signature", f"{sp.app} must sign its AuthnRequests: {_why(exc)}"
+                ) from None
         request_id = str(parsed.message.id)
         self._fresh(request_id, str(parsed.message.issue_instant))
         try:
             args = self.lenient.response_args(parsed.message, [BINDING_HTTP_POST])
         except Exception as exc:
             raise SamlRefused(
-                f"{sp.app}: the AssertionConsumerService URL is not in its metadata ({_why(exc)})"
+                "acs",
+                f"{sp.app}: the AssertionConsumerService URL is not in its metadata ({_why(exc)})",
             ) from None
         return Request(sp, request_id, str(args["destination"]), BINDING_HTTP_POST, relay_state)
 
@@ -223,14 +228,18 @@ class SamlIdp:
         now = self.clock()
         self.seen = {k: t for k, t in self.seen.items() if t > now}
         if request_id in self.seen:
-            raise SamlRefused(f"AuthnRequest {request_id} was answered before (a replay)")
+            raise SamlRefused("replay", f"AuthnRequest {request_id} was answered before (a replay)")
         try:
             issued = datetime.datetime.fromisoformat(issue_instant.replace("Z", "+00:00"))
         except ValueError:
-            raise SamlRefused(f"AuthnRequest IssueInstant {issue_instant!r} unreadable") from None
+            raise SamlRefused(
+                "stale", f"AuthnRequest IssueInstant {issue_instant!r} unreadable"
+            ) from None
         age = now - issued.timestamp()
         if not -CLOCK_SKEW <= age <= SEEN_FOR - CLOCK_SKEW:
-            raise SamlRefused(f"AuthnRequest issued {int(age)} s ago; start the sign-in again")
+            raise SamlRefused(
+                "stale", f"AuthnRequest issued {int(age)} s ago; start the sign-in again"
+            )
         self.seen[request_id] = now + SEEN_FOR
 
     def idp_initiated(self, app: str, relay_state: str = "") -> Request:
@@ -253,7 +262,7 @@ class SamlIdp:
         sp = request.sp
         if sp.settings.name_id == "email":
             if email is None:
-                raise SamlRefused(f"{sp.app} needs a verified email address as NameID")
+                raise SamlRefused("nameid", f"{sp.app} needs a verified email address as NameID")
             name_id = NameID(format=NAMEID_FORMAT_EMAILADDRESS, text=email)
         else:
             name_id = NameID(
@@ -327,7 +336,7 @@ class SamlIdp:
         try:
             self.lenient.parse_logout_request_response(message, binding)
         except Exception as exc:
-            raise SamlRefused(f"LogoutResponse refused: {_why(exc)}") from None
+            raise SamlRefused("logout", f"LogoutResponse refused: {_why(exc)}") from None
 
 
 def _why(exc: Exception) -> str:

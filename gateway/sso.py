@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import parse_qsl
 
+from prometheus_client import Counter
+
 from gateway import op
 from gateway.app import (
     CALLBACK,
@@ -49,12 +51,28 @@ from gateway.saml_endpoints import METADATA as SAML_METADATA
 from gateway.saml_endpoints import SLO as SAML_SLO
 from gateway.saml_endpoints import SSO as SAML_SSO
 from gateway.session import COOKIE, Session, cookie_value
+from overcast.metrics import REGISTRY
 
 if TYPE_CHECKING:
     from gateway.saml_idp import Request as SamlRequest
     from gateway.saml_idp import SamlIdp, SpSession
 
 log = logging.getLogger("overcast.gateway")
+
+# Labels: protocol saml|oidc; reason: a SamlRefused kind, an OAuth 2.0 error code (RFC 6749
+# 4.1.2.1, 5.2) or "policy".
+REFUSED = Counter(
+    "overcast_gateway_idp_refused",
+    "Sign-ins the gateway as identity provider refused, by protocol and reason",
+    ["protocol", "reason"],
+    registry=REGISTRY,
+)
+ISSUED = Counter(
+    "overcast_gateway_idp_issued",
+    "SAML responses and OIDC authorization codes issued, by app",
+    ["app"],
+    registry=REGISTRY,
+)
 
 
 PORTAL = "/"
@@ -182,7 +200,8 @@ class SsoHost:
         )
         return decision
 
-    def _refused(self, app: str, decision: Decision) -> Reply:
+    def _refused(self, protocol: str, app: str, decision: Decision) -> Reply:
+        REFUSED.labels(protocol, "policy").inc()
         return page(403, "Forbidden", f"{app}: {decision.reason}")
 
     # -- OpenID provider -----------------------------------------------------------------
@@ -205,8 +224,11 @@ class SsoHost:
         client = checked.request.client
         decision = self._decide(scope, client.app, path, session)
         if not decision.allowed:
-            return self._refused(client.app, decision)
-        return self._answer(self.op.authorize(checked, self._grantee(session, client)))
+            return self._refused("oidc", client.app, decision)
+        answer = self.op.authorize(checked, self._grantee(session, client))
+        if answer.status == 302 and "code=" in dict(answer.headers).get("Location", ""):
+            ISSUED.labels(client.app).inc()
+        return self._answer(answer)
 
     def _grantee(self, session: Session | None, client: op.Client | None) -> op.Grantee:
         assert session is not None
@@ -226,12 +248,17 @@ class SsoHost:
             return _json(404, {"error": "not_found"})
         answer = self.op.token(self.config.url(self.host, op.TOKEN), _headers(scope), form)
         if answer.status != 200:
+            REFUSED.labels("oidc", _error(answer.body)).inc()
             log.info("OIDC token request refused: %s", answer.body)
         return self._answer(answer)
 
     def _answer(self, answer: op.Answer, refused: bool = False) -> Reply:
         headers = tuple((k.lower().encode(), v.encode()) for k, v in answer.headers)
         body = answer.body
+        if refused:
+            location = dict(answer.headers).get("Location", "")
+            error = dict(parse_qsl(location.partition("?")[2])).get("error")
+            REFUSED.labels("oidc", error or _error(body)).inc()
         if refused and not any(k == b"location" for k, _ in headers):
             # No registered redirect URI to report to: tell the user, never redirect.
             doc = body if isinstance(body, dict) else json.loads(body or "{}")
@@ -260,6 +287,7 @@ class SsoHost:
         try:
             request = self.saml.parse(binding, dict(pairs))
         except SamlRefused as exc:
+            REFUSED.labels("saml", exc.kind).inc()
             log.info("SAML sign-in refused: %s", exc)
             return page(400, "Sign-in refused", str(exc))
         return self._assert(scope, session, request, SAML_SSO)
@@ -284,7 +312,7 @@ class SsoHost:
         app = request.sp.app
         decision = self._decide(scope, app, path, session)
         if not decision.allowed:
-            return self._refused(app, decision)
+            return self._refused("saml", app, decision)
         claims = self._claims(session)
         attributes = op.mapped_claims(claims, request.sp.settings.attributes)
         try:
@@ -292,7 +320,9 @@ class SsoHost:
                 request, session.sid, session.sub, claims.get("email"), attributes
             )
         except SamlRefused as exc:
+            REFUSED.labels("saml", exc.kind).inc()
             return page(403, "Forbidden", str(exc))
+        ISSUED.labels(app).inc()
         return Reply(200, form.encode(), b"text/html; charset=utf-8")
 
     # -- portal ----------------------------------------------------------------------------
@@ -376,6 +406,16 @@ class SsoHost:
                 log.info("%s", exc)  # the chain goes on: the gateway session is already over
             return self._next_logout(key)
         return page(400, "Sign-out", "Sign out from the gateway's portal.")
+
+
+def _error(body: str | dict[str, Any]) -> str:
+    """The OAuth 2.0 error code of an error body (a short, fixed vocabulary)."""
+    try:
+        doc = body if isinstance(body, dict) else json.loads(body or "{}")
+    except ValueError:
+        return "invalid_request"
+    error = doc.get("error") if isinstance(doc, dict) else None
+    return error if isinstance(error, str) and error.isascii() and len(error) < 40 else "other"
 
 
 def _headers(scope: Scope) -> dict[str, str]:

@@ -37,7 +37,7 @@ from mininet.node import Controller, Host, Node, Switch
 from mininet.topo import Topo
 
 from bridge.keys import KeyStore
-from lab import build, flows, names, netns, switch
+from lab import build, flows, names, netns, switch, wan_emulator
 from lab.plan import OPENFLOW_PORT, STATE_ROOT, HostPlan, LabPlan
 from lab.registry import Registry
 from overcast.config import OvercastConfig, load, loads
@@ -363,6 +363,19 @@ class ProviderNetwork(_LabNode):
                 start_new_session=True,
             )
         pidfile.write_text(f"{proc.pid}\n")
+
+        self.lab.meanwhile(self._wait_forwarding, proc, log)
+
+    def _wait_forwarding(self, proc: subprocess.Popen[bytes], log: Path) -> None:
+        def ready() -> bool:
+            return proc.poll() is not None or wan_emulator.READY in log.read_text(errors="replace")
+
+        if not netns.wait_until(ready, 30.0) or proc.poll() is not None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+            raise netns.LabCommandError(
+                f"the provider network {self.name} (lab.wan_emulator) did not start (see "
+                f"{log}): {' / '.join(tail) or 'no output'}"
+            )
 
 
 class OvercastSite(_LabNode):

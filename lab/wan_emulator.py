@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 ETH_P_ALL = 0x0003  # linux/if_ether.h: every protocol
 PACKET_OUTGOING = 4  # linux/if_packet.h: a frame this host sent (our own, seen again)
 MAX_FRAME = 65535
+READY = "forwarding"
 SOCKET_BUFFER = 4 << 20  # bytes; the kernel caps it at net.core.rmem_max
 # A switch's usual MAC ageing time (IEEE 802.1D section 7.9.2 recommends 300 s).
 MAC_AGEING_S = 300.0
@@ -84,6 +85,8 @@ def run(interfaces: Sequence[str], delay_s: float, loss: float) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
         sock.setblocking(False)
         socks.append(sock)
+    # Whoever started it waits for this line (lab.mininet_net.ProviderNetwork).
+    print(f"{READY} on {', '.join(interfaces)}", flush=True)
     schedule = Schedule(range(len(socks)), delay_s, loss)
     by_fd = {s.fileno(): i for i, s in enumerate(socks)}
     poller = select.poll()

@@ -8,6 +8,9 @@ the module.
 
 from __future__ import annotations
 
+import base64
+import copy
+import html
 import json
 import os
 import re
@@ -19,6 +22,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
 import pytest
+from lxml import etree  # type: ignore[import-untyped]  # with os-ken's ncclient
 
 from lab.idp import JS, NODE
 from tests.conftest import require
@@ -238,3 +242,141 @@ def _to_gateway(client: httpx.Client, url: str, port: int) -> str:
         if urlsplit(url).port == port:
             return url
     raise AssertionError(f"{url} never led to the gateway")
+
+
+SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
+SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
+DS = "http://www.w3.org/2000/09/xmldsig#"
+
+
+@dataclass(frozen=True)
+class Posted:
+    """A SAML response the gateway issued, not yet posted to the SP's ACS."""
+
+    acs: str
+    response: bytes  # the XML
+    relay_state: str
+
+    def post(self, client: httpx.Client, xml: bytes | None = None) -> httpx.Response:
+        body = base64.b64encode(xml if xml is not None else self.response).decode()
+        return client.post(self.acs, data={"SAMLResponse": body, "RelayState": self.relay_state})
+
+
+def issued(client: httpx.Client, app: str, port: int) -> Posted:
+    """Start the SP's sign-in and take the gateway's auto-posting form apart."""
+    form = client.get(_to_gateway(client, app, port))
+    assert form.status_code == 200, form.text[:300]
+    fields = dict(re.findall(r'name="(SAMLResponse|RelayState)" value="([^"]*)"', form.text))
+    action = re.search(r'action="([^"]+)"', form.text)
+    assert action is not None and "SAMLResponse" in fields
+    response = base64.b64decode(html.unescape(fields["SAMLResponse"]))
+    return Posted(html.unescape(action.group(1)), response, html.unescape(fields["RelayState"]))
+
+
+def wrapping_attacks(xml: bytes, attacker: str) -> dict[str, bytes]:
+    """XML signature wrapping variants (Somorovsky et al., "On Breaking SAML: Be Whoever
+    You Want to Be", USENIX Security 2012: XSW1-XSW8), plus plain tampering and the
+    comment-truncation trick (CVE-2017-11427 and others): each tries to make the SP read
+    `attacker` while a signature still verifies over the original elements."""
+
+    def tree() -> tuple[etree._Element, etree._Element]:
+        root = etree.fromstring(xml)
+        return root, root.find(f"{{{SAML}}}Assertion")
+
+    def evil_from(assertion: etree._Element) -> etree._Element:
+        evil = copy.deepcopy(assertion)
+        for signature in evil.findall(f"{{{DS}}}Signature"):
+            evil.remove(signature)
+        evil.set("ID", "_evil" + evil.get("ID", ""))
+        evil.find(f".//{{{SAML}}}NameID").text = attacker
+        return evil
+
+    attacks = {}
+    root, assertion = tree()
+    assertion.find(f".//{{{SAML}}}NameID").text = attacker
+    attacks["tampered NameID"] = root
+    root, assertion = tree()
+    name_id = assertion.find(f".//{{{SAML}}}NameID")
+    name_id.text = attacker
+    name_id.append(etree.Comment(""))
+    name_id[-1].tail = name_id.get("unused", "") + ".x"
+    attacks["comment in NameID"] = root
+    # XSW1/XSW2: a new unsigned Response around the evil assertion, the signed original
+    # kept inside it (after it, or inside its Signature).
+    for name, into_signature in (("XSW1", False), ("XSW2", True)):
+        root, assertion = tree()
+        evil_root = copy.deepcopy(root)
+        evil_root.set("ID", "_evil" + root.get("ID", ""))
+        for signature in evil_root.findall(f"{{{DS}}}Signature"):
+            evil_root.remove(signature)
+        evil_root.replace(evil_root.find(f"{{{SAML}}}Assertion"), evil_from(assertion))
+        if into_signature:
+            signature = copy.deepcopy(root.find(f"{{{DS}}}Signature"))
+            signature.append(root)
+            evil_root.insert(1, signature)
+        else:
+            evil_root.append(root)
+        attacks[name] = evil_root
+    # XSW3: the evil assertion before the signed one; XSW4: the evil one wraps it;
+    # XSW5-ish: the signed one inside the evil one's Subject; XSW7: moved to Extensions.
+    root, assertion = tree()
+    root.insert(root.index(assertion), evil_from(assertion))
+    attacks["XSW3"] = root
+    root, assertion = tree()
+    evil = evil_from(assertion)
+    root.replace(assertion, evil)
+    evil.append(assertion)
+    attacks["XSW4"] = root
+    root, assertion = tree()
+    evil = evil_from(assertion)
+    root.replace(assertion, evil)
+    evil.find(f"{{{SAML}}}Subject").append(assertion)
+    attacks["XSW5"] = root
+    root, assertion = tree()
+    evil = evil_from(assertion)
+    root.replace(assertion, evil)
+    extensions = etree.Element(f"{{{SAMLP}}}Extensions")
+    extensions.append(assertion)
+    root.insert(1, extensions)
+    attacks["XSW7"] = root
+    return {name: etree.tostring(root) for name, root in attacks.items()}
+
+
+@pytest.mark.parametrize("sp", ["mellon", "shib"])
+def test_sp_checks_refuse_wrapping_replay_and_another_audience(world: World, sp: str) -> None:
+    """The checks the gateway depends on at the SP side, with responses it really issued."""
+    app = world.sps.mellon_app if sp == "mellon" else world.sps.shib_app
+    other = world.sps.shib_app if sp == "mellon" else world.sps.mellon_app
+    attacker = "bob@corp.example" if sp == "mellon" else "0" * 64
+
+    def signed_in(client: httpx.Client) -> str:
+        page = client.get(app)
+        return page.text if page.status_code == 200 and "user=" in page.text else ""
+
+    with world.client() as client:
+        sign_in(client, world.portal, "alice")
+        # A genuine response works once, and only once.
+        genuine = issued(client, app, world.served.port)
+        with world.client() as first:
+            first.cookies = client.cookies
+            genuine.post(first)
+            assert "alice" in signed_in(first)
+        with world.client() as replayer:
+            replayer.cookies = client.cookies
+            genuine.post(replayer)
+            assert not signed_in(replayer)
+        # Wrapped and tampered ones never (the SP's replay cache may see their ids first,
+        # so each attack gets a response of its own).
+        for name in wrapping_attacks(genuine.response, attacker):
+            fresh = issued(client, app, world.served.port)
+            with world.client() as victim:
+                victim.cookies = client.cookies  # as the browser that started the sign-in
+                fresh.post(victim, wrapping_attacks(fresh.response, attacker)[name])
+                assert attacker not in signed_in(victim), name
+        # Another SP's response (its audience) is refused.
+        foreign = issued(client, other, world.served.port)
+        fresh = issued(client, app, world.served.port)
+        with world.client() as victim:
+            victim.cookies = client.cookies
+            Posted(fresh.acs, foreign.response, fresh.relay_state).post(victim)
+            assert not signed_in(victim)
