@@ -99,11 +99,11 @@ def registry() -> dict[str, Scenario | SitelessScenario]:
 
     built = (
         stretch.SCENARIO,
-        failover.SCENARIO,
         rotate.SCENARIO,
         sso.SCENARIO,
         hijack.SCENARIO,
         leak.SCENARIO,
+        failover.SCENARIO,
     )
     return {s.name: s for s in built}
 

@@ -80,3 +80,17 @@ def test_bad_scenario_arguments_are_usage_errors(
 ) -> None:
     assert main(["lab", "scenario", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_failover_picks_a_pair_on_two_shared_networks_in_any_lab() -> None:
+    from lab import demo
+    from lab.netns import LabCommandError
+    from lab.scenarios import failover
+
+    for config in (failover.SCENARIO.config()[0], demo.built_in()[0]):
+        pair = failover.pick_pair(config, make_plan(config, "oc1234"))
+        assert (pair.source.site, pair.target.site) == ("hq", "branch")
+        assert (pair.preferred, pair.backup) == ("isp-a", "isp-b")
+    single, _ = stretch.SCENARIO.config()  # one underlay: no failover to show
+    with pytest.raises(LabCommandError, match="share two underlay networks"):
+        failover.pick_pair(single, make_plan(single, "oc1234"))
