@@ -160,6 +160,20 @@ def test_tampered_event_log_is_refused(sites: tuple[Site, Site], tmp_path: Path)
         check_quote(SITE, identity, nonce, quote, events[1:], _policy(site))
 
 
+def test_quote_over_another_pcr_is_refused(sites: tuple[Site, Site], tmp_path: Path) -> None:
+    # PCR 16 (debug) can be reset and extended by any local user to mimic PCR 15's value;
+    # Keylime's checkquote does not compare the selection, we do.
+    site, _ = sites
+    identity = verifier.enrol(SITE, site.url, tmp_path)
+    nonce = os.urandom(20)
+    _, events = _answer(site, nonce)
+    quote = site.agent.tpm.quote(nonce, [16])
+    with pytest.raises(Refused) as exc:
+        check_quote(SITE, identity, nonce, quote, events, _policy(site))
+    assert exc.value.check == "selection"
+    assert "covers PCRs [16]" in exc.value.reason
+
+
 def test_replaced_binary_fails_the_policy_and_cuts_the_site_off(
     sites: tuple[Site, Site], tmp_path: Path
 ) -> None:
