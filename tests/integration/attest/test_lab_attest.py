@@ -146,10 +146,10 @@ def test_replaced_binary_cuts_the_site_off_and_a_clean_restart_readmits_it(lab: 
     assert status.check == "policy" and status.reason.startswith("wireguard-go: digest "), status
     alerts = [json.loads(line) for line in (lab.verifier / ALERTS_FILE).read_text().splitlines()]
     assert [(a["site"], a["event"]) for a in alerts] == [("cloud-a", "cut_off")]
-    # The check that caught it began within one interval of the change (0.5 s for a busy
+    # The check that caught it began within one interval of the change (1 s for a busy
     # machine's scheduling); the cut at every peer followed that check.
     caught = alerts[0]["checked_at"] - replaced
-    assert caught <= INTERVAL + 0.5, f"first failing check {caught:.1f} s after the change"
+    assert caught <= INTERVAL + 1.0, f"first failing check {caught:.1f} s after the change"
     print(
         f"caught {caught:.2f} s after the change, cut off at every peer after {applied - replaced:.2f} s"
     )
