@@ -31,7 +31,8 @@ from os_ken.ofproto import ofproto_v1_3
 from prometheus_client import Counter, Gauge, Histogram
 
 from controller import ofguard, views
-from controller.learning import Host, MacTable, static_hosts
+from controller.learning import Host, MacTable
+from controller.neighbours import Neighbour, NeighbourTable, sender
 from controller.ofwire import flow_from_ofp, group_from_ofp, named_ports, port_name, to_ofp
 from controller.openflow import AddFlow, DeleteFlow, Flow, Group, Match, Message
 from controller.pipeline import (
@@ -42,8 +43,10 @@ from controller.pipeline import (
     SwitchPlan,
     diff,
     learn_delta,
+    neighbour_delta,
     plan_switch,
     program,
+    static_places,
 )
 from overcast.config import OvercastConfig
 from overcast.fabric import Fabric, FabricPort
@@ -122,6 +125,18 @@ TABLE_LIMITS = Counter(
     ["limit"],
     registry=REGISTRY,
 )
+LEARNED_IPS = Gauge(
+    "overcast_controller_learned_addresses",
+    "IP addresses bound to host MACs (from their ARP and ND) for the ARP/ND proxy, by segment",
+    ["segment"],
+    registry=REGISTRY,
+)
+ADDRESS_EVENTS = Counter(
+    "overcast_controller_address_events_total",
+    "Address table events: learned, moved (to another MAC), known, mac_full, segment_full",
+    ["event"],
+    registry=REGISTRY,
+)
 _PACKET_IN_REASONS = {0: "no_match", 1: "action", 2: "invalid_ttl"}  # OpenFlow 1.3 7.4.1
 
 
@@ -136,6 +151,7 @@ class _Switch:
     datapath: Any
     site: str
     ofports: dict[str, int] = field(default_factory=dict)
+    names: dict[int, str] = field(default_factory=dict)  # port number -> name
     plan: SwitchPlan | None = None
     # What the switch holds, gathered from multipart replies on connect and on each audit:
     # programming sends the difference to it (so a controller restart changes nothing).
@@ -144,6 +160,8 @@ class _Switch:
     found_flows: list[Flow] = field(default_factory=list)
     found_groups: list[Group] = field(default_factory=list)
     foreign: bool = False  # it holds entries that are none of ours: wipe it first
+    # We sent it something while an audit's replies were on their way: they may predate it.
+    stale: bool = False
     connected_at: float = field(default_factory=time.monotonic)
     # The barrier that closes the last programming: (xid, kind, when its first message went).
     barrier: tuple[int, str, float] | None = None
@@ -189,7 +207,9 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
         self.audit_interval = audit_interval
         self.switches: dict[int, _Switch] = {}
         self.strangers: dict[int, Any] = {}  # connected, but not in the fabric
-        self.macs = MacTable(overcast.config.controller.learning, _static(overcast.fabric))
+        self.macs = MacTable(overcast.config.controller.learning, static_places(overcast.fabric))
+        self.neighbours = NeighbourTable(overcast.config.controller.learning)
+        self.access = _access_ports(overcast.fabric)
 
     def start(self) -> Any:
         thread = super().start()
@@ -256,6 +276,7 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
         dp = sw.datapath
         ofp, parser = dp.ofproto, dp.ofproto_parser
         sw.waiting, sw.found_flows, sw.found_groups, sw.foreign = set(parts), [], [], False
+        sw.stale = False
         sw.found_packets = {}
         if "ports" in parts:
             dp.send_msg(parser.OFPPortDescStatsRequest(dp, 0))
@@ -285,12 +306,25 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
         self.settings = ev.settings
         # Learned MACs stay where their port is still a learning access port of their segment.
         self.macs.limits = ev.settings.config.controller.learning
-        self.macs.static = _static(ev.settings.fabric)
-        learning = _learning_ports(ev.settings.fabric)
+        self.macs.static = static_places(ev.settings.fabric)
+        self.access = _access_ports(ev.settings.fabric)
+
+        def learns(site: str, port: str, segment: str) -> bool:
+            access = self.access.get((site, port))
+            return access is not None and access.segment == segment and not access.macs
+
         self.macs.drop(
             lambda h: (
-                (h.site, h.port, h.segment) in learning
-                and (h.segment, h.mac) not in self.macs.static
+                learns(h.site, h.port, h.segment) and (h.segment, h.mac) not in self.macs.static
+            )
+        )
+        # Addresses stay while their MAC is still somewhere and their segment still proxied.
+        self.neighbours.limits = ev.settings.config.controller.learning
+        self.neighbours.drop(
+            lambda n: (
+                ev.settings.config.controller.proxies(n.segment)
+                and n.segment in ev.settings.config.l2_segments()
+                and self._where(n.segment, n.mac) is not None
             )
         )
         self._count_macs()
@@ -357,8 +391,9 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
             return
         if sw.plan is None:
             sw.ofports = sw.found_ports
+            sw.names = {n: name for name, n in sw.ofports.items()}
             self._program(sw)
-        else:
+        elif not sw.stale:  # else the next audit compares again
             self._restore(sw, sw.plan)
 
     def _restore(self, sw: _Switch, plan: SwitchPlan) -> None:
@@ -387,6 +422,8 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
         if ev.msg.reason == ofp.OFPPR_DELETE:
             ofports.pop(name, None)
             gone = self.macs.forget_port(sw.site, name)
+            for host in gone:
+                self.neighbours.forget_mac(host.segment, host.mac)
             if gone:
                 log.info("switch %s: port %s left; forgetting %d MACs", sw.site, name, len(gone))
                 self._count_macs()
@@ -397,25 +434,28 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
         if ofports != sw.ofports:
             log.info("switch %s: port %s is now %s", sw.site, name, ofports.get(name, "gone"))
             sw.ofports = ofports
+            sw.names = {n: name for name, n in ofports.items()}
             self._program(sw)
 
     # -- learning -----------------------------------------------------------------------
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def _packet_in(self, ev: Any) -> None:
+        """A frame from an unknown source MAC (the learn table's miss) or a host's ARP/ND
+        with an address not yet bound (snoop): learn what it says, within the limits."""
         msg = ev.msg
         PACKET_INS.labels(_PACKET_IN_REASONS.get(msg.reason, str(msg.reason))).inc()
         sw = self._switch(ev)
         if sw is None or sw.plan is None or len(msg.data) < 14:
             return
-        in_port = msg.match.get("in_port")
-        name = next((n for n, number in sw.ofports.items() if number == in_port), None)
-        port = _learning_ports(self.settings.fabric).get((sw.site, name or "", ""))
+        name = sw.names.get(msg.match.get("in_port"))
+        port = self.access.get((sw.site, name)) if name is not None else None
         if name is None or port is None:
             return
-        src = ":".join(f"{b:02x}" for b in bytes(msg.data[6:12]))
-        if int(src[:2], 16) & 1:
+        frame = bytes(msg.data)
+        if frame[6] & 1:
             return  # a group address is never a source (IEEE 802)
+        src = ":".join(f"{b:02x}" for b in frame[6:12])
         now = time.monotonic()
         if not self.macs.admit(sw.site, name, now):
             TABLE_LIMITS.labels("rate").inc()
@@ -429,13 +469,19 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
             )
             self._program(sw)
             return
-        outcome, old = self.macs.learn(port.segment, src, sw.site, name, now)
+        if msg.table_id == TABLE_ID["learn"] and not port.macs:
+            self._learn_mac(sw, name, port.segment, src, now)
+        if self.settings.config.controller.proxies(port.segment):
+            self._learn_address(sw, name, port.segment, frame, now)
+
+    def _learn_mac(self, sw: _Switch, name: str, segment: str, src: str, now: float) -> None:
+        outcome, old = self.macs.learn(segment, src, sw.site, name, now)
         MAC_EVENTS.labels("refused" if outcome == "static" else outcome).inc()
         if outcome in ("learned", "moved"):
             was = f" (was at {old.site} port {old.port})" if old is not None else ""
-            log.info("learned %s in %s at %s port %s%s", src, port.segment, sw.site, name, was)
-            self._count_macs(port.segment)
-            self._apply_host(port.segment, self.macs.hosts[(port.segment, src)], old)
+            log.info("learned %s in %s at %s port %s%s", src, segment, sw.site, name, was)
+            self._count_macs(segment)
+            self._apply_host(segment, self.macs.hosts[(segment, src)], old)
         elif outcome in ("port_full", "segment_full"):
             TABLE_LIMITS.labels(outcome).inc()
             limits = self.macs.limits
@@ -459,6 +505,45 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
                 src,
             )
 
+    def _learn_address(
+        self, sw: _Switch, name: str, segment: str, frame: bytes, now: float
+    ) -> None:
+        said = sender(frame)
+        # Only from a MAC known to be at this port: a refused or foreign MAC binds nothing.
+        if said is None or self._where(segment, said[1]) != (sw.site, name):
+            return
+        ip, mac = said
+        outcome, old = self.neighbours.learn(segment, ip, mac, now)
+        ADDRESS_EVENTS.labels(outcome).inc()
+        if outcome in ("learned", "moved"):
+            was = f" (was {old.mac})" if old is not None else ""
+            log.info("learned %s is %s in %s at %s port %s%s", ip, mac, segment, sw.site, name, was)
+            LEARNED_IPS.labels(segment).set(self.neighbours.count(segment))
+            self._apply_address(segment, self.neighbours.bindings[(segment, ip)], old)
+        elif outcome in ("mac_full", "segment_full"):
+            limit = "ips_per_mac" if outcome == "mac_full" else "ips_per_segment"
+            TABLE_LIMITS.labels(limit).inc()
+            limits = self.macs.limits
+            self.macs.hold(sw.site, name, now)
+            log.warning(
+                "switch %s port %s: address table limit hit (%s: %d per MAC, %d per segment); "
+                "not binding %s to %s, the port stops learning for %ds",
+                sw.site,
+                name,
+                limit,
+                limits.max_ips_per_mac,
+                limits.max_ips_per_segment,
+                ip,
+                mac,
+                limits.hold_down,
+            )
+            self._program(sw)
+
+    def _where(self, segment: str, mac: str) -> tuple[str, str] | None:
+        """(site, port) a MAC is at: a configured or tagged host's, else where it was learned."""
+        host = self.macs.hosts.get((segment, mac))
+        return (host.site, host.port) if host else self.macs.static.get((segment, mac))
+
     @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def _flow_removed(self, ev: Any) -> None:
         msg = ev.msg
@@ -480,26 +565,68 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
         if host is not None:
             MAC_EVENTS.labels("expired").inc()
             log.info("%s in %s idle at %s port %s; forgotten", mac, segment, sw.site, name)
+            unbound = self.neighbours.forget_mac(segment, host.mac)
             self._count_macs(segment)
-            self._apply_host(segment, None, host)
+            self._apply_host(segment, None, host, unbound)
 
-    def _apply_host(self, segment: str, host: Host | None, old: Host | None) -> None:
-        """One MAC learned, moved or forgotten: send each switch of its segment just the
-        flows that change (learn_delta), and keep each plan what plan_switch would give."""
-        seg = self.settings.config.l2_segments().get(segment)
-        for sw in self.switches.values():
-            if seg is None or sw.site not in seg.sites or sw.plan is None:
-                continue
-            add, gone = learn_delta(
-                self.settings.config, self.settings.fabric, sw.site, sw.ofports, host, old
+    def _apply_host(
+        self,
+        segment: str,
+        host: Host | None,
+        old: Host | None,
+        unbound: list[Neighbour] | None = None,
+    ) -> None:
+        """One MAC learned, moved or forgotten (with its addresses, `unbound`): send each
+        switch of its segment just the flows that change (learn_delta), and keep each plan
+        what plan_switch would give."""
+        either = host or old
+        bound = unbound if unbound is not None else []
+        if either is not None and unbound is None:
+            bound = self.neighbours.of_mac(segment, either.mac)
+        for sw in self._segment_switches(segment):
+            self._update(
+                sw,
+                *learn_delta(
+                    self.settings.config,
+                    self.settings.fabric,
+                    sw.site,
+                    sw.ofports,
+                    host,
+                    old,
+                    bound,
+                ),
             )
-            if not add and not gone:
-                continue
-            keys = {f.key for f in add} | {f.key for f in gone}
-            flows = tuple(f for f in sw.plan.flows if f.key not in keys) + tuple(add)
-            sw.plan = replace(sw.plan, flows=flows)
-            PLANNED_FLOWS.labels(sw.site).set(len(flows))
-            self._send(sw, [*(AddFlow(f) for f in add), *(DeleteFlow(f) for f in gone)], "learn")
+
+    def _apply_address(self, segment: str, new: Neighbour, old: Neighbour | None) -> None:
+        """One address bound or moved to another MAC: the same, through neighbour_delta."""
+        now = (new, self._where(segment, new.mac))
+        was = (old, self._where(segment, old.mac)) if old is not None else None
+        for sw in self._segment_switches(segment):
+            self._update(
+                sw,
+                *neighbour_delta(
+                    self.settings.config, self.settings.fabric, sw.site, sw.ofports, now, was
+                ),
+            )
+
+    def _segment_switches(self, segment: str) -> list[_Switch]:
+        seg = self.settings.config.l2_segments().get(segment)
+        return [
+            sw
+            for sw in self.switches.values()
+            if seg is not None and sw.site in seg.sites and sw.plan is not None
+        ]
+
+    def _update(self, sw: _Switch, add: list[Flow], gone: list[Flow]) -> None:
+        """Send `sw` a learned change, and keep its plan in step."""
+        assert sw.plan is not None
+        if not add and not gone:
+            return
+        keys = {f.key for f in add} | {f.key for f in gone}
+        flows = tuple(f for f in sw.plan.flows if f.key not in keys) + tuple(add)
+        sw.plan = replace(sw.plan, flows=flows)
+        PLANNED_FLOWS.labels(sw.site).set(len(flows))
+        self._send(sw, [*(AddFlow(f) for f in add), *(DeleteFlow(f) for f in gone)], "learn")
 
     @set_ev_cls(EventView)  # type: ignore[untyped-decorator]
     def _view(self, ev: EventView) -> None:
@@ -530,6 +657,7 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
             ],
             strangers=[(dpid, _peer(dp)) for dpid, dp in sorted(self.strangers.items())],
             hosts=list(self.macs.hosts.values()),
+            addresses=list(self.neighbours.bindings.values()),
             held=sorted(self.macs.holds),
             now=now,
         )
@@ -556,6 +684,7 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
     def _count_macs(self, only: str | None = None) -> None:
         for segment in [only] if only else self.settings.config.l2_segments():
             LEARNED_MACS.labels(segment).set(self.macs.count(segment))
+            LEARNED_IPS.labels(segment).set(self.neighbours.count(segment))
 
     def _program(self, sw: _Switch) -> None:
         try:
@@ -566,6 +695,7 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
                 sw.ofports,
                 self.macs.hosts.values(),
                 self.macs.held_ports(sw.site),
+                self.neighbours.bindings.values(),
             )
         except FabricError as exc:  # checked before it gets here; only a bug does
             log.error("switch %s: cannot plan: %s", sw.site, exc)
@@ -595,6 +725,7 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     def _send(self, sw: _Switch, messages: list[Message], kind: str) -> None:
         dp = sw.datapath
+        sw.stale |= bool(sw.waiting)
         started = time.monotonic()
         for msg in messages:
             dp.send_msg(to_ofp(dp, msg))
@@ -771,23 +902,14 @@ class Controller:
         self._app.send_event(self._app.name, EventReload(Settings(config, fabric)))
 
 
-def _static(fabric: Fabric) -> dict[tuple[str, str], tuple[str, str]]:
-    """(segment, MAC) -> (site, port) of every configured or tagged host."""
-    return static_hosts(
-        (s.site, [(p.name, p.segment, p.macs) for p in s.ports if p.kind == "access"])
-        for s in fabric.switches.values()
-    )
-
-
-def _learning_ports(fabric: Fabric) -> dict[tuple[str, str, str], FabricPort]:
-    """(site, port, segment) and (site, port, "") -> each access port that learns."""
-    out: dict[tuple[str, str, str], FabricPort] = {}
-    for switch in fabric.switches.values():
-        for port in switch.ports:
-            if port.kind == "access" and not port.macs:
-                out[(switch.site, port.name, port.segment)] = port
-                out[(switch.site, port.name, "")] = port
-    return out
+def _access_ports(fabric: Fabric) -> dict[tuple[str, str], FabricPort]:
+    """(site, port name) -> each access port."""
+    return {
+        (switch.site, port.name): port
+        for switch in fabric.switches.values()
+        for port in switch.ports
+        if port.kind == "access"
+    }
 
 
 def _peer(dp: Any) -> str:

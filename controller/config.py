@@ -1,7 +1,8 @@
-"""The `controller:` section of overcast.yaml: MAC learning limits and ACLs.
+"""The `controller:` section of overcast.yaml: MAC learning limits, the ARP/ND proxy, ACLs.
 
     controller:
       learning: {idle_timeout: 300, max_macs_per_port: 64, max_macs_per_segment: 4096}
+      proxy: {finance: false}       # per L2 segment; segments not listed: on
       acls:
         finance:
           default: allow            # stated explicitly: what a frame no rule matches gets
@@ -47,6 +48,11 @@ class Learning(Model):
     # for `hold_down` seconds (the switch stops asking).
     packet_ins_per_port: int = Field(50, ge=1, le=100_000)
     hold_down: int = Field(10, ge=1, le=3600)
+    # IP addresses learned from hosts' ARP and ND (for the proxy): a host cannot claim more
+    # than `max_ips_per_mac`, nor a segment hold more than `max_ips_per_segment`; past one
+    # the port stops learning for `hold_down` seconds, as for MACs.
+    max_ips_per_mac: int = Field(16, ge=1, le=4096)
+    max_ips_per_segment: int = Field(16384, ge=1, le=1_000_000)
 
 
 Protocol = Literal["tcp", "udp", "icmp", "icmpv6"]
@@ -110,10 +116,26 @@ class SegmentAcl(Model):
 
 class ControllerConfig(Model):
     learning: Learning = Learning()
+    # ARP requests (RFC 826) and IPv6 neighbour solicitations (RFC 4861) for a host the
+    # controller knows are answered by the local switch, so these broadcasts and multicasts
+    # stop crossing the WAN. Per L2 segment, on unless set to false here.
+    proxy: dict[str, bool] = {}
     acls: dict[str, SegmentAcl] = {}
+
+    def proxies(self, segment: str) -> bool:
+        return self.proxy.get(segment, True)
 
     def problems(self, l2_segments: dict[str, Any]) -> list[ConfigError]:
         out = []
+        for name in self.proxy:
+            if name not in l2_segments:
+                known = ", ".join(sorted(l2_segments)) or "none"
+                out.append(
+                    ConfigError(
+                        f"controller.proxy.{name}",
+                        f"no L2 segment {name!r}; the proxy is set per L2 segment: {known}",
+                    )
+                )
         for name in self.acls:
             if name not in l2_segments:
                 known = ", ".join(sorted(l2_segments)) or "none"

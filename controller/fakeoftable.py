@@ -9,6 +9,10 @@ frame is never output to its ingress port (section 7.2.1); a table miss with no 
     switch.apply(program(plan))
     switch.forward(in_port=1, eth_dst="ff:ff:ff:ff:ff:ff")   # frozenset({2, 3})
     switch.dead_ports.add(3)  # BFD says port 3's path is down: fast failover skips it
+
+Set-field and move actions rewrite the frame's fields for the actions after them, as on a
+real switch; a frame sent back out of its ingress port (an ARP or ND answer) is kept in
+`Trace.answers` with the fields it left with.
 """
 
 from __future__ import annotations
@@ -32,9 +36,12 @@ from controller.openflow import (
     Group,
     Message,
     ModifyGroup,
+    Move,
     Output,
+    SetField,
     ToController,
     ToGroup,
+    ToInPort,
 )
 from controller.pipeline import PIPELINE, Table
 
@@ -61,6 +68,8 @@ class Trace:
     flows: tuple[Flow, ...]
     ports: frozenset[int]  # empty: dropped
     to_controller: bool = False  # a packet-in was sent
+    # Frames sent back out of the ingress port (answers), as their header fields.
+    answers: tuple[dict[str, int | str], ...] = ()
 
 
 class FakeSwitch:
@@ -162,13 +171,14 @@ class FakeSwitch:
         }
         hits: list[Flow] = []
         out: set[int] = set()
+        answers: list[dict[str, int | str]] = []
         table: str | None = min(self.table_id, key=self.table_id.__getitem__)
         while table is not None:
             flow = self._lookup(table, fields)
             if flow is None:  # no table-miss entry: drop (section 5.4)
                 break
             hits.append(flow)
-            out |= self._ports(flow.actions)
+            out |= self._run(flow.actions, fields, answers)
             if flow.write_metadata is not None:
                 value, mask = flow.write_metadata
                 current = int(fields["metadata"])
@@ -177,7 +187,7 @@ class FakeSwitch:
         out.discard(frame.in_port)
         punted = CONTROLLER in out
         out.discard(CONTROLLER)
-        return Trace(tuple(hits), frozenset(out), punted)
+        return Trace(tuple(hits), frozenset(out), punted, tuple(answers))
 
     def _lookup(self, table: str, fields: dict[str, int | str]) -> Flow | None:
         candidates = [
@@ -192,27 +202,46 @@ class FakeSwitch:
             raise OpenFlowError(f"ambiguous match in {table}: {winners}")
         return winners[0] if winners else None
 
-    def _ports(self, actions: tuple[Action, ...]) -> set[int]:
+    def _run(
+        self,
+        actions: tuple[Action, ...],
+        fields: dict[str, int | str],
+        answers: list[dict[str, int | str]],
+    ) -> set[int]:
+        """Apply `actions` to the frame `fields` (in place); the ports it leaves by."""
         ports: set[int] = set()
         for action in actions:
             if isinstance(action, Output):
                 ports.add(action.port)
-                continue
-            if isinstance(action, ToController):
+            elif isinstance(action, ToController):
                 ports.add(CONTROLLER)
-                continue
-            group = self.groups[action.group_id]
-            if group.type == "ff":
-                # Section 5.6.1: the first bucket whose watched port is live; none: drop.
-                live = [
-                    b
-                    for b, w in zip(group.buckets, group.watch, strict=True)
-                    if w not in self.dead_ports
-                ]
-                ports |= self._ports(live[0]) if live else set()
-                continue
-            for bucket in group.buckets:
-                ports |= self._ports(bucket)
+            elif isinstance(action, ToInPort):
+                answers.append(dict(fields))
+            elif isinstance(action, SetField):
+                fields[action.field] = action.value
+            elif isinstance(action, Move):
+                if action.src not in fields:  # OFPBAC_MATCH_INCONSISTENT on a real switch
+                    raise OpenFlowError(f"{action}: the frame has no {action.src}")
+                fields[action.dst] = fields[action.src]
+            else:
+                ports |= self._group(action, fields, answers)
+        return ports
+
+    def _group(
+        self, action: ToGroup, fields: dict[str, int | str], answers: list[dict[str, int | str]]
+    ) -> set[int]:
+        ports: set[int] = set()
+        group = self.groups[action.group_id]
+        if group.type == "ff":
+            # Section 5.6.1: the first bucket whose watched port is live; none: drop.
+            live = [
+                b
+                for b, w in zip(group.buckets, group.watch, strict=True)
+                if w not in self.dead_ports
+            ]
+            return self._run(live[0], dict(fields), answers) if live else set()
+        for bucket in group.buckets:  # each bucket acts on its own copy (section 5.6.1)
+            ports |= self._run(bucket, dict(fields), answers)
         return ports
 
 

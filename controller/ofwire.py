@@ -6,6 +6,8 @@ Round trips are tested at wire level in tests/unit/controller/test_ofwire.py.
 
 from __future__ import annotations
 
+import base64
+import struct
 from typing import Any
 
 from controller.openflow import (
@@ -22,9 +24,12 @@ from controller.openflow import (
     Match,
     Message,
     ModifyGroup,
+    Move,
     Output,
+    SetField,
     ToController,
     ToGroup,
+    ToInPort,
 )
 from controller.pipeline import PIPELINE, TABLE_ID
 
@@ -77,6 +82,32 @@ def to_ofp(dp: Any, msg: Message) -> Any:
             return parser.OFPBarrierRequest(dp)
 
 
+# Open vSwitch's ND fields for building a Neighbor Advertisement (ovs-fields(7), OVS 2.11+):
+# class ERICOXM_OF (0x1000), so os-ken knows them only by number; name -> (field, bytes).
+OVS_ND_FIELDS = {"nd_reserved": (1, 4), "nd_options_type": (2, 1)}
+_ERICOXM_OF = 0x1000
+NX_VENDOR, NXAST_REG_LOAD = 0x00002320, 7
+# The whole-field widths a Move copies (NXAST_REG_MOVE needs the bit count).
+FIELD_BITS = {
+    "eth_src": 48,
+    "eth_dst": 48,
+    "arp_sha": 48,
+    "arp_tha": 48,
+    "arp_spa": 32,
+    "arp_tpa": 32,
+    "ipv6_src": 128,
+    "ipv6_dst": 128,
+}
+
+
+def _ovs_field(name: str) -> str:
+    """os-ken's name for an OVS ND field: its OXM number, class << 7 | field."""
+    return f"field_{_ERICOXM_OF << 7 | OVS_ND_FIELDS[name][0]}"
+
+
+_OVS_FIELD_NAMES = {_ovs_field(n): n for n in OVS_ND_FIELDS}
+
+
 def _actions(dp: Any, actions: tuple[Action, ...]) -> list[Any]:
     ofp, parser = dp.ofproto, dp.ofproto_parser
     out = []
@@ -85,9 +116,27 @@ def _actions(dp: Any, actions: tuple[Action, ...]) -> list[Any]:
             out.append(parser.OFPActionOutput(a.port))
         elif isinstance(a, ToController):
             out.append(parser.OFPActionOutput(ofp.OFPP_CONTROLLER, a.max_len))
+        elif isinstance(a, ToInPort):
+            out.append(parser.OFPActionOutput(ofp.OFPP_IN_PORT))
+        elif isinstance(a, Move):
+            bits = FIELD_BITS[a.src]
+            out.append(parser.NXActionRegMove(src_field=a.src, dst_field=a.dst, n_bits=bits))
+        elif isinstance(a, SetField) and a.field in OVS_ND_FIELDS:
+            out.append(_load(parser, a.field, int(a.value)))
+        elif isinstance(a, SetField):
+            out.append(parser.OFPActionSetField(**{a.field: a.value}))
         else:
             out.append(parser.OFPActionGroup(a.group_id))
     return out
+
+
+def _load(parser: Any, name: str, value: int) -> Any:
+    # os-ken cannot encode a set_field of a field it has no type for, so this is Open
+    # vSwitch's "load:value->field" (NXAST_REG_LOAD: ofs_nbits, OXM header, value).
+    field, size = OVS_ND_FIELDS[name]
+    header = _ERICOXM_OF << 16 | field << 9 | size
+    body = struct.pack("!HHIQ", NXAST_REG_LOAD, size * 8 - 1, header, value)
+    return parser.OFPActionExperimenterUnknown(NX_VENDOR, body)
 
 
 def _instructions(dp: Any, flow: Flow) -> list[Any]:
@@ -168,11 +217,39 @@ def _actions_from_ofp(dp: Any, actions: list[Any]) -> tuple[Action, ...] | None:
             out.append(Output(action.port))
         elif isinstance(action, parser.OFPActionOutput) and action.port == ofp.OFPP_CONTROLLER:
             out.append(ToController(action.max_len))
+        elif isinstance(action, parser.OFPActionOutput) and action.port == ofp.OFPP_IN_PORT:
+            out.append(ToInPort())
         elif isinstance(action, parser.OFPActionGroup):
             out.append(ToGroup(action.group_id))
+        elif isinstance(action, parser.NXActionRegMove) and _whole(action):
+            out.append(Move(_oxm_name(action.src_field), _oxm_name(action.dst_field)))
+        elif isinstance(action, parser.OFPActionSetField):
+            out.append(_set_field(action.key, action.value))
+        elif isinstance(action, parser.NXActionRegLoad) and action.dst in _OVS_FIELD_NAMES:
+            out.append(SetField(_OVS_FIELD_NAMES[action.dst], action.value))
         else:
             return None
     return tuple(out)
+
+
+def _oxm_name(name: str) -> str:
+    # Open vSwitch reports a move's fields by their NXM headers (NXM_OF_ETH_SRC, ...), which
+    # os-ken names "eth_src_nxm": the same fields as the OXM ones we send.
+    return name.removesuffix("_nxm")
+
+
+def _whole(action: Any) -> bool:
+    bits = FIELD_BITS.get(_oxm_name(action.src_field))
+    return bool(
+        bits == FIELD_BITS.get(_oxm_name(action.dst_field)) == action.n_bits
+        and action.src_ofs == action.dst_ofs == 0
+    )
+
+
+def _set_field(key: str, value: Any) -> SetField:
+    if key in _OVS_FIELD_NAMES:  # os-ken shows a field it has no type for in base64
+        return SetField(_OVS_FIELD_NAMES[key], int.from_bytes(base64.b64decode(value), "big"))
+    return SetField(key, value)
 
 
 # -- port descriptions ---------------------------------------------------------------------

@@ -60,7 +60,39 @@ class ToController:
         return f"controller:{self.max_len}"
 
 
-Action = Output | ToGroup | ToController
+@dataclass(frozen=True, order=True)
+class ToInPort:
+    """Output back where the frame came in (OFPP_IN_PORT, section 7.2.1): an answer."""
+
+    def __str__(self) -> str:
+        return "in_port"
+
+
+@dataclass(frozen=True, order=True)
+class SetField:
+    """Set a header field (OFPAT_SET_FIELD, section 7.2.5) by its OXM name, or one of Open
+    vSwitch's ND fields (`nd_reserved`, `nd_options_type`: ovs-fields(7))."""
+
+    field: str
+    value: int | str
+
+    def __str__(self) -> str:
+        return f"set:{self.field}={_show(self.value)}"
+
+
+@dataclass(frozen=True, order=True)
+class Move:
+    """Copy one whole header field into another of the same width (Open vSwitch's
+    NXAST_REG_MOVE; OpenFlow 1.3 has no copy action)."""
+
+    src: str
+    dst: str
+
+    def __str__(self) -> str:
+        return f"move:{self.src}->{self.dst}"
+
+
+Action = Output | ToGroup | ToController | ToInPort | SetField | Move
 
 
 @dataclass(frozen=True, order=True)

@@ -4,6 +4,9 @@ The pipeline is data (`PIPELINE`): code names tables, never numbers them.
 
     classify  in_port (+ eth_src on access ports with known hosts) -> which segment
               (metadata = VNI) and whether it came from a tunnel
+    snoop     a host's ARP/ND with an address not yet known -> the controller (a copy)
+    proxy     ARP requests and neighbour solicitations for a known host -> answered here
+              (remote host) or sent to its port only (local host); others go on
     eth_dst   a known MAC of that segment -> its access port, or the tunnel toward its site
     flood     broadcast, multicast, unknown unicast -> the segment's flood group
 
@@ -16,6 +19,17 @@ Split horizon: the full mesh of tunnels already reaches every site, so a frame t
 from a tunnel goes to local access ports only, never into another tunnel (no loops,
 no spanning tree). A tunnel port is per (segment, peer site, underlay network), so it
 classifies alone.
+ARP/ND proxy (per segment, `controller.proxy`): the switch answers ARP requests (RFC 826)
+and multicast neighbour solicitations (RFC 4861 section 7.2.3/7.2.4) for hosts at other
+sites with flows alone: the request is turned into the reply in place (Ethernet and ARP,
+or IPv6 and ICMPv6, sender and target swapped, the host's MAC and address set) and sent
+back out of its ingress port, so it never reaches a tunnel and the controller sees no
+packet-in in steady state. Open vSwitch rewrites ND with its own fields `nd_reserved`
+(the NA's R/S/O flags) and `nd_options_type` (SLL -> TLL option) and keeps the ICMPv6
+checksum right. A request for an address nobody has announced floods as before; ARP probes
+and DAD (unspecified sender, RFC 5227, RFC 4862 section 5.4) always flood, so a stale
+binding can never make a host give up its address. Hosts' addresses are learned from their
+own ARP and ND (`controller.neighbours`).
 Two providers: a peer reached over several underlay networks has one tunnel port per
 path, and everything toward it (unicast and its copy of a flood) goes through one
 fast-failover group (OpenFlow 1.3 section 5.6.1) whose buckets watch those ports in the
@@ -33,6 +47,15 @@ from typing import Literal
 
 from controller.config import IP_PROTO, AclRule, SegmentAcl
 from controller.learning import Host
+from controller.neighbours import (
+    ETH_ARP,
+    ETH_IPV6,
+    ICMPV6,
+    ND_ADVERT,
+    ND_SOLICIT,
+    Neighbour,
+    solicited_node,
+)
 from controller.openflow import (
     Action,
     AddFlow,
@@ -48,9 +71,12 @@ from controller.openflow import (
     Match,
     Message,
     ModifyGroup,
+    Move,
     Output,
+    SetField,
     ToController,
     ToGroup,
+    ToInPort,
 )
 from overcast.config import L2Segment, OvercastConfig
 from overcast.fabric import Fabric, FabricPort, SiteSwitch
@@ -69,16 +95,22 @@ class Table:
 PIPELINE = (
     Table("classify", 0, "drop", "which segment a frame belongs to, by ingress port"),
     Table("learn", 1, "acl", "source MACs learned at this switch's access ports", punt=True),
-    Table("acl", 2, "eth_dst", "the segment's ACL: first matching rule, else its default"),
-    Table("eth_dst", 3, "flood", "unicast to a MAC known to be in the segment"),
-    Table("flood", 4, "drop", "broadcast, multicast, unknown unicast with split horizon"),
+    Table("acl", 2, "snoop", "the segment's ACL: first matching rule, else its default"),
+    Table("snoop", 3, "proxy", "hosts' ARP and ND naming an address not yet learned: a copy out"),
+    Table("proxy", 4, "eth_dst", "ARP and ND for a known host: answered, or to its port only"),
+    Table("eth_dst", 5, "flood", "unicast to a MAC known to be in the segment"),
+    Table("flood", 6, "drop", "broadcast, multicast, unknown unicast with split horizon"),
+    Table("advert", 7, "drop", "a solicitation made an advertisement: the target's MAC, then back"),
 )
 TABLE_ID = {t.name: t.table_id for t in PIPELINE}
+ACL_PASS = "snoop"  # where a frame the ACL allows goes on: the table after it
 
 # Metadata carried from classify to the later tables.
 SEGMENT_MASK = 0xFFFFFF  # the segment's VNI (RFC 7348 section 5: 24 bits)
 FROM_TUNNEL = 1 << 24  # the frame arrived over a tunnel: split horizon applies
 CLASS_MASK = SEGMENT_MASK | FROM_TUNNEL
+# The learn table already sent this frame to the controller: snoop need not send it again.
+PUNTED = 1 << 25
 
 # Every Overcast flow carries "OC" in the top cookie bits and its segment's VNI in the low
 # ones (0 for pipeline-wide flows), so flows of one segment can be found on the switch.
@@ -97,6 +129,15 @@ PRIORITY_HELD = 50  # a port in hold-down forwards without learning
 PRIORITY_ACL_FIRST = 1000  # rule i of a segment's ACL: PRIORITY_ACL_FIRST - i (first wins)
 PRIORITY_SEGMENT = 100
 PRIORITY_FILTER = 200
+PRIORITY_ASK = 60  # snoop: a host's ARP/ND with an address not yet bound goes to the controller
+PRIORITY_OWNER = 150  # proxy: a host asking for its own address (gratuitous ARP) floods
+PRIORITY_SKIP = 300  # snoop: already sent by the learn table, or the port is held down
+
+# RFC 4861 section 4.4: Neighbor Advertisement flags. The switch answers with the host's own
+# MAC, as the host would: Solicited, and Override (section 7.2.4; only a proxy answering
+# with its own MAC would clear it). Not a router.
+NA_SOLICITED, NA_OVERRIDE = 0x40000000, 0x20000000
+ND_OPT_TLL = 2  # RFC 4861 section 4.6.1: Target Link-Layer Address option
 
 # IEEE 802.1Q-2018 section 8.6.3: a bridge never forwards frames to 01-80-C2-00-00-0X
 # (STP, LACP, LLDP, 802.1X): they are for the link, not the segment.
@@ -225,9 +266,11 @@ def plan_switch(
     ofports: Mapping[str, int],
     learned: Iterable[Host] = (),
     held: Collection[str] = frozenset(),
+    neighbours: Iterable[Neighbour] = (),
 ) -> SwitchPlan:
     """The groups and flows for `site`'s switch, given its ports' OpenFlow numbers, the
-    MACs learned at every site, and this site's ports in learning hold-down.
+    MACs learned at every site, this site's ports in learning hold-down, and the hosts'
+    addresses (for the ARP/ND proxy).
 
     Raises FabricError if the fabric contradicts the config.
     """
@@ -246,8 +289,13 @@ def plan_switch(
 
     hosts = _hosts(fabric)
     by_host_segment: dict[str, list[Host]] = {}
+    where = static_places(fabric)
     for host in learned:
         by_host_segment.setdefault(host.segment, []).append(host)
+        where[(host.segment, host.mac)] = (host.site, host.port)
+    by_neighbour_segment: dict[str, list[Neighbour]] = {}
+    for n in neighbours:
+        by_neighbour_segment.setdefault(n.segment, []).append(n)
     groups: list[Group] = []
     flows: list[Flow] = [*_pipeline_flows()]
     idle = config.controller.learning.idle_timeout
@@ -263,6 +311,10 @@ def plan_switch(
         flows += _unicast(vni, seg_ports, ofports, exits, hosts)
         for host in by_host_segment.get(name, ()):
             flows += host_flows(vni, site, seg_ports, ofports, exits, host, idle)
+        if config.controller.proxies(name):
+            flows += _snoop(vni, seg_ports, ofports, held)
+            for n in by_neighbour_segment.get(name, ()):
+                flows += neighbour_flows(vni, site, seg_ports, ofports, n, where.get((name, n.mac)))
         seg_groups = _flood_groups(vni, seg_ports, ofports, exits)
         groups += [*failover, *seg_groups]
         flows += _flood(vni, seg_groups)
@@ -322,29 +374,85 @@ def learn_delta(
     ofports: Mapping[str, int],
     host: Host | None,
     old: Host | None = None,
+    neighbours: Iterable[Neighbour] = (),
 ) -> tuple[list[Flow], list[Flow]]:
     """The flows to add and to remove on `site`'s switch when `host` is learned (moved
     from `old`), or when `old` is forgotten (`host` None): exactly what plan_switch would
-    change, without planning the whole switch again for every packet-in."""
+    change, without planning the whole switch again for every packet-in. `neighbours`:
+    the MAC's addresses, whose proxy flows follow it."""
     either = host or old
-    switch = _switch_of(fabric, site)
-    if either is None or switch is None or either.segment not in config.l2_segments():
+    at = _segment_at(config, fabric, site, ofports, either.segment if either else None)
+    if either is None or at is None:
         return [], []
-    segment = either.segment
-    vni = config.l2_segments()[segment].vni
-    ports = [p for p in switch.ports if p.segment == segment and p.name in ofports]
-    if not ports:
-        return [], []
+    vni, ports = at
     exits = _exits(config, vni, ports, ofports)
     idle = config.controller.learning.idle_timeout
-    add = list(host_flows(vni, site, ports, ofports, exits, host, idle)) if host else []
+    proxied = config.controller.proxies(either.segment)
+
+    def flows(h: Host | None) -> list[Flow]:
+        if h is None:
+            return []
+        out = list(host_flows(vni, site, ports, ofports, exits, h, idle))
+        for n in neighbours if proxied else ():
+            out += neighbour_flows(vni, site, ports, ofports, n, (h.site, h.port))
+        return out
+
+    return _delta(flows(host), flows(old))
+
+
+def neighbour_delta(
+    config: OvercastConfig,
+    fabric: Fabric,
+    site: str,
+    ofports: Mapping[str, int],
+    new: tuple[Neighbour, tuple[str, str] | None] | None,
+    old: tuple[Neighbour, tuple[str, str] | None] | None = None,
+) -> tuple[list[Flow], list[Flow]]:
+    """The flows to add and to remove on `site`'s switch when an address is bound (`new`,
+    with where its MAC is), moved from `old`, or unbound (`new` None)."""
+    either = new or old
+    segment = either[0].segment if either else None
+    at = _segment_at(config, fabric, site, ofports, segment)
+    if at is None or segment is None or not config.controller.proxies(segment):
+        return [], []
+    vni, ports = at
+
+    def flows(b: tuple[Neighbour, tuple[str, str] | None] | None) -> list[Flow]:
+        return list(neighbour_flows(vni, site, ports, ofports, *b)) if b else []
+
+    return _delta(flows(new), flows(old))
+
+
+def _delta(add: list[Flow], was: list[Flow]) -> tuple[list[Flow], list[Flow]]:
     keys = {f.key for f in add}
-    gone = (
-        [f for f in host_flows(vni, site, ports, ofports, exits, old, idle) if f.key not in keys]
-        if old
-        else []
-    )
-    return add, gone
+    return add, [f for f in was if f.key not in keys]
+
+
+def _segment_at(
+    config: OvercastConfig,
+    fabric: Fabric,
+    site: str,
+    ofports: Mapping[str, int],
+    segment: str | None,
+) -> tuple[int, list[FabricPort]] | None:
+    """The segment's VNI and its ports on `site`'s switch; None if it has none there."""
+    switch = _switch_of(fabric, site)
+    seg = config.l2_segments().get(segment or "")
+    if switch is None or seg is None:
+        return None
+    ports = [p for p in switch.ports if p.segment == segment and p.name in ofports]
+    return (seg.vni, ports) if ports else None
+
+
+def static_places(fabric: Fabric) -> dict[tuple[str, str], tuple[str, str]]:
+    """(segment, MAC) -> (site, port) of every configured or tagged host."""
+    return {
+        (port.segment, mac): (switch.site, port.name)
+        for switch in fabric.switches.values()
+        for port in switch.ports
+        if port.kind == "access"
+        for mac in port.macs
+    }
 
 
 def _flow_order(flow: Flow) -> tuple[int, int, str]:
@@ -361,7 +469,8 @@ def _pipeline_flows() -> Iterator[Flow]:
         # An unknown source is told to the controller (one packet-in) and forwarded
         # anyway, so a host's first frame is not lost while it is learned.
         punt: tuple[Action, ...] = (ToController(),) if table.punt else ()
-        yield Flow(table.name, PRIORITY_MISS, Match(), cookie(), punt, goto=goto)
+        marked = (PUNTED, PUNTED) if table.punt else None
+        yield Flow(table.name, PRIORITY_MISS, Match(), cookie(), punt, marked, goto)
     yield Flow("classify", PRIORITY_FILTER, Match.of(eth_dst=RESERVED_MACS), cookie())
 
 
@@ -401,11 +510,11 @@ def acl_flows(vni: int, acl: SegmentAcl) -> Iterator[Flow]:
     match the reply direction."""
     segment = {"metadata": (vni, SEGMENT_MASK)}
     for i, rule in enumerate(acl.rules):
-        goto = "eth_dst" if rule.action == "allow" else None
+        goto = ACL_PASS if rule.action == "allow" else None
         for fields in acl_matches(rule):
             match = Match.of(**segment, **fields)
             yield Flow("acl", PRIORITY_ACL_FIRST - i, match, cookie(vni), goto=goto)
-    goto = "eth_dst" if acl.default == "allow" else None
+    goto = ACL_PASS if acl.default == "allow" else None
     yield Flow("acl", PRIORITY_ACL_DEFAULT, Match.of(**segment), cookie(vni), goto=goto)
 
 
@@ -473,6 +582,122 @@ def _held(
         if port.name in held and port.kind == "access" and not port.macs:
             match = Match.of(in_port=ofports[port.name])
             yield Flow("learn", PRIORITY_HELD, match, cookie(vni), goto="acl")
+
+
+def _snoop(
+    vni: int, ports: list[FabricPort], ofports: Mapping[str, int], held: Collection[str]
+) -> Iterator[Flow]:
+    """A proxied segment's own snoop and proxy flows (not per address)."""
+    ck = cookie(vni)
+    yield Flow(
+        "snoop",
+        PRIORITY_SKIP,
+        Match.of(metadata=(vni | PUNTED, SEGMENT_MASK | PUNTED)),
+        ck,
+        goto="proxy",
+    )
+    for port in ports:
+        if port.name in held and port.kind == "access":
+            match = Match.of(in_port=ofports[port.name])
+            yield Flow("snoop", PRIORITY_SKIP + 10, match, ck, goto="proxy")
+    local = {"metadata": (vni, CLASS_MASK)}  # from this site's hosts, not from a tunnel
+    probe = Match.of(**local, eth_type=ETH_ARP, arp_spa="0.0.0.0")
+    dad = Match.of(**local, **_nd(ND_SOLICIT), ipv6_src="::")
+    for table, goto in (("snoop", "proxy"), ("proxy", "eth_dst")):
+        yield Flow(table, PRIORITY_FILTER, probe, ck, goto=goto)
+        yield Flow(table, PRIORITY_FILTER, dad, ck, goto=goto)
+    for ask in (
+        Match.of(**local, eth_type=ETH_ARP),
+        *(Match.of(**local, **_nd(t)) for t in (ND_SOLICIT, ND_ADVERT)),
+    ):
+        yield Flow("snoop", PRIORITY_ASK, ask, ck, (ToController(),), goto="proxy")
+
+
+def _nd(icmpv6_type: int) -> dict[str, FieldValue]:
+    # OpenFlow 1.3 section 7.2.3.6: icmpv6_type needs ip_proto 58, which needs IPv6.
+    return {"eth_type": ETH_IPV6, "ip_proto": ICMPV6, "icmpv6_type": icmpv6_type}
+
+
+def neighbour_flows(
+    vni: int,
+    site: str,
+    ports: list[FabricPort],
+    ofports: Mapping[str, int],
+    n: Neighbour,
+    at: tuple[str, str] | None,
+) -> Iterator[Flow]:
+    """The flows one bound address puts on `site`'s switch, its MAC being at `at`."""
+    if at is None:
+        return  # its MAC is known nowhere (any more): requests for it flood
+    ck = cookie(vni, learned=True)
+    local = {"metadata": (vni, CLASS_MASK)}
+    v6 = ":" in n.ip
+    if v6:
+        request = Match.of(
+            **local, **_nd(ND_SOLICIT), ipv6_dst=solicited_node(n.ip), ipv6_nd_target=n.ip
+        )
+    else:
+        request = Match.of(**local, eth_type=ETH_ARP, arp_op=1, arp_tpa=n.ip)
+    if at[0] != site:
+        if not v6:
+            yield Flow("proxy", PRIORITY_SEGMENT, request, ck, arp_answer(n))
+            return
+        yield Flow("proxy", PRIORITY_SEGMENT, request, ck, nd_answer(n), goto="advert")
+        # Open vSwitch checks a set_field's prerequisites against the match, so the TLL
+        # option's MAC is set where the frame already matches as an advertisement.
+        advert = Match.of(**local, **_nd(ND_ADVERT), icmpv6_code=0, ipv6_nd_target=n.ip)
+        yield Flow(
+            "advert", PRIORITY_SEGMENT, advert, ck, (SetField("ipv6_nd_tll", n.mac), ToInPort())
+        )
+        return
+    port = next((p for p in ports if p.name == at[1]), None)
+    if port is None:
+        return
+    # Known: the host's own ARP/ND with this address asks the controller nothing.
+    if v6:
+        for t in (ND_SOLICIT, ND_ADVERT):
+            known = Match.of(**local, **_nd(t), eth_src=n.mac, ipv6_src=n.ip)
+            yield Flow("snoop", PRIORITY_SEGMENT, known, ck, goto="proxy")
+    else:
+        known = Match.of(**local, eth_type=ETH_ARP, eth_src=n.mac, arp_spa=n.ip)
+        yield Flow("snoop", PRIORITY_SEGMENT, known, ck, goto="proxy")
+        # The host announcing its own address (gratuitous ARP) floods, as ever.
+        own = Match.of(**dict(request.fields), eth_src=n.mac)
+        yield Flow("proxy", PRIORITY_OWNER, own, ck, goto="eth_dst")
+    # A local host answers for itself; its neighbours' requests go to it alone.
+    yield Flow("proxy", PRIORITY_SEGMENT, request, ck, (Output(ofports[port.name]),))
+
+
+def arp_answer(n: Neighbour) -> tuple[Action, ...]:
+    """Turn an ARP request for `n.ip` into `n`'s reply (RFC 826: swap sender and target,
+    opcode 2), back out of the port it came in by."""
+    return (
+        Move("eth_src", "eth_dst"),
+        SetField("eth_src", n.mac),
+        SetField("arp_op", 2),
+        Move("arp_sha", "arp_tha"),
+        Move("arp_spa", "arp_tpa"),
+        SetField("arp_sha", n.mac),
+        SetField("arp_spa", n.ip),
+        ToInPort(),
+    )
+
+
+def nd_answer(n: Neighbour) -> tuple[Action, ...]:
+    """Turn a multicast neighbour solicitation for `n.ip` into `n`'s solicited advertisement
+    (RFC 4861 section 7.2.4): to the soliciting address and MAC, from `n`'s, the target
+    unchanged, flags S and O, the SLL option turned into a TLL option (its MAC is set in
+    the advert table). Hop limit stays 255 (section 7.1.2); Open vSwitch updates the
+    ICMPv6 checksum."""
+    return (
+        Move("eth_src", "eth_dst"),
+        SetField("eth_src", n.mac),
+        Move("ipv6_src", "ipv6_dst"),
+        SetField("ipv6_src", n.ip),
+        SetField("icmpv6_type", ND_ADVERT),
+        SetField("nd_reserved", NA_SOLICITED | NA_OVERRIDE),
+        SetField("nd_options_type", ND_OPT_TLL),
+    )
 
 
 def host_flows(

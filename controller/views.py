@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from controller.learning import Host
+from controller.neighbours import Neighbour
 from controller.openflow import Flow, Match
 from controller.pipeline import PIPELINE, acl_rule_of
 from overcast.config import OvercastConfig
@@ -41,6 +42,7 @@ class State:
     hosts: list[Host]
     held: list[tuple[str, str]]
     now: float
+    addresses: list[Neighbour] = field(default_factory=list)
 
 
 def switches(state: State, query: dict[str, str]) -> list[dict[str, Any]]:
@@ -87,6 +89,10 @@ def segments(state: State, query: dict[str, str]) -> list[dict[str, Any]]:
 
 
 def macs(state: State, query: dict[str, str]) -> list[dict[str, Any]]:
+    """Every host MAC, where it is, and the addresses the ARP/ND proxy answers for."""
+    ips: dict[tuple[str, str], list[str]] = {}
+    for n in state.addresses:
+        ips.setdefault((n.segment, n.mac), []).append(n.ip)
     out = [
         {
             "segment": h.segment,
@@ -95,6 +101,7 @@ def macs(state: State, query: dict[str, str]) -> list[dict[str, Any]]:
             "port": h.port,
             "kind": "learned",
             "age_seconds": round(state.now - h.since, 1),
+            "ips": sorted(ips.get((h.segment, h.mac), [])),
         }
         for h in sorted(state.hosts, key=lambda h: (h.segment, h.mac))
     ]
@@ -108,6 +115,7 @@ def macs(state: State, query: dict[str, str]) -> list[dict[str, Any]]:
                     "port": port.name,
                     "kind": "configured",
                     "age_seconds": None,
+                    "ips": sorted(ips.get((port.segment, mac), [])),
                 }
                 for mac in port.macs
             ]

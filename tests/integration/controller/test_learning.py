@@ -14,6 +14,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import combinations
@@ -280,3 +281,137 @@ def test_the_segment_acl_holds_on_the_wire_and_the_api_counts_it(mesh: Mesh) -> 
     assert mesh.api("/flows?site=nowhere")[0] == 404
     assert mesh.api("/nothing")[0] == 404
     assert mesh.api("/macs", method="POST")[0] == 405
+
+
+# Sends one ARP request and one neighbour solicitation from a host's eth0 (AF_PACKET, as
+# any host's stack would put them on the wire) and prints what came back, checked.
+ASK = r"""
+import ipaddress, json, socket, struct, sys, time
+mac, ip4, ip6, want4, want6 = sys.argv[1:6]
+own = bytes.fromhex(mac.replace(":", ""))
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+s.bind(("eth0", 0))
+def checksum(data):
+    data += b"\0" * (len(data) % 2)
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+arp = (b"\xff" * 6 + own + b"\x08\x06" + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + own
+       + ipaddress.IPv4Address(ip4).packed + bytes(6) + ipaddress.IPv4Address(want4).packed)
+target = ipaddress.IPv6Address(want6).packed
+group = ipaddress.IPv6Address("ff02::1:ff00:0").packed[:13] + target[13:]
+src6 = ipaddress.IPv6Address(ip6).packed
+icmp = struct.pack("!BBHI", 135, 0, 0, 0) + target + b"\x01\x01" + own
+pseudo = src6 + group + struct.pack("!IxxxB", len(icmp), 58)
+icmp = icmp[:2] + struct.pack("!H", 0xFFFF - checksum(pseudo + icmp)) + icmp[4:]
+ns = (b"\x33\x33" + group[12:] + own + b"\x86\xdd" + struct.pack("!IHBB", 6 << 28, len(icmp), 58, 255)
+      + src6 + group + icmp)
+s.send(arp); s.send(ns)
+out = {}
+s.settimeout(0.2)
+deadline = time.monotonic() + 3
+while time.monotonic() < deadline and len(out) < 2:
+    try:
+        f = s.recv(2000)
+    except socket.timeout:
+        continue
+    if f[:6] != own:
+        continue
+    if f[12:14] == b"\x08\x06" and f[20:22] == b"\x00\x02":
+        out["arp"] = {"eth_src": f[6:12].hex(":"), "sha": f[22:28].hex(":"),
+            "spa": str(ipaddress.IPv4Address(f[28:32])), "tha": f[32:38].hex(":"),
+            "tpa": str(ipaddress.IPv4Address(f[38:42]))}
+    elif f[12:14] == b"\x86\xdd" and f[20] == 58 and f[54] == 136:
+        plen = struct.unpack("!H", f[18:20])[0]
+        body = f[54:54 + plen]
+        pseudo = f[22:38] + f[38:54] + struct.pack("!IxxxB", plen, 58)
+        out["na"] = {"eth_src": f[6:12].hex(":"), "hop_limit": f[21],
+            "src": str(ipaddress.IPv6Address(f[22:38])), "dst": str(ipaddress.IPv6Address(f[38:54])),
+            "checksum_ok": checksum(pseudo + body) == 0xFFFF,
+            "flags": body[4] >> 5, "target": str(ipaddress.IPv6Address(body[8:24])),
+            "option": body[24], "tll": body[26:32].hex(":")}
+print(json.dumps(out))
+"""
+
+
+def _quiet(mesh: Mesh, site: str, ports: list[str]) -> None:
+    """Wait until nothing has left `ports` for a second (MLD reports of a new address)."""
+    last: list[int] = []
+
+    def still() -> bool:
+        nonlocal last
+        now = [mesh.tx(site, p) for p in ports]
+        same, last = now == last, now
+        if not same:
+            time.sleep(1.0)
+        return same
+
+    wait_for(still, f"the tunnels at {site} to fall quiet", timeout=20)
+
+
+def address6(i: int) -> str:
+    return f"2001:db8::{21 + i:x}"
+
+
+def test_arp_and_nd_for_a_host_at_another_site_are_answered_by_the_local_switch(
+    mesh: Mesh,
+) -> None:
+    for i, host in enumerate((mesh.hosts["hq"], mesh.hosts["branch"], mesh.hosts["cloud"])):
+        for scope in ("all", "default", "eth0"):
+            # No router solicitations: only MLD reports for the new groups, then quiet.
+            sh("sysctl", "-qw", f"net.ipv6.conf.{scope}.router_solicitations=0", netns=host)
+            sh("sysctl", "-qw", f"net.ipv6.conf.{scope}.disable_ipv6=0", netns=host)
+        sh("ip", "-6", "addr", "add", f"{address6(i)}/64", "dev", "eth0", "nodad", netns=host)
+    hq, branch = mesh.hosts["hq"], mesh.hosts["branch"]
+    # hq resolves cloud's host from cold caches: both tell the controller their addresses.
+    sh("ip", "neigh", "flush", "dev", "eth0", netns=hq)
+    assert ping(hq, address(2), count=1)
+    assert ping(hq, address6(2), count=1)
+    for site in ("branch", "cloud"):
+        switch = mesh.switches[site]
+        wait_for(
+            lambda: all(
+                f in switch.ofctl("dump-flows", mesh.bridge)  # noqa: B023 (waited for at once)
+                for f in (f"arp_tpa={address(0)}", f"nd_target={address6(0)}")
+            ),
+            f"the proxy for hq's host at {site}",
+        )
+    tunnels = [tunnel("branch", "hq"), tunnel("branch", "cloud")]
+    _quiet(mesh, "branch", tunnels)
+    before = [mesh.tx("branch", t) for t in tunnels]
+    argv = (mac(1), address(1), address6(1), address(0), address6(0))
+    got = json.loads(sh(sys.executable, "-c", ASK, *argv, netns=branch))
+    after = [mesh.tx("branch", t) for t in tunnels]
+    assert got["arp"] == {
+        "eth_src": mac(0),
+        "sha": mac(0),
+        "spa": address(0),
+        "tha": mac(1),
+        "tpa": address(1),
+    }
+    assert got["na"] == {
+        "eth_src": mac(0),
+        "hop_limit": 255,
+        "src": address6(0),
+        "dst": address6(1),
+        "checksum_ok": True,
+        "flags": 0b011,  # RFC 4861 section 4.4: not a router, solicited, override
+        "target": address6(0),
+        "option": 2,  # target link-layer address
+        "tll": mac(0),
+    }
+    assert after == before, "the request crossed a tunnel"
+    # The hosts' own stacks take the answers: resolved and reachable, nothing to cloud.
+    _quiet(mesh, "branch", tunnels)
+    to_cloud = mesh.tx("branch", tunnel("branch", "cloud"))
+    sh("ip", "neigh", "flush", "dev", "eth0", netns=branch)
+    assert ping(branch, address(0), count=1) and ping(branch, address6(0), count=1)
+    neighbours = sh("ip", "neigh", "show", "dev", "eth0", netns=branch)
+    assert f"{address(0)} lladdr {mac(0)}" in neighbours
+    assert f"{address6(0)} lladdr {mac(0)}" in neighbours
+    assert mesh.tx("branch", tunnel("branch", "cloud")) == to_cloud
+    _, macs = mesh.api("/macs")
+    ips = {m["mac"]: m["ips"] for m in macs}
+    assert {address(0), address6(0)} <= set(ips[mac(0)])
+    assert mesh.metric("overcast_controller_learned_addresses") >= 4

@@ -29,7 +29,7 @@ def test_plan_prints_groups_and_flows(
     rc = main(["controller", "plan", "--config", config, "--fabric", fab, "--site", "hq"])
     out = capsys.readouterr().out
     assert rc == 0
-    assert out.startswith("site hq: 4 groups, 25 flows")
+    assert out.startswith("site hq: 4 groups, 44 flows")
     assert "table=flood" in out and "normal" not in out.lower()
 
 
@@ -44,7 +44,16 @@ def test_plan_json_takes_given_port_numbers(
     assert doc["ofports"]["h1"] == 9 and 9 not in [
         v for k, v in doc["ofports"].items() if k != "h1"
     ]
-    assert [t["name"] for t in doc["tables"]] == ["classify", "learn", "acl", "eth_dst", "flood"]
+    assert [t["name"] for t in doc["tables"]] == [
+        "classify",
+        "learn",
+        "acl",
+        "snoop",
+        "proxy",
+        "eth_dst",
+        "flood",
+        "advert",
+    ]
     assert any(f["table"] == "classify" and f["match"].get("in_port") == 9 for f in doc["flows"])
 
 

@@ -90,7 +90,14 @@ def test_tagged_frames_are_dropped_unless_tags_are_carried(hq: FakeSwitch) -> No
 
 def test_trace_names_the_tables_a_frame_crosses(hq: FakeSwitch) -> None:
     trace = hq.trace(Frame(in_port=H1_P, eth_dst=BROADCAST, eth_src=H1))
-    assert [f.table for f in trace.flows] == ["classify", "acl", "eth_dst", "flood"]
+    assert [f.table for f in trace.flows] == [
+        "classify",
+        "acl",
+        "snoop",
+        "proxy",
+        "eth_dst",
+        "flood",
+    ]
     assert trace.ports == {H2_P, TO_BRANCH, TO_CLOUD}
 
 
