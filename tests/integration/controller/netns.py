@@ -185,7 +185,8 @@ def controller(
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
     ctl = ControllerProcess(proc, netns, workdir)
     try:
-        ctl.wait_log("controller listening", "the controller to listen")
+        # Starting takes seconds of imports; on a loaded 2-core machine, tens of seconds.
+        ctl.wait_log("controller listening", "the controller to listen", timeout=60)
         yield ctl
     finally:
         if proc.poll() is None:

@@ -114,9 +114,10 @@ def test_no_normal_action_and_the_pipeline_is_ours(lab: Lab) -> None:
     assert "normal" not in flows.lower() and "normal" not in groups.lower()
     assert "cookie=0x4f43" in flows
     assert "goto_table:2" in flows and "goto_table:3" in flows
-    # The learn table's miss: a packet-in, and on to eth_dst.
+    # The learn table's miss: a packet-in, marked as sent (snoop sends no second), on to acl.
     assert (
-        "table=1, n_packets=0, n_bytes=0, priority=0 actions=CONTROLLER:128,goto_table:2" in flows
+        "table=1, n_packets=0, n_bytes=0, priority=0 actions=CONTROLLER:128,"
+        "write_metadata:0x2000000/0x2000000,goto_table:2" in flows
     )
     assert groups.count("type=all") == 4  # two flood groups (split horizon) per segment
 
