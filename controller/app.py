@@ -153,6 +153,10 @@ class _Switch:
     ofports: dict[str, int] = field(default_factory=dict)
     names: dict[int, str] = field(default_factory=dict)  # port number -> name
     plan: SwitchPlan | None = None
+    # The plan's flows by identity: a learned change updates only its own entries here
+    # (O(change), not O(plan)); `current()` folds them back into `plan` when it is read.
+    index: dict[tuple[str, int, Match], Flow] = field(default_factory=dict)
+    changed: bool = False
     # What the switch holds, gathered from multipart replies on connect and on each audit:
     # programming sends the difference to it (so a controller restart changes nothing).
     waiting: set[str] = field(default_factory=set)
@@ -162,6 +166,9 @@ class _Switch:
     foreign: bool = False  # it holds entries that are none of ours: wipe it first
     # We sent it something while an audit's replies were on their way: they may predate it.
     stale: bool = False
+    # Learned changes encoded but not yet written (see OvercastApp._send), and since when.
+    outbox: list[bytes] = field(default_factory=list)
+    outbox_since: float = 0.0
     connected_at: float = field(default_factory=time.monotonic)
     # The barrier that closes the last programming: (xid, kind, when its first message went).
     barrier: tuple[int, str, float] | None = None
@@ -170,6 +177,15 @@ class _Switch:
     found_packets: dict[tuple[str, int, Match], int] = field(default_factory=dict)
     packets: dict[tuple[str, int, Match], int] = field(default_factory=dict)
     counted_at: float | None = None  # time.time() of `packets`
+
+    def current(self) -> SwitchPlan | None:
+        if self.plan is not None and self.changed:
+            self.plan = replace(self.plan, flows=tuple(self.index.values()))
+            self.changed = False
+        return self.plan
+
+    def replan(self, plan: SwitchPlan) -> None:
+        self.plan, self.index, self.changed = plan, {f.key: f for f in plan.flows}, False
 
 
 class EventReload(event.EventBase):  # type: ignore[misc]
@@ -394,7 +410,7 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
             sw.names = {n: name for name, n in sw.ofports.items()}
             self._program(sw)
         elif not sw.stale:  # else the next audit compares again
-            self._restore(sw, sw.plan)
+            self._restore(sw, sw.current() or SwitchPlan(sw.site))
 
     def _restore(self, sw: _Switch, plan: SwitchPlan) -> None:
         """After an audit: undo whatever changed on the switch behind our back."""
@@ -441,6 +457,10 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def _packet_in(self, ev: Any) -> None:
+        self._learn_from(ev)
+        self._flush_when_idle()
+
+    def _learn_from(self, ev: Any) -> None:
         """A frame from an unknown source MAC (the learn table's miss) or a host's ARP/ND
         with an address not yet bound (snoop): learn what it says, within the limits."""
         msg = ev.msg
@@ -479,7 +499,10 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
         MAC_EVENTS.labels("refused" if outcome == "static" else outcome).inc()
         if outcome in ("learned", "moved"):
             was = f" (was at {old.site} port {old.port})" if old is not None else ""
-            log.info("learned %s in %s at %s port %s%s", src, segment, sw.site, name, was)
+            # A line per new MAC is for debugging (the API's /macs and metrics show them all);
+            # a move is worth telling.
+            level = logging.INFO if old is not None else logging.DEBUG
+            log.log(level, "learned %s in %s at %s port %s%s", src, segment, sw.site, name, was)
             self._count_macs(segment)
             self._apply_host(segment, self.macs.hosts[(segment, src)], old)
         elif outcome in ("port_full", "segment_full"):
@@ -517,7 +540,9 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
         ADDRESS_EVENTS.labels(outcome).inc()
         if outcome in ("learned", "moved"):
             was = f" (was {old.mac})" if old is not None else ""
-            log.info("learned %s is %s in %s at %s port %s%s", ip, mac, segment, sw.site, name, was)
+            log.debug(
+                "learned %s is %s in %s at %s port %s%s", ip, mac, segment, sw.site, name, was
+            )
             LEARNED_IPS.labels(segment).set(self.neighbours.count(segment))
             self._apply_address(segment, self.neighbours.bindings[(segment, ip)], old)
         elif outcome in ("mac_full", "segment_full"):
@@ -568,6 +593,7 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
             unbound = self.neighbours.forget_mac(segment, host.mac)
             self._count_macs(segment)
             self._apply_host(segment, None, host, unbound)
+            self._flush_when_idle()
 
     def _apply_host(
         self,
@@ -622,10 +648,12 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
         assert sw.plan is not None
         if not add and not gone:
             return
-        keys = {f.key for f in add} | {f.key for f in gone}
-        flows = tuple(f for f in sw.plan.flows if f.key not in keys) + tuple(add)
-        sw.plan = replace(sw.plan, flows=flows)
-        PLANNED_FLOWS.labels(sw.site).set(len(flows))
+        for f in gone:
+            sw.index.pop(f.key, None)
+        for f in add:
+            sw.index[f.key] = f
+        sw.changed = True
+        PLANNED_FLOWS.labels(sw.site).set(len(sw.index))
         self._send(sw, [*(AddFlow(f) for f in add), *(DeleteFlow(f) for f in gone)], "learn")
 
     @set_ev_cls(EventView)  # type: ignore[untyped-decorator]
@@ -648,12 +676,13 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
                     connected_s=now - sw.connected_at,
                     programmed=sw.plan is not None and sw.barrier is None,
                     ofports=dict(sw.ofports),
-                    unresolved=sw.plan.unresolved if sw.plan else (),
-                    flows=sw.plan.flows if sw.plan else (),
+                    unresolved=plan.unresolved if plan else (),
+                    flows=plan.flows if plan else (),
                     packets=dict(sw.packets),
                     counted_at=sw.counted_at,
                 )
                 for dpid, sw in sorted(self.switches.items())
+                for plan in [sw.current()]
             ],
             strangers=[(dpid, _peer(dp)) for dpid, dp in sorted(self.strangers.items())],
             hosts=list(self.macs.hosts.values()),
@@ -664,6 +693,8 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     @set_ev_cls(EventTick)  # type: ignore[untyped-decorator]
     def _tick(self, ev: EventTick) -> None:
+        for sw in self.switches.values():  # learned changes still waiting go out now
+            self._flush(sw)
         for site, port in self.macs.release(time.monotonic()):
             log.info("switch %s port %s learns again", site, port)
             for sw in self.switches.values():
@@ -701,15 +732,16 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
             log.error("switch %s: cannot plan: %s", sw.site, exc)
             return
         kind = "full" if sw.plan is None else "diff"
-        if sw.plan is not None:
-            messages = diff(sw.plan, plan)
+        current = sw.current()
+        if current is not None:
+            messages = diff(current, plan)
         elif sw.foreign:
             log.warning("switch %s holds entries that are not ours; wiping it", sw.site)
             messages = program(plan)
         else:
             found = SwitchPlan(sw.site, tuple(sw.found_groups), tuple(sw.found_flows))
             messages = diff(found, plan)
-        sw.plan = plan
+        sw.replan(plan)
         PLANNED_FLOWS.labels(sw.site).set(len(plan.flows))
         if messages or kind == "full":
             self._send(sw, messages, kind)
@@ -724,15 +756,41 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
             )
 
     def _send(self, sw: _Switch, messages: list[Message], kind: str) -> None:
-        dp = sw.datapath
+        """Send `messages`, then a barrier closing them, in one write.
+
+        Learned changes (`kind` "learn") wait while more events are queued, so a burst
+        of packet-ins costs one write and one barrier per switch, not one per packet-in
+        (os-ken queues every send for its writer thread, and every barrier reply is an
+        event of its own). They go out as soon as the queue is empty, and before
+        anything else is sent to that switch, so the order on the wire is kept.
+        """
         sw.stale |= bool(sw.waiting)
-        started = time.monotonic()
+        if not sw.outbox:
+            sw.outbox_since = time.monotonic()
+        kinds: dict[str, int] = {}
+        dp = sw.datapath
         for msg in messages:
-            dp.send_msg(to_ofp(dp, msg))
-            MESSAGES.labels(sw.site, type(msg).__name__).inc()
+            sw.outbox.append(_encode(dp, to_ofp(dp, msg)))
+            kinds[type(msg).__name__] = kinds.get(type(msg).__name__, 0) + 1
+        for kind_name, count in kinds.items():  # one label lookup per kind, not per message
+            MESSAGES.labels(sw.site, kind_name).inc(count)
+        if kind != "learn" or self.events.empty():
+            self._flush(sw, kind)
+
+    def _flush(self, sw: _Switch, kind: str = "learn") -> None:
+        if not sw.outbox:
+            return
+        dp = sw.datapath
         barrier = dp.ofproto_parser.OFPBarrierRequest(dp)
-        sw.barrier, sw.errors = (dp.set_xid(barrier), kind, started), 0
-        dp.send_msg(barrier)
+        sw.outbox.append(_encode(dp, barrier))
+        sw.barrier, sw.errors = (barrier.xid, kind, sw.outbox_since), 0
+        dp.send(b"".join(sw.outbox))
+        sw.outbox = []
+
+    def _flush_when_idle(self) -> None:
+        if self.events.empty():
+            for sw in self.switches.values():
+                self._flush(sw)
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def _barrier(self, ev: Any) -> None:
@@ -910,6 +968,13 @@ def _access_ports(fabric: Fabric) -> dict[tuple[str, str], FabricPort]:
         for port in switch.ports
         if port.kind == "access"
     }
+
+
+def _encode(dp: Any, msg: Any) -> bytes:
+    """What os-ken's Datapath.send_msg puts on the wire: the message with the next xid."""
+    dp.set_xid(msg)
+    msg.serialize()
+    return bytes(msg.buf)
 
 
 def _peer(dp: Any) -> str:
