@@ -291,6 +291,7 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
         """Request what the switch holds; the replies are gathered in `_received`."""
         dp = sw.datapath
         ofp, parser = dp.ofproto, dp.ofproto_parser
+        self._flush(sw)  # what we have told it comes first, so the replies include it
         sw.waiting, sw.found_flows, sw.found_groups, sw.foreign = set(parts), [], [], False
         sw.stale = False
         sw.found_packets = {}
@@ -764,7 +765,6 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
         event of its own). They go out as soon as the queue is empty, and before
         anything else is sent to that switch, so the order on the wire is kept.
         """
-        sw.stale |= bool(sw.waiting)
         if not sw.outbox:
             sw.outbox_since = time.monotonic()
         kinds: dict[str, int] = {}
@@ -780,6 +780,7 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
     def _flush(self, sw: _Switch, kind: str = "learn") -> None:
         if not sw.outbox:
             return
+        sw.stale |= bool(sw.waiting)
         dp = sw.datapath
         barrier = dp.ofproto_parser.OFPBarrierRequest(dp)
         sw.outbox.append(_encode(dp, barrier))

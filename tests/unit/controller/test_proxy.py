@@ -257,3 +257,16 @@ def test_addresses_are_read_from_what_hosts_say_about_themselves() -> None:
     assert sender(_nd_frame(A, A6, hop_limit=64)) is None  # RFC 4861 7.1.1: not ND
     assert sender(_nd_frame(A, A6, icmp_type=128)) is None  # an echo request
     assert sender(b"\x00" * 20) is None
+
+
+def test_the_acl_comes_first() -> None:
+    acl = """controller:
+  acls:
+    finance:
+      default: allow
+      rules: [{action: deny, eth_type: 0x0806, eth_src: "02:00:00:00:0c:01"}]
+"""
+    hq = _switch("hq", CONFIG + acl)
+    assert len(arp(hq, 1, A, A4, B4).answers) == 1  # allowed: answered as without an ACL
+    denied = arp(hq, 2, C, C4, B4)
+    assert denied.ports == set() and not denied.answers
