@@ -187,12 +187,7 @@ class SamlIdp:
         if not message:
             raise SamlRefused("malformed", "no SAMLRequest: open this page from the app's sign-in")
         relay_state = query.get("RelayState", "")
-        redirect = {
-            "relay_state": query.get("RelayState"),
-            "sigalg": query.get("SigAlg"),
-            "signature": query.get("Signature"),
-        }
-        extra = redirect if binding == BINDING_HTTP_REDIRECT else {}
+        extra = _redirect_args(binding, query)
         try:
             parsed = self.lenient.parse_authn_request(message, binding, **extra)
         except Exception as exc:  # pysaml2 raises many types; all mean "refused"
@@ -330,6 +325,46 @@ class SamlIdp:
         )
         return str(dict(info["headers"])["Location"])
 
+    def logout_request_in(
+        self, binding: str, query: Mapping[str, str]
+    ) -> tuple[ServiceProvider, Any, str]:
+        """An SP's LogoutRequest (SP-initiated single logout), checked as AuthnRequests are:
+        signed when the SP must sign. Returns the SP, the request and its RelayState."""
+        message = query.get("SAMLRequest", "")
+        extra = _redirect_args(binding, query)
+        try:
+            parsed = self.lenient.parse_logout_request(message, binding, **extra)
+        except Exception as exc:
+            raise SamlRefused("malformed", f"LogoutRequest refused: {_why(exc)}") from None
+        issuer = parsed.message.issuer.text.strip() if parsed.message.issuer is not None else ""
+        sp = self.by_entity.get(issuer)
+        if sp is None:
+            raise SamlRefused(
+                "unknown_sp", f"LogoutRequest from {issuer!r}, no app of this gateway"
+            )
+        if sp.must_sign:
+            try:
+                parsed = self.strict.parse_logout_request(message, binding, **extra)
+            except Exception as exc:
+                raise SamlRefused(
+                    "signature", f"{sp.app} must sign its LogoutRequests: {_why(exc)}"
+                ) from None
+        return sp, parsed.message, query.get("RelayState", "")
+
+    def logout_response_url(self, request: Any, relay_state: str) -> str:
+        """The signed LogoutResponse (HTTP-Redirect) that tells the SP it is signed out."""
+        response = self.lenient.create_logout_response(request, [BINDING_HTTP_REDIRECT], sign=False)
+        info = self.lenient.apply_binding(
+            BINDING_HTTP_REDIRECT,
+            str(response),
+            str(response.destination),
+            relay_state,
+            response=True,
+            sign=True,
+            sigalg=SIG_RSA_SHA256,
+        )
+        return str(dict(info["headers"])["Location"])
+
     def logout_response(self, binding: str, query: Mapping[str, str]) -> None:
         """Check an SP's LogoutResponse (its signature when it sent one)."""
         message = query.get("SAMLResponse", "")
@@ -337,6 +372,17 @@ class SamlIdp:
             self.lenient.parse_logout_request_response(message, binding)
         except Exception as exc:
             raise SamlRefused("logout", f"LogoutResponse refused: {_why(exc)}") from None
+
+
+def _redirect_args(binding: str, query: Mapping[str, str]) -> dict[str, str | None]:
+    """What pysaml2 needs to check an HTTP-Redirect signature (SAML Bindings 3.4.4.1)."""
+    if binding != BINDING_HTTP_REDIRECT:
+        return {}
+    return {
+        "relay_state": query.get("RelayState"),
+        "sigalg": query.get("SigAlg"),
+        "signature": query.get("Signature"),
+    }
 
 
 def _why(exc: Exception) -> str:

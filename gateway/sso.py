@@ -50,7 +50,7 @@ from gateway.saml_endpoints import LAUNCH as SAML_LAUNCH
 from gateway.saml_endpoints import METADATA as SAML_METADATA
 from gateway.saml_endpoints import SLO as SAML_SLO
 from gateway.saml_endpoints import SSO as SAML_SSO
-from gateway.session import COOKIE, Session, cookie_value
+from gateway.session import COOKIE, Session, clear_cookie, cookie_value
 from overcast.metrics import REGISTRY
 
 if TYPE_CHECKING:
@@ -141,7 +141,7 @@ class SsoHost:
         if path == SAML_METADATA and self.saml is not None:
             return Reply(200, self.saml.metadata().encode(), b"application/samlmetadata+xml")
         if path == SAML_SLO and self.saml is not None:
-            return self._slo(method, dict(pairs))
+            return self._slo(scope, method, dict(pairs))
         if path == LOGOUT:
             return await self._logout(scope)
         if path in (CALLBACK, SIGNED_OUT):
@@ -393,7 +393,7 @@ class SsoHost:
                 return redirect(url)
         return redirect(final)
 
-    def _slo(self, method: str, query: Mapping[str, str]) -> Reply:
+    def _slo(self, scope: Scope, method: str, query: Mapping[str, str]) -> Reply:
         assert self.saml is not None
         binding = BINDING_HTTP_POST if method == "POST" else BINDING_HTTP_REDIRECT
         if "SAMLResponse" in query:
@@ -405,7 +405,38 @@ class SsoHost:
             except SamlRefused as exc:
                 log.info("%s", exc)  # the chain goes on: the gateway session is already over
             return self._next_logout(key)
-        return page(400, "Sign-out", "Sign out from the gateway's portal.")
+        if "SAMLRequest" in query:
+            return self._sp_logout(scope, binding, query)
+        return page(400, "Sign-out", "No SAMLRequest or SAMLResponse: sign out at the portal.")
+
+    def _sp_logout(self, scope: Scope, binding: str, query: Mapping[str, str]) -> Reply:
+        """SP-initiated single logout (SAML Profiles 4.4.3): end the gateway session, then
+        the user's other SP sessions, then answer the SP that asked."""
+        assert self.saml is not None
+        try:
+            sp, request, relay_state = self.saml.logout_request_in(binding, query)
+        except SamlRefused as exc:
+            REFUSED.labels("saml", exc.kind).inc()
+            log.info("%s", exc)
+            return page(400, "Sign-out refused", str(exc))
+        final = self.saml.logout_response_url(request, relay_state)
+        cookies = b"; ".join(v for k, v in scope["headers"] if k == b"cookie").decode("latin-1")
+        now = int(self.gateway.clock())
+        session = self.gateway.codec.open(cookie_value(cookies, COOKIE), now)
+        others: list[SpSession] = []
+        if session is not None:
+            self.gateway.codec.store.revoke(sid=session.sid, now=now)
+            self.gateway.decisions.emit(
+                {"event": "logout", "sub": session.sub, "host": self.host, "by": sp.app}
+            )
+            others = [s for s in self.saml.sessions.pop(session.sid, []) if s.app != sp.app]
+        key = secrets.token_urlsafe(16)
+        self.logouts[key] = (others, final)
+        reply = self._next_logout(key)
+        return redirect(
+            dict(reply.headers)[b"location"].decode(),
+            (b"set-cookie", clear_cookie(COOKIE).encode()),
+        )
 
 
 def _error(body: str | dict[str, Any]) -> str:

@@ -428,7 +428,7 @@ def cli_gateway(
             return False
 
     try:
-        until(ready, 60, "overcast gateway serve to be ready")
+        until(ready, 120, "overcast gateway serve to be ready")
         yield served
     finally:
         proc.terminate()

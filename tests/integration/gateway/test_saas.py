@@ -244,6 +244,7 @@ def _to_gateway(client: httpx.Client, url: str, port: int) -> str:
     raise AssertionError(f"{url} never led to the gateway")
 
 
+_FIELD = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)"')
 SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
 SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
 DS = "http://www.w3.org/2000/09/xmldsig#"
@@ -380,3 +381,23 @@ def test_sp_checks_refuse_wrapping_replay_and_another_audience(world: World, sp:
             victim.cookies = client.cookies
             Posted(fresh.acs, foreign.response, fresh.relay_state).post(victim)
             assert not signed_in(victim)
+
+
+def test_signing_out_at_an_sp_ends_the_gateway_session(world: World) -> None:
+    """SP-initiated single logout: mellon's LogoutRequest (signed) ends the gateway session."""
+    mellon = f"https://127.0.0.1:{world.sps.mellon_port}"
+    with world.client() as client:
+        sign_in(client, world.portal, "alice")
+        issued(client, world.sps.mellon_app, world.served.port).post(client)
+        assert "nameid=alice@corp.example" in client.get(world.sps.mellon_app).text
+        done = f"{mellon}/signed-out"  # not under /app: that would sign in again
+        out = client.get(
+            f"{mellon}/mellon/logout", params={"ReturnTo": done}, follow_redirects=True
+        )
+        assert str(out.url) == done, out.text[:300]
+        portal = client.get(world.portal)
+        assert portal.status_code == 302 and portal.headers["location"].startswith(
+            world.served.issuer
+        )
+        assert client.get(world.sps.mellon_app).status_code in (302, 303)
+    assert "GET /mellon/logout?SAMLResponse=" in world.sps.access_log()
