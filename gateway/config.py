@@ -235,6 +235,10 @@ class OidcClient(Model):
     redirect_uris: tuple[str, ...] = Field(min_length=1)
     # ID token claim -> claim of the enterprise IdP.
     claims: dict[str, str] = {"email": "email", "email_verified": "email_verified", "name": "name"}
+    # OpenID Connect Back-Channel Logout 1.0: where signing out at the gateway POSTs a
+    # logout token, and the CA bundle of that endpoint's TLS (default: the system store).
+    backchannel_logout_uri: str | None = None
+    backchannel_logout_ca: Path | None = None
 
     @field_validator("redirect_uris")
     @classmethod
@@ -244,6 +248,11 @@ class OidcClient(Model):
             if "#" in uri:
                 raise ValueError(f"{uri!r} has a fragment; RFC 6749 3.1.2 forbids one")
         return value
+
+    @field_validator("backchannel_logout_uri")
+    @classmethod
+    def _backchannel(cls, value: str | None) -> str | None:
+        return None if value is None else _https_url(value, "back-channel logout URI")
 
     @field_validator("claims")
     @classmethod

@@ -27,6 +27,7 @@ from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import AuthorizationCodeMixin, UserInfo
 from authlib.oidc.core.grants import OpenIDCode
+from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from gateway.config import OidcClient
@@ -39,6 +40,7 @@ JWKS = "/.overcast/oidc/jwks.json"
 DISCOVERY = "/.well-known/openid-configuration"
 CODE_TTL = 60  # RFC 6749 section 4.1.2: a maximum lifetime of 10 minutes is RECOMMENDED
 SCOPES = ("openid", "email", "profile", "groups")
+BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,9 @@ class Grantee:
     sub: str
     claims: Mapping[str, Any]
     auth_time: int
+    # The session id this RP's ID tokens carry (OIDC Back-Channel Logout 1.0 section 2.1),
+    # different per RP, so no RP learns the gateway's own session id.
+    sid: str = ""
 
 
 @dataclass(frozen=True)
@@ -245,7 +250,8 @@ class IdToken(OpenIDCode):  # type: ignore[misc]
         )
 
     def generate_user_info(self, user: Grantee, scope: str) -> UserInfo:
-        return UserInfo(sub=user.sub, **user.claims)
+        extra = {"sid": user.sid} if user.sid else {}
+        return UserInfo(sub=user.sub, **user.claims, **extra)
 
 
 class Server(AuthorizationServer):  # type: ignore[misc]
@@ -361,6 +367,22 @@ class OpenIdProvider:
             return 401, {"error": "invalid_token"}
         grantee = found[0]
         return 200, {"sub": grantee.sub, **grantee.claims}
+
+    def logout_token(self, client: Client, sub: str, sid: str) -> str:
+        """A logout token (OIDC Back-Channel Logout 1.0 section 2.4), RS256."""
+        now = int(self.clock())
+        claims = {
+            "iss": self.issuer,
+            "aud": client.get_client_id(),
+            "iat": now,
+            "exp": now + 120,
+            "jti": secrets.token_urlsafe(16),
+            "sub": sub,
+            "sid": sid,
+            "events": {BACKCHANNEL_EVENT: {}},
+        }
+        header = {"alg": "RS256", "kid": self.jwk.kid or "", "typ": "logout+jwt"}
+        return jwt.encode(header, claims, self.jwk, ["RS256"])
 
     def _expire(self) -> None:
         now = self.clock()

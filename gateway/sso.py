@@ -16,6 +16,7 @@ LOGIN_TTL s) and resumed after the callback, so a POSTed AuthnRequest survives t
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import logging
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import parse_qsl
 
+import httpx
 from prometheus_client import Counter
 
 from gateway import op
@@ -51,6 +53,7 @@ from gateway.saml_endpoints import METADATA as SAML_METADATA
 from gateway.saml_endpoints import SLO as SAML_SLO
 from gateway.saml_endpoints import SSO as SAML_SSO
 from gateway.session import COOKIE, Session, clear_cookie, cookie_value
+from gateway.tls import client_context
 from overcast.metrics import REGISTRY
 
 if TYPE_CHECKING:
@@ -65,6 +68,12 @@ REFUSED = Counter(
     "overcast_gateway_idp_refused",
     "Sign-ins the gateway as identity provider refused, by protocol and reason",
     ["protocol", "reason"],
+    registry=REGISTRY,
+)
+BACKCHANNEL_SENT = Counter(
+    "overcast_gateway_idp_backchannel_logouts",
+    "Logout tokens sent to relying parties when a gateway session ended, by result",
+    ["app", "result"],
     registry=REGISTRY,
 )
 ISSUED = Counter(
@@ -105,6 +114,8 @@ class SsoHost:
         self.parked: dict[str, Parked] = {}
         # Single logouts in progress: key -> (SP sessions still to end, where to go last)
         self.logouts: dict[str, tuple[list[SpSession], str]] = {}
+        # gateway session id -> the relying parties with back-channel logout it signed in to
+        self.relying: dict[str, dict[str, tuple[op.Client, op.Grantee]]] = {}
 
     def handles(self, path: str) -> bool:
         return path == PORTAL or path.startswith(RESERVED_PREFIX) or path == op.DISCOVERY
@@ -141,7 +152,7 @@ class SsoHost:
         if path == SAML_METADATA and self.saml is not None:
             return Reply(200, self.saml.metadata().encode(), b"application/samlmetadata+xml")
         if path == SAML_SLO and self.saml is not None:
-            return self._slo(scope, method, dict(pairs))
+            return await self._slo(scope, method, dict(pairs))
         if path == LOGOUT:
             return await self._logout(scope)
         if path in (CALLBACK, SIGNED_OUT):
@@ -225,16 +236,24 @@ class SsoHost:
         decision = self._decide(scope, client.app, path, session)
         if not decision.allowed:
             return self._refused("oidc", client.app, decision)
-        answer = self.op.authorize(checked, self._grantee(session, client))
+        grantee = self._grantee(session, client)
+        answer = self.op.authorize(checked, grantee)
         if answer.status == 302 and "code=" in dict(answer.headers).get("Location", ""):
             ISSUED.labels(client.app).inc()
+            if client.settings.backchannel_logout_uri:
+                self.relying[session.sid] = self.relying.get(session.sid, {}) | {
+                    client.app: (client, grantee)
+                }
         return self._answer(answer)
 
     def _grantee(self, session: Session | None, client: op.Client | None) -> op.Grantee:
         assert session is not None
         claims = self._claims(session)
         mapped = op.mapped_claims(claims, client.settings.claims) if client else {}
-        return op.Grantee(session.sub, mapped, session.issued_at)
+        sid = ""
+        if client is not None:
+            sid = hashlib.sha256(f"{session.sid}\x00{client.app}".encode()).hexdigest()[:32]
+        return op.Grantee(session.sub, mapped, session.issued_at, sid)
 
     def _claims(self, session: Session) -> dict[str, Any]:
         """The enterprise IdP's claims; `email` only when the IdP verified it."""
@@ -366,6 +385,8 @@ class SsoHost:
         now = int(self.gateway.clock())
         session = self.gateway.codec.open(cookie_value(cookies, COOKIE), now)
         final = self.gateway.logout(self.host, cookies)
+        if session is not None:
+            await self._backchannel_logouts(session.sid)
         if session is None or self.saml is None:
             return final
         visited = self.saml.sessions.pop(session.sid, [])
@@ -378,6 +399,27 @@ class SsoHost:
         cleared = tuple(h for h in final.headers if h[0] == b"set-cookie")
         location = dict(reply.headers)[b"location"].decode()
         return redirect(location, *cleared)
+
+    async def _backchannel_logouts(self, gateway_sid: str) -> None:
+        """OIDC Back-Channel Logout 1.0 section 2.5: POST a logout token to each relying
+        party this session signed in to that has a back-channel logout URI."""
+        assert self.op is not None or not self.relying
+        for app, (client, grantee) in self.relying.pop(gateway_sid, {}).items():
+            assert self.op is not None
+            token = self.op.logout_token(client, grantee.sub, grantee.sid)
+            uri = str(client.settings.backchannel_logout_uri)
+            ca = client.settings.backchannel_logout_ca
+            try:
+                async with httpx.AsyncClient(verify=client_context(ca), timeout=5.0) as http:
+                    answer = await http.post(uri, data={"logout_token": token})
+                ok = answer.status_code in (200, 204)
+            except httpx.HTTPError as exc:
+                log.warning("back-channel logout to %s (%s) failed: %s", app, uri, exc)
+                ok = False
+            BACKCHANNEL_SENT.labels(app, "ok" if ok else "failed").inc()
+            self.gateway.decisions.emit(
+                {"event": "oidc-backchannel-logout", "app": app, "host": self.host, "ok": ok}
+            )
 
     def _next_logout(self, key: str) -> Reply:
         assert self.saml is not None
@@ -393,7 +435,7 @@ class SsoHost:
                 return redirect(url)
         return redirect(final)
 
-    def _slo(self, scope: Scope, method: str, query: Mapping[str, str]) -> Reply:
+    async def _slo(self, scope: Scope, method: str, query: Mapping[str, str]) -> Reply:
         assert self.saml is not None
         binding = BINDING_HTTP_POST if method == "POST" else BINDING_HTTP_REDIRECT
         if "SAMLResponse" in query:
@@ -406,10 +448,10 @@ class SsoHost:
                 log.info("%s", exc)  # the chain goes on: the gateway session is already over
             return self._next_logout(key)
         if "SAMLRequest" in query:
-            return self._sp_logout(scope, binding, query)
+            return await self._sp_logout(scope, binding, query)
         return page(400, "Sign-out", "No SAMLRequest or SAMLResponse: sign out at the portal.")
 
-    def _sp_logout(self, scope: Scope, binding: str, query: Mapping[str, str]) -> Reply:
+    async def _sp_logout(self, scope: Scope, binding: str, query: Mapping[str, str]) -> Reply:
         """SP-initiated single logout (SAML Profiles 4.4.3): end the gateway session, then
         the user's other SP sessions, then answer the SP that asked."""
         assert self.saml is not None
@@ -430,6 +472,7 @@ class SsoHost:
                 {"event": "logout", "sub": session.sub, "host": self.host, "by": sp.app}
             )
             others = [s for s in self.saml.sessions.pop(session.sid, []) if s.app != sp.app]
+            await self._backchannel_logouts(session.sid)
         key = secrets.token_urlsafe(16)
         self.logouts[key] = (others, final)
         reply = self._next_logout(key)

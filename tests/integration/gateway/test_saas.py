@@ -91,6 +91,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                     "client_id": OIDC_CLIENT,
                     "client_secret_file": str(tmp / "tickets-secret"),
                     "redirect_uris": [sps.openidc_redirect],
+                    "backchannel_logout_uri": sps.openidc_redirect + "?logout=backchannel",
+                    "backchannel_logout_ca": str(tmp / "ca" / "ca.pem"),
                 },
                 "launch": sps.openidc_app,
                 "allow": {"groups": {"any": ["sales", "eng"]}},
@@ -137,7 +139,7 @@ def test_one_sign_in_opens_saml_oidc_and_proxied_apps(world: World) -> None:
     crm = f"https://{APP_HOST}:{world.served.port}/reports"
     sps = world.sps
     apps = {"hr": sps.mellon_app, "wiki": sps.shib_app, "tickets": sps.openidc_app, "crm": crm}
-    result = browser(world, "alice", apps, after=[sps.mellon_app, sps.shib_app])
+    result = browser(world, "alice", apps, after=[sps.mellon_app, sps.shib_app, sps.openidc_app])
     links = sorted(link["id"] for link in result["portal"])
     assert links == ["app-crm", "app-hr", "app-tickets", "app-wiki"]
 
@@ -159,8 +161,13 @@ def test_one_sign_in_opens_saml_oidc_and_proxied_apps(world: World) -> None:
     # Signing out at the portal ended the SAML SP's session too (single logout): the SP
     # sends the browser back through the gateway to the enterprise IdP's sign-in form.
     assert result["signed_out"].endswith("/.overcast/signed-out")
-    for app in (sps.mellon_app, sps.shib_app):
+    # ... and the OIDC relying party's, by a back-channel logout token.
+    for app in (sps.mellon_app, sps.shib_app, sps.openidc_app):
         assert result["after_logout"][app]["sign_in_form"], app
+    events = world.served.decisions()
+    assert {"event": "oidc-backchannel-logout", "app": "tickets", "ok": True}.items() <= next(
+        e for e in events if e["event"] == "oidc-backchannel-logout"
+    ).items()
     log = sps.access_log()
     assert "GET /mellon/logout?SAMLRequest=" in log
     assert "GET /Shibboleth.sso/SLO/Redirect?SAMLRequest=" in log
