@@ -40,6 +40,15 @@ def gateway(saas: dict[str, object], **more: object) -> GatewayConfig:
             {"t": {"oidc": OIDC | {"claims": {"mail": "e mail"}}, "launch": "https://t/"}},
             "not a claim name",
         ),
+        (
+            {
+                "t": {
+                    "oidc": OIDC | {"backchannel_logout_uri": "http://t/logout"},
+                    "launch": "https://t/",
+                }
+            },
+            "back-channel logout URI must",
+        ),
         ({"t": {"saml": {"metadata": "/nonexistent/sp.xml"}}}, "does not exist"),
         ({"t": {"saml": {"metadata": "http://sp.example/md"}}}, "https:// URL"),
         ({"t": {"saml": {"metadata": "https://sp/md", "name_id": "x"}}}, "'email' or"),
