@@ -47,7 +47,7 @@ from tests.integration.gateway.sso_peers import (
 )
 from tests.integration.gateway.test_browser import CHROMIUM, spki_hash
 
-pytestmark = [pytest.mark.root, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.root, pytest.mark.timeout(600)]  # a cap for a loaded machine
 
 
 @dataclass
