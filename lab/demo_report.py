@@ -128,10 +128,10 @@ def headline(step: StepResult) -> str:
         for c in step.checks
         if "gap_ms" in c.figures
     ]
+    if gaps:  # the failover's (it also runs TCP through the failure)
+        return f"{passed}; {'; '.join(gaps)}{took}"
     if rates:
         return f"{passed}; TCP {min(rates):.0f} to {max(rates):.0f} Mbit/s{took}"
-    if gaps:
-        return f"{passed}; {'; '.join(gaps)}{took}"
     if step.name in ("build", "teardown"):
         return f"{passed}; {step.checks[-1].detail}{took}"
     return f"{passed}: {'; '.join(c.name for c in step.checks)}{took}"
