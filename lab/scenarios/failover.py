@@ -1,13 +1,13 @@
-"""`failover`: a site's path on its preferred provider dies while traffic crosses it; the
+"""`failover`: the preferred provider's network dies while traffic crosses it; the
 switches move the traffic to the other provider by themselves (BFD and a fast-failover
 group, issue 8), the gap is measured, and when the path returns the traffic goes back only
 after the hold-down.
 
 `act` works on any built lab whose config has two sites sharing at least two underlay
 networks and a host of one L2 segment at each (the demo's lab, say): it picks the first
-such pair, breaks the source site's access link to the pair's preferred network (the
-carrier goes down, `lab.faults`), and measures it all under a 1 ms UDP probe stream
-(`lab.probe`) with a rate-limited TCP transfer (iperf3) running through the failover.
+such pair, takes the pair's preferred network down as a whole (`lab.faults.provider_down`:
+every site loses it, as when a carrier fails), and measures it all under a 1 ms UDP probe
+stream (`lab.probe`) with a rate-limited TCP transfer (iperf3) running through it.
 Each check carries its figures in machine-readable form (`gap_ms`, `lost`, ...)."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from lab.scenarios import Check, Progress, Scenario
 from overcast.config import OvercastConfig
 
 TARGET_GAP_MS = 300.0  # issue 8: the longest a failover may leave a site pair without a path
-FAULT: faults.Fault = "link"  # the carrier goes down, as when a fibre is cut
+FAULT = "provider"  # the preferred network fails as a whole (every site loses it)
 FAULT_S = 2.0  # how long the path stays broken once both ends have seen it
 TCP_BITRATE = "20M"  # enough to be a transfer, little enough to leave BFD its CPU
 SETTLE_S = 60.0  # a busy machine's BFD may bounce a path; each bounce restarts a hold-down
@@ -178,7 +178,7 @@ def _fail_and_return(
 ) -> list[Check]:
     """One failure of the pair's preferred path under traffic, and its return."""
     source, target = pair.source, pair.target
-    where = f"{source.site}'s access link to {pair.preferred}"
+    where = f"provider network {pair.preferred}"
     progress(
         f"failover: waiting for {source.site} <-> {target.site} to run on {pair.preferred} "
         f"with {pair.backup} standing by"
@@ -192,7 +192,7 @@ def _fail_and_return(
     ):
         time.sleep(1.0)
         broken = time.monotonic()
-        faults.inject(plan, source.site, pair.preferred, FAULT)
+        faults.provider_down(plan, pair.preferred)
         try:
             _wait(lambda: paths.both(pair.preferred, "down"), 10, "BFD to see the fault")
             # The backup may be in a hold-down of its own (a bounce a moment ago): the
@@ -203,7 +203,7 @@ def _fail_and_return(
             time.sleep(FAULT_S)
         finally:
             healed = time.monotonic()
-            faults.clear(plan, source.site, pair.preferred, FAULT)
+            faults.provider_up(plan, pair.preferred)
         progress(f"failover: {where} is back; traffic returns after the {hold:g} s hold-down")
         # BFD's first packets after a failure come a second apart (RFC 5880 section 6.8.3);
         # the path is then held at each end until its hold-down ends.
