@@ -103,6 +103,12 @@ def classify(frame: bytes, addresses: Set[str], ports: Set[int], marker: bytes) 
     return f"wireguard:{kind}"
 
 
+def problem(frame: bytes, addresses: Set[str], ports: Set[int], marker: bytes = b"") -> str | None:
+    """Why `frame` must not be on an underlay, or None if it may (`classify`)."""
+    verdict = classify(frame, addresses, ports, marker)
+    return None if verdict == "plumbing" or verdict.startswith("wireguard:") else verdict
+
+
 def _ip(raw: bytes) -> str:
     return str(ipaddress.IPv4Address(raw))
 

@@ -15,12 +15,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from scapy.arch.linux import L2ListenSocket, L2Socket
-from scapy.layers.inet import IP, UDP
-from scapy.layers.inet6 import IPv6
-from scapy.layers.l2 import ARP
 from scapy.packet import Packet
 from scapy.sendrecv import AsyncSniffer
 
+from lab import tap
 from lab.netns import inside
 from lab.plan import LabPlan
 
@@ -103,23 +101,9 @@ def send_frames(ns: str, ifname: str, frames: list[Packet]) -> None:
 
 def not_wireguard(plan: LabPlan, frame: Packet, marker: bytes | None = None) -> str | None:
     """Why `frame` must not be on an underlay; None for WireGuard between the sites' ports
-    (and ARP or IPv6 link-local plumbing). `marker`: bytes that must never be seen in clear."""
+    (and ARP or IPv6 link-local plumbing), as the lab's underlay tap judges it (`lab.tap`).
+    `marker`: bytes that must never be seen in clear."""
     addresses = {str(a) for s in plan.sites for a in s.underlays.values()}
     ports = {wg.listen_port for s in plan.sites for wg in s.dataplane.wireguard_interfaces}
-    if ARP in frame:
-        return None if {frame[ARP].psrc, frame[ARP].pdst} <= addresses else f"ARP {frame!r}"
-    if IPv6 in frame:
-        ok = frame[IPv6].nh in (0, 58) and frame[IPv6].src.startswith(("fe80:", "::"))
-        return None if ok else f"IPv6 {frame!r}"
-    if IP not in frame or UDP not in frame:
-        return f"not UDP over IP: {frame!r}"
-    if not {frame[IP].src, frame[IP].dst} <= addresses:
-        return f"between addresses that are not the sites': {frame!r}"
-    if frame[UDP].sport not in ports or frame[UDP].dport not in ports:
-        return f"UDP that is not between WireGuard ports: {frame!r}"
-    payload = bytes(frame[UDP].payload)
-    if len(payload) < 32 or payload[0] not in (1, 2, 3, 4) or payload[1:4] != b"\0\0\0":
-        return f"UDP that is not a WireGuard message: {payload[:16].hex()}"
-    if marker is not None and marker in bytes(frame):
-        return f"the marker in clear: {frame!r}"
-    return None
+    why = tap.problem(bytes(frame), addresses, ports, marker or b"")
+    return None if why is None else f"{why}: {frame!r}"

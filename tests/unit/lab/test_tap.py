@@ -8,7 +8,7 @@ from scapy.layers.inet6 import ICMPv6ND_NS, IPv6
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet, Raw
 
-from lab.tap import classify
+from lab.tap import classify, problem
 
 SITES = {"192.0.2.1", "192.0.2.2", "2001:db8::1", "2001:db8::2"}
 PORTS = {51820, 51821}
@@ -71,3 +71,11 @@ def test_short_and_foreign_frames_are_reported_not_crashed_on() -> None:
     assert "ethertype 0x88cc" in classify(
         bytes(Ether(type=0x88CC) / Raw(b"\0" * 40)), SITES, PORTS, b""
     )
+
+
+def test_problem_is_none_exactly_for_what_may_cross() -> None:
+    wg = Ether() / IP(src="192.0.2.1", dst="192.0.2.2") / UDP(sport=51820, dport=51820)
+    assert problem(bytes(wg / Raw(wireguard(4))), SITES, PORTS, MARKER) is None
+    assert problem(bytes(Ether() / ARP(psrc="192.0.2.1", pdst="192.0.2.2")), SITES, PORTS) is None
+    why = problem(bytes(wg / Raw(wireguard(4) + MARKER)), SITES, PORTS, MARKER)
+    assert why is not None and "marker" in why
