@@ -58,7 +58,8 @@ def act(config: OvercastConfig, plan: LabPlan, progress: Progress) -> list[Check
     old = enterprise.public_key(ROTATED)
     progress(f"rotate: waiting for {source.label} -> {target.label} to answer")
     if not netns.wait_until(
-        lambda: traffic.ping(source.netns, target.address.ip, "", "", count=1).ok, 20.0
+        lambda: traffic.ping(source.netns, target.address.ip, source.label, target.label, 1).ok,
+        20.0,
     ):
         raise RuntimeError(f"{source.label} never reached {target.label}; nothing to rotate under")
     progress(
