@@ -360,6 +360,7 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def _port_desc(self, ev: Any) -> None:
+        self._flush_when_idle()  # learned changes held back for a burst
         sw = self._awaiting(ev, "ports")
         if sw is not None:
             sw.found_ports.update(named_ports(ev.msg.body, sw.datapath.ofproto))
@@ -367,6 +368,7 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def _flow_stats(self, ev: Any) -> None:
+        self._flush_when_idle()  # learned changes held back for a burst
         sw = self._awaiting(ev, "flows")
         if sw is not None:
             for stats in ev.msg.body:
@@ -379,6 +381,7 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     @set_ev_cls(ofp_event.EventOFPGroupDescStatsReply, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def _group_desc(self, ev: Any) -> None:
+        self._flush_when_idle()  # learned changes held back for a burst
         sw = self._awaiting(ev, "groups")
         if sw is not None:
             for desc in ev.msg.body:
@@ -429,6 +432,7 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def _port_status(self, ev: Any) -> None:
+        self._flush_when_idle()  # learned changes held back for a burst
         sw = self._switch(ev)
         if sw is None or sw.plan is None:
             return  # the port description reply still to come includes it
@@ -659,6 +663,7 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     @set_ev_cls(EventView)  # type: ignore[untyped-decorator]
     def _view(self, ev: EventView) -> None:
+        self._flush_when_idle()  # learned changes held back for a burst
         try:
             ev.reply.put(views.VIEWS[ev.name](self._state(), ev.query))
         except Exception as exc:  # a KeyError is a 404; the API thread re-raises it
@@ -795,6 +800,7 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def _barrier(self, ev: Any) -> None:
+        self._flush_when_idle()  # learned changes held back for a burst
         sw = self._switch(ev)
         if sw is None or sw.barrier is None or sw.barrier[0] != ev.msg.xid:
             return
@@ -818,6 +824,7 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
     def _error(self, ev: Any) -> None:
+        self._flush_when_idle()  # learned changes held back for a burst
         sw = self._switch(ev)
         site = sw.site if sw else "unknown"
         if sw is not None:
