@@ -150,12 +150,16 @@ def _topology_figures(run: DemoRun) -> str:
         else "The tunnels' state was not read (the lab did not come up)."
     )
     out = [f"<figure>{end}<figcaption>{escape(caption)}</figcaption></figure>"]
-    if run.paths_detour:
-        at = run.paths_detour.at_s
+    detour = run.paths_detour
+    if detour:
+        carriers = detour.carriers()
+        preferred = next(iter(run.config.underlays), None)
+        off = sum(1 for c in carriers.values() if c != preferred)
+        picture = _topology(run, detour, "topology-detour", services=False)
         out.append(
-            f"<figure>{_topology(run, run.paths_detour, 'topology-detour', services=False)}<figcaption>"
-            f"During the carrier failure, {at:.1f} s into the story: traffic on the other "
-            "carrier.</figcaption></figure>"
+            f"<figure>{picture}<figcaption>During the failure, {detour.at_s:.1f} s into the "
+            f"story: {off} of {len(carriers)} site-to-peer paths off {escape(str(preferred))}, "
+            "moved by the switches alone.</figcaption></figure>"
         )
     return "\n".join(out)
 
