@@ -47,7 +47,7 @@ def steps(seconds: int) -> list[Step]:
         _scenario(
             built,
             "failover",
-            "a site's link to its preferred carrier fails under a 1 ms probe stream and a TCP "
+            "the preferred carrier's network fails under a 1 ms probe stream and a TCP "
             "transfer, then comes back",
         ),
         _scenario(
