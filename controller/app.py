@@ -413,7 +413,7 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
             sw.ofports = sw.found_ports
             sw.names = {n: name for name, n in sw.ofports.items()}
             self._program(sw)
-        elif not sw.stale:  # else the next audit compares again
+        elif not sw.stale and not sw.outbox:  # else the replies predate it: compare next time
             self._restore(sw, sw.current() or SwitchPlan(sw.site))
 
     def _restore(self, sw: _Switch, plan: SwitchPlan) -> None:
