@@ -11,6 +11,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from pyroute2 import NetNS, netns
 from pyroute2.netlink.exceptions import NetlinkError
@@ -178,6 +179,20 @@ def terminate(pids: Sequence[int], grace: float, sig: signal.Signals = signal.SI
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
     wait_until(lambda: not any(_alive(pid) for pid in pids), grace)
+
+
+def stop(procs: Sequence[subprocess.Popen[Any]], grace: float = 10) -> None:
+    """Stop child processes: SIGTERM to all, then SIGKILL to any still running after
+    `grace` seconds."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:

@@ -136,7 +136,7 @@ def _peers(
             _wait_ready(procs[-1], work / "gateway.log", tls / "ca.pem")
         yield tls / "ca.pem"
     finally:
-        _stop(procs)
+        netns.stop(procs)
 
 
 def _dev_ca(work: Path) -> Path:
@@ -274,18 +274,6 @@ def _wait_ready(proc: subprocess.Popen[bytes], log: Path, ca: Path) -> None:
 def _tail(log: Path) -> str:
     lines = log.read_text(errors="replace").strip().splitlines()[-3:]
     return " / ".join(lines) or "no output"
-
-
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 # -- the user ------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import httpx
 
+from lab import netns
 from tests.conftest import require_binaries
 from tests.integration.gateway.sso_peers import free_port, until
 
@@ -422,10 +423,4 @@ def apache(sps: Sps, gateway_url: str, server: Path, key: Path, ca: Path) -> Ite
         until(up, 20, "apache2 (mellon, openidc; shib) to listen")
         yield sps
     finally:
-        for proc in procs.values():
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        netns.stop(list(procs.values()), 15)

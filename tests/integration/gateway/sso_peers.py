@@ -36,6 +36,7 @@ from gateway import tls
 from gateway.app import Gateway, build
 from gateway.cli import server
 from gateway.config import GatewayConfig
+from lab import netns
 from lab.idp import JS, NODE
 from tests.conftest import require
 
@@ -150,12 +151,7 @@ def identity_provider(
             raise AssertionError(f"IdP did not start: {(tmp / 'idp.log').read_text()[-2000:]}")
         yield str(json.loads(line)["issuer"])
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        netns.stop([proc], 10)
 
 
 @dataclass
@@ -431,9 +427,4 @@ def cli_gateway(
         until(ready, 120, "overcast gateway serve to be ready")
         yield served
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        netns.stop([proc], 15)

@@ -28,6 +28,7 @@ from typing import Any, cast
 
 import pytest
 
+from lab import netns
 from tests.integration.gateway.sso_peers import CLI_ENV, free_port, until
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(240)]
@@ -121,12 +122,7 @@ def serve(tmp: Path, limits: dict[str, Any]) -> Iterator[Gateway]:
         until(ready, 60, "overcast gateway serve to answer /ping")
         yield served
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        netns.stop([proc], 15)
         assert "Traceback" not in log.read_text()
 
 

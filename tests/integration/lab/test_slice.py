@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from controller.pipeline import COOKIE_BASE
+from controller.pipeline import COOKIE_BASE, LEARNED
 from lab import build, demo, scenarios, switch
 from lab.idp import JS, NODE
 from tests.conftest import require, require_binaries
@@ -77,7 +77,7 @@ def test_demo_tells_the_story_reports_it_and_leaves_nothing(lab_id: str, tmp_pat
         for line in entries:
             assert "NORMAL" not in line, line
             cookie = int(line.split("cookie=")[1].split(",")[0], 16)
-            assert cookie & ~0xFFFFFF == COOKIE_BASE, line
+            assert cookie & ~(LEARNED | 0xFFFFFF) == COOKIE_BASE, line  # ours: "OC", VNI
         ports = set(switch.vsctl(site, "list-ports", site.bridge).split())
         assert {t.name for t in site.dataplane.tunnels()} <= ports
         assert Path(f"/var/run/wireguard/{site.dataplane.wireguard.name}.sock").exists()
