@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
 import pytest
-from lxml import etree  # type: ignore[import-untyped]  # with os-ken's ncclient
+from lxml import etree  # type: ignore[import-untyped]
 
 from lab.idp import JS, NODE
 from tests.conftest import require
