@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
 
 from tests import shared
+
+# A shell without job control starts a background job with SIGINT ignored, and the commands
+# the tests start inherit that. The tests that press Ctrl-C on a command (and the one of
+# lab.interrupt's redelivery) need it delivered as at a terminal, however pytest was started.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 IN_CI = os.environ.get("CI") == "true"
 
