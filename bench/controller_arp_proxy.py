@@ -94,27 +94,10 @@ def run(hosts: int, proxy: bool) -> tuple[dict[str, int], int, float]:
         for a, b in combinations(SITES, 2):
             namespaces.veth(tunnel(b), switches[a].netns, tunnel(a), switches[b].netns)
         host_ns: list[tuple[str, str, str]] = []  # (namespace, IPv4, IPv6)
+        targets: list[str] = []  # each switch's controller
         for i, site in enumerate(SITES):
             sw = switches[site]
-            namespaces.veth(f"{prefix}m{i}", sw.netns, f"{prefix}c{i}", ctl_ns)
-            sh(
-                "ip",
-                "addr",
-                "add",
-                f"198.51.100.{4 * i + 2}/30",
-                "dev",
-                f"{prefix}m{i}",
-                netns=sw.netns,
-            )
-            sh(
-                "ip",
-                "addr",
-                "add",
-                f"198.51.100.{4 * i + 1}/30",
-                "dev",
-                f"{prefix}c{i}",
-                netns=ctl_ns,
-            )
+            targets.append(namespaces.management_link(prefix, i, sw.netns, ctl_ns))
             with Ovsdb(sw.remote) as db:
                 db.ensure_bridge(bridge, dpid=0xD000 + i)
                 for peer in SITES:
@@ -148,9 +131,7 @@ def run(hosts: int, proxy: bool) -> tuple[dict[str, int], int, float]:
         ) as ctl:
             for i, site in enumerate(SITES):
                 with Ovsdb(switches[site].remote) as db:
-                    db.ensure_bridge(
-                        bridge, dpid=0xD000 + i, controllers=[f"tcp:198.51.100.{4 * i + 1}:6653"]
-                    )
+                    db.ensure_bridge(bridge, dpid=0xD000 + i, controllers=[targets[i]])
             ctl.wait_log(
                 "programmed (full)", "every switch to be programmed", count=len(SITES), timeout=60
             )

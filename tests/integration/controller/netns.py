@@ -67,6 +67,15 @@ class Namespaces:
         sh("ip", "link", "set", a, "up", netns=a_ns)
         sh("ip", "link", "set", b, "up", netns=b_ns)
 
+    def management_link(self, prefix: str, i: int, switch_ns: str, ctl_ns: str) -> str:
+        """Switch `i`'s /30 toward the controller's namespace; returns the OpenFlow target
+        the switch dials (the controller's end)."""
+        switch_ip, ctl_ip = f"198.51.100.{4 * i + 2}", f"198.51.100.{4 * i + 1}"
+        self.veth(f"{prefix}m{i}", switch_ns, f"{prefix}c{i}", ctl_ns)
+        sh("ip", "addr", "add", f"{switch_ip}/30", "dev", f"{prefix}m{i}", netns=switch_ns)
+        sh("ip", "addr", "add", f"{ctl_ip}/30", "dev", f"{prefix}c{i}", netns=ctl_ns)
+        return f"tcp:{ctl_ip}:6653"
+
     def host(self, name: str, switch_ns: str, port: str, mac: str, address: str) -> str:
         """Namespace `name` with eth0 (`mac`, `address`) wired to `port` in `switch_ns`."""
         ns = self.add(name)

@@ -115,28 +115,10 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         for a, b in combinations(SITES, 2):
             namespaces.veth(tunnel(a, b), switches[a].netns, tunnel(b, a), switches[b].netns)
         hosts = {}
-        ovsdb = []
+        ovsdb, targets = [], []
         for i, site in enumerate(SITES):
             sw = switches[site]
-            namespaces.veth(f"{prefix}m{i}", sw.netns, f"{prefix}c{i}", ctl_ns)
-            sh(
-                "ip",
-                "addr",
-                "add",
-                f"198.51.100.{4 * i + 2}/30",
-                "dev",
-                f"{prefix}m{i}",
-                netns=sw.netns,
-            )
-            sh(
-                "ip",
-                "addr",
-                "add",
-                f"198.51.100.{4 * i + 1}/30",
-                "dev",
-                f"{prefix}c{i}",
-                netns=ctl_ns,
-            )
+            targets.append(namespaces.management_link(prefix, i, sw.netns, ctl_ns))
             with Ovsdb(sw.remote) as db:
                 # A datapath id the config does not give: the controller reads it from OVSDB.
                 db.ensure_bridge(bridge, dpid=0xD000 + i)
@@ -154,8 +136,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         with controller(ctl_ns, _config(bridge), None, workdir, "0.0.0.0:6653", *extra) as ctl:
             for i, site in enumerate(SITES):
                 with Ovsdb(switches[site].remote) as db:
-                    target = f"tcp:198.51.100.{4 * i + 1}:6653"
-                    db.ensure_bridge(bridge, dpid=0xD000 + i, controllers=[target])
+                    db.ensure_bridge(bridge, dpid=0xD000 + i, controllers=[targets[i]])
             ctl.wait_log("programmed (full)", "every switch to be programmed", count=len(SITES))
             yield Mesh(switches, bridge, hosts, ctl, namespaces, prefix)
             log = ctl.log.read_text()

@@ -28,7 +28,6 @@ from tests.integration.controller.netns import (
     OvsSwitch,
     controller,
     ping,
-    sh,
 )
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
@@ -50,10 +49,6 @@ def mac(i: int) -> str:
 
 def address(i: int) -> str:
     return f"192.0.2.{11 + i}"
-
-
-def _controller_ip(i: int) -> str:
-    return f"198.51.100.{4 * i + 1}"
 
 
 @dataclass
@@ -94,14 +89,11 @@ def _wire(
     for a, b in combinations(SITES, 2):
         tunnel[a, b], tunnel[b, a] = f"{prefix}{a[0]}{b[0]}", f"{prefix}{b[0]}{a[0]}"
         namespaces.veth(tunnel[a, b], switches[a].netns, tunnel[b, a], switches[b].netns)
-    hosts, fabric_switches = {}, {}
+    hosts, fabric_switches, targets = {}, {}, []
     for i, site in enumerate(SITES):
         sw = switches[site]
         # Management: a /30 per switch toward the controller namespace.
-        ctl_ip, sw_ip = _controller_ip(i), f"198.51.100.{4 * i + 2}"
-        namespaces.veth(f"{prefix}m{i}", sw.netns, f"{prefix}c{i}", ctl_ns)
-        sh("ip", "addr", "add", f"{sw_ip}/30", "dev", f"{prefix}m{i}", netns=sw.netns)
-        sh("ip", "addr", "add", f"{ctl_ip}/30", "dev", f"{prefix}c{i}", netns=ctl_ns)
+        targets.append(namespaces.management_link(prefix, i, sw.netns, ctl_ns))
         host_port = f"{prefix}h{i}"
         hosts[site] = namespaces.host(
             f"{prefix}-h{i}", sw.netns, host_port, mac(i), f"{address(i)}/24"
@@ -124,7 +116,7 @@ def _wire(
         # Pointed at the controller once it listens, each switch connects on its first try.
         for i, site in enumerate(SITES):
             with Ovsdb(switches[site].remote) as db:
-                db.ensure_bridge(bridge, dpid=i + 1, controllers=[f"tcp:{_controller_ip(i)}:6653"])
+                db.ensure_bridge(bridge, dpid=i + 1, controllers=[targets[i]])
         ctl.wait_log("programmed (full)", "every switch to be programmed", count=len(SITES))
         yield Mesh(switches, bridge, hosts, tunnel, ctl)
 
