@@ -4,8 +4,10 @@ that a torn-down lab left nothing behind."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from pyroute2 import IPRoute, netns
 
 from lab import build, names
 from lab.plan import STATE_ROOT
+from lab.registry import Registry
 
 ROOT = Path(__file__).parents[3]
 
@@ -28,6 +31,34 @@ def overcast(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
         timeout=timeout,
         check=False,
     )
+
+
+def interrupted_once(args: list[str], lab_id: str, program: str, timeout: float) -> tuple[int, str]:
+    """Run `overcast ARGS`, press Ctrl-C once the lab's registry records a `program` (with
+    something already built, or the test would prove nothing), and return the exit code and
+    what it printed on stderr."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "overcast", *args],
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        registry = Registry(STATE_ROOT / lab_id)
+        deadline = time.monotonic() + 60
+        while not any(e.program == program for e in registry.entries()):
+            assert proc.poll() is None, f"{args} finished before it could be interrupted"
+            assert time.monotonic() < deadline, f"{args} made no progress"
+            time.sleep(0.01)
+        assert leftovers(lab_id), "nothing built yet: the test would prove nothing"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, err
 
 
 def leftovers(lab_id: str) -> list[str]:

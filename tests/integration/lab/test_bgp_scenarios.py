@@ -6,19 +6,12 @@ whole on the same lab id (nothing left in the way)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from typing import Any
 
 import pytest
 
-from lab.plan import STATE_ROOT
-from lab.registry import Registry
 from tests.conftest import require_binaries
-from tests.integration.lab.conftest import ROOT, leftovers, overcast
+from tests.integration.lab.conftest import interrupted_once, leftovers, overcast
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
 
@@ -43,29 +36,11 @@ def _timed(checks: dict[str, dict[str, Any]], alert: str) -> tuple[float, float]
 
 def test_ctrl_c_leaves_nothing_and_the_hijack_then_runs_on_the_same_lab_id(lab_id: str) -> None:
     require_binaries(*DAEMONS)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "overcast", "lab", "scenario", "hijack", "--id", lab_id],
-        env=os.environ | {"PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+    # Interrupt it once the guard runs and the first bird is recorded, others to come.
+    code, err = interrupted_once(
+        ["lab", "scenario", "hijack", "--id", lab_id], lab_id, "bird", timeout=60
     )
-    try:
-        # Interrupt it once the guard runs and the first bird is recorded, others to come.
-        registry = Registry(STATE_ROOT / lab_id)
-        deadline = time.monotonic() + 60
-        while not any(e.program == "bird" for e in registry.entries()):
-            assert proc.poll() is None, "the scenario finished before it could be interrupted"
-            assert time.monotonic() < deadline, "the scenario made no progress"
-            time.sleep(0.01)
-        assert leftovers(lab_id), "nothing built yet: the test would prove nothing"
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, err[-6000:]
+    assert code == 130, err[-6000:]
     assert f"removing lab {lab_id}" in err
     assert leftovers(lab_id) == []
 

@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,11 +18,10 @@ from pyroute2 import netns
 
 from lab import build, names
 from lab.plan import STATE_ROOT
-from lab.registry import Registry
 from overcast.config import loads
 from tests.conftest import require_binaries
 from tests.integration.gateway.sso_peers import require_js
-from tests.integration.lab.conftest import ROOT, leftovers, overcast
+from tests.integration.lab.conftest import ROOT, interrupted_once, leftovers, overcast
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 
@@ -83,30 +81,12 @@ def test_ctrl_c_in_the_middle_of_up_removes_the_lab(lab_id: str, tmp_path: Path)
     require_binaries(*DAEMONS)
     config = tmp_path / "overcast.yaml"
     config.write_text(STRETCH.read_text())
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "overcast", "lab", "up", str(config), "--id", lab_id],
-        env=os.environ | {"PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+    # Interrupt it mid-build: once the first site's ovs-vswitchd is recorded, with the
+    # controller running and namespaces made, and the second site still to come.
+    code, err = interrupted_once(
+        ["lab", "up", str(config), "--id", lab_id], lab_id, "ovs-vswitchd", timeout=120
     )
-    try:
-        # Interrupt it mid-build: once the first site's ovs-vswitchd is recorded, with the
-        # controller running and namespaces made, and the second site still to come.
-        registry = Registry(STATE_ROOT / lab_id)
-        deadline = time.monotonic() + 60
-        while not any(e.program == "ovs-vswitchd" for e in registry.entries()):
-            assert proc.poll() is None, "lab up finished before it could be interrupted"
-            assert time.monotonic() < deadline, "lab up made no progress"
-            time.sleep(0.01)
-        assert leftovers(lab_id), "nothing built yet: the test would prove nothing"
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, err[-2000:]
+    assert code == 130, err[-2000:]
     assert "interrupted, removing everything it built" in err
     assert leftovers(lab_id) == []
 
