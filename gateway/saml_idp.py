@@ -187,26 +187,7 @@ class SamlIdp:
         if not message:
             raise SamlRefused("malformed", "no SAMLRequest: open this page from the app's sign-in")
         relay_state = query.get("RelayState", "")
-        extra = _redirect_args(binding, query)
-        try:
-            parsed = self.lenient.parse_authn_request(message, binding, **extra)
-        except Exception as exc:  # pysaml2 raises many types; all mean "refused"
-            raise SamlRefused("malformed", f"AuthnRequest refused: {_why(exc)}") from None
-        if parsed is None:
-            raise SamlRefused("malformed", "AuthnRequest refused: not a SAML AuthnRequest")
-        issuer = parsed.message.issuer.text.strip() if parsed.message.issuer is not None else ""
-        sp = self.by_entity.get(issuer)
-        if sp is None:
-            raise SamlRefused(
-                "unknown_sp", f"AuthnRequest from {issuer!r}, which is no app of this gateway"
-            )
-        if sp.must_sign:
-            try:
-                parsed = self.strict.parse_authn_request(message, binding, **extra)
-            except Exception as exc:
-                raise SamlRefused(
-                    "signature", f"{sp.app} must sign its AuthnRequests: {_why(exc)}"
-                ) from None
+        sp, parsed = self._from_an_sp("AuthnRequest", message, binding, query)
         request_id = str(parsed.message.id)
         self._fresh(request_id, str(parsed.message.issue_instant))
         try:
@@ -330,26 +311,36 @@ class SamlIdp:
     ) -> tuple[ServiceProvider, Any, str]:
         """An SP's LogoutRequest (SP-initiated single logout), checked as AuthnRequests are:
         signed when the SP must sign. Returns the SP, the request and its RelayState."""
-        message = query.get("SAMLRequest", "")
+        sp, parsed = self._from_an_sp("LogoutRequest", query.get("SAMLRequest", ""), binding, query)
+        return sp, parsed.message, query.get("RelayState", "")
+
+    def _from_an_sp(
+        self, kind: str, message: str, binding: str, query: Mapping[str, str]
+    ) -> tuple[ServiceProvider, Any]:
+        """Parse an AuthnRequest or LogoutRequest (`kind`): without signature checks to learn
+        which SP sent it, then, for an SP that must sign, again with them."""
+        name = {"AuthnRequest": "parse_authn_request", "LogoutRequest": "parse_logout_request"}
         extra = _redirect_args(binding, query)
         try:
-            parsed = self.lenient.parse_logout_request(message, binding, **extra)
-        except Exception as exc:
-            raise SamlRefused("malformed", f"LogoutRequest refused: {_why(exc)}") from None
+            parsed = getattr(self.lenient, name[kind])(message, binding, **extra)
+        except Exception as exc:  # pysaml2 raises many types; all mean "refused"
+            raise SamlRefused("malformed", f"{kind} refused: {_why(exc)}") from None
+        if parsed is None:
+            raise SamlRefused("malformed", f"{kind} refused: not a SAML {kind}")
         issuer = parsed.message.issuer.text.strip() if parsed.message.issuer is not None else ""
         sp = self.by_entity.get(issuer)
         if sp is None:
             raise SamlRefused(
-                "unknown_sp", f"LogoutRequest from {issuer!r}, no app of this gateway"
+                "unknown_sp", f"{kind} from {issuer!r}, which is no app of this gateway"
             )
         if sp.must_sign:
             try:
-                parsed = self.strict.parse_logout_request(message, binding, **extra)
+                parsed = getattr(self.strict, name[kind])(message, binding, **extra)
             except Exception as exc:
                 raise SamlRefused(
-                    "signature", f"{sp.app} must sign its LogoutRequests: {_why(exc)}"
+                    "signature", f"{sp.app} must sign its {kind}s: {_why(exc)}"
                 ) from None
-        return sp, parsed.message, query.get("RelayState", "")
+        return sp, parsed
 
     def logout_response_url(self, request: Any, relay_state: str) -> str:
         """The signed LogoutResponse (HTTP-Redirect) that tells the SP it is signed out."""
