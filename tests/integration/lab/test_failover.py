@@ -127,11 +127,18 @@ class Lab:
             "both paths up, none held",
         )
 
-    def roles(self) -> dict[str, str]:
-        """hq's paths to branch and their roles, as `bridge status` reports them (in this
-        process: the command takes seconds to start on a busy machine)."""
-        (group,) = path_report(self.plan.site("hq").dataplane, self.db)
+    def roles(self, site: str = "hq") -> dict[str, str]:
+        """`site`'s paths to its peer and their roles, as `bridge status` reports them (in
+        this process: the command takes seconds to start on a busy machine)."""
+        db = self.db if site == "hq" else self.branch_db
+        (group,) = path_report(self.plan.site(site).dataplane, db)
         return {p["port"]: p["role"] for p in group["paths"]}
+
+    def failed_back(self) -> bool:
+        """Both sites send over isp-a again. Each ends its own hold-down, and BFD's
+        three-way handshake at the slow rate (1 s, RFC 5880 6.8.3) can bring one end's
+        session up about a second after the other's."""
+        return self.roles()[PRIMARY] == "active" and self.roles("branch")["vx100-0"] == "active"
 
     def status(self) -> dict[str, str]:
         """hq's paths to branch and their roles, from `overcast bridge status --json`."""
@@ -277,10 +284,10 @@ def failover_and_failback(lab: Lab, fault: faults.Fault) -> tuple[list[str], lis
             healed, branch_healed = lab.wait_healed(cleared)
             since_heal = time.monotonic()
             held = lab.held()
-            time.sleep(max(healed + HOLD_DOWN - 0.3 - time.time(), 0))
-            # Back to the preferred path (later if BFD bounced meanwhile: each bounce of a
-            # busy machine's path restarts its hold-down, as it should).
-            netns.wait_until(lambda: lab.roles()[PRIMARY] == "active", HOLD_DOWN + 30)
+            time.sleep(max(min(healed, branch_healed) + HOLD_DOWN - 0.3 - time.time(), 0))
+            # Back to the preferred path at both ends (later if BFD bounced meanwhile: each
+            # bounce of a busy machine's path restarts its hold-down, as it should).
+            netns.wait_until(lab.failed_back, HOLD_DOWN + 30)
             after = lab.roles()
             returned = time.monotonic()
             time.sleep(0.5)
@@ -404,7 +411,7 @@ def test_a_flapping_path_does_not_draw_traffic_back(lab: Lab) -> None:
             faults.clear(plan, "hq", "isp-a", "blackhole")
             hq_up, branch_up = lab.wait_healed(cleared)
             time.sleep(max(max(hq_up, branch_up) + HOLD_DOWN - time.time(), 0))
-            netns.wait_until(lambda: lab.roles()[PRIMARY] == "active", 10)
+            netns.wait_until(lab.failed_back, 10)
             time.sleep(1.0)
             settled = time.time()
             roles = lab.roles()
