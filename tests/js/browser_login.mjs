@@ -9,23 +9,10 @@
 // signing out ended.
 import { readFileSync } from 'node:fs';
 
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 
 const job = JSON.parse(readFileSync(process.argv[2], 'utf8'));
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--headless',
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--no-first-run',
-    // Trust exactly the test's server key, nothing else.
-    `--ignore-certificate-errors-spki-list=${job.spki}`,
-  ],
-});
+const browser = await launch({ spki: job.spki });
 const result = {};
 try {
   const page = await (await browser.newContext()).newPage();

@@ -7,16 +7,11 @@
 // counts its colours, and prints one JSON object: what the page shows (verdict, steps,
 // sites, providers, tunnels and their roles, timeline bars), where the pictures are on the
 // page, the requests it tried to make, and the screenshot's pixel statistics.
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 import { pathToFileURL } from 'node:url';
 
 const [report, shot] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update', '--no-first-run'],
-});
+const browser = await launch();
 
 try {
   const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });

@@ -9,22 +9,10 @@
 // and, after signing out at the portal, where each of `after_logout` ends up.
 import { readFileSync } from 'node:fs';
 
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 
 const job = JSON.parse(readFileSync(process.argv[2], 'utf8'));
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--headless',
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--no-first-run',
-    `--ignore-certificate-errors-spki-list=${job.spki}`,
-  ],
-});
+const browser = await launch({ spki: job.spki });
 const result = { apps: {}, after_logout: {} };
 const settle = async (page) => {
   // Auto-posting SAML forms and redirect chains: wait until the network is quiet.

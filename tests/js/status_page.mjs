@@ -6,15 +6,10 @@
 // Prints one JSON line per stage: "ready" (the live stream is connected), "open" (a row
 // for PREFIX among the ongoing events), "closed" (PREFIX among the recent ones, not ongoing);
 // each with what the rows say, and a screenshot SHOTS_DIR/<stage>.png.
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 
 const [url, prefix, shots] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update', '--no-first-run'],
-});
+const browser = await launch();
 
 function say(stage, extra) {
   process.stdout.write(`${JSON.stringify({ stage, ...extra })}\n`);
