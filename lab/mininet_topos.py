@@ -12,6 +12,7 @@ network from Python: `lab.mininet_net.overcast_net()`.
 
 import inspect
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -26,13 +27,20 @@ if "lab" not in sys.modules:  # read by mn's --custom, not imported as lab.minin
         # Debian's mn runs on /usr/bin/python3, which has Mininet but not Overcast's
         # dependencies: run mn again on the checkout's .venv (./dev makes it), which has both.
         _venv = _root / ".venv"
-        if os.environ.get("OVERCAST_MN_ON_VENV") or not (_venv / "bin" / "python").exists():
+        _python = _venv / "bin" / "python"
+        if (
+            os.environ.get("OVERCAST_MN_ON_VENV")
+            or not _python.exists()
+            # mn imports Mininet before it reads this file: a .venv made before Mininet was
+            # a dependency would fail there with a bare traceback.
+            or subprocess.run([_python, "-c", "import mininet"], capture_output=True).returncode
+        ):
             raise SystemExit(
-                f"{_here}: cannot import Overcast ({_missing}); create {_venv} with "
-                "`./dev test` (or python3 -m venv .venv && .venv/bin/pip install -e .)"
+                f"{_here}: cannot import Overcast and Mininet ({_missing}); create or update "
+                f"{_venv} with `./dev test` (or .venv/bin/pip install -e .)"
             ) from None
         os.environ["OVERCAST_MN_ON_VENV"] = "1"  # once: a .venv that fails too ends here
-        os.execv(_venv / "bin" / "python", [str(_venv / "bin" / "python"), *sys.argv])
+        os.execv(_python, [str(_python), *sys.argv])
 
 from lab.mininet_net import OvercastController, OvercastTopo
 
