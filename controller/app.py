@@ -33,19 +33,23 @@ from prometheus_client import Counter, Gauge, Histogram
 from controller import ofguard, views
 from controller.learning import Host, MacTable
 from controller.neighbours import Neighbour, NeighbourTable, sender
-from controller.ofwire import flow_from_ofp, group_from_ofp, named_ports, port_name, to_ofp
-from controller.openflow import AddFlow, DeleteFlow, Flow, Group, Match, Message
+from controller.ofencode import encode
+from controller.ofwire import flow_from_ofp, group_from_ofp, named_ports, port_name
+from controller.openflow import AddFlow, Barrier, DeleteFlow, Flow, Group, Match, Message
+from controller.packetin import Inbox, PacketIn
 from controller.pipeline import (
     LEARNED,
     SEGMENT_MASK,
     TABLE_ID,
     FabricError,
+    SegmentAt,
     SwitchPlan,
+    address_delta,
     diff,
-    learn_delta,
-    neighbour_delta,
+    host_delta,
     plan_switch,
     program,
+    segment_at,
     static_places,
 )
 from overcast.config import OvercastConfig
@@ -157,6 +161,8 @@ class _Switch:
     # (O(change), not O(plan)); `current()` folds them back into `plan` when it is read.
     index: dict[tuple[str, int, Match], Flow] = field(default_factory=dict)
     changed: bool = False
+    # Each segment's ports here, for learned deltas; computed when first needed after a plan.
+    segments: dict[str, SegmentAt | None] = field(default_factory=dict)
     # What the switch holds, gathered from multipart replies on connect and on each audit:
     # programming sends the difference to it (so a controller restart changes nothing).
     waiting: set[str] = field(default_factory=set)
@@ -186,6 +192,7 @@ class _Switch:
 
     def replan(self, plan: SwitchPlan) -> None:
         self.plan, self.index, self.changed = plan, {f.key: f for f in plan.flows}, False
+        self.segments = {}
 
 
 class EventReload(event.EventBase):  # type: ignore[misc]
@@ -208,6 +215,14 @@ class EventView(event.EventBase):  # type: ignore[misc]
         self.name, self.query, self.reply = name, query, reply
 
 
+class EventPacketIns(event.EventBase):  # type: ignore[misc]
+    """Packet-ins, read and batched on the receive threads (`controller.packetin`)."""
+
+    def __init__(self, batch: list[PacketIn]) -> None:
+        super().__init__()
+        self.batch = batch
+
+
 class EventTick(event.EventBase):  # type: ignore[misc]
     """A second has passed: end learning hold-downs that are over."""
 
@@ -226,6 +241,10 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
         self.macs = MacTable(overcast.config.controller.learning, static_places(overcast.fabric))
         self.neighbours = NeighbourTable(overcast.config.controller.learning)
         self.access = _access_ports(overcast.fabric)
+        # Every message is length-checked before os-ken parses it; packet-ins skip os-ken
+        # and come here in batches. Installed before os-ken starts listening.
+        self.inbox = Inbox(lambda batch: self.send_event(self.name, EventPacketIns(batch)))
+        ofguard.install(self.inbox)
 
     def start(self) -> Any:
         thread = super().start()
@@ -460,24 +479,27 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     # -- learning -----------------------------------------------------------------------
 
-    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)  # type: ignore[untyped-decorator]
-    def _packet_in(self, ev: Any) -> None:
-        self._learn_from(ev)
+    @set_ev_cls(EventPacketIns)  # type: ignore[untyped-decorator]
+    def _packet_ins(self, ev: EventPacketIns) -> None:
+        reasons: dict[int, int] = {}
+        for packet_in in self.inbox.take(ev.batch):
+            reasons[packet_in.reason] = reasons.get(packet_in.reason, 0) + 1
+            self._learn_from(packet_in)
+        for reason, count in reasons.items():  # one label lookup per batch, not per message
+            PACKET_INS.labels(_PACKET_IN_REASONS.get(reason, str(reason))).inc(count)
         self._flush_when_idle()
 
-    def _learn_from(self, ev: Any) -> None:
+    def _learn_from(self, msg: PacketIn) -> None:
         """A frame from an unknown source MAC (the learn table's miss) or a host's ARP/ND
         with an address not yet bound (snoop): learn what it says, within the limits."""
-        msg = ev.msg
-        PACKET_INS.labels(_PACKET_IN_REASONS.get(msg.reason, str(msg.reason))).inc()
-        sw = self._switch(ev)
-        if sw is None or sw.plan is None or len(msg.data) < 14:
+        sw = self.switches.get(msg.datapath.id)
+        if sw is None or sw.datapath is not msg.datapath or sw.plan is None:
             return
-        name = sw.names.get(msg.match.get("in_port"))
+        frame = msg.data
+        name = sw.names.get(msg.in_port) if msg.in_port is not None else None
         port = self.access.get((sw.site, name)) if name is not None else None
-        if name is None or port is None:
+        if name is None or port is None or len(frame) < 14:
             return
-        frame = bytes(msg.data)
         if frame[6] & 1:
             return  # a group address is never a source (IEEE 802)
         src = ":".join(f"{b:02x}" for b in frame[6:12])
@@ -615,30 +637,21 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
         if either is not None and unbound is None:
             bound = self.neighbours.of_mac(segment, either.mac)
         for sw in self._segment_switches(segment):
-            self._update(
-                sw,
-                *learn_delta(
-                    self.settings.config,
-                    self.settings.fabric,
-                    sw.site,
-                    sw.ofports,
-                    host,
-                    old,
-                    bound,
-                ),
-            )
+            self._update(sw, *host_delta(self._segment_at(sw, segment), host, old, bound))
 
     def _apply_address(self, segment: str, new: Neighbour, old: Neighbour | None) -> None:
-        """One address bound or moved to another MAC: the same, through neighbour_delta."""
+        """One address bound or moved to another MAC: the same, through address_delta."""
         now = (new, self._where(segment, new.mac))
         was = (old, self._where(segment, old.mac)) if old is not None else None
         for sw in self._segment_switches(segment):
-            self._update(
-                sw,
-                *neighbour_delta(
-                    self.settings.config, self.settings.fabric, sw.site, sw.ofports, now, was
-                ),
+            self._update(sw, *address_delta(self._segment_at(sw, segment), now, was))
+
+    def _segment_at(self, sw: _Switch, segment: str) -> SegmentAt | None:
+        if segment not in sw.segments:
+            sw.segments[segment] = segment_at(
+                self.settings.config, self.settings.fabric, sw.site, sw.ofports, segment
             )
+        return sw.segments[segment]
 
     def _segment_switches(self, segment: str) -> list[_Switch]:
         seg = self.settings.config.l2_segments().get(segment)
@@ -775,7 +788,7 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
         kinds: dict[str, int] = {}
         dp = sw.datapath
         for msg in messages:
-            sw.outbox.append(_encode(dp, to_ofp(dp, msg)))
+            sw.outbox.append(encode(msg, _next_xid(dp)))
             kinds[type(msg).__name__] = kinds.get(type(msg).__name__, 0) + 1
         for kind_name, count in kinds.items():  # one label lookup per kind, not per message
             MESSAGES.labels(sw.site, kind_name).inc(count)
@@ -787,9 +800,9 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
             return
         sw.stale |= bool(sw.waiting)
         dp = sw.datapath
-        barrier = dp.ofproto_parser.OFPBarrierRequest(dp)
-        sw.outbox.append(_encode(dp, barrier))
-        sw.barrier, sw.errors = (barrier.xid, kind, sw.outbox_since), 0
+        xid = _next_xid(dp)
+        sw.outbox.append(encode(Barrier(), xid))
+        sw.barrier, sw.errors = (xid, kind, sw.outbox_since), 0
         dp.send(b"".join(sw.outbox))
         sw.outbox = []
 
@@ -900,8 +913,6 @@ class Controller:
                 self.host,
                 self.port,
             )
-        # Every message a switch sends is length-checked before os-ken parses it.
-        ofguard.install()
         cfg.CONF(args=[], project="os_ken", default_config_files=[])
         cfg.CONF.set_override("ofp_listen_host", self.host)
         if self.tls is None:
@@ -978,11 +989,10 @@ def _access_ports(fabric: Fabric) -> dict[tuple[str, str], FabricPort]:
     }
 
 
-def _encode(dp: Any, msg: Any) -> bytes:
-    """What os-ken's Datapath.send_msg puts on the wire: the message with the next xid."""
-    dp.set_xid(msg)
-    msg.serialize()
-    return bytes(msg.buf)
+def _next_xid(dp: Any) -> int:
+    """The connection's next transaction id, from the counter os-ken's own sends use."""
+    dp.xid = (dp.xid + 1) & 0xFFFFFFFF
+    return int(dp.xid)
 
 
 def _peer(dp: Any) -> str:

@@ -6,7 +6,8 @@ refuses a message whose lengths do not add up, and also any that os-ken's own pa
 raises on (os-ken would log a traceback and, for a truncated message, drop the
 connection with another). A refused message is counted, logged with the peer's address,
 and that connection is closed; every other switch keeps being served. The upstream fix
-for the parser loops is in controller/upstream/.
+for the parser loops is in controller/upstream/. Checked packet-ins can skip os-ken
+altogether (`install(inbox)`, `controller.packetin`).
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from os_ken.controller.handler import DEAD_DISPATCHER
+from os_ken.controller.handler import DEAD_DISPATCHER, MAIN_DISPATCHER
 from os_ken.ofproto import ofproto_parser
 from prometheus_client import Counter
 
 from controller.ofcheck import Malformed, check, message_name
+from controller.packetin import Inbox
 from overcast.metrics import REGISTRY
 
 log = logging.getLogger(__name__)
@@ -34,8 +36,16 @@ MALFORMED = Counter(
 _original = ofproto_parser.msg
 
 
-def install() -> None:
-    """Route os-ken's message parsing through the guard (idempotent)."""
+_inbox: Inbox | None = None
+OFPT_PACKET_IN = 10
+
+
+def install(inbox: Inbox | None = None) -> None:
+    """Route os-ken's message parsing through the guard (idempotent). With `inbox`, the
+    packet-ins of switches past their handshake go there, not through os-ken's parser and
+    event queue (`controller.packetin`)."""
+    global _inbox
+    _inbox = inbox
     ofproto_parser.msg = _guarded_msg
 
 
@@ -47,6 +57,12 @@ def _guarded_msg(
     data = bytes(buf)
     try:
         check(data)
+        if _inbox is not None:
+            if msg_type == OFPT_PACKET_IN:
+                if datapath.state == MAIN_DISPATCHER:  # as os-ken's handlers require
+                    _inbox.put(datapath, data)
+                return None
+            _inbox.cut()  # this switch's later packet-ins come after this message
         parser = ofproto_parser._MSG_PARSERS[version]
         return parser(datapath, version, msg_type, msg_len, xid, buf)
     except Malformed as exc:

@@ -1,7 +1,9 @@
 """Pipeline messages <-> os-ken OpenFlow 1.3 objects, both ways, so the pipeline stays
-free of os-ken. `to_ofp` encodes what we send; `*_from_ofp` read back what a switch reports
-it holds (flow and group stats), returning None for entries that are none of ours.
-Round trips are tested at wire level in tests/unit/controller/test_ofwire.py.
+free of os-ken. `*_from_ofp` read back what a switch reports it holds (flow and group
+stats), returning None for entries that are none of ours. `to_ofp` is os-ken's encoding of
+what we send: the app packs its messages itself (`controller.ofencode`, faster), and the
+tests hold that to these bytes. Round trips are tested at wire level in
+tests/unit/controller/test_ofwire.py.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import base64
 import struct
 from typing import Any
 
+from controller.ofencode import ERICOXM_OF, FIELD_BITS, NX_VENDOR, NXAST_REG_LOAD, OVS_ND_FIELDS
 from controller.openflow import (
     Action,
     AddFlow,
@@ -82,27 +85,9 @@ def to_ofp(dp: Any, msg: Message) -> Any:
             return parser.OFPBarrierRequest(dp)
 
 
-# Open vSwitch's ND fields for building a Neighbor Advertisement (ovs-fields(7), OVS 2.11+):
-# class ERICOXM_OF (0x1000), so os-ken knows them only by number; name -> (field, bytes).
-OVS_ND_FIELDS = {"nd_reserved": (1, 4), "nd_options_type": (2, 1)}
-_ERICOXM_OF = 0x1000
-NX_VENDOR, NXAST_REG_LOAD = 0x00002320, 7
-# The whole-field widths a Move copies (NXAST_REG_MOVE needs the bit count).
-FIELD_BITS = {
-    "eth_src": 48,
-    "eth_dst": 48,
-    "arp_sha": 48,
-    "arp_tha": 48,
-    "arp_spa": 32,
-    "arp_tpa": 32,
-    "ipv6_src": 128,
-    "ipv6_dst": 128,
-}
-
-
 def _ovs_field(name: str) -> str:
     """os-ken's name for an OVS ND field: its OXM number, class << 7 | field."""
-    return f"field_{_ERICOXM_OF << 7 | OVS_ND_FIELDS[name][0]}"
+    return f"field_{ERICOXM_OF << 7 | OVS_ND_FIELDS[name][0]}"
 
 
 _OVS_FIELD_NAMES = {_ovs_field(n): n for n in OVS_ND_FIELDS}
@@ -134,7 +119,7 @@ def _load(parser: Any, name: str, value: int) -> Any:
     # os-ken cannot encode a set_field of a field it has no type for, so this is Open
     # vSwitch's "load:value->field" (NXAST_REG_LOAD: ofs_nbits, OXM header, value).
     field, size = OVS_ND_FIELDS[name]
-    header = _ERICOXM_OF << 16 | field << 9 | size
+    header = ERICOXM_OF << 16 | field << 9 | size
     body = struct.pack("!HHIQ", NXAST_REG_LOAD, size * 8 - 1, header, value)
     return parser.OFPActionExperimenterUnknown(NX_VENDOR, body)
 

@@ -41,7 +41,7 @@ path are accepted, so both ends need not agree on which path is active.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -367,6 +367,49 @@ def _rank(preference: list[str], underlay: str | None) -> int:
     return preference.index(underlay) if underlay in preference else len(preference)
 
 
+@dataclass(frozen=True)
+class SegmentAt:
+    """One segment's ports on one site's switch, with what its learned and bound deltas
+    need: worked out once per switch and segment (the app keeps it until the switch is
+    re-planned), not once per packet-in."""
+
+    site: str
+    segment: str
+    vni: int
+    ports: tuple[FabricPort, ...]
+    ofports: Mapping[str, int]
+    exits: tuple[_Exit, ...]
+    idle_timeout: int
+    proxied: bool
+
+
+def segment_at(
+    config: OvercastConfig,
+    fabric: Fabric,
+    site: str,
+    ofports: Mapping[str, int],
+    segment: str,
+) -> SegmentAt | None:
+    """The segment's ports on `site`'s switch; None if it has none there."""
+    switch = _switch_of(fabric, site)
+    seg = config.l2_segments().get(segment)
+    if switch is None or seg is None:
+        return None
+    ports = [p for p in switch.ports if p.segment == segment and p.name in ofports]
+    if not ports:
+        return None
+    return SegmentAt(
+        site,
+        segment,
+        seg.vni,
+        tuple(ports),
+        ofports,
+        tuple(_exits(config, seg.vni, ports, ofports)),
+        config.controller.learning.idle_timeout,
+        config.controller.proxies(segment),
+    )
+
+
 def learn_delta(
     config: OvercastConfig,
     fabric: Fabric,
@@ -381,20 +424,28 @@ def learn_delta(
     change, without planning the whole switch again for every packet-in. `neighbours`:
     the MAC's addresses, whose proxy flows follow it."""
     either = host or old
-    at = _segment_at(config, fabric, site, ofports, either.segment if either else None)
-    if either is None or at is None:
+    if either is None:
         return [], []
-    vni, ports = at
-    exits = _exits(config, vni, ports, ofports)
-    idle = config.controller.learning.idle_timeout
-    proxied = config.controller.proxies(either.segment)
+    at = segment_at(config, fabric, site, ofports, either.segment)
+    return host_delta(at, host, old, neighbours)
+
+
+def host_delta(
+    at: SegmentAt | None,
+    host: Host | None,
+    old: Host | None = None,
+    neighbours: Iterable[Neighbour] = (),
+) -> tuple[list[Flow], list[Flow]]:
+    """learn_delta for a segment already looked up (`segment_at`)."""
+    if at is None:
+        return [], []
 
     def flows(h: Host | None) -> list[Flow]:
         if h is None:
             return []
-        out = list(host_flows(vni, site, ports, ofports, exits, h, idle))
-        for n in neighbours if proxied else ():
-            out += neighbour_flows(vni, site, ports, ofports, n, (h.site, h.port))
+        out = list(host_flows(at.vni, at.site, at.ports, at.ofports, at.exits, h, at.idle_timeout))
+        for n in neighbours if at.proxied else ():
+            out += neighbour_flows(at.vni, at.site, at.ports, at.ofports, n, (h.site, h.port))
         return out
 
     return _delta(flows(host), flows(old))
@@ -411,37 +462,31 @@ def neighbour_delta(
     """The flows to add and to remove on `site`'s switch when an address is bound (`new`,
     with where its MAC is), moved from `old`, or unbound (`new` None)."""
     either = new or old
-    segment = either[0].segment if either else None
-    at = _segment_at(config, fabric, site, ofports, segment)
-    if at is None or segment is None or not config.controller.proxies(segment):
+    if either is None:
         return [], []
-    vni, ports = at
+    return address_delta(segment_at(config, fabric, site, ofports, either[0].segment), new, old)
+
+
+def address_delta(
+    at: SegmentAt | None,
+    new: tuple[Neighbour, tuple[str, str] | None] | None,
+    old: tuple[Neighbour, tuple[str, str] | None] | None = None,
+) -> tuple[list[Flow], list[Flow]]:
+    """neighbour_delta for a segment already looked up (`segment_at`)."""
+    if at is None or not at.proxied:
+        return [], []
 
     def flows(b: tuple[Neighbour, tuple[str, str] | None] | None) -> list[Flow]:
-        return list(neighbour_flows(vni, site, ports, ofports, *b)) if b else []
+        return list(neighbour_flows(at.vni, at.site, at.ports, at.ofports, *b)) if b else []
 
     return _delta(flows(new), flows(old))
 
 
 def _delta(add: list[Flow], was: list[Flow]) -> tuple[list[Flow], list[Flow]]:
+    if not was:
+        return add, []
     keys = {f.key for f in add}
     return add, [f for f in was if f.key not in keys]
-
-
-def _segment_at(
-    config: OvercastConfig,
-    fabric: Fabric,
-    site: str,
-    ofports: Mapping[str, int],
-    segment: str | None,
-) -> tuple[int, list[FabricPort]] | None:
-    """The segment's VNI and its ports on `site`'s switch; None if it has none there."""
-    switch = _switch_of(fabric, site)
-    seg = config.l2_segments().get(segment or "")
-    if switch is None or seg is None:
-        return None
-    ports = [p for p in switch.ports if p.segment == segment and p.name in ofports]
-    return (seg.vni, ports) if ports else None
 
 
 def static_places(fabric: Fabric) -> dict[tuple[str, str], tuple[str, str]]:
@@ -621,7 +666,7 @@ def _nd(icmpv6_type: int) -> dict[str, FieldValue]:
 def neighbour_flows(
     vni: int,
     site: str,
-    ports: list[FabricPort],
+    ports: Sequence[FabricPort],
     ofports: Mapping[str, int],
     n: Neighbour,
     at: tuple[str, str] | None,
@@ -703,9 +748,9 @@ def nd_answer(n: Neighbour) -> tuple[Action, ...]:
 def host_flows(
     vni: int,
     site: str,
-    ports: list[FabricPort],
+    ports: Sequence[FabricPort],
     ofports: Mapping[str, int],
-    exits: list[_Exit],
+    exits: Sequence[_Exit],
     host: Host,
     idle_timeout: int,
 ) -> Iterator[Flow]:
