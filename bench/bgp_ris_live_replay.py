@@ -10,7 +10,15 @@ prefixes are the first N distinct announced prefixes, each with the origin seen 
 most routes are legitimate and some (origin changes, more-specifics) raise events. Each run
 is a fresh `python -m overcast guard replay --json` process; "total" is its wall time from
 exec to exit, "processing" the rate it reports itself; on a machine busy with other work the
-CPU seconds the process used (start-up included) are the steadier figure.
+CPU seconds the process used (start-up included) are the steadier figure. The processes
+read compiled bytecode, as an installed package does (pip compiles it at install): a first,
+uncounted run writes it to a scratch cache even where PYTHONDONTWRITEBYTECODE is set.
+
+Every run's events must equal those of the same Updates, taken from the MRT file, replayed
+in-process straight through the engine (no RIS-live decoding, no prefilter): the fast paths
+change nothing found. A last, separate process splits its CPU time into start-up (imports),
+the config (the guard: section and the Guard built from it), reading and decoding the
+file, and the engine.
 """
 
 from __future__ import annotations
@@ -30,8 +38,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bgp_guard.engine import Guard
 from bgp_guard.feeds.mrt import MrtFeed
 from bgp_guard.update import Update
+from overcast.configfile import load_section
 from tests.shared import data_dir
 from tests.unit.bgp_guard.helpers import ris_live_messages
 
@@ -56,6 +66,38 @@ def config(updates: list[Update], count: int) -> str:
     return "sites: {}\nguard:\n  prefixes:\n" + "\n".join(lines) + "\n"
 
 
+def reference_events(updates: list[Update], conf: Path) -> list[dict[str, Any]]:
+    """The events of `updates` straight through the engine, as JSON would carry them."""
+    from bgp_guard.config import GuardConfig
+
+    guard = Guard(load_section(conf, "guard", GuardConfig))
+    events = [e for u in updates for e in guard.process(u)] + guard.finish(updates[-1].time)
+    return [json.loads(json.dumps(e)) for e in events]
+
+
+# The phases of one replay, timed in CPU seconds in a fresh interpreter.
+PHASES = """
+import sys, time
+from time import process_time as cpu
+start = cpu()
+from overcast.cli import build_parser
+build_parser(["guard"])
+from bgp_guard import cli, replay
+from bgp_guard.engine import Guard
+imported = cpu()
+guard = cli.build_guard(sys.argv[1])
+configured = cpu()
+updates, _ = replay.merged([sys.argv[2]], guard.wanted())
+items = list(updates)
+decoded = cpu()
+for item in items:
+    guard.process(item)
+guard.finish(items[-1].time)
+done = cpu()
+print(start, imported - start, configured - imported, decoded - configured, done - decoded)
+"""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=17216)
@@ -67,32 +109,47 @@ def main() -> None:
         stream, conf = Path(tmp) / "ris-live.json", Path(tmp) / "overcast.yaml"
         stream.write_text("".join(json.dumps(m) + "\n" for m in messages))
         conf.write_text(config(updates, args.prefixes))
+        expected = reference_events(updates, conf)
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env["PYTHONPYCACHEPREFIX"] = str(Path(tmp) / "pycache")
         totals, rates, cpus = [], [], []
-        for _ in range(args.runs):
+        for run in range(args.runs + 1):
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             started = time.perf_counter()
             proc = subprocess.run(
                 [sys.executable, "-m", "overcast", "guard", "replay", "--json",
                  "--config", str(conf), str(stream)],
-                cwd=REPO, capture_output=True, text=True, check=False,
+                cwd=REPO, capture_output=True, text=True, check=False, env=env,
             )  # fmt: skip
-            totals.append(time.perf_counter() - started)
+            wall = time.perf_counter() - started
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
             found = re.search(r"\(([\d,]+)/s\)", proc.stderr)
             assert proc.returncode in (0, 3) and found, proc.stderr
-            rates.append(int(found[1].replace(",", "")))
-        events = len(proc.stdout.splitlines())
+            got = [json.loads(line) for line in proc.stdout.splitlines()]
+            assert got == expected, "the replay's events differ from the engine's on the Updates"
+            if run:  # the first one compiled the bytecode
+                totals.append(wall)
+                cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+                rates.append(int(found[1].replace(",", "")))
+        phases = subprocess.run(
+            [sys.executable, "-c", PHASES, str(conf), str(stream)],
+            cwd=REPO, capture_output=True, text=True, check=True, env=env,
+        ).stdout.split()  # fmt: skip
+        events = len(got)
     n = len(messages)
     print(
         f"{n} RIS-live messages ({len(updates)} updates), {args.prefixes} monitored prefixes, "
-        f"{events} events, {args.runs} runs:\n"
+        f"{events} events (the same as the engine's on the Updates), {args.runs} runs:\n"
         f"  including start-up: median {n / statistics.median(totals):,.0f} msg/s, "
         f"best {n / min(totals):,.0f} msg/s ({statistics.median(totals) * 1e3:.0f} ms per run)\n"
         f"  including start-up, per CPU second (what a loaded machine cannot hide): median "
         f"{n / statistics.median(cpus):,.0f} msg/s, best {n / min(cpus):,.0f} msg/s\n"
         f"  processing only (the command's own figure, records/s): median "
         f"{statistics.median(rates):,.0f}, best {max(rates):,.0f}\n"
+        f"  CPU seconds of one run: start-up {float(phases[0]) + float(phases[1]):.3f} "
+        f"(interpreter {float(phases[0]):.3f}, imports {float(phases[1]):.3f}), config "
+        f"{float(phases[2]):.3f}, read and decode {float(phases[3]):.3f}, engine "
+        f"{float(phases[4]):.3f}\n"
         f"  load average while measuring: {os.getloadavg()[0]:.1f}"
     )
 

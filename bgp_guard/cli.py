@@ -21,7 +21,7 @@ from bgp_guard.sinks import Sink
 from bgp_guard.sinks.jsonl import JsonLines
 from bgp_guard.sinks.text import Text, render
 from overcast import exitcodes
-from overcast.cli import CommandError, add_json_flag, emit, load_config, port_number
+from overcast.cli import CommandError, add_json_flag, emit, load_config_section, port_number
 
 # The detectors, feeds and Prometheus are imported by the functions that use them, so that
 # `overcast --help` and `validate` start without them.
@@ -38,8 +38,10 @@ def _relative(config_path: str, path: str) -> Path:
 
 
 def load_guard_config(config_path: str) -> GuardConfig:
-    """The `guard:` section of `config_path`, with its bgpalerter_file merged in."""
-    guard = load_config(config_path).guard
+    """The `guard:` section of `config_path`, with its bgpalerter_file merged in. The other
+    sections are not this command's business (`overcast validate` checks them), nor are
+    their schemas loaded."""
+    guard = load_config_section(config_path, "guard", GuardConfig, GuardConfig.problems)
     try:
         if guard.bgpalerter_file:
             source = _relative(config_path, guard.bgpalerter_file)

@@ -16,17 +16,20 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from overcast import __version__, exitcodes, log
-from overcast.config import (
-    InvalidConfig,
-    L2Segment,
-    L3Segment,
-    OvercastConfig,
-    load,
-    located_warnings,
-)
+from overcast.configfile import InvalidConfig, load_section
+
+# The whole schema (every part's section) is imported by the commands that load it: a part's
+# command reads its own section (`load_config_section`) and starts without the others.
+if TYPE_CHECKING:
+    import pydantic
+
+    from overcast.config import L2Segment, L3Segment, OvercastConfig
+    from overcast.model import ConfigError
+
+Section = TypeVar("Section", bound="pydantic.BaseModel")
 
 # Each part's command and the module that registers it.
 PARTS = {
@@ -51,12 +54,30 @@ class CommandError(Exception):
 
 def load_config(path: str) -> OvercastConfig:
     """Load a config for a subcommand; invalid configs become a USAGE error listing every problem."""
+    from overcast.config import load
+
     try:
         return load(path)
     except InvalidConfig as exc:
-        raise CommandError(
-            f"{len(exc.errors)} problem(s) in {path}:\n{exc}", exitcodes.USAGE
-        ) from None
+        raise _invalid(path, exc) from None
+
+
+def load_config_section(
+    path: str,
+    name: str,
+    model: type[Section],
+    problems: Callable[[Section], list[ConfigError]] = lambda _: [],
+) -> Section:
+    """Load one part's section of a config (`overcast.configfile.load_section`), for a command
+    that needs nothing else; invalid, it is a USAGE error listing every problem."""
+    try:
+        return load_section(path, name, model, problems)
+    except InvalidConfig as exc:
+        raise _invalid(path, exc) from None
+
+
+def _invalid(path: str, exc: InvalidConfig) -> CommandError:
+    return CommandError(f"{len(exc.errors)} problem(s) in {path}:\n{exc}", exitcodes.USAGE)
 
 
 def emit(data: Any, as_json: bool, text: str) -> None:
@@ -87,6 +108,8 @@ def listen_address(text: str) -> tuple[str, int]:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from overcast.config import load, located_warnings
+
     try:
         config = load(args.file)
     except InvalidConfig as exc:
@@ -135,6 +158,8 @@ def _underlay_summary(config: OvercastConfig, site: str) -> str | dict[str, str]
 
 
 def _segment_summary(seg: L2Segment | L3Segment) -> dict[str, Any]:
+    from overcast.config import L2Segment
+
     out: dict[str, Any] = {"mode": seg.mode, "sites": list(seg.sites)}
     if isinstance(seg, L2Segment):
         return out | {"vni": seg.vni, "vlan": seg.vlan}

@@ -12,7 +12,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import pydantic
 from pydantic import AfterValidator, BeforeValidator, Field
 
 from attest.config import AttestConfig
@@ -21,8 +20,10 @@ from bridge.config import BridgeConfig
 from controller.config import ControllerConfig, check_mac
 from gateway.config import GatewayConfig
 from lab.config import LabConfig
+from overcast.configfile import InvalidConfig as InvalidConfig  # where callers look for it
+from overcast.configfile import locate, mapping, read, validate_entries
 from overcast.model import ConfigError, IPAddress, Model, Name, Prefix, parse_underlay
-from overcast.yamlsrc import Document, dotted, parse
+from overcast.yamlsrc import parse
 
 VNI_MAX = 2**24 - 1  # RFC 7348 section 5: 24-bit VXLAN Network Identifier
 
@@ -155,83 +156,19 @@ class OvercastConfig(Model):
         return [n for n in self.addresses(a) if n in there]
 
 
-class InvalidConfig(Exception):
-    """The config has one or more problems; `errors` lists all of them."""
-
-    def __init__(self, source: str, errors: list[ConfigError]) -> None:
-        self.source = source
-        self.errors = sorted(set(errors), key=lambda e: (e.line or 0, e.column or 0, e.path))
-        super().__init__("\n".join(e.render(source) for e in self.errors))
-
-
 # -- loading -----------------------------------------------------------------------------
 
 
-# A config is a few kB; reading stops past this, so `overcast validate /dev/zero` (or a
-# multi-GB file given by mistake) ends with an error instead of filling memory.
-MAX_CONFIG_BYTES = 4 * 1024 * 1024
-
-
 def load(path: str | Path) -> OvercastConfig:
-    path = Path(path)
-    try:
-        with path.open("rb") as f:
-            raw = f.read(MAX_CONFIG_BYTES + 1)
-        if len(raw) > MAX_CONFIG_BYTES:
-            raise InvalidConfig(
-                str(path),
-                [ConfigError("", f"larger than {MAX_CONFIG_BYTES >> 20} MiB; is it the config?")],
-            )
-        text = raw.decode("utf-8")
-    except OSError as exc:
-        raise InvalidConfig(
-            str(path), [ConfigError("", f"cannot read file: {exc.strerror}")]
-        ) from None
-    except UnicodeDecodeError:
-        raise InvalidConfig(
-            str(path), [ConfigError("", "file is not UTF-8 text; save it as UTF-8")]
-        ) from None
-    return loads(text, source=str(path))
+    return loads(read(path), source=str(path))
 
 
 def loads(text: str, source: str = "<config>") -> OvercastConfig:
-    doc = parse(text)
-    if doc.errors and doc.data is None:
-        raise InvalidConfig(source, doc.errors)
-    if not isinstance(doc.data, dict):
-        raise InvalidConfig(
-            source,
-            [
-                *doc.errors,
-                ConfigError("", "the file must be a mapping with a 'sites:' key at the top"),
-            ],
-        )
-    errors = list(doc.errors)
-    data: dict[str, Any] = dict(doc.data)
-    config: OvercastConfig | None = None
-    removed: set[str] = set()
-    # Report schema errors for every entry, then drop the bad entries and cross-check what is
-    # left, so one run shows every problem instead of one layer at a time. Each round removes
-    # at least one entry, so this ends.
-    while config is None:
-        try:
-            config = OvercastConfig.model_validate(data)
-        except pydantic.ValidationError as exc:
-            # A key reported in an earlier round (wrong type) and removed is not "missing" too.
-            reported = {e.path for e in errors}
-            errors += [
-                e for e in (_schema_error(e, doc) for e in exc.errors()) if e.path not in reported
-            ]
-            pruned = data
-            for err in exc.errors():
-                pruned, name = _without(pruned, tuple(err["loc"]))
-                removed.add(name)
-            if pruned == data:
-                break
-            data = pruned
+    doc, data = mapping(text, source, "sites")
+    config, errors, removed = validate_entries(data, doc, OvercastConfig.model_validate)
     if config is not None:
         errors += [
-            _locate(e, doc)
+            locate(e, doc)
             for e in cross_check(config)
             if not any(f"'{name}'" in e.message for name in removed)
         ]
@@ -241,57 +178,10 @@ def loads(text: str, source: str = "<config>") -> OvercastConfig:
     return config
 
 
-def _without(data: dict[str, Any], loc: tuple[Any, ...]) -> tuple[dict[str, Any], str]:
-    """`data` minus the entry that `loc` points into (a site, segment, ...) or its section."""
-    out = dict(data)
-    if len(loc) >= 2 and isinstance(out.get(loc[0]), dict) and loc[0] != "gateway":
-        section = dict(out[loc[0]])
-        section.pop(loc[1], None)
-        out[loc[0]] = section
-        return out, str(loc[1])
-    out.pop(loc[0], None)
-    return out, str(loc[0])
-
-
-def _schema_error(err: Any, doc: Document) -> ConfigError:
-    # "[key]" marks an error in a mapping key rather than its value; the key is the path.
-    loc = tuple(p for p in err["loc"] if p != "[key]")
-    # Drop the discriminator tag pydantic inserts: segments.<name>.l2.vni -> segments.<name>.vni
-    if len(loc) > 2 and loc[0] == "segments" and loc[2] in ("l2", "l3"):
-        loc = loc[:2] + loc[3:]
-    kind = err["type"]
-    if kind == "missing":
-        message = "required key is missing; add it"
-    elif kind == "extra_forbidden":
-        message = f"unknown key {loc[-1]!r}; remove it or fix its spelling"
-    elif kind == "union_tag_not_found" and err["ctx"]["discriminator"] == "'mode'":
-        message = "segment needs 'mode: l2' (with vni, vlan) or 'mode: l3' (with prefixes)"
-    elif kind == "union_tag_not_found":
-        message = f"{err['ctx']['discriminator']} is missing; add it"
-    elif kind == "union_tag_invalid":
-        ctx = err["ctx"]
-        known = " or ".join(str(ctx["expected_tags"]).rsplit(", ", 1))
-        message = f"{ctx['discriminator'].strip(chr(39))} {ctx['tag']!r} is not known; use {known}"
-    elif kind in ("dict_type", "model_type"):
-        message = f"must be a mapping ('name: value' entries), not {err['input']!r}"
-    elif kind == "value_error":
-        message = str(err["ctx"]["error"])
-    else:
-        message = f"{err['msg'][0].lower()}{err['msg'][1:]} (got {err['input']!r})"
-    line, col = doc.position(loc)
-    return ConfigError(dotted(loc), message, line, col)
-
-
 def located_warnings(config: OvercastConfig, text: str) -> list[ConfigError]:
     """`warnings(config)` with line numbers from the config's text."""
     doc = parse(text)
-    return [_locate(w, doc) for w in warnings(config)]
-
-
-def _locate(err: ConfigError, doc: Document) -> ConfigError:
-    path = tuple(int(p) if p.isdigit() else p for p in err.path.split("."))
-    line, col = doc.position(path)
-    return ConfigError(err.path, err.message, line, col)
+    return [locate(w, doc) for w in warnings(config)]
 
 
 # -- cross-checks ------------------------------------------------------------------------

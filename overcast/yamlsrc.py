@@ -3,6 +3,12 @@
 PyYAML keeps the last of two equal keys without a word; for a network config that is
 silent data loss, so we report it. Every mapping key and sequence item keeps its line and
 column so a validation error can point at the exact place in the file.
+
+libyaml (PyYAML's C extension) tokenises and parses, seven times faster than PyYAML's own
+Python parser on a config with a few hundred prefixes; PyYAML's Python composer builds the
+nodes from its events, because libyaml's composer recurses in C and a deeply nested file
+would crash the interpreter instead of raising RecursionError. A file libyaml refuses is
+parsed again by PyYAML alone, whose error message is the one we report.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+from yaml.composer import Composer
 
 from overcast.model import ConfigError
 
@@ -21,6 +28,26 @@ Path = tuple[str | int, ...]
 # nesting exhausts the interpreter's stack.
 MAX_VALUES = 100_000
 MAX_DEPTH = 64
+
+
+if yaml.__with_libyaml__:
+
+    class _Loader(Composer, yaml.CSafeLoader):
+        """libyaml's events, composed into nodes in Python (see above)."""
+
+        def __init__(self, stream: str) -> None:
+            yaml.CSafeLoader.__init__(self, stream)
+            Composer.__init__(self)
+
+else:  # a PyYAML built without libyaml: its own parser for everything
+    _Loader = yaml.SafeLoader  # type: ignore[misc,assignment]
+
+
+def _compose(text: str) -> yaml.Node | None:
+    try:
+        return yaml.compose(text, Loader=_Loader)
+    except yaml.YAMLError:
+        return yaml.compose(text, Loader=yaml.SafeLoader)  # raises, with PyYAML's message
 
 
 class _TooLarge(Exception):
@@ -51,7 +78,7 @@ def parse(text: str) -> Document:
     """Parse YAML text; syntax errors come back as ConfigErrors with line and column."""
     doc = Document(data=None)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = _compose(text)
     except RecursionError:
         doc.errors.append(ConfigError("", _too_deep()))
         return doc
@@ -69,7 +96,7 @@ def parse(text: str) -> Document:
     if node is None:
         return doc
     try:
-        doc.data = _build(node, (), doc)
+        doc.data = _build(node, (), doc, yaml.SafeLoader(_EMPTY))
     except _TooLarge as exc:
         doc.data = None
         doc.errors.append(ConfigError("", str(exc)))
@@ -80,7 +107,7 @@ def _too_deep() -> str:
     return f"the YAML is nested more than {MAX_DEPTH} levels deep; a config never needs that"
 
 
-def _build(node: yaml.Node, path: Path, doc: Document) -> Any:
+def _build(node: yaml.Node, path: Path, doc: Document, scalars: yaml.SafeLoader) -> Any:
     doc.values += 1
     if doc.values > MAX_VALUES:
         raise _TooLarge(
@@ -93,7 +120,7 @@ def _build(node: yaml.Node, path: Path, doc: Document) -> Any:
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = yaml.SafeLoader(_EMPTY).construct_object(key_node, deep=True)
+            key = scalars.construct_object(key_node, deep=True)
             here = (*path, key)
             if key in out:
                 line, _ = doc.marks[here]
@@ -108,11 +135,11 @@ def _build(node: yaml.Node, path: Path, doc: Document) -> Any:
                 )
                 continue
             doc.marks[here] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            out[key] = _build(value_node, here, doc)
+            out[key] = _build(value_node, here, doc, scalars)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_build(item, (*path, i), doc) for i, item in enumerate(node.value)]
-    return yaml.SafeLoader(_EMPTY).construct_object(node, deep=True)
+        return [_build(item, (*path, i), doc, scalars) for i, item in enumerate(node.value)]
+    return scalars.construct_object(node, deep=True)
 
 
 _EMPTY = ""

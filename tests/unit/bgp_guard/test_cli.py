@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -150,6 +152,59 @@ def test_replay_of_a_file_with_no_bgp_data_is_not_an_all_clear(
     # An alert from a good file still wins: exit 3, and the bad file is still named.
     assert main(["guard", "replay", "--config", config, junk, str(RIS_LIVE)]) == exitcodes.ALERT
     assert f"no BGP data could be read from {junk}" in capsys.readouterr().err
+
+
+def test_guard_commands_read_the_guard_section_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A mistake elsewhere is `overcast validate`'s to report, not a reason to stop watching.
+    other = "sites: {hq: {role: enterprise, underlay: banana}}\n" + MONITORED.split("\n", 1)[1]
+    config = write(tmp_path, "overcast.yaml", other)
+    assert main(["guard", "replay", "--config", config, str(RIS_LIVE)]) == exitcodes.ALERT
+    assert main(["validate", config]) == exitcodes.USAGE
+    capsys.readouterr()
+    # One in the guard section is reported as `validate` reports it: every problem at once,
+    # each located in the file.
+    bad = MONITORED.replace("[64500]", "[64500], max_length: 99") + "  min_peers: 0\n  x: 1\n"
+    config = write(tmp_path, "overcast.yaml", bad)
+    assert main(["guard", "replay", "--config", config, str(RIS_LIVE)]) == exitcodes.USAGE
+    replay = capsys.readouterr().err.splitlines()
+    assert main(["validate", config]) == exitcodes.USAGE
+    validate = capsys.readouterr().err.splitlines()
+    assert replay[0] == f"overcast: 3 problem(s) in {config}:"
+    assert replay[1:] == [line.strip() for line in validate[1:]]
+    assert replay[1].startswith(f"{config}:3:3: guard.prefixes.45.161.192.0/22.max_length:")
+    assert replay[3] == f"{config}:5:3: guard.x: unknown key 'x'; remove it or fix its spelling"
+    # And the section's own cross-checks (an `ignore` that carves out of nothing), in a file
+    # with nothing but a guard: section.
+    config = write(
+        tmp_path,
+        "overcast.yaml",
+        "guard:\n  prefixes:\n    45.161.192.0/22: {origins: [64500]}\n"
+        "    192.0.2.0/24: {ignore: true}\n",
+    )
+    assert main(["guard", "replay", "--config", config, str(RIS_LIVE)]) == exitcodes.USAGE
+    assert f"{config}:2:3: guard.prefixes.192.0.2.0/24.ignore: 'ignore' carves" in (
+        capsys.readouterr().err
+    )
+
+
+def test_guard_replay_starts_without_the_other_parts_schemas(tmp_path: Path) -> None:
+    config = write(tmp_path, "overcast.yaml", MONITORED)
+    others = ("attest.", "bridge.", "controller.", "gateway.", "lab.", "overcast.config.")
+    child = (
+        "import sys\nfrom overcast.cli import main\nmain(sys.argv[1:])\n"
+        f"print(sorted(m for m in sys.modules if (m + '.').startswith({others!r})))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", child, "guard", "replay", "--config", config, str(RIS_LIVE)],
+        cwd=Path(__file__).resolve().parents[3],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.stdout.splitlines()[-1] == "[]", done.stdout + done.stderr
 
 
 @pytest.mark.parametrize(
