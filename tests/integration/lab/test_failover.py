@@ -189,8 +189,7 @@ def bfd_up_logged(plan: LabPlan, site: str, port: str, since: float) -> float | 
     for line in log.read_text(errors="replace").splitlines():
         m = _BFD_UP.match(line)
         if m and m.group(2) == port:
-            when = datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-            last = when.timestamp()
+            last = _log_time(m.group(1))
     return last if last is not None and last > since else None
 
 
@@ -394,28 +393,15 @@ def test_a_routed_segment_fails_over_and_back_too(lab: Lab) -> None:
 
 def test_a_flapping_path_does_not_draw_traffic_back(lab: Lab) -> None:
     plan = lab.plan
-    lab.settle()
-    with lab.capture() as capture:
-        with lab.probes():
-            faults.inject(plan, "hq", "isp-a", "blackhole")
-            wait_for(lab.both_down, 5, "BFD at both ends to see the fault")
-            first_up = 0.0
-            for _ in range(3):  # up for less than the hold-down, then down again
-                cleared = time.time()
-                faults.clear(plan, "hq", "isp-a", "blackhole")
-                first_up = first_up or min(lab.wait_healed(cleared))
-                time.sleep(1.0)  # well inside the hold-down, even on a slow machine
-                faults.inject(plan, "hq", "isp-a", "blackhole")
-                wait_for(lab.both_down, 5, "BFD at both ends to see the fault")
-            cleared = time.time()
-            faults.clear(plan, "hq", "isp-a", "blackhole")
-            hq_up, branch_up = lab.wait_healed(cleared)
-            time.sleep(max(max(hq_up, branch_up) + HOLD_DOWN - time.time(), 0))
-            netns.wait_until(lab.failed_back, 10)
-            time.sleep(1.0)
-            settled = time.time()
-            roles = lab.roles()
-        frames = capture.finish()
+    bounced = []
+    for _ in range(ATTEMPTS):
+        start = time.time()
+        frames, first_up, hq_up, branch_up, settled, roles = flap(lab)
+        # With the backup down too, the flapping path is the only one left, and traffic
+        # rightly takes it at once: a busy machine can bounce BFD on isp-b. Try again.
+        if not (bounced := backup_went_down(plan, start)):
+            break
+    assert not bounced, f"isp-b's BFD went down in every attempt: {bounced}"
     # Up three times within the hold-down: traffic never went back until it stayed up.
     hq_a, branch_a = (str(plan.site(s).underlays["isp-a"]) for s in ("hq", "branch"))
     early = [
@@ -443,3 +429,53 @@ def test_a_flapping_path_does_not_draw_traffic_back(lab: Lab) -> None:
     failovers = re.search(r'overcast_bridge_failovers_total\{[^}]*peer="branch"[^}]*\} (\S+)', text)
     assert failovers and float(failovers.group(1)) >= 1, text[-2000:]
     assert re.search(r"overcast_bridge_seconds_since_last_failover\{[^}]*\} \d", text)
+
+
+def flap(lab: Lab) -> tuple[list[Packet], float, float, float, float, dict[str, str]]:
+    """Take hq's isp-a down, bring it up three times for less than the hold-down, then for
+    good; return the frames, when it first came up, when each end's session came up for
+    good, when traffic had settled back, and hq's roles then."""
+    plan = lab.plan
+    lab.settle()
+    with lab.capture() as capture:
+        with lab.probes():
+            faults.inject(plan, "hq", "isp-a", "blackhole")
+            wait_for(lab.both_down, 5, "BFD at both ends to see the fault")
+            first_up = 0.0
+            for _ in range(3):  # up for less than the hold-down, then down again
+                cleared = time.time()
+                faults.clear(plan, "hq", "isp-a", "blackhole")
+                first_up = first_up or min(lab.wait_healed(cleared))
+                time.sleep(1.0)  # well inside the hold-down, even on a slow machine
+                faults.inject(plan, "hq", "isp-a", "blackhole")
+                wait_for(lab.both_down, 5, "BFD at both ends to see the fault")
+            cleared = time.time()
+            faults.clear(plan, "hq", "isp-a", "blackhole")
+            hq_up, branch_up = lab.wait_healed(cleared)
+            time.sleep(max(max(hq_up, branch_up) + HOLD_DOWN - time.time(), 0))
+            netns.wait_until(lab.failed_back, 10)
+            time.sleep(1.0)
+            settled = time.time()
+            roles = lab.roles()
+        frames = capture.finish()
+    return frames, first_up, hq_up, branch_up, settled, roles
+
+
+_BFD_DOWN = re.compile(r"^(\S+)\|.*\|bfd.*\|INFO\|(\S+): BFD state change: up->")
+
+
+def backup_went_down(plan: LabPlan, since: float) -> list[str]:
+    """isp-b's BFD sessions (hq's and branch's) that left 'up' after `since` (epoch), as
+    each switch logged it."""
+    found = []
+    for site, port in (("hq", BACKUP), ("branch", "vx100-0-1")):
+        log = plan.site(site).dir / "log" / "ovs-vswitchd.log"
+        for line in log.read_text(errors="replace").splitlines():
+            m = _BFD_DOWN.match(line)
+            if m and m.group(2) == port and _log_time(m.group(1)) > since:
+                found.append(f"{site} {port} at {m.group(1)}")
+    return found
+
+
+def _log_time(stamp: str) -> float:
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
