@@ -26,7 +26,6 @@ provider set changed: section 5.3 of the ASPA draft asks only the customers on t
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from typing import Any
 
 from prometheus_client import Counter
@@ -138,7 +137,7 @@ class Guard:
         if update.announce and not update.as_path:
             # An empty AS_PATH comes over iBGP and means the peer's own AS originated the
             # route (RFC 4271 section 5.1.2); judge it as such, not as "no origin".
-            update = replace(update, as_path=(update.peer_asn,))
+            update = update._replace(as_path=(update.peer_asn,))
         mon = self.governing(update) if self.monitored else None
         if mon is None and not self._keep_all and not self._ours(update):
             return table.drain() if table.emitted else []
@@ -434,7 +433,7 @@ class Guard:
         asn = self._slot_asn[slot] if slot < len(self._slot_asn) else 0
         update = Update(now, peer, asn, key_prefix(key), True, as_path)
         if not asn:  # peer AS unknown (ASPA was off when the route came): skip step 2
-            update = replace(update, peer_asn=as_path[0] if type(as_path[0]) is int else 0)
+            update = update._replace(peer_asn=as_path[0] if type(as_path[0]) is int else 0)
         found = self._path_checks(update, self.governing(update) if self.monitored else None)
         route, table = (slot, key), self.table
         keys = {f.key for f in found}

@@ -67,9 +67,10 @@ def _parse(text: str) -> Prefix:
     return Prefix(net.version, int(net.network_address), net.prefixlen)
 
 
-@dataclass(frozen=True, slots=True)
-class Update:
-    """One prefix announced or withdrawn by one peer at one time."""
+class Update(NamedTuple):
+    """One prefix announced or withdrawn by one peer at one time. A named tuple, immutable
+    like the frozen dataclasses below but built in a fifth of their time: feeds make hundreds
+    of thousands a second (change one with `_replace`)."""
 
     time: float  # seconds since the epoch, UTC
     peer_ip: str
