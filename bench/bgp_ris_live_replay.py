@@ -84,16 +84,18 @@ from overcast.cli import build_parser
 build_parser(["guard"])
 from bgp_guard import cli, replay
 from bgp_guard.engine import Guard
+from bgp_guard.metrics import unserved
 imported = cpu()
-guard = cli.build_guard(sys.argv[1])
-configured = cpu()
-updates, _ = replay.merged([sys.argv[2]], guard.wanted())
-items = list(updates)
-decoded = cpu()
-for item in items:
-    guard.process(item)
-guard.finish(items[-1].time)
-done = cpu()
+with unserved():  # as the replay command runs
+    guard = cli.build_guard(sys.argv[1])
+    configured = cpu()
+    updates, _ = replay.merged([sys.argv[2]], guard.wanted())
+    items = list(updates)
+    decoded = cpu()
+    for item in items:
+        guard.process(item)
+    guard.finish(items[-1].time)
+    done = cpu()
 print(start, imported - start, configured - imported, decoded - configured, done - decoded)
 """
 

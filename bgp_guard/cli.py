@@ -95,6 +95,13 @@ def build_guard(config_path: str) -> Guard:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    from bgp_guard.metrics import unserved
+
+    with unserved():  # a replay serves no metrics: not even prometheus_client is imported
+        return _replay_files(args)
+
+
+def _replay_files(args: argparse.Namespace) -> int:
     from bgp_guard import replay
 
     guard = build_guard(args.config)
@@ -167,6 +174,7 @@ def _sinks(args: argparse.Namespace) -> list[Sink]:
 def _watch(args: argparse.Namespace) -> int:
     import asyncio
 
+    import bgp_guard.metrics
     from bgp_guard import watch
     from bgp_guard.feeds.tcp_md5 import TcpMd5Error
     from overcast import metrics
@@ -185,6 +193,7 @@ def _watch(args: argparse.Namespace) -> int:
         )
     sinks = _sinks(args)
     if args.metrics_port:
+        bgp_guard.metrics.create_all()
         try:
             metrics.serve(args.metrics_port)
         except OSError as exc:

@@ -28,8 +28,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import Counter
-
 from bgp_guard import monitored
 from bgp_guard.aspa import AspaSet, changed_customers
 from bgp_guard.asrel import AsRelationships
@@ -47,6 +45,7 @@ from bgp_guard.detect import (
     visibility,
 )
 from bgp_guard.events import Event, EventTable, Finding, Key
+from bgp_guard.metrics import Lazy
 from bgp_guard.monitored import Monitored
 from bgp_guard.rib import Path, Rib, key_prefix, prefix_key
 from bgp_guard.rpki import RoaChange, VrpSet, diff
@@ -59,17 +58,16 @@ from bgp_guard.update import (
     Prefix,
     Update,
 )
-from overcast.metrics import REGISTRY
 
 TICK = 1.0  # seconds of feed time between checks for events to resolve
 # Findings by which our policy rejects a route to our exact prefix: such a route does not
 # count for visibility. An AS_SET origin is not among them: it cannot be judged either way.
 ILLEGITIMATE = frozenset(("exact-origin", "exact-upstream", "squat", "beyond-neighbours"))
-_STALE = Counter(
+_STALE = Lazy(
+    "Counter",
     "overcast_bgp_guard_stale_updates",
     "Updates dropped because the same peer had already said something newer (by the "
     "updates' own timestamps) about the same monitored prefix.",
-    registry=REGISTRY,
 )
 COMPACT_SLACK = 100_000  # unused interned paths tolerated before a compaction
 

@@ -17,17 +17,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import Counter
-
 from bgp_guard.communities import Community, LargeCommunity
+from bgp_guard.metrics import Lazy
 from bgp_guard.update import PathElement, Prefix
-from overcast.metrics import REGISTRY
 
-_TRANSITIONS = Counter(
+_TRANSITIONS = Lazy(
+    "Counter",
     "overcast_bgp_guard_events",
     "Alert event transitions emitted by the BGP guard, by event type and new state.",
     ["type", "state"],
-    registry=REGISTRY,
 )
 
 # ARTEMIS taxonomy (Sermpezis et al., "ARTEMIS: Neutralizing BGP Hijacking within a

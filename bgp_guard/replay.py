@@ -11,12 +11,15 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from operator import attrgetter
+from typing import TYPE_CHECKING
 
 from bgp_guard.errors import InputError
-from bgp_guard.feeds.mrt import MrtFeed
 from bgp_guard.feeds.ris_live import RisLiveFeed
 from bgp_guard.feeds.stats import FeedStats
 from bgp_guard.update import FeedItem, Prefix
+
+if TYPE_CHECKING:  # imported when a file is MRT: RIS-live replays start without its decoder
+    from bgp_guard.feeds.mrt import MrtFeed
 
 Feed = Iterable[FeedItem]
 
@@ -30,7 +33,12 @@ def open_feed(path: str, wanted: Callable[[Prefix], bool] | None = None) -> tupl
     except OSError as exc:
         raise InputError(f"{path}: {exc.strerror}; give MRT or RIS-live JSON-lines files") from None
     feed: MrtFeed | RisLiveFeed
-    feed = RisLiveFeed.from_file(path, wanted) if head.startswith(b"{") else MrtFeed(path)
+    if head.startswith(b"{"):
+        feed = RisLiveFeed.from_file(path, wanted)
+    else:
+        from bgp_guard.feeds.mrt import MrtFeed
+
+        feed = MrtFeed(path)
     return feed, feed.stats
 
 

@@ -12,19 +12,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from prometheus_client import Gauge
-
 from bgp_guard.aspa import AspaSet, Outcome, Procedure, Verdict, verify
 from bgp_guard.config import GuardConfig, Relationship
 from bgp_guard.detect.path import path_text
 from bgp_guard.events import Finding
+from bgp_guard.metrics import Lazy
 from bgp_guard.update import PathElement, Prefix
-from overcast.metrics import REGISTRY
 
-_CUSTOMERS = Gauge(
+_CUSTOMERS = Lazy(
+    "Gauge",
     "overcast_bgp_guard_aspa_customers",
     "Customer ASes with an ASPA in the ASPA file the guard verifies with (after reloads).",
-    registry=REGISTRY,
 )
 
 KIND = "aspa-invalid"

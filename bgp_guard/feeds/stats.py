@@ -4,54 +4,52 @@ from __future__ import annotations
 
 import logging
 
-from prometheus_client import Counter, Gauge
+from bgp_guard.metrics import Lazy
 
-from overcast.metrics import REGISTRY
-
-_RECORDS = Counter(
+_RECORDS = Lazy(
+    "Counter",
     "overcast_bgp_feed_records",
     "Records read by a BGP feed (MRT records, JSON lines, BMP or BGP messages).",
     ["feed"],
-    registry=REGISTRY,
 )
-_UPDATES = Counter(
+_UPDATES = Lazy(
+    "Counter",
     "overcast_bgp_feed_updates",
     "Prefix announcements and withdrawals produced by a BGP feed.",
     ["feed"],
-    registry=REGISTRY,
 )
-_PEER_DOWNS = Counter(
+_PEER_DOWNS = Lazy(
+    "Counter",
     "overcast_bgp_feed_peer_downs",
     "Peer sessions a BGP feed saw leave Established (all their routes withdrawn at once).",
     ["feed"],
-    registry=REGISTRY,
 )
-_ERRORS = Counter(
+_ERRORS = Lazy(
+    "Counter",
     "overcast_bgp_feed_errors",
     "Malformed records a BGP feed skipped (each one is logged with its position).",
     ["feed"],
-    registry=REGISTRY,
 )
-_HANDLED = Counter(
+_HANDLED = Lazy(
+    "Counter",
     "overcast_bgp_feed_error_handling",
     "Malformed input a live BGP feed acted on, by action: treat-as-withdraw, "
     "attribute-discard, session-reset (RFC 7606 section 2), family-ignored (an AFI/SAFI "
     "that was not negotiated).",
     ["feed", "action"],
-    registry=REGISTRY,
 )
-_REFUSED = Counter(
+_REFUSED = Lazy(
+    "Counter",
     "overcast_bgp_feed_refused",
     "Connections a live BGP feed refused or closed to protect itself, by reason.",
     ["feed", "reason"],
-    registry=REGISTRY,
 )
 
-CONNECTIONS = Gauge(
+CONNECTIONS = Lazy(
+    "Gauge",
     "overcast_bgp_feed_connections",
     "Connections a live BGP feed holds open now (sessions, BMP routers).",
     ["feed"],
-    registry=REGISTRY,
 )
 
 
