@@ -12,6 +12,7 @@ switches report.
 
 from __future__ import annotations
 
+import functools
 import socket
 import struct
 from collections.abc import Callable
@@ -215,6 +216,7 @@ def flow_mod(flow: Flow) -> bytes:
     return b"".join(out)
 
 
+@functools.lru_cache(maxsize=4096)
 def match(m: Match) -> bytes:
     """An OXM ofp_match, its fields in OXM number order (which meets every prerequisite
     ordering of section 7.2.3.6), padded to 8 bytes. All fields are of one class, so the
@@ -224,7 +226,10 @@ def match(m: Match) -> bytes:
     return _MATCH_HEAD.pack(OFPMT_OXM, length) + body + bytes(-length % 8)
 
 
+@functools.lru_cache(maxsize=4096)
 def _oxm(name: str, value: FieldValue) -> bytes:
+    # Cached, as are whole matches: a learned MAC's flows on the switches of its segment
+    # repeat the same few fields (its MAC, the segment's metadata) and matches.
     plain, masked, size, pack = _OXM[name]
     if isinstance(value, tuple):
         v, m = pack(value[0], size), pack(value[1], size)
@@ -239,6 +244,7 @@ def _oxm_header(name: str) -> bytes:
     return _oxm_head(number, False, FIELD_BITS[name] // 8)
 
 
+@functools.lru_cache(maxsize=4096)
 def action(a: Action) -> bytes:
     if isinstance(a, Output):
         return _OUTPUT.pack(OFPAT_OUTPUT, 16, a.port, OFPCML_MAX)

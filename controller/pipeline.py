@@ -298,11 +298,11 @@ def plan_switch(
         by_neighbour_segment.setdefault(n.segment, []).append(n)
     groups: list[Group] = []
     flows: list[Flow] = [*_pipeline_flows()]
-    idle = config.controller.learning.idle_timeout
     for name in sorted(by_segment):
         vni = segments[name].vni
         seg_ports = by_segment[name]
-        exits = _exits(config, vni, seg_ports, ofports)
+        at = _segment(config, site, name, vni, seg_ports, ofports)
+        exits = list(at.exits)
         failover = [e.group for e in exits if e.group is not None]
         flows += _classify(vni, seg_ports, ofports, config.bridge.inner_vlan_tag)
         if name in config.controller.acls:
@@ -310,7 +310,7 @@ def plan_switch(
         flows += _held(vni, seg_ports, ofports, held)
         flows += _unicast(vni, seg_ports, ofports, exits, hosts)
         for host in by_host_segment.get(name, ()):
-            flows += host_flows(vni, site, seg_ports, ofports, exits, host, idle)
+            flows += host_flows(at, host)
         if config.controller.proxies(name):
             flows += _snoop(vni, seg_ports, ofports, held)
             for n in by_neighbour_segment.get(name, ()):
@@ -381,6 +381,9 @@ class SegmentAt:
     exits: tuple[_Exit, ...]
     idle_timeout: int
     proxied: bool
+    # Lookups for host_flows: the segment's port names here, and the exit toward each peer.
+    names: frozenset[str]
+    exit_to: Mapping[str, _Exit]
 
 
 def segment_at(
@@ -396,17 +399,34 @@ def segment_at(
     if switch is None or seg is None:
         return None
     ports = [p for p in switch.ports if p.segment == segment and p.name in ofports]
-    if not ports:
-        return None
+    return _segment(config, site, segment, seg.vni, ports, ofports) if ports else None
+
+
+def _segment(
+    config: OvercastConfig,
+    site: str,
+    segment: str,
+    vni: int,
+    ports: list[FabricPort],
+    ofports: Mapping[str, int],
+) -> SegmentAt:
+    exits = tuple(_exits(config, vni, ports, ofports))
+    exit_to: dict[str, _Exit] = {}
+    for exit in exits:
+        for port in exit.ports:
+            if port.peer is not None:
+                exit_to.setdefault(port.peer, exit)
     return SegmentAt(
         site,
         segment,
-        seg.vni,
+        vni,
         tuple(ports),
         ofports,
-        tuple(_exits(config, seg.vni, ports, ofports)),
+        exits,
         config.controller.learning.idle_timeout,
         config.controller.proxies(segment),
+        frozenset(p.name for p in ports),
+        exit_to,
     )
 
 
@@ -443,7 +463,7 @@ def host_delta(
     def flows(h: Host | None) -> list[Flow]:
         if h is None:
             return []
-        out = list(host_flows(at.vni, at.site, at.ports, at.ofports, at.exits, h, at.idle_timeout))
+        out = host_flows(at, h)
         for n in neighbours if at.proxied else ():
             out += neighbour_flows(at.vni, at.site, at.ports, at.ofports, n, (h.site, h.port))
         return out
@@ -745,43 +765,36 @@ def nd_answer(n: Neighbour) -> tuple[Action, ...]:
     )
 
 
-def host_flows(
-    vni: int,
-    site: str,
-    ports: Sequence[FabricPort],
-    ofports: Mapping[str, int],
-    exits: Sequence[_Exit],
-    host: Host,
-    idle_timeout: int,
-) -> Iterator[Flow]:
-    """The flows one learned MAC puts on `site`'s switch (its segment's ports there)."""
-    learned = cookie(vni, learned=True)
-    if host.site == site:
-        port = next((p for p in ports if p.name == host.port), None)
-        if port is None:
-            return  # its port is not (yet) on the switch
-        number = ofports[port.name]
+def host_flows(at: SegmentAt, host: Host) -> list[Flow]:
+    """The flows one learned MAC puts on a switch (its segment's ports there, `at`)."""
+    learned = cookie(at.vni, learned=True)
+    if host.site == at.site:
+        if host.port not in at.names:
+            return []  # its port is not (yet) on the switch
+        number = at.ofports[host.port]
         # The source entry: known, so no packet-in; idle, so the switch expires it and says so.
-        yield Flow(
+        # Matches built sorted by field name, as Match.of would (the hot path of learning).
+        source = Flow(
             "learn",
             PRIORITY_SEGMENT,
-            Match.of(in_port=number, eth_src=host.mac),
+            Match((("eth_src", host.mac), ("in_port", number))),
             learned,
             goto="acl",
-            idle_timeout=idle_timeout,
+            idle_timeout=at.idle_timeout,
             notify_removed=True,
         )
-        to_host = Match.of(metadata=(vni, SEGMENT_MASK), eth_dst=host.mac)
-        yield Flow("eth_dst", PRIORITY_SEGMENT, to_host, learned, (Output(number),))
-        return
-    exit = next((e for e in exits if any(p.peer == host.site for p in e.ports)), None)
+        to_host = Match((("eth_dst", host.mac), ("metadata", (at.vni, SEGMENT_MASK))))
+        return [source, Flow("eth_dst", PRIORITY_SEGMENT, to_host, learned, (Output(number),))]
+    exit = at.exit_to.get(host.site)
     if exit is None:
-        return  # no tunnel toward its site (yet): it is flooded
-    to_tunnel = Match.of(metadata=(vni, CLASS_MASK), eth_dst=host.mac)
-    yield Flow("eth_dst", PRIORITY_SEGMENT, to_tunnel, learned, (exit.action,))
+        return []  # no tunnel toward its site (yet): it is flooded
+    to_tunnel = Match((("eth_dst", host.mac), ("metadata", (at.vni, CLASS_MASK))))
     # Split horizon: from one tunnel to a host behind another is never ours to carry.
-    hairpin = Match.of(metadata=(vni | FROM_TUNNEL, CLASS_MASK), eth_dst=host.mac)
-    yield Flow("eth_dst", PRIORITY_SEGMENT, hairpin, learned)
+    hairpin = Match((("eth_dst", host.mac), ("metadata", (at.vni | FROM_TUNNEL, CLASS_MASK))))
+    return [
+        Flow("eth_dst", PRIORITY_SEGMENT, to_tunnel, learned, (exit.action,)),
+        Flow("eth_dst", PRIORITY_SEGMENT, hairpin, learned),
+    ]
 
 
 def _hosts(fabric: Fabric) -> dict[tuple[str, str], set[str]]:
