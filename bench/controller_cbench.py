@@ -2,7 +2,7 @@
 new source MACs, and we time the flow-mods that come back.
 
     .venv/bin/python bench/controller_cbench.py                 # all three figures
-    .venv/bin/python bench/controller_cbench.py --mode throughput --profile out.prof
+    .venv/bin/python bench/controller_cbench.py --mode throughput --profile out.txt
 
 - throughput (cbench's throughput mode): 4 switches send packet-ins for new MACs without
   waiting for answers, each keeping up to `--window` unanswered (so the controller always
@@ -12,6 +12,11 @@ new source MACs, and we time the flow-mods that come back.
 - 1,000 hosts: 4 sites, 10 segments, 25 hosts per site and segment, all announced at once;
   the time until every switch holds a forwarding entry for every host of its segments (so
   nothing is flooded any more).
+- replay (not part of "all"): the learning path without sockets or os-ken. For each new MAC,
+  the flows every switch of its segment gets (`pipeline.host_delta`), kept in a per-switch
+  index by flow identity and encoded (`controller.ofencode`), as the app does per
+  packet-in: MACs per CPU second at Python's default cycle-collector thresholds and at the
+  controller's, three runs each, interleaved.
 
 The controller is the real `overcast controller run` on 127.0.0.1 (no namespaces, no root);
 the switches are asyncio coroutines in this process. cbench itself is not packaged here.
@@ -21,7 +26,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
+import shutil
+import signal
 import socket
 import statistics
 import struct
@@ -30,6 +38,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -224,6 +233,60 @@ async def thousand_hosts(switches: list[Switch], start: int) -> float:
     return time.perf_counter() - began
 
 
+COLLECTOR = {"default": (700, 10, 10), "controller's": (100_000, 20, 100)}
+
+
+def replay(first: int, hosts: int, thresholds: tuple[int, int, int]) -> float:
+    """MACs learned per CPU second, `hosts` new MACs from number `first` on."""
+    from controller.fabric import derive
+    from controller.learning import Host
+    from controller.ofencode import encode
+    from controller.openflow import AddFlow, Flow
+    from controller.pipeline import host_delta, segment_at
+    from overcast.config import loads
+
+    cfg = loads(config())
+    fabric = derive(cfg)
+    ports = {s: {n: i + 1 for i, n in enumerate(port_names(k))} for k, s in enumerate(SITES)}
+    views = {
+        (s, f"seg{k}"): segment_at(cfg, fabric, s, ports[s], f"seg{k}")
+        for s in SITES
+        for k in range(SEGMENTS)
+    }
+    index: dict[str, dict[Any, Flow]] = {s: {} for s in SITES}
+    gc.collect()
+    gc.set_threshold(*thresholds)
+    try:
+        began, xid = time.process_time(), 0
+        for n in range(first, first + hosts):
+            segment = f"seg{n % SEGMENTS}"
+            mac = "02:be:" + n.to_bytes(4, "big").hex(":")
+            host = Host(segment, mac, SITES[n % len(SITES)], f"p{n % SEGMENTS}", 0.0)
+            for site in SITES:
+                add, _ = host_delta(views[(site, segment)], host)
+                for flow in add:
+                    index[site][flow.key] = flow
+                    xid += 1
+                    encode(AddFlow(flow), xid)
+        return hosts / (time.process_time() - began)
+    finally:
+        gc.set_threshold(*COLLECTOR["default"])
+
+
+def print_replay(hosts: int) -> None:
+    rates: dict[str, list[float]] = {name: [] for name in COLLECTOR}
+    for round_ in range(3):  # interleaved, so load changes hit both alike
+        for name, thresholds in COLLECTOR.items():
+            rates[name].append(replay(round_ * 10**7, hosts, thresholds))
+    for name, got in rates.items():
+        print(
+            f"replay, {hosts:,} new MACs, collector thresholds {name} {COLLECTOR[name]}: "
+            + ", ".join(f"{r:,.0f}" for r in got)
+            + " MACs per CPU second"
+        )
+    print(f"load average: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) the process has used: the figure that load does not skew."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
@@ -240,18 +303,34 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--mode", choices=("all", "hosts", "latency", "throughput"), default="all")
+    parser.add_argument(
+        "--mode", choices=("all", "hosts", "latency", "throughput", "replay"), default="all"
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="throughput mode")
     parser.add_argument("--window", type=int, default=500, help="unanswered per switch")
     parser.add_argument("--latency", type=int, default=200, help="packet-ins, latency mode")
-    parser.add_argument("--profile", metavar="FILE", help="run the controller under cProfile")
+    parser.add_argument("--hosts", type=int, default=40_000, help="MACs per run, replay mode")
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="run the controller under py-spy (pip install py-spy): stacks of the thread "
+        "holding the GIL, all threads, as collapsed stacks (cProfile sees only the main "
+        "thread, and os-ken's work is on others)",
+    )
     args = parser.parse_args()
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if args.profile and not Path(spy).exists():
+        parser.error("--profile needs py-spy: .venv/bin/pip install py-spy")
+    if args.mode == "replay":
+        print_replay(args.hosts)
+        return 0
     work = Path(tempfile.mkdtemp(prefix="oc-cbench-"))
     (work / "overcast.yaml").write_text(config())
     port = free_port()
-    prefix = (
-        [sys.executable, "-m", "cProfile", "-o", args.profile] if args.profile else [sys.executable]
-    )
+    prefix = [sys.executable]
+    if args.profile:
+        prefix = [spy, "record", "--gil", "--threads", "--format", "raw", "-o", args.profile]
+        prefix += ["--", sys.executable]
     argv = [
         *prefix,
         "-m",
@@ -275,6 +354,11 @@ def main() -> int:
                 raise SystemExit(f"the controller did not start; see {work / 'controller.log'}")
             time.sleep(0.1)
 
+        # Under py-spy, the controller is its child: that is the process to measure and stop.
+        pid = ctl.pid
+        if args.profile:
+            pid = int(Path(f"/proc/{ctl.pid}/task/{ctl.pid}/children").read_text().split()[0])
+
         async def run() -> None:
             switches = await connect(port)
             if args.mode in ("all", "hosts"):
@@ -289,9 +373,9 @@ def main() -> int:
                     f"ms, p99 {sorted(lat)[int(len(lat) * 0.99) - 1]:.2f} ms ({len(lat)} packet-ins)"
                 )
             if args.mode in ("all", "throughput"):
-                cpu = cpu_seconds(ctl.pid)
+                cpu = cpu_seconds(pid)
                 rate, sent = await throughput(switches, args.seconds, args.window, 100_000_000)
-                cpu = cpu_seconds(ctl.pid) - cpu
+                cpu = cpu_seconds(pid) - cpu
                 if any(sw.reader.at_eof() for sw in switches):
                     print("throughput: the controller dropped a switch; figure not valid")
                 print(
@@ -306,7 +390,10 @@ def main() -> int:
         asyncio.run(run())
         print(f"load average while measuring: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     finally:
-        ctl.send_signal(2)
+        children = Path(f"/proc/{ctl.pid}/task/{ctl.pid}/children")
+        for child in children.read_text().split() if args.profile and children.exists() else ():
+            os.kill(int(child), signal.SIGINT)  # py-spy then writes its file and exits
+        ctl.send_signal(signal.SIGINT)
         try:
             ctl.wait(timeout=30)
         except subprocess.TimeoutExpired:
