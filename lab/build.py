@@ -22,7 +22,15 @@ from bridge.failover import path_groups
 from bridge.keys import KeyStore
 from lab import attest as lab_attest
 from lab import names, netns, switch
-from lab.plan import OPENFLOW_PORT, STATE_ROOT, HostPlan, LabPlan, SitePlan, plan_lab
+from lab.plan import (
+    OPENFLOW_PORT,
+    STATE_ROOT,
+    HostPlan,
+    LabPlan,
+    RoutedHost,
+    SitePlan,
+    plan_lab,
+)
 from lab.registry import REGISTRY_FILE, Registry, teardown_order
 from overcast.config import OvercastConfig
 
@@ -95,6 +103,12 @@ def up(
     for host in plan.hosts:
         progress(f"lab {plan.lab_id}: host {host.label} {host.address.ip} mtu {host.mtu}")
         build_host(plan.site(host.site), host, registry)
+    for routed in plan.routed_hosts:
+        progress(
+            f"lab {plan.lab_id}: routed host {routed.label} "
+            + ", ".join(f"{a} via {g.ip}" for a, g in routed.addresses)
+        )
+        build_routed_host(plan.site(routed.site), routed, registry)
     for site in plan.sites:
         if site.name in attested:
             continue
@@ -351,6 +365,26 @@ def attach_host(site: SitePlan, host: HostPlan) -> None:
     netns.up(site.netns, host.port)
     netns.tx_checksum_off(site.netns, host.port)
     switch.ensure_port(site, host.port, host.segment, host.mac)
+
+
+def build_routed_host(site: SitePlan, host: RoutedHost, registry: Registry) -> None:
+    """A host on a LAN behind its site, as a real one on a routed segment: a plain link to
+    the site's kernel (not the switch), addresses in the site's prefixes, a default route
+    via the site, which routes the other sites' prefixes into WireGuard."""
+    netns.ensure(registry.netns(host.netns))
+    netns.veth(site.netns, host.port, host.netns, names.HOST_IF, host.mtu)
+    for address, gateway in host.addresses:
+        netns.up(host.netns, names.HOST_IF, address)
+        family = f"-{address.version}"
+        netns.run(host.netns, ["ip", family, "route", "replace", "default", "via", str(gateway.ip)])
+    attach_routed_host(site, host)
+
+
+def attach_routed_host(site: SitePlan, host: RoutedHost) -> None:
+    """The site's end of a routed host's LAN (which exists): up, with the gateway's
+    addresses."""
+    for _, gateway in host.addresses:
+        netns.up(site.netns, host.port, gateway)
 
 
 def build_dataplane(site: SitePlan, keys: KeyStore, registry: Registry) -> None:

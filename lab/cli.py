@@ -18,6 +18,7 @@ from overcast.config import load
 # lab.flows when they run, so that `overcast --help` and `validate` start without them.
 if TYPE_CHECKING:
     from lab.flows import SwitchState
+    from lab.plan import LabPlan
 
 
 def progress(line: str) -> None:
@@ -52,13 +53,15 @@ def register(sub: Any) -> None:
         "up",
         help="build the lab for a config (re-running it finishes or keeps the same lab)",
         description=(
-            "Build namespaces, links, per-site OVS, hosts (at the inner MTU the bridge plan "
-            "computes), WireGuard + VXLAN tunnels and the controller for CONFIG, then wait "
-            "until every switch holds the flows the controller plans for it. The lab id is "
-            "derived from the config's path unless --id is given, so running `up` again on "
-            "the same file checks and completes (or repairs) the same lab instead of building "
-            "a second one. Ctrl-C while it builds removes the lab again. It ends with a "
-            "ping to try between two hosts of one segment."
+            "Build namespaces, links, per-site OVS, hosts on the L2 segments (at the inner "
+            "MTU the bridge plan computes), a host on a LAN behind each site for each routed "
+            "(L3) segment it announces a prefix on (the prefix's 10th address, the site its "
+            "gateway at the 1st), WireGuard + VXLAN tunnels and the controller for CONFIG, "
+            "then wait until every switch holds the flows the controller plans for it. The "
+            "lab id is derived from the config's path unless --id is given, so running `up` "
+            "again on the same file checks and completes (or repairs) the same lab instead "
+            "of building a second one. Ctrl-C while it builds removes the lab again. It "
+            "ends with pings to try between two hosts of one segment."
         ),
         epilog="example:\n  overcast lab up overcast.yaml --id oc1234",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -87,7 +90,10 @@ def register(sub: Any) -> None:
     p = cmds.add_parser(
         "status",
         help="list labs and whether their namespaces and daemons are alive",
-        description="Show each lab, its namespaces and its daemons. Exit 1 if any is missing.",
+        description=(
+            "Show each lab, its namespaces, daemons, switches and hosts (on L2 and routed "
+            "segments). Exit 1 if any is missing."
+        ),
         epilog="example:\n  overcast lab status --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -194,18 +200,12 @@ def _up(args: argparse.Namespace) -> int:
             f"lab {lab_id} is not (fully) up: {exc}; run `overcast lab up` again to finish "
             f"it or `overcast lab down {lab_id}` to remove it"
         ) from exc
-    hosts = [
-        {
-            "host": h.label,
-            "netns": h.netns,
-            "address": str(h.address),
-            "mac": h.mac,
-            "mtu": h.mtu,
-        }
-        for h in plan.hosts
+    hosts = host_rows(plan)
+    lines = [
+        f"lab {lab_id} is up: {len(plan.sites)} sites, {len(hosts)} hosts"
+        + (f" ({len(plan.routed_hosts)} on routed segments)" if plan.routed_hosts else "")
     ]
-    lines = [f"lab {lab_id} is up: {len(plan.sites)} sites, {len(plan.hosts)} hosts"]
-    lines += [f"  {h['host']:<22} {h['address']:<16} netns {h['netns']}" for h in hosts]
+    lines += [f"  {host_line(h)}" for h in hosts]
     lines += hint.first_steps(plan)
     lines.append(f"remove it with: overcast lab down {lab_id}")
     emit(build.state_of(plan.state_dir).as_dict() | {"hosts": hosts}, args.json, "\n".join(lines))
@@ -256,14 +256,16 @@ def _status(args: argparse.Namespace) -> int:
     labs, lines, healthy = [], [] if dirs else ["no labs"], True
     for state_dir in dirs:
         state = build.state_of(state_dir)
-        switches, problem = _switches(state_dir)
+        switches, hosts, problem = _switches_and_hosts(state_dir)
         ok = state.healthy and problem is None and all(s.programmed for s in switches)
         healthy &= ok
+        hosts = [h | {"alive": state.namespaces.get(h["netns"], False)} for h in hosts]
         labs.append(
             state.as_dict()
             | {
                 "healthy": ok,
                 "switches": [asdict(s) | {"programmed": s.programmed} for s in switches],
+                "hosts": hosts,
             }
         )
         alive_ns = sum(state.namespaces.values())
@@ -281,23 +283,72 @@ def _status(args: argparse.Namespace) -> int:
             + (f", missing ports {', '.join(s.unresolved)}" if s.unresolved else "")
             for s in switches
         ]
+        lines += [f"  host {host_line(h)}" + ("" if h["alive"] else "  MISSING") for h in hosts]
         if problem:
-            lines.append(f"  switches: unknown ({problem})")
+            lines.append(f"  switches and hosts: unknown ({problem})")
     emit({"labs": labs}, args.json, "\n".join(lines))
     return exitcodes.OK if healthy else exitcodes.FAILURE
 
 
-def _switches(state_dir: Path) -> tuple[list[SwitchState], str | None]:
-    """Each site switch's controller connection and flows, or why they cannot be read."""
+def _switches_and_hosts(
+    state_dir: Path,
+) -> tuple[list[SwitchState], list[dict[str, Any]], str | None]:
+    """Each site switch's controller connection and flows, and the lab's hosts, or why
+    they cannot be read."""
     from lab import build, flows
 
     if not (state_dir / build.CONFIG_FILE).exists():
-        return [], None  # a lab without sites (sso, hijack, leak) has no switches
+        return [], [], None  # a lab without sites (sso, hijack, leak) has no switches
     try:
         config = load(state_dir / build.CONFIG_FILE)
-        return flows.states(config, build.plan_of(config, state_dir.name)), None
+        plan = build.plan_of(config, state_dir.name)
+        return flows.states(config, plan), host_rows(plan), None
     except Exception as exc:
-        return [], str(exc).splitlines()[0]
+        return [], [], str(exc).splitlines()[0]
+
+
+def host_rows(plan: LabPlan) -> list[dict[str, Any]]:
+    """Every host of the lab, as `up` and `status` show it: those on L2 segments (ports of
+    the site switches), then those on routed segments (on a LAN behind their site)."""
+    rows: list[dict[str, Any]] = [
+        {
+            "host": h.label,
+            "segment": h.segment,
+            "mode": "l2",
+            "netns": h.netns,
+            "address": str(h.address),
+            "mac": h.mac,
+            "mtu": h.mtu,
+        }
+        for h in plan.hosts
+    ]
+    rows += [
+        {
+            "host": h.label,
+            "segment": h.segment,
+            "mode": "l3",
+            "netns": h.netns,
+            "address": str(h.address),
+            "gateway": str(h.gateway.ip),
+            "mtu": h.mtu,
+        }
+        | (
+            {"address6": str(h.address6), "gateway6": str(h.gateway6.ip)}
+            if h.address6 and h.gateway6
+            else {}
+        )
+        for h in plan.routed_hosts
+    ]
+    return rows
+
+
+def host_line(row: dict[str, Any]) -> str:
+    line = f"{row['host']:<22} {row['address']:<16} netns {row['netns']}"
+    if row["mode"] == "l3":
+        line += f"  (routed, via {row['gateway']}" + (
+            f"; {row['address6']})" if "address6" in row else ")"
+        )
+    return line
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ipaddress
 import re
 import subprocess
 import sys
@@ -38,7 +39,7 @@ from mininet.topo import Topo
 
 from bridge.keys import KeyStore
 from lab import build, flows, names, netns, switch, wan_emulator
-from lab.plan import OPENFLOW_PORT, STATE_ROOT, HostPlan, LabPlan
+from lab.plan import OPENFLOW_PORT, STATE_ROOT, HostPlan, LabPlan, RoutedHost
 from lab.registry import Registry
 from overcast.config import OvercastConfig, load, loads
 
@@ -46,6 +47,7 @@ from overcast.config import OvercastConfig, load, loads
 PROVIDERS = ("isp-a", "isp-b")
 MAX_SITES = 8
 MAX_SEGMENTS = 8
+MAX_ROUTED = 8
 BFD_INTERVAL_MS = 200
 
 
@@ -90,19 +92,22 @@ def netem_available() -> bool:
     return subprocess.run(argv, capture_output=True, check=False).returncode == 0
 
 
-def generated_config(sites: int = 2, segments: int = 2, hosts: int = 1) -> str:
+def generated_config(sites: int = 2, segments: int = 2, hosts: int = 1, routed: int = 0) -> str:
     """overcast.yaml for `sites` sites (s1, s2, ...) on both providers, `segments` L2
     segments (seg1, seg2, ...) stretched across all of them, `hosts` hosts per segment at
-    each site. Underlay addresses are documentation ranges (RFC 5737)."""
+    each site, and `routed` L3 segments (routed1, ...) on every site, site i announcing
+    10.<k>.<i>.0/24 of routed segment k's 10.<k>.0.0/16 (RFC 1918). Underlay addresses are
+    documentation ranges (RFC 5737)."""
     for value, low, high, what in (
         (sites, 2, MAX_SITES, "sites"),
         (segments, 1, MAX_SEGMENTS, "segments"),
         (hosts, 1, 8, "hosts"),
+        (routed, 0, MAX_ROUTED, "routed"),
     ):
         if not isinstance(value, int) or not low <= value <= high:
             raise ValueError(
                 f"--topo overcast: {what}={value!r}; give a whole number from {low} to {high} "
-                "(e.g. --topo overcast,sites=3,segments=2,hosts=1)"
+                "(e.g. --topo overcast,sites=3,segments=2,hosts=1,routed=1)"
             )
     names_ = [f"s{i}" for i in range(1, sites + 1)]
     lines = ["underlays:"]
@@ -118,6 +123,12 @@ def generated_config(sites: int = 2, segments: int = 2, hosts: int = 1) -> str:
         f"  seg{k}: {{mode: l2, vni: {100 + k}, vlan: {10 + k}, sites: [{', '.join(names_)}]}}"
         for k in range(1, segments + 1)
     ]
+    for k in range(1, routed + 1):
+        announce = ", ".join(f"{s}: [10.{k}.{i}.0/24]" for i, s in enumerate(names_, start=1))
+        lines.append(
+            f"  routed{k}: {{mode: l3, prefixes: [10.{k}.0.0/16], sites: [{', '.join(names_)}], "
+            f"announce: {{{announce}}}}}"
+        )
     lines.append(f"lab: {{hosts_per_segment: {hosts}}}")
     # BFD every 200 ms (a dead path is seen in 600 ms): a provider network in userspace
     # (lab.wan_emulator) on a busy machine delays single packets by 100 ms and more at times,
@@ -126,7 +137,7 @@ def generated_config(sites: int = 2, segments: int = 2, hosts: int = 1) -> str:
     return "\n".join(lines) + "\n"
 
 
-def host_name(host: HostPlan) -> str:
+def host_name(host: HostPlan | RoutedHost) -> str:
     """`<site>_<segment>_<n>`: Mininet's CLI reads node names as identifiers (no '-')."""
     return re.sub(r"\W", "_", f"{host.site}_{host.segment}_{host.number}")
 
@@ -189,28 +200,29 @@ class OvercastLab:
 
 
 class OvercastTopo(Topo):  # type: ignore[misc]
-    """`--topo overcast,sites=3,segments=2,hosts=1` or `--topo overcast,config=overcast.yaml`
-    (`lab_id=oc1234` to pick the lab id; default: a new one)."""
+    """`--topo overcast,sites=3,segments=2,hosts=1,routed=1` or `--topo
+    overcast,config=overcast.yaml` (`lab_id=oc1234` to pick the lab id; default: a new one)."""
 
     def build(
         self,
         sites: int = 2,
         segments: int = 2,
         hosts: int = 1,
+        routed: int = 0,
         config: str | None = None,
         lab_id: str | None = None,
     ) -> None:
         if config is not None:
             text, source, cfg = Path(config).read_text(), str(Path(config).resolve()), load(config)
         else:
-            text = generated_config(sites, segments, hosts)
+            text = generated_config(sites, segments, hosts, routed)
             source, cfg = "mininet", loads(text, source="--topo overcast")
         self.lab = lab = OvercastLab.prepare(cfg, lab_id or names.new_lab_id(), source, text)
         # The network lives as long as the Mininet process: its end takes the lab along.
         atexit.register(lab.down)
         plan = lab.plan
         taken = {*(u.name for u in plan.underlays), *(s.name for s in plan.sites)}
-        clash = taken & {host_name(h) for h in plan.hosts}
+        clash = taken & {*map(host_name, plan.hosts), *map(host_name, plan.routed_hosts)}
         if len(taken) < len(plan.underlays) + len(plan.sites) or clash:
             raise ValueError(
                 "Mininet needs distinct node names: a site, an underlay network and a host "
@@ -266,6 +278,22 @@ class OvercastTopo(Topo):  # type: ignore[misc]
                 intfName2=host.port,
                 cls=TCULink,
             )
+        for routed_host in plan.routed_hosts:
+            # On a LAN behind its site: a plain link to the site's kernel, not the switch.
+            self.addHost(
+                host_name(routed_host),
+                cls=RoutedSegmentHost,
+                ip=str(routed_host.address),
+                defaultRoute=f"via {routed_host.gateway.ip}",
+                ip6=routed_host.address6,
+                gateway6=routed_host.gateway6,
+            )
+            self.addLink(
+                host_name(routed_host),
+                routed_host.site,
+                intfName1=names.HOST_IF,
+                intfName2=routed_host.port,
+            )
 
 
 class _ShapedIntf(TCIntf):  # type: ignore[misc]
@@ -301,6 +329,25 @@ class SegmentHost(Host):  # type: ignore[misc]
         result = super().config(**params)
         if mtu is not None:
             self.cmd(f"ip link set dev {self.defaultIntf()} mtu {mtu}")
+        return result
+
+
+class RoutedSegmentHost(Host):  # type: ignore[misc]
+    """A host on a routed segment's LAN behind its site (`lab.plan.RoutedHost`): Mininet
+    sets its IPv4 address and default route; this adds the IPv6 ones, if any."""
+
+    def config(
+        self,
+        ip6: ipaddress.IPv6Interface | None = None,
+        gateway6: ipaddress.IPv6Interface | None = None,
+        **params: Any,
+    ) -> Any:
+        result = super().config(**params)
+        if ip6 is not None and gateway6 is not None:
+            intf = self.defaultIntf()
+            # nodad: the lab planned the address (lab.netns.up does the same).
+            self.cmd(f"ip -6 addr replace {ip6} dev {intf} nodad")
+            self.cmd(f"ip -6 route replace default via {gateway6.ip} dev {intf}")
         return result
 
 
@@ -404,6 +451,9 @@ class OvercastSite(_LabNode):
         build.site_network(lab.plan, site, lab.registry)
         for host in lab.plan.hosts_at(site.name):
             build.attach_host(site, host)
+        for routed in lab.plan.routed_hosts:
+            if routed.site == site.name:
+                build.attach_routed_host(site, routed)
         build.build_dataplane(site, lab.keys, lab.registry)
         build.prioritise(site)
         build.start_watch(lab.plan, site, lab.registry)
@@ -469,6 +519,7 @@ def overcast_net(
     sites: int = 2,
     segments: int = 2,
     hosts: int = 1,
+    routed: int = 0,
     lab_id: str | None = None,
 ) -> Iterator[Mininet]:
     """The network `mn --custom lab/mininet_topos.py --topo overcast,...` builds, started,
@@ -477,6 +528,7 @@ def overcast_net(
         sites=sites,
         segments=segments,
         hosts=hosts,
+        routed=routed,
         config=str(config) if config is not None else None,
         lab_id=lab_id,
     )

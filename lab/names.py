@@ -120,6 +120,11 @@ def access_port(segment: str, number: int) -> str:
     return check_ifname(f"{segment}-{number}")
 
 
+def lan_port(segment: str) -> str:
+    """A site's interface toward the LAN of its routed host on L3 `segment`."""
+    return check_ifname(f"lan-{segment}")
+
+
 def uplink_port(site: str) -> str:
     """The port on the underlay or management bridge facing `site`."""
     return check_ifname(f"to-{site}")

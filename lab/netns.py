@@ -15,6 +15,7 @@ from typing import Any
 
 from pyroute2 import NetNS, netns
 from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 
 from overcast.model import IPAddress
 
@@ -127,7 +128,13 @@ def up(ns: str, ifname: str, address: Interface | None = None, mac: str | None =
             have = {(a.get("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=index)}
             if (str(address.ip), address.network.prefixlen) not in have:
                 ipr.addr(
-                    "add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen
+                    "add",
+                    index=index,
+                    address=str(address.ip),
+                    prefixlen=address.network.prefixlen,
+                    # The lab plans every address: duplicate address detection (RFC 4862
+                    # section 5.4) would only keep an IPv6 one unusable for a second or two.
+                    flags=IFA_F_NODAD if address.version == 6 else 0,
                 )
         ipr.link("set", index=index, state="up")
     if ifname != "lo":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 from bridge import plan as bridge_plan
 from controller.fabric import Discovered
 from lab import names
-from overcast.config import OvercastConfig
+from overcast.config import L3Segment, OvercastConfig
 from overcast.model import IPAddress
 
 STATE_ROOT = Path("/run/overcast")
@@ -63,6 +64,42 @@ class HostPlan:
         return f"{self.site}/{self.segment}-{self.number}"
 
 
+# A routed host's LAN is a plain link between two kernels, as a real host's would be: MTU
+# 1500, and the bridge clamps TCP's MSS to the tunnel's (bridge.mss).
+LAN_MTU = 1500
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+GATEWAY, HOST = 1, 10  # a routed LAN's gateway (the site) and host: the prefix's 1st, 10th
+
+
+@dataclass(frozen=True)
+class RoutedHost:
+    """A host on a routed (L3) segment: on a LAN behind its site, in a prefix the site
+    announces; the site is its gateway and routes the other sites' prefixes into WireGuard
+    (the bridge's plan). Not a port of the site switch: the controller never sees it."""
+
+    netns: str
+    site: str
+    segment: str
+    number: int
+    port: str  # the site namespace's interface toward this LAN
+    address: ipaddress.IPv4Interface
+    gateway: ipaddress.IPv4Interface  # the site's address on the LAN
+    # In the site's first announced IPv6 prefix, if it announces one on this segment.
+    address6: ipaddress.IPv6Interface | None = None
+    gateway6: ipaddress.IPv6Interface | None = None
+    mtu: int = LAN_MTU
+
+    @property
+    def label(self) -> str:
+        return f"{self.site}/{self.segment}-{self.number}"
+
+    @property
+    def addresses(self) -> tuple[tuple[IPInterface, IPInterface], ...]:
+        """Each of the host's addresses with its gateway, IPv4 first."""
+        v6 = ((self.address6, self.gateway6),) if self.address6 and self.gateway6 else ()
+        return ((self.address, self.gateway), *v6)
+
+
 @dataclass(frozen=True)
 class LabPlan:
     lab_id: str
@@ -71,7 +108,8 @@ class LabPlan:
     controller_netns: str
     controller: ipaddress.IPv4Interface
     sites: tuple[SitePlan, ...]
-    hosts: tuple[HostPlan, ...]
+    hosts: tuple[HostPlan, ...]  # on the L2 segments: ports of the site switches
+    routed_hosts: tuple[RoutedHost, ...] = ()  # on the L3 segments' LANs
 
     @property
     def underlay_netns(self) -> str:
@@ -99,6 +137,7 @@ class LabPlan:
             self.controller_netns,
             *(s.netns for s in self.sites),
             *(h.netns for h in self.hosts),
+            *(h.netns for h in self.routed_hosts),
         )
 
 
@@ -115,7 +154,8 @@ def plan_lab(
     """Every site gets a namespace with its own OVS and the bridge's data plane (WireGuard
     named after the lab id, so it is unique on the machine); every L2 segment gets
     `lab.hosts_per_segment` hosts at each of its sites, at the inner MTU the bridge plan
-    computed for that segment (what is left for a host frame inside VXLAN inside WireGuard).
+    computed for that segment (what is left for a host frame inside VXLAN inside WireGuard);
+    every L3 segment gets a routed host at each site that announces a prefix on it.
     `public_keys` maps each site to its WireGuard public key."""
     names.check_lab_id(lab_id)
     try:
@@ -161,6 +201,7 @@ def plan_lab(
         controller=ipaddress.IPv4Interface(f"{mgmt_hosts[0]}/{lab.management.prefixlen}"),
         sites=sites,
         hosts=_plan_hosts(config, lab_id, sites),
+        routed_hosts=plan_routed_hosts(config, lab_id),
     )
 
 
@@ -203,6 +244,49 @@ def _plan_hosts(
                     )
                 )
     return tuple(hosts)
+
+
+def plan_routed_hosts(config: OvercastConfig, lab_id: str) -> tuple[RoutedHost, ...]:
+    """One host per site and L3 segment, in the first IPv4 prefix the site announces on
+    it (gateway the prefix's first address, host its tenth), and likewise in its first IPv6
+    prefix if it announces one (a /28, or /124, is the smallest with a tenth address). A
+    site announcing no such IPv4 prefix there gets none, nor does one announcing only IPv6:
+    Mininet's `pingall` is IPv4 only, and the lab's hosts are the same as Mininet's."""
+    reserved_ranges = (("lab.hosts", config.lab.hosts), ("lab.management", config.lab.management))
+    hosts = []
+    for seg_name, seg in config.segments.items():
+        if not isinstance(seg, L3Segment):
+            continue
+        for site, prefixes in seg.announce.items():
+            for prefix, (what, reserved) in itertools.product(prefixes, reserved_ranges):
+                if prefix.version == reserved.version and prefix.overlaps(reserved):
+                    raise PlanError(
+                        f"segments.{seg_name}.announce.{site}: {prefix} overlaps {what} "
+                        f"{reserved}, which the lab uses itself; set {what} to a range "
+                        "no segment routes"
+                    )
+            v4 = [p for p in prefixes if p.version == 4 and p.num_addresses > HOST]
+            if not v4:
+                continue
+            v6 = [p for p in prefixes if p.version == 6 and p.num_addresses > HOST]
+            hosts.append(
+                RoutedHost(
+                    netns=names.host_netns(lab_id, site, seg_name, 1),
+                    site=site,
+                    segment=seg_name,
+                    number=1,
+                    port=names.lan_port(seg_name),
+                    address=ipaddress.IPv4Interface(_nth(v4[0], HOST)),
+                    gateway=ipaddress.IPv4Interface(_nth(v4[0], GATEWAY)),
+                    address6=ipaddress.IPv6Interface(_nth(v6[0], HOST)) if v6 else None,
+                    gateway6=ipaddress.IPv6Interface(_nth(v6[0], GATEWAY)) if v6 else None,
+                )
+            )
+    return tuple(hosts)
+
+
+def _nth(prefix: ipaddress.IPv4Network | ipaddress.IPv6Network, n: int) -> str:
+    return f"{prefix[n]}/{prefix.prefixlen}"
 
 
 def host_mac(lab_id: str, segment_index: int, site_index: int, number: int) -> str:

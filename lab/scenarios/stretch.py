@@ -1,7 +1,7 @@
 """`stretch`: L2 segments stretched across sites carry ping and TCP between their hosts,
-hosts of different segments never reach each other, and the LANs behind an L3 segment's
-announced prefixes reach each other across sites (routed into WireGuard) but not the L2
-segments' hosts.
+hosts of different segments never reach each other, and the routed hosts on the LANs
+behind an L3 segment's announced prefixes (the lab builds one per site) reach each other
+across sites (routed into WireGuard) but not the L2 segments' hosts.
 
 Hosts of two segments sit in different subnets, so a plain ping between them fails for want
 of a route and proves nothing. Before probing isolation the scenario gives both hosts an
@@ -15,7 +15,7 @@ import itertools
 
 from lab import netns, traffic
 from lab.plan import HostPlan, LabPlan
-from lab.scenarios import Check, Progress, Scenario, routed
+from lab.scenarios import Check, Progress, Scenario
 from overcast.config import OvercastConfig
 from overcast.model import IPAddress
 
@@ -85,24 +85,23 @@ def act(config: OvercastConfig, plan: LabPlan, progress: Progress) -> list[Check
                 {"sent": p.sent, "received": p.received},
             )
         )
-    lans = routed.plan_lan_hosts(config, plan)
-    for lan in lans:
-        progress(f"stretch: LAN host {lan.label} {lan.address} behind {lan.site}")
-        routed.build(plan, lan)
-    for x, y in itertools.permutations(lans, 2):
+    routed = plan.routed_hosts
+    for x, y in itertools.permutations(routed, 2):
         if x.segment == y.segment and x.site != y.site:
             progress(f"stretch: routed ping and TCP {x.label} -> {y.label}")
             checks.append(ping_check(x.netns, x.label, y.label, y.address.ip))
+            if y.address6 is not None and x.address6 is not None:
+                checks.append(ping_check(x.netns, x.label, f"{y.label} over IPv6", y.address6.ip))
             checks.append(tcp_check(x.netns, x.label, y.netns, y.label, y.address.ip))
-    # A routed LAN has a default route, yet no L2 segment's host is reachable from it.
-    for lan in lans[:1]:
-        for host in (h for h in plan.hosts if h.site != lan.site):
-            p = traffic.ping(lan.netns, host.address.ip, lan.label, host.label, count=PINGS)
+    # A routed host has a default route, yet no L2 segment's host is reachable from it.
+    for x in routed[:1]:
+        for host in (h for h in plan.hosts if h.site != x.site):
+            p = traffic.ping(x.netns, host.address.ip, x.label, host.label, count=PINGS)
             checks.append(
                 Check(
-                    f"isolation {lan.label} -x- {host.label}",
+                    f"isolation {x.label} -x- {host.label}",
                     p.received == 0,
-                    f"{p.received}/{p.sent} replies (routed LAN to an L2 segment)",
+                    f"{p.received}/{p.sent} replies (routed host to an L2 segment's)",
                     {"sent": p.sent, "received": p.received},
                 )
             )

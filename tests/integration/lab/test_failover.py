@@ -28,7 +28,6 @@ from controller.ovsdb import Ovsdb
 from lab import build, faults, flows, names, netns, switch
 from lab.plan import STATE_ROOT, LabPlan
 from lab.probe import ProbeStream
-from lab.scenarios import routed
 from overcast.config import OvercastConfig, loads
 from tests.conftest import require_binaries
 from tests.integration.lab import packets
@@ -343,9 +342,7 @@ def test_a_routed_segment_fails_over_and_back_too(lab: Lab) -> None:
     """The LANs behind the L3 segment: each site's watcher moves the peer's prefix into the
     WireGuard interface of the network the switch uses toward that peer."""
     plan = lab.plan
-    hq_lan, branch_lan = routed.plan_lan_hosts(lab.config, plan)
-    for lan in (hq_lan, branch_lan):
-        routed.build(plan, lan)
+    hq_lan, branch_lan = plan.routed_hosts  # built by `lab up`
     routes = {s: plan.site(s).dataplane.routes[0] for s in ("hq", "branch")}
     prefix = {s: str(r.prefix) for s, r in routes.items()}
 

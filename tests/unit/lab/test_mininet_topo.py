@@ -11,6 +11,7 @@ from lab.mininet_net import SHAPES, LinkShape, generated_config, host_name
 from lab.plan import HostPlan
 from lab.wan_emulator import Schedule
 from overcast.config import loads
+from tests.unit.lab.test_plan import make_plan
 
 
 def test_generated_config_puts_every_site_on_both_providers_and_every_segment() -> None:
@@ -24,11 +25,31 @@ def test_generated_config_puts_every_site_on_both_providers_and_every_segment() 
     }
     assert config.lab.hosts_per_segment == 2
     assert config.bridge.failover.bfd_interval_ms == 200
+    assert set(config.segments) == set(config.l2_segments())  # routed=0: no L3 segment
+
+
+def test_generated_config_with_routed_segments_gives_a_routed_host_per_site() -> None:
+    config = loads(generated_config(sites=3, segments=1, hosts=1, routed=2))
+    assert set(config.segments) - set(config.l2_segments()) == {"routed1", "routed2"}
+    plan = make_plan(config)
+    assert [(host_name(h), str(h.address), str(h.gateway.ip)) for h in plan.routed_hosts] == [
+        ("s1_routed1_1", "10.1.1.10/24", "10.1.1.1"),
+        ("s2_routed1_1", "10.1.2.10/24", "10.1.2.1"),
+        ("s3_routed1_1", "10.1.3.10/24", "10.1.3.1"),
+        ("s1_routed2_1", "10.2.1.10/24", "10.2.1.1"),
+        ("s2_routed2_1", "10.2.2.10/24", "10.2.2.1"),
+        ("s3_routed2_1", "10.2.3.10/24", "10.2.3.1"),
+    ]
 
 
 @pytest.mark.parametrize(
     ("args", "named"),
-    [({"sites": 1}, "sites=1"), ({"segments": 0}, "segments=0"), ({"hosts": "x"}, "hosts='x'")],
+    [
+        ({"sites": 1}, "sites=1"),
+        ({"segments": 0}, "segments=0"),
+        ({"hosts": "x"}, "hosts='x'"),
+        ({"routed": 9}, "routed=9"),
+    ],
 )
 def test_generated_config_names_a_bad_parameter_and_the_range(
     args: dict[str, object], named: str

@@ -120,12 +120,64 @@ lab: {hosts_per_segment: 2, hosts: 198.19.4.0/23}
 """
     )
     lab = make_plan(config)
-    assert len(lab.hosts) == 8  # L3 segments get no lab hosts
+    assert len(lab.hosts) == 8  # L3 segments get no switch ports
+    assert lab.routed_hosts == ()  # nor, announcing nothing, routed hosts
     nets = {h.segment: h.address.network for h in lab.hosts}
     assert nets == {
         "one": ipaddress.ip_network("198.19.4.0/24"),
         "two": ipaddress.ip_network("198.19.5.0/24"),
     }
+
+
+ROUTED = """
+sites:
+  hq:     {role: enterprise, underlay: 192.0.2.1}
+  branch: {role: enterprise, underlay: 192.0.2.2}
+  cloud:  {role: enterprise, underlay: 192.0.2.3}
+segments:
+  finance: {mode: l2, vni: 100, vlan: 10, sites: [hq, branch]}
+  apps:
+    mode: l3
+    prefixes: [10.20.0.0/16, "2001:db8:20::/48"]
+    sites: [hq, branch, cloud]
+    announce:
+      hq: ["2001:db8:20:1::/64", 10.20.1.0/24, 10.20.9.0/24]
+      branch: [10.20.2.0/24]
+      cloud: [10.20.3.0/29]
+"""
+
+
+def test_routed_hosts_sit_in_the_first_prefix_each_site_announces() -> None:
+    lab = make_plan(loads(ROUTED))
+    # cloud's /29 has no tenth address: no host there.
+    hq, branch = lab.routed_hosts
+    assert (hq.site, hq.segment, hq.label) == ("hq", "apps", "hq/apps-1")
+    assert (str(hq.address), str(hq.gateway)) == ("10.20.1.10/24", "10.20.1.1/24")
+    assert (str(hq.address6), str(hq.gateway6)) == ("2001:db8:20:1::a/64", "2001:db8:20:1::1/64")
+    assert [(str(a), str(g.ip)) for a, g in hq.addresses] == [
+        ("10.20.1.10/24", "10.20.1.1"),
+        ("2001:db8:20:1::a/64", "2001:db8:20:1::1"),
+    ]
+    assert (str(branch.address), branch.address6, len(branch.addresses)) == (
+        "10.20.2.10/24",
+        None,
+        1,
+    )
+    # A real host's MTU (the bridge clamps TCP's MSS), on its site's interface lan-<segment>.
+    assert hq.mtu == 1500 and hq.port == "lan-apps"
+    # Named like the lab's hosts, so the lab's teardown finds them by name too.
+    assert hq.netns == "oc1234-hq.apps.1" and hq.netns in lab.namespaces
+    assert len(set(lab.namespaces)) == len(lab.namespaces)
+    # The L2 segment's hosts are what they were: the switch ports.
+    assert [h.segment for h in lab.hosts] == ["finance", "finance"]
+
+
+def test_a_routed_prefix_over_the_labs_own_hosts_names_the_fix() -> None:
+    text = ROUTED.replace("10.20.", "198.19.")
+    with pytest.raises(PlanError, match=r"announce\.hq: 198\.19\.1\.0/24 overlaps lab\.hosts"):
+        make_plan(loads(text))
+    # Moving the lab's hosts elsewhere is the fix.
+    assert make_plan(loads(text + "lab: {hosts: 198.18.128.0/17}\n")).routed_hosts
 
 
 def test_too_small_prefixes_name_the_fix() -> None:

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from lab import scenarios
-from lab.scenarios import Check, Result, Scenario, rotate, routed, stretch
+from lab.scenarios import Check, Result, Scenario, rotate, stretch
 from overcast.cli import main
 from tests.unit.lab.test_plan import make_plan
 
@@ -17,16 +17,12 @@ def test_only_built_scenarios_are_registered_and_their_labs_load() -> None:
     config, _ = stretch.SCENARIO.config()
     assert set(config.l2_segments()) == {"finance", "guest"}
     assert set(config.segments) == {"finance", "guest", "apps"}
-
-
-def test_routed_lan_hosts_sit_in_each_sites_announced_prefix() -> None:
-    config, _ = stretch.SCENARIO.config()
-    plan = make_plan(config, "oc1234")
-    hq, branch = routed.plan_lan_hosts(config, plan)
-    assert (hq.site, str(hq.address), str(hq.gateway)) == ("hq", "10.20.1.10/24", "10.20.1.1/24")
-    assert (branch.site, str(branch.address)) == ("branch", "10.20.2.10/24")
-    # Named like the lab's hosts, so the lab's teardown finds them by name too.
-    assert hq.netns == "oc1234-hq.apps.1" and hq.port == "lan-apps"
+    # Its routed segment gets a routed host at each site, IPv4 and IPv6.
+    routed = make_plan(config).routed_hosts
+    assert [(h.site, h.segment, len(h.addresses)) for h in routed] == [
+        ("hq", "apps", 2),
+        ("branch", "apps", 2),
+    ]
 
 
 def test_rotate_runs_each_site_from_its_own_key_directory() -> None:
