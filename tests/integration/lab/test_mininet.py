@@ -1,8 +1,10 @@
-"""Mininet, as a user runs it: `mn --custom lab/mininet_topos.py --topo overcast,...
---controller overcast` builds three sites (OVS, userspace datapath, programmed by our
-controller) joined by WireGuard over two provider networks; Mininet's own `pingall` passes
-within each segment and fails between segments, the provider networks carry nothing but
-WireGuard, and mn's exit leaves nothing behind. One network for every check (CI time)."""
+"""Mininet, as a user runs it: `mn --custom lab/mininet_topos.py --topo
+overcast,config=overcast.yaml --controller overcast` builds three sites (OVS, userspace
+datapath, programmed by our controller) joined by WireGuard over two provider networks, with
+two L2 segments and a routed one; Mininet's own `pingall` passes within each segment (across
+the switches for L2, through each site's routes for the routed one) and fails between
+segments, the provider networks carry nothing but WireGuard, and mn's exit leaves nothing
+behind. One network for every check (CI time)."""
 
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from tests.integration.lab.packets import Capture, not_wireguard
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(240)]
 
-SITES, SEGMENTS, HOSTS = 3, 2, 1
+SITES, SEGMENTS, HOSTS, ROUTED = 3, 2, 1, 1
 PING_TIMEOUT_S = 0.5  # pingall's per-ping wait: every ping between segments waits this long
 
 
@@ -82,23 +84,24 @@ class Network:
 
 
 @pytest.fixture(scope="module")
-def net() -> Iterator[Network]:
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
     require_binaries("mn", "mnexec", "ovs-vswitchd", "ovsdb-server", "wireguard-go", "wg", "tc")
     lab_id = names.new_lab_id()
+    # A config file, as an engineer brings theirs: the generated one with a routed segment.
+    text = generated_config(SITES, SEGMENTS, HOSTS, routed=ROUTED)
+    path = tmp_path_factory.mktemp("mininet") / "overcast.yaml"
+    path.write_text(text)
     mn = Mn(
         [
             "mn",
             *("--custom", "lab/mininet_topos.py"),
-            *(
-                "--topo",
-                f"overcast,sites={SITES},segments={SEGMENTS},hosts={HOSTS},lab_id={lab_id}",
-            ),
+            *("--topo", f"overcast,config={path},lab_id={lab_id}"),
             *("--controller", "overcast"),
         ]
     )
     try:
         mn.wait_for(r"\*\*\* Starting CLI", timeout=150)
-        config = loads(generated_config(SITES, SEGMENTS, HOSTS))
+        config = loads(text)
         yield Network(mn, lab_id, config, build.plan_of(config, lab_id))
     finally:
         if mn.proc.poll() is None:
@@ -163,13 +166,16 @@ def test_pingall_passes_within_segments_and_fails_between_over_wireguard_only(
     for line in net.mn.lines[start:done]:
         if match := re.match(r"(\w+) -> (.*)$", line):
             reached[match.group(1)] = set(match.group(2).split()) - {"X"}
-    segment = {host_name(h): h.segment for h in net.plan.hosts}
+    segment = {host_name(h): h.segment for h in net.plan.hosts} | {
+        host_name(h): h.segment for h in net.plan.routed_hosts
+    }
+    assert len(net.plan.routed_hosts) == SITES * ROUTED
     assert set(reached) == set(segment)
     for host, seen in reached.items():
         peers = {h for h, s in segment.items() if s == segment[host] and h != host}
         assert seen == peers, f"{host} reached {sorted(seen)}, its segment is {sorted(peers)}"
     summary = net.mn.lines[done]
-    within = SITES * HOSTS * (SITES * HOSTS - 1) * SEGMENTS
+    within = SITES * HOSTS * (SITES * HOSTS - 1) * SEGMENTS + SITES * (SITES - 1) * ROUTED
     assert f"({within}/{len(segment) * (len(segment) - 1)} received)" in summary
 
     # The hosts' frames crossed the provider networks inside WireGuard, and nothing else did.

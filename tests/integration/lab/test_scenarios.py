@@ -17,6 +17,7 @@ import pytest
 from pyroute2 import netns
 
 from lab import build, names
+from lab import netns as lab_netns
 from lab.plan import STATE_ROOT
 from overcast.config import loads
 from tests.conftest import require_binaries
@@ -40,16 +41,39 @@ def test_up_suggests_a_ping_that_works_and_a_look_at_isolation(lab_id: str, tmp_
     config.write_text(STRETCH.read_text())
     up = overcast("lab", "up", str(config), "--id", lab_id, timeout=150)
     assert up.returncode == 0, up.stderr[-2000:]
-    # "try: ip netns exec NS ping -c 3 ADDR   (hq/finance-1 -> branch/finance-1, ...)"
-    command = _hint(up.stdout, "try: ").removeprefix("try: ").split("   (")[0]
-    assert command.startswith("ip netns exec ") and " ping -c 3 " in command
-    ping = subprocess.run(command.split(), capture_output=True, text=True, timeout=30)
-    assert ping.returncode == 0, ping.stdout + ping.stderr
-    assert "3 received" in ping.stdout
+    # "try: ip netns exec NS ping -c 3 ADDR   (hq/finance-1 -> branch/finance-1, ...)", and
+    # the same between the routed hosts of the L3 segment apps.
+    tries = [line for line in up.stdout.splitlines() if line.startswith("try: ")]
+    assert len(tries) == 2 and "routed segment apps" in tries[1], up.stdout
+    for line in tries:
+        command = line.removeprefix("try: ").split("   (")[0]
+        assert command.startswith("ip netns exec ") and " ping -c 3 " in command
+        ping = subprocess.run(command.split(), capture_output=True, text=True, timeout=30)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        assert "3 received" in ping.stdout
     # The isolation hint's ping fails, as it says it will.
     isolation = _hint(up.stdout, "isolation: ").split("`")[1]
     fails = subprocess.run(isolation.split(), capture_output=True, text=True, timeout=30)
     assert fails.returncode != 0, fails.stdout
+
+    # The routed hosts `lab up` built: IPv6 across the routed segment too, and no way into
+    # an L2 segment (their site routes only the segment's prefixes into WireGuard).
+    plan = build.plan_of(loads(STRETCH.read_text()), lab_id)
+    hq, branch = plan.routed_hosts
+    assert branch.address6 is not None
+    ping6 = ["ping", "-c", "3", "-i", "0.2", "-W", "2", str(branch.address6.ip)]
+    assert "3 received" in lab_netns.run(hq.netns, ping6, check=False)
+    for host in plan.hosts:
+        out = lab_netns.run(
+            hq.netns, ["ping", "-c", "2", "-i", "0.2", "-W", "1", str(host.address.ip)], check=False
+        )
+        assert " 0 received" in out, f"{hq.label} reached {host.label}: {out}"
+    status = overcast("lab", "status", lab_id, "--json", timeout=60)
+    assert status.returncode == 0, status.stdout + status.stderr
+    (lab,) = json.loads(status.stdout)["labs"]
+    routed = {h["host"]: h for h in lab["hosts"] if h["mode"] == "l3"}
+    assert set(routed) == {"hq/apps-1", "branch/apps-1"}
+    assert routed["hq/apps-1"]["alive"] and routed["hq/apps-1"]["gateway"] == "10.20.1.1"
 
     down = overcast("lab", "down", lab_id, timeout=150)
     assert down.returncode == 0, down.stderr
@@ -64,13 +88,15 @@ def test_stretch_passes_twice_in_a_row_and_leaves_nothing(lab_id: str) -> None:
         result = json.loads(scenario.stdout)
         assert result["ok"] and result["error"] is None and result["lab_id"] == lab_id
         checks = {c["name"]: c for c in result["checks"]}
-        # Each L2 segment across the two sites, and the routed LANs both ways: ping and TCP.
-        # Each pair of hosts of two L2 segments, and the routed LAN to each L2 host: isolated.
+        # Each L2 segment across the two sites, and the routed hosts both ways: ping (IPv4,
+        # and IPv6 for the routed hosts) and TCP. Each pair of hosts of two L2 segments, and a
+        # routed host to each L2 host at the other site: isolated.
         pings = [c for n, c in checks.items() if n.startswith("ping ")]
         tcp = [c for n, c in checks.items() if n.startswith("TCP ")]
         isolated = [c for n, c in checks.items() if n.startswith("isolation ")]
-        assert len(pings) == len(tcp) == 4 and len(isolated) == 6
-        assert "ping hq/apps-lan -> branch/apps-lan" in checks
+        assert len(pings) == 6 and len(tcp) == 4 and len(isolated) == 6
+        assert "ping hq/apps-1 -> branch/apps-1" in checks
+        assert "ping hq/apps-1 -> branch/apps-1 over IPv6" in checks
         assert all(c["figures"]["received"] == c["figures"]["sent"] == 5 for c in pings)
         assert all(c["figures"]["bits_per_second"] > 1e6 for c in tcp)
         assert all(c["figures"]["received"] == 0 < c["figures"]["sent"] for c in isolated)

@@ -26,6 +26,11 @@ sites:
   branch: {role: enterprise, underlay: 192.0.2.2, underlay_mtu: 1400}
 segments:
   finance: {mode: l2, vni: 100, vlan: 10, sites: [hq, branch]}
+  apps:
+    mode: l3
+    prefixes: [10.20.0.0/16, "2001:db8:20::/48"]
+    sites: [hq, branch]
+    announce: {hq: [10.20.1.0/24, "2001:db8:20:1::/64"], branch: [10.20.2.0/24]}
 lab: {hosts_per_segment: 2}
 """
 
@@ -80,6 +85,20 @@ def test_sites_run_their_own_ovs_and_hosts_are_wired(lab_id: str) -> None:
     netns.run(hq.netns, ["ping", "-c1", "-W2", str(branch.underlay)])
     netns.run(branch.netns, ["ping", "-c1", "-W2", str(plan.controller.ip)])
     assert netns.run(branch.netns, ["cat", "/sys/class/net/wan/mtu"]).strip() == "1400"
+
+    # Routed hosts: on a LAN behind their site (not a switch port, see above), at 1500, the
+    # site their gateway; IPv6 where the site announces an IPv6 prefix.
+    for routed in plan.routed_hosts:
+        site_ns = plan.site(routed.site).netns
+        assert netns.run(routed.netns, ["cat", "/sys/class/net/eth0/mtu"]).strip() == "1500"
+        assert str(routed.gateway) in netns.run(site_ns, ["ip", "-br", "addr", "show", routed.port])
+        default = netns.run(routed.netns, ["ip", "route", "show", "default"])
+        assert f"via {routed.gateway.ip}" in default
+    hq_lan, branch_lan = plan.routed_hosts
+    assert hq_lan.gateway6 is not None and branch_lan.address6 is None
+    default6 = netns.run(hq_lan.netns, ["ip", "-6", "route", "show", "default"])
+    assert f"via {hq_lan.gateway6.ip}" in default6
+    assert hq_lan.netns in build.state_of(plan.state_dir).namespaces  # in the registry
 
     # No fabric file: the controller reads each host port's segment and MAC from OVSDB.
     assert not list(plan.state_dir.glob("*fabric*"))
