@@ -56,17 +56,16 @@ class PrefixIndex(Generic[T]):
 
     def longest(self, prefix: Prefix) -> tuple[int, list[T]] | None:
         """The most specific stored prefix covering `prefix` (or equal to it). On the hot
-        path of every update: a plain loop, no generator."""
+        path of every update: a plain loop, no generator, from the longest length down, so
+        that the first hit is the answer."""
         bits = BITS[prefix.version]
         value, plen = prefix.value, prefix.length
-        best = None
-        for length, table in self._tables[prefix.version]:
-            if length > plen:
-                break
-            items = table.get(value >> (bits - length))
-            if items is not None:
-                best = (length, items)
-        return best
+        for length, table in reversed(self._tables[prefix.version]):
+            if length <= plen:
+                items = table.get(value >> (bits - length))
+                if items is not None:
+                    return length, items
+        return None
 
     def more_specifics(self, prefix: Prefix) -> list[T]:
         """Items of every stored prefix strictly inside `prefix`, in address order."""

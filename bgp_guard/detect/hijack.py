@@ -83,8 +83,8 @@ def check(
             about,
             f"AS{origin} originates {prefix}{of} which only {_names(mon.origins)} may originate.",
         )
-    hop = first_hop(update.as_path)
-    if mon.upstreams and hop is not None and hop not in mon.upstreams:
+    hop = first_hop(update.as_path) if mon.upstreams else None
+    if hop is not None and hop not in mon.upstreams:
         return Finding(
             "exact-upstream" if exact else "subprefix-upstream",
             prefix,
