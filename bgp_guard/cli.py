@@ -651,7 +651,7 @@ def register(sub: Any) -> None:
         ),
     )
     _output_flags(p)
-    p.set_defaults(handler=_watch)
+    p.set_defaults(handler=_watch, long_running=True)
 
     for name, what in (("ack", "acknowledge"), ("silence", "silence")):
         p = cmds.add_parser(
@@ -725,7 +725,7 @@ def register(sub: Any) -> None:
     p.add_argument("--config", required=True, metavar="C", help="overcast.yaml")
     p.add_argument("--nats", required=True, metavar="URL", help="nats://host:port")
     p.add_argument("--name", metavar="NAME", help="this worker's name (default: host-pid)")
-    p.set_defaults(handler=_worker)
+    p.set_defaults(handler=_worker, long_running=True)
 
     p = cmds.add_parser(
         "events",

@@ -117,7 +117,7 @@ def apply_site(
     with IPRoute(netns=netns, flags=0) as ipr:
         _ensure_routes(ipr, plan, netns, changes)
     wg_names = {wg.name for wg in plan.wireguard_interfaces}
-    wanted = {t.name: t for t in plan.tunnels()}
+    wanted = {t.name: t for t in plan.vxlan_devices()}
     with IPRoute(netns=netns, flags=0) as ipr:
         stale = [n for n in _owned(ipr, alias) if n not in wg_names and n not in wanted]
         if switch is not None:
@@ -181,7 +181,7 @@ def remove_site(
         with IPRoute(netns=netns, flags=0) as ipr:
             # The plan's own names too: a crash may have come before the alias was set.
             wg_names = [wg.name for wg in plan.wireguard_interfaces]
-            planned = [*wg_names, *(t.name for t in plan.tunnels())]
+            planned = [*wg_names, *(t.name for t in plan.vxlan_devices())]
             present = [n for n in planned if ipr.link_lookup(ifname=n)]
             names = sorted({*_owned(ipr, owner_alias(plan.site)), *present})
     interfaces = {wg.name for wg in plan.wireguard_interfaces}

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bridge.netns import ApplyError, require_netns
-from overcast import exitcodes
+from overcast import exitcodes, log
 from overcast.cli import CommandError, add_json_flag, emit, listen_address, load_config
 
 # Keys, netlink and OVSDB need cryptography, pyroute2 and OVS: the handlers import them when
@@ -23,7 +23,7 @@ from overcast.cli import CommandError, add_json_flag, emit, listen_address, load
 if TYPE_CHECKING:
     from bridge.apply import AppliedSite
     from bridge.keys import KeyStore
-    from bridge.plan import SitePlan
+    from bridge.plan import SitePlan, VxlanTunnel
     from bridge.portguard import PortGuard
     from controller.ovsdb import Ovsdb
 
@@ -206,7 +206,7 @@ def register(sub: Any) -> None:
         metavar="HOST:PORT",
         help="serve Prometheus metrics on http://HOST:PORT/metrics",
     )
-    p.set_defaults(handler=_watch_paths)
+    p.set_defaults(handler=_watch_paths, long_running=True)
 
 
 def _register_keys(cmds: Any) -> None:
@@ -511,6 +511,7 @@ def _up(args: argparse.Namespace) -> int:
     text = f"site {applied.site} in {applied.netns} ({applied.backend}):\n{done}"
     emit(data, args.json, text)
     if args.watch:
+        log.setup(args.verbose, args.log_json, timestamps=True)  # a daemon from here on
         _watch(args, plan, keys)
     return exitcodes.OK
 
@@ -635,11 +636,13 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _path_text(groups: list[dict[str, Any]]) -> list[str]:
+    from bridge.watch import group_name
+
     if not groups:
         return []
     lines = ["  paths (fast failover, first listed is preferred):"]
     for g in groups:
-        lines.append(f"    {g['segment']} to {g['peer']}:")
+        lines.append(f"    {group_name(g['segment'])} to {g['peer']}:")
         for p in g["paths"]:
             bfd = f"BFD {p['bfd']} (remote {p['bfd_remote']}), {p['flaps']} flaps"
             lines.append(
@@ -766,12 +769,10 @@ def _text(plan: SitePlan) -> str:
             f"  segment {seg.segment}: vni {seg.vni} vlan {seg.vlan} on {plan.switch}, "
             f"inner MTU {seg.inner_mtu}, TCP MSS {seg.mss_ipv4} (IPv4) / {seg.mss_ipv6} (IPv6)"
         )
-        for t in seg.tunnels:
-            bfd = f" bfd {t.bfd['min_tx']} ms" if t.bfd else ""
-            lines.append(
-                f"    {t.name:<14} to {t.peer:<10} over {t.underlay:<10} "
-                f"{t.local} -> {t.remote} udp/{t.dstport}{bfd}"
-            )
+        lines += [_tunnel_text(t) for t in seg.tunnels]
+    if plan.liveness:
+        lines.append(f"  BFD only (the routes follow them), vni 0 on {plan.switch}:")
+        lines += [_tunnel_text(t) for t in plan.liveness]
     if plan.announced:
         lines.append(f"  announces: {', '.join(map(str, plan.announced))}")
     for r in plan.routes:
@@ -780,3 +781,11 @@ def _text(plan: SitePlan) -> str:
             f"path MTU {r.path_mtu}, TCP MSS {r.mss}"
         )
     return "\n".join(lines)
+
+
+def _tunnel_text(t: VxlanTunnel) -> str:
+    bfd = f" bfd {t.bfd['min_tx']} ms" if t.bfd else ""
+    return (
+        f"    {t.name:<14} to {t.peer:<10} over {t.underlay:<10} "
+        f"{t.local} -> {t.remote} udp/{t.dstport}{bfd}"
+    )

@@ -16,6 +16,10 @@ leaves a peer unreachable: with nothing else up, a path that comes back is used 
 The process that applies these decisions (`bridge.watch`) runs at the site, beside the
 switch; if it stops, failover still works and failback is merely immediate.
 
+A peer reached only over routed (L3) segments has no segment tunnel to carry BFD; its
+paths get BFD-only tunnels (bridge.plan), grouped here like a segment's (segment None),
+and the watcher moves the routes with them.
+
 A path that goes down and up again between two OVSDB reports (a few ms apart) fails
 back at once, since the group saw it live; OVS's flap counter shows the bounce, and the
 path is then held like any other. That is the one window the hold-down cannot close.
@@ -34,10 +38,11 @@ Role = Literal["active", "standby", "held", "down"]
 
 @dataclass(frozen=True)
 class Path:
-    """One path to a peer for one segment: a tunnel port of the site's switch."""
+    """One path to a peer for one segment (None: a BFD-only tunnel, for the routed
+    segments): a tunnel port of the site's switch."""
 
     port: str
-    segment: str
+    segment: str | None
     peer: str
     underlay: str
 
@@ -45,9 +50,10 @@ class Path:
 @dataclass(frozen=True)
 class PathGroup:
     """A peer's paths for one segment, most preferred first: the buckets of one
-    fast-failover group on the site's switch."""
+    fast-failover group on the site's switch (or, segment None, the BFD-only tunnels the
+    routes to a peer follow)."""
 
-    segment: str
+    segment: str | None
     peer: str
     paths: tuple[Path, ...]
 
@@ -68,8 +74,8 @@ class Bfd:
 def path_groups(plan: SitePlan) -> tuple[PathGroup, ...]:
     """The site's peers reached over more than one path (the tunnels with BFD), per segment,
     in the order the plan lists them: the config's order of preference."""
-    groups: dict[tuple[str, str], list[Path]] = {}
-    for t in plan.tunnels():
+    groups: dict[tuple[str | None, str], list[Path]] = {}
+    for t in plan.vxlan_devices():
         if t.bfd:
             groups.setdefault((t.segment, t.peer), []).append(
                 Path(t.name, t.segment, t.peer, t.underlay)
@@ -81,7 +87,7 @@ def path_groups(plan: SitePlan) -> tuple[PathGroup, ...]:
 class Move:
     """Traffic of one group moved from one path to another (None: no path)."""
 
-    segment: str
+    segment: str | None
     peer: str
     before: str | None
     after: str | None
@@ -98,7 +104,7 @@ class HoldDown:
     held: set[str] = field(default_factory=set)
     up_since: dict[str, float] = field(default_factory=dict)
     flaps: dict[str, int] = field(default_factory=dict)
-    active: dict[tuple[str, str], str | None] = field(default_factory=dict)
+    active: dict[tuple[str | None, str], str | None] = field(default_factory=dict)
     seen_up: set[str] = field(default_factory=set)  # ports that have been up at least once
 
     def update(self, now: float, bfd: Mapping[str, Bfd]) -> list[Move]:

@@ -19,6 +19,12 @@ computes the same overlay addresses and VXLAN ports for a pair without talking t
   the first one's tunnels as they were.
 - A peer reached over two or more paths gets OVS BFD on each path's tunnel port
   (bridge.failover), which the controller's fast-failover groups watch.
+- A peer that shares only routed (L3) segments with the site has no tunnel port to run BFD
+  on, so each of its paths gets one of its own: a VXLAN device with VNI 0 (no segment
+  has it: segment VNIs start at 1) on the switch, carrying BFD and nothing else. The
+  controller never learns of it (it is no fabric port), so no frame is forwarded into it;
+  the site's path watcher follows its sessions to move the routes, as it does for a peer
+  with an L2 segment (bridge.watch).
 - Each L3 segment routes the prefixes other sites announce into the WireGuard interface of
   the most preferred network shared with the announcing site; WireGuard's AllowedIPs pick
   the peer (cryptokey routing). The prefix is in the peer's AllowedIPs on every network the
@@ -78,10 +84,11 @@ class WireGuardInterface(Model):
 
 class VxlanTunnel(Model):
     """One point-to-point VXLAN device: this site to one peer for one L2 segment, over one
-    underlay network (one path)."""
+    underlay network (one path); or, with no segment, a path's BFD session alone (a peer
+    reached only by routed segments)."""
 
     name: str = Field(max_length=IFNAMSIZ)
-    segment: str
+    segment: str | None  # None: BFD only (VNI 0), no segment's frames
     peer: str
     underlay: str
     # OVS BFD settings for the tunnel's switch port (Interface.bfd) when the peer has more
@@ -137,6 +144,8 @@ class SitePlan(Model):
     segments: tuple[SegmentAttachment, ...]
     routes: tuple[RoutedPrefix, ...] = ()
     announced: tuple[IPNetwork, ...] = ()  # what this site hosts on its L3 segments
+    # BFD-only tunnels, one per path to each peer the site shares only L3 segments with.
+    liveness: tuple[VxlanTunnel, ...] = ()
 
     @property
     def wireguard(self) -> WireGuardInterface:
@@ -145,16 +154,24 @@ class SitePlan(Model):
         return self.wireguard_interfaces[0]
 
     def tunnels(self) -> Iterator[VxlanTunnel]:
+        """The L2 segments' tunnels."""
         for seg in self.segments:
             yield from seg.tunnels
 
+    def vxlan_devices(self) -> Iterator[VxlanTunnel]:
+        """Every VXLAN device of the site, the BFD-only ones last: what joins the switch."""
+        yield from self.tunnels()
+        yield from self.liveness
+
     def fabric_ports(self) -> tuple[FabricPort, ...]:
-        """What the controller needs to know about the tunnel ports this plan creates."""
+        """What the controller needs to know about the tunnel ports this plan creates (the
+        segments' only: a BFD-only port forwards nothing)."""
         return tuple(
             FabricPort(
-                name=t.name, kind="tunnel", segment=t.segment, peer=t.peer, underlay=t.underlay
+                name=t.name, kind="tunnel", segment=seg.segment, peer=t.peer, underlay=t.underlay
             )
-            for t in self.tunnels()
+            for seg in self.segments
+            for t in seg.tunnels
         )
 
 
@@ -181,6 +198,12 @@ def vxlan_name(vni: int, peer_index: int, underlay_index: int = 0) -> str:
             "smaller VNI, fewer sites before this peer or fewer underlay networks"
         )
     return name
+
+
+def liveness_name(peer_index: int, underlay_index: int = 0) -> str:
+    """`bfd<peer index>` on the first underlay network, `bfd<peer index>-<k>` on the k-th:
+    the BFD-only tunnel of a path, local to the site's namespace."""
+    return f"bfd{peer_index}" + (f"-{underlay_index}" if underlay_index else "")
 
 
 def overlay_address(config: OvercastConfig, site: str, underlay: str | None = None) -> IPAddress:
@@ -280,6 +303,7 @@ def plan_site(
         wireguard_interfaces=interfaces,
         segments=tuple(segments),
         routes=routes,
+        liveness=_liveness(config, site, peers),
         announced=tuple(
             p
             for seg in config.segments_at(site).values()
@@ -300,6 +324,41 @@ def _tunnel_paths(
         for network in paths:
             name = vxlan_name(seg.vni, order.index(peer), networks.index(network))
             yield name, peer, network, len(paths)
+
+
+LIVENESS_VNI = 0  # no segment's: the config's VNIs start at 1
+
+
+def _liveness(config: OvercastConfig, site: str, peers: list[str]) -> tuple[VxlanTunnel, ...]:
+    """A BFD-only tunnel per path toward each peer reached over two or more networks that
+    shares routed segments with `site` but no L2 one (which would carry BFD itself). Both
+    ends compute the same pairs, so each session has its two ends."""
+    segments = config.segments_at(site).values()
+    order, networks = list(config.sites), config.underlay_names()
+    out = []
+    for peer in peers:
+        shared = [s for s in segments if peer in s.sites]
+        paths = config.shared_underlays(site, peer)
+        if len(paths) < 2 or any(isinstance(s, L2Segment) for s in shared):
+            continue
+        wg_mtu = min(_wireguard_mtu(config, s, n) for s in (site, peer) for n in paths)
+        for network in paths:
+            local = overlay_address(config, site, network)
+            out.append(
+                VxlanTunnel(
+                    name=liveness_name(order.index(peer), networks.index(network)),
+                    segment=None,
+                    peer=peer,
+                    underlay=network,
+                    bfd=config.bridge.failover.bfd_settings(),
+                    vni=LIVENESS_VNI,
+                    local=local,
+                    remote=overlay_address(config, peer, network),
+                    dstport=vxlan_port(config, site, peer, network),
+                    mtu=mtu.inner_mtu(wg_mtu, local.version, dot1q_inside=False),
+                )
+            )
+    return tuple(out)
 
 
 def tunnel_ports(config: OvercastConfig, site: str) -> tuple[FabricPort, ...]:

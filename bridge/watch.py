@@ -3,8 +3,9 @@ failovers. It runs beside the site's switch, never in the controller.
 
 Routed (L3) segments follow the same paths: the watcher routes each prefix a peer
 announces into the WireGuard interface of the network that carries the peer's traffic
-on the switch (its L2 group's active path), so a routed segment fails over and back with
-the same BFD sessions and hold-down. With no path usable the route stays where it is.
+on the switch (its L2 group's active path, or, for a peer that shares no L2 segment with
+the site, the active one of its BFD-only tunnels), so a routed segment fails over and back
+with the same BFD sessions and hold-down. With no path usable the route stays where it is.
 Unlike the switch's own failover this one needs the watcher (like a router's BFD daemon
 moving its static routes); a route moves within milliseconds of the OVSDB report.
 
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 
 HOLD_KEY = "overcast-hold-down"  # Interface.external_ids key marking a held path
 WAKE_S = 1.0  # re-read at least this often, in case a change notification was missed
+# segment is "" for a BFD-only path (toward a peer reached by routed segments only).
 LABELS = ["site", "segment", "peer", "underlay", "port"]
 
 PATH_UP = Gauge(
@@ -89,6 +91,12 @@ class _SinceLastFailover(Collector):
 
 SINCE_LAST_FAILOVER = _SinceLastFailover()
 REGISTRY.register(SINCE_LAST_FAILOVER)
+
+
+def group_name(segment: str | None) -> str:
+    """How logs and `bridge status` name a path group: its segment, or the routed segments
+    a BFD-only group serves."""
+    return f"segment {segment}" if segment is not None else "routed segments"
 
 
 class WatchError(Exception):
@@ -256,11 +264,13 @@ class PathWatch:
         db.set_external_id(port, HOLD_KEY, "held" if held else None)
 
     def _count(self, move: Move, now: float) -> None:
-        labels = (self.plan.site, move.segment, move.peer)
+        labels = (self.plan.site, move.segment or "", move.peer)
         what = "failback" if move.failback else "failover"
         log.info(
-            "site %s segment %s to %s: %s from %s to %s",
-            *labels,
+            "site %s %s to %s: %s from %s to %s",
+            self.plan.site,
+            group_name(move.segment),
+            move.peer,
             what,
             move.before or "no path",
             move.after or "no path",
@@ -274,7 +284,7 @@ class PathWatch:
     def _export(self, bfd: dict[str, Bfd]) -> None:
         roles = self.hold.roles(bfd)
         for path in all_paths(self.hold.groups):
-            labels = (self.plan.site, path.segment, path.peer, path.underlay, path.port)
+            labels = (self.plan.site, path.segment or "", path.peer, path.underlay, path.port)
             PATH_UP.labels(*labels).set(1 if bfd[path.port].up else 0)
             for role in ("active", "standby", "held", "down"):
                 PATH_ROLE.labels(*labels, role).set(1 if roles[path.port] == role else 0)

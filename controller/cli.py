@@ -107,7 +107,7 @@ def register(sub: Any) -> None:
     tls.add_argument("--tls-cert", metavar="PEM", help="the controller's certificate")
     tls.add_argument("--tls-key", metavar="PEM", help="the controller's private key")
     tls.add_argument("--tls-ca", metavar="PEM", help="CA that signed the switches' certificates")
-    p.set_defaults(handler=_run)
+    p.set_defaults(handler=_run, long_running=True)
 
     p = cmds.add_parser(
         "plan",

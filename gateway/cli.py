@@ -71,7 +71,7 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_argument("config", metavar="CONFIG", help="path to overcast.yaml")
-    serve.set_defaults(handler=_serve)
+    serve.set_defaults(handler=_serve, long_running=True)
 
     key = sub.add_parser(
         "new-session-key",

@@ -30,11 +30,12 @@ INTERVAL = 0.2  # seconds between reads: well under the failover target, light o
 
 @dataclass(frozen=True)
 class PathRole:
-    """One path from `site` to `peer` for `segment` over one underlay network."""
+    """One path from `site` to `peer` for `segment` (None: a BFD-only path, which the
+    routed segments follow) over one underlay network."""
 
     site: str
     peer: str
-    segment: str
+    segment: str | None
     underlay: str
     role: str  # bridge.failover.Role: active, standby, held, down
     bfd: str  # the BFD session's state as OVS reports it
@@ -55,9 +56,9 @@ class Snapshot:
     at_s: float  # seconds since the story began
     paths: tuple[PathRole, ...]
 
-    def carriers(self) -> dict[tuple[str, str, str], str | None]:
+    def carriers(self) -> dict[tuple[str, str, str | None], str | None]:
         """(site, peer, segment) -> the underlay carrying it, None when no path is up."""
-        out: dict[tuple[str, str, str], str | None] = {}
+        out: dict[tuple[str, str, str | None], str | None] = {}
         for p in self.paths:
             key = (p.site, p.peer, p.segment)
             if p.role == "active":

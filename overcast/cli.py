@@ -253,7 +253,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv)
     args = parser.parse_args(argv)
-    log.setup(args.verbose, args.log_json)
+    # A command that runs until stopped sets `long_running` (set_defaults): its log lines
+    # carry their time.
+    log.setup(args.verbose, args.log_json, timestamps=getattr(args, "long_running", False))
     handler: Handler = args.handler
     try:
         return handler(args)

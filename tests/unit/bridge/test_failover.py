@@ -179,3 +179,69 @@ def test_routed_prefixes_follow_the_peers_active_path() -> None:
         ("10.20.2.0/24", "ocwg0-1"),
         ("10.20.2.0/24", "ocwg0"),
     ]
+
+
+ROUTED_ONLY = """
+underlays: {isp-a: {}, isp-b: {}}
+sites:
+  hq:      {role: enterprise, underlay: {isp-a: 192.0.2.1, isp-b: 198.51.100.1}}
+  branch:  {role: enterprise, underlay: {isp-a: 192.0.2.2, isp-b: 198.51.100.2}}
+  cloud-a: {role: provider,   underlay: {isp-a: 192.0.2.3}}
+segments:
+  apps:
+    mode: l3
+    prefixes: [10.20.0.0/16]
+    sites: [hq, branch, cloud-a]
+    announce: {hq: [10.20.1.0/24], branch: [10.20.2.0/24], cloud-a: [10.20.3.0/24]}
+"""
+
+
+def routed_only(site: str, text: str = ROUTED_ONLY) -> SitePlan:
+    config = loads(text)
+    keys = {s: public_key_of(generate_private_key()) for s in config.sites}
+    return plan_site(config, site, keys, prefix="oc")
+
+
+def test_a_pair_with_only_routed_segments_gets_a_bfd_only_tunnel_per_path() -> None:
+    hq, branch = routed_only("hq"), routed_only("branch")
+    # One per path to branch, none to cloud-a (one network: nothing to fail over to).
+    assert [(t.name, t.peer, t.underlay, t.vni) for t in hq.liveness] == [
+        ("bfd1", "branch", "isp-a", 0),
+        ("bfd1-1", "branch", "isp-b", 0),
+    ]
+    # The two ends of each session: the same UDP port, addresses mirrored, BFD on both.
+    for mine, theirs in zip(hq.liveness, branch.liveness, strict=True):
+        assert (mine.dstport, mine.local, mine.remote) == (
+            theirs.dstport,
+            theirs.remote,
+            theirs.local,
+        )
+        assert mine.bfd == theirs.bfd == {"enable": "true", "min_tx": "50", "min_rx": "50"}
+    # They join the switch, but carry no segment: the controller never hears of them.
+    assert [t.name for t in hq.vxlan_devices()] == ["bfd1", "bfd1-1"]
+    assert hq.fabric_ports() == () and list(hq.tunnels()) == []
+    # The watcher follows them like a segment's paths (segment None), and moves the route.
+    (group,) = path_groups(hq)
+    assert (group.segment, group.peer, [p.port for p in group.paths]) == (
+        None,
+        "branch",
+        ["bfd1", "bfd1-1"],
+    )
+    routes = Routes()
+    watch = PathWatch(
+        hq,
+        hold_down_s=5.0,
+        ovsdb="unix:/nonexistent",
+        vswitchd=VswitchdControl(FilePath("/nonexistent")),
+        router=routes,  # type: ignore[arg-type]
+    )
+    watch._route({"bfd1": "down", "bfd1-1": "active"})
+    assert routes.calls == [("10.20.2.0/24", "ocwg0-1")]
+
+
+def test_a_pair_with_an_l2_segment_needs_no_bfd_only_tunnel() -> None:
+    both = ROUTED_ONLY + "  finance: {mode: l2, vni: 100, vlan: 10, sites: [hq, branch]}\n"
+    hq = routed_only("hq", both)
+    assert hq.liveness == ()
+    # The routes follow the L2 segment's paths instead.
+    assert [(g.segment, g.peer) for g in path_groups(hq)] == [("finance", "branch")]
