@@ -46,11 +46,8 @@ class TimestampedFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__(TEXT)
 
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
-        return timestamp(record)
-
     def format(self, record: logging.LogRecord) -> str:
-        return f"{self.formatTime(record)} {super().format(record)}"
+        return f"{timestamp(record)} {super().format(record)}"
 
 
 def setup(verbosity: int = 0, json_lines: bool = False, timestamps: bool = False) -> None:
