@@ -6,7 +6,11 @@ millisecond, lab.probe), then fails hq's access to isp-a N times, alternating th
 kinds (link down, nftables blackhole, 100 % loss), healing it each time and waiting for
 traffic to return after the hold-down. For each failover and failback it reports the gap
 (from the last probe answered before to the first answered after) and the probes lost,
-then the median and maximum. Needs root. Figures vary with machine load (printed).
+then the median and maximum. A failback's window is the moment each site moves back (as
+polled) -0.3/+0.4 s; outages between healing and that (while the repaired path is held)
+are reported apart, as outages no fault caused (BFD sessions timing out on a busy
+machine). A failover's window starts 50 ms before the fault, for probes in flight when it
+struck. Needs root. Figures vary with machine load (printed).
 
     .venv/bin/python bench/failover.py --failovers 20
     .venv/bin/python bench/failover.py --failovers 6 --bfd-interval 30 --hold-down 2 --json
@@ -67,6 +71,17 @@ class Sites:
     def both_down(self) -> bool:
         return all(self.roles(s)["isp-a"] == "down" for s in self.dbs)
 
+    def failed_back(self, timeout: float) -> dict[str, float]:
+        """When each site was first seen sending on isp-a again (monotonic), polled."""
+        back: dict[str, float] = {}
+        deadline = time.monotonic() + timeout
+        while len(back) < len(self.dbs) and time.monotonic() < deadline:
+            for site in self.dbs:
+                if site not in back and self.roles(site)["isp-a"] == "active":
+                    back[site] = time.monotonic()
+            time.sleep(0.05)
+        return back
+
     def close(self) -> None:
         for db in self.dbs.values():
             db.close()
@@ -103,6 +118,9 @@ def during(changes: list[tuple[float, str]], outage: Outage | None) -> list[str]
     ]
 
 
+IN_FLIGHT = 0.05  # s: a probe sent this long before a fault may be lost to it
+
+
 def summary(values: list[float]) -> str:
     if not values:
         return "-"
@@ -128,7 +146,8 @@ def main() -> int:
         flows.wait_paths_up(plan)
         assert path_groups(plan.site("hq").dataplane)
         hq, branch = plan.hosts_at("hq")[0], plan.hosts_at("branch")[0]
-        marks: list[tuple[str, float, float, float]] = []  # kind, broken, healed, back
+        # kind, broken, healed, first site back on isp-a, both settled
+        marks: list[tuple[str, float, float, float, float]] = []
         sites = Sites(plan)
         with ProbeStream(hq.netns, branch.netns, branch.address.ip) as probes:
             for i in range(args.failovers):
@@ -142,16 +161,19 @@ def main() -> int:
                 time.sleep(0.5)
                 healed = time.monotonic()
                 faults.clear(plan, "hq", "isp-a", kind)
+                moved_back = sites.failed_back(args.hold_down + 30)
                 netns.wait_until(sites.settled, args.hold_down + 30, interval=0.1)
-                marks.append((kind, broken, healed, time.monotonic()))
+                first_back = min(moved_back.values(), default=time.monotonic())
+                marks.append((kind, broken, healed, first_back, time.monotonic()))
                 print(f"  {i + 1}/{args.failovers} {kind}", file=sys.stderr)
             time.sleep(0.5)
         sites.close()
         changes = bfd_changes(plan, time.time() - time.monotonic())
         ends = [m[1] for m in marks[1:]] + [float("inf")]  # each window ends at the next fault
-        for (fault, broken, healed, returned), end in zip(marks, ends, strict=True):
-            out = probes.worst(since=broken, until=healed)
-            ret = probes.worst(since=healed, until=min(returned + 0.4, end))
+        for (fault, broken, healed, first_back, returned), end in zip(marks, ends, strict=True):
+            out = probes.worst(since=broken - IN_FLIGHT, until=healed)
+            ret = probes.worst(since=first_back - 0.3, until=min(returned + 0.4, end - IN_FLIGHT))
+            held = probes.outages(since=healed, until=first_back - 0.3)
             runs.append(
                 {
                     "fault": fault,
@@ -159,10 +181,12 @@ def main() -> int:
                     "failover_lost": out.lost if out else 0,
                     "failback_gap_ms": round(ret.gap_ms, 1) if ret else 0.0,
                     "failback_lost": ret.lost if ret else 0,
-                    "failback_after_s": round(returned - healed, 2),
+                    "failback_after_s": round(first_back - healed, 2),
                     # What a failback's loss coincided with: a BFD session going down that
                     # no fault of ours caused (a busy machine delays BFD packets).
                     "failback_bfd_changes": during(changes, ret),
+                    "while_held_gaps_ms": [round(o.gap_ms, 1) for o in held],
+                    "while_held_bfd_changes": [c for o in held for c in during(changes, o)],
                 }
             )
     finally:
@@ -172,6 +196,8 @@ def main() -> int:
     over: list[float] = [r["failover_gap_ms"] for r in runs]
     back: list[float] = [r["failback_gap_ms"] for r in runs]
     lost: list[float] = [r["failover_lost"] for r in runs]
+    back_lost: list[float] = [r["failback_lost"] for r in runs]
+    stray: list[float] = [g for r in runs for g in r["while_held_gaps_ms"]]
     result = {
         "lab": lab_id,
         "bfd_interval_ms": args.bfd_interval,
@@ -181,6 +207,8 @@ def main() -> int:
         "failover_gap_ms": {"median": statistics.median(over), "max": max(over)},
         "failback_gap_ms": {"median": statistics.median(back), "max": max(back)},
         "failover_lost": {"median": statistics.median(lost), "max": max(lost)},
+        "failback_lost": {"median": statistics.median(back_lost), "max": max(back_lost)},
+        "outages_while_held_ms": stray,
     }
     if args.json:
         print(json.dumps(result, indent=2))
@@ -198,8 +226,17 @@ def main() -> int:
         )
         if r["failback_lost"]:
             print(f"     failback loss coincided with: {'; '.join(r['failback_bfd_changes'])}")
+        if r["while_held_gaps_ms"]:
+            print(
+                f"     outages while held (ms): {r['while_held_gaps_ms']}, coinciding with: "
+                + "; ".join(r["while_held_bfd_changes"])
+            )
     print(f"failover gap ms: {summary(over)};  probes lost: {summary(lost)}")
-    print(f"failback gap ms: {summary(back)}")
+    print(f"failback gap ms: {summary(back)};  probes lost: {summary(back_lost)}")
+    print(
+        f"outages no fault caused (while the repaired path was held): {len(stray)}"
+        + (f", longest {max(stray):.0f} ms" if stray else "")
+    )
     for each in faults.FAULTS:
         mine = [r["failover_gap_ms"] for r in runs if r["fault"] == each]
         print(f"  {each:<9} failover gap ms: {summary(mine)}")

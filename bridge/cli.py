@@ -645,6 +645,8 @@ def _path_text(groups: list[dict[str, Any]]) -> list[str]:
         lines.append(f"    {group_name(g['segment'])} to {g['peer']}:")
         for p in g["paths"]:
             bfd = f"BFD {p['bfd']} (remote {p['bfd_remote']}), {p['flaps']} flaps"
+            if p["last_resort"]:
+                bfd += "; kept forwarding: no path is up (last resort)"
             lines.append(
                 f"      {p['port']:<14} {p['underlay']:<10} {p['state']:<5} {p['role']:<8} {bfd}"
             )

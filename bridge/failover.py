@@ -16,6 +16,16 @@ leaves a peer unreachable: with nothing else up, a path that comes back is used 
 The process that applies these decisions (`bridge.watch`) runs at the site, beside the
 switch; if it stops, failover still works and failback is merely immediate.
 
+With no path up at all, the last one that carried traffic keeps forwarding (last resort,
+`bfd/set-forwarding PORT true`) until some path's session is up again. A session that
+timed out needs BFD's three-way handshake again, at one packet a second while not up
+(RFC 5880 section 6.8.3), so about a second; and a switch that waits for a CPU longer than
+the detection time (a busy machine: the userspace datapath receives BFD in ovs-vswitchd's
+main thread) times out every session it has at once, leaving the group no live bucket for
+that second. Kept forwarding, a path whose session merely timed out carries on at once; a
+path that really failed loses nothing that was not lost already. It is still WireGuard,
+so fail-closed holds.
+
 A peer reached only over routed (L3) segments has no segment tunnel to carry BFD; its
 paths get BFD-only tunnels (bridge.plan), grouped here like a segment's (segment None),
 and the watcher moves the routes with them.
@@ -106,6 +116,8 @@ class HoldDown:
     flaps: dict[str, int] = field(default_factory=dict)
     active: dict[tuple[str | None, str], str | None] = field(default_factory=dict)
     seen_up: set[str] = field(default_factory=set)  # ports that have been up at least once
+    # group -> the path kept forwarding while none is up: the one that was active last
+    last_resort: dict[tuple[str | None, str], str] = field(default_factory=dict)
 
     def update(self, now: float, bfd: Mapping[str, Bfd]) -> list[Move]:
         """Take the latest BFD report of every port at time `now`; return the moves of
@@ -130,7 +142,16 @@ class HoldDown:
                 )
                 moves.append(Move(group.segment, group.peer, before, now_active, failback))
             self.active[key] = now_active
+            if now_active is not None:
+                self.last_resort.pop(key, None)
+            elif before is not None:
+                self.last_resort[key] = before
         return moves
+
+    @property
+    def forced(self) -> set[str]:
+        """The ports kept forwarding as their group's last resort."""
+        return set(self.last_resort.values())
 
     def _observe(self, now: float, port: str, state: Bfd) -> None:
         expected = self.flaps.get(port, state.flap_count)

@@ -12,8 +12,9 @@ moving its static routes); a route moves within milliseconds of the OVSDB report
 It follows every path's BFD session through OVSDB (ovs-vswitchd writes Interface.
 bfd_status as sessions change; the watcher blocks on the database's change notifications,
 so it reacts within milliseconds), holds a path with `ovs-appctl bfd/set-forwarding PORT
-false` over ovs-vswitchd's control socket, and releases it with `... normal`. A held path
-is marked `external_ids:overcast-hold-down=held` on its interface, which is how
+false` over ovs-vswitchd's control socket, keeps a last resort forwarding with `... true`
+(bridge.failover) and gives either back to BFD with `... normal`. Such a path is marked
+`external_ids:overcast-path=held` (or `last-resort`) on its interface, which is how
 `overcast bridge status` tells a held path from a standby one.
 
     watch = PathWatch(plan, hold_down_s=5.0, ovsdb="unix:/run/ovs/db.sock",
@@ -43,7 +44,10 @@ from overcast.model import IPNetwork
 
 log = logging.getLogger(__name__)
 
-HOLD_KEY = "overcast-hold-down"  # Interface.external_ids key marking a held path
+PATH_KEY = "overcast-path"  # Interface.external_ids key marking a path BFD does not decide
+HELD, LAST_RESORT = "held", "last-resort"  # its values
+# bfd/set-forwarding's argument for each: off, on, or as BFD says
+FORWARDING = {HELD: "false", LAST_RESORT: "true", None: "normal"}
 WAKE_S = 1.0  # re-read at least this often, in case a change notification was missed
 # segment is "" for a BFD-only path (toward a peer reached by routed segments only).
 LABELS = ["site", "segment", "peer", "underlay", "port"]
@@ -201,7 +205,7 @@ class PathWatch:
         self.ovsdb = ovsdb
         self.vswitchd = vswitchd
         self.ports = [p.port for p in all_paths(self.hold.groups)]
-        self.applied: dict[str, bool] = {}  # port -> held, as last told to ovs-vswitchd
+        self.applied: dict[str, str | None] = {}  # port -> HELD, LAST_RESORT or None (BFD)
         # Routed prefixes that can move (announced by a peer reached over several networks).
         self.routes = tuple(r for r in plan.routes if len(r.interfaces) > 1)
         self.routed: dict[str, str] = {}  # prefix -> the WireGuard interface it is routed into
@@ -210,7 +214,7 @@ class PathWatch:
         with Ovsdb(self.ovsdb, wait_for_vswitchd=False) as db:
             # Clear what a previous watcher may have left held, then decide afresh.
             for port in self.ports:
-                self._set(db, port, held=False, force=True)
+                self._set(db, port, None, force=True)
             while not stop.is_set():
                 self.step(db, time.monotonic())
                 due = self.hold.next_release(time.monotonic())
@@ -221,8 +225,10 @@ class PathWatch:
     def step(self, db: Ovsdb, now: float) -> list[Move]:
         bfd = {port: bfd_of(status) for port, status in db.bfd_status(self.ports).items()}
         moves = self.hold.update(now, bfd)
+        forced = self.hold.forced
         for port in self.ports:
-            self._set(db, port, held=port in self.hold.held)
+            mark = HELD if port in self.hold.held else LAST_RESORT if port in forced else None
+            self._set(db, port, mark)
         for move in moves:
             self._count(move, now)
         if self.routes:
@@ -254,14 +260,16 @@ class PathWatch:
                 )
                 self.routed[str(r.prefix)] = interface
 
-    def _set(self, db: Ovsdb, port: str, *, held: bool, force: bool = False) -> None:
-        if not force and self.applied.get(port) == held:
+    def _set(self, db: Ovsdb, port: str, mark: str | None, *, force: bool = False) -> None:
+        if not force and port in self.applied and self.applied[port] == mark:
             return
-        if not self.vswitchd.set_forwarding(port, "false" if held else "normal"):
+        if not self.vswitchd.set_forwarding(port, FORWARDING[mark]):
             self.applied.pop(port, None)  # try again at the next step
             return
-        self.applied[port] = held
-        db.set_external_id(port, HOLD_KEY, "held" if held else None)
+        if mark == LAST_RESORT:
+            log.info("site %s: no path up, %s kept forwarding (last resort)", self.plan.site, port)
+        self.applied[port] = mark
+        db.set_external_id(port, PATH_KEY, mark)
 
     def _count(self, move: Move, now: float) -> None:
         labels = (self.plan.site, move.segment or "", move.peer)
@@ -297,8 +305,8 @@ def path_report(plan: SitePlan, db: Ovsdb) -> list[dict[str, Any]]:
     ports = [p.port for p in all_paths(groups)]
     status = db.bfd_status(ports)
     bfd = {port: bfd_of(s) for port, s in status.items()}
-    held = {port for port in ports if db.external_ids(port).get(HOLD_KEY) == "held"}
-    role = roles(groups, bfd, held)
+    marks = {port: db.external_ids(port).get(PATH_KEY) for port in ports}
+    role = roles(groups, bfd, {port for port, mark in marks.items() if mark == HELD})
     return [
         {
             "segment": g.segment,
@@ -312,6 +320,7 @@ def path_report(plan: SitePlan, db: Ovsdb) -> list[dict[str, Any]]:
                     "bfd_remote": bfd[p.port].remote_state or "unknown",
                     "flaps": bfd[p.port].flap_count,
                     "role": role[p.port],
+                    "last_resort": marks[p.port] == LAST_RESORT,
                 }
                 for p in g.paths
             ],

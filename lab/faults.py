@@ -43,7 +43,7 @@ def inject(plan: LabPlan, site: str, underlay: str, fault: Fault) -> None:
         )
         netns.run(ns, ["nft", "-f", "-"], stdin=rules)
     else:
-        _both_ends(plan, site, ns, port, site_if, _drop_all)
+        _drop_all(((ns, port), (plan.site(site).netns, site_if)))
 
 
 def clear(plan: LabPlan, site: str, underlay: str, fault: Fault) -> None:
@@ -88,8 +88,20 @@ def _no_qdisc(ns: str, dev: str) -> None:
     netns.run(ns, ["tc", "qdisc", "del", "dev", dev, "root"], check=False)
 
 
-def _drop_all(ns: str, dev: str) -> None:
-    try:
-        netns.run(ns, ["tc", "qdisc", "replace", "dev", dev, "root", "netem", "loss", "100%"])
-    except netns.LabCommandError:  # no sch_netem in this kernel
-        netns.run(ns, ["tc", "qdisc", "replace", "dev", dev, "root", "pfifo", "limit", "0"])
+def _drop_all(ends: tuple[tuple[str, str], tuple[str, str]]) -> None:
+    """100 % loss on both ends of the link within microseconds: both netlink sockets are
+    opened first, then the two requests sent back to back. (Two `tc` processes started in
+    parallel can land 50-100 ms apart on a busy machine, and the gap the probes measure then
+    includes that skew: one direction broken before the other.)"""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    (ns_a, dev_a), (ns_b, dev_b) = ends
+    with IPRoute(netns=ns_a, flags=0) as a, IPRoute(netns=ns_b, flags=0) as b:
+        links = [(a, a.link_lookup(ifname=dev_a)[0]), (b, b.link_lookup(ifname=dev_b)[0])]
+        try:
+            for ipr, index in links:
+                ipr.tc("replace", "netem", index, loss=100)
+        except NetlinkError:  # no sch_netem in this kernel
+            for ipr, index in links:
+                ipr.tc("replace", "pfifo", index, limit=0)

@@ -3,27 +3,32 @@ with no controller in the loop, returns to the preferred one only after the hold
 and never puts anything but WireGuard on either underlay while it moves.
 
 One lab: hq and branch, each on isp-a (preferred) and isp-b, with an L2 segment and a
-routed (L3) one. A 1 ms probe stream runs from hq's host to branch's and back; each fault
+routed (L3) one; and cloud, on both networks too, which shares only a routed segment with
+hq (so its paths carry BFD-only tunnels). A 1 ms probe stream runs from hq's host to branch's and back; each fault
 kind breaks hq's access to isp-a. The controller is stopped first: everything here is the
 switches', BFD's and the watchers'.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import signal
 import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from scapy.layers.inet import IP, UDP
 from scapy.packet import Packet
 
-from bridge.watch import HOLD_KEY, path_report
+from bridge.watch import HELD, LAST_RESORT, PATH_KEY, path_report
 from controller.ovsdb import Ovsdb
 from lab import build, faults, flows, names, netns, switch
 from lab.plan import STATE_ROOT, LabPlan
@@ -44,6 +49,7 @@ underlays:
 sites:
   hq:     {{role: enterprise, underlay: {{isp-a: 192.0.2.1, isp-b: 198.51.100.1}}}}
   branch: {{role: enterprise, underlay: {{isp-a: 192.0.2.2, isp-b: 198.51.100.2}}}}
+  cloud:  {{role: provider,   underlay: {{isp-a: 192.0.2.3, isp-b: 198.51.100.3}}}}
 segments:
   finance: {{mode: l2, vni: 100, vlan: 10, sites: [hq, branch]}}
   apps:
@@ -51,6 +57,11 @@ segments:
     prefixes: [10.20.0.0/16]
     sites: [hq, branch]
     announce: {{hq: [10.20.1.0/24], branch: [10.20.2.0/24]}}
+  db:
+    mode: l3
+    prefixes: [10.30.0.0/16]
+    sites: [hq, cloud]
+    announce: {{hq: [10.30.1.0/24], cloud: [10.30.3.0/24]}}
 bridge: {{failover: {{hold_down_s: {HOLD_DOWN}}}}}
 """
 TARGET_MS = 300  # issue 8: the longest a failover may leave the pair without a path
@@ -115,7 +126,7 @@ class Lab:
 
     def held(self) -> set[str]:
         """hq's paths its watcher holds in their hold-down (as marked in OVSDB)."""
-        return {p for p in (PRIMARY, BACKUP) if self.db.external_ids(p).get(HOLD_KEY) == "held"}
+        return {p for p in (PRIMARY, BACKUP) if self.db.external_ids(p).get(PATH_KEY) == HELD}
 
     def settle(self) -> None:
         """Wait until both paths are up and out of any hold-down (a busy machine can delay
@@ -130,8 +141,7 @@ class Lab:
         """`site`'s paths to its peer and their roles, as `bridge status` reports them (in
         this process: the command takes seconds to start on a busy machine)."""
         db = self.db if site == "hq" else self.branch_db
-        (group,) = path_report(self.plan.site(site).dataplane, db)
-        return {p["port"]: p["role"] for p in group["paths"]}
+        return to_peer(path_report(self.plan.site(site).dataplane, db))
 
     def failed_back(self) -> bool:
         """Both sites send over isp-a again. Each ends its own hold-down, and BFD's
@@ -148,8 +158,13 @@ class Lab:
             *("--netns", site.netns, "--ovsdb", f"unix:{switch.db_socket(site)}"),
             timeout=60,
         )
-        (group,) = json.loads(run.stdout)["paths"]
-        return {p["port"]: p["role"] for p in group["paths"]}
+        return to_peer(json.loads(run.stdout)["paths"])
+
+
+def to_peer(groups: list[dict[str, Any]]) -> dict[str, str]:
+    """The roles of the paths between hq and branch (finance's), from a path report."""
+    (group,) = [g for g in groups if g["segment"] == "finance"]
+    return {p["port"]: p["role"] for p in group["paths"]}
 
 
 @pytest.fixture(scope="module")
@@ -338,25 +353,47 @@ def route_via(ns: str, prefix: str) -> str:
     return out[out.index("dev") + 1] if "dev" in out else ""
 
 
-def test_a_routed_segment_fails_over_and_back_too(lab: Lab) -> None:
-    """The LANs behind the L3 segment: each site's watcher moves the peer's prefix into the
-    WireGuard interface of the network the switch uses toward that peer."""
+def test_routed_segments_fail_over_and_back_too(lab: Lab) -> None:
+    """The LANs behind the L3 segments: each site's watcher moves a peer's prefix into the
+    WireGuard interface of the network it uses toward that peer: the L2 segment's active
+    path toward branch, the BFD-only tunnels' toward cloud (they share no L2 segment)."""
     plan = lab.plan
-    hq_lan, branch_lan = plan.routed_hosts  # built by `lab up`
-    routes = {s: plan.site(s).dataplane.routes[0] for s in ("hq", "branch")}
-    prefix = {s: str(r.prefix) for s, r in routes.items()}
+    lans = {(h.site, h.segment): h for h in plan.routed_hosts}  # built by `lab up`
+    routes = [(s, r) for s in ("hq", "branch", "cloud") for r in plan.site(s).dataplane.routes]
+    assert {(s, r.peer) for s, r in routes} == {
+        ("hq", "branch"),
+        ("hq", "cloud"),
+        ("branch", "hq"),
+        ("cloud", "hq"),
+    }
+    (liveness,) = [
+        g for g in path_report(plan.site("hq").dataplane, lab.db) if g["peer"] == "cloud"
+    ]
+    assert liveness["segment"] is None
+    assert [p["port"] for p in liveness["paths"]] == ["bfd2", "bfd2-1"]
 
     def via(underlay: str) -> bool:
         return all(
-            route_via(plan.site(s).netns, prefix[s]) == routes[s].interface_on(underlay)
-            for s in routes
+            route_via(plan.site(s).netns, str(r.prefix)) == r.interface_on(underlay)
+            for s, r in routes
         )
 
+    streams = (("apps", "branch"), ("db", "cloud"))
     problems: list[str] = []
     for attempt in range(1, ATTEMPTS + 1):
         lab.settle()
         assert netns.wait_until(lambda: via("isp-a"), 10), "routes not on isp-a to start with"
-        with ProbeStream(hq_lan.netns, branch_lan.netns, branch_lan.address.ip) as probes:
+        with contextlib.ExitStack() as stack:
+            probes = {
+                peer: stack.enter_context(
+                    ProbeStream(
+                        lans["hq", seg].netns,
+                        lans[peer, seg].netns,
+                        lans[peer, seg].address.ip,
+                    )
+                )
+                for seg, peer in streams
+            }
             since = time.monotonic()
             faults.inject(plan, "hq", "isp-a", "blackhole")
             moved = netns.wait_until(lambda: via("isp-b"), 10, interval=0.02)
@@ -369,23 +406,63 @@ def test_a_routed_segment_fails_over_and_back_too(lab: Lab) -> None:
             back = netns.wait_until(lambda: via("isp-a"), 3 * HOLD_DOWN + 10, interval=0.05)
             returned = time.monotonic()
             time.sleep(0.5)
-        failover = probes.worst(since=since, until=since_heal)
-        last = probes.last_answered()
         found = [
             *([] if moved else ["the routes did not move to isp-b"]),
             *([] if held else ["the routes left isp-b before the hold-down"]),
             *([] if back else ["the routes did not return to isp-a"]),
             *([] if back and returned - since_heal >= HOLD_DOWN - 0.3 else ["early return"]),
-            *([] if last is not None and last >= returned else ["the LANs did not recover"]),
         ]
-        if failover is None:
-            found.append("the fault cost no probe: was the LAN traffic on isp-a?")
-        elif failover.gap_ms > TARGET_MS:
-            found.append(f"failover gap {failover.gap_ms:.0f} ms, {failover.lost} lost")
+        for peer, stream in probes.items():
+            failover = stream.worst(since=since, until=since_heal)
+            last = stream.last_answered()
+            if last is None or last < returned:
+                found.append(f"the LANs to {peer} did not recover")
+            if failover is None:
+                found.append(f"the fault cost no probe to {peer}: was the traffic on isp-a?")
+            elif failover.gap_ms > TARGET_MS:
+                found.append(f"failover gap to {peer} {failover.gap_ms:.0f} ms")
         if not found:
             return
         problems += [f"attempt {attempt}: {p}" for p in found]
-    pytest.fail("routed segment: no clean failover and failback:\n" + "\n".join(problems))
+    pytest.fail("routed segments: no clean failover and failback:\n" + "\n".join(problems))
+
+
+def test_a_stalled_switch_keeps_its_last_path_while_bfd_comes_back(lab: Lab) -> None:
+    """hq's switch gets no CPU for 0.4 s (stopped), as on a busy machine: every BFD session
+    of both sites times out at once, and a timed-out session needs about a second at BFD's
+    slow rate (RFC 5880 6.8.3) to come back. Meanwhile each site keeps sending on the path
+    it used last, so the probes lose the stall, not that second."""
+    pid = switch.pid_of(lab.plan.site("hq"), "ovs-vswitchd")
+    assert pid is not None
+    seen = []
+    for _ in range(ATTEMPTS):
+        lab.settle()
+        with lab.probes() as probes:
+            time.sleep(0.3)
+            stalled = time.monotonic()
+            os.kill(pid, signal.SIGSTOP)
+            time.sleep(STALL_S)
+            os.kill(pid, signal.SIGCONT)
+            forced = netns.wait_until(
+                lambda: lab.db.external_ids(PRIMARY).get(PATH_KEY) == LAST_RESORT, 5, 0.01
+            )
+            wait_for(
+                lambda: lab.bfd_state(PRIMARY) == "up" or lab.bfd_state(BACKUP) == "up", 10, "BFD"
+            )
+            bfd_back = time.monotonic() - stalled
+            time.sleep(0.3)
+        gap = probes.worst(since=stalled - 0.05)
+        seen.append((forced, round(bfd_back, 2), gap))
+        assert forced, f"hq never kept {PRIMARY} forwarding with no path up: {seen}"
+        assert lab.db.external_ids(PRIMARY).get(PATH_KEY) != LAST_RESORT  # BFD decides again
+        if bfd_back > STALL_S + 0.6:  # else BFD was back too soon to show a difference
+            break
+    assert bfd_back > STALL_S + 0.6, f"BFD was back within {STALL_S + 0.6:g}s each time: {seen}"
+    # The stall and the watcher's reaction to it, not the time BFD took to come back.
+    assert gap is not None and gap.gap_ms < (STALL_S + 0.2) * 1000, seen
+
+
+STALL_S = 0.4
 
 
 def test_a_flapping_path_does_not_draw_traffic_back(lab: Lab) -> None:

@@ -99,6 +99,29 @@ def test_with_nothing_up_the_first_path_back_is_used_at_once() -> None:
     assert h.held == {A}
 
 
+def test_with_no_path_up_the_last_active_one_keeps_forwarding() -> None:
+    h = hold()
+    h.update(0, {A: UP, B: UP})
+    assert h.update(1, {A: DOWN, B: DOWN}) == [Move("finance", "branch", A, None, False)]
+    assert h.forced == {A} and h.held == set()  # kept forwarding, never held as well
+    assert h.update(1.5, {A: DOWN, B: DOWN}) == [] and h.forced == {A}
+    # Whichever session is up again first takes over from the last resort.
+    assert h.update(2, {A: DOWN, B: UP}) == [Move("finance", "branch", None, B, False)]
+    assert h.forced == set()
+    assert h.update(3, {A: UP, B: UP}) == [] and h.held == {A}  # then A's hold-down
+
+
+def test_the_last_resort_follows_the_path_that_carried_traffic() -> None:
+    h = hold()
+    h.update(0, {A: UP, B: UP})
+    h.update(1, {A: DOWN, B: UP})  # failover to B
+    h.update(2, {A: DOWN, B: DOWN})
+    assert h.forced == {B}
+    # A timed-out session is back in about a second: no hold-down with nothing else up.
+    assert h.update(3, {A: DOWN, B: UP}) == [Move("finance", "branch", None, B, False)]
+    assert h.forced == set() and h.held == {A}  # B carries on, A waits out its hold-down
+
+
 def test_a_bounce_between_two_reports_is_seen_by_the_flap_counter() -> None:
     h = hold()
     h.update(0, {A: UP, B: UP})
