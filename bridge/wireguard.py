@@ -375,8 +375,12 @@ def apply_live(changes: list[LiveChange]) -> None:
             )
             procs.append((change, proc))
             assert proc.stdin is not None
-            proc.stdin.write(change.stdin or "")
-            proc.stdin.close()
+            # A command that fails at once (no such namespace) may have closed its end: its
+            # exit status and stderr, read below, say why.
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.write(change.stdin or "")
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.close()
         for change, sock in sockets:
             answer = _read_answer(sock)
             if answer != "errno=0":

@@ -234,6 +234,10 @@ def start_watch(plan: LabPlan, site: SitePlan, registry: Registry) -> None:
         # Beside the data plane: it must hold a path before BFD brings it back up.
         ("nice", "-n", str(DATAPLANE_NICE)),
     )
+    pid = netns.pid_from(site.dir / WATCH_PID, CONTROLLER_PROGRAM)
+    if pid is not None:
+        with contextlib.suppress(OSError):  # it exited meanwhile
+            _prioritise_autogroup(pid)
 
 
 def start_overcast(
@@ -329,11 +333,13 @@ def site_network(plan: LabPlan, site: SitePlan, registry: Registry) -> None:
     switch.ensure_bridge(plan, site)
 
 
-# The data plane's daemons run at the priority ovs-ctl gives ovs-vswitchd by default
-# (--ovs-vswitchd-priority=-10): BFD's 50 ms packets must not wait behind a busy machine's
-# other work, or a healthy path is declared dead. wireguard-go gets the same, as the
-# kernel's WireGuard would run in softirq context ahead of any process.
-DATAPLANE_DAEMONS = ("ovs-vswitchd", "wireguard-go")
+# The data plane's daemons run at the priority ovs-ctl gives ovs-vswitchd and ovsdb-server
+# by default (--ovs-vswitchd-priority=-10, --ovsdb-server-priority=-10): BFD's 50 ms packets
+# must not wait behind a busy machine's other work, or a healthy path is declared dead, and
+# the switch reports BFD's changes to the path watcher through ovsdb-server (one status
+# transaction at a time: a slow server delays the next report). wireguard-go gets the same,
+# as the kernel's WireGuard would run in softirq context ahead of any process.
+DATAPLANE_DAEMONS = ("ovs-vswitchd", "ovsdb-server", "wireguard-go")
 DATAPLANE_NICE = -10
 
 

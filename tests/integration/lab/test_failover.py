@@ -434,6 +434,10 @@ def test_a_stalled_switch_keeps_its_last_path_while_bfd_comes_back(lab: Lab) -> 
     it used last, so the probes lose the stall, not that second."""
     pid = switch.pid_of(lab.plan.site("hq"), "ovs-vswitchd")
     assert pid is not None
+
+    def marked() -> bool:
+        return lab.db.external_ids(PRIMARY).get(PATH_KEY) == LAST_RESORT
+
     seen = []
     for _ in range(ATTEMPTS):
         lab.settle()
@@ -443,21 +447,19 @@ def test_a_stalled_switch_keeps_its_last_path_while_bfd_comes_back(lab: Lab) -> 
             os.kill(pid, signal.SIGSTOP)
             time.sleep(STALL_S)
             os.kill(pid, signal.SIGCONT)
-            forced = netns.wait_until(
-                lambda: lab.db.external_ids(PRIMARY).get(PATH_KEY) == LAST_RESORT, 5, 0.01
-            )
-            wait_for(
-                lambda: lab.bfd_state(PRIMARY) == "up" or lab.bfd_state(BACKUP) == "up", 10, "BFD"
-            )
+            forced = netns.wait_until(marked, 5, 0.01)
+            wait_for(lambda: "up" in {lab.bfd_state(PRIMARY), lab.bfd_state(BACKUP)}, 10, "BFD")
             bfd_back = time.monotonic() - stalled
             time.sleep(0.3)
         gap = probes.worst(since=stalled - 0.05)
         seen.append((forced, round(bfd_back, 2), gap))
-        assert forced, f"hq never kept {PRIMARY} forwarding with no path up: {seen}"
-        assert lab.db.external_ids(PRIMARY).get(PATH_KEY) != LAST_RESORT  # BFD decides again
-        if bfd_back > STALL_S + 0.6:  # else BFD was back too soon to show a difference
+        # Once a session is up, BFD decides again.
+        assert netns.wait_until(lambda: not marked(), 3, 0.05), f"still forced: {seen}"
+        # Shown only if hq's switch reported a moment with no path up (a busy ovsdb-server
+        # can merge it away) and BFD took long enough to come back to tell the difference.
+        if forced and bfd_back > STALL_S + 0.6:
             break
-    assert bfd_back > STALL_S + 0.6, f"BFD was back within {STALL_S + 0.6:g}s each time: {seen}"
+    assert forced and bfd_back > STALL_S + 0.6, f"no attempt showed it: {seen}"
     # The stall and the watcher's reaction to it, not the time BFD took to come back.
     assert gap is not None and gap.gap_ms < (STALL_S + 0.2) * 1000, seen
 
