@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from bridge import mss, portguard, wireguard
+from bridge import isolation, mss, portguard, wireguard
 from bridge.keys import KeyStore, KeyStoreError, public_key_of
 from bridge.netns import NETNS_DIR, ApplyError, require_netns, run
 from bridge.plan import SitePlan, VxlanTunnel, WireGuardInterface
@@ -113,6 +113,8 @@ def apply_site(
         if not wireguard.matches(wireguard.show(netns, wg.name), wg, private_key):
             wireguard.set_config(netns, wg.name, wireguard.render(wg, private_key))
             changes.append(f"configured {wg.name}: {len(wg.peers)} peer(s), port {wg.listen_port}")
+    # Before the site forwards anything: never a moment when routed segments meet.
+    isolation.ensure_isolation(netns, plan, changes)
     _ensure_forwarding(netns, {r.prefix.version for r in plan.routes}, changes)
     with IPRoute(netns=netns, flags=0) as ipr:
         _ensure_routes(ipr, plan, netns, changes)
@@ -199,6 +201,7 @@ def remove_site(
         portguard.remove_guard(netns, guard_table(plan.site), removed)
         if shutil.which("nft") is not None:
             mss.remove_clamp(netns, plan.site, removed)
+            isolation.remove_isolation(netns, plan.site, removed)
     return tuple(removed)
 
 

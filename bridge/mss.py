@@ -15,19 +15,14 @@ to the inner MTU (what `bridge plan` prints).
   which also sees what a userspace switch sends through its packet socket) and clamps the
   IPv4 and IPv6 SYNs inside the frames to the tunnel's MTU.
 
-Each table carries a digest of its rules in its comment: `ensure_clamp` rewrites it only
-when the plan changed, in one nft transaction, so re-applying changes nothing.
+Each table is rewritten only when the plan changed, in one nft transaction (`bridge.nft`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
 from dataclasses import dataclass
 
-from bridge import mtu
-from bridge.netns import ApplyError, run
+from bridge import mtu, nft
 from bridge.plan import SitePlan
 
 ROUTED = "inet"
@@ -35,7 +30,6 @@ STRETCHED = "netdev"
 _FIX = "install nftables (apt-get install nftables) and run as root on Linux 5.16 or later"
 # SYN and SYN-ACK carry the MSS option (RFC 9293 section 3.7.1); RST|SYN is nonsense.
 _SYN = "tcp flags & (syn | rst) == syn"
-_COMMENT_RE = re.compile(r'^\s*comment "([^"]*)"$', re.MULTILINE)
 
 
 def clamp_table(site: str) -> str:
@@ -77,31 +71,25 @@ def _rule(c: Clamp) -> str:
 
 
 def render(family: str, table: str, clamps: tuple[Clamp, ...]) -> str:
-    """The nft script that makes `table` hold exactly `clamps` (created, emptied and
-    rebuilt in one transaction); no clamps, no table."""
-    lines = [f"table {family} {table}", f"delete table {family} {table}"]
-    if not clamps:
-        return "\n".join(lines) + "\n"
-    lines += [f"table {family} {table} {{", f'  comment "{digest(family, clamps)}"']
+    """The nft script that makes `table` hold exactly `clamps`; no clamps, no table."""
+    body = []
     if family == ROUTED:
-        lines += ["  chain into-tunnels {", "    type filter hook postrouting priority mangle;"]
-        lines += [f'    oifname "{c.device}" {_rule(c)}' for c in clamps]
-        lines.append("  }")
+        body += ["  chain into-tunnels {", "    type filter hook postrouting priority mangle;"]
+        body += [f'    oifname "{c.device}" {_rule(c)}' for c in clamps]
+        body.append("  }")
     else:
         for device in dict.fromkeys(c.device for c in clamps):
-            lines += [
+            body += [
                 f"  chain {_chain(device)} {{",
                 f'    type filter hook egress device "{device}" priority 0;',
                 *(f"    {_rule(c)}" for c in clamps if c.device == device),
                 "  }",
             ]
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+    return nft.replace(body, family, table, digest(family, clamps) if clamps else None)
 
 
 def digest(family: str, clamps: tuple[Clamp, ...]) -> str:
-    text = json.dumps([family, *[(c.device, c.family, c.mss, c.prefix) for c in clamps]])
-    return "plan " + hashlib.sha256(text.encode()).hexdigest()[:16]
+    return nft.digest([family, *[(c.device, c.family, c.mss, c.prefix) for c in clamps]])
 
 
 def _chain(device: str) -> str:
@@ -138,18 +126,8 @@ def remove_clamp(netns: str, site: str, changes: list[str]) -> None:
 
 
 def _current(netns: str, family: str, table: str) -> str | None:
-    """The digest in `table`'s comment; "" for a table without one, None if none exists."""
-    tables = _nft(netns, ["list", "tables", family], "listing nftables tables", None)
-    if f"table {family} {table}" not in tables.splitlines():
-        return None
-    # nft 1.0.6 leaves table comments out of its JSON; the text listing has them.
-    listing = _nft(netns, ["list", "table", family, table], f"listing {table}", None)
-    found = _COMMENT_RE.search(listing)
-    return found.group(1) if found else ""
+    return nft.current(netns, family, table, _FIX)
 
 
 def _nft(netns: str, args: list[str], what: str, stdin: str | None) -> str:
-    try:
-        return run(netns, ["nft", *args], what=what, fix=_FIX, stdin=stdin)
-    except FileNotFoundError:
-        raise ApplyError(f"{what} in namespace {netns}: nft is not installed; {_FIX}") from None
+    return nft.nft(netns, args, what, stdin, _FIX)

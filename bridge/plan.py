@@ -29,6 +29,8 @@ computes the same overlay addresses and VXLAN ports for a pair without talking t
   the most preferred network shared with the announcing site; WireGuard's AllowedIPs pick
   the peer (cryptokey routing). The prefix is in the peer's AllowedIPs on every network the
   two share, so the site's path watcher can move the route with the peer's active path.
+  All L3 segments share one routing table per site, so forwarding between two of them is
+  refused by a filter instead (`bridge.isolation`).
 - TCP MSS is clamped per path (RFC 6691 section 2; `bridge.mss`): a routed prefix by the
   narrower WireGuard MTU of its two ends, an L2 tunnel by its VXLAN MTU.
 - A revoked site is nobody's peer: its key, prefixes and tunnels leave every plan.
@@ -136,6 +138,14 @@ class RoutedPrefix(Model):
         return pairs.get(underlay)
 
 
+class RoutedSegment(Model):
+    """An L3 segment's address space: traffic between two of them is refused at every site
+    (bridge.isolation), as the switches keep L2 segments apart."""
+
+    segment: str
+    prefixes: tuple[IPNetwork, ...]
+
+
 class SitePlan(Model):
     site: str
     switch: str  # the site's OVS bridge, which the tunnel ports join
@@ -146,6 +156,8 @@ class SitePlan(Model):
     announced: tuple[IPNetwork, ...] = ()  # what this site hosts on its L3 segments
     # BFD-only tunnels, one per path to each peer the site shares only L3 segments with.
     liveness: tuple[VxlanTunnel, ...] = ()
+    # Every L3 segment of the config when the site is on one (it routes between them).
+    routed_segments: tuple[RoutedSegment, ...] = ()
 
     @property
     def wireguard(self) -> WireGuardInterface:
@@ -310,7 +322,15 @@ def plan_site(
             if isinstance(seg, L3Segment)
             for p in seg.announce.get(site, ())
         ),
+        routed_segments=_routed_segments(config, site),
     )
+
+
+def _routed_segments(config: OvercastConfig, site: str) -> tuple[RoutedSegment, ...]:
+    routed = {n: s for n, s in config.segments.items() if isinstance(s, L3Segment)}
+    if not any(site in s.sites for s in routed.values()):
+        return ()
+    return tuple(RoutedSegment(segment=n, prefixes=tuple(s.prefixes)) for n, s in routed.items())
 
 
 def _tunnel_paths(
