@@ -458,11 +458,20 @@ class OvercastApp(app_manager.OSKenApp):  # type: ignore[misc]
     def _port_status(self, ev: Any) -> None:
         self._flush_when_idle()  # learned changes held back for a burst
         sw = self._switch(ev)
-        if sw is None or sw.plan is None:
+        if sw is None or "ports" in sw.waiting:
             return  # the port description reply still to come includes it
         ofp = sw.datapath.ofproto
         desc = ev.msg.desc
         name = port_name(desc)
+        if sw.plan is None:
+            # Ports came, flows and groups not yet: the plan is made from found_ports, so the
+            # change goes there (dropped, the port would stay unprogrammed: no audit asks
+            # for ports again).
+            if ev.msg.reason == ofp.OFPPR_DELETE:
+                sw.found_ports.pop(name, None)
+            elif desc.port_no <= ofp.OFPP_MAX:
+                sw.found_ports[name] = desc.port_no
+            return
         ofports = dict(sw.ofports)
         if ev.msg.reason == ofp.OFPPR_DELETE:
             ofports.pop(name, None)
