@@ -7,7 +7,7 @@ from controller.config import Learning
 from controller.fabric import derive
 from controller.fakeoftable import FakeSwitch
 from controller.learning import Host, MacTable
-from controller.openflow import Flow
+from controller.openflow import Flow, Match
 from controller.pipeline import PRIORITY_HELD, learn_delta, plan_switch, program
 from overcast.config import OvercastConfig, loads
 
@@ -153,3 +153,16 @@ def test_the_per_packet_in_delta_keeps_each_plan_what_a_full_plan_gives() -> Non
     for at, ports in PORTS.items():
         full = plan_switch(config, fabric, at, ports, list(table.hosts.values()))
         assert set(flows[at].values()) == set(full.flows), at
+
+
+def test_learned_flows_match_as_a_switch_reports_them() -> None:
+    """host_flows builds its matches pre-sorted (the learning hot path); they must equal
+    Match.of of the same fields, which is how flows read back from a switch compare."""
+    config = _config()
+    fabric = derive(config)
+    for host in (Host("finance", A, "hq", "eth1", 0.0), Host("finance", B, "branch", "eth1", 0.0)):
+        for at, ports in PORTS.items():
+            add, _ = learn_delta(config, fabric, at, ports, host)
+            assert add, at
+            for flow in add:
+                assert flow.match == Match.of(**dict(flow.match.fields)), flow
