@@ -22,7 +22,9 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ipaddress
+import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -41,7 +43,8 @@ from bridge.keys import KeyStore
 from lab import build, flows, names, netns, switch, wan_emulator
 from lab.plan import OPENFLOW_PORT, STATE_ROOT, HostPlan, LabPlan, RoutedHost
 from lab.registry import Registry
-from overcast.config import OvercastConfig, load, loads
+from overcast.config import InvalidConfig, OvercastConfig, loads
+from overcast.configfile import read
 
 # What `--topo overcast` builds without a config: every site on two provider networks.
 PROVIDERS = ("isp-a", "isp-b")
@@ -213,7 +216,13 @@ class OvercastTopo(Topo):  # type: ignore[misc]
         lab_id: str | None = None,
     ) -> None:
         if config is not None:
-            text, source, cfg = Path(config).read_text(), str(Path(config).resolve()), load(config)
+            try:
+                text = read(config)
+                cfg = loads(text, source=config)
+            except InvalidConfig as exc:
+                # SystemExit, not an exception: mn answers those with Mininet's cleanup().
+                raise SystemExit(f"{len(exc.errors)} problem(s) in {config}:\n{exc}") from None
+            source = str(Path(config).resolve())
         else:
             text = generated_config(sites, segments, hosts, routed)
             source, cfg = "mininet", loads(text, source="--topo overcast")
@@ -224,7 +233,7 @@ class OvercastTopo(Topo):  # type: ignore[misc]
         taken = {*(u.name for u in plan.underlays), *(s.name for s in plan.sites)}
         clash = taken & {*map(host_name, plan.hosts), *map(host_name, plan.routed_hosts)}
         if len(taken) < len(plan.underlays) + len(plan.sites) or clash:
-            raise ValueError(
+            raise SystemExit(
                 "Mininet needs distinct node names: a site, an underlay network and a host "
                 f"({', '.join(sorted(clash)) or 'a site and an underlay'}) share one; "
                 "rename it in the config"
@@ -541,3 +550,29 @@ def overcast_net(
             net.stop()
     finally:
         topo.lab.down()
+
+
+def own_cleanup() -> None:
+    """What mn runs after Ctrl-C or an error, in place of Mininet's cleanup(): that one
+    kills every Mininet host, ping and controller on the machine and deletes /tmp/*.log.
+    This stops only the processes this mn started (its hosts' shells with them, and so
+    their namespaces and links); the lab goes with the process (atexit: `lab.down`)."""
+    info("*** Stopping what this network started (nothing else on the machine)\n")
+    mine = _descendants(os.getpid())
+    netns.terminate(mine, grace=5)
+    netns.terminate(mine, grace=1, sig=signal.SIGKILL)  # any that ignored SIGTERM
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # pid (comm) state ppid ...: comm may hold spaces and parentheses.
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found

@@ -42,7 +42,13 @@ if "lab" not in sys.modules:  # read by mn's --custom, not imported as lab.minin
         os.environ["OVERCAST_MN_ON_VENV"] = "1"  # once: a .venv that fails too ends here
         os.execv(_python, [str(_python), *sys.argv])
 
-from lab.mininet_net import OvercastController, OvercastTopo
+from lab.mininet_net import OvercastController, OvercastTopo, own_cleanup
+
+# mn calls its global cleanup() on Ctrl-C or an error: Mininet's kills every Mininet host,
+# ping and controller on the machine. Ours stops only what this network started.
+_mn = sys.modules.get("__main__")
+if _mn is not None and hasattr(_mn, "MininetRunner") and callable(getattr(_mn, "cleanup", None)):
+    setattr(_mn, "cleanup", own_cleanup)  # noqa: B010 (a module mypy cannot see)
 
 # What mn's --custom reads: `--topo overcast,...` and `--controller overcast`.
 topos = {"overcast": OvercastTopo}

@@ -192,3 +192,33 @@ def test_mn_exit_removes_everything_it_made(net: Network) -> None:
     # Only this lab's things, found by its id: other labs on the machine are not touched.
     assert netns.wait_until(lambda: not leftovers(net.lab_id), 30), leftovers(net.lab_id)
     assert not Path(STATE_ROOT / net.lab_id).exists()
+
+
+def test_a_bad_config_stops_mn_with_the_reason_and_touches_nothing_else(tmp_path: Path) -> None:
+    """mn answers an exception with Mininet's cleanup(), which kills every Mininet host and
+    ping on the machine and deletes /tmp/*.log: a bad config must end mn with the reason,
+    and no error may reach that cleanup."""
+    require_binaries("mn")
+    bad = tmp_path / "overcast.yaml"
+    bad.write_text("sites: {hq: {role: enterprise, underlay: 300.0.0.1}}\n")
+    marker = names.new_lab_id()
+    canary_log = Path("/tmp") / f"{marker}.log"  # what Mininet's cleanup would delete
+    canary_log.touch()
+    canary = subprocess.Popen(["bash", "-c", f"exec -a mininet:{marker} sleep 60"])
+    try:
+        run = subprocess.run(
+            ["mn", "--custom", "lab/mininet_topos.py", "--topo", f"overcast,config={bad}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        out = run.stdout + run.stderr
+        assert run.returncode != 0
+        assert f"1 problem(s) in {bad}" in out and "is not an IP address" in out, out
+        assert "Cleaning up" not in out, out
+        assert canary.poll() is None and canary_log.exists()
+    finally:
+        canary.kill()
+        canary.wait()
+        canary_log.unlink(missing_ok=True)
