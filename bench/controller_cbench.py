@@ -398,6 +398,7 @@ def main() -> int:
             ctl.wait(timeout=30)
         except subprocess.TimeoutExpired:
             ctl.kill()
+    shutil.rmtree(work)  # its config and the controller's log; kept when it did not start
     return 0
 
 
