@@ -21,7 +21,7 @@ from controller.config import ControllerConfig, check_mac
 from gateway.config import GatewayConfig
 from lab.config import LabConfig
 from overcast.configfile import InvalidConfig as InvalidConfig  # where callers look for it
-from overcast.configfile import locate, mapping, read, validate_entries
+from overcast.configfile import cross_checked, locate, mapping, read, validate_entries
 from overcast.model import ConfigError, IPAddress, Model, Name, Prefix, parse_underlay
 from overcast.yamlsrc import parse
 
@@ -166,16 +166,7 @@ def load(path: str | Path) -> OvercastConfig:
 def loads(text: str, source: str = "<config>") -> OvercastConfig:
     doc, data = mapping(text, source, "sites")
     config, errors, removed = validate_entries(data, doc, OvercastConfig.model_validate)
-    if config is not None:
-        errors += [
-            locate(e, doc)
-            for e in cross_check(config)
-            if not any(f"'{name}'" in e.message for name in removed)
-        ]
-    if errors:
-        raise InvalidConfig(source, errors)
-    assert config is not None
-    return config
+    return cross_checked(source, doc, config, errors, removed, cross_check)
 
 
 def located_warnings(config: OvercastConfig, text: str) -> list[ConfigError]:

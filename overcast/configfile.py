@@ -87,16 +87,30 @@ def load_section(
     section, errors, removed = validate_entries(
         {name: data.get(name, {})}, doc, lambda d: model.model_validate(d.get(name, {})), (name,)
     )
-    if section is not None:
-        errors += [
+    return cross_checked(source, doc, section, errors, removed, problems)
+
+
+def cross_checked(
+    source: str,
+    doc: Document,
+    value: Valid | None,
+    errors: list[ConfigError],
+    removed: set[str],
+    problems: Callable[[Valid], list[ConfigError]],
+) -> Valid:
+    """`value` (what validate_entries made) once `problems` finds nothing either; else
+    InvalidConfig with every error. A cross-check error about an entry validation already
+    removed is left out: it would only repeat that entry's own error."""
+    if value is not None:
+        errors = errors + [
             locate(e, doc)
-            for e in problems(section)
+            for e in problems(value)
             if not any(f"'{entry}'" in e.message for entry in removed)
         ]
     if errors:
         raise InvalidConfig(source, errors)
-    assert section is not None
-    return section
+    assert value is not None
+    return value
 
 
 def validate_entries(
