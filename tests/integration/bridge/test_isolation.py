@@ -13,25 +13,16 @@ from bridge import isolation
 from bridge.apply import apply_site, remove_site
 from tests.conftest import require_binaries
 from tests.integration.bridge.sites import Lab, eventually, in_ns, sh
+from tests.unit.bridge.test_isolation import ROUTED
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
-CONFIG = """\
+CONFIG = f"""\
 sites:
-  hq:     {role: enterprise, underlay: 192.0.2.1}
-  branch: {role: enterprise, underlay: 192.0.2.2}
+  hq:     {{role: enterprise, underlay: 192.0.2.1}}
+  branch: {{role: enterprise, underlay: 192.0.2.2}}
 segments:
-  apps:
-    mode: l3
-    prefixes: [10.20.0.0/16]
-    sites: [hq, branch]
-    announce: {hq: [10.20.1.0/24], branch: [10.20.2.0/24]}
-  db:
-    mode: l3
-    prefixes: [10.30.0.0/16]
-    sites: [hq, branch]
-    announce: {hq: [10.30.1.0/24], branch: [10.30.2.0/24]}
-"""
+{ROUTED}"""
 LAN = {"hq": 1, "branch": 2}
 
 

@@ -7,13 +7,8 @@ from bridge.keys import generate_private_key, public_key_of
 from bridge.plan import SitePlan, plan_site
 from overcast.config import loads
 
-CONFIG = """\
-sites:
-  hq:     {role: enterprise, underlay: 192.0.2.1}
-  branch: {role: enterprise, underlay: 192.0.2.2}
-  cloud:  {role: provider,   underlay: 198.51.100.1}
-segments:
-  finance: {mode: l2, vni: 100, vlan: 10, sites: [hq, cloud]}
+# Two routed segments on hq and branch (the integration test builds them too).
+ROUTED = """\
   apps:
     mode: l3
     prefixes: [10.20.0.0/16, "2001:db8:20::/48"]
@@ -25,6 +20,14 @@ segments:
     sites: [hq, branch]
     announce: {hq: [10.30.1.0/24], branch: [10.30.2.0/24]}
 """
+CONFIG = f"""\
+sites:
+  hq:     {{role: enterprise, underlay: 192.0.2.1}}
+  branch: {{role: enterprise, underlay: 192.0.2.2}}
+  cloud:  {{role: provider,   underlay: 198.51.100.1}}
+segments:
+  finance: {{mode: l2, vni: 100, vlan: 10, sites: [hq, cloud]}}
+{ROUTED}"""
 KEYS = {s: public_key_of(generate_private_key()) for s in ("hq", "branch", "cloud")}
 
 
