@@ -56,28 +56,26 @@ def rules(segments: tuple[RoutedSegment, ...]) -> list[str]:
 def render(site: str, segments: tuple[RoutedSegment, ...]) -> str:
     """The nft script that makes the site's table hold exactly what `segments` need (none
     when there are fewer than two segments of one address family)."""
-    found = rules(segments)
+    return _script(site, rules(segments))
+
+
+def _script(site: str, found: list[str]) -> str:
     body = [
         "  chain between-segments {",
         "    type filter hook forward priority filter; policy accept;",
         *(f"    {r}" for r in found),
         "  }",
     ]
-    return nft.replace(body, FAMILY, isolation_table(site), digest(found) if found else None)
-
-
-def digest(found: list[str]) -> str:
-    return nft.digest(found)
+    return nft.replace(body, FAMILY, isolation_table(site), nft.digest(found) if found else None)
 
 
 def ensure_isolation(netns: str, plan: SitePlan, changes: list[str]) -> None:
     """Make the site's isolation table match `plan`; note what changed in `changes`."""
     table = isolation_table(plan.site)
     found = rules(plan.routed_segments)
-    want = digest(found) if found else None
-    if nft.current(netns, FAMILY, table, _FIX) == want:
+    if nft.current(netns, FAMILY, table, _FIX) == (nft.digest(found) if found else None):
         return
-    script = render(plan.site, plan.routed_segments)
+    script = _script(plan.site, found)
     nft.nft(netns, ["-f", "-"], f"keeping routed segments apart ({table})", script, _FIX)
     if found:
         names = ", ".join(s.segment for s in plan.routed_segments)
@@ -89,5 +87,5 @@ def ensure_isolation(netns: str, plan: SitePlan, changes: list[str]) -> None:
 def remove_isolation(netns: str, site: str, changes: list[str]) -> None:
     table = isolation_table(site)
     if nft.current(netns, FAMILY, table, _FIX) is not None:
-        nft.nft(netns, ["-f", "-"], f"removing {table}", render(site, ()), _FIX)
+        nft.nft(netns, ["-f", "-"], f"removing {table}", _script(site, []), _FIX)
         changes.append(f"removed nftables {FAMILY} {table}")
