@@ -21,11 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -87,24 +85,14 @@ class Sites:
             db.close()
 
 
-_BFD_CHANGE = re.compile(
-    r"^(\S+)\|.*\|bfd.*\|INFO\|(\S+): BFD state change: (\w+->\w+) \"[^\"]*\"->\"([^\"]*)\""
-)
-
-
 def bfd_changes(plan: LabPlan, offset: float) -> list[tuple[float, str]]:
-    """Every BFD state change both switches logged (the lab turns OVS's rate limit off),
-    as (monotonic time, "site port from->to (diagnostic)"); `offset` is wall - monotonic."""
-    out = []
-    for site in ("hq", "branch"):
-        log = plan.site(site).dir / "log" / "ovs-vswitchd.log"
-        for line in log.read_text(errors="replace").splitlines():
-            if m := _BFD_CHANGE.match(line):
-                wall = datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-                out.append(
-                    (wall.timestamp() - offset, f"{site} {m.group(2)} {m.group(3)} ({m.group(4)})")
-                )
-    return sorted(out)
+    """Every BFD state change both switches logged, as (monotonic time, "site port
+    from->to (diagnostic)"); `offset` is wall - monotonic."""
+    return sorted(
+        (c.at - offset, f"{site} {c.port} {c.old}->{c.new} ({c.diagnostic})")
+        for site in ("hq", "branch")
+        for c in switch.bfd_changes(plan.site(site))
+    )
 
 
 def during(changes: list[tuple[float, str]], outage: Outage | None) -> list[str]:

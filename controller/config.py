@@ -127,22 +127,17 @@ class ControllerConfig(Model):
 
     def problems(self, l2_segments: dict[str, Any]) -> list[ConfigError]:
         out = []
-        for name in self.proxy:
-            if name not in l2_segments:
-                known = ", ".join(sorted(l2_segments)) or "none"
-                out.append(
-                    ConfigError(
-                        f"controller.proxy.{name}",
-                        f"no L2 segment {name!r}; the proxy is set per L2 segment: {known}",
-                    )
+        known = ", ".join(sorted(l2_segments)) or "none"
+        for key, entries, what in (
+            ("proxy", self.proxy, "the proxy is set"),
+            ("acls", self.acls, "ACLs are"),
+        ):
+            out += [
+                ConfigError(
+                    f"controller.{key}.{name}",
+                    f"no L2 segment {name!r}; {what} per L2 segment: {known}",
                 )
-        for name in self.acls:
-            if name not in l2_segments:
-                known = ", ".join(sorted(l2_segments)) or "none"
-                out.append(
-                    ConfigError(
-                        f"controller.acls.{name}",
-                        f"no L2 segment {name!r}; ACLs are per L2 segment: {known}",
-                    )
-                )
+                for name in entries
+                if name not in l2_segments
+            ]
         return out

@@ -558,21 +558,6 @@ def own_cleanup() -> None:
     This stops only the processes this mn started (its hosts' shells with them, and so
     their namespaces and links); the lab goes with the process (atexit: `lab.down`)."""
     info("*** Stopping what this network started (nothing else on the machine)\n")
-    mine = _descendants(os.getpid())
+    mine = netns.descendants(os.getpid())
     netns.terminate(mine, grace=5)
     netns.terminate(mine, grace=1, sig=signal.SIGKILL)  # any that ignored SIGTERM
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            # pid (comm) state ppid ...: comm may hold spaces and parentheses.
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found

@@ -223,14 +223,36 @@ def pid_from(pidfile: Path, program: str) -> int | None:
     return pid if comm == program[:15] and _alive(pid) else None
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children, theirs, ...), as /proc has them now."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat(int(entry.name))):
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def _alive(pid: int) -> bool:
+    # A zombie has exited; it only waits for its parent to reap it.
+    fields = _stat(pid)
+    return bool(fields) and fields[0] != "Z"
+
+
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat's fields after the command name (state, ppid, ...); [] once the
+    process is gone."""
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            # A zombie has exited; it only waits for its parent to reap it.
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            # pid (comm) state ppid ...: comm may hold spaces and parentheses.
+            return f.read().rsplit(")", 1)[1].split()
     # ESRCH: it exited between the open and the read.
     except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
+        return []
 
 
 def remove(name: str) -> None:

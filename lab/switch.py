@@ -5,7 +5,10 @@ run/db/log directory, so sites share nothing but the machine."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from controller.fabric import MAC_TAG, SEGMENT_TAG
@@ -28,6 +31,10 @@ def db_socket(site: SitePlan) -> Path:
 
 def pidfile(site: SitePlan, daemon: str) -> Path:
     return run_dir(site) / f"{daemon}.pid"
+
+
+def vswitchd_log(site: SitePlan) -> Path:
+    return site.dir / "log" / "ovs-vswitchd.log"
 
 
 def env(site: SitePlan) -> dict[str, str]:
@@ -83,7 +90,7 @@ def start(site: SitePlan, registry: Registry) -> None:
                 "ovs-vswitchd",
                 f"unix:{db_socket(site)}",
                 f"--pidfile={pidfile(site, 'ovs-vswitchd')}",
-                f"--log-file={site.dir / 'log' / 'ovs-vswitchd.log'}",
+                f"--log-file={vswitchd_log(site)}",
                 "--detach",
             ],
         )
@@ -155,3 +162,29 @@ def ensure_port(site: SitePlan, port: str, segment: str, mac: str) -> None:
         db.ensure_port(site.bridge, port)
         db.set_external_id(port, SEGMENT_TAG, segment)
         db.set_external_id(port, MAC_TAG, mac)
+
+
+@dataclass(frozen=True)
+class BfdChange:
+    """One BFD state change ovs-vswitchd logged (`start` turns its rate limit off)."""
+
+    at: float  # epoch seconds, as the switch logged it
+    port: str
+    old: str
+    new: str
+    diagnostic: str  # the local diagnostic after the change (RFC 5880 section 4.1)
+
+
+_BFD_CHANGE = re.compile(
+    r'^(\S+)\|.*\|bfd.*\|INFO\|(\S+): BFD state change: (\w+)->(\w+) "[^"]*"->"([^"]*)"'
+)
+
+
+def bfd_changes(site: SitePlan) -> list[BfdChange]:
+    """Every BFD state change in the site switch's log, oldest first."""
+    out = []
+    for line in vswitchd_log(site).read_text(errors="replace").splitlines():
+        if m := _BFD_CHANGE.match(line):
+            when = datetime.strptime(m[1], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+            out.append(BfdChange(when.timestamp(), m[2], m[3], m[4], m[5]))
+    return out

@@ -20,7 +20,6 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -107,12 +106,9 @@ class Lab:
             time.sleep(0.05)
         if len(up) < 2:
             changes = [
-                f"{site}: {line[:24]} {line.split('|')[-1][:60]}"
+                f"{site}: {c.at:.3f} {c.port} {c.old}->{c.new} ({c.diagnostic})"
                 for site in ("hq", "branch")
-                for line in (self.plan.site(site).dir / "log" / "ovs-vswitchd.log")
-                .read_text(errors="replace")
-                .splitlines()
-                if "state change" in line
+                for c in switch.bfd_changes(self.plan.site(site))
             ]
             pytest.fail(f"isp-a's BFD not up at both ends since {since}: {up}; {changes[-12:]}")
         return up["hq"], up["branch"]
@@ -192,19 +188,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 # -- what the underlays carry ----------------------------------------------------------------
 
 
-_BFD_UP = re.compile(r"^(\S+)\|.*\|bfd.*\|INFO\|(\S+): BFD state change: \w+->up")
-
-
 def bfd_up_logged(plan: LabPlan, site: str, port: str, since: float) -> float | None:
     """The last time (epoch) `site`'s ovs-vswitchd logged `port`'s BFD session going up,
     if after `since`."""
-    log = plan.site(site).dir / "log" / "ovs-vswitchd.log"
-    last = None
-    for line in log.read_text(errors="replace").splitlines():
-        m = _BFD_UP.match(line)
-        if m and m.group(2) == port:
-            last = _log_time(m.group(1))
-    return last if last is not None and last > since else None
+    ups = [c.at for c in switch.bfd_changes(plan.site(site)) if c.port == port and c.new == "up"]
+    return ups[-1] if ups and ups[-1] > since else None
 
 
 def not_wireguard(lab: Lab, frame: Packet) -> str | None:
@@ -537,21 +525,12 @@ def flap(lab: Lab) -> tuple[list[Packet], float, float, float, float, dict[str, 
     return frames, first_up, hq_up, branch_up, settled, roles
 
 
-_BFD_DOWN = re.compile(r"^(\S+)\|.*\|bfd.*\|INFO\|(\S+): BFD state change: up->")
-
-
 def backup_went_down(plan: LabPlan, since: float) -> list[str]:
     """isp-b's BFD sessions (hq's and branch's) that left 'up' after `since` (epoch), as
     each switch logged it."""
-    found = []
-    for site, port in (("hq", BACKUP), ("branch", "vx100-0-1")):
-        log = plan.site(site).dir / "log" / "ovs-vswitchd.log"
-        for line in log.read_text(errors="replace").splitlines():
-            m = _BFD_DOWN.match(line)
-            if m and m.group(2) == port and _log_time(m.group(1)) > since:
-                found.append(f"{site} {port} at {m.group(1)}")
-    return found
-
-
-def _log_time(stamp: str) -> float:
-    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+    return [
+        f"{site} {port} at {c.at:.3f}"
+        for site, port in (("hq", BACKUP), ("branch", "vx100-0-1"))
+        for c in switch.bfd_changes(plan.site(site))
+        if c.port == port and c.old == "up" and c.at > since
+    ]
