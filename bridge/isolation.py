@@ -56,27 +56,30 @@ def rules(segments: tuple[RoutedSegment, ...]) -> list[str]:
 def render(site: str, segments: tuple[RoutedSegment, ...]) -> str:
     """The nft script that makes the site's table hold exactly what `segments` need (none
     when there are fewer than two segments of one address family)."""
-    return _script(site, rules(segments))
+    found = rules(segments)
+    return nft.replace(_body(found), FAMILY, isolation_table(site), _comment(found))
 
 
-def _script(site: str, found: list[str]) -> str:
-    body = [
+def _body(found: list[str]) -> list[str]:
+    return [
         "  chain between-segments {",
         "    type filter hook forward priority filter; policy accept;",
         *(f"    {r}" for r in found),
         "  }",
     ]
-    return nft.replace(body, FAMILY, isolation_table(site), nft.digest(found) if found else None)
+
+
+def _comment(found: list[str]) -> str | None:
+    return nft.digest(found) if found else None
 
 
 def ensure_isolation(netns: str, plan: SitePlan, changes: list[str]) -> None:
     """Make the site's isolation table match `plan`; note what changed in `changes`."""
     table = isolation_table(plan.site)
     found = rules(plan.routed_segments)
-    if nft.current(netns, FAMILY, table, _FIX) == (nft.digest(found) if found else None):
+    what = f"keeping routed segments apart ({table})"
+    if not nft.ensure(netns, FAMILY, table, _body(found), _comment(found), what, _FIX):
         return
-    script = _script(plan.site, found)
-    nft.nft(netns, ["-f", "-"], f"keeping routed segments apart ({table})", script, _FIX)
     if found:
         names = ", ".join(s.segment for s in plan.routed_segments)
         changes.append(f"kept routed segments apart ({FAMILY} {table}): {names}")
@@ -86,6 +89,5 @@ def ensure_isolation(netns: str, plan: SitePlan, changes: list[str]) -> None:
 
 def remove_isolation(netns: str, site: str, changes: list[str]) -> None:
     table = isolation_table(site)
-    if nft.current(netns, FAMILY, table, _FIX) is not None:
-        nft.nft(netns, ["-f", "-"], f"removing {table}", _script(site, []), _FIX)
+    if nft.remove(netns, FAMILY, table, _FIX):
         changes.append(f"removed nftables {FAMILY} {table}")

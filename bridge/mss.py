@@ -72,6 +72,10 @@ def _rule(c: Clamp) -> str:
 
 def render(family: str, table: str, clamps: tuple[Clamp, ...]) -> str:
     """The nft script that makes `table` hold exactly `clamps`; no clamps, no table."""
+    return nft.replace(_body(family, clamps), family, table, _comment(family, clamps))
+
+
+def _body(family: str, clamps: tuple[Clamp, ...]) -> list[str]:
     body = []
     if family == ROUTED:
         body += ["  chain into-tunnels {", "    type filter hook postrouting priority mangle;"]
@@ -85,7 +89,11 @@ def render(family: str, table: str, clamps: tuple[Clamp, ...]) -> str:
                 *(f"    {_rule(c)}" for c in clamps if c.device == device),
                 "  }",
             ]
-    return nft.replace(body, family, table, digest(family, clamps) if clamps else None)
+    return body
+
+
+def _comment(family: str, clamps: tuple[Clamp, ...]) -> str | None:
+    return digest(family, clamps) if clamps else None
 
 
 def digest(family: str, clamps: tuple[Clamp, ...]) -> str:
@@ -101,15 +109,10 @@ def ensure_clamp(netns: str, plan: SitePlan, changes: list[str]) -> None:
     """Make the site's clamping tables match `plan`; note what changed in `changes`."""
     table = clamp_table(plan.site)
     for family, clamps in ((ROUTED, routed_clamps(plan)), (STRETCHED, stretched_clamps(plan))):
-        want = digest(family, clamps) if clamps else None
-        if _current(netns, family, table) == want:
+        what = f"clamping TCP MSS ({family} {table})"
+        body, comment = _body(family, clamps), _comment(family, clamps)
+        if not nft.ensure(netns, family, table, body, comment, what, _FIX):
             continue
-        _nft(
-            netns,
-            ["-f", "-"],
-            f"clamping TCP MSS ({family} {table})",
-            render(family, table, clamps),
-        )
         if clamps:
             paths = ", ".join(sorted({f"{c.prefix or c.device} {c.mss}" for c in clamps}))
             changes.append(f"clamped TCP MSS into tunnels ({family} {table}): {paths}")
@@ -120,14 +123,5 @@ def ensure_clamp(netns: str, plan: SitePlan, changes: list[str]) -> None:
 def remove_clamp(netns: str, site: str, changes: list[str]) -> None:
     table = clamp_table(site)
     for family in (ROUTED, STRETCHED):
-        if _current(netns, family, table) is not None:
-            _nft(netns, ["-f", "-"], f"removing {table}", render(family, table, ()))
+        if nft.remove(netns, family, table, _FIX):
             changes.append(f"removed nftables {family} {table}")
-
-
-def _current(netns: str, family: str, table: str) -> str | None:
-    return nft.current(netns, family, table, _FIX)
-
-
-def _nft(netns: str, args: list[str], what: str, stdin: str | None) -> str:
-    return nft.nft(netns, args, what, stdin, _FIX)

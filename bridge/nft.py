@@ -29,6 +29,22 @@ def replace(body: list[str], family: str, table: str, comment: str | None) -> st
     return "\n".join(lines) + "\n"
 
 
+def ensure(
+    netns: str, family: str, table: str, body: list[str], comment: str | None, what: str, fix: str
+) -> bool:
+    """Make `table` hold `body` under `comment` (None: no table), unless its comment already
+    says so; True if it changed."""
+    if current(netns, family, table, fix) == comment:
+        return False
+    nft(netns, ["-f", "-"], what, replace(body, family, table, comment), fix)
+    return True
+
+
+def remove(netns: str, family: str, table: str, fix: str) -> bool:
+    """Remove `table` if it is there; True if it was."""
+    return ensure(netns, family, table, [], None, f"removing {table}", fix)
+
+
 def current(netns: str, family: str, table: str, fix: str) -> str | None:
     """The digest in `table`'s comment; "" for a table without one, None if none exists."""
     tables = nft(netns, ["list", "tables", family], "listing nftables tables", None, fix)
