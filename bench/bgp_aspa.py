@@ -34,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bgp_guard.aspa import Aspa, AspaSet, Outcome, Procedure, verify
-from bgp_guard.cli import build_guard
+from bgp_guard.cli import build_guard, load_guard_config
 from bgp_guard.config import AspaSettings, GuardConfig
 from bgp_guard.engine import Guard
 from bgp_guard.feeds.mrt import MrtFeed
@@ -77,9 +77,9 @@ def with_scope(config: GuardConfig, scope: str) -> GuardConfig:
 
 def run(items: list[FeedItem], mode: str, aspas: AspaSet) -> tuple[float, int, Counter[str], Guard]:
     best, events = float("inf"), Counter[str]()
-    base = build_guard(str(CONFIG))
+    base, loaded = build_guard(str(CONFIG)), load_guard_config(str(CONFIG))
     for _ in range(2):
-        config = base.config if mode == "off" else with_scope(base.config, mode)
+        config = loaded if mode == "off" else with_scope(loaded, mode)
         guard = Guard(
             config, vrps=base.vrps, asrel=base.asrel, aspas=None if mode == "off" else aspas
         )

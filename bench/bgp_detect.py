@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bgp_guard.cli import build_guard
+from bgp_guard.cli import build_guard, load_guard_config
 from bgp_guard.config import GuardConfig, MonitoredPrefix
 from bgp_guard.engine import Guard
 from bgp_guard.feeds.mrt import MrtFeed
@@ -46,7 +46,8 @@ def replay(path: Path, extra_prefixes: int) -> tuple[int, int, float]:
     for _ in range(2):
         guard = build_guard(str(CONFIG))
         if extra_prefixes:
-            guard = Guard(_with_extra(guard.config, extra_prefixes), guard.vrps, guard.asrel)
+            config = load_guard_config(str(CONFIG))
+            guard = Guard(_with_extra(config, extra_prefixes), guard.vrps, guard.asrel)
         start = time.process_time()
         events = 0
         for update in MrtFeed(path):

@@ -11,22 +11,22 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bgp_guard import bgpalerter
-from bgp_guard.aspa import AspaSet, load_aspas
-from bgp_guard.asrel import AsRelationships, load_asrel
-from bgp_guard.config import RIS_LIVE_URL, Feeds, GuardConfig, RisLiveWebsocket
 from bgp_guard.errors import InputError
-from bgp_guard.rpki import VrpSet, load_vrps
-from bgp_guard.sinks import Sink
-from bgp_guard.sinks.jsonl import JsonLines
-from bgp_guard.sinks.text import Text, render
+from bgp_guard.feeds import RIS_LIVE_URL
 from overcast import exitcodes
 from overcast.cli import CommandError, add_json_flag, emit, load_config_section, port_number
 
-# The detectors, feeds and Prometheus are imported by the functions that use them, so that
-# `overcast --help` and `validate` start without them.
+# What a command needs is imported by its handler: `overcast --help` starts without the
+# detectors, the feeds and Prometheus, and a replay of a config compiled before
+# (`policycache`) without the schema (pydantic) either.
 if TYPE_CHECKING:
+    from bgp_guard.aspa import AspaSet
+    from bgp_guard.asrel import AsRelationships
+    from bgp_guard.config import Feeds, GuardConfig
     from bgp_guard.engine import Guard
+    from bgp_guard.policycache import Compiled
+    from bgp_guard.rpki import VrpSet
+    from bgp_guard.sinks import Sink
     from bgp_guard.sinks.config import Retry
     from bgp_guard.sinks.outbox import Transport
     from bgp_guard.state import Store, StoredEvent
@@ -41,17 +41,26 @@ def load_guard_config(config_path: str) -> GuardConfig:
     """The `guard:` section of `config_path`, with its bgpalerter_file merged in. The other
     sections are not this command's business (`overcast validate` checks them), nor are
     their schemas loaded."""
+    guard, notes, _ = _load_guard_config(config_path)
+    for note in notes:
+        print(f"overcast: note: {note}", file=sys.stderr)
+    return guard
+
+
+def _load_guard_config(config_path: str) -> tuple[GuardConfig, list[str], list[Path]]:
+    """The section, the BGPalerter import's notes, and the files merged into it."""
+    from bgp_guard import bgpalerter
+    from bgp_guard.config import GuardConfig
+
     guard = load_config_section(config_path, "guard", GuardConfig, GuardConfig.problems)
+    if not guard.bgpalerter_file:
+        return guard, [], []
+    source = _relative(config_path, guard.bgpalerter_file)
     try:
-        if guard.bgpalerter_file:
-            source = _relative(config_path, guard.bgpalerter_file)
-            imported, notes = bgpalerter.load(source)
-            for note in notes:
-                print(f"overcast: note: {note}", file=sys.stderr)
-            guard = bgpalerter.merge(guard, imported, str(source))
+        imported, notes = bgpalerter.load(source)
+        return bgpalerter.merge(guard, imported, str(source)), notes, [source]
     except InputError as exc:
         raise CommandError(f"guard.bgpalerter_file: {exc}", exitcodes.USAGE) from None
-    return guard
 
 
 def require_monitoring(guard: GuardConfig, config_path: str) -> None:
@@ -67,36 +76,77 @@ def require_monitoring(guard: GuardConfig, config_path: str) -> None:
         )
 
 
-def build_guard(config_path: str) -> Guard:
-    """A Guard for `config_path`, with its VRP, AS-relationship and ASPA files loaded."""
-    from bgp_guard.engine import Guard
+def build_guard(config_path: str, cached: bool = False, config: GuardConfig | None = None) -> Guard:
+    """A Guard for `config_path` (its guard: section, if already loaded: `config`), with its
+    VRP, AS-relationship and ASPA files loaded. `cached`: the policy compiled by an earlier
+    run on the same config is used if there is one, and this one is kept if not."""
+    from bgp_guard import policycache
+    from bgp_guard.policy import Policy
 
-    guard = load_guard_config(config_path)
+    compiled = policycache.load(config_path) if cached else None
+    if compiled is not None:
+        for note in compiled.notes:
+            print(f"overcast: note: {note}", file=sys.stderr)
+        return guard_for(compiled, config_path)
+    notes: list[str] = []
+    merged: list[Path] = []
+    if config is None:
+        config, notes, merged = _load_guard_config(config_path)
+    for note in notes:
+        print(f"overcast: note: {note}", file=sys.stderr)
+    compiled = policycache.Compiled(
+        Policy.of(config),
+        config.vrp_file,
+        config.asrel_file,
+        config.aspa.file,
+        tuple(notes),
+        tuple((str(p.resolve()), policycache.digest(p)) for p in merged),
+    )
+    guard = guard_for(compiled, config_path)
+    require_monitoring(config, config_path)  # before it is kept: a cached one was checked
+    if cached:
+        policycache.store(config_path, compiled)
+    return guard
+
+
+def guard_for(compiled: Compiled, config_path: str) -> Guard:
+    """The Guard of a compiled policy, with the data files it names read now."""
+    from bgp_guard.aspa import load_aspas
+    from bgp_guard.asrel import load_asrel
+    from bgp_guard.engine import Guard
+    from bgp_guard.rpki import load_vrps
+
     vrps: VrpSet | None = None
     asrel: AsRelationships | None = None
     aspas: AspaSet | None = None
     key = "guard.vrp_file"
     try:
-        if guard.vrp_file:
-            vrps = load_vrps(_relative(config_path, guard.vrp_file))
+        if compiled.vrp_file:
+            vrps = load_vrps(_relative(config_path, compiled.vrp_file))
         key = "guard.asrel_file"
-        if guard.asrel_file:
-            asrel = load_asrel(_relative(config_path, guard.asrel_file))
+        if compiled.asrel_file:
+            asrel = load_asrel(_relative(config_path, compiled.asrel_file))
         key = "guard.aspa.file"
-        if guard.aspa.file:
-            aspas = load_aspas(_relative(config_path, guard.aspa.file))
+        if compiled.aspa_file:
+            aspas = load_aspas(_relative(config_path, compiled.aspa_file))
     except InputError as exc:
         raise CommandError(
             f"{config_path}: {key}: {exc} (paths are relative to the config file)",
             exitcodes.USAGE,
         ) from None
-    require_monitoring(guard, config_path)
-    return Guard(guard, vrps=vrps, asrel=asrel, aspas=aspas)
+    return Guard(compiled.policy, vrps=vrps, asrel=asrel, aspas=aspas)
 
 
 def _replay(args: argparse.Namespace) -> int:
+    import gc
+
     from bgp_guard.metrics import unserved
 
+    # The RIB and the decoded messages are hundreds of thousands of young tuples: at the
+    # default thresholds (700, 10, 10) the cycle collector walks them over and over, for
+    # no cycle to find. Updates are freed by reference counting; collect rarely.
+    gc.freeze()
+    gc.set_threshold(100_000, 20, 100)
     with unserved():  # a replay serves no metrics: not even prometheus_client is imported
         return _replay_files(args)
 
@@ -104,7 +154,7 @@ def _replay(args: argparse.Namespace) -> int:
 def _replay_files(args: argparse.Namespace) -> int:
     from bgp_guard import replay
 
-    guard = build_guard(args.config)
+    guard = build_guard(args.config, cached=True)
     sinks = _sinks(args)
     try:
         updates, stats = replay.merged(args.files, guard.wanted())
@@ -160,6 +210,9 @@ def _replay_files(args: argparse.Namespace) -> int:
 
 
 def _sinks(args: argparse.Namespace) -> list[Sink]:
+    from bgp_guard.sinks.jsonl import JsonLines
+    from bgp_guard.sinks.text import Text
+
     sinks: list[Sink] = [JsonLines(sys.stdout) if args.json else Text(sys.stdout)]
     if args.syslog:
         from bgp_guard.sinks.syslog import Syslog  # asyncio with it: not on replay's start-up
@@ -176,11 +229,12 @@ def _watch(args: argparse.Namespace) -> int:
 
     import bgp_guard.metrics
     from bgp_guard import watch
+    from bgp_guard.aspa import load_aspas
     from bgp_guard.feeds.tcp_md5 import TcpMd5Error
     from overcast import metrics
 
-    guard = build_guard(args.config)
-    config = guard.config
+    config = load_guard_config(args.config)
+    guard = build_guard(args.config, config=config)
     feeds = config.feeds
     if args.ris_live is not None:
         feeds = _with_ris_live(feeds, args.ris_live)
@@ -460,6 +514,8 @@ def _with_ris_live(feeds: Feeds, url: str) -> Feeds:
     """`feeds` with its RIS-live feed (guard.feeds.ris_live, or the defaults) at `url`."""
     from pydantic import ValidationError
 
+    from bgp_guard.config import RisLiveWebsocket
+
     settings = feeds.ris_live.model_dump() if feeds.ris_live is not None else {}
     try:
         ris_live = RisLiveWebsocket.model_validate({**settings, "url": url})
@@ -470,6 +526,8 @@ def _with_ris_live(feeds: Feeds, url: str) -> Feeds:
 
 
 def _import_bgpalerter(args: argparse.Namespace) -> int:
+    from bgp_guard import bgpalerter
+
     try:
         config, notes = bgpalerter.load(args.file)
     except InputError as exc:
@@ -482,6 +540,8 @@ def _import_bgpalerter(args: argparse.Namespace) -> int:
 
 def _roa_diff(args: argparse.Namespace) -> int:
     from bgp_guard.engine import Guard
+    from bgp_guard.rpki import load_vrps
+    from bgp_guard.sinks.text import render
 
     config = load_guard_config(args.config)
     require_monitoring(config, args.config)
@@ -497,6 +557,8 @@ def _roa_diff(args: argparse.Namespace) -> int:
 
 def _aspa_check(args: argparse.Namespace) -> int:
     from bgp_guard import aspa_check, replay
+    from bgp_guard.aspa import load_aspas
+    from bgp_guard.asrel import load_asrel
 
     config = load_guard_config(args.config)
     if not config.own_asns:

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from bgp_guard import communities
+from bgp_guard.feeds import RIS_LIVE_URL
 from bgp_guard.sinks.config import Notify, SinkConfig
 from overcast.model import Address, ConfigError, Model, Prefix
 
@@ -196,9 +197,6 @@ class BmpFeed(Model):
     # BMP has no keepalive and a quiet router may send nothing for hours: off by default
     # (TCP keepalives still find a router that died).
     idle_timeout: float | None = Field(None, gt=0)
-
-
-RIS_LIVE_URL = "wss://ris-live.ripe.net/v1/ws/?client=overcast"
 
 
 def _websocket_url(value: str) -> str:

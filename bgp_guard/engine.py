@@ -26,12 +26,11 @@ provider set changed: section 5.3 of the ASPA draft asks only the customers on t
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bgp_guard import monitored
 from bgp_guard.aspa import AspaSet, changed_customers
 from bgp_guard.asrel import AsRelationships
-from bgp_guard.config import GuardConfig
 from bgp_guard.detect import (
     aspa,
     community,
@@ -47,6 +46,7 @@ from bgp_guard.detect import (
 from bgp_guard.events import Event, EventTable, Finding, Key
 from bgp_guard.metrics import Lazy
 from bgp_guard.monitored import Monitored
+from bgp_guard.policy import Policy
 from bgp_guard.rib import Path, Rib, key_prefix, prefix_key
 from bgp_guard.rpki import RoaChange, VrpSet, diff
 from bgp_guard.update import (
@@ -58,6 +58,9 @@ from bgp_guard.update import (
     Prefix,
     Update,
 )
+
+if TYPE_CHECKING:  # a Guard built from a cached Policy never imports the schema
+    from bgp_guard.config import GuardConfig
 
 TICK = 1.0  # seconds of feed time between checks for events to resolve
 # Findings by which our policy rejects a route to our exact prefix: such a route does not
@@ -75,31 +78,31 @@ COMPACT_SLACK = 100_000  # unused interned paths tolerated before a compaction
 class Guard:
     def __init__(
         self,
-        config: GuardConfig,
+        config: GuardConfig | Policy,
         vrps: VrpSet | None = None,
         asrel: AsRelationships | None = None,
         aspas: AspaSet | None = None,
     ) -> None:
-        self.config = config
+        self.policy = policy = config if isinstance(config, Policy) else Policy.of(config)
         self.vrps = vrps
         self.asrel = asrel
-        self.aspa = None if aspas is None else aspa.AspaCheck(config, aspas)
+        self.aspa = None if aspas is None else aspa.AspaCheck(policy, aspas)
         self._slot_asn: list[int] = []  # peer AS per RIB slot, for re-verifying paths
         # Whether routes outside the monitored prefixes get path checks at all.
-        self._beyond_monitored = (asrel is not None and config.leak_scope == "all") or (
-            aspas is not None and config.aspa.scope != "monitored"
+        self._beyond_monitored = (asrel is not None and policy.leak_scope == "all") or (
+            aspas is not None and policy.aspa_scope != "monitored"
         )
-        self.monitored_list = monitored.entries(config)
+        self.monitored_list = list(policy.monitored)
         self.monitored = monitored.index(self.monitored_list)
-        self.table = EventTable(config.min_peers, config.resolve_after)
+        self.table = EventTable(policy.min_peers, policy.resolve_after)
         self.rib = Rib()
         self.updates = 0
         self.peer_downs = 0
-        self._own = frozenset(config.own_asns)
+        self._own = frozenset(policy.own_asns)
         # Whether a route outside the monitored prefixes can ever matter: a path check on it
         # now, or an ASPA reload later (replace_aspas re-verifies every held route then). If
         # not, such an update is counted and dropped before the RIB: most of a full feed.
-        self._keep_all = self._beyond_monitored or config.aspa.scope != "monitored"
+        self._keep_all = self._beyond_monitored or policy.aspa_scope != "monitored"
         self._visibility: dict[int, visibility.Visibility] = {}
         # Prefix keys announced under each monitored prefix (the one governing them), for
         # re-validation on a VRP reload. Pruned then, when no peer holds a key any more.
@@ -166,7 +169,7 @@ class Guard:
             elif self._beyond_monitored:
                 findings += self._path_checks(update, None)
             if self._ours(update):
-                findings += neighbours.check(update, self.config.own_asns)
+                findings += neighbours.check(update, self.policy.own_asns)
             for finding in findings:
                 table.observe(
                     finding,
@@ -214,7 +217,7 @@ class Guard:
                 None
                 if self.vrps is None
                 else rov.check(
-                    update.prefix, update.origin, self.vrps, about, self.config.rpki_not_found
+                    update.prefix, update.origin, self.vrps, about, self.policy.rpki_not_found
                 ),
             )
             if found is not None
@@ -239,7 +242,7 @@ class Guard:
                 leaked = leak.check(update, self.asrel, mon.name)
         else:
             about = self._aspa_about(update)
-            if self.asrel is not None and self.config.leak_scope == "all":
+            if self.asrel is not None and self.policy.leak_scope == "all":
                 leaked = leak.check(update, self.asrel, str(update.prefix))
         if self.aspa is not None and about is not None:
             found = self.aspa.check(
@@ -296,8 +299,8 @@ class Guard:
             slot,
             peer_ip,
             announce,
-            self.config.visibility_min_withdrawn,
-            self.config.visibility_min_share,
+            self.policy.visibility_min_withdrawn,
+            self.policy.visibility_min_share,
         )
         if flipped is not None:
             self.table.condition(flipped, state.lost, state.withdrawn_by(), now)
@@ -376,7 +379,7 @@ class Guard:
                 found = decided[origin]
             else:
                 found = decided[origin] = rov.check(
-                    prefix, origin, vrps, about, self.config.rpki_not_found
+                    prefix, origin, vrps, about, self.policy.rpki_not_found
                 )
             route = (slot, key)
             carried = False
@@ -399,9 +402,9 @@ class Guard:
         or all that guard.aspa.scope covers) whose path crosses a customer AS whose provider
         set changed; returns the aspa-invalid (and route-leak) transitions that caused."""
         if self.aspa is None:
-            self.aspa = aspa.AspaCheck(self.config, aspas)
+            self.aspa = aspa.AspaCheck(self.policy, aspas)
             self._slot_asn = [0] * len(self.rib.peers)  # unknown: verified without step 2
-            self._beyond_monitored |= self.config.aspa.scope != "monitored"
+            self._beyond_monitored |= self.policy.aspa_scope != "monitored"
             changed = aspas.customers()
         else:
             changed = changed_customers(self.aspa.aspas, aspas)

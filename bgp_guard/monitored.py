@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bgp_guard import communities
 from bgp_guard.communities import Community, LargeCommunity
-from bgp_guard.config import GuardConfig, MonitoredPrefix
 from bgp_guard.detect.path import PathCheck
 from bgp_guard.prefixindex import PrefixIndex
 from bgp_guard.update import Prefix
+
+if TYPE_CHECKING:  # the schema is not imported by a replay that starts from a cached Policy
+    from bgp_guard.config import GuardConfig, MonitoredPrefix
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +56,7 @@ def entries(config: GuardConfig) -> list[Monitored]:
     return [Monitored.from_config(Prefix.parse(str(n)), s) for n, s in config.prefixes.items()]
 
 
-def index(monitored: list[Monitored]) -> PrefixIndex[Monitored]:
+def index(monitored: Iterable[Monitored]) -> PrefixIndex[Monitored]:
     out: PrefixIndex[Monitored] = PrefixIndex()
     for mon in monitored:
         out.add(mon.prefix, mon)

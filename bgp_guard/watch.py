@@ -200,7 +200,7 @@ async def run(
     outages: dict[LiveFeed, str | None] = dict.fromkeys(feeds)
     peers_down: dict[str, str] = {}
     silent: set[LiveFeed] = set()
-    silent_after = guard.config.feeds.silent_after
+    silent_after = guard.policy.silent_after
 
     def health(now: float) -> None:
         down = {p: why for feed in feeds for p, why in feed.peers_down().items()}

@@ -19,14 +19,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from overcast import __version__, exitcodes, log
-from overcast.configfile import InvalidConfig, load_section
 
-# The whole schema (every part's section) is imported by the commands that load it: a part's
-# command reads its own section (`load_config_section`) and starts without the others.
+# The schema (pydantic, and every part's section) is imported by the commands that load
+# it: a part's command reads its own section (`load_config_section`) and starts without the
+# others, and a command that needs no config (or a cached one) without pydantic.
 if TYPE_CHECKING:
     import pydantic
 
     from overcast.config import L2Segment, L3Segment, OvercastConfig
+    from overcast.configfile import InvalidConfig
     from overcast.model import ConfigError
 
 Section = TypeVar("Section", bound="pydantic.BaseModel")
@@ -55,6 +56,7 @@ class CommandError(Exception):
 def load_config(path: str) -> OvercastConfig:
     """Load a config for a subcommand; invalid configs become a USAGE error listing every problem."""
     from overcast.config import load
+    from overcast.configfile import InvalidConfig
 
     try:
         return load(path)
@@ -70,6 +72,8 @@ def load_config_section(
 ) -> Section:
     """Load one part's section of a config (`overcast.configfile.load_section`), for a command
     that needs nothing else; invalid, it is a USAGE error listing every problem."""
+    from overcast.configfile import InvalidConfig, load_section
+
     try:
         return load_section(path, name, model, problems)
     except InvalidConfig as exc:
@@ -109,6 +113,7 @@ def listen_address(text: str) -> tuple[str, int]:
 
 def _validate(args: argparse.Namespace) -> int:
     from overcast.config import load, located_warnings
+    from overcast.configfile import InvalidConfig
 
     try:
         config = load(args.file)

@@ -11,13 +11,16 @@ are customers, peers, providers or RS-clients; a transparent route server (RFC 7
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from bgp_guard.aspa import AspaSet, Outcome, Procedure, Verdict, verify
-from bgp_guard.config import GuardConfig, Relationship
 from bgp_guard.detect.path import path_text
 from bgp_guard.events import Finding
 from bgp_guard.metrics import Lazy
 from bgp_guard.update import PathElement, Prefix
+
+if TYPE_CHECKING:
+    from bgp_guard.policy import Policy
 
 _CUSTOMERS = Lazy(
     "Gauge",
@@ -48,20 +51,13 @@ CACHE_MAX = 200_000
 class AspaCheck:
     """Verifies one route's path with the procedure its neighbour's relationship calls for."""
 
-    def __init__(self, config: GuardConfig, aspas: AspaSet) -> None:
+    def __init__(self, policy: Policy, aspas: AspaSet) -> None:
         # (procedure, IP version) -> AS path -> verdict; emptied when the ASPAs change
         self._cache: dict[tuple[Procedure, int], dict[tuple[PathElement, ...], Verdict]] = {}
         self.aspas = aspas
-        self.scope = config.aspa.scope
-        self.default = PROCEDURES[config.aspa.relationship]
-        relationships: dict[str, Relationship] = {
-            str(a): r for a, r in config.aspa.neighbours.items()
-        }
-        if config.feeds.bgp is not None:
-            for address, neighbour in config.feeds.bgp.neighbours.items():
-                if neighbour.relationship is not None:
-                    relationships[str(address)] = neighbour.relationship
-        self.by_peer = {peer: PROCEDURES[r] for peer, r in relationships.items()}
+        self.scope = policy.aspa_scope
+        self.default = PROCEDURES[policy.aspa_relationship]
+        self.by_peer = {peer: PROCEDURES[r] for peer, r in policy.aspa_relationships.items()}
 
     @property
     def aspas(self) -> AspaSet:

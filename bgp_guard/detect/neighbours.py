@@ -6,9 +6,14 @@ The AS right of ours sent it to us: a downstream (BGPalerter's left/right-side A
 
 from __future__ import annotations
 
-from bgp_guard.config import OwnAs
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
 from bgp_guard.events import Finding
 from bgp_guard.update import PathElement, Update
+
+if TYPE_CHECKING:
+    from bgp_guard.policy import OwnNeighbours
 
 
 def _neighbour(path: tuple[PathElement, ...], i: int, step: int) -> int | None:
@@ -22,7 +27,7 @@ def _neighbour(path: tuple[PathElement, ...], i: int, step: int) -> int | None:
     return None
 
 
-def check(update: Update, own_asns: dict[int, OwnAs]) -> list[Finding]:
+def check(update: Update, own_asns: Mapping[int, OwnNeighbours]) -> list[Finding]:
     out = []
     path = update.as_path
     for i, element in enumerate(path):

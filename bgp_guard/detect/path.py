@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from bgp_guard.config import PathRule
 from bgp_guard.events import Finding
 from bgp_guard.update import PathElement, Update
+
+if TYPE_CHECKING:
+    from bgp_guard.config import PathRule
 
 
 def path_text(as_path: tuple[PathElement, ...]) -> str:

@@ -11,3 +11,6 @@ peer's routes; no feed keeps a copy of what each peer announced).
 Every feed counts records, updates and errors in a `FeedStats` (also exported to Prometheus),
 and logs each bad record with its position instead of stopping.
 """
+
+# RIPE RIS-live's websocket (https://ris-live.ripe.net/manual/); `client` names us to RIPE.
+RIS_LIVE_URL = "wss://ris-live.ripe.net/v1/ws/?client=overcast"

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from bgp_guard.config import RIS_LIVE_URL, RisLiveWebsocket
+from bgp_guard.config import RisLiveWebsocket
+from bgp_guard.feeds import RIS_LIVE_URL
 from bgp_guard.feeds.ris_websocket import reconnect_delays, subscriptions
 from overcast import exitcodes
 from overcast.cli import main
