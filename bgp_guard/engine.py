@@ -73,6 +73,7 @@ _STALE = Lazy(
     "updates' own timestamps) about the same monitored prefix.",
 )
 COMPACT_SLACK = 100_000  # unused interned paths tolerated before a compaction
+GOVERNING_MAX = 1 << 18  # prefixes whose governing monitored prefix is remembered
 
 
 class Guard:
@@ -112,16 +113,25 @@ class Guard:
         # update older than that: the order of what a peer said is kept per prefix.
         self._applied: dict[tuple[int, int], float] = {}
         self.stale = 0
+        # The governing monitored prefix of each prefix seen: feeds repeat the same few
+        # thousand prefixes, and the monitored prefixes do not change under a Guard.
+        self._governing: dict[Prefix, Monitored | None] = {}
 
     def governing(self, update: Update) -> Monitored | None:
         """The most specific monitored prefix covering the update, unless it opts out."""
-        found = self.monitored.longest(update.prefix)
-        if found is None:
-            return None
-        length, items = found
-        mon = items[0]
-        if mon.ignore or (mon.ignore_more_specifics and length != update.prefix.length):
-            return None
+        prefix = update.prefix
+        known = self._governing
+        if prefix in known:
+            return known[prefix]
+        if len(known) >= GOVERNING_MAX:
+            known.clear()
+        found = self.monitored.longest(prefix)
+        mon = None
+        if found is not None:
+            length, (mon, *_) = found
+            if mon.ignore or (mon.ignore_more_specifics and length != prefix.length):
+                mon = None
+        known[prefix] = mon
         return mon
 
     def process(self, update: FeedItem) -> list[dict[str, Any]]:
@@ -139,14 +149,15 @@ class Guard:
             # An empty AS_PATH comes over iBGP and means the peer's own AS originated the
             # route (RFC 4271 section 5.1.2); judge it as such, not as "no origin".
             update = update._replace(as_path=(update.peer_asn,))
-        mon = self.governing(update) if self.monitored else None
+        mon = self.governing(update)
         if mon is None and not self._keep_all and not self._ours(update):
             return table.drain() if table.emitted else []
         rib = self.rib
         slot = rib.slot(update.peer_ip, update.path_id)
         if self.aspa is not None and slot == len(self._slot_asn):  # a new slot
             self._slot_asn.append(update.peer_asn)
-        key = prefix_key(update.prefix)
+        prefix = update.prefix
+        key = (prefix.value << 9) | (prefix.length << 1) | (prefix.version == 6)  # prefix_key
         route = (slot, key)
         applied = self._applied
         if applied and now < applied.get(route, now):
@@ -205,26 +216,29 @@ class Guard:
         return not update.announce or not own.isdisjoint(update.as_path)
 
     def _about_ours(self, update: Update, mon: Monitored) -> list[Finding]:
-        about = mon.name
-        out = [
-            found
-            for found in (
-                hijack.check(update, mon, lambda: self._exact_origins(mon)),
-                scope.check(update, mon) if mon.neighbours_only else None,
-                community.check(update, mon)
-                if mon.flag_communities or mon.flag_large_communities
-                else None,
-                None
-                if self.vrps is None
-                else rov.check(
-                    update.prefix, update.origin, self.vrps, about, self.policy.rpki_not_found
-                ),
+        # Run for most updates: only the checks this prefix and this guard ask for are called.
+        out = []
+        found = hijack.check(update, mon, lambda: self._exact_origins(mon))
+        if found is not None:
+            out.append(found)
+        if mon.neighbours_only:
+            found = scope.check(update, mon)
+            if found is not None:
+                out.append(found)
+        if mon.flag_communities or mon.flag_large_communities:
+            found = community.check(update, mon)
+            if found is not None:
+                out.append(found)
+        if self.vrps is not None:
+            found = rov.check(
+                update.prefix, update.origin, self.vrps, mon.name, self.policy.rpki_not_found
             )
-            if found is not None
-        ]
-        out += self._path_checks(update, mon)
+            if found is not None:
+                out.append(found)
+        if self.aspa is not None or self.asrel is not None:
+            out += self._path_checks(update, mon)
         if mon.path_checks:
-            out += path.check(update, mon.path_checks, about)
+            out += path.check(update, mon.path_checks, mon.name)
         return out
 
     def _exact_origins(self, mon: Monitored) -> frozenset[PathElement]:

@@ -21,7 +21,6 @@ import os
 import pickle
 import stat
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,6 +104,8 @@ def load(config_path: str) -> Compiled | None:
 
 def store(config_path: str, compiled: Compiled) -> None:
     """Keep `compiled` for the next run on the same config; drops the oldest entries."""
+    import tempfile  # and shutil with it: not on a cached replay's start-up
+
     try:
         entry = _entry(config_path)
         entry.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
