@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from bgp_guard.errors import InputError
 from bgp_guard.feeds import RIS_LIVE_URL
-from overcast import exitcodes
+from overcast import collector, exitcodes
 from overcast.cli import CommandError, add_json_flag, emit, load_config_section, port_number
 
 # What a command needs is imported by its handler: `overcast --help` starts without the
@@ -138,15 +138,11 @@ def guard_for(compiled: Compiled, config_path: str) -> Guard:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    import gc
-
     from bgp_guard.metrics import unserved
 
-    # The RIB and the decoded messages are hundreds of thousands of young tuples: at the
-    # default thresholds (700, 10, 10) the cycle collector walks them over and over, for
-    # no cycle to find. Updates are freed by reference counting; collect rarely.
-    gc.freeze()
-    gc.set_threshold(100_000, 20, 100)
+    # The RIB and the decoded messages are hundreds of thousands of young tuples, and no
+    # cycle among them: the collector would walk them over and over.
+    collector.quiet(100_000, 100)
     with unserved():  # a replay serves no metrics: not even prometheus_client is imported
         return _replay_files(args)
 
