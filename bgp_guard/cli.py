@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,9 +43,13 @@ def load_guard_config(config_path: str) -> GuardConfig:
     sections are not this command's business (`overcast validate` checks them), nor are
     their schemas loaded."""
     guard, notes, _ = _load_guard_config(config_path)
+    _print_notes(notes)
+    return guard
+
+
+def _print_notes(notes: Iterable[str]) -> None:
     for note in notes:
         print(f"overcast: note: {note}", file=sys.stderr)
-    return guard
 
 
 def _load_guard_config(config_path: str) -> tuple[GuardConfig, list[str], list[Path]]:
@@ -85,15 +90,13 @@ def build_guard(config_path: str, cached: bool = False, config: GuardConfig | No
 
     compiled = policycache.load(config_path) if cached else None
     if compiled is not None:
-        for note in compiled.notes:
-            print(f"overcast: note: {note}", file=sys.stderr)
+        _print_notes(compiled.notes)
         return guard_for(compiled, config_path)
     notes: list[str] = []
     merged: list[Path] = []
     if config is None:
         config, notes, merged = _load_guard_config(config_path)
-    for note in notes:
-        print(f"overcast: note: {note}", file=sys.stderr)
+    _print_notes(notes)
     compiled = policycache.Compiled(
         Policy.of(config),
         config.vrp_file,

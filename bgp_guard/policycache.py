@@ -69,7 +69,11 @@ def digest(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _entry(config_path: str) -> Path:
+def _entry(config_path: str) -> Path | None:
+    """The entry's file, or None for a config that is not a regular file: a pipe
+    (`--config <(...)`) can be read once only, by the validation."""
+    if not Path(config_path).is_file():
+        return None
     key = hashlib.sha256(f"{sys.version_info[:2]}".encode())
     for name in _CODE:
         key.update((_PACKAGES / name).read_bytes())
@@ -90,7 +94,7 @@ def load(config_path: str) -> Compiled | None:
     """The compiled policy of `config_path` if this config was compiled before, else None."""
     try:
         entry = _entry(config_path)
-        if not entry.exists() or not _trusted(entry):
+        if entry is None or not entry.exists() or not _trusted(entry):
             return None
         compiled = pickle.loads(entry.read_bytes())
         if not isinstance(compiled, Compiled):
@@ -108,6 +112,8 @@ def store(config_path: str, compiled: Compiled) -> None:
 
     try:
         entry = _entry(config_path)
+        if entry is None:
+            return
         entry.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, scratch = tempfile.mkstemp(dir=entry.parent, suffix=".tmp")
         with os.fdopen(fd, "wb") as f:

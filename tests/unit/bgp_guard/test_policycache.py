@@ -130,3 +130,15 @@ def test_no_cache_directory_is_no_error(
     config.write_text(MONITORED % 64500)
     assert main(["guard", "replay", "--json", "--config", str(config), str(RIS_LIVE)]) == 3
     assert policycache.load(str(config)) is None
+
+
+def test_a_config_read_from_a_pipe_is_read_once(tmp_path: Path) -> None:
+    config = tmp_path / "overcast.yaml"
+    config.write_text(MONITORED % 64500)
+    done = subprocess.run(
+        ["bash", "-c", f"{sys.executable} -m overcast guard replay --json --config "
+         f"<(cat {config}) {RIS_LIVE}"],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == exitcodes.ALERT, done.stderr
+    assert json.loads(done.stdout)["type"] == "subprefix-origin"
