@@ -66,6 +66,7 @@ class FeedStats:
     __slots__ = (
         "_flushed",
         "actions",
+        "dropped",
         "errors",
         "kind",
         "log",
@@ -83,6 +84,7 @@ class FeedStats:
         self.peer_downs = 0
         self.errors = 0
         self.skipped = 0  # records left unread: a filter saw nothing in them worth decoding
+        self.dropped = 0  # updates of records read that a filter left out: about nothing wanted
         self._flushed = (0, 0, 0, 0)
         self.actions: dict[str, int] = {}  # RFC 7606 outcomes and the like, by action
         self.refusals: dict[str, int] = {}  # connections refused or closed, by reason
@@ -128,6 +130,7 @@ class FeedStats:
             "peer_downs": self.peer_downs,
             "errors": self.errors,
             **({"skipped": self.skipped} if self.skipped else {}),
+            **({"dropped": self.dropped} if self.dropped else {}),
             **self.actions,
             **{f"refused {reason}": n for reason, n in self.refusals.items()},
         }

@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bgp_guard.feeds.mrt import MrtFeed
-from bgp_guard.feeds.ris_live import RisLiveFeed
+from bgp_guard.feeds.ris_live import RisLiveFeed, _Filter, decode
+from bgp_guard.update import FeedItem, Prefix, Update
 from bgp_guard.wire import Open, WireError, decode_attributes, decode_update
 from tests.conftest import shared_data
 
@@ -137,6 +138,32 @@ def test_ris_live_never_raises(messages: list[object], junk: list[str]) -> None:
     feed = RisLiveFeed(lines)
     updates = list(feed)
     assert feed.stats.updates == len(updates)
+
+
+@FAST
+@given(st.lists(FIELDS | JSON, max_size=5), st.booleans())
+def test_ris_live_fast_path_changes_nothing_found(messages: list[object], filtered: bool) -> None:
+    """The feed's typed fast path against `decode` alone, line by line (behind the filter's
+    screen, with a filter): the same Updates (the wanted ones) and the same errors."""
+    lines = [json.dumps({"type": "ris_message", "data": m}).encode() for m in messages]
+    wanted = Prefix.parse("192.0.2.0/24").covers if filtered else None
+    feed = RisLiveFeed(lines, wanted=wanted)
+    got = list(feed)
+    screen = None if wanted is None else _Filter(wanted)
+    expected: list[FeedItem] = []
+    errors = 0
+    for line in lines:
+        if screen is not None and screen.skips(line):
+            continue
+        try:
+            items = decode(line)
+        except ValueError:
+            errors += 1
+            continue
+        expected += [
+            i for i in items if wanted is None or not isinstance(i, Update) or wanted(i.prefix)
+        ]
+    assert (got, feed.stats.errors) == (expected, errors)
 
 
 @FAST

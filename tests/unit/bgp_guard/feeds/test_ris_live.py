@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bgp_guard.feeds import ris_live
 from bgp_guard.feeds.ris_live import RisLiveFeed
 from bgp_guard.update import PeerDown, Prefix, Update
 from bgp_guard.wire import decode_update, split_message
@@ -125,9 +126,7 @@ def test_bad_lines_are_counted_logged_and_skipped(caplog: pytest.LogCaptureFixtu
         assert f"test-stream line {number}:" in caplog.text
 
 
-def test_a_filter_skips_unread_only_updates_about_nothing_wanted(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+def test_a_filter_keeps_only_the_updates_wanted(caplog: pytest.LogCaptureFixture) -> None:
     ours = Prefix.parse("192.0.2.0/24")
     lines = [
         message(path=[64496, 64500], announcements=[{"next_hop": "192.0.2.1", "prefixes": ["198.51.100.0/24"]}]),
@@ -139,12 +138,47 @@ def test_a_filter_skips_unread_only_updates_about_nothing_wanted(
     feed = RisLiveFeed([line.encode() for line in lines], wanted=ours.covers)
     items = list(feed)
     assert [(type(i).__name__, str(getattr(i, "prefix", ""))) for i in items] == [
-        ("Update", "198.51.100.0/24"),  # a wanted line is decoded whole
-        ("Update", "192.0.2.128/25"),
+        ("Update", "192.0.2.128/25"),  # the other prefix of its line is dropped
         ("PeerDown", ""),
     ]
     # the unparsable prefix was not skipped: decoding reported it
     assert feed.stats.as_dict() == {
-        "records": 4, "updates": 2, "peer_downs": 1, "errors": 1, "skipped": 1,
+        "records": 4, "updates": 1, "peer_downs": 1, "errors": 1, "skipped": 1, "dropped": 1,
     }  # fmt: skip
     assert "10.0.0.0/33" in caplog.text
+
+
+def test_a_file_is_read_in_chunks_that_split_lines_anywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    lines = [message(withdrawals=[f"192.0.2.{n}/32"]) for n in range(6)]
+    lines[3] = "{cut short"
+    path = tmp_path / "ris.json"
+    path.write_bytes(("\r\n".join(lines[:4]) + "\n\n" + "\n".join(lines[4:])).encode())
+    monkeypatch.setattr(ris_live, "_CHUNK", 7)  # lines longer than a chunk, and parts of one
+    feed = RisLiveFeed.from_file(path)
+    assert [str(u.prefix) for u in feed if isinstance(u, Update)] == [
+        "192.0.2.0/32", "192.0.2.1/32", "192.0.2.2/32", "192.0.2.4/32", "192.0.2.5/32",
+    ]  # fmt: skip
+    assert feed.stats.as_dict() == {"records": 6, "updates": 5, "peer_downs": 0, "errors": 1}
+    assert f"{path} line 4:" in caplog.text  # the blank line 5 counts in the numbering
+
+
+def test_a_line_the_typed_decoder_refuses_gets_the_same_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Lines msgspec refuses go to `decode`, whose messages name the problem."""
+    lines = [
+        message(peer_asn="AS64496", withdrawals=["192.0.2.0/24"]),
+        message(path=[64496, 2**32], announcements=[{"prefixes": ["192.0.2.0/24"]}]),
+        message(community=[[64496, 65536]], announcements=[{"prefixes": ["192.0.2.0/24"]}]),
+        message(withdrawals=["192.0.2.1/24"]),
+    ]
+    with caplog.at_level(logging.WARNING, "bgp_guard.feeds.ris-live"):
+        assert list(RisLiveFeed([line.encode() for line in lines], "s")) == []
+    assert [r.getMessage().split(": ", 1)[1] for r in caplog.records] == [
+        "ASN 'AS64496' is not a number",
+        "ASN 4294967296 is outside 0..4294967295",
+        "community [64496, 65536] has a part above 65535",
+        "bad prefix '192.0.2.1/24': 192.0.2.1/24 has host bits set",
+    ]
