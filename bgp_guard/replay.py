@@ -14,12 +14,12 @@ from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from bgp_guard.errors import InputError
-from bgp_guard.feeds.ris_live import RisLiveFeed
 from bgp_guard.feeds.stats import FeedStats
 from bgp_guard.update import FeedItem, Prefix
 
-if TYPE_CHECKING:  # imported when a file is MRT: RIS-live replays start without its decoder
+if TYPE_CHECKING:  # each imported for a file of its kind: a replay starts without the other
     from bgp_guard.feeds.mrt import MrtFeed
+    from bgp_guard.feeds.ris_live import RisLiveFeed
 
 Feed = Iterable[FeedItem]
 
@@ -34,6 +34,8 @@ def open_feed(path: str, wanted: Callable[[Prefix], bool] | None = None) -> tupl
         raise InputError(f"{path}: {exc.strerror}; give MRT or RIS-live JSON-lines files") from None
     feed: MrtFeed | RisLiveFeed
     if head.startswith(b"{"):
+        from bgp_guard.feeds.ris_live import RisLiveFeed
+
         feed = RisLiveFeed.from_file(path, wanted)
     else:
         from bgp_guard.feeds.mrt import MrtFeed

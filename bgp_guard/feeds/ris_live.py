@@ -10,18 +10,20 @@ valid JSON or not a valid message is counted, logged with its line number, and s
 `ris_error` from the server is counted the same way. `decode` reads one message, for the
 websocket client (`ris_websocket`) as for files.
 
-A file's lines take a fast path first: an UPDATE is decoded by msgspec into typed structs,
-every field checked in C (ASNs in 0..2^32-1, community halves in 0..65535, an AS_SET a
-nested list), its AS path and communities left as raw JSON until a prefix needs them. Any
-line it refuses (another message type, a field of another type, a bad prefix) goes the
-way above, `decode`, whose errors name the problem; so the fast path changes speed only.
+`RisLiveFeed` takes a fast path first: an UPDATE is decoded by msgspec into typed structs,
+each field checked in C (ASNs in 0..2^32-1, community halves in 0..65535, an AS_SET a
+nested list), its AS path and communities kept as raw JSON until the line is worth them.
+A line it refuses (another message type, a field of another type, a bad prefix or ASN)
+goes through `decode`, whose errors name the problem: the fast path changes speed only (a
+property test holds it to `decode`'s Updates and errors). Files are read a megabyte at a
+time and split in C.
 
-Given a `wanted` test (`Guard.wanted`), only the prefixes the guard watches become Updates:
-a line with none is counted as skipped, and its AS path is never decoded; the others of a
-line that has some are counted as `dropped`. Each distinct prefix text is parsed and judged
-once. Lines the fast path refuses are still screened before their JSON is decoded: their
-quoted prefixes are found with one regular expression; one that does not parse makes the
-line wanted, so that decoding reports it.
+Given a `wanted` test (`Guard.wanted`), only the prefixes the guard watches become Updates.
+Each distinct prefix text is parsed and judged once; a line with no wanted prefix is
+counted as skipped (one set test per prefix list, once its texts have been judged), and the
+other prefixes of a line that has a wanted one are counted as dropped. Lines the fast path refuses are screened
+before `decode`: their quoted prefixes are found with one regular expression; one that
+does not parse makes the line wanted, so that decoding reports it.
 """
 
 from __future__ import annotations
