@@ -653,7 +653,7 @@ def register(sub: Any) -> None:
     p.add_argument("--config", required=True, metavar="C", help="overcast.yaml")
     p.add_argument("files", nargs="+", metavar="FILE", help="MRT or RIS-live JSON-lines files")
     _output_flags(p)
-    p.set_defaults(handler=_replay)
+    p.set_defaults(handler=_replay, exit_at_once=True)
 
     p = cmds.add_parser(
         "watch",

@@ -255,12 +255,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     # something an operator can act on.
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="eventlet")
     warnings.filterwarnings("ignore", message="Eventlet is deprecated")
+    program = argv is None  # run as the `overcast` program, not called by other code
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     # A command that runs until stopped sets `long_running` (set_defaults): its log lines
     # carry their time.
     log.setup(args.verbose, args.log_json, timestamps=getattr(args, "long_running", False))
+    code = _run(args)
+    if program and getattr(args, "exit_at_once", False):
+        # A batch command that leaves nothing to clean up (its files closed, its output
+        # flushed below) sets `exit_at_once`: the interpreter's teardown would free every
+        # object one by one (~20 ms after a replay).
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)

@@ -342,3 +342,25 @@ def test_watch_on_a_kernel_without_tcp_md5(
     assert "this kernel has no TCP-MD5 (RFC 2385) support, needed for the password of " in err
     assert "neighbour 127.0.0.2; use a kernel built with CONFIG_TCP_MD5SIG" in err
     assert "hunter2" not in err and "Traceback" not in err
+
+
+def test_replay_as_a_program_exits_at_once_with_all_its_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`guard replay` run as the program skips the interpreter's teardown: its exit code and
+    every event still come out, through a pipe (block-buffered) as in-process."""
+    config = write(tmp_path, "overcast.yaml", MONITORED)
+    command = ["guard", "replay", "--json", "--config", config, str(RIS_LIVE), str(RIS_LIVE)]
+    assert main(command) == exitcodes.ALERT
+    expected = capsys.readouterr().out
+    done = subprocess.run(
+        [sys.executable, "-m", "overcast", *command],
+        cwd=Path(__file__).resolve().parents[3],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == exitcodes.ALERT, done.stderr
+    assert done.stdout == expected and expected.count("\n") >= 1
+    assert "records from 2 file(s)" in done.stderr
