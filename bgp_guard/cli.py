@@ -179,10 +179,12 @@ def _replay_files(args: argparse.Namespace) -> int:
     errors = sum(s.errors for s in stats)
     records = sum(s.records for s in stats)
     skipped = sum(s.skipped for s in stats)
+    dropped = sum(s.dropped for s in stats)
+    unwatched = f"{skipped} records" + (f" and {dropped} updates" if dropped else "")
     print(
         f"overcast: {records} records from {len(args.files)} file(s) in {elapsed:.2f}s "
         f"({records / max(elapsed, 1e-9):,.0f}/s), {summary['updates']} updates checked"
-        + (f" ({skipped} records about no monitored prefix skipped unread)" if skipped else "")
+        + (f" ({unwatched} about no monitored prefix skipped)" if skipped or dropped else "")
         + f", {errors} bad record(s), {summary['stale']} stale update(s) dropped, "
         f"{summary['peer_downs']} peer session(s) down, "
         f"{summary['rib_routes']} routes from "
