@@ -3,8 +3,8 @@
 At the default thresholds (700, 10, 10) the collector walks the young objects every 700 net
 allocations, and all long-lived ones (modules, config, tables) again and again in the older
 generations, for a hot path that makes few cycles: what it makes is freed by reference
-counting anyway. Measured: the gateway's p99 70-115 -> 13-16 ms, the RIS-live replay's
-decoding up to 2x faster.
+counting anyway. Measured: the gateway's p99 70-115 -> 13-16 ms; decoding the 16,663 lines
+of the RIS-live bench into a list, 0.15-0.3 -> 0.08-0.1 s of CPU.
 """
 
 from __future__ import annotations
