@@ -156,8 +156,7 @@ class Guard:
         slot = rib.slot(update.peer_ip, update.path_id)
         if self.aspa is not None and slot == len(self._slot_asn):  # a new slot
             self._slot_asn.append(update.peer_asn)
-        prefix = update.prefix
-        key = (prefix.value << 9) | (prefix.length << 1) | (prefix.version == 6)  # prefix_key
+        key = prefix_key(update.prefix)
         route = (slot, key)
         applied = self._applied
         if applied and now < applied.get(route, now):
