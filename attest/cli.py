@@ -42,7 +42,6 @@ def register(sub: Any) -> None:
             "      --state /var/lib/overcast/attest --keys /etc/overcast/keys --metrics 127.0.0.1:9320\n"
             "  overcast attest status --state /var/lib/overcast/attest --json"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cmds = attest.add_subparsers(dest="attest_command", metavar="ATTEST_COMMAND", required=True)
 
@@ -55,7 +54,6 @@ def register(sub: Any) -> None:
             "identity, enrolment challenges, quotes, and the site's sealed WireGuard key, "
             "which is opened by the TPM and written to KEYDIR/SITE.key (0600) only."
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(
             "example:\n  overcast attest agent overcast.yaml --site cloud-a --tpm device:/dev/tpmrm0 "
             "--listen 198.18.0.3:8890 --keys /etc/overcast/keys --site-config site.json "
@@ -107,7 +105,6 @@ def register(sub: Any) -> None:
             "example:\n  overcast attest enrol overcast.yaml --agent cloud-a=http://198.18.0.3:8890 "
             "--state /var/lib/overcast/attest"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("config", metavar="CONFIG", help="path to overcast.yaml")
     p.add_argument(
@@ -130,7 +127,6 @@ def register(sub: Any) -> None:
             "admitted sites are peers). Prints each state change; with --once, one round, "
             "exit 0 if every site is admitted, 3 if not."
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(
             "examples:\n  overcast attest verify overcast.yaml --agent cloud-a=http://198.18.0.3:8890 "
             "--state /var/lib/overcast/attest --keys /etc/overcast/keys --once\n"
@@ -179,7 +175,6 @@ def register(sub: Any) -> None:
             "admitted, 3 if any is not."
         ),
         epilog="example:\n  overcast attest status --state /var/lib/overcast/attest --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _state_flag(p)
     add_json_flag(p)
@@ -193,7 +188,6 @@ def register(sub: Any) -> None:
             "them as the attest.accept section, or as JSON for 'verify --policy'."
         ),
         epilog="example:\n  overcast attest policy overcast.yaml --json > policy.json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("config", metavar="CONFIG", help="path to overcast.yaml")
     p.add_argument(

@@ -628,7 +628,6 @@ def register(sub: Any) -> None:
             "  overcast guard roa-diff --config overcast.yaml vrps-old.json vrps.json\n"
             "  overcast guard aspa-check --config overcast.yaml bview.gz updates.*.gz"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cmds = guard.add_subparsers(dest="guard_command", metavar="SUBCOMMAND", required=True)
 
@@ -650,7 +649,6 @@ def register(sub: Any) -> None:
             "  overcast guard replay --config overcast.yaml --json bview.gz updates.*.gz\n"
             "  overcast guard replay --config overcast.yaml ris-live-stream.json"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", required=True, metavar="C", help="overcast.yaml")
     p.add_argument("files", nargs="+", metavar="FILE", help="MRT or RIS-live JSON-lines files")
@@ -685,7 +683,6 @@ def register(sub: Any) -> None:
             "  overcast guard watch --config overcast.yaml --ris-live\n"
             "  overcast guard watch --config overcast.yaml --ris-live ws://127.0.0.1:8080/v1/ws/"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", required=True, metavar="C", help="overcast.yaml")
     p.add_argument(
@@ -737,7 +734,6 @@ def register(sub: Any) -> None:
                 if name == "ack"
                 else "  overcast guard silence --config overcast.yaml visibility-loss --for 2h"
             ),
-            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         p.add_argument("--config", required=True, metavar="C", help="overcast.yaml")
         p.add_argument("event", metavar="EVENT", help="event key, or a unique part of it")
@@ -764,7 +760,6 @@ def register(sub: Any) -> None:
             "  overcast guard publish --config overcast.yaml --nats nats://127.0.0.1:4222 "
             "updates.gz"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", required=True, metavar="C", help="overcast.yaml")
     p.add_argument("--nats", required=True, metavar="URL", help="nats://host:port")
@@ -783,7 +778,6 @@ def register(sub: Any) -> None:
             "\n\nexample:\n"
             "  overcast guard worker --config overcast.yaml --nats nats://127.0.0.1:4222 --name w1"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", required=True, metavar="C", help="overcast.yaml")
     p.add_argument("--nats", required=True, metavar="URL", help="nats://host:port")
@@ -799,7 +793,6 @@ def register(sub: Any) -> None:
             "\n\nexamples:\n  overcast guard events --config overcast.yaml\n"
             "  overcast guard events --config overcast.yaml --all --json"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", required=True, metavar="C", help="overcast.yaml")
     p.add_argument("--all", action="store_true", help="closed events too")
@@ -816,7 +809,6 @@ def register(sub: Any) -> None:
             "'guard: {bgpalerter_file: prefixes.yml}'.\n\n"
             "example:\n  overcast guard import-bgpalerter prefixes.yml >> overcast.yaml"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("file", metavar="FILE", help="BGPalerter prefixes.yml")
     p.set_defaults(handler=_import_bgpalerter)
@@ -830,7 +822,6 @@ def register(sub: Any) -> None:
             "it does to the RPKI validity of our announcements. Exit 3 if any.\n\n"
             "example:\n  overcast guard roa-diff --config overcast.yaml vrps-old.json vrps.json"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", required=True, metavar="C", help="overcast.yaml")
     p.add_argument("old", metavar="OLD", help="the earlier VRP file")
@@ -855,7 +846,6 @@ def register(sub: Any) -> None:
             "example:\n"
             "  overcast guard aspa-check --config overcast.yaml bview.gz updates.*.gz --json"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", required=True, metavar="C", help="overcast.yaml")
     p.add_argument("files", nargs="+", metavar="FILE", help="MRT or RIS-live JSON-lines files")

@@ -51,7 +51,6 @@ def register(sub: Any) -> None:
             "  overcast bridge status overcast.yaml --site hq --keys /etc/overcast/keys --netns hq\n"
             "  overcast bridge down overcast.yaml --site hq --keys /etc/overcast/keys --netns hq"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cmds = bridge.add_subparsers(dest="bridge_command", metavar="BRIDGE_COMMAND", required=True)
 
@@ -67,7 +66,6 @@ def register(sub: Any) -> None:
             "have TCP clamped to the MSS shown."
         ),
         epilog="example:\n  overcast bridge plan overcast.yaml --site hq --keys ./keys --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _site_flags(p)
     add_json_flag(p)
@@ -99,7 +97,6 @@ def register(sub: Any) -> None:
             "  overcast bridge up overcast.yaml --site hq --keys ./keys --netns hq --watch "
             "--metrics 127.0.0.1:9320"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _site_flags(p)
     _netns_flags(p, ovsdb=True)
@@ -132,7 +129,6 @@ def register(sub: Any) -> None:
             "their OVS ports, and the nftables guard. Removing what is not there is fine."
         ),
         epilog="example:\n  overcast bridge down overcast.yaml --site hq --keys ./keys --netns hq",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _site_flags(p)
     _netns_flags(p, ovsdb=True)
@@ -163,7 +159,6 @@ def register(sub: Any) -> None:
             "example:\n  overcast bridge status overcast.yaml --site hq --keys ./keys --netns hq "
             "--ovsdb unix:/run/overcast/hq/db.sock"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _site_flags(p)
     _netns_flags(p, ovsdb=False)
@@ -190,7 +185,6 @@ def register(sub: Any) -> None:
             "--ovsdb unix:/run/openvswitch/db.sock --ovs-rundir /run/openvswitch "
             "--metrics 127.0.0.1:9312"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _site_flags(p)
     p.add_argument("--ovsdb", required=True, metavar="REMOTE", help="the site's ovsdb-server")
@@ -227,7 +221,6 @@ def _register_keys(cmds: Any) -> None:
             "  overcast bridge keys revoke overcast.yaml cloud-a --keys /etc/overcast/keys --at ...\n"
             "  overcast bridge keys export overcast.yaml hq --keys /etc/overcast/keys > hq.conf"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = keys.add_subparsers(dest="keys_command", metavar="KEYS_COMMAND", required=True)
 
@@ -240,7 +233,6 @@ def _register_keys(cmds: Any) -> None:
             "sites are skipped. Prints each site's public key, which is what you may hand out."
         ),
         epilog="example:\n  overcast bridge keys generate overcast.yaml --keys ./keys --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("config", metavar="CONFIG", help="path to overcast.yaml")
     _keys_flag(p)
@@ -274,7 +266,6 @@ def _register_keys(cmds: Any) -> None:
                 f"example:\n  overcast bridge keys {name} overcast.yaml cloud-a --keys ./keys "
                 "--at hq=oc-hq:./hq-keys --at cloud-a=oc-cloud-a:./cloud-a-keys"
             ),
-            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         p.add_argument("config", metavar="CONFIG", help="path to overcast.yaml")
         p.add_argument("site", metavar="SITE", help="the site whose key changes")
@@ -307,7 +298,6 @@ def _register_keys(cmds: Any) -> None:
             "--with-private-key is given (then write it to a 0600 file, never to a ticket)."
         ),
         epilog="example:\n  overcast bridge keys export overcast.yaml hq --keys ./keys > hq.conf",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("config", metavar="CONFIG", help="path to overcast.yaml")
     p.add_argument("site", metavar="SITE", help="the site to export")

@@ -43,7 +43,6 @@ def register(sub: Any) -> None:
             "  overcast controller run --config overcast.yaml --listen 192.0.2.10:6653 \\\n"
             "      --tls-cert ctl.pem --tls-key ctl.key --tls-ca ca.pem"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cmds = ctl.add_subparsers(
         dest="controller_command", metavar="CONTROLLER_COMMAND", required=True
@@ -65,7 +64,6 @@ def register(sub: Any) -> None:
             "      --listen 192.0.2.10:6653 --metrics 127.0.0.1:9310\n"
             "  overcast controller run ... --tls-cert ctl.pem --tls-key ctl.key --tls-ca ca.pem"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _common(p)
     p.add_argument(
@@ -122,7 +120,6 @@ def register(sub: Any) -> None:
             "  overcast controller plan --config overcast.yaml --site hq\n"
             "  overcast controller plan ... --site hq --ofport eth1=5 --json"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _common(p)
     p.add_argument("--site", required=True, help="the site whose switch to plan")

@@ -48,7 +48,6 @@ def register(subparsers: Any) -> None:
             "  overcast gateway new-session-key > /etc/overcast/session-keys\n"
             "  overcast gateway serve overcast.yaml"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="gateway_command", metavar="COMMAND", required=True)
 
@@ -67,7 +66,6 @@ def register(subparsers: Any) -> None:
             "  overcast gateway serve overcast.yaml\n"
             "  curl --cacert .overcast/gateway-tls/ca.pem https://localhost:8443/ready"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_argument("config", metavar="CONFIG", help="path to overcast.yaml")
     serve.set_defaults(handler=_serve, long_running=True)
@@ -80,7 +78,6 @@ def register(subparsers: Any) -> None:
             "line first and keep the old one below it until every old session has expired."
         ),
         epilog="example:\n  overcast gateway new-session-key >> /etc/overcast/session-keys",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     key.set_defaults(handler=_new_session_key)
 

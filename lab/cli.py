@@ -45,7 +45,6 @@ def register(sub: Any) -> None:
             "  overcast lab status --json         what exists, per lab\n"
             "  overcast lab down --all            remove every lab on this machine"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cmds = lab.add_subparsers(dest="lab_command", metavar="LAB_COMMAND", required=True)
 
@@ -64,7 +63,6 @@ def register(sub: Any) -> None:
             "ends with pings to try between two hosts of one segment."
         ),
         epilog="example:\n  overcast lab up overcast.yaml --id oc1234",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("config", metavar="CONFIG", help="path to overcast.yaml")
     p.add_argument("--id", dest="lab_id", help="lab id to use (oc + 4 lower-case characters)")
@@ -81,7 +79,6 @@ def register(sub: Any) -> None:
             "like a lab's whose state dir is gone."
         ),
         epilog="examples:\n  overcast lab down oc1234\n  overcast lab down --all",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("lab_id", metavar="LAB_ID", nargs="?", help="the lab to remove")
     p.add_argument("--all", action="store_true", help="remove every lab on this machine")
@@ -95,7 +92,6 @@ def register(sub: Any) -> None:
             "segments). Exit 1 if any is missing."
         ),
         epilog="example:\n  overcast lab status --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("lab_id", metavar="LAB_ID", nargs="?", help="only this lab")
     add_json_flag(p)
@@ -121,7 +117,6 @@ def register(sub: Any) -> None:
         epilog=(
             "examples:\n  overcast lab demo\n  overcast lab demo --report /tmp/demo.html --json"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--keep", action="store_true", help="leave the lab running afterwards")
     p.add_argument("--id", dest="lab_id", help="lab id to use instead of a random one")
@@ -147,7 +142,6 @@ def register(sub: Any) -> None:
         epilog=(
             "examples:\n  overcast lab scenario --list\n  overcast lab scenario stretch --json"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("name", metavar="NAME", nargs="?", help="the scenario to run (see --list)")
     p.add_argument("--list", action="store_true", help="list the scenarios and what each proves")

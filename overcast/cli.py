@@ -203,8 +203,17 @@ def _named_part(argv: Sequence[str]) -> str | None:
     return command if command in PARTS else None
 
 
+class _Parser(argparse.ArgumentParser):
+    """Every command's parser (subcommands get the class of their parent): descriptions
+    and examples are printed with the line breaks they were written with."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="overcast",
         description=(
             "Overcast stretches enterprise L2/L3 segments into cloud providers over WireGuard, "
@@ -215,7 +224,6 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
             "exit codes: 0 ok, 1 operation failed, 2 bad arguments or invalid config, "
             "3 alerts found.  Start with: overcast validate overcast.yaml"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"overcast {__version__}")
     parser.add_argument(
@@ -237,7 +245,6 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
             "  overcast validate overcast.yaml\n"
             "  overcast validate --json overcast.yaml | jq '.errors[] | .path + \": \" + .message'"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("file", metavar="FILE", help="path to overcast.yaml")
     add_json_flag(p)
