@@ -31,8 +31,10 @@ from controller.ovsdb import Ovsdb  # noqa: E402
 from tests.integration.controller.netns import (  # noqa: E402
     Namespaces,
     OvsSwitch,
+    connect,
     controller,
     sh,
+    switch_mesh,
     unique_prefix,
 )
 
@@ -87,22 +89,11 @@ def run(hosts: int, proxy: bool) -> tuple[dict[str, int], int, float]:
     switches: dict[str, OvsSwitch] = {}
     sniffers: list[subprocess.Popen[str]] = []
     try:
-        ctl_ns = namespaces.add(f"{prefix}-ctl")
-        for site in SITES:
-            switches[site] = OvsSwitch(namespaces.add(f"{prefix}-{site}"))
-        bridge = f"{prefix}br"
-        for a, b in combinations(SITES, 2):
-            namespaces.veth(tunnel(b), switches[a].netns, tunnel(a), switches[b].netns)
+        ctl_ns, bridge, targets = switch_mesh(namespaces, prefix, SITES, switches, tunnel)
         host_ns: list[tuple[str, str, str]] = []  # (namespace, IPv4, IPv6)
-        targets: list[str] = []  # each switch's controller
         for i, site in enumerate(SITES):
             sw = switches[site]
-            targets.append(namespaces.management_link(prefix, i, sw.netns, ctl_ns))
             with Ovsdb(sw.remote) as db:
-                db.ensure_bridge(bridge, dpid=0xD000 + i)
-                for peer in SITES:
-                    if peer != site:
-                        db.ensure_port(bridge, tunnel(peer))
                 for k in range(hosts):
                     n = i * hosts + k
                     ns = namespaces.host(
@@ -129,9 +120,7 @@ def run(hosts: int, proxy: bool) -> tuple[dict[str, int], int, float]:
         with controller(
             ctl_ns, config(bridge, hosts, proxy), None, workdir, "0.0.0.0:6653", *ovsdb
         ) as ctl:
-            for i, site in enumerate(SITES):
-                with Ovsdb(switches[site].remote) as db:
-                    db.ensure_bridge(bridge, dpid=0xD000 + i, controllers=[targets[i]])
+            connect(switches, bridge, targets)
             ctl.wait_log(
                 "programmed (full)", "every switch to be programmed", count=len(SITES), timeout=60
             )

@@ -13,10 +13,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from itertools import combinations
 from pathlib import Path
 
+from controller.ovsdb import Ovsdb
 from overcast.fabric import Fabric
 
 SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
@@ -153,6 +155,45 @@ class OvsSwitch:
                 proc.wait(timeout=10)
         self.procs.clear()
         shutil.rmtree(self.rundir, ignore_errors=True)
+
+
+def switch_mesh(
+    namespaces: Namespaces,
+    prefix: str,
+    sites: Sequence[str],
+    switches: dict[str, OvsSwitch],
+    tunnel: Callable[[str], str],
+) -> tuple[str, str, list[str]]:
+    """A controller namespace and, per site, a userspace OVS in a namespace of its own
+    (put in `switches`, which the caller closes, even if this fails half-way), every pair
+    linked by a veth "tunnel" named at each end `tunnel(peer)`, as the bridge plan names
+    VXLAN ports. Each switch's bridge holds its tunnel ports, with a datapath id the config
+    does not give (the controller reads it from OVSDB), and the switch has a management link
+    to the controller's namespace. Returns that namespace, the bridge, and each switch's
+    OpenFlow target for `connect`."""
+    ctl_ns = namespaces.add(f"{prefix}-ctl")
+    for site in sites:
+        switches[site] = OvsSwitch(namespaces.add(f"{prefix}-{site}"))
+    bridge = f"{prefix}br"
+    for a, b in combinations(sites, 2):
+        namespaces.veth(tunnel(b), switches[a].netns, tunnel(a), switches[b].netns)
+    targets = []
+    for i, site in enumerate(sites):
+        targets.append(namespaces.management_link(prefix, i, switches[site].netns, ctl_ns))
+        with Ovsdb(switches[site].remote) as db:
+            db.ensure_bridge(bridge, dpid=0xD000 + i)
+            for peer in sites:
+                if peer != site:
+                    db.ensure_port(bridge, tunnel(peer))
+    return ctl_ns, bridge, targets
+
+
+def connect(switches: dict[str, OvsSwitch], bridge: str, targets: list[str]) -> None:
+    """Point each `switch_mesh` switch at the controller: once it listens, so that each
+    connects on its first try."""
+    for i, switch in enumerate(switches.values()):
+        with Ovsdb(switch.remote) as db:
+            db.ensure_bridge(bridge, dpid=0xD000 + i, controllers=[targets[i]])
 
 
 def ping(netns: str, address: str, count: int = 3) -> bool:

@@ -17,7 +17,6 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import combinations
 from typing import Any
 
 import pytest
@@ -28,9 +27,11 @@ from tests.integration.controller.netns import (
     ControllerProcess,
     Namespaces,
     OvsSwitch,
+    connect,
     controller,
     ping,
     sh,
+    switch_mesh,
     unique_prefix,
     wait_for,
 )
@@ -98,7 +99,7 @@ class Mesh:
         return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
 
 
-def tunnel(site: str, peer: str) -> str:
+def tunnel(peer: str) -> str:
     return f"vx100-{SITES.index(peer)}"
 
 
@@ -108,35 +109,20 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     prefix, namespaces = unique_prefix(), Namespaces()
     switches: dict[str, OvsSwitch] = {}
     try:
-        ctl_ns = namespaces.add(f"{prefix}-ctl")
-        for site in SITES:
-            switches[site] = OvsSwitch(namespaces.add(f"{prefix}-{site}"))
-        bridge = f"{prefix}br"
-        for a, b in combinations(SITES, 2):
-            namespaces.veth(tunnel(a, b), switches[a].netns, tunnel(b, a), switches[b].netns)
+        ctl_ns, bridge, targets = switch_mesh(namespaces, prefix, SITES, switches, tunnel)
         hosts = {}
-        ovsdb, targets = [], []
-        for i, site in enumerate(SITES):
+        for i, site in enumerate(("hq", "branch")):
             sw = switches[site]
-            targets.append(namespaces.management_link(prefix, i, sw.netns, ctl_ns))
+            hosts[site] = namespaces.host(
+                f"{prefix}-h{i}", sw.netns, HOST_PORT, mac(i), f"{address(i)}/24"
+            )
             with Ovsdb(sw.remote) as db:
-                # A datapath id the config does not give: the controller reads it from OVSDB.
-                db.ensure_bridge(bridge, dpid=0xD000 + i)
-                for peer in SITES:
-                    if peer != site:
-                        db.ensure_port(bridge, tunnel(site, peer))
-                if site != "cloud":
-                    hosts[site] = namespaces.host(
-                        f"{prefix}-h{i}", sw.netns, HOST_PORT, mac(i), f"{address(i)}/24"
-                    )
-                    db.ensure_port(bridge, HOST_PORT)
-            ovsdb.append(f"--ovsdb={site}={sw.remote}")
+                db.ensure_port(bridge, HOST_PORT)
+        ovsdb = [f"--ovsdb={site}={sw.remote}" for site, sw in switches.items()]
         workdir = tmp_path_factory.mktemp("learning")
         extra = ("--metrics", METRICS, "--api", API, "--audit", "1", *ovsdb)
         with controller(ctl_ns, _config(bridge), None, workdir, "0.0.0.0:6653", *extra) as ctl:
-            for i, site in enumerate(SITES):
-                with Ovsdb(switches[site].remote) as db:
-                    db.ensure_bridge(bridge, dpid=0xD000 + i, controllers=[targets[i]])
+            connect(switches, bridge, targets)
             ctl.wait_log("programmed (full)", "every switch to be programmed", count=len(SITES))
             yield Mesh(switches, bridge, hosts, ctl, namespaces, prefix)
             log = ctl.log.read_text()
@@ -183,15 +169,15 @@ def test_unicast_to_a_learned_host_crosses_exactly_one_tunnel(mesh: Mesh) -> Non
         "branch's host to be installed at cloud",
     )
     before = {
-        "to branch": mesh.tx("hq", tunnel("hq", "branch")),
-        "to cloud": mesh.tx("hq", tunnel("hq", "cloud")),
+        "to branch": mesh.tx("hq", tunnel("branch")),
+        "to cloud": mesh.tx("hq", tunnel("cloud")),
         "cloud's host": mesh.tx("cloud", f"{mesh.prefix}vm"),
         "packet-ins": mesh.metric("overcast_controller_packet_ins_total"),
     }
     assert ping(hq, address(1), count=10)
     after = {
-        "to branch": mesh.tx("hq", tunnel("hq", "branch")),
-        "to cloud": mesh.tx("hq", tunnel("hq", "cloud")),
+        "to branch": mesh.tx("hq", tunnel("branch")),
+        "to cloud": mesh.tx("hq", tunnel("cloud")),
         "cloud's host": mesh.tx("cloud", f"{mesh.prefix}vm"),
         "packet-ins": mesh.metric("overcast_controller_packet_ins_total"),
     }
@@ -358,7 +344,7 @@ def test_arp_and_nd_for_a_host_at_another_site_are_answered_by_the_local_switch(
             ),
             f"the proxy for hq's host at {site}",
         )
-    tunnels = [tunnel("branch", "hq"), tunnel("branch", "cloud")]
+    tunnels = [tunnel("hq"), tunnel("cloud")]
     _quiet(mesh, "branch", tunnels)
     before = [mesh.tx("branch", t) for t in tunnels]
     argv = (mac(1), address(1), address6(1), address(0), address6(0))
@@ -385,13 +371,13 @@ def test_arp_and_nd_for_a_host_at_another_site_are_answered_by_the_local_switch(
     assert after == before, "the request crossed a tunnel"
     # The hosts' own stacks take the answers: resolved and reachable, nothing to cloud.
     _quiet(mesh, "branch", tunnels)
-    to_cloud = mesh.tx("branch", tunnel("branch", "cloud"))
+    to_cloud = mesh.tx("branch", tunnel("cloud"))
     sh("ip", "neigh", "flush", "dev", "eth0", netns=branch)
     assert ping(branch, address(0), count=1) and ping(branch, address6(0), count=1)
     neighbours = sh("ip", "neigh", "show", "dev", "eth0", netns=branch)
     assert f"{address(0)} lladdr {mac(0)}" in neighbours
     assert f"{address6(0)} lladdr {mac(0)}" in neighbours
-    assert mesh.tx("branch", tunnel("branch", "cloud")) == to_cloud
+    assert mesh.tx("branch", tunnel("cloud")) == to_cloud
     _, macs = mesh.api("/macs")
     ips = {m["mac"]: m["ips"] for m in macs}
     assert {address(0), address6(0)} <= set(ips[mac(0)])
