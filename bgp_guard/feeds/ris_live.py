@@ -227,11 +227,11 @@ def decode(message: str | bytes) -> Sequence[FeedItem]:
 
 
 class _Filter:
-    """Which UPDATE lines are worth decoding, judged on their raw prefix texts."""
+    """Which UPDATE lines are worth decoding, judged on their raw prefix texts (with the
+    feed's `_Judged`, so each text is parsed and judged once for both paths)."""
 
-    def __init__(self, wanted: Callable[[Prefix], bool]) -> None:
-        self.wanted = wanted
-        self.judged: dict[bytes, bool] = {}
+    def __init__(self, judged: _Judged) -> None:
+        self.judged = judged
 
     def skips(self, line: bytes) -> bool:
         if b'"UPDATE"' not in line:
@@ -239,18 +239,11 @@ class _Filter:
         found = _PREFIX_TEXT.findall(line)
         if not found:
             return False  # nothing to judge it by: decoding says what it is
-        judged = self.judged
         for text in found:
-            hit = judged.get(text)
-            if hit is None:
-                if len(judged) >= _JUDGED_MAX:
-                    judged.clear()
-                try:
-                    hit = self.wanted(Prefix.parse(text.decode()))
-                except ValueError:
-                    hit = True
-                judged[text] = hit
-            if hit:
+            try:
+                if self.judged[text.decode()] is not None:
+                    return False
+            except ValueError:  # not a prefix: decoding names it
                 return False
         return True
 
@@ -295,8 +288,8 @@ class RisLiveFeed:
         self.batches: Iterable[Sequence[str | bytes]] = ([line] for line in lines)
         self.name = name
         self.stats = FeedStats("ris-live")
-        self.filter = None if wanted is None else _Filter(wanted)
         self.judged = _Judged(wanted)
+        self.filter = None if wanted is None else _Filter(self.judged)
         self.peer_asns: dict[str | int, int] = {}  # RIS sends the few peers' ASNs as text
         self.lines_read = 0
 

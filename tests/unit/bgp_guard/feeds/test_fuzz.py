@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bgp_guard.feeds.mrt import MrtFeed
-from bgp_guard.feeds.ris_live import RisLiveFeed, _Filter, decode
+from bgp_guard.feeds.ris_live import RisLiveFeed, _Filter, _Judged, decode
 from bgp_guard.update import FeedItem, Prefix, Update
 from bgp_guard.wire import Open, WireError, decode_attributes, decode_update
 from tests.conftest import shared_data
@@ -149,7 +149,7 @@ def test_ris_live_fast_path_changes_nothing_found(messages: list[object], filter
     wanted = Prefix.parse("192.0.2.0/24").covers if filtered else None
     feed = RisLiveFeed(lines, wanted=wanted)
     got = list(feed)
-    screen = None if wanted is None else _Filter(wanted)
+    screen = None if wanted is None else _Filter(_Judged(wanted))
     expected: list[FeedItem] = []
     errors = 0
     for line in lines:
