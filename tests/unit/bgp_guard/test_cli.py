@@ -12,6 +12,7 @@ import yaml
 from overcast import exitcodes
 from overcast.cli import main
 from tests.conftest import shared_data
+from tests.fresh import run_overcast
 
 PREFIXES_YML = """
 192.0.2.0/24:
@@ -191,20 +192,9 @@ def test_guard_commands_read_the_guard_section_alone(
 
 def test_guard_replay_starts_without_the_other_parts_schemas(tmp_path: Path) -> None:
     config = write(tmp_path, "overcast.yaml", MONITORED)
-    others = ("attest.", "bridge.", "controller.", "gateway.", "lab.", "overcast.config.")
-    child = (
-        "import sys\nfrom overcast.cli import main\nmain(sys.argv[1:])\n"
-        f"print(sorted(m for m in sys.modules if (m + '.').startswith({others!r})))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", child, "guard", "replay", "--config", config, str(RIS_LIVE)],
-        cwd=Path(__file__).resolve().parents[3],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.stdout.splitlines()[-1] == "[]", done.stdout + done.stderr
+    run = run_overcast("guard", "replay", "--config", config, str(RIS_LIVE))
+    others = ("attest", "bridge", "controller", "gateway", "lab", "overcast.config")
+    assert run.imported(*others) == [], run.stderr
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,6 @@ to load, or is damaged, is ignored."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,16 +15,12 @@ from bgp_guard import policycache
 from overcast import exitcodes
 from overcast.cli import main
 from tests.conftest import shared_data
+from tests.fresh import run_overcast
 
 REPO = Path(__file__).resolve().parents[3]
 RIS_LIVE = shared_data("bgp") / "ris-live-stream.json"
 # AS268481 announces 45.161.192.0/23 in RIS_LIVE: a sub-prefix hijack unless it may.
 MONITORED = "sites: {}\nguard:\n  prefixes: {45.161.192.0/22: {origins: [%s]}}\n"
-# A run in a fresh interpreter: its events, and whether it imported pydantic.
-CHILD = (
-    "import sys\nfrom overcast.cli import main\ncode = main(sys.argv[1:])\n"
-    "print('pydantic' in sys.modules, code)\n"
-)
 
 
 @pytest.fixture(autouse=True)
@@ -36,20 +31,9 @@ def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def replay(config: Path) -> tuple[list[str], bool]:
     """The event types of a replay in a fresh interpreter, and whether it imported pydantic."""
-    command = ["guard", "replay", "--json", "--config", str(config), str(RIS_LIVE)]
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, *command],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=os.environ | {"PYTHONDONTWRITEBYTECODE": "1"},
-    )
-    *events, last = done.stdout.splitlines()
-    imported, code = last.split()
-    assert int(code) in (exitcodes.OK, exitcodes.ALERT), done.stderr
-    return [json.loads(e)["type"] for e in events], imported == "True"
+    run = run_overcast("guard", "replay", "--json", "--config", str(config), str(RIS_LIVE))
+    assert run.code in (exitcodes.OK, exitcodes.ALERT), run.stderr
+    return [json.loads(e)["type"] for e in run.output], "pydantic" in run.modules
 
 
 def test_a_second_replay_starts_without_pydantic_and_finds_the_same(

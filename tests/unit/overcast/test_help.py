@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from overcast.cli import build_parser
+from tests.fresh import run_overcast
 
 
 def commands(
@@ -47,15 +48,5 @@ def test_help_has_a_description_and_an_example(path: tuple[str, ...]) -> None:
 def test_a_part_command_loads_only_that_part() -> None:
     """`overcast guard ...` starts without importing the other parts' commands (start-up
     time is most of a short replay)."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys; from overcast.cli import main\n"
-        "try: main(['-v', 'guard', '--help'])\n"
-        "except SystemExit: pass\n"
-        "print(sorted(m for m in ('lab.cli', 'controller.cli', 'bridge.cli', 'gateway.cli', "
-        "'bgp_guard.cli') if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.splitlines()[-1] == "['bgp_guard.cli']"
+    parts = ("lab.cli", "controller.cli", "bridge.cli", "gateway.cli", "bgp_guard.cli")
+    assert run_overcast("-v", "guard", "--help").imported(*parts) == ["bgp_guard.cli"]

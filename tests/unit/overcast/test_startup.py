@@ -8,14 +8,11 @@ already imported does not count.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
+from tests.fresh import run_overcast
 
 # Top-level package names: importing any of their modules puts the package in sys.modules.
 HEAVY = (
@@ -32,16 +29,6 @@ HEAVY = (
     "uvicorn",
     "wgconfig",
 )
-
-CHILD = f"""
-import json, sys
-from overcast.cli import main
-try:
-    code = main(sys.argv[1:])
-except SystemExit as exc:  # --help exits from argparse
-    code = exc.code
-print(json.dumps({{"code": code, "heavy": sorted(m for m in {HEAVY!r} if m in sys.modules)}}))
-"""
 
 # Every part's section, so that each part's config model is loaded.
 CONFIG = """\
@@ -64,18 +51,10 @@ def test_starts_without_heavy_imports(command: str, tmp_path: Path) -> None:
     config = tmp_path / "overcast.yaml"
     config.write_text(CONFIG)
     argv = [command, str(config)] if command == "validate" else [command]
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, *argv],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout.splitlines()[-1])
-    assert result["code"] == 0, done.stdout + done.stderr
-    assert result["heavy"] == [], (
-        f"overcast {command} imported {', '.join(result['heavy'])}; import them "
+    run = run_overcast(*argv)
+    assert run.code == 0, "\n".join(run.output) + run.stderr
+    heavy = run.imported(*HEAVY)
+    assert heavy == [], (
+        f"overcast {command} imported {', '.join(heavy)}; import them "
         "inside the handler that needs them (see lab/cli.py)"
     )
